@@ -1,0 +1,105 @@
+"""Every error stepchain raises, in one place.
+
+Two families:
+
+* ``StepchainError`` (an ``Exception``): things a caller can handle. ``TerminalError`` and
+  ``RetryableError`` are what a *step* raises to steer the engine; the rest describe misuse of the
+  library or of a run (unknown run, wrong state, idempotency conflict, bad payload).
+* ``StepchainSignal`` (a ``BaseException``): control flow the engine uses inside a step, such as
+  "continue in a fresh invocation". Deriving from ``BaseException`` means a user's broad
+  ``except Exception`` cannot swallow it.
+"""
+
+from __future__ import annotations
+
+
+class StepchainError(Exception):
+    """Base class of every error stepchain raises on purpose."""
+
+    code = "stepchain_error"
+    http_status = 500
+
+
+# --- raised by user steps ---------------------------------------------------------------------
+
+
+class TerminalError(StepchainError):
+    """A step failure that must not be retried: the run fails with this error."""
+
+    code = "terminal_error"
+
+
+class RetryableError(StepchainError):
+    """A step failure worth retrying. Any other ``Exception`` is treated the same way."""
+
+    code = "retryable_error"
+
+
+# --- misuse of the library or of a run ------------------------------------------------------
+
+
+class ValidationError(StepchainError):
+    """Input that stepchain cannot accept (bad workflow definition, bad argument, bad payload)."""
+
+    code = "validation_error"
+    http_status = 400
+
+
+class PayloadError(ValidationError):
+    """A step input or output that cannot be serialized to JSON."""
+
+    code = "payload_error"
+
+
+class WorkflowNotFound(StepchainError):
+    code = "workflow_not_found"
+    http_status = 404
+
+
+class RunNotFound(StepchainError):
+    code = "run_not_found"
+    http_status = 404
+
+
+class StepNotFound(StepchainError):
+    code = "step_not_found"
+    http_status = 404
+
+
+class InvalidRunState(StepchainError):
+    """The run (or node) is not in a state that allows the requested operation."""
+
+    code = "invalid_run_state"
+    http_status = 409
+
+
+class IdempotencyConflict(StepchainError):
+    """The same idempotency key was used with a different request body."""
+
+    code = "idempotency_conflict"
+    http_status = 409
+
+
+class VersionMismatch(StepchainError):
+    """A message for a run pinned to a workflow version this worker does not have."""
+
+    code = "version_mismatch"
+    http_status = 409
+
+
+# --- control-flow signals (not errors) ------------------------------------------------------
+
+
+class StepchainSignal(BaseException):
+    """Base of control-flow signals; ``except Exception`` does not catch these."""
+
+
+class ContinueInNewInvocation(StepchainSignal):
+    """Raised inside a step when its remaining time budget is too small for the next unit of work.
+
+    The engine records progress, releases the step as CONTINUING and hands off a continuation.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

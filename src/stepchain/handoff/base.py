@@ -1,0 +1,53 @@
+"""The handoff port: how the next unit of work gets to a worker.
+
+Adapters: in-process (tests, the embedded runtime), SQS, Step Functions. The engine decides
+*what* happens next (an :class:`~stepchain.messages.Outcome`); the handoff decides *how*.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.records import RunRecord
+
+
+class Handoff(ABC):
+    """Port. ``dispatch`` must be idempotent in effect: a duplicate activation is harmless."""
+
+    @abstractmethod
+    def dispatch(self, msgs: Sequence[Activation], *, at_ms: int | None = None) -> None:
+        """Deliver ``msgs`` to workers, not before ``at_ms`` (epoch ms) when given."""
+
+    def start(self, run: RunRecord, first: Activation) -> None:
+        """A new run: deliver its first activation."""
+        self.dispatch([first])
+
+    def resume_wait(self, wait: Activation, successor: Activation | None) -> None:
+        """An event completed a wait node: continue with ``successor`` (None: it was the last node)."""
+        if successor is not None:
+            self.dispatch([successor])
+
+    def cancel(self, run: RunRecord) -> None:
+        """The run was cancelled (Step Functions stops its execution)."""
+        return None
+
+    def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
+        """A failed run is resumed at ``top_node``; ``msgs`` re-activate its failed nodes."""
+        self.dispatch(msgs)
+
+    def apply(self, msg: Activation, outcome: Outcome, now_ms: int) -> None:
+        """Queue-style transports turn an outcome into messages (Step Functions does not use this)."""
+        kind = outcome.kind
+        if kind is OutcomeKind.CONTINUE:
+            self.dispatch([msg])
+        elif kind is OutcomeKind.WAIT:
+            self.dispatch([msg], at_ms=outcome.wake_at_ms)
+        elif kind is OutcomeKind.SUSPENDED and outcome.wake_at_ms is not None:
+            # the deadline check of an event wait
+            self.dispatch([msg.with_(action="timeout", token=None)], at_ms=outcome.wake_at_ms)
+        elif kind in (OutcomeKind.DONE, OutcomeKind.FANOUT) and outcome.next:
+            self.dispatch(outcome.next)
+        # BUSY: the live owner still has its own message, which comes back if it dies (queue
+        # visibility timeout >= lease); FAILED / DROPPED: nothing to do.

@@ -1,0 +1,149 @@
+"""Claim-check for large values.
+
+Every step input and output is stored as a small JSON *reference string*:
+
+* ``{"v": <value>}`` when the serialized value is at most ``inline_limit`` bytes, or
+* ``{"blob": "<key>", "bytes": n, "sha256": "..."}`` when it is larger; the value itself lives in the
+  blob store (S3 in AWS), under a content-addressed key, so writing it twice is harmless.
+
+DynamoDB items stay far below 400 KB, and messages between steps carry only run/node ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from stepchain.exceptions import PayloadError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+DEFAULT_INLINE_LIMIT = 32 * 1024
+
+
+class BlobStore(ABC):
+    """Port: where large values go."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    def presigned_url(self, key: str, expires_s: int = 900) -> str | None:
+        """A URL a client can download the value from, when the store can make one."""
+        return None
+
+
+class MemoryBlobStore(BlobStore):
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self.puts = 0
+
+    def put(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self._data[key] = data
+            self.puts += 1
+
+    def get(self, key: str) -> bytes:
+        with self._lock:
+            try:
+                return self._data[key]
+            except KeyError:
+                raise PayloadError(f"blob {key!r} is missing") from None
+
+
+class S3BlobStore(BlobStore):
+    """Blobs in an S3 bucket (SSE is set on the bucket; we also ask for it per object)."""
+
+    def __init__(self, bucket: str, client: S3Client | None = None, prefix: str = "payloads/") -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3")
+        return self._client
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.prefix + key,
+            Body=data,
+            ContentType="application/json",
+            ServerSideEncryption="AES256",
+        )
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise PayloadError(f"blob {key!r} is missing from s3://{self.bucket}") from None
+
+    def presigned_url(self, key: str, expires_s: int = 900) -> str | None:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_s
+        )
+
+
+def to_jsonable(value: Any) -> Any:
+    """Pydantic models become dicts; everything else must already be JSON-compatible."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return value
+
+
+class PayloadCodec:
+    """Encodes values into reference strings, offloading large ones to a :class:`BlobStore`."""
+
+    def __init__(self, blobs: BlobStore, inline_limit: int = DEFAULT_INLINE_LIMIT) -> None:
+        self.blobs = blobs
+        self.inline_limit = inline_limit
+
+    def encode(self, value: Any, *, scope: str) -> str:
+        try:
+            data = json.dumps(to_jsonable(value), separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"value is not JSON-serializable: {exc}") from exc
+        if len(data) <= self.inline_limit:
+            return '{"v":' + data.decode() + "}"
+        digest = hashlib.sha256(data).hexdigest()
+        key = f"{scope}/{digest}.json"
+        self.blobs.put(key, data)
+        return json.dumps({"blob": key, "bytes": len(data), "sha256": digest})
+
+    def decode(self, ref: str | None) -> Any:
+        if ref is None:
+            return None
+        doc = json.loads(ref)
+        if "v" in doc:
+            return doc["v"]
+        data = self.blobs.get(doc["blob"])
+        if hashlib.sha256(data).hexdigest() != doc["sha256"]:
+            raise PayloadError(f"blob {doc['blob']!r} does not match its checksum")
+        return json.loads(data)
+
+    @staticmethod
+    def blob_key(ref: str | None) -> str | None:
+        """The blob key of an offloaded value, or None when the value is inline."""
+        if ref is None:
+            return None
+        key = json.loads(ref).get("blob")
+        return None if key is None else str(key)
+
+    @staticmethod
+    def size(ref: str | None) -> int:
+        if ref is None:
+            return 0
+        doc = json.loads(ref)
+        return int(doc["bytes"]) if "blob" in doc else len(ref) - 6

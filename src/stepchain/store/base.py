@@ -1,0 +1,227 @@
+"""The checkpoint-store port.
+
+The engine's durable state goes through this small interface. Each method is ONE atomic
+operation in the store (a conditional write, a transaction, a query), so the DynamoDB adapter
+maps each onto a single API call and the in-memory adapter onto one locked dict update.
+Both adapters pass the same contract suite (``tests/functional/test_store_contract.py``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from stepchain.records import (
+    EachRecord,
+    Invocation,
+    NodeRecord,
+    NodeStatus,
+    RunRecord,
+    RunStatus,
+)
+
+ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+
+
+class ClaimKind(StrEnum):
+    CLAIMED = "claimed"  # we hold the lease now
+    DONE = "done"  # already SUCCEEDED: serve the checkpoint
+    BUSY = "busy"  # someone else holds a lease (maybe expired: see record.lease_until_ms)
+    GONE = "gone"  # missing, failed or cancelled: nothing to do
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    kind: ClaimKind
+    record: NodeRecord | None
+
+
+class FinishResult(StrEnum):
+    OK = "ok"
+    LOST = "lost"  # the node was not in the expected state (lease lost, already done)
+    RUN_INACTIVE = "run_inactive"  # the run is cancelled/failed/finished: nothing was written
+
+
+@dataclass(frozen=True)
+class NodeChanges:
+    """Fields to set on a node when it leaves RUNNING (or another expected state)."""
+
+    status: NodeStatus
+    now_ms: int
+    output_ref: str | None = None
+    input_ref: str | None = None
+    add_duration_ms: int = 0
+    add_cost_nano: int = 0
+    add_input_tokens: int = 0
+    add_output_tokens: int = 0
+    invocation: Invocation | None = None
+    error: dict[str, str] | None = None
+    clear_error: bool = False
+    attempts: int | None = None
+    wake_at_ms: int | None = None
+    event_name: str | None = None
+    task_token: str | None = None
+    items_total: int | None = None
+    ended: bool = False
+
+
+@dataclass(frozen=True)
+class RunChanges:
+    now_ms: int
+    status: RunStatus | None = None
+    current: str | None = None
+    output_ref: str | None = None
+    error: dict[str, str] | None = None
+    clear_error: bool = False
+    ended: bool = False
+    add_redrive: bool = False
+
+
+@dataclass(frozen=True)
+class NodeInit:
+    """A node record created PENDING with its input (by the predecessor's commit, or fan-out)."""
+
+    run_id: str
+    key: str
+    node: str
+    input_ref: str
+    index: int | None = None
+    attempts: int = 1
+
+    def item(self, now_ms: int, expires_at: int | None) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "run_id": self.run_id,
+            "key": self.key,
+            "node": self.node,
+            "status": NodeStatus.PENDING.value,
+            "input": self.input_ref,
+            "attempts": self.attempts,
+            "invocations": 0,
+            "created": now_ms,
+        }
+        if self.index is not None:
+            item["index"] = self.index
+        if expires_at is not None:
+            item["expires_at"] = expires_at
+        return item
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[RunRecord]
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class NewRun:
+    run_id: str
+    workflow: str
+    version: str
+    input_ref: str
+    now_ms: int
+    first: NodeInit
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CheckpointStore(ABC):
+    """Port: durable run state. See the module docstring for the item layout."""
+
+    #: seconds a finished run's items are kept (TTL); None keeps them forever
+    retention_s: int | None = None
+
+    def expires_at(self, now_ms: int) -> int | None:
+        return None if self.retention_s is None else now_ms // 1000 + self.retention_s
+
+    # -- runs --------------------------------------------------------------------------------
+    @abstractmethod
+    def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
+        """Create the run and its first node atomically.
+
+        With an idempotency key: if the key was used before, return that run and ``False`` when
+        the request hash matches, else raise :class:`~stepchain.exceptions.IdempotencyConflict`.
+        """
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abstractmethod
+    def update_run(self, run_id: str, changes: RunChanges, *, expect: tuple[RunStatus, ...]) -> RunRecord | None:
+        """Conditionally update the run; ``None`` when its status is not one of ``expect``."""
+
+    @abstractmethod
+    def list_runs(
+        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> RunPage: ...
+
+    @abstractmethod
+    def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None: ...
+
+    # -- nodes -------------------------------------------------------------------------------
+    @abstractmethod
+    def get_node(self, run_id: str, key: str) -> NodeRecord | None: ...
+
+    @abstractmethod
+    def list_nodes(self, run_id: str, prefix: str = "") -> list[NodeRecord]:
+        """Nodes of the run whose key starts with ``prefix`` (map items: ``"<node>#"``), by key."""
+
+    @abstractmethod
+    def put_node_if_absent(self, init: NodeInit, now_ms: int) -> bool: ...
+
+    @abstractmethod
+    def claim(self, run_id: str, key: str, *, owner: str, now_ms: int, lease_until_ms: int) -> ClaimResult:
+        """ONE conditional write: PENDING/CONTINUING/RETRYING -> RUNNING under our lease.
+
+        On conflict the current record comes back with the failure (no second read).
+        """
+
+    @abstractmethod
+    def takeover(
+        self, run_id: str, key: str, *, stale: NodeRecord, owner: str, now_ms: int, lease_until_ms: int
+    ) -> ClaimResult:
+        """Take a RUNNING node whose lease has expired (its worker died); counts a crash and an attempt."""
+
+    @abstractmethod
+    def finish(
+        self,
+        run_id: str,
+        key: str,
+        changes: NodeChanges,
+        *,
+        owner: str | None = None,
+        expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
+        successor: NodeInit | None = None,
+        run: RunChanges | None = None,
+    ) -> FinishResult:
+        """Atomically: update the node (if it is in ``expect`` and, when given, owned by ``owner``),
+        create the successor node, and update the run (only while it is active)."""
+
+    @abstractmethod
+    def add_checkpoint_hit(self, run_id: str, key: str) -> None: ...
+
+    # -- ctx.each / ctx.once / buffered events -----------------------------------------------
+    @abstractmethod
+    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord) -> bool: ...
+
+    @abstractmethod
+    def list_each(self, run_id: str, key: str, loop: str) -> list[EachRecord]: ...
+
+    @abstractmethod
+    def get_once(self, run_id: str, key: str, name: str) -> str | None: ...
+
+    @abstractmethod
+    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int) -> str:
+        """Store the effect's result unless one is there; return the stored one."""
+
+    @abstractmethod
+    def put_event(self, run_id: str, name: str, payload_ref: str, now_ms: int) -> bool: ...
+
+    @abstractmethod
+    def get_event(self, run_id: str, name: str) -> str | None: ...
+
+    @abstractmethod
+    def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
+        """Every ``ctx.each`` checkpoint of the run, keyed by node key (for the ledger)."""

@@ -1,0 +1,570 @@
+"""DynamoDB checkpoint store: one table, one partition per run, one API call per operation."""
+
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from stepchain.exceptions import IdempotencyConflict
+from stepchain.records import (
+    CLAIMABLE,
+    RUN_SK,
+    EachRecord,
+    NodeRecord,
+    NodeStatus,
+    RunRecord,
+    RunStatus,
+    each_prefix,
+    each_sk,
+    event_sk,
+    node_sk,
+    once_sk,
+    run_pk,
+)
+from stepchain.store.base import (
+    ACTIVE_RUN,
+    CheckpointStore,
+    ClaimKind,
+    ClaimResult,
+    FinishResult,
+    NewRun,
+    NodeChanges,
+    NodeInit,
+    RunChanges,
+    RunPage,
+)
+from stepchain.store.memory import classify_conflict
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_av(value: Any) -> Any:
+    return _ser.serialize(value)
+
+
+def from_item(item: Any) -> dict[str, Any]:
+    return {k: _plain(_de.deserialize(v)) for k, v in item.items()}
+
+
+def to_item(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_av(v) for k, v in d.items() if v is not None}
+
+
+class _Update:
+    """Builds one UpdateExpression with its names and values."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.adds: list[str] = []
+        self.removes: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def name(self, attr: str) -> str:
+        self.names[f"#{attr}"] = attr
+        return f"#{attr}"
+
+    def value(self, tag: str, v: Any) -> str:
+        self.values[f":{tag}"] = to_av(v)
+        return f":{tag}"
+
+    def set(self, attr: str, v: Any) -> None:
+        self.sets.append(f"{self.name(attr)} = {self.value(attr, v)}")
+
+    def set_expr(self, attr: str, expr: str) -> None:
+        self.sets.append(f"{self.name(attr)} = {expr}")
+
+    def add(self, attr: str, n: int) -> None:
+        self.adds.append(f"{self.name(attr)} {self.value('inc_' + attr, n)}")
+
+    def remove(self, attr: str) -> None:
+        self.removes.append(self.name(attr))
+
+    def append(self, attr: str, entries: list[Any]) -> None:
+        empty = self.value("empty_list", [])
+        self.set_expr(attr, f"list_append(if_not_exists({self.name(attr)}, {empty}), {self.value(attr, entries)})")
+
+    def expression(self) -> str:
+        parts = []
+        if self.sets:
+            parts.append("SET " + ", ".join(self.sets))
+        if self.adds:
+            parts.append("ADD " + ", ".join(self.adds))
+        if self.removes:
+            parts.append("REMOVE " + ", ".join(self.removes))
+        return " ".join(parts)
+
+    def kwargs(self, condition: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"UpdateExpression": self.expression(), "ExpressionAttributeNames": self.names}
+        if self.values:
+            out["ExpressionAttributeValues"] = self.values
+        if condition:
+            out["ConditionExpression"] = condition
+        return out
+
+
+def _node_update(c: NodeChanges) -> _Update:
+    u = _Update()
+    u.set("status", c.status.value)
+    u.set("lease_until", 0)
+    u.set("updated", c.now_ms)
+    u.remove("owner")
+    for attr, v in (
+        ("output", c.output_ref),
+        ("input", c.input_ref),
+        ("error", c.error),
+        ("attempts", c.attempts),
+        ("wake_at", c.wake_at_ms),
+        ("event_name", c.event_name),
+        ("task_token", c.task_token),
+        ("items_total", c.items_total),
+    ):
+        if v is not None:
+            u.set(attr, v)
+    if c.clear_error and c.error is None:
+        u.remove("error")
+    for attr, inc in (
+        ("duration_ms", c.add_duration_ms),
+        ("cost_nano", c.add_cost_nano),
+        ("input_tokens", c.add_input_tokens),
+        ("output_tokens", c.add_output_tokens),
+    ):
+        if inc:
+            u.add(attr, inc)
+    if c.invocation is not None:
+        u.append("history", [c.invocation.to_dict()])
+    if c.ended:
+        u.set("ended", c.now_ms)
+    return u
+
+
+def _run_update(c: RunChanges) -> _Update:
+    u = _Update()
+    u.set("updated", c.now_ms)
+    for attr, v in (
+        ("status", None if c.status is None else c.status.value),
+        ("current", c.current),
+        ("output", c.output_ref),
+        ("error", c.error),
+    ):
+        if v is not None:
+            u.set(attr, v)
+    if c.clear_error and c.error is None:
+        u.remove("error")
+    if c.ended:
+        u.set("ended", c.now_ms)
+    if c.add_redrive:
+        u.add("redrives", 1)
+    return u
+
+
+def _status_in(u: _Update, statuses: tuple[Any, ...], tag: str) -> str:
+    vals = ", ".join(u.value(f"{tag}{i}", s.value) for i, s in enumerate(statuses))
+    return f"{u.name('status')} IN ({vals})"
+
+
+class DynamoDBStore(CheckpointStore):
+    """The production adapter. ``client`` is injected (or created lazily on first use)."""
+
+    def __init__(
+        self, table: str, client: DynamoDBClient | None = None, *, retention_s: int | None = 30 * 86400
+    ) -> None:
+        self.table = table
+        self._client = client
+        self.retention_s = retention_s
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def _key(self, pk: str, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+    def _get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        resp = self.client.get_item(TableName=self.table, Key=self._key(pk, sk), ConsistentRead=True)
+        item = resp.get("Item")
+        return None if item is None else from_item(item)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
+        exp = self.expires_at(new.now_ms)
+        pk = run_pk(new.run_id)
+        run: dict[str, Any] = {
+            "pk": pk,
+            "sk": RUN_SK,
+            "run_id": new.run_id,
+            "workflow": new.workflow,
+            "version": new.version,
+            "status": RunStatus.RUNNING.value,
+            "input": new.input_ref,
+            "created": new.now_ms,
+            "updated": new.now_ms,
+            "current": new.first.key,
+            "gsi1pk": f"WF#{new.workflow}",
+            "gsi1sk": f"{new.now_ms:015d}#{new.run_id}",
+            "idempotency_key": new.idempotency_key,
+            "expires_at": exp,
+            **new.extra,
+        }
+        first = {"pk": pk, "sk": node_sk(new.first.key), **new.first.item(new.now_ms, exp)}
+        writes: list[Any] = [
+            {"Put": {"TableName": self.table, "Item": to_item(run), "ConditionExpression": "attribute_not_exists(pk)"}},
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(first),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+        idem_pk = f"IDEM#{new.workflow}#{new.idempotency_key}"
+        if new.idempotency_key is not None:
+            idem = {
+                "pk": idem_pk,
+                "sk": "IDEM",
+                "run_id": new.run_id,
+                "request_hash": new.request_hash,
+                "expires_at": exp,
+            }
+            writes.insert(
+                0,
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": to_item(idem),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+            )
+        try:
+            self.client.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            if new.idempotency_key is None or not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
+                raise
+            old = from_item(reasons[0]["Item"]) if "Item" in reasons[0] else self._get_item(idem_pk, "IDEM")
+            if old is None or old.get("request_hash") != new.request_hash:
+                raise IdempotencyConflict(
+                    f"idempotency key {new.idempotency_key!r} was used with a different request"
+                ) from None
+            existing = self.get_run(str(old["run_id"]))
+            assert existing is not None
+            return existing, False
+        return RunRecord.from_item(run), True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        item = self._get_item(run_pk(run_id), RUN_SK)
+        return None if item is None else RunRecord.from_item(item)
+
+    def update_run(self, run_id: str, changes: RunChanges, *, expect: tuple[RunStatus, ...]) -> RunRecord | None:
+        u = _run_update(changes)
+        cond = _status_in(u, expect, "expect")
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(run_pk(run_id), RUN_SK),
+                ReturnValues="ALL_NEW",
+                **u.kwargs(f"attribute_exists(pk) AND {cond}"),
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return RunRecord.from_item(from_item(resp["Attributes"]))
+
+    def list_runs(
+        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> RunPage:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :wf",
+            "ExpressionAttributeValues": {":wf": {"S": f"WF#{workflow}"}},
+            "ScanIndexForward": False,
+        }
+        if status is not None:
+            kwargs["FilterExpression"] = "#s = :s"
+            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+            kwargs["ExpressionAttributeValues"][":s"] = {"S": status.value}
+        if cursor:
+            kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        runs: list[RunRecord] = []
+        last: dict[str, Any] | None = None
+        # A filter may leave pages short: keep reading (bounded) until the page is full.
+        for _ in range(20):
+            kwargs["Limit"] = limit - len(runs)
+            resp = self.client.query(**kwargs)
+            for item in resp.get("Items", []):
+                runs.append(RunRecord.from_item(from_item(item)))
+            last = resp.get("LastEvaluatedKey")
+            if last is None or len(runs) >= limit:
+                break
+            kwargs["ExclusiveStartKey"] = last
+        next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
+        return RunPage(runs, next_cursor)
+
+    def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
+        u = _Update()
+        u.append("crashes", [{"at_ms": at_ms, "node": node, "kind": kind}])
+        self.client.update_item(
+            TableName=self.table, Key=self._key(run_pk(run_id), RUN_SK), **u.kwargs("attribute_exists(pk)")
+        )
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def get_node(self, run_id: str, key: str) -> NodeRecord | None:
+        item = self._get_item(run_pk(run_id), node_sk(key))
+        return None if item is None else NodeRecord.from_item(item)
+
+    def _query_prefix(self, run_id: str, prefix: str) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":pk": {"S": run_pk(run_id)}, ":p": {"S": prefix}},
+            "ConsistentRead": True,
+        }
+        out: list[dict[str, Any]] = []
+        while True:
+            resp = self.client.query(**kwargs)
+            out.extend(from_item(i) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def list_nodes(self, run_id: str, prefix: str = "") -> list[NodeRecord]:
+        return [NodeRecord.from_item(i) for i in self._query_prefix(run_id, node_sk(prefix))]
+
+    def _put_if_absent(self, item: dict[str, Any]) -> bool:
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=to_item(item), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def put_node_if_absent(self, init: NodeInit, now_ms: int) -> bool:
+        pk = run_pk(init.run_id)
+        return self._put_if_absent({"pk": pk, "sk": node_sk(init.key), **init.item(now_ms, self.expires_at(now_ms))})
+
+    def _conditional_claim(self, run_id: str, key: str, u: _Update, condition: str) -> ClaimResult:
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(run_pk(run_id), node_sk(key)),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **u.kwargs(condition),
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            old = exc.response.get("Item")
+            return classify_conflict(None if old is None else from_item(old))
+        return ClaimResult(ClaimKind.CLAIMED, NodeRecord.from_item(from_item(resp["Attributes"])))
+
+    def claim(self, run_id: str, key: str, *, owner: str, now_ms: int, lease_until_ms: int) -> ClaimResult:
+        u = _Update()
+        u.set("status", NodeStatus.RUNNING.value)
+        u.set("owner", owner)
+        u.set("lease_until", lease_until_ms)
+        u.set("cur_started", now_ms)
+        u.set_expr("started", f"if_not_exists({u.name('started')}, {u.value('now', now_ms)})")
+        u.add("invocations", 1)
+        return self._conditional_claim(run_id, key, u, f"attribute_exists(pk) AND {_status_in(u, CLAIMABLE, 'ok')}")
+
+    def takeover(
+        self, run_id: str, key: str, *, stale: NodeRecord, owner: str, now_ms: int, lease_until_ms: int
+    ) -> ClaimResult:
+        u = _Update()
+        u.set("owner", owner)
+        u.set("lease_until", lease_until_ms)
+        u.set("cur_started", now_ms)
+        u.append(
+            "history",
+            [{"started_ms": stale.current_started_ms, "ended_ms": stale.lease_until_ms, "outcome": "crashed"}],
+        )
+        for attr in ("invocations", "attempts", "crashes"):
+            u.add(attr, 1)
+        cond = (
+            f"{u.name('status')} = {u.value('running', NodeStatus.RUNNING.value)} AND "
+            f"{u.name('owner')} = {u.value('stale', stale.owner)} AND "
+            f"{u.name('lease_until')} < {u.value('now', now_ms)}"
+        )
+        return self._conditional_claim(run_id, key, u, cond)
+
+    def finish(
+        self,
+        run_id: str,
+        key: str,
+        changes: NodeChanges,
+        *,
+        owner: str | None = None,
+        expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
+        successor: NodeInit | None = None,
+        run: RunChanges | None = None,
+    ) -> FinishResult:
+        pk = run_pk(run_id)
+        u = _node_update(changes)
+        cond = _status_in(u, expect, "expect")
+        if owner is not None:
+            cond += f" AND {u.name('owner')} = {u.value('owner', owner)}"
+        node_update = {"TableName": self.table, "Key": self._key(pk, node_sk(key)), **u.kwargs(cond)}
+        if successor is None and run is None:
+            try:
+                self.client.update_item(**node_update)
+            except self.client.exceptions.ConditionalCheckFailedException:
+                return FinishResult.LOST
+            return FinishResult.OK
+        writes: list[Any] = [{"Update": node_update}]
+        if successor is not None:
+            item = {
+                "pk": pk,
+                "sk": node_sk(successor.key),
+                **successor.item(changes.now_ms, self.expires_at(changes.now_ms)),
+            }
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": to_item(item),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+        if run is not None:
+            ru = _run_update(run)
+            writes.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": self._key(pk, RUN_SK),
+                        **ru.kwargs(_status_in(ru, ACTIVE_RUN, "active")),
+                    }
+                }
+            )
+        try:
+            self.client.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if (
+                run is not None
+                and codes
+                and codes[-1] == "ConditionalCheckFailed"
+                and codes[0] != "ConditionalCheckFailed"
+            ):
+                return FinishResult.RUN_INACTIVE
+            if "ConditionalCheckFailed" in codes:
+                return FinishResult.LOST
+            raise
+        return FinishResult.OK
+
+    def add_checkpoint_hit(self, run_id: str, key: str) -> None:
+        u = _Update()
+        u.add("checkpoint_hits", 1)
+        self.client.update_item(
+            TableName=self.table, Key=self._key(run_pk(run_id), node_sk(key)), **u.kwargs("attribute_exists(pk)")
+        )
+
+    # -- each / once / events ------------------------------------------------------------------
+    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord) -> bool:
+        now = rec.ended_ms
+        return self._put_if_absent(
+            {
+                "pk": run_pk(run_id),
+                "sk": each_sk(key, loop, rec.index),
+                "index": rec.index,
+                "value": rec.value_ref,
+                "duration_ms": rec.duration_ms,
+                "ended": rec.ended_ms,
+                "expires_at": self.expires_at(now),
+            }
+        )
+
+    @staticmethod
+    def _each_record(item: dict[str, Any]) -> EachRecord:
+        return EachRecord(int(item["index"]), str(item["value"]), int(item["duration_ms"]), int(item["ended"]))
+
+    def list_each(self, run_id: str, key: str, loop: str) -> list[EachRecord]:
+        return [self._each_record(i) for i in self._query_prefix(run_id, each_prefix(key, loop))]
+
+    def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
+        out: dict[str, list[EachRecord]] = {}
+        for item in self._query_prefix(run_id, "E#"):
+            out.setdefault(str(item["sk"])[2:].rsplit("#", 2)[0], []).append(self._each_record(item))
+        return out
+
+    def get_once(self, run_id: str, key: str, name: str) -> str | None:
+        item = self._get_item(run_pk(run_id), once_sk(key, name))
+        return None if item is None else str(item["value"])
+
+    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int) -> str:
+        item = {
+            "pk": run_pk(run_id),
+            "sk": once_sk(key, name),
+            "value": value_ref,
+            "at": now_ms,
+            "expires_at": self.expires_at(now_ms),
+        }
+        if self._put_if_absent(item):
+            return value_ref
+        stored = self.get_once(run_id, key, name)
+        return value_ref if stored is None else stored
+
+    def put_event(self, run_id: str, name: str, payload_ref: str, now_ms: int) -> bool:
+        return self._put_if_absent(
+            {
+                "pk": run_pk(run_id),
+                "sk": event_sk(name),
+                "value": payload_ref,
+                "at": now_ms,
+                "expires_at": self.expires_at(now_ms),
+            }
+        )
+
+    def get_event(self, run_id: str, name: str) -> str | None:
+        item = self._get_item(run_pk(run_id), event_sk(name))
+        return None if item is None else str(item["value"])
+
+
+def create_table(client: DynamoDBClient, table: str) -> None:
+    """Create the checkpoint table with the same schema as template.yaml (tests, local runtime)."""
+    client.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "gsi1",
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        SSESpecification={"Enabled": True},
+    )
+    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})

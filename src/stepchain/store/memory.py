@@ -1,0 +1,345 @@
+"""In-memory checkpoint store: the same contract as DynamoDB, for tests and the embedded runtime."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from stepchain.exceptions import IdempotencyConflict
+from stepchain.records import (
+    CLAIMABLE,
+    RUN_SK,
+    EachRecord,
+    NodeRecord,
+    NodeStatus,
+    RunRecord,
+    RunStatus,
+    each_prefix,
+    each_sk,
+    event_sk,
+    node_sk,
+    once_sk,
+    run_pk,
+)
+from stepchain.store.base import (
+    ACTIVE_RUN,
+    CheckpointStore,
+    ClaimKind,
+    ClaimResult,
+    FinishResult,
+    NewRun,
+    NodeChanges,
+    NodeInit,
+    RunChanges,
+    RunPage,
+)
+
+
+def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
+    item["status"] = c.status.value
+    item.pop("owner", None)
+    item["lease_until"] = 0
+    for name, value in (
+        ("output", c.output_ref),
+        ("input", c.input_ref),
+        ("error", c.error),
+        ("attempts", c.attempts),
+        ("wake_at", c.wake_at_ms),
+        ("event_name", c.event_name),
+        ("task_token", c.task_token),
+        ("items_total", c.items_total),
+    ):
+        if value is not None:
+            item[name] = value
+    if c.clear_error:
+        item.pop("error", None)
+    for name, inc in (
+        ("duration_ms", c.add_duration_ms),
+        ("cost_nano", c.add_cost_nano),
+        ("input_tokens", c.add_input_tokens),
+        ("output_tokens", c.add_output_tokens),
+    ):
+        if inc:
+            item[name] = item.get(name, 0) + inc
+    if c.invocation is not None:
+        item.setdefault("history", []).append(c.invocation.to_dict())
+    if c.ended:
+        item["ended"] = c.now_ms
+    item["updated"] = c.now_ms
+
+
+def apply_run_changes(item: dict[str, Any], c: RunChanges) -> None:
+    item["updated"] = c.now_ms
+    for name, value in (
+        ("status", None if c.status is None else c.status.value),
+        ("current", c.current),
+        ("output", c.output_ref),
+        ("error", c.error),
+    ):
+        if value is not None:
+            item[name] = value
+    if c.clear_error:
+        item.pop("error", None)
+    if c.ended:
+        item["ended"] = c.now_ms
+    if c.add_redrive:
+        item["redrives"] = item.get("redrives", 0) + 1
+
+
+def classify_conflict(old: dict[str, Any] | None) -> ClaimResult:
+    if old is None:
+        return ClaimResult(ClaimKind.GONE, None)
+    rec = NodeRecord.from_item(old)
+    if rec.status is NodeStatus.SUCCEEDED:
+        return ClaimResult(ClaimKind.DONE, rec)
+    if rec.status in (NodeStatus.FAILED, NodeStatus.CANCELLED):
+        return ClaimResult(ClaimKind.GONE, rec)
+    return ClaimResult(ClaimKind.BUSY, rec)
+
+
+class MemoryStore(CheckpointStore):
+    """A dict behind a lock. Every method is atomic, like one DynamoDB call."""
+
+    def __init__(self, retention_s: int | None = None) -> None:
+        self._items: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.RLock()
+        self.retention_s = retention_s
+        self.calls = 0
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        self.calls += 1
+        item = self._items.get((pk, sk))
+        return None if item is None else copy.deepcopy(item)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
+        with self._lock:
+            self.calls += 1
+            if new.idempotency_key is not None:
+                idem = self._items.get((f"IDEM#{new.workflow}#{new.idempotency_key}", "IDEM"))
+                if idem is not None:
+                    if idem["request_hash"] != new.request_hash:
+                        raise IdempotencyConflict(
+                            f"idempotency key {new.idempotency_key!r} was used with a different request"
+                        )
+                    return RunRecord.from_item(self._items[(run_pk(idem["run_id"]), RUN_SK)]), False
+                self._items[(f"IDEM#{new.workflow}#{new.idempotency_key}", "IDEM")] = {
+                    "run_id": new.run_id,
+                    "request_hash": new.request_hash,
+                }
+            exp = self.expires_at(new.now_ms)
+            run = {
+                "run_id": new.run_id,
+                "workflow": new.workflow,
+                "version": new.version,
+                "status": RunStatus.RUNNING.value,
+                "input": new.input_ref,
+                "created": new.now_ms,
+                "updated": new.now_ms,
+                "current": new.first.key,
+                **new.extra,
+            }
+            if new.idempotency_key is not None:
+                run["idempotency_key"] = new.idempotency_key
+            self._items[(run_pk(new.run_id), RUN_SK)] = run
+            self._items[(run_pk(new.run_id), node_sk(new.first.key))] = new.first.item(new.now_ms, exp)
+            return RunRecord.from_item(run), True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            item = self._get(run_pk(run_id), RUN_SK)
+            return None if item is None else RunRecord.from_item(item)
+
+    def update_run(self, run_id: str, changes: RunChanges, *, expect: tuple[RunStatus, ...]) -> RunRecord | None:
+        with self._lock:
+            self.calls += 1
+            item = self._items.get((run_pk(run_id), RUN_SK))
+            if item is None or RunStatus(item["status"]) not in expect:
+                return None
+            apply_run_changes(item, changes)
+            return RunRecord.from_item(copy.deepcopy(item))
+
+    def list_runs(
+        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> RunPage:
+        with self._lock:
+            self.calls += 1
+            runs = [
+                RunRecord.from_item(copy.deepcopy(v))
+                for (pk, sk), v in self._items.items()
+                if sk == RUN_SK and v["workflow"] == workflow
+            ]
+        runs.sort(key=lambda r: (r.created_ms, r.run_id), reverse=True)
+        if cursor is not None:
+            created, run_id = cursor.split(":", 1)
+            runs = [r for r in runs if (r.created_ms, r.run_id) < (int(created), run_id)]
+        if status is not None:
+            runs = [r for r in runs if r.status is status]
+        page = runs[:limit]
+        more = len(runs) > limit
+        return RunPage(page, f"{page[-1].created_ms}:{page[-1].run_id}" if more and page else None)
+
+    def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
+        with self._lock:
+            self.calls += 1
+            item = self._items.get((run_pk(run_id), RUN_SK))
+            if item is not None:
+                item.setdefault("crashes", []).append({"at_ms": at_ms, "node": node, "kind": kind})
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def get_node(self, run_id: str, key: str) -> NodeRecord | None:
+        with self._lock:
+            item = self._get(run_pk(run_id), node_sk(key))
+            return None if item is None else NodeRecord.from_item(item)
+
+    def list_nodes(self, run_id: str, prefix: str = "") -> list[NodeRecord]:
+        with self._lock:
+            self.calls += 1
+            pk, start = run_pk(run_id), node_sk(prefix)
+            items = sorted(
+                (sk, copy.deepcopy(v)) for (p, sk), v in self._items.items() if p == pk and sk.startswith(start)
+            )
+        return [NodeRecord.from_item(v) for _, v in items]
+
+    def put_node_if_absent(self, init: NodeInit, now_ms: int) -> bool:
+        with self._lock:
+            self.calls += 1
+            k = (run_pk(init.run_id), node_sk(init.key))
+            if k in self._items:
+                return False
+            self._items[k] = init.item(now_ms, self.expires_at(now_ms))
+            return True
+
+    def claim(self, run_id: str, key: str, *, owner: str, now_ms: int, lease_until_ms: int) -> ClaimResult:
+        with self._lock:
+            self.calls += 1
+            item = self._items.get((run_pk(run_id), node_sk(key)))
+            if item is None or NodeStatus(item["status"]) not in CLAIMABLE:
+                return classify_conflict(copy.deepcopy(item) if item else None)
+            item.update(status=NodeStatus.RUNNING.value, owner=owner, lease_until=lease_until_ms, cur_started=now_ms)
+            item.setdefault("started", now_ms)
+            item["invocations"] = item.get("invocations", 0) + 1
+            return ClaimResult(ClaimKind.CLAIMED, NodeRecord.from_item(copy.deepcopy(item)))
+
+    def takeover(
+        self, run_id: str, key: str, *, stale: NodeRecord, owner: str, now_ms: int, lease_until_ms: int
+    ) -> ClaimResult:
+        with self._lock:
+            self.calls += 1
+            item = self._items.get((run_pk(run_id), node_sk(key)))
+            if (
+                item is None
+                or item["status"] != NodeStatus.RUNNING.value
+                or item.get("owner") != stale.owner
+                or int(item.get("lease_until", 0)) >= now_ms
+            ):
+                return classify_conflict(copy.deepcopy(item) if item else None)
+            item.setdefault("history", []).append(
+                {"started_ms": stale.current_started_ms, "ended_ms": stale.lease_until_ms, "outcome": "crashed"}
+            )
+            item.update(owner=owner, lease_until=lease_until_ms, cur_started=now_ms)
+            for name in ("invocations", "attempts", "crashes"):
+                item[name] = item.get(name, 0) + 1
+            return ClaimResult(ClaimKind.CLAIMED, NodeRecord.from_item(copy.deepcopy(item)))
+
+    def finish(
+        self,
+        run_id: str,
+        key: str,
+        changes: NodeChanges,
+        *,
+        owner: str | None = None,
+        expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
+        successor: NodeInit | None = None,
+        run: RunChanges | None = None,
+    ) -> FinishResult:
+        with self._lock:
+            self.calls += 1
+            pk = run_pk(run_id)
+            item = self._items.get((pk, node_sk(key)))
+            if item is None or NodeStatus(item["status"]) not in expect:
+                return FinishResult.LOST
+            if owner is not None and item.get("owner") != owner:
+                return FinishResult.LOST
+            run_item = self._items.get((pk, RUN_SK))
+            if run is not None and (run_item is None or RunStatus(run_item["status"]) not in ACTIVE_RUN):
+                return FinishResult.RUN_INACTIVE
+            if successor is not None and (pk, node_sk(successor.key)) in self._items:
+                return FinishResult.LOST
+            apply_node_changes(item, changes)
+            if successor is not None:
+                self._items[(pk, node_sk(successor.key))] = successor.item(
+                    changes.now_ms, self.expires_at(changes.now_ms)
+                )
+            if run is not None and run_item is not None:
+                apply_run_changes(run_item, run)
+            return FinishResult.OK
+
+    def add_checkpoint_hit(self, run_id: str, key: str) -> None:
+        with self._lock:
+            self.calls += 1
+            item = self._items.get((run_pk(run_id), node_sk(key)))
+            if item is not None:
+                item["checkpoint_hits"] = item.get("checkpoint_hits", 0) + 1
+
+    # -- each / once / events ------------------------------------------------------------------
+    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord) -> bool:
+        with self._lock:
+            self.calls += 1
+            k = (run_pk(run_id), each_sk(key, loop, rec.index))
+            if k in self._items:
+                return False
+            self._items[k] = {
+                "index": rec.index,
+                "value": rec.value_ref,
+                "duration_ms": rec.duration_ms,
+                "ended": rec.ended_ms,
+            }
+            return True
+
+    def _each(self, run_id: str, prefix: str) -> list[tuple[str, EachRecord]]:
+        pk = run_pk(run_id)
+        return sorted(
+            (sk, EachRecord(int(v["index"]), str(v["value"]), int(v["duration_ms"]), int(v["ended"])))
+            for (p, sk), v in self._items.items()
+            if p == pk and sk.startswith(prefix)
+        )
+
+    def list_each(self, run_id: str, key: str, loop: str) -> list[EachRecord]:
+        with self._lock:
+            self.calls += 1
+            return [r for _, r in self._each(run_id, each_prefix(key, loop))]
+
+    def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
+        with self._lock:
+            self.calls += 1
+            out: dict[str, list[EachRecord]] = {}
+            for sk, rec in self._each(run_id, "E#"):
+                out.setdefault(sk[2:].rsplit("#", 2)[0], []).append(rec)
+            return out
+
+    def get_once(self, run_id: str, key: str, name: str) -> str | None:
+        with self._lock:
+            item = self._get(run_pk(run_id), once_sk(key, name))
+            return None if item is None else str(item["value"])
+
+    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int) -> str:
+        with self._lock:
+            self.calls += 1
+            item = self._items.setdefault((run_pk(run_id), once_sk(key, name)), {"value": value_ref, "at": now_ms})
+            return str(item["value"])
+
+    def put_event(self, run_id: str, name: str, payload_ref: str, now_ms: int) -> bool:
+        with self._lock:
+            self.calls += 1
+            k = (run_pk(run_id), event_sk(name))
+            if k in self._items:
+                return False
+            self._items[k] = {"value": payload_ref, "at": now_ms}
+            return True
+
+    def get_event(self, run_id: str, name: str) -> str | None:
+        with self._lock:
+            item = self._get(run_pk(run_id), event_sk(name))
+            return None if item is None else str(item["value"])

@@ -1,0 +1,259 @@
+"""Workflow definitions: an ordered chain of nodes (steps, maps, sleeps, event waits).
+
+A node's id is stable: it is the Python function name (or the name given), the key of its
+checkpoint record, and the stem of its state name in the generated ASL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from stepchain.exceptions import ValidationError, VersionMismatch, WorkflowNotFound
+
+if TYPE_CHECKING:
+    from stepchain.context import StepContext
+
+F = TypeVar("F", bound=Callable[..., Any])
+StepFn = Callable[["StepContext", Any], Any]
+
+_ID = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a step is attempted and how long to wait in between.
+
+    ``max_attempts`` counts every attempt, the first included; crashes and timeouts count too.
+    """
+
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+    backoff_rate: float = 2.0
+    max_backoff_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValidationError("RetryPolicy.max_attempts must be >= 1")
+        if self.backoff_s < 0 or self.backoff_rate < 1:
+            raise ValidationError("RetryPolicy needs backoff_s >= 0 and backoff_rate >= 1")
+
+    def delay_s(self, failed_attempt: int) -> float:
+        """Delay before the attempt that follows failed attempt number ``failed_attempt`` (1-based)."""
+        return min(self.max_backoff_s, self.backoff_s * self.backoff_rate ** max(0, failed_attempt - 1))
+
+
+class NodeKind(StrEnum):
+    STEP = "step"
+    MAP = "map"
+    SLEEP = "sleep"
+    WAIT = "wait"
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    kind: NodeKind
+    fn: StepFn | None = None
+    retry: RetryPolicy = RetryPolicy()
+    timeout_s: int = 60
+    max_concurrency: int = 0  # map only; 0 = unlimited
+    seconds: int = 0  # sleep only
+    event: str | None = None  # wait only
+    function: str | None = None  # Lambda function (logical id) that runs it; default derived
+
+    @property
+    def runs_user_code(self) -> bool:
+        return self.kind in (NodeKind.STEP, NodeKind.MAP)
+
+    @property
+    def function_name(self) -> str:
+        """Logical id of the Lambda function that executes this node."""
+        if self.function:
+            return self.function
+        if not self.runs_user_code:
+            return "ControlFunction"
+        return "".join(part.capitalize() for part in self.id.split("_")) + "Function"
+
+    def signature(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "seconds": self.seconds,
+            "event": self.event,
+            "max_concurrency": self.max_concurrency,
+        }
+
+
+class Workflow:
+    """A named, versioned chain of nodes.
+
+    >>> wf = Workflow("hello")
+    >>> @wf.step()
+    ... def greet(ctx, name):
+    ...     return f"hello {name}"
+    """
+
+    def __init__(self, name: str, *, version: str | None = None) -> None:
+        if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
+            raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
+        self.name = name
+        self._version = version
+        self._nodes: list[Node] = []
+
+    # -- definition ----------------------------------------------------------------------------
+    def _add(self, node: Node) -> None:
+        if not _ID.match(node.id):
+            raise ValidationError(f"node id {node.id!r} must match [a-z][a-z0-9_]*, at most 48 chars")
+        if any(n.id == node.id for n in self._nodes):
+            raise ValidationError(f"workflow {self.name!r} already has a node {node.id!r}")
+        if node.timeout_s < 1 or node.timeout_s > 900:
+            raise ValidationError(f"node {node.id!r}: timeout_s must be 1..900 (the Lambda limit)")
+        self._nodes.append(node)
+
+    def step(
+        self,
+        name: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: int = 60,
+        function: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register ``fn(ctx, input) -> output`` as the next step of the chain."""
+
+        def register(fn: F) -> F:
+            self._add(
+                Node(name or fn.__name__, NodeKind.STEP, fn, retry or RetryPolicy(), timeout_s, function=function)
+            )
+            return fn
+
+        return register
+
+    def map(
+        self,
+        name: str | None = None,
+        *,
+        max_concurrency: int = 0,
+        retry: RetryPolicy | None = None,
+        timeout_s: int = 60,
+        function: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register ``fn(ctx, item) -> result``, run once per element of the previous output (a list).
+
+        The node's output is the list of results, in input order (fan-in).
+        """
+        if max_concurrency < 0:
+            raise ValidationError("max_concurrency must be >= 0")
+
+        def register(fn: F) -> F:
+            self._add(
+                Node(
+                    name or fn.__name__,
+                    NodeKind.MAP,
+                    fn,
+                    retry or RetryPolicy(),
+                    timeout_s,
+                    max_concurrency=max_concurrency,
+                    function=function,
+                )
+            )
+            return fn
+
+        return register
+
+    def sleep(self, seconds: int, *, name: str | None = None) -> None:
+        """A durable sleep; its output is its input. Longer than Lambda's 15 minutes is fine."""
+        if seconds < 1:
+            raise ValidationError("sleep seconds must be >= 1")
+        self._add(Node(name or f"sleep_{len(self._nodes)}", NodeKind.SLEEP, seconds=int(seconds), timeout_s=30))
+
+    def wait_for_event(self, event: str, *, timeout_s: int = 86400, name: str | None = None) -> None:
+        """Suspend the run until ``event`` is delivered; its payload becomes the next step's input.
+
+        If nothing arrives within ``timeout_s`` the run fails with an ``EventTimeout`` error.
+        """
+        if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", event):
+            raise ValidationError(f"event name {event!r} must match [a-z][a-z0-9_-]*")
+        if timeout_s < 1:
+            raise ValidationError("wait_for_event timeout_s must be >= 1")
+        node = Node(name or event.replace("-", "_"), NodeKind.WAIT, event=event, seconds=int(timeout_s), timeout_s=30)
+        self._add(node)
+
+    # -- queries -------------------------------------------------------------------------------
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return tuple(self._nodes)
+
+    @property
+    def version(self) -> str:
+        """Explicit version, or a hash of the chain's shape (ids, kinds, parameters)."""
+        if self._version:
+            return self._version
+        shape = json.dumps([n.signature() for n in self._nodes], sort_keys=True)
+        return hashlib.sha256(f"{self.name}:{shape}".encode()).hexdigest()[:12]
+
+    def node(self, node_id: str) -> Node:
+        for n in self._nodes:
+            if n.id == node_id:
+                return n
+        raise ValidationError(f"workflow {self.name!r} has no node {node_id!r}")
+
+    def has_node(self, node_id: str) -> bool:
+        return any(n.id == node_id for n in self._nodes)
+
+    def first(self) -> Node:
+        if not self._nodes:
+            raise ValidationError(f"workflow {self.name!r} has no steps")
+        return self._nodes[0]
+
+    def next_of(self, node_id: str) -> Node | None:
+        ids = [n.id for n in self._nodes]
+        i = ids.index(node_id)
+        return self._nodes[i + 1] if i + 1 < len(ids) else None
+
+    def wait_node(self, event: str) -> Node:
+        for n in self._nodes:
+            if n.kind is NodeKind.WAIT and n.event == event:
+                return n
+        raise ValidationError(f"workflow {self.name!r} does not wait for an event named {event!r}")
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, version={self.version!r}, nodes={[n.id for n in self._nodes]})"
+
+
+class Registry:
+    """The workflows a deployment knows, by name and version."""
+
+    def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
+        self._by_name: dict[str, dict[str, Workflow]] = {}
+        self._latest: dict[str, Workflow] = {}
+        for wf in workflows:
+            self.register(wf)
+
+    def register(self, wf: Workflow) -> None:
+        self._by_name.setdefault(wf.name, {})[wf.version] = wf
+        self._latest[wf.name] = wf
+
+    def get(self, name: str, version: str | None = None) -> Workflow:
+        versions = self._by_name.get(name)
+        if not versions:
+            raise WorkflowNotFound(f"unknown workflow {name!r}; known: {sorted(self._by_name)}")
+        if version is None:
+            return self._latest[name]
+        try:
+            return versions[version]
+        except KeyError:
+            raise VersionMismatch(
+                f"run is pinned to {name!r} version {version!r}; this deployment has {sorted(versions)}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def __iter__(self) -> Any:
+        return iter(self._latest.values())

@@ -1,1 +1,67 @@
-"""stepchain."""
+"""stepchain: durable, checkpointed agent workflows on AWS Lambda.
+
+Define a workflow with :class:`Workflow`; each step gets a :class:`StepContext`. Run it on AWS
+through :mod:`stepchain.aws` handlers, locally with :mod:`stepchain.local`, and test it with
+:mod:`stepchain.testing`.
+"""
+
+from stepchain.context import StepContext
+from stepchain.engine import Engine
+from stepchain.exceptions import (
+    IdempotencyConflict,
+    InvalidRunState,
+    PayloadError,
+    RetryableError,
+    RunNotFound,
+    StepchainError,
+    StepNotFound,
+    TerminalError,
+    ValidationError,
+    VersionMismatch,
+    WorkflowNotFound,
+)
+from stepchain.ledger import RunView, describe
+from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.payloads import BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
+from stepchain.records import NodeStatus, RunStatus
+from stepchain.store.base import CheckpointStore
+from stepchain.store.dynamodb import DynamoDBStore
+from stepchain.store.memory import MemoryStore
+from stepchain.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "BlobStore",
+    "CheckpointStore",
+    "DynamoDBStore",
+    "Engine",
+    "IdempotencyConflict",
+    "InvalidRunState",
+    "MemoryBlobStore",
+    "MemoryStore",
+    "Node",
+    "NodeKind",
+    "NodeStatus",
+    "Outcome",
+    "OutcomeKind",
+    "PayloadCodec",
+    "PayloadError",
+    "Registry",
+    "RetryPolicy",
+    "RetryableError",
+    "RunNotFound",
+    "RunStatus",
+    "RunView",
+    "S3BlobStore",
+    "StepContext",
+    "StepNotFound",
+    "StepchainError",
+    "TerminalError",
+    "ValidationError",
+    "VersionMismatch",
+    "Workflow",
+    "WorkflowNotFound",
+    "describe",
+]

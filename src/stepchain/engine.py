@@ -1,9 +1,10 @@
 """The engine: turns one activation into durable progress.
 
 ``Engine.process`` is what every worker (a Lambda behind SQS or Step Functions, or the in-process
-harness) calls for one message. It claims the node with one conditional write, runs the user's
-code, and commits the output together with the successor's record in one transaction; then it
-tells the caller what should happen next (an :class:`Outcome`). See ARCHITECTURE.md.
+harness) calls for one message. On the happy path a step costs three store calls: claim the node
+(one conditional write that returns the record), read the predecessor's output, and checkpoint
+the output (one conditional write). Then it tells the caller what should happen next (an
+:class:`Outcome`); the transport carries it out. See ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Engine:
         self.handoff = handoff
         self.clock = clock or SystemClock()
         self.probe: Probe = probe or NoProbe()
+        handoff.probe = self.probe
 
     # ================================================================ run lifecycle (API side)
     def start(self, workflow: str, input: Any, *, idempotency_key: str | None = None) -> tuple[RunRecord, bool]:
@@ -79,13 +81,10 @@ class Engine:
         wf = self.registry.get(workflow)
         now = self.clock.now_ms()
         run_id = new_run_id(now)
-        input_ref = self.codec.encode(input, scope=f"{run_id}/input")
         request_hash = hashlib.sha256(
-            json.dumps(
-                {"workflow": workflow, "input": json.loads(input_ref) if len(input_ref) < 1 << 16 else input_ref},
-                sort_keys=True,
-            ).encode()
+            json.dumps({"workflow": workflow, "input": input}, sort_keys=True, default=str).encode()
         ).hexdigest()
+        input_ref = self.codec.encode(input, scope=f"{run_id}/input")
         first = wf.first()
         run, created = self.store.create_run(
             NewRun(
@@ -100,7 +99,7 @@ class Engine:
             )
         )
         if not created:
-            # A retried start: re-issue the first activation if it may have been lost.
+            # A retried start: re-issue the first activation only if it may have been lost.
             node = self.store.get_node(run.run_id, first.id)
             if not (run.status is RunStatus.RUNNING and node is not None and node.status is NodeStatus.PENDING):
                 return run, False
@@ -132,21 +131,30 @@ class Engine:
         ref = self.codec.encode(payload, scope=f"{run_id}/events/{name}")
         if not self.store.put_event(run_id, name, ref, self.clock.now_ms()):
             raise InvalidRunState(f"event {name!r} was already delivered to run {run_id}")
+        # The wait may have started meanwhile: whoever finds both the event and WAITING completes it.
         rec = self.store.get_node(run_id, node.id)
         if rec is not None and rec.status is NodeStatus.WAITING and self._complete_wait(wf, run, rec, ref):
             return "delivered"
         return "buffered"
 
     def cancel(self, run_id: str) -> RunRecord:
+        """Cancel an active run: nodes not yet started never will; a node running now finishes."""
         now = self.clock.now_ms()
         run = self.store.update_run(run_id, RunChanges(now, status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN)
         if run is None:
             current = self.get_run(run_id)
             raise InvalidRunState(f"run {run_id} is {current.status.value}; only active runs can be cancelled")
-        for rec in self.store.list_nodes(run_id):
+        wf = self.registry.get(run.workflow, run.version)
+        existing = {r.key: r for r in self.store.list_nodes(run_id)}
+        for rec in existing.values():
             if not rec.status.finished and rec.status is not NodeStatus.RUNNING:
                 self.store.finish(
                     run_id, rec.key, NodeChanges(NodeStatus.CANCELLED, now, ended=True), expect=(rec.status,)
+                )
+        for node in wf.nodes:  # tombstones: a late claim of a node never started finds CANCELLED
+            if node.id not in existing:
+                self.store.put_node_if_absent(
+                    NodeInit(run_id, node.id, node.id, None, status=NodeStatus.CANCELLED), now
                 )
         self.handoff.cancel(run)
         return run
@@ -164,7 +172,8 @@ class Engine:
         failed = [r for r in self.store.list_nodes(run_id) if r.status is NodeStatus.FAILED]
         if not failed:
             raise InvalidRunState(f"run {run_id} has no failed node to redrive")
-        top = min((r.node for r in failed), key=lambda n: [x.id for x in wf.nodes].index(n))
+        order = [n.id for n in wf.nodes]
+        top = min((r.node for r in failed), key=order.index)
         msgs = []
         for rec in failed:
             new_input = None
@@ -192,22 +201,32 @@ class Engine:
         """Make durable progress on one activation. Safe to call any number of times."""
         wf = self.registry.get(msg.workflow, msg.version)
         node = wf.node(msg.node)
-        if node.kind is NodeKind.SLEEP:
-            return self._sleep(wf, node, msg)
-        if node.kind is NodeKind.WAIT:
-            return self._wait(wf, node, msg)
         if node.kind is NodeKind.MAP and msg.index is None:
-            return self._join(wf, node, msg) if msg.action == "join" else self._fan_out(wf, node, msg, lambda_context)
+            if msg.action == "join":
+                return self._join(wf, node, msg)
+            return self._fan_out(wf, node, msg, lambda_context)
+        if node.kind is NodeKind.SLEEP:
+            return self._sleep(wf, node, msg, lambda_context)
+        if node.kind is NodeKind.WAIT:
+            return self._wait(wf, node, msg, lambda_context)
         return self._run_step(wf, node, msg, lambda_context)
+
+    @staticmethod
+    def _activation(msg: Activation, node: str, index: int | None = None) -> Activation:
+        return Activation(msg.run_id, msg.workflow, msg.version, node, index)
 
     # -- claiming ------------------------------------------------------------------------------
     def _claim(
         self, wf: Workflow, node: Node, msg: Activation, key: str, lctx: LambdaContextLike
     ) -> tuple[NodeRecord | None, Outcome | None]:
+        """Claim the node, taking it over if its worker died. Returns the record, or the outcome
+        to report instead (the node is done, busy, gone ...)."""
         now = self.clock.now_ms()
         owner = f"{lctx.aws_request_id}/{uuid.uuid4().hex[:8]}"
         lease = now + int(lctx.get_remaining_time_in_millis()) + LEASE_GRACE_MS
-        res = self.store.claim(msg.run_id, key, owner=owner, now_ms=now, lease_until_ms=lease)
+        res = self.store.claim(
+            msg.run_id, key, node=node.id, index=msg.index, owner=owner, now_ms=now, lease_until_ms=lease
+        )
         rec = res.record
         if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RUNNING:
             if rec.lease_until_ms >= now:
@@ -219,20 +238,9 @@ class Engine:
                     "type": "WorkerLost",
                     "message": f"worker died {rec.attempts} times (crash or timeout); giving up",
                 }
-                self._fail(
-                    wf,
-                    msg,
-                    key,
-                    err,
-                    NodeChanges(
-                        NodeStatus.FAILED,
-                        now,
-                        error=err,
-                        ended=True,
-                        invocation=Invocation(rec.current_started_ms or now, rec.lease_until_ms, "crashed"),
-                    ),
-                    owner=rec.owner,
-                )
+                inv = Invocation(rec.current_started_ms or now, rec.lease_until_ms, "crashed")
+                changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv)
+                self._fail(msg, key, err, changes, owner=rec.owner)
                 return None, Outcome(OutcomeKind.FAILED, error=err)
             res = self.store.takeover(msg.run_id, key, stale=rec, owner=owner, now_ms=now, lease_until_ms=lease)
             if res.kind is ClaimKind.CLAIMED:
@@ -244,27 +252,49 @@ class Engine:
             return rec, None
         if res.kind is ClaimKind.DONE and rec is not None:
             return None, self._served_from_checkpoint(wf, node, msg, rec)
-        if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.FANNED_OUT:
-            return None, Outcome(OutcomeKind.FANOUT, items=rec.items_total or 0)
-        return None, Outcome(OutcomeKind.DROPPED, detail=f"node {key} is {rec.status.value if rec else 'missing'}")
+        if res.kind is ClaimKind.BUSY and rec is not None:
+            if rec.status is NodeStatus.FANNED_OUT:
+                return None, self._resume_fan_out(node, msg, rec)
+            if rec.status in (NodeStatus.SLEEPING, NodeStatus.WAITING):
+                return rec, None
+        status = rec.status.value if rec else "missing"
+        return None, Outcome(OutcomeKind.DROPPED, detail=f"node {key} is {status}")
+
+    def _input(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> str | None:
+        """The node's input reference: its own (first node, map item, redrive) or its predecessor's output."""
+        if rec.input_ref is not None:
+            return rec.input_ref
+        prev = wf.prev_of(node.id)
+        if prev is None:
+            return None
+        prev_rec = self.store.get_node(msg.run_id, prev.id)
+        if prev_rec is None or prev_rec.status is not NodeStatus.SUCCEEDED:
+            return None
+        return prev_rec.output_ref
+
+    def _release(self, msg: Activation, key: str, rec: NodeRecord, why: str) -> Outcome:
+        """Undo a claim made by a message that came too early (its predecessor is not done)."""
+        self.store.finish(msg.run_id, key, NodeChanges(NodeStatus.PENDING, self.clock.now_ms()), owner=rec.owner)
+        return Outcome(OutcomeKind.DROPPED, detail=why)
 
     def _served_from_checkpoint(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
         """A completed node met again: never re-run it; re-issue its handoff if that may have been lost."""
         self.store.add_checkpoint_hit(msg.run_id, rec.key)
         if node.kind is NodeKind.MAP and msg.index is not None:
-            return self._after_item(wf, node, msg, rec)
+            return self._after_item(wf, node, msg)
         succ = wf.next_of(node.id)
         if succ is None:
+            self._finish_run(msg, rec.output_ref)  # in case the worker died right before doing so
             return Outcome(OutcomeKind.DONE, detail="checkpoint")
         succ_rec = self.store.get_node(msg.run_id, succ.id)
-        if succ_rec is not None and succ_rec.status is NodeStatus.PENDING:
-            self.store.add_crash_event(msg.run_id, self.clock.now_ms(), rec.key, "lost_handoff")
+        if succ_rec is None or succ_rec.status is NodeStatus.PENDING:
+            now = self.clock.now_ms()
+            # Queues redeliver a message whose worker died only after its visibility timeout;
+            # a duplicate delivery comes at once. A late one means the handoff was lost.
+            if rec.ended_ms is not None and now - rec.ended_ms > LEASE_GRACE_MS:
+                self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return Outcome(OutcomeKind.DONE, next=(self._activation(msg, succ.id),), detail="checkpoint")
         return Outcome(OutcomeKind.DONE, detail="checkpoint")
-
-    @staticmethod
-    def _activation(msg: Activation, node: str, index: int | None = None) -> Activation:
-        return Activation(msg.run_id, msg.workflow, msg.version, node, index)
 
     # -- steps and map items -------------------------------------------------------------------
     def _run_step(self, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
@@ -273,45 +303,31 @@ class Engine:
         if rec is None:
             assert early is not None
             return early
+        input_ref = self._input(wf, node, msg, rec)
+        if input_ref is None:
+            return self._release(msg, key, rec, "predecessor not finished")
         assert node.fn is not None
         ctx = StepContext(msg.run_id, wf.name, node.id, key, msg.index, rec.attempts, lctx, self)
         t0 = self.clock.monotonic_ms()
         started = self.clock.now_ms()
         owner = rec.owner
         try:
-            value = self.codec.decode(rec.input_ref)
-            self.probe.reached("before_execute", msg.run_id, key)
+            value = self.codec.decode(input_ref)
             output = node.fn(ctx, value)
             self.probe.reached("step_executed", msg.run_id, key)
             out_ref = self.codec.encode(output, scope=f"{msg.run_id}/{key}")
         except ContinueInNewInvocation as sig:
             now = self.clock.now_ms()
-            self.store.finish(
-                msg.run_id,
-                key,
-                self._ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, Invocation(started, now, "continued")),
-                owner=owner,
-            )
+            inv = Invocation(started, now, "continued")
+            self.store.finish(msg.run_id, key, self._ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv), owner=owner)
             logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
             return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
         except Exception as exc:  # the step failed: retry or fail the run
-            return self._step_failed(wf, node, msg, key, rec, exc, t0, started, ctx.cost)
+            return self._step_failed(node, msg, key, rec, exc, t0, started, ctx.cost)
         now = self.clock.now_ms()
-        changes = self._ledger(
-            NodeStatus.SUCCEEDED,
-            now,
-            t0,
-            ctx.cost,
-            Invocation(started, now, "succeeded"),
-            output_ref=out_ref,
-            ended=True,
-        )
-        if msg.index is not None:
-            if self.store.finish(msg.run_id, key, changes, owner=owner) is not FinishResult.OK:
-                return Outcome(OutcomeKind.DROPPED, detail="lease lost")
-            self.probe.reached("after_checkpoint", msg.run_id, key)
-            return self._after_item(wf, node, msg, rec)
-        return self._commit(wf, node, msg, key, changes, out_ref, owner=owner)
+        inv = Invocation(started, now, "succeeded")
+        changes = self._ledger(NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True)
+        return self._commit(wf, node, msg, key, changes, owner=owner)
 
     def _ledger(
         self, status: NodeStatus, now: int, t0: float, cost: CostMeter, inv: Invocation, **kw: Any
@@ -334,34 +350,29 @@ class Engine:
         msg: Activation,
         key: str,
         changes: NodeChanges,
-        out_ref: str,
         *,
         owner: str | None,
         expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
     ) -> Outcome:
-        """Checkpoint the node's output, create its successor and advance the run: one transaction."""
-        succ = wf.next_of(node.id)
-        now = changes.now_ms
-        if succ is None:
-            run = RunChanges(now, status=RunStatus.SUCCEEDED, output_ref=out_ref, current="", ended=True)
-            succ_init = None
-        else:
-            run = RunChanges(now, status=RunStatus.RUNNING, current=succ.id)
-            succ_init = NodeInit(msg.run_id, succ.id, succ.id, out_ref)
-        res = self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect, successor=succ_init, run=run)
-        if res is FinishResult.RUN_INACTIVE:
-            # Cancelled meanwhile: keep the work, start nothing new.
-            self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect)
-            return Outcome(OutcomeKind.DROPPED, detail="run is no longer active")
-        if res is FinishResult.LOST:
+        """Checkpoint the node's output (one conditional write) and name what comes next."""
+        if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
         self.probe.reached("after_checkpoint", msg.run_id, key)
-        nxt = () if succ is None else (self._activation(msg, succ.id),)
-        return Outcome(OutcomeKind.DONE, next=nxt)
+        if node.kind is NodeKind.MAP and msg.index is not None:
+            return self._after_item(wf, node, msg)
+        succ = wf.next_of(node.id)
+        if succ is None:
+            self._finish_run(msg, changes.output_ref)
+            return Outcome(OutcomeKind.DONE)
+        return Outcome(OutcomeKind.DONE, next=(self._activation(msg, succ.id),))
+
+    def _finish_run(self, msg: Activation, output_ref: str | None) -> None:
+        now = self.clock.now_ms()
+        changes = RunChanges(now, status=RunStatus.SUCCEEDED, output_ref=output_ref, current="", ended=True)
+        self.store.update_run(msg.run_id, changes, expect=ACTIVE_RUN)
 
     def _step_failed(
         self,
-        wf: Workflow,
         node: Node,
         msg: Activation,
         key: str,
@@ -386,36 +397,20 @@ class Engine:
         )
         if not terminal and rec.attempts < node.retry.max_attempts:
             delay_ms = int(node.retry.delay_s(rec.attempts) * 1000)
-            self.store.finish(
-                msg.run_id,
-                key,
-                self._ledger(
-                    NodeStatus.RETRYING,
-                    now,
-                    t0,
-                    cost,
-                    Invocation(started, now, "retrying"),
-                    error=err,
-                    attempts=rec.attempts + 1,
-                ),
-                owner=rec.owner,
-            )
+            inv = Invocation(started, now, "retrying")
+            changes = self._ledger(NodeStatus.RETRYING, now, t0, cost, inv, error=err, attempts=rec.attempts + 1)
+            self.store.finish(msg.run_id, key, changes, owner=rec.owner)
             return Outcome(OutcomeKind.WAIT, wake_at_ms=now + delay_ms, error=err)
         if not terminal:
             err["message"] = f"gave up after {rec.attempts} attempts: {err['message']}"
+        inv = Invocation(started, now, "failed")
         self._fail(
-            wf,
-            msg,
-            key,
-            err,
-            self._ledger(NodeStatus.FAILED, now, t0, cost, Invocation(started, now, "failed"), error=err, ended=True),
-            owner=rec.owner,
+            msg, key, err, self._ledger(NodeStatus.FAILED, now, t0, cost, inv, error=err, ended=True), owner=rec.owner
         )
         return Outcome(OutcomeKind.FAILED, error=err)
 
     def _fail(
         self,
-        wf: Workflow,
         msg: Activation,
         key: str,
         err: dict[str, str],
@@ -424,12 +419,9 @@ class Engine:
         owner: str | None = None,
         expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
     ) -> None:
-        run = RunChanges(changes.now_ms, status=RunStatus.FAILED, error=err, ended=True)
-        if (
-            self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect, run=run)
-            is FinishResult.RUN_INACTIVE
-        ):
-            self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect)
+        if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is FinishResult.OK:
+            run = RunChanges(changes.now_ms, status=RunStatus.FAILED, error=err, ended=True)
+            self.store.update_run(msg.run_id, run, expect=ACTIVE_RUN)
 
     # -- map -------------------------------------------------------------------------------------
     def _fan_out(self, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
@@ -437,40 +429,44 @@ class Engine:
         if rec is None:
             assert early is not None
             return early
+        input_ref = self._input(wf, node, msg, rec)
+        if input_ref is None:
+            return self._release(msg, node.id, rec, "predecessor not finished")
         now = self.clock.now_ms()
-        items = self.codec.decode(rec.input_ref)
+        items = self.codec.decode(input_ref)
         if not isinstance(items, list):
-            err = {
-                "node": node.id,
-                "type": "TypeError",
-                "message": f"map {node.id!r} needs a list from the previous step, got {type(items).__name__}",
-            }
-            self._fail(
-                wf, msg, node.id, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), owner=rec.owner
-            )
+            got = type(items).__name__
+            err = {"node": node.id, "type": "TypeError", "message": f"map {node.id!r} needs a list, got {got}"}
+            self._fail(msg, node.id, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), owner=rec.owner)
             return Outcome(OutcomeKind.FAILED, error=err)
         for i, item in enumerate(items):
             ref = self.codec.encode(item, scope=f"{msg.run_id}/{node.id}/items")
             self.store.put_node_if_absent(NodeInit(msg.run_id, node_key(node.id, i), node.id, ref, index=i), now)
-        self.store.finish(
-            msg.run_id,
-            node.id,
-            NodeChanges(
-                NodeStatus.FANNED_OUT,
-                now,
-                items_total=len(items),
-                invocation=Invocation(now, self.clock.now_ms(), "fanned_out"),
-            ),
-            owner=rec.owner,
-        )
+        inv = Invocation(now, self.clock.now_ms(), "fanned_out")
+        changes = NodeChanges(NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv)
+        self.store.finish(msg.run_id, node.id, changes, owner=rec.owner)
         if not items:
             return self._join(wf, node, msg)
         window = node.max_concurrency or len(items)
         first = tuple(self._activation(msg, node.id, i) for i in range(min(window, len(items))))
         return Outcome(OutcomeKind.FANOUT, next=first, items=len(items))
 
-    def _after_item(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
-        """An item is done: start the next item of its window lane; the lane's tail tries the join."""
+    def _resume_fan_out(self, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
+        """The map was fanned out before (then the worker died, or this is a duplicate): re-activate
+        the head of every lane whose previous item is done but whose next item never started."""
+        total = rec.items_total or 0
+        window = node.max_concurrency or total
+        items = {i.index: i for i in self.store.list_nodes(msg.run_id, f"{node.id}#") if i.index is not None}
+        heads = []
+        for i, item in sorted(items.items()):
+            prev = items.get(i - window)
+            if item.status is NodeStatus.PENDING and (i < window or (prev and prev.status is NodeStatus.SUCCEEDED)):
+                heads.append(self._activation(msg, node.id, i))
+        return Outcome(OutcomeKind.FANOUT, next=tuple(heads), items=total)
+
+    def _after_item(self, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+        """An item is done: the map runs ``max_concurrency`` lanes (item i, i+w, i+2w ...); start
+        the next item of this lane, or, at a lane's end, try the join."""
         assert msg.index is not None
         parent = self.store.get_node(msg.run_id, node.id)
         total = parent.items_total if parent is not None and parent.items_total is not None else 0
@@ -482,21 +478,19 @@ class Engine:
                 return Outcome(OutcomeKind.DONE, next=(self._activation(msg, node.id, nxt_i),))
             return Outcome(OutcomeKind.DONE)
         joined = self._join(wf, node, msg.with_(index=None))
-        return (
-            Outcome(OutcomeKind.DONE, next=joined.next)
-            if joined.kind is OutcomeKind.DONE
-            else Outcome(OutcomeKind.DONE)
-        )
+        return Outcome(OutcomeKind.DONE, next=joined.next if joined.kind is OutcomeKind.DONE else ())
 
     def _join(self, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+        """Fan-in: when every item succeeded, the map's output is the list of their outputs."""
         parent = self.store.get_node(msg.run_id, node.id)
         if parent is None:
             return Outcome(OutcomeKind.DROPPED, detail="map node missing")
         if parent.status is NodeStatus.SUCCEEDED:
             return self._served_from_checkpoint(wf, node, msg.with_(index=None), parent)
         items = self.store.list_nodes(msg.run_id, f"{node.id}#")
-        if any(i.status is NodeStatus.FAILED for i in items):
-            return Outcome(OutcomeKind.FAILED, error=parent.error)
+        failed = [i for i in items if i.status is NodeStatus.FAILED]
+        if failed:
+            return Outcome(OutcomeKind.FAILED, error=failed[0].error)
         if (
             parent.status is not NodeStatus.FANNED_OUT
             or len(items) < (parent.items_total or 0)
@@ -504,8 +498,7 @@ class Engine:
         ):
             return Outcome(OutcomeKind.DROPPED, detail="items still running")
         now = self.clock.now_ms()
-        output = [self.codec.decode(i.output_ref) for i in items]
-        out_ref = self.codec.encode(output, scope=f"{msg.run_id}/{node.id}")
+        out_ref = self.codec.encode([self.codec.decode(i.output_ref) for i in items], scope=f"{msg.run_id}/{node.id}")
         changes = NodeChanges(
             NodeStatus.SUCCEEDED,
             now,
@@ -517,125 +510,100 @@ class Engine:
             add_output_tokens=sum(i.output_tokens for i in items),
         )
         out = self._commit(
-            wf, node, msg.with_(index=None), node.id, changes, out_ref, owner=None, expect=(NodeStatus.FANNED_OUT,)
+            wf, node, msg.with_(index=None), node.id, changes, owner=None, expect=(NodeStatus.FANNED_OUT,)
         )
-        if out.kind is OutcomeKind.DROPPED:  # a concurrent join won: serve its checkpoint
-            done = self.store.get_node(msg.run_id, node.id)
-            if done is not None and done.status is NodeStatus.SUCCEEDED:
-                return Outcome(OutcomeKind.DONE)
+        if out.kind is OutcomeKind.DROPPED:
+            return Outcome(OutcomeKind.DONE, detail="joined by another item")
         return out
 
     # -- sleep and event waits -----------------------------------------------------------------
-    def _sleep(self, wf: Workflow, node: Node, msg: Activation) -> Outcome:
-        rec = self.store.get_node(msg.run_id, node.id)
-        now = self.clock.now_ms()
+    def _sleep(self, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+        rec, early = self._claim(wf, node, msg, node.id, lctx)
         if rec is None:
-            return Outcome(OutcomeKind.DROPPED, detail="sleep node missing")
-        if rec.status is NodeStatus.PENDING:
+            assert early is not None
+            return early
+        now = self.clock.now_ms()
+        if rec.status is NodeStatus.RUNNING:  # first activation: start sleeping
+            input_ref = self._input(wf, node, msg, rec)
+            if input_ref is None:
+                return self._release(msg, node.id, rec, "predecessor not finished")
             wake = now + node.seconds * 1000
-            res = self.store.finish(
-                msg.run_id,
-                node.id,
-                NodeChanges(NodeStatus.SLEEPING, now, wake_at_ms=wake),
-                expect=(NodeStatus.PENDING,),
-            )
-            rec = self.store.get_node(msg.run_id, node.id) if res is not FinishResult.OK else None
-            if rec is None:
-                return Outcome(OutcomeKind.WAIT, wake_at_ms=wake)
-        if rec.status is NodeStatus.SUCCEEDED:
-            return self._served_from_checkpoint(wf, node, msg, rec)
+            changes = NodeChanges(NodeStatus.SLEEPING, now, wake_at_ms=wake, input_ref=input_ref)
+            self.store.finish(msg.run_id, node.id, changes, owner=rec.owner)
+            return Outcome(OutcomeKind.WAIT, wake_at_ms=wake)
         if rec.status is not NodeStatus.SLEEPING or rec.wake_at_ms is None:
             return Outcome(OutcomeKind.DROPPED, detail=f"sleep node is {rec.status.value}")
         if now < rec.wake_at_ms:
             return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms)
-        assert rec.input_ref is not None
-        changes = NodeChanges(
-            NodeStatus.SUCCEEDED,
-            now,
-            output_ref=rec.input_ref,
-            ended=True,
-            invocation=Invocation(rec.created_ms, now, "slept"),
-        )
-        return self._commit(wf, node, msg, node.id, changes, rec.input_ref, owner=None, expect=(NodeStatus.SLEEPING,))
+        inv = Invocation(rec.started_ms or rec.created_ms, now, "slept")
+        changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=rec.input_ref, ended=True, invocation=inv)
+        return self._commit(wf, node, msg, node.id, changes, owner=None, expect=(NodeStatus.SLEEPING,))
 
-    def _wait(self, wf: Workflow, node: Node, msg: Activation) -> Outcome:
-        rec = self.store.get_node(msg.run_id, node.id)
-        now = self.clock.now_ms()
-        if rec is None:
-            return Outcome(OutcomeKind.DROPPED, detail="wait node missing")
-        if rec.status is NodeStatus.SUCCEEDED:
-            return self._served_from_checkpoint(wf, node, msg, rec)
+    def _wait(self, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
         if msg.action in ("timeout", "expire"):
-            if rec.status is not NodeStatus.WAITING or rec.wake_at_ms is None:
-                return Outcome(OutcomeKind.DROPPED, detail=f"wait node is {rec.status.value}")
-            if msg.action == "timeout" and now < rec.wake_at_ms:
-                return Outcome(OutcomeKind.SUSPENDED, wake_at_ms=rec.wake_at_ms)
-            err = {
-                "node": node.id,
-                "type": "EventTimeout",
-                "message": f"event {node.event!r} not received within {node.seconds} s",
-            }
-            self._fail(
-                wf,
-                msg,
-                node.id,
-                err,
-                NodeChanges(
-                    NodeStatus.FAILED,
-                    now,
-                    error=err,
-                    ended=True,
-                    invocation=Invocation(rec.created_ms, now, "timed_out"),
-                ),
-                expect=(NodeStatus.WAITING,),
-            )
-            return Outcome(OutcomeKind.FAILED, error=err)
-        if rec.status is NodeStatus.PENDING:
+            return self._wait_deadline(wf, node, msg)
+        rec, early = self._claim(wf, node, msg, node.id, lctx)
+        if rec is None:
+            assert early is not None
+            return early
+        now = self.clock.now_ms()
+        if rec.status is NodeStatus.RUNNING:  # first activation: start waiting
+            if self._input(wf, node, msg, rec) is None and wf.prev_of(node.id) is not None:
+                return self._release(msg, node.id, rec, "predecessor not finished")
             deadline = now + node.seconds * 1000
-            run = RunChanges(now, status=RunStatus.WAITING, current=node.id)
-            self.store.finish(
-                msg.run_id,
-                node.id,
-                NodeChanges(NodeStatus.WAITING, now, wake_at_ms=deadline, event_name=node.event, task_token=msg.token),
-                expect=(NodeStatus.PENDING,),
-                run=run,
+            changes = NodeChanges(
+                NodeStatus.WAITING, now, wake_at_ms=deadline, event_name=node.event, task_token=msg.token
             )
-            rec = self.store.get_node(msg.run_id, node.id)
-            if rec is None:
-                return Outcome(OutcomeKind.DROPPED)
+            self.store.finish(msg.run_id, node.id, changes, owner=rec.owner)
+            self.store.update_run(
+                msg.run_id, RunChanges(now, status=RunStatus.WAITING, current=node.id), expect=(RunStatus.RUNNING,)
+            )
         elif rec.status is NodeStatus.WAITING and msg.token and msg.token != rec.task_token:
             # Step Functions re-ran the wait task (a new token): remember the live one.
-            self.store.finish(
-                msg.run_id,
-                node.id,
-                NodeChanges(NodeStatus.WAITING, now, task_token=msg.token),
-                expect=(NodeStatus.WAITING,),
-            )
-            rec = self.store.get_node(msg.run_id, node.id)
-            if rec is None:
-                return Outcome(OutcomeKind.DROPPED)
-        if rec.status is not NodeStatus.WAITING:
+            changes = NodeChanges(NodeStatus.WAITING, now, task_token=msg.token)
+            self.store.finish(msg.run_id, node.id, changes, expect=(NodeStatus.WAITING,))
+        elif rec.status is not NodeStatus.WAITING:
             return Outcome(OutcomeKind.DROPPED, detail=f"wait node is {rec.status.value}")
+        rec = self.store.get_node(msg.run_id, node.id)
+        if rec is None or rec.status is not NodeStatus.WAITING:
+            return Outcome(OutcomeKind.DROPPED)
         assert node.event is not None
         buffered = self.store.get_event(msg.run_id, node.event)
         if buffered is not None:
-            run_rec = self.get_run(msg.run_id)
-            self._complete_wait(wf, run_rec, rec, buffered)
+            self._complete_wait(wf, self.get_run(msg.run_id), rec, buffered)
         return Outcome(OutcomeKind.SUSPENDED, wake_at_ms=rec.wake_at_ms)
+
+    def _wait_deadline(self, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+        rec = self.store.get_node(msg.run_id, node.id)
+        if rec is None or rec.status is not NodeStatus.WAITING or rec.wake_at_ms is None:
+            return Outcome(OutcomeKind.DROPPED, detail="wait is over")
+        now = self.clock.now_ms()
+        if msg.action == "timeout" and now < rec.wake_at_ms:
+            return Outcome(OutcomeKind.SUSPENDED, wake_at_ms=rec.wake_at_ms)
+        err = {
+            "node": node.id,
+            "type": "EventTimeout",
+            "message": f"event {node.event!r} not received within {node.seconds} s",
+        }
+        inv = Invocation(rec.started_ms or rec.created_ms, now, "timed_out")
+        changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv)
+        self._fail(msg, node.id, err, changes, expect=(NodeStatus.WAITING,))
+        return Outcome(OutcomeKind.FAILED, error=err)
 
     def _complete_wait(self, wf: Workflow, run: RunRecord, rec: NodeRecord, payload_ref: str) -> bool:
         node = wf.node(rec.node)
         now = self.clock.now_ms()
         msg = Activation(run.run_id, run.workflow, run.version, node.id, token=rec.task_token)
-        changes = NodeChanges(
-            NodeStatus.SUCCEEDED,
-            now,
-            output_ref=payload_ref,
-            ended=True,
-            invocation=Invocation(rec.created_ms, now, "event"),
-        )
-        out = self._commit(wf, node, msg, node.id, changes, payload_ref, owner=None, expect=(NodeStatus.WAITING,))
+        inv = Invocation(rec.started_ms or rec.created_ms, now, "event")
+        changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv)
+        out = self._commit(wf, node, msg, node.id, changes, owner=None, expect=(NodeStatus.WAITING,))
         if out.kind is not OutcomeKind.DONE:
             return False
+        if out.next:
+            self.store.update_run(
+                run.run_id,
+                RunChanges(now, status=RunStatus.RUNNING, current=out.next[0].node),
+                expect=(RunStatus.WAITING,),
+            )
         self.handoff.resume_wait(msg, out.next[0] if out.next else None)
         return True

@@ -141,12 +141,14 @@ class NodeRecord:
             v = item.get(name)
             return None if v is None else int(v)
 
-        idx = item.get("index")
+        # run_id, key, node and index are derivable from the item's keys (pk RUN#<id>, sk N#<key>)
+        key = str(item["key"]) if "key" in item else str(item["sk"])[2:]
+        node, _, idx = key.partition("#")
         return cls(
-            run_id=str(item["run_id"]),
-            key=str(item["key"]),
-            node=str(item["node"]),
-            index=None if idx is None else int(idx),
+            run_id=str(item["run_id"]) if "run_id" in item else str(item["pk"])[4:],
+            key=key,
+            node=node,
+            index=int(idx) if idx else None,
             status=NodeStatus(item["status"]),
             input_ref=item.get("input"),
             output_ref=item.get("output"),
@@ -157,7 +159,7 @@ class NodeRecord:
             owner=item.get("owner"),
             lease_until_ms=int(item.get("lease_until", 0)),
             current_started_ms=opt_int("cur_started"),
-            created_ms=int(item.get("created", 0)),
+            created_ms=int(item.get("created", item.get("started", 0))),
             started_ms=opt_int("started"),
             ended_ms=opt_int("ended"),
             duration_ms=int(item.get("duration_ms", 0)),

@@ -66,6 +66,7 @@ class Node:
     seconds: int = 0  # sleep only
     event: str | None = None  # wait only
     function: str | None = None  # Lambda function (logical id) that runs it; default derived
+    memory_mb: int = 512  # the function's memory, for the compute-cost ledger
 
     @property
     def runs_user_code(self) -> bool:
@@ -215,6 +216,11 @@ class Workflow:
         ids = [n.id for n in self._nodes]
         i = ids.index(node_id)
         return self._nodes[i + 1] if i + 1 < len(ids) else None
+
+    def prev_of(self, node_id: str) -> Node | None:
+        ids = [n.id for n in self._nodes]
+        i = ids.index(node_id)
+        return self._nodes[i - 1] if i > 0 else None
 
     def wait_node(self, event: str) -> Node:
         for n in self._nodes:

@@ -9,16 +9,25 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from stepchain.context import NoProbe, Probe
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import RunRecord
+from stepchain.records import RunRecord, node_key
 
 
 class Handoff(ABC):
-    """Port. ``dispatch`` must be idempotent in effect: a duplicate activation is harmless."""
+    """Port. Delivery is at-least-once: a duplicate activation is harmless to the engine."""
 
-    @abstractmethod
+    probe: Probe = NoProbe()
+
     def dispatch(self, msgs: Sequence[Activation], *, at_ms: int | None = None) -> None:
         """Deliver ``msgs`` to workers, not before ``at_ms`` (epoch ms) when given."""
+        for m in msgs:
+            self.probe.reached("before_handoff", m.run_id, node_key(m.node, m.index))
+        if msgs:
+            self._send(msgs, at_ms)
+
+    @abstractmethod
+    def _send(self, msgs: Sequence[Activation], at_ms: int | None) -> None: ...
 
     def start(self, run: RunRecord, first: Activation) -> None:
         """A new run: deliver its first activation."""

@@ -40,8 +40,7 @@ class ClaimResult:
 
 class FinishResult(StrEnum):
     OK = "ok"
-    LOST = "lost"  # the node was not in the expected state (lease lost, already done)
-    RUN_INACTIVE = "run_inactive"  # the run is cancelled/failed/finished: nothing was written
+    LOST = "lost"  # the node was not in the expected state (lease lost, already done, cancelled)
 
 
 @dataclass(frozen=True)
@@ -86,16 +85,17 @@ class NodeInit:
     run_id: str
     key: str
     node: str
-    input_ref: str
+    input_ref: str | None
     index: int | None = None
     attempts: int = 1
+    status: NodeStatus = NodeStatus.PENDING
 
     def item(self, now_ms: int, expires_at: int | None) -> dict[str, Any]:
         item: dict[str, Any] = {
             "run_id": self.run_id,
             "key": self.key,
             "node": self.node,
-            "status": NodeStatus.PENDING.value,
+            "status": self.status.value,
             "input": self.input_ref,
             "attempts": self.attempts,
             "invocations": 0,
@@ -172,10 +172,13 @@ class CheckpointStore(ABC):
     def put_node_if_absent(self, init: NodeInit, now_ms: int) -> bool: ...
 
     @abstractmethod
-    def claim(self, run_id: str, key: str, *, owner: str, now_ms: int, lease_until_ms: int) -> ClaimResult:
-        """ONE conditional write: PENDING/CONTINUING/RETRYING -> RUNNING under our lease.
+    def claim(
+        self, run_id: str, key: str, *, node: str, index: int | None, owner: str, now_ms: int, lease_until_ms: int
+    ) -> ClaimResult:
+        """ONE conditional write: absent/PENDING/CONTINUING/RETRYING -> RUNNING under our lease.
 
-        On conflict the current record comes back with the failure (no second read).
+        An absent node is created by its claim (its input is its predecessor's output). On
+        conflict the current record comes back with the failure (no second read).
         """
 
     @abstractmethod
@@ -193,11 +196,9 @@ class CheckpointStore(ABC):
         *,
         owner: str | None = None,
         expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
-        successor: NodeInit | None = None,
-        run: RunChanges | None = None,
     ) -> FinishResult:
-        """Atomically: update the node (if it is in ``expect`` and, when given, owned by ``owner``),
-        create the successor node, and update the run (only while it is active)."""
+        """Update the node if it is in ``expect`` and, when given, owned by ``owner``: one
+        conditional write (this is how a step's output is checkpointed)."""
 
     @abstractmethod
     def add_checkpoint_hit(self, run_id: str, key: str) -> None: ...

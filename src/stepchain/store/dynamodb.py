@@ -27,7 +27,6 @@ from stepchain.records import (
     run_pk,
 )
 from stepchain.store.base import (
-    ACTIVE_RUN,
     CheckpointStore,
     ClaimKind,
     ClaimResult,
@@ -382,15 +381,22 @@ class DynamoDBStore(CheckpointStore):
             return classify_conflict(None if old is None else from_item(old))
         return ClaimResult(ClaimKind.CLAIMED, NodeRecord.from_item(from_item(resp["Attributes"])))
 
-    def claim(self, run_id: str, key: str, *, owner: str, now_ms: int, lease_until_ms: int) -> ClaimResult:
+    def claim(
+        self, run_id: str, key: str, *, node: str, index: int | None, owner: str, now_ms: int, lease_until_ms: int
+    ) -> ClaimResult:
         u = _Update()
         u.set("status", NodeStatus.RUNNING.value)
         u.set("owner", owner)
         u.set("lease_until", lease_until_ms)
         u.set("cur_started", now_ms)
-        u.set_expr("started", f"if_not_exists({u.name('started')}, {u.value('now', now_ms)})")
+        # run_id, key, node and index derive from pk/sk: a claim that creates the node only
+        # initialises what cannot be derived.
+        for attr, v in (("started", now_ms), ("attempts", 1), ("expires_at", self.expires_at(now_ms))):
+            if v is not None:
+                u.set_expr(attr, f"if_not_exists({u.name(attr)}, {u.value('init_' + attr, v)})")
         u.add("invocations", 1)
-        return self._conditional_claim(run_id, key, u, f"attribute_exists(pk) AND {_status_in(u, CLAIMABLE, 'ok')}")
+        cond = f"attribute_not_exists(pk) OR {_status_in(u, CLAIMABLE, 'ok')}"
+        return self._conditional_claim(run_id, key, u, cond)
 
     def takeover(
         self, run_id: str, key: str, *, stale: NodeRecord, owner: str, now_ms: int, lease_until_ms: int
@@ -420,64 +426,15 @@ class DynamoDBStore(CheckpointStore):
         *,
         owner: str | None = None,
         expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
-        successor: NodeInit | None = None,
-        run: RunChanges | None = None,
     ) -> FinishResult:
-        pk = run_pk(run_id)
         u = _node_update(changes)
-        cond = _status_in(u, expect, "expect")
+        cond = f"attribute_exists(pk) AND {_status_in(u, expect, 'expect')}"
         if owner is not None:
             cond += f" AND {u.name('owner')} = {u.value('owner', owner)}"
-        node_update = {"TableName": self.table, "Key": self._key(pk, node_sk(key)), **u.kwargs(cond)}
-        if successor is None and run is None:
-            try:
-                self.client.update_item(**node_update)
-            except self.client.exceptions.ConditionalCheckFailedException:
-                return FinishResult.LOST
-            return FinishResult.OK
-        writes: list[Any] = [{"Update": node_update}]
-        if successor is not None:
-            item = {
-                "pk": pk,
-                "sk": node_sk(successor.key),
-                **successor.item(changes.now_ms, self.expires_at(changes.now_ms)),
-            }
-            writes.append(
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": to_item(item),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
-            )
-        if run is not None:
-            ru = _run_update(run)
-            writes.append(
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": self._key(pk, RUN_SK),
-                        **ru.kwargs(_status_in(ru, ACTIVE_RUN, "active")),
-                    }
-                }
-            )
         try:
-            self.client.transact_write_items(TransactItems=writes)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if (
-                run is not None
-                and codes
-                and codes[-1] == "ConditionalCheckFailed"
-                and codes[0] != "ConditionalCheckFailed"
-            ):
-                return FinishResult.RUN_INACTIVE
-            if "ConditionalCheckFailed" in codes:
-                return FinishResult.LOST
-            raise
+            self.client.update_item(TableName=self.table, Key=self._key(run_pk(run_id), node_sk(key)), **u.kwargs(cond))
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return FinishResult.LOST
         return FinishResult.OK
 
     def add_checkpoint_hit(self, run_id: str, key: str) -> None:

@@ -23,7 +23,6 @@ from stepchain.records import (
     run_pk,
 )
 from stepchain.store.base import (
-    ACTIVE_RUN,
     CheckpointStore,
     ClaimKind,
     ClaimResult,
@@ -211,12 +210,23 @@ class MemoryStore(CheckpointStore):
             self._items[k] = init.item(now_ms, self.expires_at(now_ms))
             return True
 
-    def claim(self, run_id: str, key: str, *, owner: str, now_ms: int, lease_until_ms: int) -> ClaimResult:
+    def claim(
+        self, run_id: str, key: str, *, node: str, index: int | None, owner: str, now_ms: int, lease_until_ms: int
+    ) -> ClaimResult:
         with self._lock:
             self.calls += 1
-            item = self._items.get((run_pk(run_id), node_sk(key)))
-            if item is None or NodeStatus(item["status"]) not in CLAIMABLE:
-                return classify_conflict(copy.deepcopy(item) if item else None)
+            k = (run_pk(run_id), node_sk(key))
+            item = self._items.get(k)
+            if item is not None and NodeStatus(item["status"]) not in CLAIMABLE:
+                return classify_conflict(copy.deepcopy(item))
+            if item is None:
+                item = {"run_id": run_id, "key": key, "node": node, "attempts": 1, "created": now_ms}
+                if index is not None:
+                    item["index"] = index
+                exp = self.expires_at(now_ms)
+                if exp is not None:
+                    item["expires_at"] = exp
+                self._items[k] = item
             item.update(status=NodeStatus.RUNNING.value, owner=owner, lease_until=lease_until_ms, cur_started=now_ms)
             item.setdefault("started", now_ms)
             item["invocations"] = item.get("invocations", 0) + 1
@@ -251,29 +261,15 @@ class MemoryStore(CheckpointStore):
         *,
         owner: str | None = None,
         expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
-        successor: NodeInit | None = None,
-        run: RunChanges | None = None,
     ) -> FinishResult:
         with self._lock:
             self.calls += 1
-            pk = run_pk(run_id)
-            item = self._items.get((pk, node_sk(key)))
+            item = self._items.get((run_pk(run_id), node_sk(key)))
             if item is None or NodeStatus(item["status"]) not in expect:
                 return FinishResult.LOST
             if owner is not None and item.get("owner") != owner:
                 return FinishResult.LOST
-            run_item = self._items.get((pk, RUN_SK))
-            if run is not None and (run_item is None or RunStatus(run_item["status"]) not in ACTIVE_RUN):
-                return FinishResult.RUN_INACTIVE
-            if successor is not None and (pk, node_sk(successor.key)) in self._items:
-                return FinishResult.LOST
             apply_node_changes(item, changes)
-            if successor is not None:
-                self._items[(pk, node_sk(successor.key))] = successor.item(
-                    changes.now_ms, self.expires_at(changes.now_ms)
-                )
-            if run is not None and run_item is not None:
-                apply_run_changes(run_item, run)
             return FinishResult.OK
 
     def add_checkpoint_hit(self, run_id: str, key: str) -> None:

@@ -1,0 +1,170 @@
+"""The run record a person reads: per-node ledger, totals, and the restart tax avoided.
+
+*Restart tax*: what a naive retry-from-scratch would have paid again. At every point where a
+worker died and the run resumed from a checkpoint (a crash event), a naive loop would have
+re-run all work completed before that moment; stepchain re-ran none of it. We add that up in
+seconds of compute and in dollars (recorded step costs plus Lambda compute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stepchain.payloads import PayloadCodec
+from stepchain.records import EachRecord, NodeRecord, RunRecord
+from stepchain.store.base import CheckpointStore
+from stepchain.workflow import Registry
+
+#: Lambda on-demand price (x86, us-east-1): per GB-second and per request
+LAMBDA_GB_SECOND_USD = 0.0000166667
+LAMBDA_REQUEST_USD = 0.0000002
+
+
+def compute_usd(duration_ms: int, invocations: int, memory_mb: int) -> float:
+    return duration_ms / 1000 * memory_mb / 1024 * LAMBDA_GB_SECOND_USD + invocations * LAMBDA_REQUEST_USD
+
+
+@dataclass
+class NodeView:
+    key: str
+    node: str
+    kind: str
+    status: str
+    index: int | None
+    attempts: int
+    invocations: int
+    crashes: int
+    checkpoint_hits: int
+    resumed: bool
+    duration_ms: int
+    started_ms: int | None
+    ended_ms: int | None
+    cost_usd: float
+    compute_usd: float
+    input_tokens: int
+    output_tokens: int
+    output_bytes: int
+    offloaded: bool
+    items_checkpointed: int
+    error: dict[str, str] | None
+    history: list[dict[str, Any]]
+    items: list[NodeView] = field(default_factory=list)
+
+
+@dataclass
+class RestartTax:
+    crashes: int
+    seconds: float
+    usd: float
+
+
+@dataclass
+class RunView:
+    run_id: str
+    workflow: str
+    version: str
+    status: str
+    created_ms: int
+    updated_ms: int
+    ended_ms: int | None
+    current: str | None
+    error: dict[str, str] | None
+    redrives: int
+    nodes: list[NodeView]
+    totals: dict[str, Any]
+    restart_tax_avoided: RestartTax
+    crash_events: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _node_view(rec: NodeRecord, kind: str, memory_mb: int, each: list[EachRecord]) -> NodeView:
+    return NodeView(
+        key=rec.key,
+        node=rec.node,
+        kind=kind,
+        status=rec.status.value,
+        index=rec.index,
+        attempts=rec.attempts,
+        invocations=rec.invocations,
+        crashes=rec.crashes,
+        checkpoint_hits=rec.checkpoint_hits,
+        resumed=rec.crashes > 0 or rec.checkpoint_hits > 0,
+        duration_ms=rec.duration_ms,
+        started_ms=rec.started_ms,
+        ended_ms=rec.ended_ms,
+        cost_usd=round(rec.cost_usd, 9),
+        compute_usd=round(compute_usd(rec.duration_ms, rec.invocations, memory_mb), 9),
+        input_tokens=rec.input_tokens,
+        output_tokens=rec.output_tokens,
+        output_bytes=PayloadCodec.size(rec.output_ref),
+        offloaded=PayloadCodec.blob_key(rec.output_ref) is not None,
+        items_checkpointed=len(each),
+        error=rec.error,
+        history=[h.to_dict() for h in rec.history],
+    )
+
+
+def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunView:
+    wf = registry.get(run.workflow, run.version)
+    order = {n.id: i for i, n in enumerate(wf.nodes)}
+    records = store.list_nodes(run.run_id)
+    each = store.list_each_all(run.run_id) if any(r.invocations for r in records) else {}
+    top: dict[str, NodeView] = {}
+    items: list[NodeView] = []
+    for rec in records:
+        node = wf.node(rec.node)
+        view = _node_view(rec, node.kind.value, node.memory_mb, each.get(rec.key, []))
+        (items if rec.index is not None else []).append(view)
+        if rec.index is None:
+            top[rec.key] = view
+    for item in items:
+        parent = top.get(item.node)
+        if parent is not None:
+            parent.items.append(item)
+    nodes = sorted(top.values(), key=lambda v: order.get(v.node, 0))
+
+    # A naive restart at a crash re-runs every finished leaf (nodes; map items rather than their
+    # parent) and every checkpointed ctx.each iteration of leaves that had not finished yet.
+    leaves = [v for v in nodes if not v.items] + items
+    tax_s = tax_usd = 0.0
+    for crash in run.crash_events:
+        t = crash.at_ms
+        finished = [v for v in leaves if v.status == "SUCCEEDED" and v.ended_ms is not None and v.ended_ms <= t]
+        finished_keys = {v.key for v in finished}
+        partial = [r for key, recs in each.items() if key not in finished_keys for r in recs if r.ended_ms <= t]
+        tax_s += (sum(v.duration_ms for v in finished) + sum(r.duration_ms for r in partial)) / 1000
+        tax_usd += sum(v.cost_usd + v.compute_usd for v in finished)
+    totals = {
+        "nodes": len(nodes),
+        "succeeded": sum(1 for v in nodes if v.status == "SUCCEEDED"),
+        "invocations": sum(v.invocations for v in leaves),
+        "attempts": sum(v.attempts for v in leaves),
+        "crashes": len(run.crash_events),
+        "resumed_nodes": sum(1 for v in leaves if v.resumed),
+        "checkpoint_hits": sum(v.checkpoint_hits for v in leaves),
+        "compute_ms": sum(v.duration_ms for v in leaves),
+        "cost_usd": round(sum(v.cost_usd for v in leaves), 9),
+        "compute_usd": round(sum(v.compute_usd for v in leaves), 9),
+        "input_tokens": sum(v.input_tokens for v in leaves),
+        "output_tokens": sum(v.output_tokens for v in leaves),
+        "wall_ms": (run.ended_ms or run.updated_ms) - run.created_ms,
+    }
+    return RunView(
+        run_id=run.run_id,
+        workflow=run.workflow,
+        version=run.version,
+        status=run.status.value,
+        created_ms=run.created_ms,
+        updated_ms=run.updated_ms,
+        ended_ms=run.ended_ms,
+        current=run.current or None,
+        error=run.error,
+        redrives=run.redrives,
+        nodes=nodes,
+        totals=totals,
+        restart_tax_avoided=RestartTax(len(run.crash_events), round(tax_s, 3), round(tax_usd, 9)),
+        crash_events=[c.to_dict() for c in run.crash_events],
+    )

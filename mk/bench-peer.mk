@@ -1,0 +1,16 @@
+# Benchmark peer: AWS Lambda durable functions' local runner, in its own venv (see bench/peer_durable.py).
+BENCH_PEER_VENV := .venv-bench-peer
+BENCH_PEER_PY := $(BENCH_PEER_VENV)/bin/python
+
+.PHONY: bench-peer
+
+$(BENCH_PEER_VENV)/.installed: bench/requirements-peer.txt
+	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
+	rm -rf $(BENCH_PEER_VENV)
+	$(PY312) -m venv $(BENCH_PEER_VENV)
+	$(BENCH_PEER_PY) -m pip install -q --upgrade pip
+	$(BENCH_PEER_PY) -m pip install -q -r bench/requirements-peer.txt
+	touch $@
+
+bench-peer: $(BENCH_PEER_VENV)/.installed ## time AWS durable functions' local runner on N sequential steps (peer)
+	$(BENCH_PEER_PY) bench/peer_durable.py --sizes 10,100,1000,10000 --repeats 3 --json bench/.peer.json

@@ -1,0 +1,131 @@
+"""AWS Lambda entry points: build an engine from the environment and serve events.
+
+In a function's ``app.py``::
+
+    from stepchain.aws import api_handler, step_handler
+    from research_agent.workflow import wf
+
+    step_handler = step_handler(wf)   # SQS batches and Step Functions tasks
+    api_handler = api_handler(wf)     # API Gateway (REST, Lambda proxy)
+
+Clients are created lazily on the first event (not at import), once per execution environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepchain.clock import Clock
+from stepchain.engine import Engine
+from stepchain.handoff.base import Handoff
+from stepchain.payloads import PayloadCodec, S3BlobStore
+from stepchain.settings import Settings
+from stepchain.store.dynamodb import DynamoDBStore
+from stepchain.workflow import Registry, Workflow
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class AwsClients:
+    """boto3 clients, injected (tests pass moto- or LocalStack-bound ones) or created on first use."""
+
+    dynamodb: Any = None
+    s3: Any = None
+    sqs: Any = None
+    stepfunctions: Any = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, service: str) -> Any:
+        client = getattr(self, service, None)
+        if client is None:
+            if service not in self._cache:
+                import boto3
+                from botocore.config import Config
+
+                # inject_host_prefix=False: StartSyncExecution/SendTaskSuccess work on emulators too
+                self._cache[service] = boto3.client(service, config=Config(inject_host_prefix=False))
+            client = self._cache[service]
+        return client
+
+
+def make_handoff(settings: Settings, clients: AwsClients, clock: Clock | None = None) -> Handoff:
+    if settings.transport == "sqs":
+        from stepchain.handoff.sqs import SqsHandoff
+
+        return SqsHandoff(settings.queues, clients.get("sqs"), clock=clock)
+    if settings.transport == "stepfunctions":
+        from stepchain.handoff.stepfunctions import StepFunctionsHandoff
+
+        return StepFunctionsHandoff(settings.state_machines, clients.get("stepfunctions"))
+    raise ValueError("the in-process transport has no AWS handoff; use stepchain.local or stepchain.testing")
+
+
+def build_engine(
+    workflows: Registry | list[Workflow] | tuple[Workflow, ...],
+    settings: Settings | None = None,
+    *,
+    clients: AwsClients | None = None,
+    clock: Clock | None = None,
+    handoff: Handoff | None = None,
+) -> Engine:
+    settings = settings or Settings.from_env()
+    clients = clients or AwsClients()
+    store = DynamoDBStore(settings.table, clients.get("dynamodb"), retention_s=settings.retention_days * 86400)
+    codec = PayloadCodec(S3BlobStore(settings.bucket, clients.get("s3")), settings.inline_limit)
+    return Engine(
+        workflows if isinstance(workflows, Registry) else Registry(workflows),
+        store,
+        codec,
+        handoff or make_handoff(settings, clients, clock),
+        clock=clock,
+    )
+
+
+class _Lazy:
+    """Builds the engine on the first event and keeps it for the life of the execution environment."""
+
+    def __init__(self, workflows: tuple[Workflow, ...], settings: Settings | None, clients: AwsClients | None) -> None:
+        self.workflows = workflows
+        self.settings = settings
+        self.clients = clients
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = build_engine(self.workflows, self.settings, clients=self.clients)
+        return self._engine
+
+
+def step_handler(*workflows: Workflow, settings: Settings | None = None, clients: AwsClients | None = None) -> Handler:
+    """The handler of every step function: SQS batches (``Records``) and Step Functions task payloads."""
+    lazy = _Lazy(workflows, settings, clients)
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        if isinstance(event, dict) and "Records" in event:
+            from stepchain.aws.sqs_worker import handle_sqs_batch
+
+            return handle_sqs_batch(lazy.engine, event, context)
+        from stepchain.aws.sfn_worker import handle_sfn_task
+
+        return handle_sfn_task(lazy.engine, event, context)
+
+    return handler
+
+
+def api_handler(*workflows: Workflow, settings: Settings | None = None, clients: AwsClients | None = None) -> Handler:
+    """The API Gateway (REST, Lambda proxy) handler: start, watch, signal, cancel and redrive runs."""
+    lazy = _Lazy(workflows, settings, clients)
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        from stepchain.api.app import handle_api_event
+
+        return handle_api_event(lazy.engine, event, context)
+
+    return handler
+
+
+__all__ = ["AwsClients", "Handler", "api_handler", "build_engine", "make_handoff", "step_handler"]

@@ -1,0 +1,86 @@
+"""Deployment settings, read from the environment that template.yaml sets on every function."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from stepchain.exceptions import ValidationError
+from stepchain.payloads import DEFAULT_INLINE_LIMIT
+
+TRANSPORTS = ("stepfunctions", "sqs", "inprocess")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``STEPCHAIN_*`` environment variables.
+
+    ======================================  ====================================================
+    ``STEPCHAIN_TABLE``                     checkpoint table name
+    ``STEPCHAIN_BUCKET``                    claim-check bucket name
+    ``STEPCHAIN_TRANSPORT``                 ``stepfunctions`` (default) or ``sqs``
+    ``STEPCHAIN_STATE_MACHINE_ARN``         the workflow's state machine (Step Functions transport)
+    ``STEPCHAIN_STATE_MACHINES``            JSON ``{workflow: arn}`` when there are several
+    ``STEPCHAIN_QUEUES``                    JSON ``{node id: queue url, "*": default queue}`` (SQS)
+    ``STEPCHAIN_RETENTION_DAYS``            TTL of run records (default 30)
+    ``STEPCHAIN_INLINE_LIMIT``              bytes above which values go to S3 (default 32768)
+    ======================================  ====================================================
+    """
+
+    table: str
+    bucket: str
+    transport: str = "stepfunctions"
+    state_machines: Mapping[str, str] = field(default_factory=dict)
+    queues: Mapping[str, str] = field(default_factory=dict)
+    retention_days: int = 30
+    inline_limit: int = DEFAULT_INLINE_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValidationError(f"STEPCHAIN_TRANSPORT must be one of {TRANSPORTS}, not {self.transport!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        missing = [k for k in ("STEPCHAIN_TABLE", "STEPCHAIN_BUCKET") if not env.get(k)]
+        if missing:
+            raise ValidationError(f"missing environment variables: {', '.join(missing)}")
+
+        def as_map(name: str) -> dict[str, str]:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return {}
+            try:
+                doc = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"{name} is not JSON: {exc}") from exc
+            if not isinstance(doc, dict):
+                raise ValidationError(f"{name} must be a JSON object")
+            return {str(k): str(v) for k, v in doc.items()}
+
+        machines = as_map("STEPCHAIN_STATE_MACHINES")
+        if env.get("STEPCHAIN_STATE_MACHINE_ARN"):
+            machines.setdefault("*", env["STEPCHAIN_STATE_MACHINE_ARN"])
+        return cls(
+            table=env["STEPCHAIN_TABLE"],
+            bucket=env["STEPCHAIN_BUCKET"],
+            transport=env.get("STEPCHAIN_TRANSPORT", "stepfunctions") or "stepfunctions",
+            state_machines=machines,
+            queues=as_map("STEPCHAIN_QUEUES"),
+            retention_days=int(env.get("STEPCHAIN_RETENTION_DAYS", "30") or 30),
+            inline_limit=int(env.get("STEPCHAIN_INLINE_LIMIT", str(DEFAULT_INLINE_LIMIT)) or DEFAULT_INLINE_LIMIT),
+        )
+
+    def state_machine_for(self, workflow: str) -> str:
+        arn = self.state_machines.get(workflow) or self.state_machines.get("*")
+        if not arn:
+            raise ValidationError(f"no state machine configured for workflow {workflow!r}")
+        return arn
+
+    def queue_for(self, node: str) -> str:
+        url = self.queues.get(node) or self.queues.get("*")
+        if not url:
+            raise ValidationError(f"no queue configured for node {node!r}")
+        return url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-logger = Logger(service="stepchain", child=True)
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "stepchain"))
 
 #: the smallest safety margin kept free at the end of an invocation, in ms
 MIN_MARGIN_MS = 1_000

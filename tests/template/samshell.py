@@ -1,0 +1,17 @@
+"""Paths and helpers shared by the tests of the SAM application shell (template.yaml and its tooling)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+LOCAL_INVOKE = ROOT / "tools" / "local_invoke.py"
+STEP_FUNCTIONS = ("PlanFunction", "FetchFunction", "SummarizeFunction", "CrossrefFunction", "DraftFunction")
+ALL_FUNCTIONS = (*STEP_FUNCTIONS, "ControlFunction", "ApiFunction")
+
+
+def sam_env() -> dict[str, str]:
+    """Environment for SAM CLI runs: no telemetry, a region (sam validate/build need one)."""
+    return {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}

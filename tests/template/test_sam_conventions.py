@@ -1,0 +1,131 @@
+"""template.yaml follows the names and numbers fixed for the project (functions, queues, env, layer, logs)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from tests.template.samshell import ALL_FUNCTIONS, ROOT, STEP_FUNCTIONS
+from tools.local_invoke import Resolver
+
+# logical id -> (Handler, Timeout, MemorySize)
+FUNCTIONS = {
+    "PlanFunction": ("app.step_handler", 30, 256),
+    "FetchFunction": ("app.step_handler", 60, 512),
+    "SummarizeFunction": ("app.step_handler", 120, 1024),
+    "CrossrefFunction": ("app.step_handler", 120, 512),
+    "DraftFunction": ("app.step_handler", 300, 1024),
+    "ControlFunction": ("app.step_handler", 30, 256),
+    "ApiFunction": ("app.api_handler", 29, 512),
+}
+QUEUE_OF = {fn: fn.replace("Function", "Queue") for fn in (*STEP_FUNCTIONS, "ControlFunction")}
+GLOBAL_ENV = {
+    "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL", "STEPCHAIN_TABLE",
+    "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINE_ARN", "STEPCHAIN_QUEUES",
+    "STEPCHAIN_RETENTION_DAYS", "STEPCHAIN_LLM", "STEPCHAIN_BEDROCK_MODEL_ID",
+}  # fmt: skip
+
+
+def test_functions_share_the_code_dir_and_have_their_own_handler_timeout_memory(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    functions = {lid for lid, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    assert functions == set(FUNCTIONS)
+    glob = template["Globals"]["Function"]
+    assert glob["CodeUri"] == "functions/research_agent/" and glob["Runtime"] == "python3.12"
+    assert glob["Tracing"] == "Active" and glob["Layers"] == [{"Ref": "StepchainLayer"}]
+    for lid, (handler, timeout, memory) in FUNCTIONS.items():
+        props = resources[lid]["Properties"]
+        assert "CodeUri" not in props and "Runtime" not in props, lid
+        assert (props["Handler"], props["Timeout"], props["MemorySize"]) == (handler, timeout, memory), lid
+        assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid}
+
+
+def test_global_environment(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert set(env) == GLOBAL_ENV
+    assert env["POWERTOOLS_SERVICE_NAME"] == env["POWERTOOLS_METRICS_NAMESPACE"] == "stepchain"
+    r = Resolver(template, {}, "eu-west-1", "demo")
+    # the ARN is built from the fixed name (a Ref would be circular) and must equal the real one
+    assert r.resolve(env["STEPCHAIN_STATE_MACHINE_ARN"]) == r.resolve({"Ref": "ResearchAgentStateMachine"})
+    queues = json.loads(r.resolve(env["STEPCHAIN_QUEUES"]))
+    assert queues == {
+        node: r.resolve({"Ref": queue})
+        for node, queue in [("plan", "PlanQueue"), ("fetch", "FetchQueue"), ("summarize", "SummarizeQueue"),
+                            ("crossref", "CrossrefQueue"), ("draft", "DraftQueue"), ("*", "ControlQueue")]
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("fn", list(QUEUE_OF))
+def test_each_step_function_consumes_its_own_queue(resources: dict[str, Any], fn: str) -> None:
+    queue = QUEUE_OF[fn]
+    mappings = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    [esm] = [m for m in mappings if m["FunctionName"] == {"Ref": fn}]
+    assert esm["EventSourceArn"] == {"Fn::GetAtt": [queue, "Arn"]}
+    assert esm["BatchSize"] == (10 if fn == "ControlFunction" else 1)
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["Enabled"] == {"Fn::If": ["UseSqs", True, False]}
+    props = resources[queue]["Properties"]
+    assert props["VisibilityTimeout"] == 6 * FUNCTIONS[fn][1]
+    assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+                                      "maxReceiveCount": 5}  # fmt: skip
+    policies = resources[fn]["Properties"]["Policies"]
+    assert {"SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": [queue, "QueueName"]}}} in policies
+    assert "Events" not in resources[fn]["Properties"]  # SAM's SQS events would attach a '*' managed policy
+
+
+def test_dead_letter_queue_keeps_messages_14_days(resources: dict[str, Any]) -> None:
+    assert resources["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]) -> None:
+    groups = {r["Properties"]["LogGroupName"]["Fn::Sub"]: r["Properties"] for r in resources.values()
+              if r["Type"] == "AWS::Logs::LogGroup"}  # fmt: skip
+    for fn in ALL_FUNCTIONS:
+        assert groups[f"/aws/lambda/${{{fn}}}"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, fn
+
+
+def test_state_machine_substitutes_every_function_arn_the_definition_uses(resources: dict[str, Any]) -> None:
+    props = resources["ResearchAgentStateMachine"]["Properties"]
+    assert props["Name"] == {"Fn::Sub": "${AWS::StackName}-research-agent"} and props["Type"] == "STANDARD"
+    subs = props["DefinitionSubstitutions"]
+    assert subs == {f"{fn}Arn": {"Fn::GetAtt": [fn, "Arn"]} for fn in (*STEP_FUNCTIONS, "ControlFunction")}
+    used = set(re.findall(r"\$\{(\w+)\}", (ROOT / props["DefinitionUri"]).read_text()))
+    assert used <= set(subs), f"placeholders without substitution: {used - set(subs)}"
+    invokable = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
+    assert invokable == {fn for fn in ALL_FUNCTIONS if fn != "ApiFunction"}
+
+
+def test_layer_architecture_matches_functions_and_layer_makefile(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    arch = template["Globals"]["Function"]["Architectures"]
+    layer = resources["StepchainLayer"]
+    assert layer["Properties"]["CompatibleArchitectures"] == arch
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert [layer["Metadata"]["BuildArchitecture"]] == arch
+    makefile = (ROOT / layer["Properties"]["ContentUri"] / "Makefile").read_text()
+    assert re.search(r"^LAMBDA_ARCH \?= (\S+)$", makefile, re.M).group(1) == arch[0]  # type: ignore[union-attr]
+    assert (ROOT / layer["Metadata"]["LocalInvokePythonPath"] / "stepchain" / "__init__.py").is_file()
+
+
+def test_parameters_and_outputs(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    assert params["Transport"]["AllowedValues"] == ["stepfunctions", "sqs"]
+    assert params["Transport"]["Default"] == "stepfunctions"
+    assert (params["LlmProvider"]["AllowedValues"], params["LlmProvider"]["Default"]) == (
+        ["offline", "bedrock"],
+        "offline",
+    )
+    assert (params["ApiAuth"]["AllowedValues"], params["ApiAuth"]["Default"]) == (["iam", "apikey"], "iam")
+    assert params["RetentionDays"]["Default"] == 30 and params["LogRetentionDays"]["Default"] == 14
+    assert {"BedrockModelId", "LogLevel", "StageName"} <= set(params)
+    queues = [f"{q}Url" for q in QUEUE_OF.values()]
+    expected = {"ApiUrl", "ApiId", "TableName", "BucketName", "StateMachineArn", "DeadLetterQueueUrl", *queues}
+    assert expected <= set(template["Outputs"])
+    assert template["Outputs"]["ApiUrl"]["Value"] == {
+        "Fn::Sub": "https://${StepchainApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
+    }

@@ -1,0 +1,60 @@
+"""The SAM transform accepts the template, and the REST API it produces is authenticated on every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTES = {
+    ("/runs", "post"), ("/runs", "get"), ("/runs/{run_id}", "get"), ("/runs/{run_id}/steps/{step}", "get"),
+    ("/runs/{run_id}/events/{name}", "post"), ("/runs/{run_id}/cancel", "post"),
+    ("/runs/{run_id}/redrive", "post"), ("/openapi.json", "get"),
+}  # fmt: skip
+AUTH = {"Fn::If": ["UseApiKey", [{"api_key": []}], [{"sigv4": []}]]}
+
+
+def test_transform_produces_plain_cloudformation(transformed: dict[str, Any]) -> None:
+    types = {r["Type"] for r in transformed["Resources"].values()}
+    assert not {t for t in types if t.startswith("AWS::Serverless::")}
+    assert "Transform" not in transformed
+    count = {t: sum(r["Type"] == t for r in transformed["Resources"].values()) for t in types}
+    assert count["AWS::Lambda::Function"] == 7
+    assert count["AWS::Lambda::LayerVersion"] == 1
+    assert count["AWS::StepFunctions::StateMachine"] == 1
+    assert count["AWS::Lambda::EventSourceMapping"] == 6
+    assert count["AWS::SQS::Queue"] == 7
+    assert count["AWS::Logs::LogGroup"] == 8
+
+
+def test_api_events_match_the_routes(resources: dict[str, Any]) -> None:
+    events = resources["ApiFunction"]["Properties"]["Events"].values()
+    assert {(e["Properties"]["Path"], e["Properties"]["Method"]) for e in events} == ROUTES
+    assert all(e["Type"] == "Api" and e["Properties"]["RestApiId"] == {"Ref": "StepchainApi"} for e in events)
+
+
+def test_every_route_is_a_lambda_proxy_that_requires_auth(transformed: dict[str, Any]) -> None:
+    body = transformed["Resources"]["StepchainApi"]["Properties"]["Body"]
+    routes = {(path, method): op for path, item in body["paths"].items() for method, op in item.items()}
+    # a route added as an event but not to DefinitionBody would be merged in without `security`
+    assert set(routes) == ROUTES
+    for route, op in routes.items():
+        assert op["security"] == AUTH, route
+        integration = op["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy" and "ApiFunction.Arn" in integration["uri"]["Fn::Sub"], route
+    assert body["securityDefinitions"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert body["securityDefinitions"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
+
+
+def test_api_key_mode_adds_a_usage_plan_and_key(transformed: dict[str, Any]) -> None:
+    res = transformed["Resources"]
+    for lid in ("ApiUsagePlan", "ApiKey", "ApiUsagePlanKey"):
+        assert res[lid]["Condition"] == "UseApiKey", lid
+    plan = res["ApiUsagePlan"]["Properties"]
+    assert plan["Throttle"] and plan["Quota"]
+    assert plan["ApiStages"] == [{"ApiId": {"Ref": "StepchainApi"}, "Stage": {"Ref": "StepchainApiStage"}}]
+
+
+def test_api_stage_and_deployment(transformed: dict[str, Any]) -> None:
+    res = transformed["Resources"]
+    stage = res["StepchainApiStage"]["Properties"]
+    assert stage["StageName"] == {"Ref": "StageName"} and stage["TracingEnabled"] is True
+    assert any(r["Type"] == "AWS::ApiGateway::Deployment" for r in res.values())

@@ -39,7 +39,7 @@ class Services:
             if os.environ.get("RESEARCH_FETCHER", "corpus") == "http":
                 self.fetcher = HttpFetcher()
             else:
-                self.fetcher = CorpusFetcher(default_latency_ms=int(os.environ.get("RESEARCH_FETCH_LATENCY_MS", "0")))
+                self.fetcher = CorpusFetcher(latency_ms=int(os.environ.get("RESEARCH_FETCH_LATENCY_MS", "0")))
         return self.fetcher
 
     def get_llm(self) -> LLM:

@@ -10,7 +10,10 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv test lint typecheck unit demo bench clean
+.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean
+
+# Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets).
+-include mk/*.mk
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,10 +28,35 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## create the project virtualenv
 
 lint: venv ## ruff
-	$(VENV)/bin/ruff check src tests functions bench tools
+	$(VENV)/bin/ruff check src tests functions tools demo bench
 	$(VENV)/bin/ruff format --check src
 
 typecheck: venv ## mypy --strict on the framework
 	$(VENV)/bin/mypy
 
--include mk/*.mk
+asl: venv ## regenerate statemachine/*.asl.json from the workflow definitions
+	$(VENV)/bin/stepchain asl research_agent.workflow:wf --out statemachine
+
+check: lint typecheck ## lint + type-check (fast)
+
+unit: venv ## unit + functional tests (no network, no emulator processes)
+	$(PY) -m pytest -q tests/unit tests/functional
+
+integration: venv ## whole chains in process: in-process, SQS and Step Functions transports on moto
+	$(PY) -m pytest -q tests/integration
+
+# The gate: lint, types, then every test tier. The SAM and LocalStack venvs are installed first
+# (their targets are prerequisites), so a fresh clone needs nothing else.
+test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit .. e2e on LocalStack)
+	$(MAKE) --no-print-directory check
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+
+e2e: venv $(LS_VENV)/.installed ## end-to-end tests on a LocalStack the fixture starts and stops
+	$(PY) -m pytest -q tests/e2e
+
+demo: venv ## the main job: the research agent survives a killed worker (embedded AWS, no Docker)
+	$(PY) demo/run_demo.py
+
+clean: ## remove build outputs and local state (keeps the venvs)
+	rm -rf .aws-sam .demo .localstack build dist
+

@@ -1,0 +1,221 @@
+"""`make demo`: the research agent survives a killed worker, on an embedded AWS (no account, no Docker).
+
+1. moto's server starts in this process on 127.0.0.1: DynamoDB, S3 and SQS, as in the deployed app.
+2. A worker process (`python -m stepchain.local worker`) runs the steps like Lambda would, with a
+   4-second budget per invocation, so the fetch step has to continue across invocations.
+3. While it fetches, the demo kills the worker with SIGKILL (no goodbye, no cleanup).
+4. A fresh worker starts. The step's message reappears after the queue's visibility timeout and
+   the run resumes at its last checkpoint: finished steps and pages are never done again.
+5. The run waits for a human approval; the demo approves it, and the report is drafted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "functions" / "research_agent"))
+
+from research_agent.workflow import wf  # noqa: E402
+from stepchain.aws import AwsClients, build_engine  # noqa: E402
+from stepchain.ledger import RunView, describe  # noqa: E402
+from stepchain.local import EmbeddedAws, visibility_timeout_for  # noqa: E402
+from stepchain.settings import Settings  # noqa: E402
+from stepchain.timeline import render_html, render_text  # noqa: E402
+
+QUESTION = (
+    "What is the global installed capacity of grid-scale battery storage, how much do battery packs cost, "
+    "and how efficient are batteries in practice?"
+)
+BUDGET_MS = 4000
+FETCH_LATENCY_MS = 700
+KILL_AFTER_PAGES = 3
+
+
+def spawn_worker(env: dict[str, str], audit: Path, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "stepchain.local",
+        "worker",
+        "--workflow",
+        "research_agent.workflow:wf",
+        "--budget-ms",
+        str(BUDGET_MS),
+        "--audit",
+        str(audit),
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+class Progress:
+    """A live view: redrawn in place on a terminal, one line per change otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.drawn = 0
+        self.last: dict[str, str] = {}
+
+    def show(self, view: RunView) -> None:
+        lines = []
+        for n in view.nodes:
+            extra = ""
+            if n.items:
+                done = sum(1 for i in n.items if i.status == "SUCCEEDED")
+                extra = f"{done}/{len(n.items)} items"
+            elif n.items_checkpointed:
+                extra = f"{n.items_checkpointed} pages checkpointed"
+            if n.crashes:
+                extra += f", resumed after {n.crashes} crash(es)"
+            lines.append(f"  {n.key:<10} {n.status:<10} inv={n.invocations:<2} {extra}")
+        if self.tty:
+            sys.stdout.write(f"\x1b[{self.drawn}F" if self.drawn else "")
+            sys.stdout.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            self.drawn = len(lines)
+        else:
+            for n, line in zip(view.nodes, lines, strict=True):
+                if self.last.get(n.key) != line:
+                    print(line)
+                    self.last[n.key] = line
+        sys.stdout.flush()
+
+    def say(self, text: str) -> None:
+        print(f"\n>>> {text}\n" if self.tty else f">>> {text}")
+        self.drawn = 0
+
+
+def audit_counts(audit: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    steps: Counter[str] = Counter()
+    items: Counter[str] = Counter()
+    once: Counter[str] = Counter()
+    if audit.exists():
+        for line in audit.read_text().splitlines():
+            e = json.loads(line)
+            target = {"step_executed": steps, "item_executed": items, "once_executed": once}[e["event"]]
+            target[e["key"] + ("/" + e["detail"] if e["detail"] else "")] += 1
+    return steps, items, once
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / ".demo"), help="where the report and timeline go")
+    parser.add_argument("--timeout", type=float, default=180, help="give up after this many seconds")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    audit, log = out / "executions.jsonl", out / "workers.log"
+    for f in (audit, log):
+        f.unlink(missing_ok=True)
+
+    print(__doc__)
+    workers: list[subprocess.Popen[bytes]] = []
+    with EmbeddedAws() as aws:
+        stack = aws.provision(visibility_timeout_s=visibility_timeout_for(BUDGET_MS))
+        env = {
+            **os.environ,
+            **stack.env(
+                RESEARCH_FETCH_LATENCY_MS=str(FETCH_LATENCY_MS),
+                POWERTOOLS_LOG_LEVEL="WARNING",
+                PYTHONPATH=os.pathsep.join([str(ROOT / "functions" / "research_agent"), str(ROOT / "src")]),
+            ),
+        }
+        clients = AwsClients(dynamodb=aws.client("dynamodb"), s3=aws.client("s3"), sqs=aws.client("sqs"))
+        engine = build_engine([wf], Settings.from_env(env), clients=clients)
+        run, _ = engine.start("research-agent", {"question": QUESTION, "max_sources": 8})
+        print(f"emulated AWS at {aws.endpoint}; run {run.run_id} started\n")
+        progress = Progress()
+        workers.append(spawn_worker(env, audit, log))
+        progress.say(f"worker 1 started (pid {workers[0].pid})")
+        killed = approved = False
+        deadline = time.monotonic() + args.timeout
+        view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
+        try:
+            while time.monotonic() < deadline:
+                view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
+                progress.show(view)
+                fetch = next((n for n in view.nodes if n.key == "fetch"), None)
+                if not killed and fetch is not None and fetch.items_checkpointed >= KILL_AFTER_PAGES:
+                    victim = workers[-1]
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.wait()
+                    killed = True
+                    progress.say(
+                        f"SIGKILL worker pid {victim.pid} in the middle of 'fetch' "
+                        f"({fetch.items_checkpointed} pages checkpointed). Its memory is gone."
+                    )
+                    workers.append(spawn_worker(env, audit, log))
+                    progress.say(
+                        f"worker 2 started (pid {workers[-1].pid}); the unfinished message comes back "
+                        f"after the queue's {visibility_timeout_for(BUDGET_MS)} s visibility timeout"
+                    )
+                if view.status == "WAITING" and not approved:
+                    engine.deliver_event(run.run_id, "approval", {"approved": True, "reviewer": "demo"})
+                    approved = True
+                    progress.say(
+                        "the run waits for a human: approving it (in production: POST /runs/{id}/events/approval)"
+                    )
+                if view.status in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                    break
+                time.sleep(0.25)
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGTERM)
+            for w in workers:
+                try:
+                    w.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+        return report(engine, view, out, audit, killed)
+
+
+def report(engine: Any, view: RunView, out: Path, audit: Path, killed: bool) -> int:
+    print("\n" + render_text(view, items=False) + "\n")
+    (out / "timeline.html").write_text(render_html(view))
+    if view.status != "SUCCEEDED":
+        print(f"demo FAILED: run ended {view.status}: {view.error}")
+        return 1
+    output = engine.codec.decode(engine.get_run(view.run_id).output_ref)
+    (out / "report.md").write_text(output["markdown"])
+    steps, items, once = audit_counts(audit)
+    leaves = [i for n in view.nodes for i in (n.items or [n])]
+    rerun = sorted(k for k, c in steps.items() if c > 1)
+    resumed = [n.key for n in view.nodes if n.resumed or any(i.resumed for i in n.items)]
+    pages_refetched = sorted(k for k, c in items.items() if c > 1)
+    t, tax = view.totals, view.restart_tax_avoided
+    print(f"steps run: {len(steps)} (each exactly once: {'yes' if not rerun else 'NO: ' + ', '.join(rerun)})")
+    print(
+        f"pages fetched: {len(items)} (each exactly once: {'yes' if not pages_refetched else 'NO'}); "
+        f"LLM calls: {len(once)} (each exactly once: {'yes' if all(c == 1 for c in once.values()) else 'NO'})"
+    )
+    print(
+        f"steps resumed from checkpoints: {len(resumed)} ({', '.join(resumed) or 'none'}); completed steps re-run: "
+        f"{len(rerun)}"
+    )
+    print(f"invocations: {t['invocations']} across {len(leaves)} units of work; crashes recovered: {t['crashes']}")
+    print(
+        f"restart tax avoided: {tax.seconds:.1f} s of compute and ${tax.usd:.6f} "
+        f"(what restarting from scratch at each crash would have re-spent)"
+    )
+    print(f"cost of the run: ${t['cost_usd']:.6f} recorded (LLM) + ${t['compute_usd']:.6f} Lambda compute")
+    print(f"report: {out / 'report.md'}\ntimeline: {out / 'timeline.html'} (also: stepchain show)")
+    ok = killed and not rerun and not pages_refetched and t["crashes"] >= 1
+    print(
+        "\ndemo OK: the run survived a killed worker, and no completed step was re-run."
+        if ok
+        else "\ndemo FAILED: see above"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

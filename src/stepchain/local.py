@@ -1,0 +1,253 @@
+"""The embedded local runtime: AWS emulated by moto's server on 127.0.0.1, workers as processes.
+
+It runs the same code as Lambda does (the SQS transport, the DynamoDB store, the S3 claim-check),
+with boto3 pointed at the emulator through ``AWS_ENDPOINT_URL``, so nothing in user code changes.
+State lives in the emulator, outside the workers: kill a worker and start another, and the run
+resumes at its last checkpoint.
+
+    python -m stepchain.local worker --workflow research_agent.workflow:wf --budget-ms 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stepchain.context import FakeLambdaContext, Probe
+from stepchain.engine import LEASE_GRACE_MS
+from stepchain.workflow import Workflow
+
+TABLE = "stepchain-local"
+BUCKET = "stepchain-local-payloads"
+QUEUE = "stepchain-local-steps"
+DLQ = "stepchain-local-dlq"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client_env(endpoint: str) -> dict[str, str]:
+    """What a process needs so boto3 talks to the emulator (and nothing else)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Names and URLs of one local deployment (the emulator's equivalent of template.yaml's outputs)."""
+
+    endpoint: str
+    table: str
+    bucket: str
+    queue_url: str
+    dlq_url: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **client_env(self.endpoint),
+            "STEPCHAIN_TABLE": self.table,
+            "STEPCHAIN_BUCKET": self.bucket,
+            "STEPCHAIN_TRANSPORT": "sqs",
+            "STEPCHAIN_QUEUES": json.dumps({"*": self.queue_url}),
+            **extra,
+        }
+
+
+class EmbeddedAws:
+    """moto's server in a thread of this process, bound to 127.0.0.1, stopped on exit."""
+
+    def __init__(self, port: int | None = None) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = port or free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> EmbeddedAws:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop()
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        env = client_env(self.endpoint)
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.endpoint,
+            region_name=env["AWS_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def provision(self, *, visibility_timeout_s: int, max_receives: int = 5) -> LocalStack:
+        """Create the table, bucket, step queue and dead-letter queue (idempotent)."""
+        from stepchain.store.dynamodb import create_table
+
+        ddb, s3, sqs = self.client("dynamodb"), self.client("s3"), self.client("sqs")
+        if TABLE not in ddb.list_tables()["TableNames"]:
+            create_table(ddb, TABLE)
+        s3.create_bucket(Bucket=BUCKET)
+        dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_url = sqs.create_queue(
+            QueueName=QUEUE,
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout_s),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receives)}),
+            },
+        )["QueueUrl"]
+        return LocalStack(self.endpoint, TABLE, BUCKET, queue_url, dlq_url)
+
+
+def visibility_timeout_for(budget_ms: int) -> int:
+    """A queue must not hand a message out again before the dead worker's lease has run out."""
+    return math.ceil((budget_ms + LEASE_GRACE_MS) / 1000) + 1
+
+
+class AuditProbe:
+    """Appends what actually executed (steps, ctx.each items, ctx.once effects) to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def reached(self, boundary: str, run_id: str, key: str, detail: str = "") -> None:
+        if boundary in ("step_executed", "item_executed", "once_executed"):
+            line = json.dumps(
+                {
+                    "event": boundary,
+                    "run_id": run_id,
+                    "key": key,
+                    "detail": detail,
+                    "pid": os.getpid(),
+                    "at": time.time(),
+                }
+            )
+            with self._lock, open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def load_workflow(spec: str) -> Workflow:
+    module, _, attr = spec.partition(":")
+    wf = getattr(importlib.import_module(module), attr or "wf")
+    if not isinstance(wf, Workflow):
+        raise SystemExit(f"{spec} is not a stepchain Workflow")
+    return wf
+
+
+def run_worker(
+    workflows: list[Workflow],
+    queue_url: str,
+    *,
+    budget_ms: int,
+    probe: Probe | None = None,
+    idle_exit_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Poll the step queue like Lambda's event source mapping and run each batch as one invocation."""
+    from stepchain.aws import build_engine
+    from stepchain.aws.sqs_worker import handle_sqs_batch
+    from stepchain.settings import Settings
+
+    engine = build_engine(workflows, Settings.from_env(env))
+    if probe is not None:
+        engine.probe = probe
+        engine.handoff.probe = probe
+    sqs = engine.handoff.client  # type: ignore[attr-defined]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    idle_since = time.monotonic()
+    while not stop.is_set():
+        resp = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=1,
+            WaitTimeSeconds=1,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = resp.get("Messages", [])
+        if not messages:
+            if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                return
+            continue
+        idle_since = time.monotonic()
+        event = {"Records": [_record(m, queue_url) for m in messages]}
+        ctx = FakeLambdaContext.with_budget(budget_ms, f"local-{uuid.uuid4().hex[:12]}")
+        result = handle_sqs_batch(engine, event, ctx)
+        failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        for m in messages:
+            if m["MessageId"] not in failed:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def _record(m: dict[str, Any], queue_url: str) -> dict[str, Any]:
+    """An SQS message as Lambda's event source mapping presents it."""
+    attrs = {
+        k: {
+            "stringValue": v.get("StringValue"),
+            "dataType": v.get("DataType", "String"),
+            "stringListValues": [],
+            "binaryListValues": [],
+        }
+        for k, v in m.get("MessageAttributes", {}).items()
+    }
+    return {
+        "messageId": m["MessageId"],
+        "receiptHandle": m["ReceiptHandle"],
+        "body": m["Body"],
+        "attributes": m.get("Attributes", {}),
+        "messageAttributes": attrs,
+        "md5OfBody": m.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:us-east-1:000000000000:{queue_url.rsplit('/', 1)[-1]}",
+        "awsRegion": "us-east-1",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stepchain.local", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker", help="poll the local step queue and run steps (env: STEPCHAIN_*, AWS_ENDPOINT_URL)")
+    w.add_argument("--workflow", action="append", required=True, help="module:attribute of a Workflow")
+    w.add_argument("--budget-ms", type=int, default=60_000, help="time limit of each emulated invocation")
+    w.add_argument("--audit", help="append executed steps/items/effects to this JSON-lines file")
+    w.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+    args = parser.parse_args(argv)
+    queue_url = json.loads(os.environ["STEPCHAIN_QUEUES"])["*"]
+    run_worker(
+        [load_workflow(s) for s in args.workflow],
+        queue_url,
+        budget_ms=args.budget_ms,
+        probe=AuditProbe(args.audit) if args.audit else None,
+        idle_exit_s=args.idle_exit,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

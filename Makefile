@@ -57,6 +57,9 @@ e2e: venv $(LS_VENV)/.installed ## end-to-end tests on a LocalStack the fixture 
 demo: venv ## the main job: the research agent survives a killed worker (embedded AWS, no Docker)
 	$(PY) demo/run_demo.py
 
+bench: venv $(BENCH_PEER_VENV)/.installed ## benchmarks (minutes; not part of make test): writes bench/RESULTS.md
+	$(PY) bench/run_bench.py $(BENCH_ARGS)
+
 clean: ## remove build outputs and local state (keeps the venvs)
 	rm -rf .aws-sam .demo .localstack build dist
 

@@ -2,6 +2,8 @@
 BENCH_PEER_VENV := .venv-bench-peer
 BENCH_PEER_PY := $(BENCH_PEER_VENV)/bin/python
 
+BENCH_PEER_ARGS ?= --sizes 10,100,1000,10000 --repeats 3 --json bench/.peer.json
+
 .PHONY: bench-peer
 
 $(BENCH_PEER_VENV)/.installed: bench/requirements-peer.txt
@@ -13,4 +15,4 @@ $(BENCH_PEER_VENV)/.installed: bench/requirements-peer.txt
 	touch $@
 
 bench-peer: $(BENCH_PEER_VENV)/.installed ## time AWS durable functions' local runner on N sequential steps (peer)
-	$(BENCH_PEER_PY) bench/peer_durable.py --sizes 10,100,1000,10000 --repeats 3 --json bench/.peer.json
+	$(BENCH_PEER_PY) bench/peer_durable.py $(BENCH_PEER_ARGS)

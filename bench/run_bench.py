@@ -1,0 +1,171 @@
+"""`make bench`: stepchain per-step cost on sequential workflows, side by side with AWS Lambda durable
+functions' local runner, and the restart tax after a crash. Prints a table and writes bench/RESULTS.md.
+
+Workloads: N trivial sequential steps (each returns {"i": i, "acc": acc + i}), N in 10 .. 10,000.
+* stepchain, memory store: the engine's own cost (in-process harness, in-memory checkpoint store).
+* stepchain, moto: the real DynamoDB adapter against moto in-process: AWS API calls per step are
+  counted from botocore's events; time is dominated by moto's request parsing, not by stepchain.
+* peer: DurableFunctionTestRunner (aws-durable-execution-sdk-python-testing) in its own venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stepchain import StepContext, Workflow
+from stepchain.testing import Harness
+
+HERE = Path(__file__).resolve().parent
+
+
+def chain(n: int, work: list[Harness] | None = None) -> Workflow:
+    """N steps; with ``work``, each step spends 100 ms of the harness's virtual time (for the ledger)."""
+    wf = Workflow(f"chain-{n}")
+
+    def add(ctx: StepContext, x: dict[str, int]) -> dict[str, int]:
+        if work:
+            work[0].clock.advance(100)
+        return {"i": x["i"] + 1, "acc": x["acc"] + x["i"]}
+
+    for i in range(n):
+        wf.step(name=f"s{i}")(add)
+    return wf
+
+
+def run_chain(n: int, backend: str, crash_after: int | None = None) -> dict[str, Any]:
+    holder: list[Harness] = []
+    wf = chain(n, holder if crash_after is not None else None)
+    with Harness(wf, backend=backend) as h:
+        holder.append(h)
+        if crash_after is not None:
+            h.crash_at("after_claim", node=f"s{crash_after}")
+        t0 = time.perf_counter()
+        rid = h.start(wf.name, {"i": 0, "acc": 0})
+        h.run(max_activations=10 * n + 100)
+        elapsed = time.perf_counter() - t0
+        calls = sum(h.api_calls.values())
+        out = h.output(rid)
+        assert out == {"i": n, "acc": sum(range(n))}, out
+        view = h.view(rid)
+        return {
+            "n": n,
+            "backend": backend,
+            "seconds": elapsed,
+            "ms_per_step": 1000 * elapsed / n,
+            "calls": calls,
+            "calls_per_step": calls / n,
+            "calls_by_op": dict(h.api_calls),
+            "executions": sum(h.executions.values()),
+            "restart_tax_s": view.restart_tax_avoided.seconds,
+        }
+
+
+def median_run(n: int, backend: str, repeats: int) -> dict[str, Any]:
+    runs = [run_chain(n, backend) for _ in range(repeats)]
+    best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+    return {**best, "runs_s": [round(r["seconds"], 4) for r in runs]}
+
+
+def peer(sizes: list[int], repeats: int) -> dict[int, dict[str, Any]]:
+    out = HERE / ".peer.json"
+    cmd = [
+        "make",
+        "-s",
+        "-C",
+        str(HERE.parent),
+        "bench-peer",
+        f"BENCH_PEER_ARGS=--sizes {','.join(map(str, sizes))} --repeats {repeats} --json {out}",
+    ]
+    try:
+        subprocess.run(cmd, check=True, timeout=1800)
+        return {int(r["n"]): r for r in json.loads(out.read_text())}
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        print(f"peer benchmark unavailable: {exc}", file=sys.stderr)
+        return {}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10,100,1000,10000")
+    parser.add_argument("--moto-sizes", default="10,100,1000,10000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    moto_sizes = [int(s) for s in args.moto_sizes.split(",")]
+
+    mem = {n: median_run(n, "memory", args.repeats) for n in sizes}
+    moto = {n: median_run(n, "moto", args.repeats if n < 10_000 else 1) for n in moto_sizes}
+    peers = {} if args.no_peer else peer(sizes, args.repeats)
+
+    rows = [
+        "| N | stepchain memory ms/step | stepchain moto ms/step | AWS calls/step (moto) | peer ms/step | "
+        "peer / stepchain-memory | peer / stepchain-moto |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def ratio(a: float | None, b: float | None, fmt: str) -> str:
+        return "-" if a is None or b is None else format(a / b, fmt) + "x"
+
+    for n in sizes:
+        p = peers.get(n, {}).get("ms_per_step")
+        m = moto.get(n)
+        m_ms = None if m is None else m["ms_per_step"]
+        rows.append(
+            f"| {n:,} | {mem[n]['ms_per_step']:.3f} | {'-' if m is None else format(m['ms_per_step'], '.2f')} | "
+            f"{'-' if m is None else format(m['calls_per_step'], '.3f')} | {'-' if p is None else format(p, '.2f')} | "
+            f"{ratio(p, mem[n]['ms_per_step'], '.1f')} | {ratio(p, m_ms, '.2f')} |"
+        )
+    flat_mem = mem[sizes[-1]]["ms_per_step"] / mem[sizes[0]]["ms_per_step"]
+    flat_moto = (moto[moto_sizes[-1]]["ms_per_step"] / moto[moto_sizes[0]]["ms_per_step"]) if moto else float("nan")
+
+    crash_rows = [
+        "| n | crash at step k | steps executed by stepchain | re-run by stepchain | "
+        "re-run by a naive restart | restart tax avoided (ledger, s of 0.1 s steps) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k in (10, 50, 90):
+        r = run_chain(100, "moto", crash_after=k)
+        crash_rows.append(f"| 100 | {k} | {r['executions']} | {r['executions'] - 100} | {k} | {r['restart_tax_s']} |")
+
+    ops = moto[moto_sizes[-1]]["calls_by_op"] if moto else {}
+    text = "\n".join(
+        [
+            "# stepchain benchmark results",
+            "",
+            f"Command: `make bench` ({' '.join(sys.argv)}); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+            "2-core machine, Python 3.12. Median of "
+            f"{args.repeats} runs (1 run for moto at 10,000).",
+            "",
+            "## Sequential workflows of trivial steps",
+            "",
+            *rows,
+            "",
+            f"Per-step time at {sizes[-1]:,} steps vs {sizes[0]:,}: {flat_mem:.2f}x (memory store), "
+            f"{flat_moto:.2f}x (moto). Targets: <= 3 AWS calls per step, <= 1.2x.",
+            "",
+            f"AWS calls at N={moto_sizes[-1]:,} by operation: {json.dumps(ops)} (the extra calls are per run: "
+            "create the run (1 transaction), mark it SUCCEEDED).",
+            "",
+            "## A crash at step k of n: work done again",
+            "",
+            *crash_rows,
+            "",
+            "The peer (DurableFunctionTestRunner) replays its checkpoint log in one process; its per-step cost grows",
+            "with history length. stepchain's steps are independent invocations whose cost does not depend on how",
+            "many steps came before.",
+        ]
+    )
+    print(text)
+    (HERE / "RESULTS.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

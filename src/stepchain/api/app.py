@@ -1,0 +1,544 @@
+"""The runs API behind API Gateway (REST API, Lambda proxy integration).
+
+Routes (the OpenAPI document, ``openapi.json`` at the repository root, is generated from them)::
+
+    POST /runs                               start a run (Idempotency-Key header)         202 (200 on replay)
+    GET  /runs?workflow=&status=&limit=&cursor=   list runs, newest first                 200
+    GET  /runs/{run_id}                      the run's ledger and its output              200
+    GET  /runs/{run_id}/steps/{step}?index=  one step (or map item) and its output        200
+    POST /runs/{run_id}/events/{name}        deliver an event (body: any JSON)            202
+    POST /runs/{run_id}/cancel               cancel an active run                         200
+    POST /runs/{run_id}/redrive              resume a FAILED run (body: {"input": ...})   202
+    GET  /openapi.json                       this API's OpenAPI document                  200
+
+Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
+
+* 400: the request line or headers are wrong (malformed run id, bad query parameter, bad
+  ``Idempotency-Key``, bad cursor, ``workflow`` missing while several are registered) or the body
+  is not JSON (``malformed_json``);
+* 422: the body is JSON but not of the expected shape (``validation_error``);
+* 404: unknown route, run, step, event name, or workflow (an unknown workflow in ``POST /runs``
+  is 404 ``workflow_not_found`` too: the name refers to a resource that does not exist);
+* 405 wrong method (with ``Allow``), 409 wrong run state or idempotency conflict, 413 body over
+  :data:`MAX_BODY_BYTES`, 415 a body that is not ``application/json``;
+* 500: our fault; the body says only ``internal_error`` and the request id (the log has the rest).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Annotated, Any, TypeVar, cast
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from stepchain.api.models import (
+    EVENT_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    RUN_ID_PATTERN,
+    STEP_PATTERN,
+    WORKFLOW_PATTERN,
+    ErrorResponse,
+    EventAccepted,
+    Links,
+    RedriveRequest,
+    RunDetail,
+    RunHandle,
+    RunList,
+    RunSummary,
+    StartRunRequest,
+    StepDetail,
+)
+from stepchain.engine import Engine
+from stepchain.exceptions import (
+    BlobUnavailable,
+    InvalidRunState,
+    StepchainError,
+    StepNotFound,
+)
+from stepchain.ledger import describe
+from stepchain.payloads import PayloadCodec
+from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.workflow import NodeKind
+
+#: request bodies above this are refused with 413 (the SQS / Step Functions payload limit)
+MAX_BODY_BYTES = 256 * 1024
+#: lifetime of presigned output URLs
+OUTPUT_URL_TTL_S = 900
+MAX_PAGE = 100
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "stepchain")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "stepchain")
+
+
+class ApiError(StepchainError):
+    """A client mistake the API itself detects; carries its own status and code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.code = code
+
+
+def _load_json(body: str) -> Any:
+    """Powertools' JSON body deserializer, with a size limit and strict JSON (no NaN, bounded nesting)."""
+    if len(body.encode()) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
+
+    def no_constants(name: str) -> Any:
+        raise json.JSONDecodeError(f"{name} is not valid JSON", body, 0)
+
+    try:
+        return json.loads(body, parse_constant=no_constants)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", body, 0) from None
+
+
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_load_json)
+
+
+def get_engine() -> Engine:
+    """Dependency: the engine :func:`handle_api_event` put in the resolver's context."""
+    return cast(Engine, app.context["engine"])
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="24 lowercase hex characters.")]
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _errors(*codes: int) -> dict[int, Any]:
+    """OpenAPI error responses (they all share :class:`ErrorResponse`)."""
+    return {
+        c: {"description": HTTPStatus(c).phrase, "content": {content_types.APPLICATION_JSON: {"model": ErrorResponse}}}
+        for c in codes
+    }
+
+
+def _responses(status: int, description: str, *errors: int) -> dict[int, Any]:
+    return {status: {"description": description}, **_errors(422, 500, *errors)}
+
+
+def _prefix() -> str:
+    """The stage (or base path) API Gateway put before the resource path: ``/v1`` in ``/v1/runs``."""
+    event = app.current_event
+    full = event.request_context.path or ""
+    path = event.path or ""
+    return full[: -len(path)] if path and full.endswith(path) else ""
+
+
+def _links(run_id: str) -> Links:
+    base = f"{_prefix()}/runs/{run_id}"
+    return Links(
+        self=base,
+        steps=base + "/steps/{step}",
+        events=base + "/events/{name}",
+        cancel=base + "/cancel",
+        redrive=base + "/redrive",
+    )
+
+
+def _handle(run: RunRecord) -> RunHandle:
+    return RunHandle(
+        run_id=run.run_id, workflow=run.workflow, version=run.version, status=run.status, links=_links(run.run_id)
+    )
+
+
+def _output(engine: Engine, ref: str | None) -> dict[str, Any]:
+    """A stored value as response fields: inline, or a presigned URL when offloaded to the blob store."""
+    if ref is None:
+        return {}
+    fields: dict[str, Any] = {"has_output": True, "output_bytes": PayloadCodec.size(ref)}
+    key = PayloadCodec.blob_key(ref)
+    url = None if key is None else engine.codec.blobs.presigned_url(key, OUTPUT_URL_TTL_S)
+    if url is not None:
+        fields["output_url"] = url
+        return fields
+    try:
+        fields["output"] = engine.codec.decode(ref)
+    except BlobUnavailable as exc:  # a stored value we cannot read back is our problem, not the caller's
+        raise RuntimeError(f"stored output is unreadable: {exc}") from exc
+    return fields
+
+
+def _encode_cursor(workflow: str, status: RunStatus | None, inner: str | None) -> str | None:
+    if inner is None:
+        return None
+    doc = {"w": workflow, "s": status.value if status else None, "c": inner}
+    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, workflow: str, status: RunStatus | None) -> str:
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        inner = doc["c"]
+        same = doc["w"] == workflow and doc["s"] == (status.value if status else None)
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    if not isinstance(inner, str) or not same:
+        raise ApiError(400, "invalid_cursor", "cursor belongs to a different query (workflow/status changed)")
+    return inner
+
+
+def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
+    body = ErrorResponse.model_validate({"error": {"code": code, "message": message, "details": details}})
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body.model_dump(exclude_none=True),
+    )
+
+
+# ------------------------------------------------------------------------------------- routes
+@app.post(
+    "/runs",
+    summary="Start a run",
+    operation_id="startRun",
+    responses=_responses(202, "Started (200: the same Idempotency-Key and body were seen before)", 400, 404, 409, 413),
+    status_code=202,
+)
+def start_run(
+    engine: EngineDep,
+    body: Annotated[StartRunRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Retrying with the same key and body returns the same run; another body is a 409.",
+        ),
+    ] = None,
+) -> Response[RunHandle]:
+    run, created = engine.start(body.workflow, body.input, idempotency_key=idempotency_key)
+    if created:
+        metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
+    handle = _handle(run)
+    return Response(
+        status_code=202 if created else 200,
+        content_type=content_types.APPLICATION_JSON,
+        body=handle,
+        headers={"Location": handle.links.self},
+    )
+
+
+@app.get(
+    "/runs",
+    summary="List runs, newest first",
+    operation_id="listRuns",
+    responses=_responses(200, "A page of runs", 400, 404),
+)
+def list_runs(
+    engine: EngineDep,
+    workflow: Annotated[
+        str | None,
+        Query(pattern=WORKFLOW_PATTERN, description="Required when more than one workflow is deployed."),
+    ] = None,
+    status: Annotated[RunStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    cursor: Annotated[str | None, Query(max_length=4096, description="next_cursor of the previous page.")] = None,
+) -> RunList:
+    if workflow is None:
+        names = engine.registry.names()
+        if len(names) != 1:
+            raise ApiError(400, "workflow_required", f"pass ?workflow= (one of {names})")
+        workflow = names[0]
+    engine.registry.get(workflow)  # unknown -> 404
+    inner = None if cursor is None else _decode_cursor(cursor, workflow, status)
+    try:
+        page = engine.store.list_runs(workflow, status=status, limit=limit, cursor=inner)
+    except Exception as exc:
+        if inner is None or not _is_cursor_rejection(exc):
+            raise
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    return RunList(
+        runs=[
+            RunSummary(
+                **_handle(r).model_dump(),
+                created_ms=r.created_ms,
+                updated_ms=r.updated_ms,
+                ended_ms=r.ended_ms,
+                current=r.current or None,
+                error=r.error,
+            )
+            for r in page.runs
+        ],
+        next_cursor=_encode_cursor(workflow, status, page.cursor),
+    )
+
+
+def _is_cursor_rejection(exc: Exception) -> bool:
+    """A forged cursor that decodes but that the store cannot use (a bad key, a DynamoDB ValidationException)."""
+    if isinstance(exc, ValueError | KeyError | TypeError):
+        return True
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ValidationException"
+
+
+@app.get(
+    "/runs/<run_id>",
+    summary="A run's ledger and output",
+    operation_id="getRun",
+    responses=_responses(200, "The run", 400, 404),
+)
+def get_run(engine: EngineDep, run_id: RunId) -> RunDetail:
+    run = engine.get_run(run_id)
+    view = describe(engine.store, engine.registry, run).to_dict()
+    out = _output(engine, run.output_ref) if run.status is RunStatus.SUCCEEDED else {}
+    return RunDetail.model_validate({**view, **out, "links": _links(run_id)})
+
+
+@app.get(
+    "/runs/<run_id>/steps/<step>",
+    summary="One step (or map item) and its output",
+    operation_id="getStep",
+    responses=_responses(200, "The step", 400, 404),
+)
+def get_step(
+    engine: EngineDep,
+    run_id: RunId,
+    step: Annotated[str, Path(pattern=STEP_PATTERN)],
+    index: Annotated[int | None, Query(ge=0, description="Map item number (0-based).")] = None,
+) -> StepDetail:
+    run = engine.get_run(run_id)
+    wf = engine.registry.get(run.workflow, run.version)
+    if not wf.has_node(step):
+        raise StepNotFound(f"workflow {run.workflow!r} has no step {step!r}")
+    node = wf.node(step)
+    if index is not None and node.kind is not NodeKind.MAP:
+        raise ApiError(400, "invalid_parameter", f"step {step!r} is not a map: ?index= does not apply")
+    rec = engine.store.get_node(run_id, node_key(step, index))
+    if rec is None:
+        what = step if index is None else f"item {index} of {step!r}"
+        raise StepNotFound(f"{what} has not started in run {run_id}")
+    return StepDetail.model_validate(
+        {**_step_fields(rec, node.kind.value), **_output_if_done(engine, rec)},
+    )
+
+
+def _step_fields(rec: NodeRecord, kind: str) -> dict[str, Any]:
+    return {
+        "run_id": rec.run_id,
+        "step": rec.node,
+        "key": rec.key,
+        "index": rec.index,
+        "kind": kind,
+        "status": rec.status,
+        "attempts": rec.attempts,
+        "invocations": rec.invocations,
+        "crashes": rec.crashes,
+        "checkpoint_hits": rec.checkpoint_hits,
+        "duration_ms": rec.duration_ms,
+        "created_ms": rec.created_ms,
+        "started_ms": rec.started_ms,
+        "ended_ms": rec.ended_ms,
+        "cost_usd": round(rec.cost_usd, 9),
+        "input_tokens": rec.input_tokens,
+        "output_tokens": rec.output_tokens,
+        "error": rec.error,
+        "wake_at_ms": rec.wake_at_ms,
+        "event_name": rec.event_name,
+        "items_total": rec.items_total,
+        "history": [h.to_dict() for h in rec.history],
+    }
+
+
+def _output_if_done(engine: Engine, rec: NodeRecord) -> dict[str, Any]:
+    return _output(engine, rec.output_ref) if rec.status is NodeStatus.SUCCEEDED else {}
+
+
+@app.post(
+    "/runs/<run_id>/events/<name>",
+    summary="Deliver an event to a run",
+    operation_id="sendEvent",
+    responses=_responses(202, "Delivered, or buffered until the run reaches the wait", 400, 404, 409, 413),
+    status_code=202,
+)
+def send_event(
+    engine: EngineDep,
+    run_id: RunId,
+    name: Annotated[str, Path(pattern=EVENT_PATTERN)],
+    payload: Annotated[Any, Body(description="The event's payload (any JSON); an empty body is null.")] = None,
+) -> EventAccepted:
+    run = engine.get_run(run_id)
+    if run.status.finished:
+        raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
+    wf = engine.registry.get(run.workflow, run.version)
+    if not any(n.kind is NodeKind.WAIT and n.event == name for n in wf.nodes):
+        raise ApiError(404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {name!r}")
+    result = engine.deliver_event(run_id, name, payload)
+    metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
+    return EventAccepted(run_id=run_id, event=name, status="delivered" if result == "delivered" else "buffered")
+
+
+@app.post(
+    "/runs/<run_id>/cancel",
+    summary="Cancel an active run",
+    operation_id="cancelRun",
+    responses=_responses(200, "Cancelled", 400, 404, 409),
+)
+def cancel_run(engine: EngineDep, run_id: RunId) -> RunHandle:
+    run = engine.cancel(run_id)
+    metrics.add_metric(name="RunsCancelled", unit=MetricUnit.Count, value=1)
+    return _handle(run)
+
+
+@app.post(
+    "/runs/<run_id>/redrive",
+    summary="Resume a FAILED run at its failed step",
+    operation_id="redriveRun",
+    responses=_responses(202, "Resumed", 400, 404, 409, 413),
+    status_code=202,
+)
+def redrive_run(
+    engine: EngineDep,
+    run_id: RunId,
+    body: Annotated[RedriveRequest | None, Body()] = None,
+) -> RunHandle:
+    replace = body is not None and "input" in body.model_fields_set
+    run = engine.redrive(run_id, input=body.input if body else None, replace_input=replace)
+    metrics.add_metric(name="RunsRedriven", unit=MetricUnit.Count, value=1)
+    return _handle(run)
+
+
+@app.get(
+    "/openapi.json",
+    summary="This API's OpenAPI document",
+    operation_id="getOpenApi",
+    responses=_responses(200, "OpenAPI 3.1 document"),
+)
+def openapi_document() -> Response[Any]:
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_json())
+
+
+@functools.cache
+def openapi_json() -> str:
+    """The OpenAPI document (what ``openapi.json`` at the repository root holds)."""
+    return (
+        app.get_openapi_json_schema(
+            title="stepchain runs API",
+            version="1.0.0",
+            description=(__doc__ or "").split("\n\n", 1)[0],
+        )
+        + "\n"
+    )
+
+
+# ----------------------------------------------------------------------------- error mapping
+_Handler = TypeVar("_Handler", bound=Callable[..., Response[Any]])
+
+
+def _on(exc: type[Exception] | list[type[Exception]]) -> Callable[[_Handler], _Handler]:
+    """``app.exception_handler``, typed."""
+    return cast(Callable[[_Handler], _Handler], app.exception_handler(exc))
+
+
+@_on(StepchainError)
+def _stepchain_error(exc: StepchainError) -> Response[Any]:
+    if exc.http_status >= 500:
+        return _internal(exc)
+    return _error(exc.http_status, exc.code, str(exc))
+
+
+@_on(RequestValidationError)
+def _validation_error(exc: RequestValidationError) -> Response[Any]:
+    errors = list(exc.errors())
+    if any(e.get("loc", ("",))[0] == "response" for e in errors):
+        return _internal(exc)  # a response that does not match its model is a bug here
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return _error(400, "malformed_json", "request body is not valid JSON")
+    details = [{"loc": list(e.get("loc", ())), "type": e.get("type", ""), "msg": str(e.get("msg", ""))} for e in errors]
+    if all(e["loc"][:1] == ["body"] for e in details):
+        return _error(422, "validation_error", "request body does not match the schema", details)
+    return _error(400, "invalid_parameter", "invalid path, query or header parameter", details)
+
+
+@_on(RequestUnsupportedContentType)
+def _unsupported_content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
+    return _error(415, "unsupported_media_type", "send the body as application/json")
+
+
+@_on([binascii.Error, UnicodeDecodeError])
+def _undecodable_body(exc: Exception) -> Response[Any]:
+    return _error(400, "malformed_body", "request body is not valid base64 / UTF-8")
+
+
+@app.not_found
+def _no_route(exc: NotFoundError) -> Response[Any]:
+    method = app.current_event.http_method.upper()
+    path = app.context.get("_path") or app.current_event.path
+    allowed = sorted(m for rx, m in _route_table() if rx.match(path) and m != method)
+    if allowed:
+        resp = _error(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")
+        resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+    return _error(404, "route_not_found", f"no route {method} {path}")
+
+
+@functools.cache
+def _route_table() -> list[tuple[re.Pattern[str], str]]:
+    """(path regex, method) of every route, from the OpenAPI document (for 405 vs 404)."""
+    table = []
+    for path, ops in json.loads(openapi_json())["paths"].items():
+        rx = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "/*$")
+        table += [(rx, m.upper()) for m in ops]
+    return table
+
+
+@_on(Exception)
+def _unexpected(exc: Exception) -> Response[Any]:
+    return _internal(exc)
+
+
+def _internal(exc: Exception) -> Response[Any]:
+    logger.exception("internal error", extra={"error_type": type(exc).__name__})
+    metrics.add_metric(name="ApiFaults", unit=MetricUnit.Count, value=1)
+    request_id = app.current_event.request_context.request_id or ""
+    return _error(500, "internal_error", f"internal error (request id {request_id})")
+
+
+# ------------------------------------------------------------------------------- entry point
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+def _serve(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        return app.resolve(event, context)
+    finally:
+        if metrics.metric_set:
+            metrics.flush_metrics()
+
+
+def handle_api_event(engine: Engine, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Serve one API Gateway (REST, Lambda proxy) event with ``engine``."""
+    append_context: Callable[..., None] = app.append_context
+    append_context(engine=engine)
+    return _serve(event, context)
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], Any] = sys.stdout.write) -> int:
+    """``python -m stepchain.api.app --openapi > openapi.json``"""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--openapi"]:
+        sys.stderr.write("usage: python -m stepchain.api.app --openapi > openapi.json\n")
+        return 2
+    out(openapi_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

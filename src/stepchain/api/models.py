@@ -1,0 +1,203 @@
+"""Request and response bodies of the runs API (pydantic v2; they also make the OpenAPI document).
+
+The run views mirror :class:`stepchain.ledger.RunView` field for field; a test checks they stay in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stepchain.records import NodeStatus, RunStatus
+
+#: run ids are 24 lowercase hex chars (12 of milliseconds, 12 random): see ``stepchain.engine.new_run_id``
+RUN_ID_PATTERN = r"^[0-9a-f]{24}$"
+STEP_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+EVENT_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+WORKFLOW_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class _Closed(BaseModel):
+    """A request body: unknown fields are an error (a typo such as ``inputs`` must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------------- requests
+class StartRunRequest(_Closed):
+    workflow: str = Field(pattern=WORKFLOW_PATTERN, description="Name of a registered workflow.")
+    input: Any = Field(default=None, description="The first step's input: any JSON value.")
+
+
+class RedriveRequest(_Closed):
+    input: Any = Field(
+        default=None, description="When present, the failed step starts over with this input instead of its own."
+    )
+
+
+# ---------------------------------------------------------------------------------- responses
+class Links(BaseModel):
+    self: str
+    steps: str = Field(description="Template: replace {step} with a step id.")
+    events: str = Field(description="Template: replace {name} with an event name.")
+    cancel: str
+    redrive: str
+
+
+class RunHandle(BaseModel):
+    """What starting, cancelling or redriving a run returns."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    links: Links
+
+
+class RunSummary(RunHandle):
+    created_ms: int
+    updated_ms: int
+    ended_ms: int | None = None
+    current: str | None = None
+    error: dict[str, str] | None = None
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page; null at the end.")
+
+
+class InvocationView(BaseModel):
+    """One bar of a node's timeline: an invocation that worked on it."""
+
+    started_ms: int
+    ended_ms: int | None
+    outcome: str
+
+
+class NodeViewModel(BaseModel):
+    key: str
+    node: str
+    kind: str
+    status: NodeStatus
+    index: int | None
+    attempts: int
+    invocations: int
+    crashes: int
+    checkpoint_hits: int
+    resumed: bool
+    duration_ms: int
+    started_ms: int | None
+    ended_ms: int | None
+    cost_usd: float
+    compute_usd: float
+    input_tokens: int
+    output_tokens: int
+    output_bytes: int
+    offloaded: bool
+    items_checkpointed: int
+    error: dict[str, str] | None
+    history: list[InvocationView]
+    items: list[NodeViewModel] = Field(default_factory=list)
+
+
+class RunTotals(BaseModel):
+    nodes: int
+    succeeded: int
+    invocations: int
+    attempts: int
+    crashes: int
+    resumed_nodes: int
+    checkpoint_hits: int
+    compute_ms: int
+    cost_usd: float
+    compute_usd: float
+    input_tokens: int
+    output_tokens: int
+    wall_ms: int
+
+
+class RestartTaxView(BaseModel):
+    """What a naive retry-from-scratch would have paid again at the run's crashes."""
+
+    crashes: int
+    seconds: float
+    usd: float
+
+
+class CrashEventView(BaseModel):
+    at_ms: int
+    node: str
+    kind: str
+
+
+class OutputFields(BaseModel):
+    """A value either inline (``output``) or, when offloaded to S3, behind a presigned URL (``output_url``)."""
+
+    has_output: bool = Field(default=False, description="False until the run (or step) has succeeded.")
+    output: Any = Field(default=None, description="The value itself, when it is small enough to be inline.")
+    output_url: str | None = Field(default=None, description="Presigned GET URL of an offloaded value.")
+    output_bytes: int = 0
+
+
+class RunDetail(OutputFields):
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    created_ms: int
+    updated_ms: int
+    ended_ms: int | None
+    current: str | None
+    error: dict[str, str] | None
+    redrives: int
+    nodes: list[NodeViewModel]
+    totals: RunTotals
+    restart_tax_avoided: RestartTaxView
+    crash_events: list[CrashEventView]
+    links: Links
+
+
+class StepDetail(OutputFields):
+    run_id: str
+    step: str
+    key: str
+    index: int | None
+    kind: str
+    status: NodeStatus
+    attempts: int
+    invocations: int
+    crashes: int
+    checkpoint_hits: int
+    duration_ms: int
+    created_ms: int
+    started_ms: int | None
+    ended_ms: int | None
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    error: dict[str, str] | None
+    wake_at_ms: int | None
+    event_name: str | None
+    items_total: int | None
+    history: list[InvocationView]
+
+
+class EventAccepted(BaseModel):
+    run_id: str
+    event: str
+    status: Literal["delivered", "buffered"] = Field(
+        description="delivered: the run was waiting and resumes; buffered: kept until the run reaches the wait."
+    )
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable: e.g. run_not_found, invalid_run_state.")
+    message: str
+    details: list[dict[str, Any]] | None = Field(default=None, description="Per-field problems (validation).")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -8,6 +8,8 @@ through :mod:`stepchain.aws` handlers, locally with :mod:`stepchain.local`, and 
 from stepchain.context import StepContext
 from stepchain.engine import Engine
 from stepchain.exceptions import (
+    BlobUnavailable,
+    EventNotFound,
     IdempotencyConflict,
     InvalidRunState,
     PayloadError,
@@ -34,9 +36,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "BlobStore",
+    "BlobUnavailable",
     "CheckpointStore",
     "DynamoDBStore",
     "Engine",
+    "EventNotFound",
     "IdempotencyConflict",
     "InvalidRunState",
     "MemoryBlobStore",

@@ -28,7 +28,8 @@ MIN_MARGIN_MS = 1_000
 class LambdaContextLike(Protocol):
     """The part of the Lambda context object stepchain uses."""
 
-    aws_request_id: str
+    @property
+    def aws_request_id(self) -> str: ...
 
     def get_remaining_time_in_millis(self) -> int: ...
 

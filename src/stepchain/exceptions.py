@@ -66,6 +66,20 @@ class StepNotFound(StepchainError):
     http_status = 404
 
 
+class EventNotFound(StepchainError):
+    """The workflow does not wait for an event of that name."""
+
+    code = "event_not_found"
+    http_status = 404
+
+
+class BlobUnavailable(StepchainError):
+    """A stored value is missing or does not match its checksum: a fault of the store, not the caller."""
+
+    code = "blob_unavailable"
+    http_status = 500
+
+
 class InvalidRunState(StepchainError):
     """The run (or node) is not in a state that allows the requested operation."""
 

@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from stepchain.exceptions import PayloadError
+from stepchain.exceptions import BlobUnavailable, PayloadError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,7 +55,7 @@ class MemoryBlobStore(BlobStore):
             try:
                 return self._data[key]
             except KeyError:
-                raise PayloadError(f"blob {key!r} is missing") from None
+                raise BlobUnavailable(f"blob {key!r} is missing") from None
 
 
 class S3BlobStore(BlobStore):
@@ -87,7 +87,7 @@ class S3BlobStore(BlobStore):
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
-            raise PayloadError(f"blob {key!r} is missing from s3://{self.bucket}") from None
+            raise BlobUnavailable(f"blob {key!r} is missing from s3://{self.bucket}") from None
 
     def presigned_url(self, key: str, expires_s: int = 900) -> str | None:
         return self.client.generate_presigned_url(
@@ -130,7 +130,7 @@ class PayloadCodec:
             return doc["v"]
         data = self.blobs.get(doc["blob"])
         if hashlib.sha256(data).hexdigest() != doc["sha256"]:
-            raise PayloadError(f"blob {doc['blob']!r} does not match its checksum")
+            raise BlobUnavailable(f"blob {doc['blob']!r} does not match its checksum")
         return json.loads(data)
 
     @staticmethod

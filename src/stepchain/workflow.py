@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from stepchain.exceptions import ValidationError, VersionMismatch, WorkflowNotFound
+from stepchain.exceptions import EventNotFound, ValidationError, VersionMismatch, WorkflowNotFound
 
 if TYPE_CHECKING:
     from stepchain.context import StepContext
@@ -226,7 +226,7 @@ class Workflow:
         for n in self._nodes:
             if n.kind is NodeKind.WAIT and n.event == event:
                 return n
-        raise ValidationError(f"workflow {self.name!r} does not wait for an event named {event!r}")
+        raise EventNotFound(f"workflow {self.name!r} does not wait for an event named {event!r}")
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, version={self.version!r}, nodes={[n.id for n in self._nodes]})"

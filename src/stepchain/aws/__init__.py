@@ -46,7 +46,9 @@ class AwsClients:
                 from botocore.config import Config
 
                 # inject_host_prefix=False: StartSyncExecution/SendTaskSuccess work on emulators too
-                self._cache[service] = boto3.client(service, config=Config(inject_host_prefix=False))
+                self._cache[service] = boto3.client(  # type: ignore[call-overload]
+                    service, config=Config(inject_host_prefix=False)
+                )
             client = self._cache[service]
         return client
 

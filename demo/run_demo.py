@@ -38,7 +38,9 @@ QUESTION = (
 )
 BUDGET_MS = 4000
 FETCH_LATENCY_MS = 700
+LLM_LATENCY_MS = 1200
 KILL_AFTER_PAGES = 3
+KILL_AFTER_SUMMARIES = 2
 
 
 def spawn_worker(env: dict[str, str], audit: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -135,28 +137,35 @@ def main() -> int:
         progress = Progress()
         workers.append(spawn_worker(env, audit, log))
         progress.say(f"worker 1 started (pid {workers[0].pid})")
-        killed = approved = False
+        kills = 0
+        approved = False
         deadline = time.monotonic() + args.timeout
         view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
+
+        def kill_worker(why: str) -> None:
+            nonlocal kills
+            victim = workers[-1]
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            progress.say(f"SIGKILL worker pid {victim.pid} {why}. Its memory is gone.")
+            workers.append(spawn_worker(env, audit, log))
+            progress.say(
+                f"worker {len(workers)} started (pid {workers[-1].pid}); the interrupted message comes "
+                f"back after the queue's {visibility_timeout_for(BUDGET_MS)} s visibility timeout"
+            )
+
         try:
             while time.monotonic() < deadline:
                 view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
                 progress.show(view)
-                fetch = next((n for n in view.nodes if n.key == "fetch"), None)
-                if not killed and fetch is not None and fetch.items_checkpointed >= KILL_AFTER_PAGES:
-                    victim = workers[-1]
-                    os.kill(victim.pid, signal.SIGKILL)
-                    victim.wait()
-                    killed = True
-                    progress.say(
-                        f"SIGKILL worker pid {victim.pid} in the middle of 'fetch' "
-                        f"({fetch.items_checkpointed} pages checkpointed). Its memory is gone."
-                    )
-                    workers.append(spawn_worker(env, audit, log))
-                    progress.say(
-                        f"worker 2 started (pid {workers[-1].pid}); the unfinished message comes back "
-                        f"after the queue's {visibility_timeout_for(BUDGET_MS)} s visibility timeout"
-                    )
+                by_key = {n.key: n for n in view.nodes}
+                fetch, summarize = by_key.get("fetch"), by_key.get("summarize")
+                if kills == 0 and fetch is not None and fetch.items_checkpointed >= KILL_AFTER_PAGES:
+                    kill_worker(f"in the middle of 'fetch' ({fetch.items_checkpointed} pages checkpointed)")
+                done = sum(1 for i in summarize.items if i.status == "SUCCEEDED") if summarize else 0
+                if kills == 1 and summarize is not None and KILL_AFTER_SUMMARIES <= done < len(summarize.items):
+                    kill_worker(f"in the middle of 'summarize' ({done} of {len(summarize.items)} LLM summaries done)")
                 if view.status == "WAITING" and not approved:
                     engine.deliver_event(run.run_id, "approval", {"approved": True, "reviewer": "demo"})
                     approved = True
@@ -175,10 +184,10 @@ def main() -> int:
                     w.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     w.kill()
-        return report(engine, view, out, audit, killed)
+        return report(engine, view, out, audit, kills)
 
 
-def report(engine: Any, view: RunView, out: Path, audit: Path, killed: bool) -> int:
+def report(engine: Any, view: RunView, out: Path, audit: Path, kills: int) -> int:
     print("\n" + render_text(view, items=False) + "\n")
     (out / "timeline.html").write_text(render_html(view))
     if view.status != "SUCCEEDED":
@@ -208,7 +217,7 @@ def report(engine: Any, view: RunView, out: Path, audit: Path, killed: bool) -> 
     )
     print(f"cost of the run: ${t['cost_usd']:.6f} recorded (LLM) + ${t['compute_usd']:.6f} Lambda compute")
     print(f"report: {out / 'report.md'}\ntimeline: {out / 'timeline.html'} (also: stepchain show)")
-    ok = killed and not rerun and not pages_refetched and t["crashes"] >= 1
+    ok = kills >= 1 and not rerun and not pages_refetched and t["crashes"] >= 1
     print(
         "\ndemo OK: the run survived a killed worker, and no completed step was re-run."
         if ok

@@ -129,14 +129,22 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     # A naive restart at a crash re-runs every finished leaf (nodes; map items rather than their
     # parent) and every checkpointed ctx.each iteration of leaves that had not finished yet.
     leaves = [v for v in nodes if not v.items] + items
+    memory = {rec.key: wf.node(rec.node).memory_mb for rec in records}
     tax_s = tax_usd = 0.0
     for crash in run.crash_events:
         t = crash.at_ms
         finished = [v for v in leaves if v.status == "SUCCEEDED" and v.ended_ms is not None and v.ended_ms <= t]
         finished_keys = {v.key for v in finished}
-        partial = [r for key, recs in each.items() if key not in finished_keys for r in recs if r.ended_ms <= t]
-        tax_s += (sum(v.duration_ms for v in finished) + sum(r.duration_ms for r in partial)) / 1000
+        partial = [
+            (r, memory.get(key, 512))
+            for key, recs in each.items()
+            if key not in finished_keys
+            for r in recs
+            if r.ended_ms <= t
+        ]
+        tax_s += (sum(v.duration_ms for v in finished) + sum(r.duration_ms for r, _ in partial)) / 1000
         tax_usd += sum(v.cost_usd + v.compute_usd for v in finished)
+        tax_usd += sum(compute_usd(r.duration_ms, 0, mb) for r, mb in partial)
     totals = {
         "nodes": len(nodes),
         "succeeded": sum(1 for v in nodes if v.status == "SUCCEEDED"),

@@ -77,8 +77,11 @@ class EmbeddedAws:
     """moto's server in a thread of this process, bound to 127.0.0.1, stopped on exit."""
 
     def __init__(self, port: int | None = None) -> None:
+        import logging
+
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         self.port = port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.endpoint = f"http://127.0.0.1:{self.port}"

@@ -8,6 +8,7 @@ plan -> fetch (ctx.each: one checkpoint per page, continues across invocations) 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from research_agent.crossref import CrossRefResult, cross_reference
 from research_agent.fetcher import CorpusFetcher, Fetcher, FetchError, HttpFetcher, Page
-from research_agent.llm import LLM, make_llm
+from research_agent.llm import LLM, Completion, OfflineLLM, make_llm
 from research_agent.planner import Bm25Planner
 from research_agent.report import draft_report
 from research_agent.research import SourceSummary, summarize_page
@@ -44,8 +45,24 @@ class Services:
 
     def get_llm(self) -> LLM:
         if self.llm is None:
-            self.llm = make_llm()
+            llm = make_llm()
+            if isinstance(llm, OfflineLLM) and os.environ.get("RESEARCH_LLM_PRICED_AS"):
+                llm = OfflineLLM(priced_as=os.environ["RESEARCH_LLM_PRICED_AS"])
+            latency_ms = int(os.environ.get("RESEARCH_LLM_LATENCY_MS", "0"))
+            self.llm = SlowLLM(llm, latency_ms) if latency_ms > 0 else llm
         return self.llm
+
+
+@dataclass
+class SlowLLM:
+    """Adds a hosted model's latency to another LLM (the offline one answers in milliseconds)."""
+
+    inner: LLM
+    latency_ms: int
+
+    def complete(self, *, system: str, prompt: str, max_tokens: int, purpose: str) -> Completion:
+        time.sleep(self.latency_ms / 1000)
+        return self.inner.complete(system=system, prompt=prompt, max_tokens=max_tokens, purpose=purpose)
 
 
 services = Services()

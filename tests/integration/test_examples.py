@@ -15,7 +15,7 @@ def test_quickstart_example_runs_and_survives_its_crash() -> None:
         env={"PATH": "/usr/bin:/bin", "POWERTOOLS_LOG_LEVEL": "ERROR"},
     )
     assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if not line.startswith("{")]
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith('{"')]
     assert lines[0] == "published 6 notes, approved by ana"
     assert lines[1] == "{'plan': 1, 'research': 1, 'publish': 1}"
     assert "crashes=1" in lines[2]

@@ -1,0 +1,110 @@
+"""The Step Functions worker: one task of the generated state machine = one ``Engine.process``.
+
+The event is the task's ``Payload`` (see :mod:`stepchain.asl`): the run's ids, the node, and for
+map items the index, for wait nodes the task token, for control tasks an ``action`` (``join``,
+``expire``, ``fail``). The return value is the small state the state machine routes on; it
+always has the same fields (``STATE_FIELDS``, ``None`` when not applicable) so the task's
+``ResultSelector`` can pick them, and it never carries a step's output.
+
+A wait node's task (``.waitForTaskToken``) ignores what the function returns: whenever such an
+activation ends in anything but SUSPENDED (the event was there already, the node completed
+before, another invocation holds it), the worker reports the state through SendTaskSuccess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepchain.asl import STATE_FIELDS  # every state a task returns has exactly these fields
+from stepchain.context import LambdaContextLike, logger
+from stepchain.engine import Engine
+from stepchain.exceptions import ValidationError
+from stepchain.handoff.stepfunctions import StepFunctionsHandoff
+from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.records import NodeStatus, RunStatus
+from stepchain.store.base import ACTIVE_RUN, NodeChanges, NodeInit, RunChanges
+
+#: Step Functions error fields are cut to this length in the run's error
+MAX_ERROR_CHARS = 1000
+
+
+def parse_event(event: Any) -> Activation:
+    """The activation a task payload names; a ValidationError says what is wrong."""
+    if not isinstance(event, dict):
+        raise ValidationError(f"a Step Functions task payload must be a JSON object, got {type(event).__name__}")
+    missing = [k for k in ("run_id", "workflow", "version", "node") if not event.get(k)]
+    if missing:
+        raise ValidationError(f"not a stepchain task payload: missing {', '.join(missing)}")
+    return Activation.from_dict(event)
+
+
+def task_state(msg: Activation, outcome: Outcome) -> dict[str, Any]:
+    """``outcome.to_state(msg)`` with every field present and nothing else."""
+    raw = outcome.to_state(msg)
+    state = {f: raw.get(f) for f in STATE_FIELDS}
+    if state["items"] is None:
+        state["items"] = []
+    return state
+
+
+def mark_failed(engine: Engine, msg: Activation, error: Any) -> Outcome:
+    """The state machine gave up on a node (its retries ran out): fail the node and the run.
+
+    Idempotent, and a no-op on a run that is already finished (cancelled, failed by the engine).
+    The node is marked FAILED too, so that the run can be redriven from it.
+    """
+    now = engine.clock.now_ms()
+    err = {"node": msg.node, "type": "StepFunctionsError", "message": "the state machine gave up on the node"}
+    if isinstance(error, dict):
+        err["type"] = str(error.get("Error") or err["type"])[:200]
+        err["message"] = str(error.get("Cause") or err["message"])[:MAX_ERROR_CHARS]
+    run = engine.store.get_run(msg.run_id)
+    if run is None or run.status.finished:
+        return Outcome(OutcomeKind.FAILED, error=run.error if run else err)
+    rec = engine.store.get_node(msg.run_id, msg.node)
+    if rec is None:  # never claimed: a failed node record is what a redrive starts from
+        engine.store.put_node_if_absent(NodeInit(msg.run_id, msg.node, msg.node, None, status=NodeStatus.FAILED), now)
+    elif not rec.status.finished:
+        changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True)
+        engine.store.finish(msg.run_id, msg.node, changes, expect=(rec.status,))
+    engine.store.update_run(
+        msg.run_id, RunChanges(now, status=RunStatus.FAILED, error=err, ended=True), expect=ACTIVE_RUN
+    )
+    logger.warning("run failed by the state machine", extra={"run_id": msg.run_id, "node": msg.node, "error": err})
+    return Outcome(OutcomeKind.FAILED, error=err)
+
+
+def _expired_after_delivery(engine: Engine, msg: Activation, outcome: Outcome) -> Outcome:
+    """An ``expire`` that finds the wait completed (the event came, its SendTaskSuccess was lost):
+    the run goes on instead of failing."""
+    if outcome.kind is OutcomeKind.DROPPED:
+        rec = engine.store.get_node(msg.run_id, msg.node)
+        if rec is not None and rec.status is NodeStatus.SUCCEEDED:
+            return Outcome(OutcomeKind.DONE, detail="event delivered before the deadline")
+    return outcome
+
+
+def handle_sfn_task(engine: Engine, event: Any, context: LambdaContextLike) -> dict[str, Any]:
+    """Serve one Step Functions task; returns the small state the state machine routes on."""
+    msg = parse_event(event)
+    if msg.action == "fail":
+        outcome = mark_failed(engine, msg, event.get("error"))
+        return task_state(msg, outcome)
+    outcome = engine.process(msg, context)
+    if msg.action == "expire":
+        outcome = _expired_after_delivery(engine, msg, outcome)
+    handoff = engine.handoff
+    if isinstance(handoff, StepFunctionsHandoff):
+        # No message goes out (the state machine moves on), but the boundary is reached as on
+        # any transport: a crash here is a crash after the checkpoint, before the handoff.
+        handoff.apply(msg, outcome, engine.clock.now_ms())
+    else:  # a queue transport would send messages the state machine also acts on
+        logger.warning("Step Functions task served by an engine without the Step Functions handoff")
+    state = task_state(msg, outcome)
+    if msg.token and outcome.kind is not OutcomeKind.SUSPENDED and isinstance(handoff, StepFunctionsHandoff):
+        handoff.send_task_success(msg.token, state)
+    logger.debug("task done", extra={"run_id": msg.run_id, "node": msg.node, "status": state["status"]})
+    return state
+
+
+__all__ = ["STATE_FIELDS", "handle_sfn_task", "mark_failed", "parse_event", "task_state"]

@@ -1,0 +1,84 @@
+"""``stepchain`` command line.
+
+    stepchain asl MODULE:ATTR [--out statemachine/] [--check] [--pythonpath DIR]
+
+``asl`` writes the workflow's state machine to ``<out>/<workflow name>.asl.json``; with
+``--check`` it writes nothing and exits 1 when the file on disk differs (for CI).
+Subcommands are argparse subparsers: add one with a ``_add_<name>(subparsers)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stepchain.asl import asl_path, dumps, to_asl, write_asl
+from stepchain.workflow import Workflow
+
+
+def load_workflow(spec: str) -> Workflow:
+    """``package.module:attr`` -> the Workflow object it names."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(f"error: expected MODULE:ATTR, got {spec!r}")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"error: cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"error: {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, Workflow):
+        raise SystemExit(f"error: {spec} is a {type(obj).__name__}, not a stepchain Workflow")
+    return obj
+
+
+def _asl(args: argparse.Namespace) -> int:
+    for directory in reversed(args.pythonpath or []):
+        sys.path.insert(0, str(directory))
+    wf = load_workflow(args.workflow)
+    if args.check:
+        path = asl_path(wf, args.out)
+        current = path.read_text() if path.exists() else None
+        if current != dumps(to_asl(wf)):
+            print(f"{path} is stale: run `stepchain asl {args.workflow} --out {args.out}`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    print(write_asl(wf, args.out))
+    return 0
+
+
+def _add_asl(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("asl", help="generate a workflow's Step Functions state machine (ASL)")
+    p.add_argument("workflow", metavar="MODULE:ATTR", help="e.g. research_agent.workflow:wf")
+    p.add_argument("--out", type=Path, default=Path("statemachine"), help="directory (default: statemachine/)")
+    p.add_argument("--check", action="store_true", help="exit 1 if the file on disk differs; write nothing")
+    p.add_argument(
+        "--pythonpath", action="append", type=Path, metavar="DIR", help="put DIR on sys.path first (repeatable)"
+    )
+    p.set_defaults(func=_asl)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepchain", description="durable agent workflows on AWS Lambda")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_asl(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

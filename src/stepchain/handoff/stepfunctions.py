@@ -1,0 +1,139 @@
+"""Step Functions handoff: one execution per run; the state machine (``stepchain.asl``) drives it.
+
+Transitions between nodes are the state machine's job: every task returns a small state
+(``status``, ``wake_at``) and the generated Choice/Wait/Map states act on it. So ``_send`` does
+nothing: an activation the engine names as "next" is exactly the task the state machine runs
+after this one, and a duplicate message from here would race the execution. What this adapter
+does is everything that happens *outside* an execution:
+
+* ``start``: StartExecution named after the run id (a retried start with the same input
+  returns the same execution; a finished one with that name raises ExecutionAlreadyExists,
+  which is what a late retry should find).
+* ``resume_wait``: an event arrived for a wait node: SendTaskSuccess to its task token.
+* ``cancel``: StopExecution of the run's latest execution.
+* ``redrive``: a new execution ``<run_id>-r<n>`` that starts at the top failed node (the
+  ``Route`` Choice reads ``start_at``); completed nodes on the way are served from checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from stepchain.context import logger
+from stepchain.exceptions import ValidationError
+from stepchain.handoff.base import Handoff
+from stepchain.messages import Activation
+from stepchain.records import RunRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+
+def execution_name(run_id: str, redrive: int = 0) -> str:
+    """The run's first execution is named ``run_id``; redrive ``n`` is ``<run_id>-r<n>``."""
+    return run_id if redrive == 0 else f"{run_id}-r{redrive}"
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """arn:aws:states:r:a:stateMachine:M -> arn:aws:states:r:a:execution:M:<name>."""
+    parts = state_machine_arn.split(":")
+    if len(parts) < 7 or parts[5] != "stateMachine":
+        raise ValidationError(f"not a state machine ARN: {state_machine_arn!r}")
+    return ":".join([*parts[:5], "execution", parts[6], name])
+
+
+def execution_input(run: RunRecord, start_at: str) -> str:
+    """Deterministic JSON (StartExecution is idempotent only for an identical input string).
+
+    ``start_at`` is the node the ``Route`` Choice jumps to: the first node, or a redrive's.
+    """
+    doc = {"run_id": run.run_id, "workflow": run.workflow, "version": run.version, "start_at": start_at}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+class StepFunctionsHandoff(Handoff):
+    """``state_machines`` maps a workflow name (or ``"*"``) to its state machine ARN."""
+
+    def __init__(self, state_machines: Mapping[str, str], client: SFNClient | None = None) -> None:
+        self.state_machines = dict(state_machines)
+        self._client = client
+        self.started: list[str] = []  # execution names, in order (tests look at them)
+
+    @property
+    def client(self) -> SFNClient:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            # inject_host_prefix=False: SendTaskSuccess / StartSyncExecution work on emulators too
+            self._client = boto3.client("stepfunctions", config=Config(inject_host_prefix=False))
+        return self._client
+
+    def state_machine_for(self, workflow: str) -> str:
+        arn = self.state_machines.get(workflow) or self.state_machines.get("*")
+        if not arn:
+            raise ValidationError(f"no state machine configured for workflow {workflow!r}")
+        return arn
+
+    def _send(self, msgs: Sequence[Activation], at_ms: int | None) -> None:
+        """Nothing to send: the state machine runs the next task itself (see the module doc)."""
+        return None
+
+    def _start_execution(self, run: RunRecord, name: str, start_at: str) -> None:
+        try:
+            self.client.start_execution(
+                stateMachineArn=self.state_machine_for(run.workflow),
+                name=name,
+                input=execution_input(run, start_at),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+            # A retried start (or redrive) whose execution exists already: it is running the run.
+            logger.info("execution exists already", extra={"run_id": run.run_id, "execution": name})
+        self.started.append(name)
+
+    def start(self, run: RunRecord, first: Activation) -> None:
+        self.dispatch([first])  # no message, but the before_handoff boundary is reached
+        self._start_execution(run, execution_name(run.run_id), first.node)
+
+    def resume_wait(self, wait: Activation, successor: Activation | None) -> None:
+        """Complete the wait task: its output is the small state the route Choice reads."""
+        if successor is not None:
+            self.dispatch([successor])
+        if not wait.token:
+            logger.warning("wait completed without a task token", extra={"run_id": wait.run_id, "node": wait.node})
+            return
+        self.send_task_success(wait.token, {**wait.with_(token=None).to_dict(), "status": "DONE"})
+
+    def send_task_success(self, token: str, state: Mapping[str, Any]) -> bool:
+        """SendTaskSuccess; a token that timed out or is unknown is logged, not raised."""
+        try:
+            self.client.send_task_success(taskToken=token, output=json.dumps(dict(state), separators=(",", ":")))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
+                raise
+            logger.warning("task token no longer valid", extra={"code": code, "state": dict(state)})
+            return False
+        return True
+
+    def cancel(self, run: RunRecord) -> None:
+        arn = execution_arn(self.state_machine_for(run.workflow), execution_name(run.run_id, run.redrives))
+        try:
+            self.client.stop_execution(executionArn=arn, cause="run cancelled")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+                raise
+            logger.info("no execution to stop", extra={"run_id": run.run_id})
+
+    def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
+        self.dispatch(msgs)
+        self._start_execution(run, execution_name(run.run_id, run.redrives), top_node)
+
+
+__all__ = ["StepFunctionsHandoff", "execution_arn", "execution_input", "execution_name"]

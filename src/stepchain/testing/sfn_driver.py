@@ -1,0 +1,472 @@
+"""``SfnHarness``: run workflows through real Step Functions executions on moto, in virtual time.
+
+The generated state machine (:mod:`stepchain.asl`) runs in moto's Step Functions interpreter
+(``execute_state_machine``); its Lambda tasks invoke moto functions whose invocations are served
+in-process by :func:`stepchain.aws.sfn_worker.handle_sfn_task`, the code a deployed function runs.
+
+from stepchain.testing.sfn_driver import SfnHarness
+
+def test_on_step_functions():
+    with SfnHarness(wf) as h:
+        h.crash_at("after_checkpoint", node="fetch")
+        run_id = h.start("my-agent", {"q": "..."})
+        assert h.run(run_id) == "SUCCEEDED"
+
+What it patches (moto internals, pinned to moto 5.2.5; ``seams()`` lists them and a canary test
+checks that they still exist):
+
+* ``LambdaFunction._invoke_lambda``: runs the handler in-process. An injected crash or a virtual
+  timeout comes back to Step Functions as a failed invocation (``Runtime.ExitError``,
+  ``Sandbox.Timedout``), so the task's Retry re-invokes; after a crash the virtual clock moves
+  past the dead invocation's lease (its budget + the engine's 2 s grace) so the retry takes over.
+* ``WaitFunction._wait_interval``, ``Timestamp._get_wait_seconds`` and the retrier's ``time``:
+  Wait states and Retry intervals move the virtual clock instead of sleeping.
+* Event deadlines: :meth:`SfnHarness.advance` times out the callback of every wait whose deadline
+  passed in virtual time (moto would wait in real time), which raises ``States.Timeout``.
+
+Invocations are serialized (one at a time, like a concurrency limit of 1): Map branches run in
+threads, and one virtual clock with one deadline serves them all.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC
+from typing import Any
+from unittest import mock
+
+from stepchain.asl import function_names, substitute, to_asl
+from stepchain.aws.sfn_worker import handle_sfn_task, parse_event
+from stepchain.engine import LEASE_GRACE_MS, Engine
+from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn, execution_name
+from stepchain.ledger import RunView
+from stepchain.payloads import DEFAULT_INLINE_LIMIT
+from stepchain.records import NodeStatus, RunStatus
+from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
+from stepchain.testing.harness import Harness, InvocationLog
+from stepchain.testing.probe import HarnessProbe, InjectedCrash
+from stepchain.workflow import NodeKind, Workflow
+
+#: the Lambda error types a dead invocation reports
+CRASH_ERROR = "Runtime.ExitError"
+TIMEOUT_ERROR = "Sandbox.Timedout"
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+def seams() -> dict[str, Any]:
+    """The moto internals this driver patches (name -> the object that must have them)."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+    from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeTimedOut
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    return {
+        "LambdaFunction._invoke_lambda": getattr(LambdaFunction, "_invoke_lambda", None),
+        "WaitFunction._wait_interval": getattr(WaitFunction, "_wait_interval", None),
+        "Timestamp._get_wait_seconds": getattr(Timestamp, "_get_wait_seconds", None),
+        "Timestamp._from_timestamp_string": getattr(Timestamp, "_from_timestamp_string", None),
+        "retrier_decl.time.sleep": getattr(getattr(retrier_decl, "time", None), "sleep", None),
+        "CallbackOutcomeTimedOut": CallbackOutcomeTimedOut,
+        "stepfunctions_parser_backends": stepfunctions_parser_backends,
+    }
+
+
+@contextmanager
+def moto_sfn() -> Iterator[None]:
+    """moto with Step Functions executing (and the environment mock_aws needs)."""
+    from moto import mock_aws
+
+    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    try:
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("app.py", "def handler(event, context):\n    raise RuntimeError('served in-process')\n")
+    return buf.getvalue()
+
+
+class _VirtualTime:
+    """Stands in for the ``time`` module in moto's retrier: sleeping moves the virtual clock."""
+
+    def __init__(self, harness: SfnHarness) -> None:
+        self._h = harness
+
+    def sleep(self, seconds: float) -> None:
+        self._h.pass_time(seconds * 1000)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+class SfnHarness:
+    """Runs workflows on moto Step Functions + Lambda + DynamoDB + S3, in virtual time.
+
+    ``duplicate_invocations``: every task invocation runs twice (the first result is lost, as
+    when Step Functions retries an invocation that did run). ``budget_ms``: each invocation's
+    time limit (default: the node's ``timeout_s``).
+    """
+
+    def __init__(
+        self,
+        *workflows: Workflow,
+        budget_ms: int | None = None,
+        inline_limit: int = DEFAULT_INLINE_LIMIT,
+        duplicate_invocations: bool = False,
+        poll_timeout_s: float = 30.0,
+    ) -> None:
+        self._stack = ExitStack()
+        self._stack.enter_context(moto_sfn())
+        try:
+            self.harness = Harness(*workflows, backend="moto", budget_ms=budget_ms, inline_limit=inline_limit)
+            self._stack.callback(self.harness.close)
+            self.budget_ms = budget_ms
+            self.duplicate_invocations = duplicate_invocations
+            self.poll_timeout_s = poll_timeout_s
+            self.invocations: list[InvocationLog] = []
+            self.state_sizes: list[int] = []  # bytes of every state a task returned
+            self.run_ids: list[str] = []
+            self._lock = threading.RLock()
+            self._inflight = 0
+            self._expired: set[str] = set()  # task tokens whose wait was timed out
+            self._n = 0
+            self.sfn_handoff = self._deploy(workflows)
+            self.engine = Engine(
+                self.harness.registry,
+                self.harness.store,
+                self.harness.codec,
+                self.sfn_handoff,
+                clock=self.clock,
+                probe=self.probe,
+            )
+            self.harness.engine = self.engine  # status/output/view/send_event go through it
+            self._patch()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _deploy(self, workflows: tuple[Workflow, ...]) -> StepFunctionsHandoff:
+        import boto3
+        from botocore.config import Config
+
+        iam = boto3.client("iam", region_name="us-east-1")
+        role = iam.create_role(
+            RoleName="stepchain-test",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = boto3.client("lambda", region_name="us-east-1")
+        arns: dict[str, str] = {}
+        code = _zip()
+        for fn in sorted({f for wf in workflows for f in function_names(wf)}):
+            timeout = max([n.timeout_s for wf in workflows for n in wf.nodes if n.function_name == fn] or [30])
+            arns[fn] = lam.create_function(
+                FunctionName=fn,
+                Runtime="python3.12",
+                Role=role,
+                Handler="app.handler",
+                Code={"ZipFile": code},
+                Timeout=timeout,
+            )["FunctionArn"]
+        self.sfn = boto3.client("stepfunctions", region_name="us-east-1", config=Config(inject_host_prefix=False))
+        self.harness._count_calls(self.sfn)
+        machines = {}
+        for wf in workflows:
+            definition = substitute(to_asl(wf), arns)
+            machines[wf.name] = self.sfn.create_state_machine(name=wf.name, definition=definition, roleArn=role)[
+                "stateMachineArn"
+            ]
+        self.function_arns = arns
+        self.state_machines = machines
+        return StepFunctionsHandoff(machines, self.sfn)
+
+    def _patch(self) -> None:
+        from moto.awslambda.models import LambdaFunction
+        from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+        from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
+        from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+        harness = self
+        original_wait_seconds = Timestamp._get_wait_seconds
+
+        def invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
+            payload = json.loads(event) if isinstance(event, str | bytes) else (event or {})
+            return harness._invoke(str(fn.function_name), payload)
+
+        def wait_seconds(ts: Any, env: Any) -> int:
+            ts.string.eval(env=env)
+            stamp = env.stack.pop()
+            when = Timestamp._from_timestamp_string(stamp) if isinstance(stamp, str) else None
+            if when is None:
+                return int(original_wait_seconds(ts, env))  # raises moto's own failure event
+            harness.pass_time_to(int(when.replace(tzinfo=UTC).timestamp() * 1000))
+            return 0
+
+        def wait_interval(wf: Any, env: Any, wait_seconds: int) -> None:
+            harness.pass_time(max(0, wait_seconds) * 1000)
+
+        self._stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", invoke_lambda))
+        self._stack.enter_context(mock.patch.object(Timestamp, "_get_wait_seconds", wait_seconds))
+        self._stack.enter_context(mock.patch.object(WaitFunction, "_wait_interval", wait_interval))
+        self._stack.enter_context(mock.patch.object(retrier_decl, "time", _VirtualTime(self)))
+
+    # -- virtual time ------------------------------------------------------------------------------
+    def pass_time(self, ms: float) -> None:
+        """Let ``ms`` of virtual time pass (between invocations), then let other threads run."""
+        with self._lock:
+            if ms > 0:
+                self.clock.advance(ms)
+        time.sleep(0.001)
+
+    def pass_time_to(self, at_ms: int) -> None:
+        with self._lock:
+            self.clock.set_to(at_ms)
+        time.sleep(0.001)
+
+    # -- the Lambda side ---------------------------------------------------------------------------
+    def _invoke(self, function: str, event: dict[str, Any]) -> tuple[str, bool, str]:
+        with self._lock:
+            self._inflight += 1
+            try:
+                result = self._invoke_once(function, event)
+                if self.duplicate_invocations and not result[1]:
+                    result = self._invoke_once(function, event)
+                return result
+            finally:
+                self._inflight -= 1
+
+    def _budget(self, event: dict[str, Any]) -> tuple[int, str, str]:
+        try:
+            msg = parse_event(event)
+            node = self.harness.registry.get(msg.workflow, msg.version).node(msg.node)
+        except Exception:
+            return self.budget_ms or 30_000, "?", "run"
+        key = msg.node if msg.index is None else f"{msg.node}#{msg.index:05d}"
+        return self.budget_ms or node.timeout_s * 1000, key, msg.action
+
+    def _invoke_once(self, function: str, event: dict[str, Any]) -> tuple[str, bool, str]:
+        budget, key, action = self._budget(event)
+        self._n += 1
+        ctx = VirtualLambdaContext(self.clock, budget, f"sfn-{self._n:06d}", function)
+        self.clock.set_deadline(ctx.deadline_ms)
+        result = "crashed"
+        try:
+            state = handle_sfn_task(self.engine, event, ctx)
+            body = json.dumps(state, separators=(",", ":"))
+            self.state_sizes.append(len(body))
+            result = str(state["status"])
+            return body, False, ""
+        except InjectedCrash as exc:
+            # Step Functions retries after its interval; the node's lease must be over by then.
+            self.clock.set_deadline(None)
+            self.clock.set_to(ctx.deadline_ms + LEASE_GRACE_MS + 1)
+            return json.dumps({"errorType": CRASH_ERROR, "errorMessage": str(exc)}), True, ""
+        except InvocationTimeout as exc:
+            result = "timed_out"  # the clock stands at the deadline, as when Lambda kills it
+            return json.dumps({"errorType": TIMEOUT_ERROR, "errorMessage": str(exc)}), True, ""
+        except Exception as exc:  # an unhandled error in the function
+            result = "error"
+            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)[:500]}), True, ""
+        finally:
+            self.clock.set_deadline(None)
+            self.invocations.append(InvocationLog(key, action, budget, ctx.elapsed_ms(), result))
+
+    # -- driving runs ------------------------------------------------------------------------------
+    @property
+    def clock(self) -> VirtualClock:
+        return self.harness.clock
+
+    @property
+    def probe(self) -> HarnessProbe:
+        return self.harness.probe
+
+    @property
+    def executions(self) -> Counter[str]:
+        return self.harness.executions
+
+    @property
+    def api_calls(self) -> Counter[str]:
+        return self.harness.api_calls
+
+    def crash_at(self, boundary: str, *, node: str | None = None, times: int = 1, skip: int = 0) -> None:
+        self.harness.crash_at(boundary, node=node, times=times, skip=skip)
+
+    def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
+        """Start a run: StartExecution of its workflow's state machine."""
+        run, _ = self.engine.start(workflow, input, idempotency_key=idempotency_key)
+        if run.run_id not in self.run_ids:
+            self.run_ids.append(run.run_id)
+        return run.run_id
+
+    def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
+        """Deliver an event (a waiting task completes through SendTaskSuccess)."""
+        return self.engine.deliver_event(run_id, name, payload)
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel the run (StopExecution). moto's StopExecution does not interrupt a task waiting
+        for its callback (AWS does): the driver ends that wait, so the execution ends ABORTED."""
+        self.engine.cancel(run_id)
+        for token in self._wait_tokens(run_id, any_status=True):
+            self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+
+    def redrive(self, run_id: str, *, input: Any = None, replace_input: bool = False) -> None:
+        self.engine.redrive(run_id, input=input, replace_input=replace_input)
+
+    def execution_arn(self, run_id: str) -> str:
+        """The ARN of the run's latest execution."""
+        run = self.engine.get_run(run_id)
+        return execution_arn(self.state_machines[run.workflow], execution_name(run_id, run.redrives))
+
+    def execution_status(self, run_id: str) -> str:
+        return str(self.sfn.describe_execution(executionArn=self.execution_arn(run_id))["status"])
+
+    def run(self, run_id: str, *, timeout_s: float | None = None) -> str:
+        """Poll until the run's latest execution ends, or the run waits for an event (``WAITING``).
+
+        Returns the execution status (SUCCEEDED, FAILED, ABORTED, ...) or ``WAITING``.
+        """
+        limit = time.monotonic() + (timeout_s or self.poll_timeout_s)
+        while True:
+            status = self.execution_status(run_id)
+            if status in TERMINAL:
+                return status
+            if self._waiting_for_event(run_id):
+                return "WAITING"
+            if time.monotonic() > limit:
+                raise TimeoutError(f"execution of run {run_id} still {status} after {timeout_s} s")
+            time.sleep(0.005)
+
+    def _waiting_for_event(self, run_id: str) -> bool:
+        """No invocation runs and the run waits for an event whose task has not been timed out."""
+        if self._inflight or self.engine.get_run(run_id).status is not RunStatus.WAITING:
+            return False
+        return not any(token in self._expired for token in self._wait_tokens(run_id))
+
+    def _wait_tokens(self, run_id: str, due_by_ms: int | None = None, *, any_status: bool = False) -> list[str]:
+        """Task tokens of the run's WAITING wait nodes (whose deadline is ``<= due_by_ms``, if given)."""
+        run = self.engine.get_run(run_id)
+        tokens = []
+        for node in self.harness.registry.get(run.workflow, run.version).nodes:
+            if node.kind is not NodeKind.WAIT:
+                continue
+            rec = self.harness.store.get_node(run_id, node.id)
+            if rec is None or not rec.task_token or (rec.status is not NodeStatus.WAITING and not any_status):
+                continue
+            if due_by_ms is None or (rec.wake_at_ms is not None and rec.wake_at_ms <= due_by_ms):
+                tokens.append(rec.task_token)
+        return tokens
+
+    def advance(self, seconds: float) -> int:
+        """Let ``seconds`` of virtual time pass; event waits whose deadline passed time out
+        (``States.Timeout`` in their task). Returns how many did."""
+        self.pass_time(seconds * 1000)
+        return self._expire_waits()
+
+    def _expire_waits(self) -> int:
+        now = self.clock.now_ms()
+        tokens = [
+            t
+            for run_id in self.run_ids
+            if not self.engine.get_run(run_id).status.finished
+            for t in self._wait_tokens(run_id, now)
+        ]
+        return self._time_out_callbacks(tokens)
+
+    def _time_out_callbacks(self, tokens: list[str]) -> int:
+        """End these tokens' callback waits with a timeout (``States.Timeout`` in their task)."""
+        from moto.stepfunctions.parser.api import ExecutionStatus
+        from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeTimedOut
+        from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+        backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
+        ended = 0
+        for token in tokens:
+            for execution in backend._get_executions(ExecutionStatus.RUNNING):
+                if execution.exec_worker.env.callback_pool_manager.notify(
+                    callback_id=token, outcome=CallbackOutcomeTimedOut(callback_id=token)
+                ):
+                    self._expired.add(token)
+                    ended += 1
+                    break
+        return ended
+
+    # -- looking at runs ---------------------------------------------------------------------------
+    def status(self, run_id: str) -> str:
+        return self.harness.status(run_id)
+
+    def output(self, run_id: str) -> Any:
+        return self.harness.output(run_id)
+
+    def view(self, run_id: str) -> RunView:
+        return self.harness.view(run_id)
+
+    def history(self, run_id: str, redrive: int | None = None) -> list[dict[str, Any]]:
+        """The execution history events of the run's latest execution (or of redrive ``n``)."""
+        run = self.engine.get_run(run_id)
+        n = run.redrives if redrive is None else redrive
+        arn = execution_arn(self.state_machines[run.workflow], execution_name(run_id, n))
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+        while True:
+            page = self.sfn.get_execution_history(**kwargs)
+            events.extend(page["events"])  # type: ignore[arg-type]
+            if not page.get("nextToken"):
+                return events
+            kwargs["nextToken"] = page["nextToken"]
+
+    def max_state_bytes(self, run_id: str) -> int:
+        """The largest input/output/parameters string in the run's execution histories."""
+        run = self.engine.get_run(run_id)
+        biggest = 0
+        for n in range(run.redrives + 1):
+            for event in self.history(run_id, n):
+                for key, details in event.items():
+                    if not key.endswith("EventDetails") or not isinstance(details, dict):
+                        continue
+                    for field in ("input", "output", "parameters"):
+                        value = details.get(field)
+                        if isinstance(value, str):
+                            biggest = max(biggest, len(value.encode()))
+        return biggest
+
+    # -- context management ----------------------------------------------------------------------
+    def __enter__(self) -> SfnHarness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop running executions, then undo the patches and the mock."""
+        try:
+            for run_id in self.run_ids:
+                if self.execution_status(run_id) == "RUNNING":
+                    self.sfn.stop_execution(executionArn=self.execution_arn(run_id))
+        except Exception:  # closing must not mask the test's own failure
+            pass
+        self._stack.close()
+
+
+__all__ = ["CRASH_ERROR", "TIMEOUT_ERROR", "SfnHarness", "moto_sfn", "seams"]

@@ -35,7 +35,7 @@ typecheck: venv ## mypy --strict on the framework
 	$(VENV)/bin/mypy
 
 asl: venv ## regenerate statemachine/*.asl.json from the workflow definitions
-	$(VENV)/bin/stepchain asl research_agent.workflow:wf --out statemachine
+	$(VENV)/bin/stepchain asl research_agent.workflow:wf --pythonpath functions/research_agent --out statemachine
 
 check: lint typecheck ## lint + type-check (fast)
 

@@ -60,6 +60,18 @@ class Settings:
                 raise ValidationError(f"{name} must be a JSON object")
             return {str(k): str(v) for k, v in doc.items()}
 
+        def as_int(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValidationError(f"{name} must be a whole number, not {raw!r}") from None
+            if value < 1:
+                raise ValidationError(f"{name} must be >= 1")
+            return value
+
         machines = as_map("STEPCHAIN_STATE_MACHINES")
         if env.get("STEPCHAIN_STATE_MACHINE_ARN"):
             machines.setdefault("*", env["STEPCHAIN_STATE_MACHINE_ARN"])
@@ -69,8 +81,8 @@ class Settings:
             transport=env.get("STEPCHAIN_TRANSPORT", "stepfunctions") or "stepfunctions",
             state_machines=machines,
             queues=as_map("STEPCHAIN_QUEUES"),
-            retention_days=int(env.get("STEPCHAIN_RETENTION_DAYS", "30") or 30),
-            inline_limit=int(env.get("STEPCHAIN_INLINE_LIMIT", str(DEFAULT_INLINE_LIMIT)) or DEFAULT_INLINE_LIMIT),
+            retention_days=as_int("STEPCHAIN_RETENTION_DAYS", 30),
+            inline_limit=as_int("STEPCHAIN_INLINE_LIMIT", DEFAULT_INLINE_LIMIT),
         )
 
     def state_machine_for(self, workflow: str) -> str:

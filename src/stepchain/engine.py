@@ -126,14 +126,29 @@ class Engine:
         wf = self.registry.get(run.workflow, run.version)
         node = wf.wait_node(name)
         rec = self.store.get_node(run_id, node.id)
-        if rec is not None and rec.status is NodeStatus.SUCCEEDED:
-            raise InvalidRunState(f"event {name!r} was already delivered to run {run_id}")
         ref = self.codec.encode(payload, scope=f"{run_id}/events/{name}")
         if not self.store.put_event(run_id, name, ref, self.clock.now_ms()):
-            raise InvalidRunState(f"event {name!r} was already delivered to run {run_id}")
+            if self.store.get_event(run_id, name) != ref:
+                raise InvalidRunState(f"event {name!r} was already delivered to run {run_id} with another payload")
+            # The same event again (a client retry): make sure the run moved on, then answer as before.
+            return self._redeliver_event(wf, run, node.id, ref)
         # The wait may have started meanwhile: whoever finds both the event and WAITING completes it.
         rec = self.store.get_node(run_id, node.id)
         if rec is not None and rec.status is NodeStatus.WAITING and self._complete_wait(wf, run, rec, ref):
+            return "delivered"
+        return "buffered"
+
+    def _redeliver_event(self, wf: Workflow, run: RunRecord, node_id: str, ref: str) -> str:
+        rec = self.store.get_node(run.run_id, node_id)
+        if rec is not None and rec.status is NodeStatus.WAITING and self._complete_wait(wf, run, rec, ref):
+            return "delivered"
+        if rec is not None and rec.status is NodeStatus.SUCCEEDED:
+            # The wait completed but the handoff may have died with its caller: re-issue it.
+            succ = wf.next_of(node_id)
+            succ_rec = None if succ is None else self.store.get_node(run.run_id, succ.id)
+            if succ is not None and (succ_rec is None or succ_rec.status is NodeStatus.PENDING):
+                msg = Activation(run.run_id, run.workflow, run.version, node_id, token=rec.task_token)
+                self.handoff.resume_wait(msg, Activation(run.run_id, run.workflow, run.version, succ.id))
             return "delivered"
         return "buffered"
 
@@ -195,6 +210,27 @@ class Engine:
             raise InvalidRunState(f"run {run_id} changed while being redriven")
         self.handoff.redrive(updated, msgs, top)
         return updated
+
+    def fail_node(self, run_id: str, node: str, err: dict[str, str]) -> Outcome:
+        """A transport gave up on ``node`` (e.g. Step Functions ran out of retries after Lambda
+        timeouts): fail the node and the run. Idempotent; a no-op on a finished run. The node is
+        marked FAILED even if it was never claimed, so the run can be redriven from it."""
+        now = self.clock.now_ms()
+        run = self.store.get_run(run_id)
+        if run is None or run.status.finished:
+            return Outcome(OutcomeKind.FAILED, error=run.error if run else err)
+        rec = self.store.get_node(run_id, node)
+        if rec is None:
+            self.store.put_node_if_absent(NodeInit(run_id, node, node, None, status=NodeStatus.FAILED), now)
+        elif not rec.status.finished:
+            self.store.finish(
+                run_id, node, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), expect=(rec.status,)
+            )
+        self.store.update_run(
+            run_id, RunChanges(now, status=RunStatus.FAILED, error=err, ended=True), expect=ACTIVE_RUN
+        )
+        logger.warning("run failed by its transport", extra={"run_id": run_id, "node": node, "error": err})
+        return Outcome(OutcomeKind.FAILED, error=err)
 
     # ======================================================================= worker side
     def process(self, msg: Activation, lambda_context: LambdaContextLike) -> Outcome:

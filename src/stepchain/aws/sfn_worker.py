@@ -21,8 +21,7 @@ from stepchain.engine import Engine
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import NodeStatus, RunStatus
-from stepchain.store.base import ACTIVE_RUN, NodeChanges, NodeInit, RunChanges
+from stepchain.records import NodeStatus
 
 #: Step Functions error fields are cut to this length in the run's error
 MAX_ERROR_CHARS = 1000
@@ -48,30 +47,12 @@ def task_state(msg: Activation, outcome: Outcome) -> dict[str, Any]:
 
 
 def mark_failed(engine: Engine, msg: Activation, error: Any) -> Outcome:
-    """The state machine gave up on a node (its retries ran out): fail the node and the run.
-
-    Idempotent, and a no-op on a run that is already finished (cancelled, failed by the engine).
-    The node is marked FAILED too, so that the run can be redriven from it.
-    """
-    now = engine.clock.now_ms()
+    """The state machine gave up on a node (its retries ran out): fail the node and the run."""
     err = {"node": msg.node, "type": "StepFunctionsError", "message": "the state machine gave up on the node"}
     if isinstance(error, dict):
         err["type"] = str(error.get("Error") or err["type"])[:200]
         err["message"] = str(error.get("Cause") or err["message"])[:MAX_ERROR_CHARS]
-    run = engine.store.get_run(msg.run_id)
-    if run is None or run.status.finished:
-        return Outcome(OutcomeKind.FAILED, error=run.error if run else err)
-    rec = engine.store.get_node(msg.run_id, msg.node)
-    if rec is None:  # never claimed: a failed node record is what a redrive starts from
-        engine.store.put_node_if_absent(NodeInit(msg.run_id, msg.node, msg.node, None, status=NodeStatus.FAILED), now)
-    elif not rec.status.finished:
-        changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True)
-        engine.store.finish(msg.run_id, msg.node, changes, expect=(rec.status,))
-    engine.store.update_run(
-        msg.run_id, RunChanges(now, status=RunStatus.FAILED, error=err, ended=True), expect=ACTIVE_RUN
-    )
-    logger.warning("run failed by the state machine", extra={"run_id": msg.run_id, "node": msg.node, "error": err})
-    return Outcome(OutcomeKind.FAILED, error=err)
+    return engine.fail_node(msg.run_id, msg.node, err)
 
 
 def _expired_after_delivery(engine: Engine, msg: Activation, outcome: Outcome) -> Outcome:

@@ -190,6 +190,7 @@ def main() -> int:
 def report(engine: Any, view: RunView, out: Path, audit: Path, kills: int) -> int:
     print("\n" + render_text(view, items=False) + "\n")
     (out / "timeline.html").write_text(render_html(view))
+    (out / "run.json").write_text(json.dumps(view.to_dict(), indent=1))
     if view.status != "SUCCEEDED":
         print(f"demo FAILED: run ended {view.status}: {view.error}")
         return 1
@@ -216,7 +217,10 @@ def report(engine: Any, view: RunView, out: Path, audit: Path, kills: int) -> in
         f"(what restarting from scratch at each crash would have re-spent)"
     )
     print(f"cost of the run: ${t['cost_usd']:.6f} recorded (LLM) + ${t['compute_usd']:.6f} Lambda compute")
-    print(f"report: {out / 'report.md'}\ntimeline: {out / 'timeline.html'} (also: stepchain show)")
+    print(
+        f"report: {out / 'report.md'}\ntimeline: {out / 'timeline.html'} "
+        f"(again in the terminal: .venv/bin/stepchain show --json {out / 'run.json'})"
+    )
     ok = kills >= 1 and not rerun and not pages_refetched and t["crashes"] >= 1
     print(
         "\ndemo OK: the run survived a killed worker, and no completed step was re-run."

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stepchain import show
 from stepchain.asl import asl_path, dumps, to_asl, write_asl
 from stepchain.workflow import Workflow
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepchain", description="durable agent workflows on AWS Lambda")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_asl(sub)
+    show.add_parser(sub)
     return parser
 
 

@@ -79,6 +79,19 @@ class RunView:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunView:
+        """The inverse of :meth:`to_dict` (extra keys, such as the API's links, are ignored)."""
+
+        def node(n: dict[str, Any]) -> NodeView:
+            kw = {k: n[k] for k in NodeView.__dataclass_fields__ if k in n and k != "items"}
+            return NodeView(**kw, items=[node(i) for i in n.get("items", [])])
+
+        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k not in ("nodes", "restart_tax_avoided")}
+        return cls(
+            **kw, nodes=[node(n) for n in d["nodes"]], restart_tax_avoided=RestartTax(**d["restart_tax_avoided"])
+        )
+
 
 def _node_view(rec: NodeRecord, kind: str, memory_mb: int, each: list[EachRecord]) -> NodeView:
     return NodeView(
@@ -143,7 +156,10 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
             if r.ended_ms <= t
         ]
         tax_s += (sum(v.duration_ms for v in finished) + sum(r.duration_ms for r, _ in partial)) / 1000
-        tax_usd += sum(v.cost_usd + v.compute_usd for v in finished)
+        # a rerun pays each finished leaf's work again, not the requests of its invocations that died
+        tax_usd += sum(
+            v.cost_usd + compute_usd(v.duration_ms, v.invocations - v.crashes, memory.get(v.key, 512)) for v in finished
+        )
         tax_usd += sum(compute_usd(r.duration_ms, 0, mb) for r, mb in partial)
     totals = {
         "nodes": len(nodes),

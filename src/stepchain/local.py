@@ -11,7 +11,6 @@ resumes at its last checkpoint.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -153,14 +152,6 @@ class AuditProbe:
                 f.write(line + "\n")
 
 
-def load_workflow(spec: str) -> Workflow:
-    module, _, attr = spec.partition(":")
-    wf = getattr(importlib.import_module(module), attr or "wf")
-    if not isinstance(wf, Workflow):
-        raise SystemExit(f"{spec} is not a stepchain Workflow")
-    return wf
-
-
 def run_worker(
     workflows: list[Workflow],
     queue_url: str,
@@ -241,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--audit", help="append executed steps/items/effects to this JSON-lines file")
     w.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
     args = parser.parse_args(argv)
+    from stepchain.cli import load_workflow
+
     queue_url = json.loads(os.environ["STEPCHAIN_QUEUES"])["*"]
     run_worker(
         [load_workflow(s) for s in args.workflow],

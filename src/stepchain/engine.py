@@ -314,21 +314,33 @@ class Engine:
         return Outcome(OutcomeKind.DROPPED, detail=why)
 
     def _served_from_checkpoint(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
-        """A completed node met again: never re-run it; re-issue its handoff if that may have been lost."""
+        """A completed node met again: never re-run it; re-issue its handoff if that may have been lost.
+
+        Queues redeliver the message of a worker that died only after its visibility timeout
+        (>= the lease, > LEASE_GRACE_MS); a duplicate delivery comes at once. So only a late
+        redelivery re-issues the handoff (and counts as a crash): an early duplicate re-issuing it
+        would double the traffic at every step.
+        """
         self.store.add_checkpoint_hit(msg.run_id, rec.key)
+        now = self.clock.now_ms()
+        late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
+        if not late:
+            if wf.next_of(node.id) is None and msg.index is None:
+                self._finish_run(msg, rec.output_ref)
+            return Outcome(OutcomeKind.DONE, detail="duplicate")
         if node.kind is NodeKind.MAP and msg.index is not None:
+            self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return self._after_item(wf, node, msg)
         succ = wf.next_of(node.id)
         if succ is None:
-            self._finish_run(msg, rec.output_ref)  # in case the worker died right before doing so
+            # the worker may have died right before marking the run SUCCEEDED
+            if self._finish_run(msg, rec.output_ref):
+                self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return Outcome(OutcomeKind.DONE, detail="checkpoint")
+            return Outcome(OutcomeKind.DONE, detail="duplicate")
         succ_rec = self.store.get_node(msg.run_id, succ.id)
         if succ_rec is None or succ_rec.status is NodeStatus.PENDING:
-            now = self.clock.now_ms()
-            # Queues redeliver a message whose worker died only after its visibility timeout;
-            # a duplicate delivery comes at once. A late one means the handoff was lost.
-            if rec.ended_ms is not None and now - rec.ended_ms > LEASE_GRACE_MS:
-                self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
+            self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return Outcome(OutcomeKind.DONE, next=(self._activation(msg, succ.id),), detail="checkpoint")
         return Outcome(OutcomeKind.DONE, detail="checkpoint")
 
@@ -402,10 +414,11 @@ class Engine:
             return Outcome(OutcomeKind.DONE)
         return Outcome(OutcomeKind.DONE, next=(self._activation(msg, succ.id),))
 
-    def _finish_run(self, msg: Activation, output_ref: str | None) -> None:
+    def _finish_run(self, msg: Activation, output_ref: str | None) -> bool:
+        """Mark the run SUCCEEDED; False when it was no longer active (already done, cancelled)."""
         now = self.clock.now_ms()
         changes = RunChanges(now, status=RunStatus.SUCCEEDED, output_ref=output_ref, current="", ended=True)
-        self.store.update_run(msg.run_id, changes, expect=ACTIVE_RUN)
+        return self.store.update_run(msg.run_id, changes, expect=ACTIVE_RUN) is not None
 
     def _step_failed(
         self,

@@ -1,0 +1,81 @@
+"""The SQS worker: one Lambda invocation serves a batch of activations, with partial batch failure.
+
+Each record is one activation. A record that fails (a malformed body, a store outage, any error
+from the engine) is reported in ``batchItemFailures``: SQS retries only that one, and after the
+queue's ``maxReceiveCount`` moves it to the dead-letter queue. The other records are deleted.
+
+A record that arrives before its ``not_before_ms`` (a delay longer than SQS's 15 minutes) is sent
+on with the next delay chunk and acknowledged. The Lambda context's remaining time is what the
+engine derives its lease from, so the queue's visibility timeout must be at least the function
+timeout plus the engine's 2 s lease grace (see :mod:`stepchain.handoff.sqs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from stepchain.context import LambdaContextLike, logger
+from stepchain.engine import Engine
+from stepchain.exceptions import ValidationError
+from stepchain.handoff.sqs import NOT_BEFORE, SqsHandoff
+from stepchain.messages import Activation
+
+
+def not_before_ms(record: SQSRecord) -> int | None:
+    """The record's due time (epoch ms), if it was sent with a delay."""
+    attr = record.message_attributes[NOT_BEFORE]
+    if attr is None or attr.string_value is None:
+        return None
+    try:
+        return int(attr.string_value)
+    except ValueError:
+        return None
+
+
+def handle_record(engine: Engine, record: SQSRecord, context: LambdaContextLike) -> str:
+    """Serve one record; returns the outcome kind (or ``DEFERRED``). Raises to fail the record."""
+    try:
+        msg = Activation.from_json(record.body)
+    except ValidationError:
+        logger.error(
+            "malformed activation; it goes to the dead-letter queue after maxReceiveCount",
+            extra={"message_id": record.message_id, "body": record.body[:200]},
+        )
+        raise
+    now = engine.clock.now_ms()
+    due = not_before_ms(record)
+    if due is not None and due > now:  # a delay longer than one SQS hop: send it on
+        if isinstance(engine.handoff, SqsHandoff):
+            engine.handoff.forward(msg, due)
+        else:
+            engine.handoff.dispatch([msg], at_ms=due)
+        return "DEFERRED"
+    outcome = engine.process(msg, context)
+    engine.handoff.apply(msg, outcome, engine.clock.now_ms())
+    return outcome.kind.value
+
+
+def handle_sqs_batch(
+    engine: Engine, event: Mapping[str, Any], context: LambdaContextLike
+) -> PartialItemFailureResponse:
+    """The handler body for an SQS event source mapping with ``ReportBatchItemFailures``."""
+
+    def record_handler(record: SQSRecord) -> str:
+        return handle_record(engine, record, context)
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+    ctx: Any = context
+    handoff = engine.handoff
+    with handoff.coalescing() if isinstance(handoff, SqsHandoff) else nullcontext():
+        return process_partial_response(
+            event=dict(event), record_handler=record_handler, processor=processor, context=ctx
+        )
+
+
+__all__ = ["handle_record", "handle_sqs_batch", "not_before_ms"]

@@ -7,6 +7,7 @@ plan -> fetch (ctx.each: one checkpoint per page, continues across invocations) 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -28,6 +29,16 @@ class ResearchRequest(BaseModel):
     max_sources: int = Field(default=8, ge=1, le=20)
 
 
+def corpus_fetcher_from_env(latency: str) -> CorpusFetcher:
+    """``RESEARCH_FETCH_LATENCY_MS``: ms for every page, or JSON ``{"<url>": ms, "*": default ms}`` (e2e tests)."""
+    latency = latency.strip() or "0"
+    if not latency.startswith("{"):
+        return CorpusFetcher(latency_ms=int(latency))
+    by_url = {str(url): int(ms) for url, ms in json.loads(latency).items()}
+    default = by_url.pop("*", 0)
+    return CorpusFetcher(latency_ms=by_url, default_latency_ms=default)
+
+
 @dataclass
 class Services:
     """What the steps talk to. Tests and the demo replace these; Lambda builds them from env."""
@@ -40,7 +51,7 @@ class Services:
             if os.environ.get("RESEARCH_FETCHER", "corpus") == "http":
                 self.fetcher = HttpFetcher()
             else:
-                self.fetcher = CorpusFetcher(latency_ms=int(os.environ.get("RESEARCH_FETCH_LATENCY_MS", "0")))
+                self.fetcher = corpus_fetcher_from_env(os.environ.get("RESEARCH_FETCH_LATENCY_MS", "0"))
         return self.fetcher
 
     def get_llm(self) -> LLM:

@@ -3,6 +3,8 @@
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog, moto_aws
 from stepchain.testing.probe import BOUNDARIES, HarnessProbe, InjectedCrash
+from stepchain.testing.sfn_driver import SfnHarness
+from stepchain.testing.sqs_driver import SqsHarness
 
 __all__ = [
     "BOUNDARIES",
@@ -11,6 +13,8 @@ __all__ = [
     "InjectedCrash",
     "InvocationLog",
     "InvocationTimeout",
+    "SfnHarness",
+    "SqsHarness",
     "VirtualClock",
     "VirtualLambdaContext",
     "moto_aws",

@@ -66,6 +66,8 @@ class StepContext:
     _engine: Engine
     cost: CostMeter = field(default_factory=CostMeter)
     margin_ms: int = MIN_MARGIN_MS
+    #: ``ctx.each`` items checkpointed by this invocation (each invocation gets a fresh context)
+    _items_done: int = field(default=0, init=False)
 
     @property
     def logger(self) -> Logger:
@@ -115,7 +117,9 @@ class StepContext:
 
         Resumes after the last checkpointed item. Before starting an item, if the time left in
         this invocation is below a margin learned from the items seen so far (1.5x the slowest,
-        plus ``margin_ms``), it stops and the step continues in a fresh invocation.
+        plus ``margin_ms``), it stops and the step continues in a fresh invocation. An invocation that
+        has not checkpointed an item yet always tries one, so the step progresses even when the margin
+        exceeds a whole invocation's budget (an item longer than that budget ends in a timeout).
         """
         engine = self._engine
         clock = engine.clock
@@ -126,7 +130,7 @@ class StepContext:
             if i in results:
                 continue
             needed = self.margin_ms + int(1.5 * slowest)
-            if self.remaining_ms() < needed:
+            if self._items_done > 0 and self.remaining_ms() < needed:
                 raise ContinueInNewInvocation(
                     f"{self.remaining_ms()} ms left, next item needs ~{needed} ms ({i}/{len(items)} done)"
                 )
@@ -139,6 +143,7 @@ class StepContext:
             engine.store.put_each(self.run_id, self.key, name, EachRecord(i, ref, took, clock.now_ms()))
             results[i] = value
             slowest = max(slowest, took)
+            self._items_done += 1
         return [results[i] for i in range(len(items))]
 
 

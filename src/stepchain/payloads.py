@@ -103,6 +103,14 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _json_default(value: Any) -> Any:
+    """``json.dumps`` hook: pydantic models nested anywhere in the value become dicts too."""
+    dumped = to_jsonable(value)
+    if dumped is value:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return dumped
+
+
 class PayloadCodec:
     """Encodes values into reference strings, offloading large ones to a :class:`BlobStore`."""
 
@@ -112,7 +120,7 @@ class PayloadCodec:
 
     def encode(self, value: Any, *, scope: str) -> str:
         try:
-            data = json.dumps(to_jsonable(value), separators=(",", ":"), allow_nan=False).encode()
+            data = json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default).encode()
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"value is not JSON-serializable: {exc}") from exc
         if len(data) <= self.inline_limit:

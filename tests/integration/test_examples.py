@@ -11,7 +11,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_quickstart_example_runs_and_survives_its_crash() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True, text=True, timeout=120,
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "POWERTOOLS_LOG_LEVEL": "ERROR"},
     )
     assert proc.returncode == 0, proc.stderr

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from research_agent.fetcher import CorpusFetcher
 from research_agent.workflow import services, wf
-
 from stepchain.testing import BOUNDARIES, Harness
 
 QUESTION = "What is the global installed capacity of grid-scale battery storage and how much do battery packs cost?"
@@ -65,9 +65,7 @@ def test_rejected_findings_fail_the_run_and_redrive_completes(harness: Harness) 
     harness.run()
     assert harness.status(run_id) == "SUCCEEDED"
     # only the failed draft step ran again
-    assert {k: v - executed.get(k, 0) for k, v in harness.executions.items() if v != executed.get(k, 0)} == {
-        "draft": 1
-    }
+    assert {k: v - executed.get(k, 0) for k, v in harness.executions.items() if v != executed.get(k, 0)} == {"draft": 1}
 
 
 def test_bad_request_is_a_terminal_error(harness: Harness) -> None:

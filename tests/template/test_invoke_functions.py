@@ -96,5 +96,3 @@ def test_sample_events_match_the_workflow_version() -> None:
         activation = json.loads(doc["Records"][0]["body"]) if "Records" in doc else doc
         assert activation["version"] == wf.version, f"{path.name}: regenerate the sample events"
         assert wf.has_node(activation["node"])
-
-

@@ -327,9 +327,12 @@ class DynamoDBStore(CheckpointStore):
     def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
         u = _Update()
         u.append("crashes", [{"at_ms": at_ms, "node": node, "kind": kind}])
-        self.client.update_item(
-            TableName=self.table, Key=self._key(run_pk(run_id), RUN_SK), **u.kwargs("attribute_exists(pk)")
-        )
+        try:
+            self.client.update_item(
+                TableName=self.table, Key=self._key(run_pk(run_id), RUN_SK), **u.kwargs("attribute_exists(pk)")
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return  # no such run (as in MemoryStore): nothing to record
 
     # -- nodes ---------------------------------------------------------------------------------
     def get_node(self, run_id: str, key: str) -> NodeRecord | None:
@@ -440,9 +443,12 @@ class DynamoDBStore(CheckpointStore):
     def add_checkpoint_hit(self, run_id: str, key: str) -> None:
         u = _Update()
         u.add("checkpoint_hits", 1)
-        self.client.update_item(
-            TableName=self.table, Key=self._key(run_pk(run_id), node_sk(key)), **u.kwargs("attribute_exists(pk)")
-        )
+        try:
+            self.client.update_item(
+                TableName=self.table, Key=self._key(run_pk(run_id), node_sk(key)), **u.kwargs("attribute_exists(pk)")
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return  # no such node (as in MemoryStore): nothing to count
 
     # -- each / once / events ------------------------------------------------------------------
     def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord) -> bool:
@@ -484,10 +490,20 @@ class DynamoDBStore(CheckpointStore):
             "at": now_ms,
             "expires_at": self.expires_at(now_ms),
         }
-        if self._put_if_absent(item):
-            return value_ref
-        stored = self.get_once(run_id, key, name)
-        return value_ref if stored is None else stored
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=to_item(item),
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            old = exc.response.get("Item")  # the winner's item comes back with the failure: no second read
+            if old is not None:
+                return str(from_item(old)["value"])
+            stored = self.get_once(run_id, key, name)
+            return value_ref if stored is None else stored
+        return value_ref
 
     def put_event(self, run_id: str, name: str, payload_ref: str, now_ms: int) -> bool:
         return self._put_if_absent(

@@ -51,7 +51,7 @@ def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
     ):
         if value is not None:
             item[name] = value
-    if c.clear_error:
+    if c.clear_error and c.error is None:  # a new error replaces the old one (as in DynamoDB)
         item.pop("error", None)
     for name, inc in (
         ("duration_ms", c.add_duration_ms),
@@ -78,7 +78,7 @@ def apply_run_changes(item: dict[str, Any], c: RunChanges) -> None:
     ):
         if value is not None:
             item[name] = value
-    if c.clear_error:
+    if c.clear_error and c.error is None:  # a new error replaces the old one (as in DynamoDB)
         item.pop("error", None)
     if c.ended:
         item["ended"] = c.now_ms

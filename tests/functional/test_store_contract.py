@@ -1,0 +1,754 @@
+"""The CheckpointStore contract: ONE suite, run against MemoryStore and DynamoDBStore (on moto).
+
+Every test takes the ``store`` fixture, parametrized over both adapters, so a behaviour that differs
+between them fails here. DynamoDB-only facts (one API call per operation, no second read on a lost
+claim, TTL attributes) are checked through a botocore event counter and raw ``GetItem`` reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from stepchain.exceptions import IdempotencyConflict
+from stepchain.records import (
+    RUN_SK,
+    CrashEvent,
+    EachRecord,
+    Invocation,
+    NodeStatus,
+    RunStatus,
+    each_sk,
+    event_sk,
+    node_sk,
+    once_sk,
+    run_pk,
+)
+from stepchain.store.base import (
+    CheckpointStore,
+    ClaimKind,
+    FinishResult,
+    NewRun,
+    NodeChanges,
+    NodeInit,
+    RunChanges,
+)
+from stepchain.store.dynamodb import DynamoDBStore, create_table, from_item
+from stepchain.store.memory import MemoryStore
+from stepchain.testing import moto_aws
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+RETENTION_S = 7 * 86400
+
+
+@dataclass
+class StoreUnderTest:
+    """The adapter plus what the tests need to look underneath it."""
+
+    kind: str
+    store: CheckpointStore
+    raw: Callable[[str, str], dict[str, Any] | None]
+    calls: Counter[str]  # DynamoDB operations by name (empty for the memory adapter)
+
+
+def _memory(retention_s: int | None) -> StoreUnderTest:
+    store = MemoryStore(retention_s=retention_s)
+
+    def raw(pk: str, sk: str) -> dict[str, Any] | None:
+        item = store._items.get((pk, sk))
+        return None if item is None else dict(item)
+
+    return StoreUnderTest("memory", store, raw, Counter())
+
+
+@dataclass
+class MotoSession:
+    client: Any  # the adapter's client; every call it makes is counted in ``calls``
+    peek: Any  # a second client for the tests' own reads (not counted)
+    calls: Counter[str]
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoSession]:
+    """One mock_aws (no AWS_ENDPOINT_URL, fake credentials) for the module; each store gets its own table."""
+    import boto3
+
+    with moto_aws():
+        assert "AWS_ENDPOINT_URL" not in os.environ
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        session = MotoSession(client, boto3.client("dynamodb", region_name="us-east-1"), Counter())
+
+        def count(event_name: str, **_: Any) -> None:
+            session.calls[event_name.rsplit(".", 1)[1]] += 1
+
+        client.meta.events.register("before-call.dynamodb.*", count)
+        yield session
+
+
+_tables = itertools.count()
+
+
+def _dynamodb(moto: MotoSession, retention_s: int | None) -> StoreUnderTest:
+    table = f"contract-{next(_tables)}"
+    create_table(moto.client, table)
+
+    def raw(pk: str, sk: str) -> dict[str, Any] | None:
+        resp = moto.peek.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True)
+        return None if "Item" not in resp else from_item(resp["Item"])
+
+    moto.calls.clear()
+    return StoreUnderTest("dynamodb", DynamoDBStore(table, moto.client, retention_s=retention_s), raw, moto.calls)
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def make_store(request: pytest.FixtureRequest) -> Callable[..., StoreUnderTest]:
+    """``make_store(retention_s)``: a fresh, empty store of the parametrized adapter."""
+    if request.param == "dynamodb":
+        moto: MotoSession = request.getfixturevalue("moto")
+        return lambda retention_s=RETENTION_S: _dynamodb(moto, retention_s)
+    return lambda retention_s=RETENTION_S: _memory(retention_s)
+
+
+@pytest.fixture
+def sut(make_store: Callable[..., StoreUnderTest]) -> StoreUnderTest:
+    return make_store()
+
+
+# ------------------------------------------------------------------------------------ helpers
+def new_run(
+    run_id: str = "run1",
+    *,
+    workflow: str = "wf",
+    now: int = T0,
+    key: str | None = None,
+    request_hash: str | None = None,
+    first: str = "plan",
+    extra: dict[str, Any] | None = None,
+) -> NewRun:
+    return NewRun(
+        run_id,
+        workflow,
+        "v1",
+        '{"v":1}',
+        now,
+        NodeInit(run_id, first, first, '{"v":1}'),
+        idempotency_key=key,
+        request_hash=request_hash,
+        extra=extra or {},
+    )
+
+
+def claim(store: CheckpointStore, key: str, *, run_id: str = "run1", owner: str = "w1", now: int = T0) -> Any:
+    node, _, idx = key.partition("#")
+    return store.claim(
+        run_id,
+        key,
+        node=node,
+        index=int(idx) if idx else None,
+        owner=owner,
+        now_ms=now,
+        lease_until_ms=now + 10_000,
+    )
+
+
+def put_in_status(store: CheckpointStore, key: str, status: NodeStatus, *, run_id: str = "run1") -> None:
+    """A node in ``status``: created PENDING, then claimed and finished into the status if needed."""
+    assert store.put_node_if_absent(NodeInit(run_id, key, key.partition("#")[0], '{"v":0}'), T0)
+    if status is NodeStatus.PENDING:
+        return
+    assert claim(store, key, run_id=run_id).kind is ClaimKind.CLAIMED
+    if status is not NodeStatus.RUNNING:
+        assert store.finish(run_id, key, NodeChanges(status, T0 + 1), owner="w1") is FinishResult.OK
+
+
+# ------------------------------------------------------------------------------------ create_run
+def test_create_run_writes_run_and_first_node(sut: StoreUnderTest) -> None:
+    run, created = sut.store.create_run(new_run(extra={"trace": "abc"}))
+    assert created is True
+    assert (run.run_id, run.workflow, run.version, run.status) == ("run1", "wf", "v1", RunStatus.RUNNING)
+    assert (run.created_ms, run.updated_ms, run.current, run.input_ref) == (T0, T0, "plan", '{"v":1}')
+    assert run.idempotency_key is None and run.crash_events == () and run.redrives == 0
+    assert sut.store.get_run("run1") == run
+    node = sut.store.get_node("run1", "plan")
+    assert node is not None
+    assert (node.status, node.input_ref, node.attempts, node.invocations, node.index) == (
+        NodeStatus.PENDING,
+        '{"v":1}',
+        1,
+        0,
+        None,
+    )
+    assert sut.raw(run_pk("run1"), RUN_SK)["trace"] == "abc"  # type: ignore[index]
+    assert sut.store.get_run("nope") is None
+    assert sut.store.get_node("run1", "nope") is None
+
+
+def test_create_run_same_idempotency_key_and_hash_returns_the_first_run(sut: StoreUnderTest) -> None:
+    first, created = sut.store.create_run(new_run("run1", key="k1", request_hash="h1"))
+    assert created is True and first.idempotency_key == "k1"
+    again, created2 = sut.store.create_run(new_run("run2", key="k1", request_hash="h1", now=T0 + 5))
+    assert created2 is False
+    assert again.run_id == "run1" and again.created_ms == T0
+    assert sut.store.get_run("run2") is None  # nothing of the second request was written
+    assert sut.store.get_node("run2", "plan") is None
+    assert [r.run_id for r in sut.store.list_runs("wf").runs] == ["run1"]
+
+
+def test_create_run_same_idempotency_key_different_hash_conflicts(sut: StoreUnderTest) -> None:
+    sut.store.create_run(new_run("run1", key="k1", request_hash="h1"))
+    with pytest.raises(IdempotencyConflict):
+        sut.store.create_run(new_run("run2", key="k1", request_hash="h2"))
+    assert sut.store.get_run("run2") is None
+
+
+def test_idempotency_keys_are_per_workflow(sut: StoreUnderTest) -> None:
+    _, a = sut.store.create_run(new_run("run1", workflow="wf-a", key="k", request_hash="h1"))
+    _, b = sut.store.create_run(new_run("run2", workflow="wf-b", key="k", request_hash="h2"))
+    assert a is True and b is True
+
+
+# ------------------------------------------------------------------------------------ claim
+def test_claim_of_absent_node_creates_and_claims_it(sut: StoreUnderTest) -> None:
+    res = sut.store.claim("run1", "m#00003", node="m", index=3, owner="w1", now_ms=T0, lease_until_ms=T0 + 9000)
+    assert res.kind is ClaimKind.CLAIMED and res.record is not None
+    rec = res.record
+    assert (rec.run_id, rec.key, rec.node, rec.index) == ("run1", "m#00003", "m", 3)
+    assert (rec.status, rec.owner, rec.lease_until_ms) == (NodeStatus.RUNNING, "w1", T0 + 9000)
+    assert (rec.attempts, rec.invocations, rec.crashes) == (1, 1, 0)
+    assert (rec.started_ms, rec.current_started_ms, rec.created_ms) == (T0, T0, T0)
+    assert sut.store.get_node("run1", "m#00003") == rec
+
+
+@pytest.mark.parametrize("status", [NodeStatus.PENDING, NodeStatus.CONTINUING, NodeStatus.RETRYING])
+def test_claimable_statuses_are_claimed(sut: StoreUnderTest, status: NodeStatus) -> None:
+    put_in_status(sut.store, "step", status)
+    before = sut.store.get_node("run1", "step")
+    assert before is not None and before.status is status
+    res = claim(sut.store, "step", owner="w2", now=T0 + 100)
+    assert res.kind is ClaimKind.CLAIMED and res.record is not None
+    rec = res.record
+    assert (rec.status, rec.owner, rec.lease_until_ms) == (NodeStatus.RUNNING, "w2", T0 + 10_100)
+    assert rec.input_ref == before.input_ref == '{"v":0}'  # the claim keeps the node's input
+    assert rec.invocations == before.invocations + 1
+    assert rec.attempts == before.attempts  # a claim is not an attempt of its own
+    assert rec.current_started_ms == T0 + 100
+    # ``started`` is the first claim ever; a later claim (continuation, retry) keeps it
+    assert rec.started_ms == (T0 + 100 if status is NodeStatus.PENDING else T0)
+
+
+def test_claim_of_running_node_is_busy_and_returns_the_record_without_a_second_read(sut: StoreUnderTest) -> None:
+    assert claim(sut.store, "step", owner="w1").kind is ClaimKind.CLAIMED
+    sut.calls.clear()
+    res = claim(sut.store, "step", owner="w2", now=T0 + 1)
+    assert res.kind is ClaimKind.BUSY and res.record is not None
+    assert (res.record.status, res.record.owner, res.record.lease_until_ms) == (NodeStatus.RUNNING, "w1", T0 + 10_000)
+    assert res.record.invocations == 1  # the lost claim changed nothing
+    if sut.kind == "dynamodb":
+        assert sut.calls == Counter({"UpdateItem": 1}), sut.calls  # ALL_OLD came back with the failure
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (NodeStatus.SUCCEEDED, ClaimKind.DONE),
+        (NodeStatus.FAILED, ClaimKind.GONE),
+        (NodeStatus.CANCELLED, ClaimKind.GONE),
+        (NodeStatus.SLEEPING, ClaimKind.BUSY),
+        (NodeStatus.WAITING, ClaimKind.BUSY),
+        (NodeStatus.FANNED_OUT, ClaimKind.BUSY),
+    ],
+)
+def test_claim_of_unclaimable_node_reports_its_state(sut: StoreUnderTest, status: NodeStatus, kind: ClaimKind) -> None:
+    put_in_status(sut.store, "step", status)
+    sut.calls.clear()
+    res = claim(sut.store, "step", owner="w9")
+    assert res.kind is kind
+    assert res.record is not None and res.record.status is status and res.record.owner is None
+    after = sut.store.get_node("run1", "step")
+    assert after is not None and after.status is status and after.invocations == 1
+    if sut.kind == "dynamodb":
+        assert sut.calls == Counter({"UpdateItem": 1, "GetItem": 1}), sut.calls  # 1 GetItem: our get_node
+
+
+def test_claim_of_cancelled_tombstone_is_gone(sut: StoreUnderTest) -> None:
+    sut.store.put_node_if_absent(NodeInit("run1", "later", "later", None, status=NodeStatus.CANCELLED), T0)
+    res = claim(sut.store, "later")
+    assert res.kind is ClaimKind.GONE and res.record is not None and res.record.status is NodeStatus.CANCELLED
+    assert res.record.input_ref is None
+
+
+# ------------------------------------------------------------------------------------ takeover
+def _running(sut: StoreUnderTest) -> Any:
+    res = sut.store.claim("run1", "step", node="step", index=None, owner="dead", now_ms=T0, lease_until_ms=T0 + 5000)
+    assert res.kind is ClaimKind.CLAIMED
+    return res.record
+
+
+def test_takeover_after_lease_expiry_counts_a_crash_and_an_attempt(sut: StoreUnderTest) -> None:
+    stale = _running(sut)
+    now = T0 + 5001
+    res = sut.store.takeover("run1", "step", stale=stale, owner="w2", now_ms=now, lease_until_ms=now + 7000)
+    assert res.kind is ClaimKind.CLAIMED and res.record is not None
+    rec = res.record
+    assert (rec.status, rec.owner, rec.lease_until_ms, rec.current_started_ms) == (
+        NodeStatus.RUNNING,
+        "w2",
+        now + 7000,
+        now,
+    )
+    assert (rec.attempts, rec.invocations, rec.crashes) == (2, 2, 1)
+    assert rec.history == (Invocation(T0, T0 + 5000, "crashed"),)
+    assert rec.started_ms == T0
+    assert sut.store.get_node("run1", "step") == rec
+
+
+def test_takeover_refused_while_the_lease_is_live(sut: StoreUnderTest) -> None:
+    stale = _running(sut)
+    for now in (T0 + 1, T0 + 5000):  # the lease ends *after* lease_until: equal is still live
+        res = sut.store.takeover("run1", "step", stale=stale, owner="w2", now_ms=now, lease_until_ms=now + 7000)
+        assert res.kind is ClaimKind.BUSY and res.record is not None and res.record.owner == "dead"
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and (rec.owner, rec.attempts, rec.crashes, rec.history) == ("dead", 1, 0, ())
+
+
+def test_takeover_refused_when_the_owner_changed(sut: StoreUnderTest) -> None:
+    stale = _running(sut)
+    now = T0 + 6000
+    first = sut.store.takeover("run1", "step", stale=stale, owner="w2", now_ms=now, lease_until_ms=now + 1)
+    assert first.kind is ClaimKind.CLAIMED
+    # a second worker that read the same stale record loses, even though w2's lease is over too
+    later = now + 10
+    res = sut.store.takeover("run1", "step", stale=stale, owner="w3", now_ms=later, lease_until_ms=later + 7000)
+    assert res.kind is ClaimKind.BUSY and res.record is not None and res.record.owner == "w2"
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and (rec.attempts, rec.crashes, len(rec.history)) == (2, 1, 1)
+
+
+def test_takeover_of_finished_node_reports_it(sut: StoreUnderTest) -> None:
+    stale = _running(sut)
+    assert sut.store.finish("run1", "step", NodeChanges(NodeStatus.SUCCEEDED, T0 + 1), owner="dead") is FinishResult.OK
+    now = T0 + 9000
+    res = sut.store.takeover("run1", "step", stale=stale, owner="w2", now_ms=now, lease_until_ms=now + 1)
+    assert res.kind is ClaimKind.DONE
+    missing = sut.store.takeover("run1", "ghost", stale=stale, owner="w2", now_ms=now, lease_until_ms=now + 1)
+    assert missing.kind is ClaimKind.GONE and missing.record is None
+
+
+# ------------------------------------------------------------------------------------ finish
+def test_finish_checkpoints_and_releases_the_lease(sut: StoreUnderTest) -> None:
+    claim(sut.store, "step", owner="w1")
+    inv = Invocation(T0, T0 + 300, "succeeded")
+    changes = NodeChanges(NodeStatus.SUCCEEDED, T0 + 300, output_ref='{"v":"out"}', invocation=inv, ended=True)
+    assert sut.store.finish("run1", "step", changes, owner="w1") is FinishResult.OK
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None
+    assert (rec.status, rec.output_ref, rec.owner, rec.lease_until_ms, rec.ended_ms) == (
+        NodeStatus.SUCCEEDED,
+        '{"v":"out"}',
+        None,
+        0,
+        T0 + 300,
+    )
+    assert rec.history == (inv,)
+    assert rec.input_ref is None  # fields not in the changes stay as they were
+
+
+def test_finish_is_lost_for_another_owner_a_wrong_status_or_a_missing_node(sut: StoreUnderTest) -> None:
+    claim(sut.store, "step", owner="w1")
+    done = NodeChanges(NodeStatus.SUCCEEDED, T0 + 1, output_ref='{"v":1}')
+    assert sut.store.finish("run1", "step", done, owner="w2") is FinishResult.LOST
+    assert sut.store.finish("run1", "step", done, owner="w1", expect=(NodeStatus.WAITING,)) is FinishResult.LOST
+    assert sut.store.finish("run1", "ghost", done) is FinishResult.LOST
+    assert sut.store.get_node("run1", "ghost") is None  # a lost finish never creates the node
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and (rec.status, rec.owner, rec.output_ref) == (NodeStatus.RUNNING, "w1", None)
+    # without an owner the status alone decides; a second finish of the same transition is lost
+    assert sut.store.finish("run1", "step", done) is FinishResult.OK
+    assert sut.store.finish("run1", "step", done) is FinishResult.LOST
+
+
+def test_finish_with_expect_moves_a_non_running_node(sut: StoreUnderTest) -> None:
+    put_in_status(sut.store, "wait", NodeStatus.WAITING)
+    changes = NodeChanges(NodeStatus.SUCCEEDED, T0 + 5, output_ref='{"v":"evt"}', ended=True)
+    assert sut.store.finish("run1", "wait", changes) is FinishResult.LOST  # default expect: RUNNING
+    assert sut.store.finish("run1", "wait", changes, expect=(NodeStatus.WAITING,)) is FinishResult.OK
+    rec = sut.store.get_node("run1", "wait")
+    assert rec is not None and rec.status is NodeStatus.SUCCEEDED and rec.output_ref == '{"v":"evt"}'
+
+
+def test_finish_sets_optional_fields_and_clears_the_error(sut: StoreUnderTest) -> None:
+    claim(sut.store, "step", owner="w1")
+    err = {"node": "step", "type": "Boom", "message": "x"}
+    retrying = NodeChanges(
+        NodeStatus.RETRYING,
+        T0 + 1,
+        error=err,
+        attempts=2,
+        wake_at_ms=T0 + 2000,
+        event_name="approve",
+        task_token="tok",
+        items_total=7,
+        input_ref='{"v":"in2"}',
+    )
+    assert sut.store.finish("run1", "step", retrying, owner="w1") is FinishResult.OK
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None
+    assert (rec.status, rec.error, rec.attempts, rec.wake_at_ms) == (NodeStatus.RETRYING, err, 2, T0 + 2000)
+    assert (rec.event_name, rec.task_token, rec.items_total, rec.input_ref) == ("approve", "tok", 7, '{"v":"in2"}')
+    claim(sut.store, "step", owner="w2")
+    cleared = NodeChanges(NodeStatus.SUCCEEDED, T0 + 3, clear_error=True, output_ref='{"v":2}')
+    assert sut.store.finish("run1", "step", cleared, owner="w2") is FinishResult.OK
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and rec.error is None and rec.attempts == 2
+
+
+def test_finish_with_a_new_error_and_clear_error_keeps_the_new_error(sut: StoreUnderTest) -> None:
+    """``clear_error`` drops the *previous* error; an error given in the same changes is the new one."""
+    claim(sut.store, "step", owner="w1")
+    old = {"node": "step", "type": "Old", "message": "old"}
+    assert sut.store.finish("run1", "step", NodeChanges(NodeStatus.RETRYING, T0, error=old)) is FinishResult.OK
+    new = {"node": "step", "type": "New", "message": "new"}
+    changes = NodeChanges(NodeStatus.FAILED, T0 + 1, error=new, clear_error=True)
+    assert sut.store.finish("run1", "step", changes, expect=(NodeStatus.RETRYING,)) is FinishResult.OK
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and rec.error == new
+    sut.store.create_run(new_run())
+    sut.store.update_run("run1", RunChanges(T0, status=RunStatus.FAILED, error=old), expect=(RunStatus.RUNNING,))
+    run = sut.store.update_run("run1", RunChanges(T0 + 1, error=new, clear_error=True), expect=(RunStatus.FAILED,))
+    assert run is not None and run.error == new
+
+
+def test_finish_accumulates_the_ledger(sut: StoreUnderTest) -> None:
+    claim(sut.store, "step", owner="w1")
+    first = NodeChanges(
+        NodeStatus.CONTINUING,
+        T0 + 1000,
+        add_duration_ms=1000,
+        add_cost_nano=1_500_000,
+        add_input_tokens=100,
+        add_output_tokens=10,
+        invocation=Invocation(T0, T0 + 1000, "continued"),
+    )
+    assert sut.store.finish("run1", "step", first, owner="w1") is FinishResult.OK
+    claim(sut.store, "step", owner="w2", now=T0 + 1000)
+    second = NodeChanges(
+        NodeStatus.SUCCEEDED,
+        T0 + 1750,
+        add_duration_ms=750,
+        add_cost_nano=2_000_000_000,
+        add_input_tokens=5,
+        add_output_tokens=0,
+        invocation=Invocation(T0 + 1000, T0 + 1750, "succeeded"),
+        ended=True,
+    )
+    assert sut.store.finish("run1", "step", second, owner="w2") is FinishResult.OK
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None
+    assert rec.duration_ms == 1750
+    assert rec.cost_usd == pytest.approx(2.0015)
+    assert (rec.input_tokens, rec.output_tokens, rec.invocations) == (105, 10, 2)
+    assert [h.outcome for h in rec.history] == ["continued", "succeeded"]
+    assert rec.history[1] == Invocation(T0 + 1000, T0 + 1750, "succeeded")
+
+
+def test_add_checkpoint_hit_counts(sut: StoreUnderTest) -> None:
+    put_in_status(sut.store, "step", NodeStatus.SUCCEEDED)
+    sut.store.add_checkpoint_hit("run1", "step")
+    sut.store.add_checkpoint_hit("run1", "step")
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and rec.checkpoint_hits == 2 and rec.status is NodeStatus.SUCCEEDED
+
+
+def test_counters_on_missing_items_are_no_ops(sut: StoreUnderTest) -> None:
+    """Both adapters treat a checkpoint hit / crash event on a missing item the same way: ignored."""
+    sut.store.add_checkpoint_hit("run1", "ghost")
+    sut.store.add_crash_event("ghost-run", T0, "step", "takeover")
+    assert sut.store.get_node("run1", "ghost") is None
+    assert sut.store.get_run("ghost-run") is None
+
+
+# ------------------------------------------------------------------------------------ nodes
+def test_put_node_if_absent_never_overwrites(sut: StoreUnderTest) -> None:
+    init = NodeInit("run1", "m#00000", "m", '{"v":"a"}', index=0)
+    assert sut.store.put_node_if_absent(init, T0) is True
+    claim(sut.store, "m#00000", owner="w1")
+    assert sut.store.put_node_if_absent(NodeInit("run1", "m#00000", "m", '{"v":"b"}', index=0), T0 + 1) is False
+    rec = sut.store.get_node("run1", "m#00000")
+    assert rec is not None and (rec.status, rec.input_ref, rec.owner, rec.index) == (
+        NodeStatus.RUNNING,
+        '{"v":"a"}',
+        "w1",
+        0,
+    )
+
+
+def test_list_nodes_by_prefix_in_key_order(sut: StoreUnderTest) -> None:
+    sut.store.create_run(new_run())
+    for i in (10, 2, 0, 1):
+        sut.store.put_node_if_absent(NodeInit("run1", f"m#{i:05d}", "m", f'{{"v":{i}}}', index=i), T0)
+    sut.store.put_node_if_absent(NodeInit("run1", "m", "m", None), T0)
+    sut.store.put_node_if_absent(NodeInit("run1", "mx", "mx", None), T0)
+    # other item kinds in the same partition are not nodes
+    sut.store.put_each("run1", "m", "each", EachRecord(0, '{"v":0}', 1, T0))
+    sut.store.put_once("run1", "m", "llm", '{"v":0}', T0)
+    sut.store.put_event("run1", "approve", '{"v":0}', T0)
+    sut.store.create_run(new_run("run2"))  # another run's nodes are not listed
+
+    items = sut.store.list_nodes("run1", "m#")
+    assert [r.key for r in items] == ["m#00000", "m#00001", "m#00002", "m#00010"]
+    assert [r.index for r in items] == [0, 1, 2, 10]
+    assert [r.input_ref for r in items] == ['{"v":0}', '{"v":1}', '{"v":2}', '{"v":10}']
+    assert [r.key for r in sut.store.list_nodes("run1")] == [
+        "m",
+        "m#00000",
+        "m#00001",
+        "m#00002",
+        "m#00010",
+        "mx",
+        "plan",
+    ]
+    assert [r.key for r in sut.store.list_nodes("run1", "m")] == ["m", "m#00000", "m#00001", "m#00002", "m#00010", "mx"]
+    assert sut.store.list_nodes("run1", "zzz") == []
+    assert sut.store.list_nodes("no-run") == []
+
+
+# ------------------------------------------------------------------------------------ each / once / events
+def test_each_checkpoints_are_written_once_and_listed_by_index(sut: StoreUnderTest) -> None:
+    recs = [EachRecord(i, f'{{"v":{i}}}', 10 * i, T0 + i) for i in (11, 0, 2)]
+    for rec in recs:
+        assert sut.store.put_each("run1", "m#00001", "each", rec) is True
+    assert sut.store.put_each("run1", "m#00001", "each", EachRecord(2, '{"v":"dup"}', 999, T0 + 9)) is False
+    sut.store.put_each("run1", "m#00001", "pages", EachRecord(0, '{"v":"p"}', 5, T0))
+    sut.store.put_each("run1", "m", "each", EachRecord(0, '{"v":"parent"}', 7, T0))
+    listed = sut.store.list_each("run1", "m#00001", "each")
+    assert listed == sorted(recs, key=lambda r: r.index)
+    assert listed[1] == EachRecord(2, '{"v":2}', 20, T0 + 2)  # the duplicate changed nothing
+    assert sut.store.list_each("run1", "m#00001", "pages") == [EachRecord(0, '{"v":"p"}', 5, T0)]
+    assert sut.store.list_each("run1", "m#00002", "each") == []
+    everything = sut.store.list_each_all("run1")
+    assert set(everything) == {"m#00001", "m"}
+    assert [r.index for r in everything["m#00001"]] == [0, 2, 11, 0]  # "each" loop, then "pages"
+    assert everything["m"] == [EachRecord(0, '{"v":"parent"}', 7, T0)]
+    assert sut.store.list_each_all("run2") == {}
+
+
+def test_put_once_returns_the_first_winner(sut: StoreUnderTest) -> None:
+    assert sut.store.get_once("run1", "step", "llm") is None
+    assert sut.store.put_once("run1", "step", "llm", '{"v":"first"}', T0) == '{"v":"first"}'
+    assert sut.store.put_once("run1", "step", "llm", '{"v":"second"}', T0 + 1) == '{"v":"first"}'
+    assert sut.store.get_once("run1", "step", "llm") == '{"v":"first"}'
+    assert sut.store.put_once("run1", "step", "other", '{"v":"x"}', T0) == '{"v":"x"}'
+    assert sut.store.get_once("run1", "step2", "llm") is None
+
+
+def test_events_are_buffered_once(sut: StoreUnderTest) -> None:
+    assert sut.store.get_event("run1", "approve") is None
+    assert sut.store.put_event("run1", "approve", '{"v":"yes"}', T0) is True
+    assert sut.store.put_event("run1", "approve", '{"v":"no"}', T0 + 1) is False
+    assert sut.store.get_event("run1", "approve") == '{"v":"yes"}'
+    assert sut.store.get_event("run2", "approve") is None
+
+
+# ------------------------------------------------------------------------------------ runs
+def test_update_run_applies_changes_only_in_expected_status(sut: StoreUnderTest) -> None:
+    sut.store.create_run(new_run())
+    assert (
+        sut.store.update_run("run1", RunChanges(T0 + 1, status=RunStatus.FAILED), expect=(RunStatus.WAITING,)) is None
+    )
+    assert (
+        sut.store.update_run("ghost", RunChanges(T0 + 1, status=RunStatus.FAILED), expect=(RunStatus.RUNNING,)) is None
+    )
+    assert sut.store.get_run("ghost") is None  # a failed update never creates the run
+    err = {"node": "plan", "type": "Boom", "message": "x"}
+    failed = sut.store.update_run(
+        "run1", RunChanges(T0 + 2, status=RunStatus.FAILED, error=err, ended=True), expect=(RunStatus.RUNNING,)
+    )
+    assert failed is not None
+    assert (failed.status, failed.error, failed.ended_ms, failed.updated_ms) == (RunStatus.FAILED, err, T0 + 2, T0 + 2)
+    assert failed.current == "plan" and failed.created_ms == T0
+    redriven = sut.store.update_run(
+        "run1",
+        RunChanges(T0 + 3, status=RunStatus.RUNNING, current="draft", clear_error=True, add_redrive=True),
+        expect=(RunStatus.FAILED,),
+    )
+    assert redriven is not None
+    assert (redriven.status, redriven.error, redriven.current, redriven.redrives) == (
+        RunStatus.RUNNING,
+        None,
+        "draft",
+        1,
+    )
+    done = sut.store.update_run(
+        "run1",
+        RunChanges(T0 + 4, status=RunStatus.SUCCEEDED, output_ref='{"v":"out"}', current="", ended=True),
+        expect=(RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
+    )
+    assert done is not None and (done.output_ref, done.current, done.ended_ms) == ('{"v":"out"}', "", T0 + 4)
+    assert sut.store.get_run("run1") == done
+
+
+def test_crash_events_are_appended_in_order(sut: StoreUnderTest) -> None:
+    sut.store.create_run(new_run())
+    sut.store.add_crash_event("run1", T0 + 10, "fetch", "takeover")
+    sut.store.add_crash_event("run1", T0 + 20, "m#00001", "lost_handoff")
+    run = sut.store.get_run("run1")
+    assert run is not None
+    assert run.crash_events == (
+        CrashEvent(T0 + 10, "fetch", "takeover"),
+        CrashEvent(T0 + 20, "m#00001", "lost_handoff"),
+    )
+    assert run.status is RunStatus.RUNNING  # nothing else changed
+
+
+def _make_runs(store: CheckpointStore, n: int, workflow: str = "wf") -> list[str]:
+    ids = []
+    for i in range(n):
+        run_id = f"{workflow}-run{i:02d}"
+        store.create_run(new_run(run_id, workflow=workflow, now=T0 + i * 1000))
+        ids.append(run_id)
+    return ids
+
+
+def _all_pages(store: CheckpointStore, workflow: str, limit: int, status: RunStatus | None = None) -> list[list[str]]:
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        page = store.list_runs(workflow, status=status, limit=limit, cursor=cursor)
+        assert len(page.runs) <= limit
+        pages.append([r.run_id for r in page.runs])
+        cursor = page.cursor
+        if cursor is None:
+            return pages
+        assert len(pages) < 20, "pagination does not end"
+
+
+def test_list_runs_newest_first_with_cursor_pagination(sut: StoreUnderTest) -> None:
+    ids = _make_runs(sut.store, 7)
+    _make_runs(sut.store, 2, workflow="other")
+    first = sut.store.list_runs("wf", limit=3)
+    assert [r.run_id for r in first.runs] == ids[::-1][:3]
+    assert first.cursor is not None
+    pages = _all_pages(sut.store, "wf", 3)
+    assert pages == [ids[6:3:-1], ids[3:0:-1], ids[0:1]]
+    whole = sut.store.list_runs("wf", limit=50)
+    assert [r.run_id for r in whole.runs] == ids[::-1] and whole.cursor is None
+    assert [r.run_id for r in sut.store.list_runs("other").runs] == ["other-run01", "other-run00"]
+    assert sut.store.list_runs("nobody").runs == []
+
+
+def test_list_runs_status_filter_pages_over_matches_only(sut: StoreUnderTest) -> None:
+    ids = _make_runs(sut.store, 9)
+    for run_id in ids[::2]:  # 0, 2, 4, 6, 8 succeed
+        done = RunChanges(T0 + 99_999, status=RunStatus.SUCCEEDED, ended=True)
+        assert sut.store.update_run(run_id, done, expect=(RunStatus.RUNNING,)) is not None
+    pages = _all_pages(sut.store, "wf", 2, RunStatus.SUCCEEDED)
+    flat = [r for p in pages for r in p]
+    assert flat == [ids[8], ids[6], ids[4], ids[2], ids[0]]
+    assert all(len(p) == 2 for p in pages[:2])  # a page is filled from several reads if need be
+    running = sut.store.list_runs("wf", status=RunStatus.RUNNING, limit=10)
+    assert [r.run_id for r in running.runs] == [ids[7], ids[5], ids[3], ids[1]]
+    assert all(r.status is RunStatus.RUNNING for r in running.runs)
+    assert sut.store.list_runs("wf", status=RunStatus.CANCELLED).runs == []
+
+
+# ------------------------------------------------------------------------------------ TTL
+def test_dynamodb_items_carry_the_ttl_attribute(moto: MotoSession) -> None:
+    sut = _dynamodb(moto, RETENTION_S)
+    store = sut.store
+    expected = T0 // 1000 + RETENTION_S
+    assert store.expires_at(T0) == expected
+    store.create_run(new_run(key="k", request_hash="h"))
+    claim(store, "m#00001", now=T0)
+    store.put_node_if_absent(NodeInit("run1", "m#00002", "m", None, index=2), T0)
+    store.put_each("run1", "m#00001", "each", EachRecord(0, '{"v":0}', 1, T0))
+    store.put_once("run1", "m#00001", "llm", '{"v":0}', T0)
+    store.put_event("run1", "approve", '{"v":0}', T0)
+    keys = [
+        ("IDEM#wf#k", "IDEM"),
+        (run_pk("run1"), RUN_SK),
+        (run_pk("run1"), node_sk("plan")),
+        (run_pk("run1"), node_sk("m#00001")),
+        (run_pk("run1"), node_sk("m#00002")),
+        (run_pk("run1"), each_sk("m#00001", "each", 0)),
+        (run_pk("run1"), once_sk("m#00001", "llm")),
+        (run_pk("run1"), event_sk("approve")),
+    ]
+    for pk, sk in keys:
+        item = sut.raw(pk, sk)
+        assert item is not None, (pk, sk)
+        assert item.get("expires_at") == expected, (pk, sk, item)
+
+
+def test_no_ttl_attribute_without_retention(make_store: Callable[..., StoreUnderTest]) -> None:
+    sut = make_store(None)
+    assert sut.store.expires_at(T0) is None
+    sut.store.create_run(new_run())
+    claim(sut.store, "step")
+    sut.store.put_once("run1", "step", "llm", '{"v":0}', T0)
+    for sk in (RUN_SK, node_sk("plan"), node_sk("step"), once_sk("step", "llm")):
+        item = sut.raw(run_pk("run1"), sk)
+        assert item is not None and "expires_at" not in item, (sk, item)
+
+
+# ------------------------------------------------------------------------------------ one call each
+def test_dynamodb_maps_each_operation_onto_one_api_call(moto: MotoSession) -> None:
+    sut = _dynamodb(moto, RETENTION_S)
+    store = sut.store
+
+    def calls_of(fn: Callable[[], Any]) -> Counter[str]:
+        sut.calls.clear()
+        fn()
+        return Counter(sut.calls)
+
+    stale: list[Any] = []
+    steps: list[tuple[str, Callable[[], Any], str]] = [
+        ("create_run", lambda: store.create_run(new_run(key="k", request_hash="h")), "TransactWriteItems"),
+        (
+            "claim",
+            lambda: stale.append(
+                store.claim("run1", "s", node="s", index=None, owner="w", now_ms=T0, lease_until_ms=T0).record
+            ),
+            "UpdateItem",
+        ),
+        (
+            "takeover",
+            lambda: store.takeover("run1", "s", stale=stale[0], owner="w2", now_ms=T0 + 1, lease_until_ms=T0 + 9),
+            "UpdateItem",
+        ),
+        (
+            "finish",
+            lambda: store.finish("run1", "s", NodeChanges(NodeStatus.SUCCEEDED, T0 + 2), owner="w2"),
+            "UpdateItem",
+        ),
+        ("add_checkpoint_hit", lambda: store.add_checkpoint_hit("run1", "s"), "UpdateItem"),
+        (
+            "put_node_if_absent",
+            lambda: store.put_node_if_absent(NodeInit("run1", "m#00000", "m", None, index=0), T0),
+            "PutItem",
+        ),
+        ("put_each", lambda: store.put_each("run1", "s", "each", EachRecord(0, '{"v":0}', 1, T0)), "PutItem"),
+        ("put_once (winner)", lambda: store.put_once("run1", "s", "llm", '{"v":1}', T0), "PutItem"),
+        ("put_once (loser)", lambda: store.put_once("run1", "s", "llm", '{"v":2}', T0), "PutItem"),
+        ("put_event", lambda: store.put_event("run1", "go", '{"v":1}', T0), "PutItem"),
+        ("get_run", lambda: store.get_run("run1"), "GetItem"),
+        ("get_node", lambda: store.get_node("run1", "s"), "GetItem"),
+        ("get_once", lambda: store.get_once("run1", "s", "llm"), "GetItem"),
+        ("get_event", lambda: store.get_event("run1", "go"), "GetItem"),
+        ("list_nodes", lambda: store.list_nodes("run1"), "Query"),
+        ("list_each", lambda: store.list_each("run1", "s", "each"), "Query"),
+        (
+            "update_run",
+            lambda: store.update_run("run1", RunChanges(T0, current="s"), expect=(RunStatus.RUNNING,)),
+            "UpdateItem",
+        ),
+        ("add_crash_event", lambda: store.add_crash_event("run1", T0, "s", "takeover"), "UpdateItem"),
+    ]
+    for label, fn, op in steps:
+        assert calls_of(fn) == Counter({op: 1}), label
+    assert store.get_once("run1", "s", "llm") == '{"v":1}'

@@ -292,20 +292,22 @@ def package(template: dict[str, Any], build_dir: Path, artifacts: Artifacts) -> 
 
 # ------------------------------------------------------------------------------------- CloudFormation
 def _client(service: str, endpoint: str, region: str) -> Any:
-    import boto3
-    from botocore.config import Config
+    """A client for the LocalStack at ``endpoint``, made by localstack-client (dummy credentials unless
+    the environment has real ones)."""
+    from urllib.parse import urlsplit
 
-    creds: dict[str, str] = {}
-    if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
-        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    factory: Any = boto3.client
-    return factory(
-        service,
-        endpoint_url=endpoint,
-        region_name=region,
-        config=Config(retries={"max_attempts": 3}, read_timeout=120, inject_host_prefix=False),
-        **creds,
-    )
+    from botocore.config import Config
+    from localstack_client.session import Session
+
+    creds: dict[str, str] = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        creds = {
+            "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+        }
+    session = Session(region_name=region, localstack_host=urlsplit(endpoint).netloc, **creds)
+    config = Config(retries={"max_attempts": 3}, read_timeout=120, inject_host_prefix=False)
+    return session.client(service, config=config)
 
 
 def _stack(cfn: Any, name: str) -> dict[str, Any] | None:

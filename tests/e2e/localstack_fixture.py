@@ -63,18 +63,20 @@ def localstack_session(state_dir: Path = DEFAULT_STATE_DIR, port: int = 0) -> It
 
 
 def aws_client(service: str, endpoint: str) -> Any:
-    """A boto3 client for LocalStack with dummy credentials (account 000000000000)."""
-    import boto3
-    from botocore.config import Config
+    """A boto3 client for LocalStack (dummy credentials, account 000000000000), made by localstack-client."""
+    from urllib.parse import urlsplit
 
-    factory: Any = boto3.client  # the service name is dynamic: skip boto3-stubs' per-service overloads
-    return factory(
-        service,
-        endpoint_url=endpoint,
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    from botocore.config import Config
+    from localstack_client.session import Session
+
+    session = Session(
         aws_access_key_id="test",
         aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 2}, inject_host_prefix=False, read_timeout=120),
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        localstack_host=urlsplit(endpoint).netloc,
+    )
+    return session.client(
+        service, config=Config(retries={"max_attempts": 2}, inject_host_prefix=False, read_timeout=120)
     )
 
 

@@ -54,8 +54,10 @@ test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit ..
 e2e: venv $(LS_VENV)/.installed ## end-to-end tests on a LocalStack the fixture starts and stops
 	$(PY) -m pytest -q tests/e2e
 
-demo: venv ## the main job: the research agent survives a killed worker (embedded AWS, no Docker)
-	$(PY) demo/run_demo.py
+# MODE=localstack: the same story through API Gateway on a Docker-free LocalStack (demo/localstack_demo.py).
+demo: venv ## the main job: the research agent survives a killed worker (embedded AWS, no Docker; MODE=localstack)
+	$(if $(filter localstack,$(MODE)),$(MAKE) --no-print-directory $(LS_VENV)/.installed $(SAM_VENV)/.installed build)
+	$(if $(filter localstack,$(MODE)),$(PY) demo/localstack_demo.py $(DEMO_ARGS),$(PY) demo/run_demo.py)
 
 bench: venv $(BENCH_PEER_VENV)/.installed ## benchmarks (minutes; not part of make test): writes bench/RESULTS.md
 	$(PY) bench/run_bench.py $(BENCH_ARGS)

@@ -171,7 +171,9 @@ def layer_paths(layers: list[Any], t: dict[str, Any], root: Path, build_dir: Pat
         if built.is_dir() and arch == HOST_ARCH:
             newest = max((p.stat().st_mtime for p in (root / source).rglob("*.py")), default=0) if source else 0
             if newest > built.stat().st_mtime:
-                print(f"local_invoke: {built} is older than {source}: run `make build` to refresh", file=sys.stderr)
+                # the sources win over the stale build; the build still provides the dependencies
+                print(f"local_invoke: {built} is older than {source}: using {source} first", file=sys.stderr)
+                paths.append(str(root / str(source)))
             paths.append(str(built))
             continue
         if built.is_dir():

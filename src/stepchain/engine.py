@@ -281,6 +281,7 @@ class Engine:
             res = self.store.takeover(msg.run_id, key, stale=rec, owner=owner, now_ms=now, lease_until_ms=lease)
             if res.kind is ClaimKind.CLAIMED:
                 self.store.add_crash_event(msg.run_id, now, key, "takeover")
+                self.probe.reached("takeover", msg.run_id, key)
                 logger.warning("took over a node whose worker died", extra={"run_id": msg.run_id, "node": key})
             rec = res.record
         if res.kind is ClaimKind.CLAIMED:
@@ -322,6 +323,7 @@ class Engine:
         would double the traffic at every step.
         """
         self.store.add_checkpoint_hit(msg.run_id, rec.key)
+        self.probe.reached("checkpoint_hit", msg.run_id, rec.key)
         now = self.clock.now_ms()
         late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
         if not late:
@@ -369,6 +371,7 @@ class Engine:
             inv = Invocation(started, now, "continued")
             self.store.finish(msg.run_id, key, self._ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv), owner=owner)
             logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
+            self.probe.reached("continued", msg.run_id, key)
             return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
         except Exception as exc:  # the step failed: retry or fail the run
             return self._step_failed(node, msg, key, rec, exc, t0, started, ctx.cost)

@@ -27,7 +27,7 @@ def aws() -> Iterator[tuple[EmbeddedAws, LocalStack]]:
         yield emulator, emulator.provision(visibility_timeout_s=5)
 
 
-def invoke(fn: str, event: dict, env_vars: Path, endpoint: str, tmp: Path) -> dict:
+def invoke(fn: str, event: dict, env_vars: Path, endpoint: str, tmp: Path) -> tuple[dict, str]:
     event_file = tmp / f"{fn}.json"
     event_file.write_text(json.dumps(event))
     env = {
@@ -49,7 +49,7 @@ def invoke(fn: str, event: dict, env_vars: Path, endpoint: str, tmp: Path) -> di
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "REPORT RequestId" in proc.stderr  # it ran as a Lambda invocation
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
 def test_api_then_plan_function_make_progress_on_a_run(aws: tuple[EmbeddedAws, LocalStack], tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_api_then_plan_function_make_progress_on_a_run(aws: tuple[EmbeddedAws, L
     start = json.loads((ROOT / "events" / "api-start-run.json").read_text())
     start["body"] = json.dumps({"workflow": "research-agent", "input": {"question": QUESTION}})
     start["headers"].pop("Idempotency-Key", None)
-    response = invoke("ApiFunction", start, env_vars, emulator.endpoint, tmp_path)
+    response, _ = invoke("ApiFunction", start, env_vars, emulator.endpoint, tmp_path)
     assert response["statusCode"] == 202, response
     run_id = json.loads(response["body"])["run_id"]
 
@@ -77,8 +77,10 @@ def test_api_then_plan_function_make_progress_on_a_run(aws: tuple[EmbeddedAws, L
     sqs_event["Records"][0].update(
         messageId=msgs[0]["MessageId"], receiptHandle=msgs[0]["ReceiptHandle"], body=msgs[0]["Body"]
     )
-    result = invoke("PlanFunction", sqs_event, env_vars, emulator.endpoint, tmp_path)
+    result, logs = invoke("PlanFunction", sqs_event, env_vars, emulator.endpoint, tmp_path)
     assert result == {"batchItemFailures": []}
+    emf = [json.loads(line) for line in logs.splitlines() if line.startswith("{") and "_aws" in line]
+    assert [m["StepsExecuted"] for m in emf] == [[1.0]], logs  # one CloudWatch metric (EMF) per invocation
 
     ddb = emulator.client("dynamodb")
     plan = ddb.get_item(TableName=stack.table, Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "N#plan"}})["Item"]

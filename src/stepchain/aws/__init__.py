@@ -13,6 +13,7 @@ Clients are created lazily on the first event (not at import), once per executio
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,31 @@ def build_engine(
     )
 
 
+#: probe boundaries counted as CloudWatch metrics (EMF, flushed once per invocation)
+METRIC_NAMES = {
+    "step_executed": "StepsExecuted",
+    "item_executed": "ItemsCheckpointed",
+    "once_executed": "EffectsExecuted",
+    "continued": "Continuations",
+    "takeover": "Takeovers",
+    "checkpoint_hit": "CheckpointHits",
+}
+
+
+class MetricsProbe:
+    """Counts the engine's durable events as Powertools metrics (namespace POWERTOOLS_METRICS_NAMESPACE)."""
+
+    def __init__(self, metrics: Any) -> None:
+        self.metrics = metrics
+
+    def reached(self, boundary: str, run_id: str, key: str, detail: str = "") -> None:
+        name = METRIC_NAMES.get(boundary)
+        if name is not None:
+            from aws_lambda_powertools.metrics import MetricUnit
+
+            self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
 class _Lazy:
     """Builds the engine on the first event and keeps it for the life of the execution environment."""
 
@@ -101,19 +127,29 @@ class _Lazy:
             self._engine = build_engine(self.workflows, self.settings, clients=self.clients)
         return self._engine
 
+    def with_metrics(self, metrics: Any) -> Engine:
+        engine = self.engine
+        engine.probe = engine.handoff.probe = MetricsProbe(metrics)
+        return engine
+
 
 def step_handler(*workflows: Workflow, settings: Settings | None = None, clients: AwsClients | None = None) -> Handler:
     """The handler of every step function: SQS batches (``Records``) and Step Functions task payloads."""
-    lazy = _Lazy(workflows, settings, clients)
+    from aws_lambda_powertools import Metrics
 
+    lazy = _Lazy(workflows, settings, clients)
+    metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "stepchain")
+
+    @metrics.log_metrics
     def handler(event: dict[str, Any], context: Any) -> Any:
+        engine = lazy.with_metrics(metrics)
         if isinstance(event, dict) and "Records" in event:
             from stepchain.aws.sqs_worker import handle_sqs_batch
 
-            return handle_sqs_batch(lazy.engine, event, context)
+            return handle_sqs_batch(engine, event, context)
         from stepchain.aws.sfn_worker import handle_sfn_task
 
-        return handle_sfn_task(lazy.engine, event, context)
+        return handle_sfn_task(engine, event, context)
 
     return handler
 

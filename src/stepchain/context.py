@@ -110,6 +110,7 @@ class StepContext:
         engine.probe.reached("once_executed", self.run_id, self.key, name)
         ref = engine.codec.encode(value, scope=f"{self.run_id}/{self.key}/once")
         winner = engine.store.put_once(self.run_id, self.key, name, ref, engine.clock.now_ms())
+        engine.probe.reached("once_checkpointed", self.run_id, self.key, name)
         return engine.codec.decode(winner)  # type: ignore[no-any-return]
 
     def each(self, items: Sequence[T], fn: Callable[[T], R], *, name: str = "each") -> list[R]:
@@ -141,6 +142,7 @@ class StepContext:
             engine.probe.reached("item_executed", self.run_id, self.key, f"{name}:{i}")
             ref = engine.codec.encode(value, scope=f"{self.run_id}/{self.key}/{name}")
             engine.store.put_each(self.run_id, self.key, name, EachRecord(i, ref, took, clock.now_ms()))
+            engine.probe.reached("item_checkpointed", self.run_id, self.key, f"{name}:{i}")
             results[i] = value
             slowest = max(slowest, took)
             self._items_done += 1

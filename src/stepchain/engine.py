@@ -538,6 +538,8 @@ class Engine:
         if parent is None:
             return Outcome(OutcomeKind.DROPPED, detail="map node missing")
         if parent.status is NodeStatus.SUCCEEDED:
+            if msg.action == "join":  # Step Functions' join after its Map: the last item already joined
+                return Outcome(OutcomeKind.DONE, detail="joined")
             return self._served_from_checkpoint(wf, node, msg.with_(index=None), parent)
         items = self.store.list_nodes(msg.run_id, f"{node.id}#")
         failed = [i for i in items if i.status is NodeStatus.FAILED]

@@ -129,15 +129,26 @@ def visibility_timeout_for(budget_ms: int) -> int:
     return math.ceil((budget_ms + LEASE_GRACE_MS) / 1000) + 1
 
 
+AUDITED = (
+    "step_executed",
+    "after_checkpoint",
+    "item_executed",
+    "item_checkpointed",
+    "once_executed",
+    "once_checkpointed",
+)
+
+
 class AuditProbe:
-    """Appends what actually executed (steps, ctx.each items, ctx.once effects) to a JSON-lines file."""
+    """Appends what actually executed (steps, ctx.each items, ctx.once effects) and when each was
+    checkpointed to a JSON-lines file: work re-executed after its checkpoint would be a bug."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
 
     def reached(self, boundary: str, run_id: str, key: str, detail: str = "") -> None:
-        if boundary in ("step_executed", "item_executed", "once_executed"):
+        if boundary in AUDITED:
             line = json.dumps(
                 {
                     "event": boundary,

@@ -49,7 +49,8 @@ def run_chain(n: int, backend: str, crash_after: int | None = None) -> dict[str,
         rid = h.start(wf.name, {"i": 0, "acc": 0})
         h.run(max_activations=10 * n + 100)
         elapsed = time.perf_counter() - t0
-        calls = sum(h.api_calls.values())
+        calls_by_op = dict(h.api_calls)
+        calls = sum(calls_by_op.values())
         out = h.output(rid)
         assert out == {"i": n, "acc": sum(range(n))}, out
         view = h.view(rid)
@@ -60,7 +61,7 @@ def run_chain(n: int, backend: str, crash_after: int | None = None) -> dict[str,
             "ms_per_step": 1000 * elapsed / n,
             "calls": calls,
             "calls_per_step": calls / n,
-            "calls_by_op": dict(h.api_calls),
+            "calls_by_op": calls_by_op,
             "executions": sum(h.executions.values()),
             "restart_tax_s": view.restart_tax_avoided.seconds,
         }

@@ -106,15 +106,17 @@ class Workflow:
         self.name = name
         self._version = version
         self._nodes: list[Node] = []
+        self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains
 
     # -- definition ----------------------------------------------------------------------------
     def _add(self, node: Node) -> None:
         if not _ID.match(node.id):
             raise ValidationError(f"node id {node.id!r} must match [a-z][a-z0-9_]*, at most 48 chars")
-        if any(n.id == node.id for n in self._nodes):
+        if node.id in self._index:
             raise ValidationError(f"workflow {self.name!r} already has a node {node.id!r}")
         if node.timeout_s < 1 or node.timeout_s > 900:
             raise ValidationError(f"node {node.id!r}: timeout_s must be 1..900 (the Lambda limit)")
+        self._index[node.id] = len(self._nodes)
         self._nodes.append(node)
 
     def step(
@@ -198,14 +200,17 @@ class Workflow:
         shape = json.dumps([n.signature() for n in self._nodes], sort_keys=True)
         return hashlib.sha256(f"{self.name}:{shape}".encode()).hexdigest()[:12]
 
+    def _position(self, node_id: str) -> int:
+        try:
+            return self._index[node_id]
+        except KeyError:
+            raise ValidationError(f"workflow {self.name!r} has no node {node_id!r}") from None
+
     def node(self, node_id: str) -> Node:
-        for n in self._nodes:
-            if n.id == node_id:
-                return n
-        raise ValidationError(f"workflow {self.name!r} has no node {node_id!r}")
+        return self._nodes[self._position(node_id)]
 
     def has_node(self, node_id: str) -> bool:
-        return any(n.id == node_id for n in self._nodes)
+        return node_id in self._index
 
     def first(self) -> Node:
         if not self._nodes:
@@ -213,13 +218,11 @@ class Workflow:
         return self._nodes[0]
 
     def next_of(self, node_id: str) -> Node | None:
-        ids = [n.id for n in self._nodes]
-        i = ids.index(node_id)
-        return self._nodes[i + 1] if i + 1 < len(ids) else None
+        i = self._position(node_id) + 1
+        return self._nodes[i] if i < len(self._nodes) else None
 
     def prev_of(self, node_id: str) -> Node | None:
-        ids = [n.id for n in self._nodes]
-        i = ids.index(node_id)
+        i = self._position(node_id)
         return self._nodes[i - 1] if i > 0 else None
 
     def wait_node(self, event: str) -> Node:

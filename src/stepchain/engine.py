@@ -125,7 +125,6 @@ class Engine:
             raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
         wf = self.registry.get(run.workflow, run.version)
         node = wf.wait_node(name)
-        rec = self.store.get_node(run_id, node.id)
         ref = self.codec.encode(payload, scope=f"{run_id}/events/{name}")
         if not self.store.put_event(run_id, name, ref, self.clock.now_ms()):
             if self.store.get_event(run_id, name) != ref:

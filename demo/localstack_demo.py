@@ -36,8 +36,9 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from story import print_files, print_ledger, save_run, verdict  # noqa: E402
+
 from stepchain.ledger import NodeView, RunView  # noqa: E402
-from stepchain.timeline import render_html, render_text  # noqa: E402
 
 QUESTION = (
     "What is the global installed capacity of grid-scale battery storage, how much do battery packs cost, "
@@ -382,9 +383,7 @@ def report(
         print("demo FAILED: no run")
         return 1
     view = RunView.from_dict(doc)
-    print("\n" + render_text(view, items=False) + "\n")
-    (out / "timeline.html").write_text(render_html(view))
-    (out / "run.json").write_text(json.dumps(view.to_dict(), indent=1))
+    save_run(view, out)
     if view.status != "SUCCEEDED":
         print(f"demo FAILED: run ended {view.status}: {view.error}")
         return 1
@@ -400,7 +399,7 @@ def report(
     fetch = next(n for n in view.nodes if n.key == "fetch")
     pages_ok = sources is not None and fetch.items_checkpointed == sources
     fetch_crashed = any(c["node"] == "fetch" for c in view.crash_events)
-    t, tax = view.totals, view.restart_tax_avoided
+    t = view.totals
     print(f"steps run: {len(steps)} (each exactly once: {'yes' if not rerun else 'NO: ' + ', '.join(rerun)})")
     print(
         f"pages fetched: {fetch.items_checkpointed} of {sources} sources (each checkpointed once: "
@@ -410,26 +409,13 @@ def report(
         f"steps resumed from checkpoints: {len(resumed)} ({'; '.join(resumed) or 'none'}); completed steps re-run: "
         f"{len(rerun)}"
     )
-    print(f"invocations: {t['invocations']} across {len(leaves)} units of work; crashes recovered: {t['crashes']}")
-    print(
-        f"restart tax avoided: {tax.seconds:.1f} s of compute and ${tax.usd:.6f} "
-        f"(what restarting from scratch at each crash would have re-spent)"
-    )
-    print(f"cost of the run: ${t['cost_usd']:.6f} recorded (LLM) + ${t['compute_usd']:.6f} Lambda compute")
+    print_ledger(view)
     if killed:
         print(f"worker killed: pid {killed['pid']} (SIGKILL, {'confirmed dead' if killed['dead'] else 'NOT dead'})")
     print(f"API calls: {api.calls} (all SigV4-signed, all to 127.0.0.1)")
-    print(
-        f"report: {out / 'report.md'}\ntimeline: {out / 'timeline.html'} "
-        f"(again in the terminal: .venv/bin/stepchain show --json {out / 'run.json'})"
-    )
+    print_files(out)
     ok = bool(killed.get("dead")) and t["crashes"] >= 1 and fetch_crashed and not rerun and waits_ok and pages_ok
-    print(
-        "\ndemo OK: the run survived a killed Lambda worker, and no completed step was re-run."
-        if ok
-        else "\ndemo FAILED: see above"
-    )
-    return 0 if ok else 1
+    return verdict(ok, "Lambda worker")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "functions" / "research_agent"))
 
+from story import print_files, print_ledger, save_run, verdict  # noqa: E402
+
 from research_agent.workflow import wf  # noqa: E402
 from stepchain.aws import AwsClients, build_engine  # noqa: E402
 from stepchain.ledger import RunView, describe  # noqa: E402
 from stepchain.local import EmbeddedAws, visibility_timeout_for  # noqa: E402
 from stepchain.settings import Settings  # noqa: E402
-from stepchain.timeline import render_html, render_text  # noqa: E402
 
 QUESTION = (
     "What is the global installed capacity of grid-scale battery storage, how much do battery packs cost, "
@@ -220,9 +221,7 @@ def main() -> int:
 
 
 def report(engine: Any, view: RunView, out: Path, audit_path: Path, kills: int) -> int:
-    print("\n" + render_text(view, items=False) + "\n")
-    (out / "timeline.html").write_text(render_html(view))
-    (out / "run.json").write_text(json.dumps(view.to_dict(), indent=1))
+    save_run(view, out)
     if view.status != "SUCCEEDED":
         print(f"demo FAILED: run ended {view.status}: {view.error}")
         return 1
@@ -231,9 +230,7 @@ def report(engine: Any, view: RunView, out: Path, audit_path: Path, kills: int) 
     audit = read_audit(audit_path)
     rerun = sorted(audit.after_checkpoint)
     steps, items, once = audit.units("step"), audit.units("item"), audit.units("once")
-    leaves = [i for n in view.nodes for i in (n.items or [n])]
     resumed = [n.key for n in view.nodes if n.resumed or any(i.resumed for i in n.items)]
-    t, tax = view.totals, view.restart_tax_avoided
     print(f"steps run: {len(steps)}, pages fetched: {len(items)}, LLM calls: {len(once)}")
     print(f"completed work executed again after its checkpoint: {len(rerun)} {rerun if rerun else '(none)'}")
     if audit.lost_to_kills:
@@ -242,23 +239,9 @@ def report(engine: Any, view: RunView, out: Path, audit_path: Path, kills: int) 
             "(its result had not been checkpointed yet)"
         )
     print(f"steps resumed from checkpoints: {len(resumed)} ({', '.join(resumed) or 'none'})")
-    print(f"invocations: {t['invocations']} across {len(leaves)} units of work; crashes recovered: {t['crashes']}")
-    print(
-        f"restart tax avoided: {tax.seconds:.1f} s of compute and ${tax.usd:.6f} "
-        f"(what restarting from scratch at each crash would have re-spent)"
-    )
-    print(f"cost of the run: ${t['cost_usd']:.6f} recorded (LLM) + ${t['compute_usd']:.6f} Lambda compute")
-    print(
-        f"report: {out / 'report.md'}\ntimeline: {out / 'timeline.html'} "
-        f"(again in the terminal: .venv/bin/stepchain show --json {out / 'run.json'})"
-    )
-    ok = kills >= 1 and not rerun and t["crashes"] >= 1
-    print(
-        "\ndemo OK: the run survived a killed worker, and no completed step was re-run."
-        if ok
-        else "\ndemo FAILED: see above"
-    )
-    return 0 if ok else 1
+    print_ledger(view)
+    print_files(out)
+    return verdict(kills >= 1 and not rerun and view.totals["crashes"] >= 1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The README's quickstart, runnable: a three-step agent that survives a crash, tested in-process.
 
-    .venv/bin/python examples/quickstart.py
+.venv/bin/python examples/quickstart.py
 """
+
+import time
 
 from stepchain import RetryPolicy, StepContext, Workflow
 from stepchain.testing import Harness
@@ -17,7 +19,7 @@ def plan(ctx: StepContext, request: dict) -> list[str]:
 @wf.step(timeout_s=10)
 def research(ctx: StepContext, parts: list[str]) -> list[dict]:
     def study(part: str) -> dict:
-        HARNESS.clock.advance(3_000)  # pretend each part takes 3 s; 6 parts do not fit in 10 s
+        time.sleep(3)  # an LLM call that takes 3 s: 6 parts do not fit in one 10 s invocation
         ctx.record_cost(usd=0.002, input_tokens=900, output_tokens=150)
         return {"part": part, "notes": part.upper()}
 
@@ -35,13 +37,13 @@ def publish(ctx: StepContext, approval: dict) -> str:
 
 
 if __name__ == "__main__":
-    with Harness(wf) as HARNESS:  # moto-backed DynamoDB and S3, virtual time
-        HARNESS.crash_at("mid_item", node="research", skip=2)  # kill the worker in the middle of 'research'
-        run_id = HARNESS.start("quickstart", {"topic": "grid batteries"})
-        HARNESS.run()  # runs until the run waits for its approval
-        HARNESS.send_event(run_id, "approval", {"by": "ana"})
-        HARNESS.run()
-        print(HARNESS.output(run_id))  # published 6 notes, approved by ana
-        print(dict(HARNESS.executions))  # every step executed exactly once
-        view = HARNESS.view(run_id)
+    with Harness(wf) as h:  # moto-backed DynamoDB and S3, virtual time (time.sleep skips)
+        h.crash_at("mid_item", node="research", skip=2)  # kill the worker in the middle of 'research'
+        run_id = h.start("quickstart", {"topic": "grid batteries"})
+        h.run()  # runs until the run waits for its approval
+        h.send_event(run_id, "approval", {"by": "ana"})
+        h.run()
+        print(h.output(run_id))  # published 6 notes, approved by ana
+        print(dict(h.executions))  # every step executed exactly once
+        view = h.view(run_id)
         print(view.totals["invocations"], "invocations,", view.restart_tax_avoided)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.handoff.inprocess import InProcessHandoff
@@ -88,7 +89,8 @@ class Harness:
     """Runs workflows with real adapters (``backend="moto"``) or in memory, in virtual time.
 
     ``budget_ms`` is each simulated invocation's time limit (default: the node's ``timeout_s``).
-    Steps spend virtual time with ``harness.clock.advance(ms)``; passing the deadline kills the
+    Steps spend virtual time with ``time.sleep(s)`` (patched while a step runs, unless
+    ``virtual_sleep=False``) or ``harness.clock.advance(ms)``; passing the deadline kills the
     invocation, like Lambda does. Killed or crashed invocations are redelivered after their lease
     runs out, as SQS would after its visibility timeout.
     """
@@ -100,6 +102,7 @@ class Harness:
         budget_ms: int | None = None,
         inline_limit: int = DEFAULT_INLINE_LIMIT,
         duplicate_delivery: bool = False,
+        virtual_sleep: bool = True,
     ) -> None:
         if backend not in ("moto", "memory"):
             raise ValueError("backend must be 'moto' or 'memory'")
@@ -107,6 +110,7 @@ class Harness:
         self.probe = HarnessProbe()
         self.registry = Registry(workflows)
         self.budget_ms = budget_ms
+        self.virtual_sleep = virtual_sleep
         self.invocations: list[InvocationLog] = []
         self.api_calls: Counter[str] = Counter()
         self._stack = ExitStack()
@@ -206,7 +210,8 @@ class Harness:
         outcome: Outcome | None = None
         result = "crashed"
         try:
-            outcome = self.engine.process(msg, ctx)
+            with self._virtual_sleep():
+                outcome = self.engine.process(msg, ctx)
             self.handoff.apply(msg, outcome, self.clock.now_ms())
             result = outcome.kind.value
         except (InjectedCrash, InvocationTimeout) as died:
@@ -217,6 +222,15 @@ class Harness:
             self.clock.set_deadline(None)
             self.invocations.append(InvocationLog(key, msg.action, budget, ctx.elapsed_ms(), result))
         return outcome
+
+    @contextmanager
+    def _virtual_sleep(self) -> Iterator[None]:
+        """Inside a step, ``time.sleep(s)`` spends ``s`` of virtual time (and no real time)."""
+        if not self.virtual_sleep:
+            yield
+            return
+        with mock.patch("time.sleep", lambda seconds: self.clock.advance(seconds * 1000)):
+            yield
 
     # -- looking at runs ---------------------------------------------------------------------------
     def status(self, run_id: str) -> str:

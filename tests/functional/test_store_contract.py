@@ -852,9 +852,7 @@ def test_an_evicted_invocation_whose_node_update_was_lost_is_not_read_twice(sut:
     expected = _invocations(sut, HISTORY_WINDOW)
     res = claim(sut.store, "step", owner="late", now=T0 + 50_000)
     assert res.record is not None
-    stale = NodeChanges(
-        NodeStatus.SUCCEEDED, T0 + 50_001, invocation=Invocation(1, 2, "succeeded"), prior=res.record
-    )
+    stale = NodeChanges(NodeStatus.SUCCEEDED, T0 + 50_001, invocation=Invocation(1, 2, "succeeded"), prior=res.record)
     assert sut.store.finish("run1", "step", stale, owner="someone-else") is FinishResult.LOST
     if sut.kind == "memory":  # one atomic step there: plant what a worker dying in between leaves
         plant(sut, history_sk("step", 0), expected[0].to_dict())

@@ -8,18 +8,24 @@ original code a node item grew ~57 B per invocation and the RUN item ~43 B per c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stepchain import RetryPolicy, StepContext, Workflow
+from stepchain.api import handle_api_event
 from stepchain.exceptions import ContinueInNewInvocation
 from stepchain.records import HISTORY_WINDOW, RUN_SK, node_sk, run_pk
 from stepchain.store.dynamodb import DynamoDBStore, from_item
 from stepchain.store.memory import MemoryStore
 from stepchain.testing import Harness
+from stepchain.timeline import render_html
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 LEFT: Counter[str] = Counter()  # continuations still to make, by run input tag
 
@@ -120,3 +126,44 @@ def test_the_run_item_stays_the_same_size_whatever_its_number_of_crash_events(ba
     node = {v.key: v for v in view.nodes}["flaky"]
     assert [e["outcome"] for e in node.history] == ["crashed"] * crashes + ["succeeded"]
     assert (node.crashes, node.attempts) == (crashes, crashes + 1)
+
+
+@dataclasses.dataclass
+class ApiContext:
+    function_name: str = "ApiFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
+    aws_request_id: str = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def _api_get(h: Harness, path: str) -> Any:
+    """GET ``path`` through the API handler (the sample event of GET /runs/{id}/steps/{step})."""
+    event = json.loads((EVENTS / "api-get-step.json").read_text())
+    event["path"] = path
+    event["requestContext"]["path"] = "/v1" + path
+    event["pathParameters"] = None  # routed from the path
+    out = handle_api_event(h.engine, event, ApiContext())
+    assert out["statusCode"] == 200, out
+    return json.loads(out["body"])
+
+
+def test_the_api_and_the_timeline_show_every_invocation_and_crash() -> None:
+    n = 3 * HISTORY_WINDOW
+    with Harness(long, crashy, backend="memory") as h:
+        LEFT["api"] = n
+        rid = h.start("long", "api")
+        h.crash_at("after_claim", node="flaky", times=3)
+        crashed = h.start("crashy", 1)
+        h.run()
+        step = _api_get(h, f"/runs/{rid}/steps/grind")
+        run = _api_get(h, f"/runs/{rid}")
+        crash_run = _api_get(h, f"/runs/{crashed}")
+        view = h.view(rid)
+    assert [e["outcome"] for e in step["history"]] == ["continued"] * n + ["succeeded"]
+    grind = next(node for node in run["nodes"] if node["key"] == "grind")
+    assert grind["history"] == step["history"]
+    assert [c["kind"] for c in crash_run["crash_events"]] == ["takeover"] * 3
+    assert render_html(view).count('class="bar"') == n + 1 + 1  # a bar per invocation: grind's and after's

@@ -913,3 +913,18 @@ def test_run_item_size_is_constant_whatever_the_number_of_crash_events(sut: Stor
         sut.store.add_crash_event("run1", e.at_ms, e.node, e.kind)
     assert item_bytes(sut.raw(run_pk("run1"), RUN_SK)) == before
     assert sut.store.list_crash_events("run1") == events
+
+
+def test_history_and_crash_items_carry_the_ttl_attribute(moto: MotoSession) -> None:
+    sut = _dynamodb(moto, RETENTION_S)
+    expected = _invocations(sut, HISTORY_WINDOW + 1)
+    sut.store.add_crash_event("run1", T0 + 5, "step", "takeover")
+    evicted = sut.raw(run_pk("run1"), history_sk("step", 0))
+    assert evicted is not None and evicted["expires_at"] == expected[0].started_ms // 1000 + RETENTION_S
+    assert isinstance(sut.store, DynamoDBStore)
+    crash = moto.peek.query(
+        TableName=sut.store.table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :c)",
+        ExpressionAttributeValues={":pk": {"S": run_pk("run1")}, ":c": {"S": "C#"}},
+    )["Items"]
+    assert [from_item(i)["expires_at"] for i in crash] == [(T0 + 5) // 1000 + RETENTION_S]

@@ -49,6 +49,7 @@ class NodeView:
     items_checkpointed: int
     error: dict[str, str] | None
     history: list[dict[str, Any]]
+    effect_reruns: int = 0  # ctx.once effects run again (an earlier attempt never checkpointed them)
     items: list[NodeView] = field(default_factory=list)
 
 
@@ -115,6 +116,7 @@ def _node_view(rec: NodeRecord, kind: str, memory_mb: int, each: list[EachRecord
         output_bytes=PayloadCodec.size(rec.output_ref),
         offloaded=PayloadCodec.blob_key(rec.output_ref) is not None,
         items_checkpointed=len(each),
+        effect_reruns=rec.effect_reruns,
         error=rec.error,
         history=[h.to_dict() for h in rec.history],
     )
@@ -125,6 +127,8 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     order = {n.id: i for i, n in enumerate(wf.nodes)}
     records = store.list_nodes(run.run_id)
     each = store.list_each_all(run.run_id) if any(r.invocations for r in records) else {}
+    generation = {r.key: r.generation for r in records}  # progress discarded by a redrive is not counted
+    each = {k: [e for e in v if e.generation == generation.get(k, 0)] for k, v in each.items()}
     top: dict[str, NodeView] = {}
     items: list[NodeView] = []
     for rec in records:

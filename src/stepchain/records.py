@@ -8,8 +8,8 @@ sort key                               item
 ``RUN``                                the run: workflow, version, status, input/output refs
 ``N#<node>``                           a node (step, map, sleep, wait): status, lease, ledger
 ``N#<node>#<index>``                   one item of a map node
-``E#<node key>#<loop>#<i>``            one checkpointed iteration of ``ctx.each``
-``O#<node key>#<key>``                 one ``ctx.once`` effect
+``E#<node key>#g<gen>#<op>#<i>``      one checkpointed iteration of ``ctx.each`` (op: its operation id)
+``O#<node key>#g<gen>#<op>``           one ``ctx.once`` effect: in-progress marker, then its result
 ``V#<event name>``                     an event delivered before its wait node was reached
 =====================================  ===========================================================
 
@@ -72,16 +72,23 @@ def node_sk(key: str) -> str:
     return f"N#{key}"
 
 
-def each_sk(key: str, loop: str, i: int) -> str:
-    return f"E#{key}#{loop}#{i:06d}"
+def each_sk(key: str, loop: str, i: int, generation: int = 0) -> str:
+    """``loop`` is the ``each`` operation's id (``ctx.each``); ``generation`` the node's progress generation."""
+    return f"E#{key}#g{generation}#{loop}#{i:06d}"
 
 
-def each_prefix(key: str, loop: str) -> str:
-    return f"E#{key}#{loop}#"
+def each_prefix(key: str, loop: str, generation: int = 0) -> str:
+    return f"E#{key}#g{generation}#{loop}#"
 
 
-def once_sk(key: str, name: str) -> str:
-    return f"O#{key}#{name}"
+def parse_each_sk(sk: str) -> tuple[str, int, str, int]:
+    """``(node key, generation, loop, index)`` of an ``E#`` sort key (node keys may contain ``#``)."""
+    key, gen, loop, i = sk[2:].rsplit("#", 3)
+    return key, int(gen[1:]), loop, int(i)
+
+
+def once_sk(key: str, name: str, generation: int = 0) -> str:
+    return f"O#{key}#g{generation}#{name}"
 
 
 def event_sk(name: str) -> str:
@@ -134,6 +141,10 @@ class NodeRecord:
     task_token: str | None = None
     items_total: int | None = None
     history: tuple[Invocation, ...] = field(default_factory=tuple)
+    #: bumped by a redrive that discards the node's partial progress (``ctx.each`` items, ``ctx.once`` results)
+    generation: int = 0
+    #: ``ctx.once`` effects started again because an earlier attempt never checkpointed them
+    effect_reruns: int = 0
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -172,6 +183,8 @@ class NodeRecord:
             task_token=item.get("task_token"),
             items_total=opt_int("items_total"),
             history=tuple(Invocation.from_dict(h) for h in item.get("history", [])),
+            generation=int(item.get("gen", 0)),
+            effect_reruns=int(item.get("effect_reruns", 0)),
         )
 
 
@@ -235,3 +248,53 @@ class EachRecord:
     value_ref: str
     duration_ms: int
     ended_ms: int
+    #: the slowest item up to and including this one (ms): a resume reads only the last record
+    slowest_ms: int = 0
+    #: a short hash of the item (its JSON), when it is JSON-serializable: a changed list is detected
+    fingerprint: str | None = None
+    loop: str = ""
+    generation: int = 0
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "index": self.index,
+            "value": self.value_ref,
+            "duration_ms": self.duration_ms,
+            "ended": self.ended_ms,
+            "slowest_ms": self.slowest_ms,
+        }
+        if self.fingerprint is not None:
+            item["fp"] = self.fingerprint
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any], loop: str = "", generation: int = 0) -> EachRecord:
+        fp = item.get("fp")
+        return cls(
+            int(item["index"]),
+            str(item["value"]),
+            int(item["duration_ms"]),
+            int(item["ended"]),
+            int(item.get("slowest_ms", item["duration_ms"])),
+            None if fp is None else str(fp),
+            loop,
+            generation,
+        )
+
+
+class OnceState(StrEnum):
+    STARTED = "STARTED"  # the effect was started (in-progress marker) and its result not checkpointed yet
+    DONE = "DONE"  # the effect's result is checkpointed
+
+
+@dataclass(frozen=True)
+class OnceStart:
+    """What the in-progress marker write of ``ctx.once`` found.
+
+    ``done_ref``: the checkpointed result (the effect is over: return it). Otherwise the marker is
+    ours; ``restarted`` says an earlier attempt had started the effect and never checkpointed it.
+    """
+
+    done_ref: str | None = None
+    restarted: bool = False
+    previous_owner: str | None = None

@@ -180,11 +180,11 @@ class Engine:
         """Resume a FAILED run at its failed node(s); completed nodes are not run again.
 
         With ``replace_input`` the failed node starts over with ``input`` (e.g. a corrected value).
-        ``keep_progress`` (default: keep unless ``replace_input``) says whether the failed nodes keep
-        their partial progress (``ctx.each`` items, ``ctx.once`` results); discarding it starts a new
-        progress generation (nothing is deleted: the old items expire by TTL).
+        ``keep_progress`` says whether the failed nodes keep their partial progress (``ctx.each``
+        items, ``ctx.once`` results); by default a node whose input is replaced discards it, the
+        others (map items keep their own input) resume it. Discarding starts a new progress
+        generation (nothing is deleted: the old items expire by TTL).
         """
-        keep = (not replace_input) if keep_progress is None else keep_progress
         run = self.get_run(run_id)
         if run.status is not RunStatus.FAILED:
             raise InvalidRunState(f"run {run_id} is {run.status.value}; only FAILED runs can be redriven")
@@ -203,7 +203,13 @@ class Engine:
             self.store.finish(
                 run_id,
                 rec.key,
-                NodeChanges(NodeStatus.PENDING, now, attempts=1, input_ref=new_input, new_generation=not keep),
+                NodeChanges(
+                    NodeStatus.PENDING,
+                    now,
+                    attempts=1,
+                    input_ref=new_input,
+                    new_generation=not (new_input is None if keep_progress is None else keep_progress),
+                ),
                 expect=(NodeStatus.FAILED,),
             )
             msgs.append(Activation(run_id, run.workflow, run.version, rec.node, rec.index))

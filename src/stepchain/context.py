@@ -79,6 +79,8 @@ class StepContext:
     _ops: Scopes = field(default_factory=Scopes, init=False)
     _cancel_checked_ms: int = field(default=0, init=False)
     _effect_restarted: bool = field(default=False, init=False)
+    #: loops completed by this invocation: op -> (scope, items, results, slowest item ms)
+    _each_completed: dict[str, tuple[str, Sequence[Any], list[Any], int]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._cancel_checked_ms = self._engine.clock.now_ms()

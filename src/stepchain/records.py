@@ -81,10 +81,16 @@ def each_prefix(key: str, loop: str, generation: int = 0) -> str:
     return f"E#{key}#g{generation}#{loop}#"
 
 
+def each_done_sk(key: str, loop: str, generation: int = 0) -> str:
+    """A completed loop's summary (all its results): sorts after its items, so a resume finds it first."""
+    return f"E#{key}#g{generation}#{loop}#~"
+
+
 def parse_each_sk(sk: str) -> tuple[str, int, str, int]:
-    """``(node key, generation, loop, index)`` of an ``E#`` sort key (node keys may contain ``#``)."""
+    """``(node key, generation, loop, index)`` of an ``E#`` sort key (node keys may contain ``#``);
+    the index of a loop's summary is -1."""
     key, gen, loop, i = sk[2:].rsplit("#", 3)
-    return key, int(gen[1:]), loop, int(i)
+    return key, int(gen[1:]), loop, -1 if i == "~" else int(i)
 
 
 def once_sk(key: str, name: str, generation: int = 0) -> str:
@@ -254,6 +260,9 @@ class EachRecord:
     fingerprint: str | None = None
     loop: str = ""
     generation: int = 0
+    #: a completed loop's summary: ``value_ref`` holds every result, ``index`` the last item's,
+    #: ``fingerprint`` the whole item list's (written when the step continues after the loop)
+    complete: bool = False
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -265,6 +274,8 @@ class EachRecord:
         }
         if self.fingerprint is not None:
             item["fp"] = self.fingerprint
+        if self.complete:
+            item["complete"] = True
         return item
 
     @classmethod
@@ -279,6 +290,7 @@ class EachRecord:
             None if fp is None else str(fp),
             loop,
             generation,
+            bool(item.get("complete", False)),
         )
 
 

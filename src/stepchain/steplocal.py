@@ -94,6 +94,10 @@ class Scopes:
             op = name
         return f"{scope}/{op}" if scope else op
 
+    @property
+    def open_scopes(self) -> tuple[str, ...]:
+        return tuple(self._stack)
+
     @contextmanager
     def inside(self, scope: str) -> Iterator[None]:
         self._stack.append(scope)
@@ -136,8 +140,14 @@ def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: s
     engine = ctx._engine
     store, codec, probe, clock = engine.store, engine.codec, engine.probe, engine.clock
     run_id, key, gen = ctx.run_id, ctx.key, ctx.generation
+    scope = ctx._ops.current
     op = ctx._ops.next_id(name, "ctx.each")
     last = store.last_each(run_id, key, op, generation=gen)
+    if last is not None and last.complete:  # a loop completed earlier: its summary holds every result
+        if last.index != len(items) - 1 or last.fingerprint not in (None, fingerprint(list(items))):
+            raise EachItemsChanged(f"ctx.each {op!r}: the items differ from the ones of its completed checkpoint")
+        ctx.cost.checkpoint_hits += len(items)
+        return codec.decode(last.value_ref)  # type: ignore[no-any-return]
     start, slowest = 0, 0
     if last is not None:
         _check_resume(op, last, items)
@@ -147,6 +157,7 @@ def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: s
     for i in range(start, len(items)):
         needed = ctx.margin_ms + int(1.5 * slowest)
         if ctx._items_done > 0 and ctx.remaining_ms() < needed:
+            _summarize_completed_loops(ctx)
             raise ContinueInNewInvocation(
                 f"{ctx.remaining_ms()} ms left, next item needs ~{needed} ms ({i}/{len(items)} done)"
             )
@@ -174,7 +185,26 @@ def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: s
     missing = [i for i in range(len(items)) if i not in results]
     if missing:
         raise EachItemsChanged(f"ctx.each {op!r}: no checkpoint for items {missing[:5]}")
-    return [results[i] for i in range(len(items))]
+    out = [results[i] for i in range(len(items))]
+    if items:
+        ctx._each_completed[op] = (scope, items, out, slowest)
+    return out
+
+
+def _summarize_completed_loops(ctx: StepContext) -> None:
+    """Before continuing: write a summary of every loop this invocation completed that the next
+    invocation runs through again (those of the scopes still open), so it reads one item for each.
+    Loops inside items that are already checkpointed are never run again: no summary for them."""
+    engine = ctx._engine
+    open_scopes = {"", *ctx._ops.open_scopes}
+    for op, (scope, items, results, slowest) in ctx._each_completed.items():
+        if scope in open_scopes:
+            ref = engine.codec.encode(results, scope=f"{ctx.run_id}/{ctx.key}/each")
+            summary = EachRecord(
+                len(items) - 1, ref, 0, engine.clock.now_ms(), slowest, fingerprint(list(items)), complete=True
+            )
+            engine.store.put_each(ctx.run_id, ctx.key, op, summary, generation=ctx.generation)
+    ctx._each_completed.clear()
 
 
 def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callable[[], R | None] | None) -> R:

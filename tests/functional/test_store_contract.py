@@ -586,6 +586,19 @@ def test_last_each_reads_only_the_highest_index(sut: StoreUnderTest) -> None:
     assert sut.store.last_each("run1", "s", "@1", generation=1) is None
 
 
+def test_a_loop_summary_is_what_last_each_finds_and_is_not_an_item(sut: StoreUnderTest) -> None:
+    for i in range(3):
+        sut.store.put_each("run1", "s", "@1", EachRecord(i, f'{{"v":{i}}}', 5, T0 + i))
+    summary = EachRecord(2, '{"v":[0,1,2]}', 0, T0 + 9, slowest_ms=5, fingerprint="ff", complete=True)
+    assert sut.store.put_each("run1", "s", "@1", summary) is True
+    assert sut.store.put_each("run1", "s", "@1", summary) is False
+    assert sut.store.last_each("run1", "s", "@1") == EachRecord(
+        2, '{"v":[0,1,2]}', 0, T0 + 9, slowest_ms=5, fingerprint="ff", loop="@1", complete=True
+    )
+    assert [r.index for r in sut.store.list_each("run1", "s", "@1")] == [0, 1, 2]
+    assert [r.index for r in sut.store.list_each_all("run1")["s"]] == [0, 1, 2]
+
+
 def test_put_once_returns_the_first_winner(sut: StoreUnderTest) -> None:
     assert sut.store.get_once("run1", "step", "llm") is None
     assert sut.store.put_once("run1", "step", "llm", '{"v":"first"}', T0) == '{"v":"first"}'

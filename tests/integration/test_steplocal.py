@@ -407,6 +407,42 @@ def test_resuming_each_reads_one_item_per_continuation_and_all_once_at_the_end()
         assert read["items"] == (k - 1) + n, (read, k)  # before: 0 + 2 + 4 + ... = K(K-1) items
 
 
+two_long_loops = Workflow("two-long-loops")
+
+
+@two_long_loops.step(timeout_s=4)
+def pages_then_notes(ctx: StepContext, n: int) -> dict[str, list[int]]:
+    def fast(i: int) -> int:
+        return i
+
+    def slow(i: int) -> int:
+        time.sleep(1)
+        return -i
+
+    return {"fast": ctx.each(list(range(n)), fast), "slow": ctx.each(list(range(n)), slow)}
+
+
+def test_a_loop_completed_before_a_continuation_is_read_as_one_item_afterwards() -> None:
+    n = 20
+    with Harness(two_long_loops, backend="moto") as h:
+        items_read: list[int] = []
+
+        def count(parsed: dict[str, Any], **_: Any) -> None:
+            items_read.append(len(parsed.get("Items", [])))
+
+        h.store.client.meta.events.register("after-call.dynamodb.Query", count)  # type: ignore[attr-defined]
+        rid = h.start("two-long-loops", n)
+        h.run()
+        assert h.output(rid) == {"fast": list(range(n)), "slow": [-i for i in range(n)]}
+        k = len([i for i in h.invocations if i.key == "pages_then_notes"])
+        assert k >= 8
+        # per continuation: the first loop's summary (1 item) + the second loop's last item (1 item);
+        # at the end the second loop's items once. Without the summary: + n items per continuation.
+        assert sum(items_read) <= 2 * k + n, (items_read, k)
+        assert max(items_read) == n
+        assert h.view(rid).nodes[0].items_checkpointed == 2 * n  # summaries are not items
+
+
 # ============================================================== cancel and the ledger
 @long_loop.step(name="after", timeout_s=4)
 def after_crawl(ctx: StepContext, pages: list[int]) -> int:

@@ -215,11 +215,12 @@ class CheckpointStore(ABC):
     # node's progress generation (a discarding redrive starts a new one; old items expire by TTL).
     @abstractmethod
     def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord, *, generation: int = 0) -> bool:
-        """Checkpoint one item unless it is there already (one conditional write)."""
+        """Checkpoint one item (or, ``rec.complete``, the loop's summary) unless it is there (one conditional write)."""
 
     @abstractmethod
     def last_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> EachRecord | None:
-        """The checkpointed item with the highest index: ONE item read (a resume costs O(1))."""
+        """The loop's summary if it has one, else its checkpointed item with the highest index: ONE
+        item read (a resume costs O(1)). ``list_each``/``list_each_all`` return items only."""
 
     @abstractmethod
     def list_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> list[EachRecord]: ...

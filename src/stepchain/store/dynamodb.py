@@ -21,6 +21,7 @@ from stepchain.records import (
     OnceState,
     RunRecord,
     RunStatus,
+    each_done_sk,
     each_prefix,
     each_sk,
     event_sk,
@@ -461,7 +462,9 @@ class DynamoDBStore(CheckpointStore):
         return self._put_if_absent(
             {
                 "pk": run_pk(run_id),
-                "sk": each_sk(key, loop, rec.index, generation),
+                "sk": each_done_sk(key, loop, generation)
+                if rec.complete
+                else each_sk(key, loop, rec.index, generation),
                 **rec.to_item(),
                 "expires_at": self.expires_at(rec.ended_ms),
             }
@@ -485,12 +488,15 @@ class DynamoDBStore(CheckpointStore):
         return self._each_record(from_item(items[0])) if items else None
 
     def list_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> list[EachRecord]:
-        return [self._each_record(i) for i in self._query_prefix(run_id, each_prefix(key, loop, generation))]
+        recs = [self._each_record(i) for i in self._query_prefix(run_id, each_prefix(key, loop, generation))]
+        return [r for r in recs if not r.complete]
 
     def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
         out: dict[str, list[EachRecord]] = {}
         for item in self._query_prefix(run_id, "E#"):
-            out.setdefault(parse_each_sk(str(item["sk"]))[0], []).append(self._each_record(item))
+            rec = self._each_record(item)
+            if not rec.complete:
+                out.setdefault(parse_each_sk(str(item["sk"]))[0], []).append(rec)
         return out
 
     def get_once(self, run_id: str, key: str, name: str, *, generation: int = 0) -> str | None:

@@ -17,6 +17,7 @@ from stepchain.records import (
     OnceState,
     RunRecord,
     RunStatus,
+    each_done_sk,
     each_prefix,
     each_sk,
     event_sk,
@@ -289,7 +290,8 @@ class MemoryStore(CheckpointStore):
     def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord, *, generation: int = 0) -> bool:
         with self._lock:
             self.calls += 1
-            k = (run_pk(run_id), each_sk(key, loop, rec.index, generation))
+            sk = each_done_sk(key, loop, generation) if rec.complete else each_sk(key, loop, rec.index, generation)
+            k = (run_pk(run_id), sk)
             if k in self._items:
                 return False
             self._items[k] = rec.to_item()
@@ -316,14 +318,15 @@ class MemoryStore(CheckpointStore):
     def list_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> list[EachRecord]:
         with self._lock:
             self.calls += 1
-            return [r for _, r in self._each(run_id, each_prefix(key, loop, generation))]
+            return [r for _, r in self._each(run_id, each_prefix(key, loop, generation)) if not r.complete]
 
     def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
         with self._lock:
             self.calls += 1
             out: dict[str, list[EachRecord]] = {}
             for sk, rec in self._each(run_id, "E#"):
-                out.setdefault(parse_each_sk(sk)[0], []).append(rec)
+                if not rec.complete:
+                    out.setdefault(parse_each_sk(sk)[0], []).append(rec)
             return out
 
     def get_once(self, run_id: str, key: str, name: str, *, generation: int = 0) -> str | None:

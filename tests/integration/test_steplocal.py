@@ -21,7 +21,7 @@ import pytest
 
 from stepchain import RetryPolicy, StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
-from stepchain.testing import BOUNDARIES, Harness
+from stepchain.testing import BOUNDARIES, Harness, SqsHarness
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -107,6 +107,40 @@ def test_a_named_once_inside_each_item_runs_per_item(backend: str) -> None:
         assert len(set(keys)) == len(orders)  # a provider deduplicating by key keeps them apart
         assert keys[2] == f"{rid}:charge_all:@1/2/charge"
         assert h.effects == Counter({f"charge_all/@1/{i}/charge": 1 for i in range(5)})
+
+
+keys = Workflow("keys")
+
+
+@keys.step(retry=RetryPolicy(max_attempts=2, backoff_s=0))
+def show_keys(ctx: StepContext, _: Any) -> dict[str, Any]:
+    if ctx.attempt == 1 and WORLD.get("fail_first"):
+        raise TerminalError("first attempt fails")
+    inside = ctx.each(["a"], lambda _: [ctx.idempotency_key, ctx.idempotency_key_for("fx")])[0]
+    return {
+        "step": ctx.idempotency_key,
+        "for": ctx.idempotency_key_for("fx"),
+        "once": ctx.once("fx", lambda: ctx.idempotency_key),
+        "item": inside,
+    }
+
+
+def test_idempotency_keys_name_the_operation_and_the_progress_generation() -> None:
+    WORLD["fail_first"] = True
+    with Harness(keys, backend="memory") as h:
+        rid = h.start("keys", None)
+        h.run()
+        assert h.status(rid) == "FAILED"
+        WORLD["fail_first"] = False
+        h.engine.redrive(rid, input=None, replace_input=True)  # a new input: progress discarded, generation 1
+        h.run()
+        base = f"{rid}:show_keys:g1"
+        assert h.output(rid) == {
+            "step": base,
+            "for": f"{base}:fx",
+            "once": f"{base}:fx",  # what idempotency_key_for announced
+            "item": [f"{base}:@1/0", f"{base}:@1/0/fx"],
+        }
 
 
 nested = Workflow("nested")
@@ -380,7 +414,7 @@ long_loop = Workflow("long-loop")
 @long_loop.step(timeout_s=4)
 def crawl(ctx: StepContext, n: int) -> list[int]:
     def page(i: int) -> int:
-        time.sleep(1)  # two items per 4 s invocation
+        WORLD.get("sleep", time.sleep)(1)  # two items per 4 s invocation
         hook("page", i)
         return i
 
@@ -449,8 +483,11 @@ def after_crawl(ctx: StepContext, pages: list[int]) -> int:
     return len(pages)
 
 
-def test_a_running_each_notices_a_cancel_at_its_next_item_checkpoint() -> None:
-    with Harness(long_loop, backend="memory", budget_ms=600_000) as h:
+@pytest.mark.parametrize("transport", [Harness, SqsHarness])
+def test_a_running_each_notices_a_cancel_at_its_next_item_checkpoint(transport: type[Harness]) -> None:
+    with transport(long_loop, backend="memory", budget_ms=600_000) as h:
+        if transport is SqsHarness:  # its steps' time.sleep is real: spend virtual time explicitly
+            WORLD["sleep"] = lambda s: h.clock.advance(s * 1000)
         rid = h.start("long-loop", 50)
         WORLD["hooks"]["page"] = lambda i: h.engine.cancel(rid) if i == 3 else None  # the user cancels meanwhile
         h.run()

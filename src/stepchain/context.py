@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
 
-from stepchain.exceptions import ContinueInNewInvocation, ValidationError
-from stepchain.records import EachRecord
+from stepchain.exceptions import ValidationError
+from stepchain.steplocal import Scopes, run_each, run_once
 
 if TYPE_CHECKING:
     from stepchain.engine import Engine
@@ -47,9 +47,13 @@ class NoProbe:
 
 @dataclass
 class CostMeter:
+    """What one invocation of a step spent (money, tokens) and reused (checkpoints, effect reruns)."""
+
     usd_nano: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    checkpoint_hits: int = 0  # ctx.each items and ctx.once results served from their checkpoints
+    effect_reruns: int = 0  # ctx.once effects an earlier attempt started and never checkpointed
 
 
 @dataclass
@@ -66,8 +70,20 @@ class StepContext:
     _engine: Engine
     cost: CostMeter = field(default_factory=CostMeter)
     margin_ms: int = MIN_MARGIN_MS
+    #: the node's progress generation (a redrive that discards progress starts a new one)
+    generation: int = 0
+    #: the lease owner of this invocation (written into ``ctx.once`` in-progress markers)
+    owner: str | None = None
     #: ``ctx.each`` items checkpointed by this invocation (each invocation gets a fresh context)
     _items_done: int = field(default=0, init=False)
+    _ops: Scopes = field(default_factory=Scopes, init=False)
+    _cancel_checked_ms: int = field(default=0, init=False)
+    _effect_restarted: bool = field(default=False, init=False)
+    #: loops completed by this invocation: op -> (scope, items, results, slowest item ms)
+    _each_completed: dict[str, tuple[str, Sequence[Any], list[Any], int]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._cancel_checked_ms = self._engine.clock.now_ms()
 
     @property
     def logger(self) -> Logger:
@@ -77,8 +93,27 @@ class StepContext:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across retries, crashes and continuations of this step: pass it to external APIs."""
-        return f"{self.run_id}:{self.key}"
+        """Stable across retries, crashes and continuations: pass it to external APIs.
+
+        At the top of a step it names the step (``<run_id>:<node key>``); inside a ``ctx.once``
+        function or a ``ctx.each`` item function it names that operation (``...:<operation id>``),
+        so two effects never share a key. A redrive that discards progress adds ``:g<n>``.
+        """
+        base = f"{self.run_id}:{self.key}" + (f":g{self.generation}" if self.generation else "")
+        scope = self._ops.current
+        return f"{base}:{scope}" if scope else base
+
+    def idempotency_key_for(self, name: str) -> str:
+        """The idempotency key that ``ctx.once(name, ...)`` called here passes as ``ctx.idempotency_key``."""
+        base = f"{self.run_id}:{self.key}" + (f":g{self.generation}" if self.generation else "")
+        scope = self._ops.current
+        return f"{base}:{scope}/{name}" if scope else f"{base}:{name}"
+
+    @property
+    def effect_restarted(self) -> bool:
+        """True inside a ``ctx.once`` function (or its ``reconcile``) when an earlier attempt started
+        this effect and never checkpointed its result: the effect may already have happened."""
+        return self._effect_restarted
 
     def remaining_ms(self) -> int:
         return int(self.lambda_context.get_remaining_time_in_millis())
@@ -95,25 +130,19 @@ class StepContext:
         """The checkpointed output of an earlier node of this run."""
         return self._engine.output_of(self.run_id, step)
 
-    def once(self, name: str, fn: Callable[[], R]) -> R:
-        """Run ``fn`` once per run for this step and ``name``; later calls return the stored result.
+    def once(self, name: str, fn: Callable[[], R], *, reconcile: Callable[[], R | None] | None = None) -> R:
+        """Run the effect ``fn`` once for this operation; later calls (retries, continuations) return its result.
 
-        The result is checkpointed right after ``fn`` returns. For an external effect whose
-        acknowledgement could be lost in a crash, also pass ``self.idempotency_key + name`` to the
-        provider so a repeat is deduplicated on its side.
+        Exactly once when its result was checkpointed. Before ``fn`` runs, an in-progress marker is
+        written; if a worker dies after ``fn`` started and before its result was checkpointed, the
+        next attempt finds the marker: it calls ``reconcile()`` (return the effect's result if it did
+        happen, ``None`` if not) or, without one, runs ``fn`` again and logs a warning
+        (``ctx.effect_restarted`` is True meanwhile). Pass ``ctx.idempotency_key`` (the operation's
+        own key inside ``fn``) to providers that deduplicate. ``name`` must be unique in its scope.
         """
-        engine = self._engine
-        stored = engine.store.get_once(self.run_id, self.key, name)
-        if stored is not None:
-            return engine.codec.decode(stored)  # type: ignore[no-any-return]
-        value = fn()
-        engine.probe.reached("once_executed", self.run_id, self.key, name)
-        ref = engine.codec.encode(value, scope=f"{self.run_id}/{self.key}/once")
-        winner = engine.store.put_once(self.run_id, self.key, name, ref, engine.clock.now_ms())
-        engine.probe.reached("once_checkpointed", self.run_id, self.key, name)
-        return engine.codec.decode(winner)  # type: ignore[no-any-return]
+        return run_once(self, name, fn, reconcile)
 
-    def each(self, items: Sequence[T], fn: Callable[[T], R], *, name: str = "each") -> list[R]:
+    def each(self, items: Sequence[T], fn: Callable[[T], R], *, name: str | None = None) -> list[R]:
         """Apply ``fn`` to every item, checkpointing each result as it is produced.
 
         Resumes after the last checkpointed item. Before starting an item, if the time left in
@@ -121,32 +150,9 @@ class StepContext:
         plus ``margin_ms``), it stops and the step continues in a fresh invocation. An invocation that
         has not checkpointed an item yet always tries one, so the step progresses even when the margin
         exceeds a whole invocation's budget (an item longer than that budget ends in a timeout).
+        Unnamed loops are identified by their position in the step; ``name`` must be unique in its scope.
         """
-        engine = self._engine
-        clock = engine.clock
-        done = engine.store.list_each(self.run_id, self.key, name)
-        results: dict[int, Any] = {r.index: engine.codec.decode(r.value_ref) for r in done}
-        slowest = max((r.duration_ms for r in done), default=0)
-        for i, item in enumerate(items):
-            if i in results:
-                continue
-            needed = self.margin_ms + int(1.5 * slowest)
-            if self._items_done > 0 and self.remaining_ms() < needed:
-                raise ContinueInNewInvocation(
-                    f"{self.remaining_ms()} ms left, next item needs ~{needed} ms ({i}/{len(items)} done)"
-                )
-            engine.probe.reached("mid_item", self.run_id, self.key, f"{name}:{i}")
-            t0 = clock.monotonic_ms()
-            value = fn(item)
-            took = int(clock.monotonic_ms() - t0)
-            engine.probe.reached("item_executed", self.run_id, self.key, f"{name}:{i}")
-            ref = engine.codec.encode(value, scope=f"{self.run_id}/{self.key}/{name}")
-            engine.store.put_each(self.run_id, self.key, name, EachRecord(i, ref, took, clock.now_ms()))
-            engine.probe.reached("item_checkpointed", self.run_id, self.key, f"{name}:{i}")
-            results[i] = value
-            slowest = max(slowest, took)
-            self._items_done += 1
-        return [results[i] for i in range(len(items))]
+        return run_each(self, items, fn, name)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from stepchain.exceptions import (
     ContinueInNewInvocation,
     InvalidRunState,
     RunNotFound,
+    StepCancelled,
     StepNotFound,
     TerminalError,
     ValidationError,
@@ -173,10 +174,16 @@ class Engine:
         self.handoff.cancel(run)
         return run
 
-    def redrive(self, run_id: str, *, input: Any = None, replace_input: bool = False) -> RunRecord:
+    def redrive(
+        self, run_id: str, *, input: Any = None, replace_input: bool = False, keep_progress: bool | None = None
+    ) -> RunRecord:
         """Resume a FAILED run at its failed node(s); completed nodes are not run again.
 
         With ``replace_input`` the failed node starts over with ``input`` (e.g. a corrected value).
+        ``keep_progress`` says whether the failed nodes keep their partial progress (``ctx.each``
+        items, ``ctx.once`` results); by default a node whose input is replaced discards it, the
+        others (map items keep their own input) resume it. Discarding starts a new progress
+        generation (nothing is deleted: the old items expire by TTL).
         """
         run = self.get_run(run_id)
         if run.status is not RunStatus.FAILED:
@@ -196,7 +203,13 @@ class Engine:
             self.store.finish(
                 run_id,
                 rec.key,
-                NodeChanges(NodeStatus.PENDING, now, attempts=1, input_ref=new_input),
+                NodeChanges(
+                    NodeStatus.PENDING,
+                    now,
+                    attempts=1,
+                    input_ref=new_input,
+                    new_generation=not (new_input is None if keep_progress is None else keep_progress),
+                ),
                 expect=(NodeStatus.FAILED,),
             )
             msgs.append(Activation(run_id, run.workflow, run.version, rec.node, rec.index))
@@ -356,7 +369,18 @@ class Engine:
         if input_ref is None:
             return self._release(msg, key, rec, "predecessor not finished")
         assert node.fn is not None
-        ctx = StepContext(msg.run_id, wf.name, node.id, key, msg.index, rec.attempts, lctx, self)
+        ctx = StepContext(
+            msg.run_id,
+            wf.name,
+            node.id,
+            key,
+            msg.index,
+            rec.attempts,
+            lctx,
+            self,
+            generation=rec.generation,
+            owner=rec.owner,
+        )
         t0 = self.clock.monotonic_ms()
         started = self.clock.now_ms()
         owner = rec.owner
@@ -373,6 +397,12 @@ class Engine:
             logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
             self.probe.reached("continued", msg.run_id, key)
             return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
+        except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
+            now = self.clock.now_ms()
+            inv = Invocation(started, now, "cancelled")
+            changes = self._ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
+            self.store.finish(msg.run_id, key, changes, owner=owner)
+            return Outcome(OutcomeKind.DROPPED, detail=str(sig))
         except Exception as exc:  # the step failed: retry or fail the run
             return self._step_failed(node, msg, key, rec, exc, t0, started, ctx.cost)
         now = self.clock.now_ms()
@@ -390,6 +420,8 @@ class Engine:
             add_cost_nano=cost.usd_nano,
             add_input_tokens=cost.input_tokens,
             add_output_tokens=cost.output_tokens,
+            add_checkpoint_hits=cost.checkpoint_hits,
+            add_effect_reruns=cost.effect_reruns,
             invocation=inv,
             **kw,
         )

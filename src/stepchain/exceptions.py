@@ -117,3 +117,26 @@ class ContinueInNewInvocation(StepchainSignal):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# --- step-local operations (ctx.each / ctx.once) -------------------------------------------
+
+
+class OperationNameReused(TerminalError):
+    """An explicit ``ctx.each``/``ctx.once`` name used twice in the same scope of one invocation.
+
+    Two operations sharing an id would share their checkpoints (the second would silently get the
+    first one's results), so this fails the step instead.
+    """
+
+    code = "operation_name_reused"
+
+
+class EachItemsChanged(TerminalError):
+    """``ctx.each`` resumed with items that differ from the ones its checkpoints were made for."""
+
+    code = "each_items_changed"
+
+
+class StepCancelled(StepchainSignal):
+    """Raised inside a running step (at a ``ctx.each`` item checkpoint) when its run was cancelled."""

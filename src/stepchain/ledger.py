@@ -49,6 +49,7 @@ class NodeView:
     items_checkpointed: int
     error: dict[str, str] | None
     history: list[dict[str, Any]]
+    effect_reruns: int = 0  # ctx.once effects run again (an earlier attempt never checkpointed them)
     items: list[NodeView] = field(default_factory=list)
 
 
@@ -117,6 +118,7 @@ def _node_view(
         output_bytes=PayloadCodec.size(rec.output_ref),
         offloaded=PayloadCodec.blob_key(rec.output_ref) is not None,
         items_checkpointed=len(each),
+        effect_reruns=rec.effect_reruns,
         error=rec.error,
         history=[h.to_dict() for h in full_history(rec, older)],
     )
@@ -130,6 +132,8 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     # nodes past their history window keep older invocations as H# items: one query for all
     older = store.list_history(run.run_id) if not all(r.history_complete for r in records) else {}
     crash_events = sorted((*run.crash_events, *store.list_crash_events(run.run_id)))
+    generation = {r.key: r.generation for r in records}  # progress discarded by a redrive is not counted
+    each = {k: [e for e in v if e.generation == generation.get(k, 0)] for k, v in each.items()}
     top: dict[str, NodeView] = {}
     items: list[NodeView] = []
     for rec in records:

@@ -8,8 +8,8 @@ sort key                               item
 ``RUN``                                the run: workflow, version, status, input/output refs
 ``N#<node>``                           a node (step, map, sleep, wait): status, lease, ledger
 ``N#<node>#<index>``                   one item of a map node
-``E#<node key>#<loop>#<i>``            one checkpointed iteration of ``ctx.each``
-``O#<node key>#<key>``                 one ``ctx.once`` effect
+``E#<node key>#g<gen>#<op>#<i>``      one checkpointed iteration of ``ctx.each`` (op: its operation id)
+``O#<node key>#g<gen>#<op>``           one ``ctx.once`` effect: in-progress marker, then its result
 ``V#<event name>``                     an event delivered before its wait node was reached
 ``H#<node key>#<n>``                   invocation ``n`` of a node, moved out of the node's window
 ``C#<at_ms>#<node>#<kind>#<rand>``     one crash event (a takeover or a lost handoff)
@@ -84,16 +84,29 @@ def node_sk(key: str) -> str:
     return f"N#{key}"
 
 
-def each_sk(key: str, loop: str, i: int) -> str:
-    return f"E#{key}#{loop}#{i:06d}"
+def each_sk(key: str, loop: str, i: int, generation: int = 0) -> str:
+    """``loop`` is the ``each`` operation's id (``ctx.each``); ``generation`` the node's progress generation."""
+    return f"E#{key}#g{generation}#{loop}#{i:06d}"
 
 
-def each_prefix(key: str, loop: str) -> str:
-    return f"E#{key}#{loop}#"
+def each_prefix(key: str, loop: str, generation: int = 0) -> str:
+    return f"E#{key}#g{generation}#{loop}#"
 
 
-def once_sk(key: str, name: str) -> str:
-    return f"O#{key}#{name}"
+def each_done_sk(key: str, loop: str, generation: int = 0) -> str:
+    """A completed loop's summary (all its results): sorts after its items, so a resume finds it first."""
+    return f"E#{key}#g{generation}#{loop}#~"
+
+
+def parse_each_sk(sk: str) -> tuple[str, int, str, int]:
+    """``(node key, generation, loop, index)`` of an ``E#`` sort key (node keys may contain ``#``);
+    the index of a loop's summary is -1."""
+    key, gen, loop, i = sk[2:].rsplit("#", 3)
+    return key, int(gen[1:]), loop, -1 if i == "~" else int(i)
+
+
+def once_sk(key: str, name: str, generation: int = 0) -> str:
+    return f"O#{key}#g{generation}#{name}"
 
 
 def event_sk(name: str) -> str:
@@ -173,6 +186,10 @@ class NodeRecord:
     history: tuple[Invocation, ...] = field(default_factory=tuple)
     #: invocations ever recorded (window included); the first ``history_count - len(history)`` are H# items
     history_count: int = 0
+    #: bumped by a redrive that discards the node's partial progress (``ctx.each`` items, ``ctx.once`` results)
+    generation: int = 0
+    #: ``ctx.once`` effects started again because an earlier attempt never checkpointed them
+    effect_reruns: int = 0
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -212,6 +229,8 @@ class NodeRecord:
             items_total=opt_int("items_total"),
             history=tuple(Invocation.from_dict(h) for h in item.get("history", [])),
             history_count=int(item.get("hist_n", len(item.get("history", [])))),
+            generation=int(item.get("gen", 0)),
+            effect_reruns=int(item.get("effect_reruns", 0)),
         )
 
     @property
@@ -308,3 +327,59 @@ class EachRecord:
     value_ref: str
     duration_ms: int
     ended_ms: int
+    #: the slowest item up to and including this one (ms): a resume reads only the last record
+    slowest_ms: int = 0
+    #: a short hash of the item (its JSON), when it is JSON-serializable: a changed list is detected
+    fingerprint: str | None = None
+    loop: str = ""
+    generation: int = 0
+    #: a completed loop's summary: ``value_ref`` holds every result, ``index`` the last item's,
+    #: ``fingerprint`` the whole item list's (written when the step continues after the loop)
+    complete: bool = False
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "index": self.index,
+            "value": self.value_ref,
+            "duration_ms": self.duration_ms,
+            "ended": self.ended_ms,
+            "slowest_ms": self.slowest_ms,
+        }
+        if self.fingerprint is not None:
+            item["fp"] = self.fingerprint
+        if self.complete:
+            item["complete"] = True
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any], loop: str = "", generation: int = 0) -> EachRecord:
+        fp = item.get("fp")
+        return cls(
+            int(item["index"]),
+            str(item["value"]),
+            int(item["duration_ms"]),
+            int(item["ended"]),
+            int(item.get("slowest_ms", item["duration_ms"])),
+            None if fp is None else str(fp),
+            loop,
+            generation,
+            bool(item.get("complete", False)),
+        )
+
+
+class OnceState(StrEnum):
+    STARTED = "STARTED"  # the effect was started (in-progress marker) and its result not checkpointed yet
+    DONE = "DONE"  # the effect's result is checkpointed
+
+
+@dataclass(frozen=True)
+class OnceStart:
+    """What the in-progress marker write of ``ctx.once`` found.
+
+    ``done_ref``: the checkpointed result (the effect is over: return it). Otherwise the marker is
+    ours; ``restarted`` says an earlier attempt had started the effect and never checkpointed it.
+    """
+
+    done_ref: str | None = None
+    restarted: bool = False
+    previous_owner: str | None = None

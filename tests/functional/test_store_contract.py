@@ -25,6 +25,7 @@ from stepchain.records import (
     EachRecord,
     Invocation,
     NodeStatus,
+    OnceStart,
     RunStatus,
     each_sk,
     event_sk,
@@ -460,6 +461,24 @@ def test_finish_accumulates_the_ledger(sut: StoreUnderTest) -> None:
     assert rec.history[1] == Invocation(T0 + 1000, T0 + 1750, "succeeded")
 
 
+def test_finish_adds_step_local_counters_and_starts_a_new_generation(sut: StoreUnderTest) -> None:
+    sut.store.create_run(new_run())
+    claim(sut.store, "s")
+    changes = NodeChanges(NodeStatus.CONTINUING, T0 + 1, add_checkpoint_hits=3, add_effect_reruns=1)
+    assert sut.store.finish("run1", "s", changes, owner="w1") is FinishResult.OK
+    claim(sut.store, "s", owner="w2")
+    failed = NodeChanges(NodeStatus.FAILED, T0 + 2, add_checkpoint_hits=2)
+    assert sut.store.finish("run1", "s", failed, owner="w2") is FinishResult.OK
+    rec = sut.store.get_node("run1", "s")
+    assert rec is not None and (rec.checkpoint_hits, rec.effect_reruns, rec.generation) == (5, 1, 0)
+    redrive = NodeChanges(NodeStatus.PENDING, T0 + 3, new_generation=True)
+    assert sut.store.finish("run1", "s", redrive, expect=(NodeStatus.FAILED,)) is FinishResult.OK
+    rec = sut.store.get_node("run1", "s")
+    assert rec is not None and rec.generation == 1
+    claimed = claim(sut.store, "s", owner="w3")
+    assert claimed.record is not None and claimed.record.generation == 1  # the claim returns it
+
+
 def test_add_checkpoint_hit_counts(sut: StoreUnderTest) -> None:
     put_in_status(sut.store, "step", NodeStatus.SUCCEEDED)
     sut.store.add_checkpoint_hit("run1", "step")
@@ -523,22 +542,64 @@ def test_list_nodes_by_prefix_in_key_order(sut: StoreUnderTest) -> None:
 
 # ------------------------------------------------------------------------------------ each / once / events
 def test_each_checkpoints_are_written_once_and_listed_by_index(sut: StoreUnderTest) -> None:
-    recs = [EachRecord(i, f'{{"v":{i}}}', 10 * i, T0 + i) for i in (11, 0, 2)]
+    recs = [EachRecord(i, f'{{"v":{i}}}', 10 * i, T0 + i, loop="@1") for i in (11, 0, 2)]
     for rec in recs:
-        assert sut.store.put_each("run1", "m#00001", "each", rec) is True
-    assert sut.store.put_each("run1", "m#00001", "each", EachRecord(2, '{"v":"dup"}', 999, T0 + 9)) is False
+        assert sut.store.put_each("run1", "m#00001", "@1", rec) is True
+    assert sut.store.put_each("run1", "m#00001", "@1", EachRecord(2, '{"v":"dup"}', 999, T0 + 9)) is False
     sut.store.put_each("run1", "m#00001", "pages", EachRecord(0, '{"v":"p"}', 5, T0))
-    sut.store.put_each("run1", "m", "each", EachRecord(0, '{"v":"parent"}', 7, T0))
-    listed = sut.store.list_each("run1", "m#00001", "each")
+    sut.store.put_each("run1", "m", "@1", EachRecord(0, '{"v":"parent"}', 7, T0))
+    listed = sut.store.list_each("run1", "m#00001", "@1")
     assert listed == sorted(recs, key=lambda r: r.index)
-    assert listed[1] == EachRecord(2, '{"v":2}', 20, T0 + 2)  # the duplicate changed nothing
-    assert sut.store.list_each("run1", "m#00001", "pages") == [EachRecord(0, '{"v":"p"}', 5, T0)]
-    assert sut.store.list_each("run1", "m#00002", "each") == []
+    assert listed[1] == EachRecord(2, '{"v":2}', 20, T0 + 2, loop="@1")  # the duplicate changed nothing
+    assert sut.store.list_each("run1", "m#00001", "pages") == [EachRecord(0, '{"v":"p"}', 5, T0, loop="pages")]
+    assert sut.store.list_each("run1", "m#00002", "@1") == []
     everything = sut.store.list_each_all("run1")
     assert set(everything) == {"m#00001", "m"}
-    assert [r.index for r in everything["m#00001"]] == [0, 2, 11, 0]  # "each" loop, then "pages"
-    assert everything["m"] == [EachRecord(0, '{"v":"parent"}', 7, T0)]
+    assert [r.index for r in everything["m#00001"]] == [0, 2, 11, 0]  # loop "@1", then "pages"
+    assert everything["m"] == [EachRecord(0, '{"v":"parent"}', 7, T0, loop="@1")]
     assert sut.store.list_each_all("run2") == {}
+
+
+def test_each_records_carry_slowest_and_fingerprint_and_are_scoped_by_generation(sut: StoreUnderTest) -> None:
+    rec = EachRecord(3, '{"v":3}', 40, T0, slowest_ms=90, fingerprint="abcd", loop="@2/1/@1")
+    assert sut.store.put_each("run1", "s", "@2/1/@1", rec) is True
+    assert sut.store.list_each("run1", "s", "@2/1/@1") == [rec]
+    # a new generation (a redrive that discards progress) sees nothing of the old one, and vice versa
+    assert sut.store.list_each("run1", "s", "@2/1/@1", generation=1) == []
+    new = EachRecord(3, '{"v":"new"}', 1, T0, loop="@2/1/@1", generation=1)
+    assert sut.store.put_each("run1", "s", "@2/1/@1", new, generation=1) is True
+    assert sut.store.list_each("run1", "s", "@2/1/@1", generation=1) == [new]
+    assert sut.store.list_each("run1", "s", "@2/1/@1") == [rec]
+    assert sut.store.list_each_all("run1") == {"s": [rec, new]}
+    # a nested loop's items never show up in its parent's loop (prefix ends at the id)
+    assert sut.store.list_each("run1", "s", "@2") == []
+
+
+def test_last_each_reads_only_the_highest_index(sut: StoreUnderTest) -> None:
+    assert sut.store.last_each("run1", "s", "@1") is None
+    for i in (0, 1, 2, 9, 10, 11):
+        sut.store.put_each("run1", "s", "@1", EachRecord(i, f'{{"v":{i}}}', i, T0 + i, slowest_ms=100 + i))
+    sut.store.put_each("run1", "s", "@10", EachRecord(50, '{"v":50}', 1, T0))  # another loop: not seen
+    sut.store.put_each("run1", "s", "@1/11/@1", EachRecord(70, '{"v":70}', 1, T0))  # a nested loop: not seen
+    sut.calls.clear()
+    last = sut.store.last_each("run1", "s", "@1")
+    assert last == EachRecord(11, '{"v":11}', 11, T0 + 11, slowest_ms=111, loop="@1")
+    if sut.kind == "dynamodb":  # one Query that returns one item
+        assert sut.calls == Counter({"Query": 1})
+    assert sut.store.last_each("run1", "s", "@1", generation=1) is None
+
+
+def test_a_loop_summary_is_what_last_each_finds_and_is_not_an_item(sut: StoreUnderTest) -> None:
+    for i in range(3):
+        sut.store.put_each("run1", "s", "@1", EachRecord(i, f'{{"v":{i}}}', 5, T0 + i))
+    summary = EachRecord(2, '{"v":[0,1,2]}', 0, T0 + 9, slowest_ms=5, fingerprint="ff", complete=True)
+    assert sut.store.put_each("run1", "s", "@1", summary) is True
+    assert sut.store.put_each("run1", "s", "@1", summary) is False
+    assert sut.store.last_each("run1", "s", "@1") == EachRecord(
+        2, '{"v":[0,1,2]}', 0, T0 + 9, slowest_ms=5, fingerprint="ff", loop="@1", complete=True
+    )
+    assert [r.index for r in sut.store.list_each("run1", "s", "@1")] == [0, 1, 2]
+    assert [r.index for r in sut.store.list_each_all("run1")["s"]] == [0, 1, 2]
 
 
 def test_put_once_returns_the_first_winner(sut: StoreUnderTest) -> None:
@@ -548,6 +609,33 @@ def test_put_once_returns_the_first_winner(sut: StoreUnderTest) -> None:
     assert sut.store.get_once("run1", "step", "llm") == '{"v":"first"}'
     assert sut.store.put_once("run1", "step", "other", '{"v":"x"}', T0) == '{"v":"x"}'
     assert sut.store.get_once("run1", "step2", "llm") is None
+    assert sut.store.get_once("run1", "step", "llm", generation=1) is None
+
+
+def test_start_once_marks_in_progress_then_reports_a_restart_or_the_result(sut: StoreUnderTest) -> None:
+    first = sut.store.start_once("run1", "s", "@1/0/charge", owner="w1", now_ms=T0)
+    assert first == OnceStart()  # fresh: run the effect
+    assert sut.store.get_once("run1", "s", "@1/0/charge") is None  # a marker is not a result
+    again = sut.store.start_once("run1", "s", "@1/0/charge", owner="w2", now_ms=T0 + 5)
+    assert again == OnceStart(restarted=True, previous_owner="w1")  # w1 started it and never checkpointed
+    assert sut.store.put_once("run1", "s", "@1/0/charge", '{"v":"paid"}', T0 + 6) == '{"v":"paid"}'
+    done = sut.store.start_once("run1", "s", "@1/0/charge", owner="w3", now_ms=T0 + 7)
+    assert done == OnceStart(done_ref='{"v":"paid"}')  # the result, and the marker write changed nothing
+    assert sut.store.get_once("run1", "s", "@1/0/charge") == '{"v":"paid"}'
+    # another operation, node or generation is independent
+    assert sut.store.start_once("run1", "s", "@1/1/charge", owner="w3", now_ms=T0) == OnceStart()
+    assert sut.store.start_once("run1", "s", "@1/0/charge", owner="w3", now_ms=T0, generation=1) == OnceStart()
+
+
+def test_dynamodb_once_costs_two_writes_first_time_and_one_call_when_done(moto: MotoSession) -> None:
+    sut = _dynamodb(moto, RETENTION_S)
+    sut.calls.clear()
+    assert sut.store.start_once("run1", "s", "pay", owner="w1", now_ms=T0) == OnceStart()
+    sut.store.put_once("run1", "s", "pay", '{"v":1}', T0)
+    assert sut.calls == Counter({"PutItem": 2})
+    sut.calls.clear()
+    assert sut.store.start_once("run1", "s", "pay", owner="w2", now_ms=T0).done_ref == '{"v":1}'
+    assert sut.calls == Counter({"PutItem": 1})  # the result came back with the failed condition
 
 
 def test_events_are_buffered_once(sut: StoreUnderTest) -> None:
@@ -674,6 +762,7 @@ def test_dynamodb_items_carry_the_ttl_attribute(moto: MotoSession) -> None:
     store.put_node_if_absent(NodeInit("run1", "m#00002", "m", None, index=2), T0)
     store.put_each("run1", "m#00001", "each", EachRecord(0, '{"v":0}', 1, T0))
     store.put_once("run1", "m#00001", "llm", '{"v":0}', T0)
+    store.start_once("run1", "m#00001", "pay", owner="w", now_ms=T0)
     store.put_event("run1", "approve", '{"v":0}', T0)
     keys = [
         ("IDEM#wf#k", "IDEM"),
@@ -683,6 +772,7 @@ def test_dynamodb_items_carry_the_ttl_attribute(moto: MotoSession) -> None:
         (run_pk("run1"), node_sk("m#00002")),
         (run_pk("run1"), each_sk("m#00001", "each", 0)),
         (run_pk("run1"), once_sk("m#00001", "llm")),
+        (run_pk("run1"), once_sk("m#00001", "pay")),
         (run_pk("run1"), event_sk("approve")),
     ]
     for pk, sk in keys:
@@ -739,6 +829,8 @@ def test_dynamodb_maps_each_operation_onto_one_api_call(moto: MotoSession) -> No
             "PutItem",
         ),
         ("put_each", lambda: store.put_each("run1", "s", "each", EachRecord(0, '{"v":0}', 1, T0)), "PutItem"),
+        ("last_each", lambda: store.last_each("run1", "s", "each"), "Query"),
+        ("start_once", lambda: store.start_once("run1", "s", "fx", owner="w", now_ms=T0), "PutItem"),
         ("put_once (winner)", lambda: store.put_once("run1", "s", "llm", '{"v":1}', T0), "PutItem"),
         ("put_once (loser)", lambda: store.put_once("run1", "s", "llm", '{"v":2}', T0), "PutItem"),
         ("put_event", lambda: store.put_event("run1", "go", '{"v":1}', T0), "PutItem"),

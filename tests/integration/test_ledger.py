@@ -197,7 +197,7 @@ def test_checkpointed_items_of_an_unfinished_step_count_in_the_tax() -> None:
         rid = h.start("paged", 0)
         h.run()
         assert h.output(rid) == [0, 1, 2, 3]
-        assert dict(h.probe.items) == {f"pages/each:{i}": 1 for i in range(4)}
+        assert dict(h.probe.items) == {f"pages/@1:{i}": 1 for i in range(4)}
         view = h.view(rid)
     saved_ms = 2 * 700
     seconds = (DURATIONS_MS["s1"] + saved_ms) / 1000

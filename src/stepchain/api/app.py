@@ -8,7 +8,7 @@ Routes (the OpenAPI document, ``openapi.json`` at the repository root, is genera
     GET  /runs/{run_id}/steps/{step}?index=  one step (or map item) and its output        200
     POST /runs/{run_id}/events/{name}        deliver an event (body: any JSON)            202
     POST /runs/{run_id}/cancel               cancel an active run                         200
-    POST /runs/{run_id}/redrive              resume a FAILED run (body: {"input": ...})   202
+    POST /runs/{run_id}/redrive              resume a FAILED run ({"input", "keep_progress"}) 202
     GET  /openapi.json                       this API's OpenAPI document                  200
 
 Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
@@ -412,7 +412,8 @@ def redrive_run(
     body: Annotated[RedriveRequest | None, Body()] = None,
 ) -> RunHandle:
     replace = body is not None and "input" in body.model_fields_set
-    run = engine.redrive(run_id, input=body.input if body else None, replace_input=replace)
+    keep = body.keep_progress if body else None
+    run = engine.redrive(run_id, input=body.input if body else None, replace_input=replace, keep_progress=keep)
     metrics.add_metric(name="RunsRedriven", unit=MetricUnit.Count, value=1)
     return _handle(run)
 

@@ -35,6 +35,11 @@ class RedriveRequest(_Closed):
     input: Any = Field(
         default=None, description="When present, the failed step starts over with this input instead of its own."
     )
+    keep_progress: bool | None = Field(
+        default=None,
+        description="Keep the failed step's partial progress (ctx.each items, ctx.once results). "
+        "Default: kept, unless a new input is given.",
+    )
 
 
 # ---------------------------------------------------------------------------------- responses
@@ -100,6 +105,9 @@ class NodeViewModel(BaseModel):
     items_checkpointed: int
     error: dict[str, str] | None
     history: list[InvocationView]
+    effect_reruns: int = Field(
+        default=0, description="ctx.once effects run again: an earlier attempt started them and never checkpointed"
+    )
     items: list[NodeViewModel] = Field(default_factory=list)
 
 

@@ -19,6 +19,7 @@ from stepchain.records import (
     Invocation,
     NodeRecord,
     NodeStatus,
+    OnceStart,
     RunRecord,
     RunStatus,
     full_history,
@@ -69,6 +70,12 @@ class NodeChanges:
     task_token: str | None = None
     items_total: int | None = None
     ended: bool = False
+    #: ``ctx.each`` items / ``ctx.once`` results this invocation served from their checkpoints
+    add_checkpoint_hits: int = 0
+    #: ``ctx.once`` effects this invocation started again (an earlier attempt never checkpointed them)
+    add_effect_reruns: int = 0
+    #: start a new progress generation: earlier ``ctx.each``/``ctx.once`` checkpoints are ignored
+    new_generation: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,17 +233,36 @@ class CheckpointStore(ABC):
         return full_history(rec, self.list_history(run_id, rec.key).get(rec.key, {}))
 
     # -- ctx.each / ctx.once / buffered events -----------------------------------------------
+    # ``loop`` / ``name`` is the operation id (see ``stepchain.steplocal``); ``generation`` the
+    # node's progress generation (a discarding redrive starts a new one; old items expire by TTL).
     @abstractmethod
-    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord) -> bool: ...
+    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord, *, generation: int = 0) -> bool:
+        """Checkpoint one item (or, ``rec.complete``, the loop's summary) unless it is there (one conditional write)."""
 
     @abstractmethod
-    def list_each(self, run_id: str, key: str, loop: str) -> list[EachRecord]: ...
+    def last_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> EachRecord | None:
+        """The loop's summary if it has one, else its checkpointed item with the highest index: ONE
+        item read (a resume costs O(1)). ``list_each``/``list_each_all`` return items only."""
 
     @abstractmethod
-    def get_once(self, run_id: str, key: str, name: str) -> str | None: ...
+    def list_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> list[EachRecord]: ...
 
     @abstractmethod
-    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int) -> str:
+    def get_once(self, run_id: str, key: str, name: str, *, generation: int = 0) -> str | None:
+        """The effect's checkpointed result (``None`` when absent or only started)."""
+
+    @abstractmethod
+    def start_once(
+        self, run_id: str, key: str, name: str, *, owner: str, now_ms: int, generation: int = 0
+    ) -> OnceStart:
+        """ONE conditional write: put the in-progress marker if absent or still in progress.
+
+        A checkpointed result comes back with the failure (no read); a replaced marker comes back
+        as ``restarted`` (an earlier attempt started the effect and never checkpointed it).
+        """
+
+    @abstractmethod
+    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int, *, generation: int = 0) -> str:
         """Store the effect's result unless one is there; return the stored one."""
 
     @abstractmethod

@@ -21,9 +21,12 @@ from stepchain.records import (
     Invocation,
     NodeRecord,
     NodeStatus,
+    OnceStart,
+    OnceState,
     RunRecord,
     RunStatus,
     crash_sk,
+    each_done_sk,
     each_prefix,
     each_sk,
     event_sk,
@@ -31,6 +34,7 @@ from stepchain.records import (
     history_sk,
     node_sk,
     once_sk,
+    parse_each_sk,
     push_history,
     run_pk,
     split_history_sk,
@@ -156,6 +160,9 @@ def _node_update(c: NodeChanges, push: HistoryPush | None) -> _Update:
         ("cost_nano", c.add_cost_nano),
         ("input_tokens", c.add_input_tokens),
         ("output_tokens", c.add_output_tokens),
+        ("checkpoint_hits", c.add_checkpoint_hits),
+        ("effect_reruns", c.add_effect_reruns),
+        ("gen", int(c.new_generation)),
     ):
         if inc:
             u.add(attr, inc)
@@ -483,59 +490,105 @@ class DynamoDBStore(CheckpointStore):
             return  # no such node (as in MemoryStore): nothing to count
 
     # -- each / once / events ------------------------------------------------------------------
-    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord) -> bool:
-        now = rec.ended_ms
+    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord, *, generation: int = 0) -> bool:
         return self._put_if_absent(
             {
                 "pk": run_pk(run_id),
-                "sk": each_sk(key, loop, rec.index),
-                "index": rec.index,
-                "value": rec.value_ref,
-                "duration_ms": rec.duration_ms,
-                "ended": rec.ended_ms,
-                "expires_at": self.expires_at(now),
+                "sk": each_done_sk(key, loop, generation)
+                if rec.complete
+                else each_sk(key, loop, rec.index, generation),
+                **rec.to_item(),
+                "expires_at": self.expires_at(rec.ended_ms),
             }
         )
 
     @staticmethod
     def _each_record(item: dict[str, Any]) -> EachRecord:
-        return EachRecord(int(item["index"]), str(item["value"]), int(item["duration_ms"]), int(item["ended"]))
+        _, gen, loop, _ = parse_each_sk(str(item["sk"]))
+        return EachRecord.from_item(item, loop, gen)
 
-    def list_each(self, run_id: str, key: str, loop: str) -> list[EachRecord]:
-        return [self._each_record(i) for i in self._query_prefix(run_id, each_prefix(key, loop))]
+    def last_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> EachRecord | None:
+        resp = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": {"S": run_pk(run_id)}, ":p": {"S": each_prefix(key, loop, generation)}},
+            ConsistentRead=True,
+            ScanIndexForward=False,
+            Limit=1,
+        )
+        items = resp.get("Items", [])
+        return self._each_record(from_item(items[0])) if items else None
+
+    def list_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> list[EachRecord]:
+        recs = [self._each_record(i) for i in self._query_prefix(run_id, each_prefix(key, loop, generation))]
+        return [r for r in recs if not r.complete]
 
     def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
         out: dict[str, list[EachRecord]] = {}
         for item in self._query_prefix(run_id, "E#"):
-            out.setdefault(str(item["sk"])[2:].rsplit("#", 2)[0], []).append(self._each_record(item))
+            rec = self._each_record(item)
+            if not rec.complete:
+                out.setdefault(parse_each_sk(str(item["sk"]))[0], []).append(rec)
         return out
 
-    def get_once(self, run_id: str, key: str, name: str) -> str | None:
-        item = self._get_item(run_pk(run_id), once_sk(key, name))
-        return None if item is None else str(item["value"])
+    def get_once(self, run_id: str, key: str, name: str, *, generation: int = 0) -> str | None:
+        item = self._get_item(run_pk(run_id), once_sk(key, name, generation))
+        return None if item is None or "value" not in item else str(item["value"])
 
-    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int) -> str:
+    def _put_once_item(self, item: dict[str, Any], *, return_old: bool) -> tuple[bool, dict[str, Any] | None]:
+        """Put unless a result is there (absent or a marker: ok). Returns (written, the old item)."""
+        try:
+            resp = self.client.put_item(
+                TableName=self.table,
+                Item=to_item(item),
+                ConditionExpression="attribute_not_exists(pk) OR #state = :started",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":started": {"S": OnceState.STARTED.value}},
+                ReturnValues="ALL_OLD" if return_old else "NONE",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            old = exc.response.get("Item")  # the result comes back with the failure: no second read
+            return False, None if old is None else from_item(old)
+        old = resp.get("Attributes")
+        return True, None if old is None else from_item(old)
+
+    def start_once(
+        self, run_id: str, key: str, name: str, *, owner: str, now_ms: int, generation: int = 0
+    ) -> OnceStart:
         item = {
             "pk": run_pk(run_id),
-            "sk": once_sk(key, name),
+            "sk": once_sk(key, name, generation),
+            "state": OnceState.STARTED.value,
+            "owner": owner,
+            "at": now_ms,
+            "expires_at": self.expires_at(now_ms),
+        }
+        written, old = self._put_once_item(item, return_old=True)
+        if not written:
+            if old is None:  # no item came back (should not happen): read the result
+                return OnceStart(done_ref=self.get_once(run_id, key, name, generation=generation))
+            return OnceStart(done_ref=str(old["value"]))
+        if old is None:
+            return OnceStart()
+        return OnceStart(restarted=True, previous_owner=old.get("owner"))
+
+    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int, *, generation: int = 0) -> str:
+        item = {
+            "pk": run_pk(run_id),
+            "sk": once_sk(key, name, generation),
+            "state": OnceState.DONE.value,
             "value": value_ref,
             "at": now_ms,
             "expires_at": self.expires_at(now_ms),
         }
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(pk)",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except self.client.exceptions.ConditionalCheckFailedException as exc:
-            old = exc.response.get("Item")  # the winner's item comes back with the failure: no second read
-            if old is not None:
-                return str(from_item(old)["value"])
-            stored = self.get_once(run_id, key, name)
-            return value_ref if stored is None else stored
-        return value_ref
+        written, old = self._put_once_item(item, return_old=False)
+        if written:
+            return value_ref
+        if old is not None:
+            return str(old["value"])
+        stored = self.get_once(run_id, key, name, generation=generation)
+        return value_ref if stored is None else stored
 
     def put_event(self, run_id: str, name: str, payload_ref: str, now_ms: int) -> bool:
         return self._put_if_absent(

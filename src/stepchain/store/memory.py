@@ -17,9 +17,12 @@ from stepchain.records import (
     Invocation,
     NodeRecord,
     NodeStatus,
+    OnceStart,
+    OnceState,
     RunRecord,
     RunStatus,
     crash_sk,
+    each_done_sk,
     each_prefix,
     each_sk,
     event_sk,
@@ -27,6 +30,7 @@ from stepchain.records import (
     history_sk,
     node_sk,
     once_sk,
+    parse_each_sk,
     push_history,
     run_pk,
     split_history_sk,
@@ -72,6 +76,9 @@ def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
         ("cost_nano", c.add_cost_nano),
         ("input_tokens", c.add_input_tokens),
         ("output_tokens", c.add_output_tokens),
+        ("checkpoint_hits", c.add_checkpoint_hits),
+        ("effect_reruns", c.add_effect_reruns),
+        ("gen", int(c.new_generation)),
     ):
         if inc:
             item[name] = item.get(name, 0) + inc
@@ -319,51 +326,82 @@ class MemoryStore(CheckpointStore):
                 item["checkpoint_hits"] = item.get("checkpoint_hits", 0) + 1
 
     # -- each / once / events ------------------------------------------------------------------
-    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord) -> bool:
+    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord, *, generation: int = 0) -> bool:
         with self._lock:
             self.calls += 1
-            k = (run_pk(run_id), each_sk(key, loop, rec.index))
+            sk = each_done_sk(key, loop, generation) if rec.complete else each_sk(key, loop, rec.index, generation)
+            k = (run_pk(run_id), sk)
             if k in self._items:
                 return False
-            self._items[k] = {
-                "index": rec.index,
-                "value": rec.value_ref,
-                "duration_ms": rec.duration_ms,
-                "ended": rec.ended_ms,
-            }
+            self._items[k] = rec.to_item()
+            exp = self.expires_at(rec.ended_ms)
+            if exp is not None:
+                self._items[k]["expires_at"] = exp
             return True
 
     def _each(self, run_id: str, prefix: str) -> list[tuple[str, EachRecord]]:
         pk = run_pk(run_id)
-        return sorted(
-            (sk, EachRecord(int(v["index"]), str(v["value"]), int(v["duration_ms"]), int(v["ended"])))
-            for (p, sk), v in self._items.items()
-            if p == pk and sk.startswith(prefix)
-        )
+        out = []
+        for (p, sk), v in self._items.items():
+            if p == pk and sk.startswith(prefix):
+                _, gen, loop, _ = parse_each_sk(sk)
+                out.append((sk, EachRecord.from_item(v, loop, gen)))
+        return sorted(out)
 
-    def list_each(self, run_id: str, key: str, loop: str) -> list[EachRecord]:
+    def last_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> EachRecord | None:
         with self._lock:
             self.calls += 1
-            return [r for _, r in self._each(run_id, each_prefix(key, loop))]
+            found = self._each(run_id, each_prefix(key, loop, generation))
+            return found[-1][1] if found else None
+
+    def list_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> list[EachRecord]:
+        with self._lock:
+            self.calls += 1
+            return [r for _, r in self._each(run_id, each_prefix(key, loop, generation)) if not r.complete]
 
     def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
         with self._lock:
             self.calls += 1
             out: dict[str, list[EachRecord]] = {}
             for sk, rec in self._each(run_id, "E#"):
-                out.setdefault(sk[2:].rsplit("#", 2)[0], []).append(rec)
+                if not rec.complete:
+                    out.setdefault(parse_each_sk(sk)[0], []).append(rec)
             return out
 
-    def get_once(self, run_id: str, key: str, name: str) -> str | None:
+    def get_once(self, run_id: str, key: str, name: str, *, generation: int = 0) -> str | None:
         with self._lock:
-            item = self._get(run_pk(run_id), once_sk(key, name))
-            return None if item is None else str(item["value"])
+            item = self._get(run_pk(run_id), once_sk(key, name, generation))
+            return None if item is None or "value" not in item else str(item["value"])
 
-    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int) -> str:
+    def start_once(
+        self, run_id: str, key: str, name: str, *, owner: str, now_ms: int, generation: int = 0
+    ) -> OnceStart:
         with self._lock:
             self.calls += 1
-            item = self._items.setdefault((run_pk(run_id), once_sk(key, name)), {"value": value_ref, "at": now_ms})
-            return str(item["value"])
+            k = (run_pk(run_id), once_sk(key, name, generation))
+            old = self._items.get(k)
+            if old is not None and "value" in old:
+                return OnceStart(done_ref=str(old["value"]))
+            self._items[k] = {"state": OnceState.STARTED.value, "owner": owner, "at": now_ms}
+            exp = self.expires_at(now_ms)
+            if exp is not None:
+                self._items[k]["expires_at"] = exp
+            if old is None:
+                return OnceStart()
+            return OnceStart(restarted=True, previous_owner=old.get("owner"))
+
+    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int, *, generation: int = 0) -> str:
+        with self._lock:
+            self.calls += 1
+            k = (run_pk(run_id), once_sk(key, name, generation))
+            old = self._items.get(k)
+            if old is not None and "value" in old:
+                return str(old["value"])
+            self._items[k] = {"state": OnceState.DONE.value, "value": value_ref, "at": now_ms}
+            exp = self.expires_at(now_ms)
+            if exp is not None:
+                self._items[k]["expires_at"] = exp
+            return value_ref
 
     def put_event(self, run_id: str, name: str, payload_ref: str, now_ms: int) -> bool:
         with self._lock:

@@ -161,8 +161,15 @@ class Harness:
         """Completed executions of each node's code, by node key (map items: ``node#00003``)."""
         return self.probe.executions
 
+    @property
+    def effects(self) -> Counter[str]:
+        """Real executions of ``ctx.once`` effect functions, by ``<node key>/<operation id>``: counted
+        when the function returns, so an effect re-run after a crash in its ``effect_window`` counts 2."""
+        return self.probe.effects
+
     def crash_at(self, boundary: str, *, node: str | None = None, times: int = 1, skip: int = 0) -> None:
-        """Kill the worker at ``boundary`` (after_claim, mid_item, after_checkpoint, before_handoff)."""
+        """Kill the worker at ``boundary`` (after_claim, mid_item, after_checkpoint, before_handoff,
+        effect_window, item_window)."""
         self.probe.crash(boundary, node=node, times=times, skip=skip)
 
     def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:

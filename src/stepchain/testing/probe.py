@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from stepchain.exceptions import StepchainSignal
 
-#: where a worker can be killed (the engine and the handoff call the probe at each)
-BOUNDARIES = ("after_claim", "mid_item", "after_checkpoint", "before_handoff")
+#: where a worker can be killed (the engine and the handoff call the probe at each).
+#: ``effect_window``: a ``ctx.once`` effect has run (its fn returned), its result is not checkpointed yet;
+#: ``item_window``: a ``ctx.each`` item fn returned, its result is not checkpointed yet.
+BOUNDARIES = ("after_claim", "mid_item", "after_checkpoint", "before_handoff", "effect_window", "item_window")
 
 
 class InjectedCrash(StepchainSignal):
@@ -42,7 +44,9 @@ class HarnessProbe:
         self.rules: list[CrashRule] = []
         self.executions: Counter[str] = Counter()  # node key -> completed executions of its code
         self.items: Counter[str] = Counter()  # "key/loop:i" -> executions of a ctx.each item
-        self.once: Counter[str] = Counter()  # "key/name" -> executions of a ctx.once effect
+        #: "<node key>/<operation id>" -> real executions of a ctx.once effect fn (counted when it returns)
+        self.effects: Counter[str] = Counter()
+        self.once = self.effects  # the older name
         self.crashes: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
@@ -58,7 +62,7 @@ class HarnessProbe:
             elif boundary == "item_executed":
                 self.items[f"{key}/{detail}"] += 1
             elif boundary == "once_executed":
-                self.once[f"{key}/{detail}"] += 1
+                self.effects[f"{key}/{detail}"] += 1
             for rule in self.rules:
                 if rule.matches(boundary, key):
                     rule.fired += 1

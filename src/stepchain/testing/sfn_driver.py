@@ -307,6 +307,10 @@ class SfnHarness:
         return self.harness.executions
 
     @property
+    def effects(self) -> Counter[str]:
+        return self.harness.effects
+
+    @property
     def api_calls(self) -> Counter[str]:
         return self.harness.api_calls
 

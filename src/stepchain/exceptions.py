@@ -117,3 +117,15 @@ class ContinueInNewInvocation(StepchainSignal):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class VersionNotRegistered(VersionMismatch):
+    """A run is pinned to a workflow version this deployment does not register (any more).
+
+    Its records stay readable and it can be cancelled; anything that would advance it (a worker
+    activation, an event, a redrive) fails the run with this error, naming the version. Register
+    that version again (keep the old ``Workflow(..., version=...)`` in the deployment) and redrive.
+    """
+
+    code = "version_not_registered"
+    http_status = 409

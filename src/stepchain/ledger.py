@@ -145,7 +145,10 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     if wf is not None:
         order = {n.id: i for i, n in enumerate(wf.nodes)}
     else:
-        first_seen = sorted((r for r in records if r.index is None), key=lambda r: (r.created_ms, r.key))
+        first_seen = sorted(
+            (r for r in records if r.index is None),
+            key=lambda r: (r.created_ms, r.ended_ms if r.ended_ms is not None else 2**63, r.key),
+        )
         order = {r.node: i for i, r in enumerate(first_seen)}
     maps = {r.node for r in records if r.index is not None}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stepchain import StepContext, TerminalError, Workflow
+from stepchain import Registry, StepContext, TerminalError, Workflow
 from stepchain.api import MAX_BODY_BYTES, handle_api_event, openapi_json
 from stepchain.api import app as api_app
 from stepchain.api.decoding import MAX_DEPTH
@@ -703,8 +703,7 @@ def test_runs_on_a_retired_version_are_readable_and_cancellable_and_advancing_is
     with Harness(v1, backend="memory") as h:
         first, second = (start(h, "shop", 2).json["run_id"] for _ in range(2))
         h.run()
-        h.registry.register(v2)
-        h.registry.unregister("shop", "1")  # the new deployment no longer has version 1
+        h.engine.registry = Registry([v2])  # the new deployment (the API's engine) no longer has version 1
         run = call(h, "get-run", path=f"/runs/{first}")
         assert run.status == 200 and run.json["version"] == "1" and run.json["status"] == "WAITING"
         assert [(n["key"], n["kind"]) for n in run.json["nodes"]] == [
@@ -736,8 +735,29 @@ def test_runs_on_a_retired_version_are_readable_and_cancellable_and_advancing_is
 def test_listing_a_workflow_removed_altogether_still_shows_its_runs() -> None:
     with Harness(shop("1"), approval, backend="memory") as h:
         run_id = start(h, "shop", 1).json["run_id"]
-        h.registry.unregister("shop", "1")
+        h.engine.registry = Registry([approval])
         listed = call(h, "list-runs", query={"workflow": "shop"})
         assert listed.status == 200 and [r["run_id"] for r in listed.json["runs"]] == [run_id]
         assert call(h, "get-run", path=f"/runs/{run_id}").status == 200
         assert call(h, "list-runs", query={"workflow": "nope"}).code == "workflow_not_found"
+
+
+deep_out = Workflow("deep-out")
+
+
+@deep_out.step()
+def dig(ctx: StepContext, n: int) -> Any:
+    return nested(n)
+
+
+def test_a_step_output_too_deep_to_serve_is_omitted_not_500() -> None:
+    with Harness(deep_out, backend="memory") as dh:
+        shallow, deep = start(dh, "deep-out", 150).json["run_id"], start(dh, "deep-out", 260).json["run_id"]
+        dh.run()
+        ok = call(dh, "get-run", path=f"/runs/{shallow}")
+        assert ok.status == 200 and ok.json["output"] == nested(150) and ok.json["output_omitted"] is None
+        for path in (f"/runs/{deep}", f"/runs/{deep}/steps/dig"):
+            r = call(dh, "get-run", path=path)
+            assert r.status == 200 and r.json["has_output"] is True and r.json["output"] is None, r.raw[:200]
+            assert "200 levels" in r.json["output_omitted"] and r.json["output_bytes"] > 0
+        assert dh.output(deep) == nested(260)  # the library reads it

@@ -53,7 +53,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from stepchain.api.decoding import MAX_BODY_BYTES, BodySpec, RequestRejected, body_specs, normalize
+from stepchain.api.decoding import (
+    MAX_BODY_BYTES,
+    MAX_SERVED_DEPTH,
+    BodySpec,
+    RequestRejected,
+    body_specs,
+    depth,
+    normalize,
+)
 from stepchain.api.models import (
     EVENT_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
@@ -171,9 +179,13 @@ def _output(engine: Engine, ref: str | None) -> dict[str, Any]:
         fields["output_url"] = url
         return fields
     try:
-        fields["output"] = engine.codec.decode(ref)
+        value = engine.codec.decode(ref)
     except BlobUnavailable as exc:  # a stored value we cannot read back is our problem, not the caller's
         raise RuntimeError(f"stored output is unreadable: {exc}") from exc
+    if depth(value) > MAX_SERVED_DEPTH:  # a step may return what no JSON response here can carry
+        fields["output_omitted"] = f"nested more than {MAX_SERVED_DEPTH} levels: read it with the library"
+    else:
+        fields["output"] = value
     return fields
 
 

@@ -37,6 +37,9 @@ MAX_BODY_BYTES = 256 * 1024
 #: deepest accepted nesting of arrays and objects (the top-level value is depth 1). Stored values
 #: are served back inside a response object, whose own encoder stops at a few hundred levels.
 MAX_DEPTH = 64
+#: deepest stored value a response carries inline (a response adds a level or two; the encoder
+#: behind it stops at 255): a step may return deeper values than requests may carry
+MAX_SERVED_DEPTH = 200
 #: longest accepted integer literal (Python refuses to convert longer ones to and from text)
 MAX_INT_DIGITS = 4300
 
@@ -242,6 +245,18 @@ def _check_value(value: Any, spec: BodySpec) -> None:
                 stack.append((x, depth + 1))
         elif isinstance(v, str):
             _check_string(v)
+
+
+def depth(value: Any) -> int:
+    """How many levels of arrays and objects ``value`` nests (0 for a scalar), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def _check_string(s: str) -> None:

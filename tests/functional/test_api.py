@@ -582,6 +582,13 @@ def test_the_deepest_accepted_value_is_stored_and_served_back(h: Harness) -> Non
     assert step.status == 200 and step.json["output"] == {"doc": deep}
 
 
+def test_a_duplicate_key_is_422_not_last_one_wins(h: Harness) -> None:
+    r = call(h, "start-run", raw_body='{"workflow":"fanout","workflow":"approval","input":1}')
+    assert r.status == 422 and "duplicate key" in r.raw
+    r = call(h, "start-run", raw_body='{"workflow":"approval","input":{"a":1,"a":2}}')
+    assert r.status == 422
+
+
 def test_a_lone_surrogate_is_422(h: Harness) -> None:
     r = call(h, "start-run", raw_body='{"workflow":"approval","input":"\\ud800"}')
     assert r.status == 422 and r.code == "validation_error"

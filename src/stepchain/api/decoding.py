@@ -12,8 +12,8 @@ a 4xx JSON error here, before routing reaches a handler and before anything is s
 3. the JSON text: strict JSON (no ``NaN``/``Infinity``), else 400 ``malformed_json``;
 4. the JSON value: it must be one that can be stored and served back unchanged: nesting at most
    :data:`MAX_DEPTH` levels, integers of at most :data:`MAX_INT_DIGITS` digits, finite floats,
-   strings and keys without lone surrogates, and a top-level type the route declares (an array
-   is never taken for an object): else 422 ``validation_error`` with ``details``.
+   strings and keys without lone surrogates, no duplicate keys in an object, and a top-level type
+   the route declares (an array is never taken for an object): else 422 ``validation_error``.
 
 The event then goes on with the body re-serialized as canonical JSON and ``Content-Type:
 application/json``, so what the route's pydantic validation sees is exactly the decoded value.
@@ -188,23 +188,35 @@ def _parse(text: str) -> Any:
 
     def parse_int(s: str) -> int:
         if len(s.lstrip("-")) > MAX_INT_DIGITS:
-            raise _TooLong(f"an integer of more than {MAX_INT_DIGITS} digits")
+            raise _Refused(f"an integer of more than {MAX_INT_DIGITS} digits")
         return int(s)
 
     def parse_float(s: str) -> float:
         f = float(s)
         if not math.isfinite(f):
-            raise _TooLong(f"a number out of range of a double ({s[:20]}...)")
+            raise _Refused(f"a number out of range of a double ({s[:20]}...)")
         return f
 
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):  # which value would count is up to each parser: refuse the ambiguity
+            raise _Refused("an object with a duplicate key")
+        return obj
+
     try:
-        return json.loads(text, parse_constant=no_constant, parse_int=parse_int, parse_float=parse_float)
-    except _TooLong as exc:
+        return json.loads(
+            text,
+            parse_constant=no_constant,
+            parse_int=parse_int,
+            parse_float=parse_float,
+            object_pairs_hook=unique_keys,
+        )
+    except _Refused as exc:
         raise RequestRejected(
             422,
             "validation_error",
-            "request body has a number this API cannot store",
-            [_detail([], "number", str(exc))],
+            f"request body has {exc}",
+            [_detail([], "value", str(exc))],
         ) from None
     except RecursionError:
         raise _too_deep() from None
@@ -212,8 +224,8 @@ def _parse(text: str) -> Any:
         raise RequestRejected(400, "malformed_json", "request body is not valid JSON") from None
 
 
-class _TooLong(ValueError):
-    pass
+class _Refused(ValueError):
+    """Valid JSON this API refuses to store (422, not 400)."""
 
 
 def _too_deep() -> RequestRejected:

@@ -300,7 +300,7 @@ class Engine:
                     "message": f"worker died {rec.attempts} times (crash or timeout); giving up",
                 }
                 inv = Invocation(rec.current_started_ms or now, rec.lease_until_ms, "crashed")
-                changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv)
+                changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
                 self._fail(msg, key, err, changes, owner=rec.owner)
                 return None, Outcome(OutcomeKind.FAILED, error=err)
             res = self.store.takeover(msg.run_id, key, stale=rec, owner=owner, now_ms=now, lease_until_ms=lease)
@@ -394,7 +394,8 @@ class Engine:
         except ContinueInNewInvocation as sig:
             now = self.clock.now_ms()
             inv = Invocation(started, now, "continued")
-            self.store.finish(msg.run_id, key, self._ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv), owner=owner)
+            changes = self._ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv, prior=rec)
+            self.store.finish(msg.run_id, key, changes, owner=owner)
             logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
             self.probe.reached("continued", msg.run_id, key)
             return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
@@ -402,7 +403,7 @@ class Engine:
             return self._step_failed(node, msg, key, rec, exc, t0, started, ctx.cost)
         now = self.clock.now_ms()
         inv = Invocation(started, now, "succeeded")
-        changes = self._ledger(NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True)
+        changes = self._ledger(NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True, prior=rec)
         return self._commit(wf, node, msg, key, changes, owner=owner)
 
     def _ledger(
@@ -475,15 +476,16 @@ class Engine:
         if not terminal and rec.attempts < node.retry.max_attempts:
             delay_ms = int(node.retry.delay_s(rec.attempts) * 1000)
             inv = Invocation(started, now, "retrying")
-            changes = self._ledger(NodeStatus.RETRYING, now, t0, cost, inv, error=err, attempts=rec.attempts + 1)
+            changes = self._ledger(
+                NodeStatus.RETRYING, now, t0, cost, inv, error=err, attempts=rec.attempts + 1, prior=rec
+            )
             self.store.finish(msg.run_id, key, changes, owner=rec.owner)
             return Outcome(OutcomeKind.WAIT, wake_at_ms=now + delay_ms, error=err)
         if not terminal:
             err["message"] = f"gave up after {rec.attempts} attempts: {err['message']}"
         inv = Invocation(started, now, "failed")
-        self._fail(
-            msg, key, err, self._ledger(NodeStatus.FAILED, now, t0, cost, inv, error=err, ended=True), owner=rec.owner
-        )
+        changes = self._ledger(NodeStatus.FAILED, now, t0, cost, inv, error=err, ended=True, prior=rec)
+        self._fail(msg, key, err, changes, owner=rec.owner)
         return Outcome(OutcomeKind.FAILED, error=err)
 
     def _fail(
@@ -520,7 +522,7 @@ class Engine:
             ref = self.codec.encode(item, scope=f"{msg.run_id}/{node.id}/items")
             self.store.put_node_if_absent(NodeInit(msg.run_id, node_key(node.id, i), node.id, ref, index=i), now)
         inv = Invocation(now, self.clock.now_ms(), "fanned_out")
-        changes = NodeChanges(NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv)
+        changes = NodeChanges(NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv, prior=rec)
         self.store.finish(msg.run_id, node.id, changes, owner=rec.owner)
         if not items:
             return self._join(wf, node, msg)
@@ -615,7 +617,9 @@ class Engine:
         if now < rec.wake_at_ms:
             return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms)
         inv = Invocation(rec.started_ms or rec.created_ms, now, "slept")
-        changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=rec.input_ref, ended=True, invocation=inv)
+        changes = NodeChanges(
+            NodeStatus.SUCCEEDED, now, output_ref=rec.input_ref, ended=True, invocation=inv, prior=rec
+        )
         return self._commit(wf, node, msg, node.id, changes, owner=None, expect=(NodeStatus.SLEEPING,))
 
     def _wait(self, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
@@ -665,7 +669,7 @@ class Engine:
             "message": f"event {node.event!r} not received within {node.seconds} s",
         }
         inv = Invocation(rec.started_ms or rec.created_ms, now, "timed_out")
-        changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv)
+        changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
         self._fail(msg, node.id, err, changes, expect=(NodeStatus.WAITING,))
         return Outcome(OutcomeKind.FAILED, error=err)
 
@@ -674,7 +678,7 @@ class Engine:
         now = self.clock.now_ms()
         msg = Activation(run.run_id, run.workflow, run.version, node.id, token=rec.task_token)
         inv = Invocation(rec.started_ms or rec.created_ms, now, "event")
-        changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv)
+        changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv, prior=rec)
         out = self._commit(wf, node, msg, node.id, changes, owner=None, expect=(NodeStatus.WAITING,))
         if out.kind is not OutcomeKind.DONE:
             return False

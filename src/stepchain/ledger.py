@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stepchain.payloads import PayloadCodec
-from stepchain.records import EachRecord, NodeRecord, RunRecord
+from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, full_history
 from stepchain.store.base import CheckpointStore
 from stepchain.workflow import Registry, Workflow
 
@@ -94,7 +94,9 @@ class RunView:
         )
 
 
-def _node_view(rec: NodeRecord, kind: str, memory_mb: int, each: list[EachRecord]) -> NodeView:
+def _node_view(
+    rec: NodeRecord, kind: str, memory_mb: int, each: list[EachRecord], older: dict[int, Invocation]
+) -> NodeView:
     return NodeView(
         key=rec.key,
         node=rec.node,
@@ -117,7 +119,7 @@ def _node_view(rec: NodeRecord, kind: str, memory_mb: int, each: list[EachRecord
         offloaded=PayloadCodec.blob_key(rec.output_ref) is not None,
         items_checkpointed=len(each),
         error=rec.error,
-        history=[h.to_dict() for h in rec.history],
+        history=[h.to_dict() for h in full_history(rec, older)],
     )
 
 
@@ -156,10 +158,14 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         return wf.node(node).memory_mb if wf is not None and wf.has_node(node) else DEFAULT_MEMORY_MB
 
     each = store.list_each_all(run.run_id) if any(r.invocations for r in records) else {}
+    # nodes past their history window keep older invocations as H# items: one query for all
+    older = store.list_history(run.run_id) if not all(r.history_complete for r in records) else {}
+    crash_events = sorted((*run.crash_events, *store.list_crash_events(run.run_id)))
     top: dict[str, NodeView] = {}
     items: list[NodeView] = []
     for rec in records:
-        view = _node_view(rec, node_kind(rec, wf, maps), memory_mb(rec.node), each.get(rec.key, []))
+        kind = node_kind(rec, wf, maps)
+        view = _node_view(rec, kind, memory_mb(rec.node), each.get(rec.key, []), older.get(rec.key, {}))
         (items if rec.index is not None else []).append(view)
         if rec.index is None:
             top[rec.key] = view
@@ -174,7 +180,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     leaves = [v for v in nodes if not v.items] + items
     memory = {rec.key: memory_mb(rec.node) for rec in records}
     tax_s = tax_usd = 0.0
-    for crash in run.crash_events:
+    for crash in crash_events:
         t = crash.at_ms
         finished = [v for v in leaves if v.status == "SUCCEEDED" and v.ended_ms is not None and v.ended_ms <= t]
         finished_keys = {v.key for v in finished}
@@ -196,7 +202,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         "succeeded": sum(1 for v in nodes if v.status == "SUCCEEDED"),
         "invocations": sum(v.invocations for v in leaves),
         "attempts": sum(v.attempts for v in leaves),
-        "crashes": len(run.crash_events),
+        "crashes": len(crash_events),
         "resumed_nodes": sum(1 for v in leaves if v.resumed),
         "checkpoint_hits": sum(v.checkpoint_hits for v in leaves),
         "compute_ms": sum(v.duration_ms for v in leaves),
@@ -219,6 +225,6 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         redrives=run.redrives,
         nodes=nodes,
         totals=totals,
-        restart_tax_avoided=RestartTax(len(run.crash_events), round(tax_s, 3), round(tax_usd, 9)),
-        crash_events=[c.to_dict() for c in run.crash_events],
+        restart_tax_avoided=RestartTax(len(crash_events), round(tax_s, 3), round(tax_usd, 9)),
+        crash_events=[c.to_dict() for c in crash_events],
     )

@@ -11,7 +11,19 @@ sort key                               item
 ``E#<node key>#<loop>#<i>``            one checkpointed iteration of ``ctx.each``
 ``O#<node key>#<key>``                 one ``ctx.once`` effect
 ``V#<event name>``                     an event delivered before its wait node was reached
+``H#<node key>#<n>``                   invocation ``n`` of a node, moved out of the node's window
+``C#<at_ms>#<node>#<kind>#<rand>``     one crash event (a takeover or a lost handoff)
 =====================================  ===========================================================
+
+Items stay the same size whatever the number of invocations and crashes. A node item keeps the
+last :data:`HISTORY_WINDOW` invocations (``history``) and how many it ever had (``hist_n``); the
+invocation that leaves the window is first written as its own ``H#`` item (one extra ``PutItem``,
+only for a node past the window), then the node item is updated with the new window SET as a value,
+fenced by the node's owner/status condition. Crash events are ``C#`` items, one ``PutItem`` each;
+the RUN item holds no list. :func:`full_history` joins a node's ``H#`` items and its window (the
+ledger, the timeline and the API read it); an ``H#`` item whose number is still inside the window
+(written just before a node update that was then lost) is ignored, and rewritten with the same
+content by the next eviction.
 
 Adapters exchange plain ``dict`` items (JSON-compatible values, ints for numbers); the
 functions here turn them into frozen records.
@@ -88,6 +100,30 @@ def event_sk(name: str) -> str:
     return f"V#{name}"
 
 
+#: invocations a node item keeps in its ``history`` window; older ones are ``H#`` items
+HISTORY_WINDOW = 8
+
+
+def history_sk(key: str, n: int) -> str:
+    return f"H#{key}#{n:08d}"
+
+
+def history_prefix(key: str | None = None) -> str:
+    """All evicted invocations of the run, or (with ``key``) those of one node (filter by key:
+    ``H#m#`` also matches the items of map ``m``)."""
+    return "H#" if key is None else f"H#{key}#"
+
+
+def split_history_sk(sk: str) -> tuple[str, int]:
+    """``H#<node key>#<n>`` -> (node key, n)."""
+    key, _, n = sk[2:].rpartition("#")
+    return key, int(n)
+
+
+def crash_sk(at_ms: int, node: str, kind: str, nonce: str) -> str:
+    return f"C#{at_ms:015d}#{node}#{kind}#{nonce}"
+
+
 @dataclass(frozen=True)
 class Invocation:
     """One bar on a node's timeline: an invocation that worked on it."""
@@ -133,7 +169,10 @@ class NodeRecord:
     event_name: str | None = None
     task_token: str | None = None
     items_total: int | None = None
+    #: the last HISTORY_WINDOW invocations (the item's window); :func:`full_history` has them all
     history: tuple[Invocation, ...] = field(default_factory=tuple)
+    #: invocations ever recorded (window included); the first ``history_count - len(history)`` are H# items
+    history_count: int = 0
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -172,10 +211,40 @@ class NodeRecord:
             task_token=item.get("task_token"),
             items_total=opt_int("items_total"),
             history=tuple(Invocation.from_dict(h) for h in item.get("history", [])),
+            history_count=int(item.get("hist_n", len(item.get("history", [])))),
         )
+
+    @property
+    def history_complete(self) -> bool:
+        """True when the window holds every invocation (no ``H#`` items to read)."""
+        return self.history_count <= len(self.history)
 
 
 @dataclass(frozen=True)
+class HistoryPush:
+    """A node's history after one more invocation: the new window, the new count, and the
+    invocations leaving the window (by number), to be written as ``H#`` items first."""
+
+    window: tuple[Invocation, ...]
+    count: int
+    evicted: tuple[tuple[int, Invocation], ...]
+
+
+def push_history(prior: NodeRecord, inv: Invocation, window: int = HISTORY_WINDOW) -> HistoryPush:
+    hist = (*prior.history, inv)
+    count = max(prior.history_count, len(prior.history)) + 1
+    first = count - len(hist)  # the number of hist[0]
+    cut = max(0, len(hist) - window)
+    return HistoryPush(hist[cut:], count, tuple((first + i, hist[i]) for i in range(cut)))
+
+
+def full_history(rec: NodeRecord, evicted: dict[int, Invocation]) -> tuple[Invocation, ...]:
+    """Every invocation of the node, oldest first: its ``H#`` items (by number) then its window."""
+    first = rec.history_count - len(rec.history)
+    return tuple(evicted[n] for n in range(first) if n in evicted) + rec.history
+
+
+@dataclass(frozen=True, order=True)
 class CrashEvent:
     """A point where a worker died (or lost its handoff) and the run resumed from a checkpoint."""
 
@@ -185,6 +254,10 @@ class CrashEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return {"at_ms": self.at_ms, "node": self.node, "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CrashEvent:
+        return cls(int(d["at_ms"]), str(d["node"]), str(d["kind"]))
 
 
 @dataclass(frozen=True)
@@ -201,6 +274,8 @@ class RunRecord:
     current: str | None = None
     error: dict[str, str] | None = None
     idempotency_key: str | None = None
+    #: only the crash events of RUN items written before crash events became C# items
+    #: (``CheckpointStore.list_crash_events`` returns all of them)
     crash_events: tuple[CrashEvent, ...] = ()
     redrives: int = 0
 
@@ -220,9 +295,7 @@ class RunRecord:
             current=item.get("current"),
             error=item.get("error"),
             idempotency_key=item.get("idempotency_key"),
-            crash_events=tuple(
-                CrashEvent(int(c["at_ms"]), str(c["node"]), str(c["kind"])) for c in item.get("crashes", [])
-            ),
+            crash_events=tuple(CrashEvent.from_dict(c) for c in item.get("crashes", [])),
             redrives=int(item.get("redrives", 0)),
         )
 

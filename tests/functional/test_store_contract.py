@@ -8,6 +8,7 @@ claim, TTL attributes) are checked through a botocore event counter and raw ``Ge
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import pytest
 
 from stepchain.exceptions import IdempotencyConflict
 from stepchain.records import (
+    HISTORY_WINDOW,
     RUN_SK,
     CrashEvent,
     EachRecord,
@@ -26,6 +28,7 @@ from stepchain.records import (
     RunStatus,
     each_sk,
     event_sk,
+    history_sk,
     node_sk,
     once_sk,
     run_pk,
@@ -39,7 +42,7 @@ from stepchain.store.base import (
     NodeInit,
     RunChanges,
 )
-from stepchain.store.dynamodb import DynamoDBStore, create_table, from_item
+from stepchain.store.dynamodb import DynamoDBStore, create_table, from_item, to_item
 from stepchain.store.memory import MemoryStore
 from stepchain.testing import moto_aws
 
@@ -593,16 +596,19 @@ def test_update_run_applies_changes_only_in_expected_status(sut: StoreUnderTest)
     assert sut.store.get_run("run1") == done
 
 
-def test_crash_events_are_appended_in_order(sut: StoreUnderTest) -> None:
+def test_crash_events_are_listed_in_time_order(sut: StoreUnderTest) -> None:
     sut.store.create_run(new_run())
-    sut.store.add_crash_event("run1", T0 + 10, "fetch", "takeover")
     sut.store.add_crash_event("run1", T0 + 20, "m#00001", "lost_handoff")
-    run = sut.store.get_run("run1")
-    assert run is not None
-    assert run.crash_events == (
+    sut.store.add_crash_event("run1", T0 + 10, "fetch", "takeover")
+    sut.store.add_crash_event("run1", T0 + 20, "m#00001", "lost_handoff")  # a second, identical event counts
+    assert sut.store.list_crash_events("run1") == [
         CrashEvent(T0 + 10, "fetch", "takeover"),
         CrashEvent(T0 + 20, "m#00001", "lost_handoff"),
-    )
+        CrashEvent(T0 + 20, "m#00001", "lost_handoff"),
+    ]
+    assert sut.store.list_crash_events("run2") == []
+    run = sut.store.get_run("run1")
+    assert run is not None and run.crash_events == ()  # the RUN item holds no list: it does not grow
     assert run.status is RunStatus.RUNNING  # nothing else changed
 
 
@@ -747,8 +753,180 @@ def test_dynamodb_maps_each_operation_onto_one_api_call(moto: MotoSession) -> No
             lambda: store.update_run("run1", RunChanges(T0, current="s"), expect=(RunStatus.RUNNING,)),
             "UpdateItem",
         ),
-        ("add_crash_event", lambda: store.add_crash_event("run1", T0, "s", "takeover"), "UpdateItem"),
+        ("add_crash_event", lambda: store.add_crash_event("run1", T0, "s", "takeover"), "PutItem"),
+        ("list_crash_events", lambda: store.list_crash_events("run1"), "Query"),
+        ("list_history", lambda: store.list_history("run1"), "Query"),
     ]
     for label, fn, op in steps:
         assert calls_of(fn) == Counter({op: 1}), label
     assert store.get_once("run1", "s", "llm") == '{"v":1}'
+
+
+# ------------------------------------------------------------------------------------ bounded records
+def item_bytes(item: dict[str, Any] | None) -> int:
+    """The serialized size of a raw item (plain JSON; grows as DynamoDB's item size does)."""
+    assert item is not None
+    return len(json.dumps(item, sort_keys=True, separators=(",", ":")))
+
+
+def plant(sut: StoreUnderTest, sk: str, item: dict[str, Any]) -> None:
+    """Write a raw item into run1's partition behind the adapter's back."""
+    if isinstance(sut.store, MemoryStore):
+        sut.store._items[(run_pk("run1"), sk)] = item
+    else:
+        assert isinstance(sut.store, DynamoDBStore)
+        raw = {**item, "pk": run_pk("run1"), "sk": sk}
+        sut.store.client.put_item(TableName=sut.store.table, Item=to_item(raw))
+
+
+def _invocations(sut: StoreUnderTest, n: int, *, crash_every: int = 0) -> list[Invocation]:
+    """``n`` invocations of node ``step`` through the port as the engine makes them: a claim, then a
+    CONTINUING finish based on the claimed record; every ``crash_every``-th one dies and is taken over.
+    Returns the invocations in the order they were recorded."""
+    expected: list[Invocation] = []
+    now = T0
+    for i in range(n):
+        res = claim(sut.store, "step", owner=f"w{i}", now=now)
+        assert res.kind is ClaimKind.CLAIMED and res.record is not None
+        rec = res.record
+        if crash_every and i % crash_every == crash_every - 1:  # this worker dies: the next one takes over
+            now += 10_001
+            res = sut.store.takeover("run1", "step", stale=rec, owner=f"t{i}", now_ms=now, lease_until_ms=now + 5)
+            assert res.kind is ClaimKind.CLAIMED and res.record is not None
+            expected.append(Invocation(rec.current_started_ms or 0, rec.lease_until_ms, "crashed"))
+            rec = res.record
+        inv = Invocation(now, now + 7, "continued")
+        changes = NodeChanges(NodeStatus.CONTINUING, now + 7, add_duration_ms=7, invocation=inv, prior=rec)
+        assert sut.store.finish("run1", "step", changes, owner=rec.owner) is FinishResult.OK
+        expected.append(inv)
+        now += 100
+    return expected
+
+
+def test_node_item_size_is_constant_and_the_full_history_is_kept(sut: StoreUnderTest) -> None:
+    """500 continuations (200 on moto, whose calls are slow) with a takeover every 10th: the node item
+    keeps the last HISTORY_WINDOW invocations and a count; the rest are H# items, read back in order
+    (on the original code the item grew ~57 B per invocation, 400 KB at ~7,200)."""
+    n = 500 if sut.kind == "memory" else 200
+    sizes = {}
+    expected: list[Invocation] = []
+    for total in (40, n):
+        expected += _invocations(sut, total - (len(expected) and 40), crash_every=10)
+        sizes[total] = item_bytes(sut.raw(run_pk("run1"), node_sk("step")))
+    assert sizes[n] - sizes[40] <= 16, sizes  # a few more digits in the counters, nothing else
+    assert sizes[n] < 1500, sizes
+    rec = sut.store.get_node("run1", "step")
+    recorded = n + n // 10  # every takeover records the dead invocation too
+    assert rec is not None and len(expected) == recorded
+    assert rec.history == tuple(expected[-HISTORY_WINDOW:]) and rec.history_count == recorded
+    assert (rec.invocations, rec.crashes, rec.duration_ms) == (recorded, n // 10, 7 * n)
+    assert sut.store.node_history("run1", rec) == tuple(expected)
+    older = sut.store.list_history("run1")
+    assert list(older) == ["step"] and sorted(older["step"]) == list(range(recorded - HISTORY_WINDOW))
+
+
+def test_happy_path_node_needs_no_history_items(sut: StoreUnderTest) -> None:
+    expected = _invocations(sut, HISTORY_WINDOW)
+    sut.calls.clear()
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and rec.history == tuple(expected) and rec.history_complete
+    assert sut.store.list_history("run1") == {}
+    assert sut.store.node_history("run1", rec) == tuple(expected)
+    assert sut.calls == (Counter({"GetItem": 1, "Query": 1}) if sut.kind == "dynamodb" else Counter())
+
+
+def test_finish_past_the_window_costs_one_extra_put_and_no_read(moto: MotoSession) -> None:
+    sut = _dynamodb(moto, RETENTION_S)
+    _invocations(sut, HISTORY_WINDOW)
+    res = claim(sut.store, "step", owner="wx", now=T0 + 10_000)
+    inv = Invocation(T0 + 10_000, T0 + 10_005, "succeeded")
+    changes = NodeChanges(NodeStatus.SUCCEEDED, T0 + 10_005, invocation=inv, prior=res.record, ended=True)
+    sut.calls.clear()
+    assert sut.store.finish("run1", "step", changes, owner="wx") is FinishResult.OK
+    assert sut.calls == Counter({"PutItem": 1, "UpdateItem": 1})
+    assert sut.raw(run_pk("run1"), history_sk("step", 0)) is not None
+
+
+def test_an_evicted_invocation_whose_node_update_was_lost_is_not_read_twice(sut: StoreUnderTest) -> None:
+    """The H# item is written before the node update; when that update is lost (lease gone, or the
+    worker dies in between) the H# item is still inside the window: readers ignore it, and the next
+    eviction rewrites it with the same content."""
+    expected = _invocations(sut, HISTORY_WINDOW)
+    res = claim(sut.store, "step", owner="late", now=T0 + 50_000)
+    assert res.record is not None
+    stale = NodeChanges(NodeStatus.SUCCEEDED, T0 + 50_001, invocation=Invocation(1, 2, "succeeded"), prior=res.record)
+    assert sut.store.finish("run1", "step", stale, owner="someone-else") is FinishResult.LOST
+    if sut.kind == "memory":  # one atomic step there: plant what a worker dying in between leaves
+        plant(sut, history_sk("step", 0), expected[0].to_dict())
+    assert sut.raw(run_pk("run1"), history_sk("step", 0)) is not None  # written, then the update lost
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and rec.history_count == HISTORY_WINDOW
+    assert sut.store.node_history("run1", rec) == tuple(expected)
+    inv = Invocation(T0 + 50_000, T0 + 50_002, "succeeded")
+    done = NodeChanges(NodeStatus.SUCCEEDED, T0 + 50_002, invocation=inv, prior=res.record)
+    assert sut.store.finish("run1", "step", done, owner="late") is FinishResult.OK
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and sut.store.node_history("run1", rec) == (*expected, inv)
+
+
+def test_finish_without_prior_extends_the_stored_history(sut: StoreUnderTest) -> None:
+    """A caller that has no record (``prior=None``) still gets a correct, bounded history: the store
+    reads the node first (DynamoDB: one GetItem more)."""
+    expected = _invocations(sut, HISTORY_WINDOW + 2)
+    claim(sut.store, "step", owner="np", now=T0 + 90_000)
+    inv = Invocation(T0 + 90_000, T0 + 90_001, "succeeded")
+    sut.calls.clear()
+    done = NodeChanges(NodeStatus.SUCCEEDED, T0 + 90_001, invocation=inv)
+    assert sut.store.finish("run1", "step", done, owner="np") is FinishResult.OK
+    if sut.kind == "dynamodb":
+        assert sut.calls == Counter({"GetItem": 1, "PutItem": 1, "UpdateItem": 1})
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and len(rec.history) == HISTORY_WINDOW
+    assert sut.store.node_history("run1", rec) == (*expected, inv)
+
+
+def test_node_items_written_before_the_window_are_read_and_bounded_on_their_next_invocation(
+    sut: StoreUnderTest,
+) -> None:
+    """An item with a longer ``history`` list and no ``hist_n`` (written by an earlier version)."""
+    legacy = [Invocation(T0 + i, T0 + i + 1, "continued") for i in range(HISTORY_WINDOW + 5)]
+    put_in_status(sut.store, "step", NodeStatus.CONTINUING)
+    item = sut.raw(run_pk("run1"), node_sk("step"))
+    assert item is not None
+    item["history"] = [h.to_dict() for h in legacy]
+    plant(sut, node_sk("step"), item)
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and rec.history_count == len(legacy) and rec.history_complete
+    res = claim(sut.store, "step", owner="new", now=T0 + 1000)
+    inv = Invocation(T0 + 1000, T0 + 1001, "succeeded")
+    changes = NodeChanges(NodeStatus.SUCCEEDED, T0 + 1001, invocation=inv, prior=res.record)
+    assert sut.store.finish("run1", "step", changes, owner="new") is FinishResult.OK
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and len(rec.history) == HISTORY_WINDOW
+    assert sut.store.node_history("run1", rec) == (*legacy, inv)
+
+
+def test_run_item_size_is_constant_whatever_the_number_of_crash_events(sut: StoreUnderTest) -> None:
+    """On the original code the RUN item grew by ~43 B per crash event (its ``crashes`` list)."""
+    sut.store.create_run(new_run())
+    before = item_bytes(sut.raw(run_pk("run1"), RUN_SK))
+    events = [CrashEvent(T0 + 10 * i, f"n{i % 7}", ("takeover", "lost_handoff")[i % 2]) for i in range(200)]
+    for e in reversed(events):
+        sut.store.add_crash_event("run1", e.at_ms, e.node, e.kind)
+    assert item_bytes(sut.raw(run_pk("run1"), RUN_SK)) == before
+    assert sut.store.list_crash_events("run1") == events
+
+
+def test_history_and_crash_items_carry_the_ttl_attribute(moto: MotoSession) -> None:
+    sut = _dynamodb(moto, RETENTION_S)
+    expected = _invocations(sut, HISTORY_WINDOW + 1)
+    sut.store.add_crash_event("run1", T0 + 5, "step", "takeover")
+    evicted = sut.raw(run_pk("run1"), history_sk("step", 0))
+    assert evicted is not None and evicted["expires_at"] == expected[0].started_ms // 1000 + RETENTION_S
+    assert isinstance(sut.store, DynamoDBStore)
+    crash = moto.peek.query(
+        TableName=sut.store.table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :c)",
+        ExpressionAttributeValues={":pk": {"S": run_pk("run1")}, ":c": {"S": "C#"}},
+    )["Items"]
+    assert [from_item(i)["expires_at"] for i in crash] == [(T0 + 5) // 1000 + RETENTION_S]

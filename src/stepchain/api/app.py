@@ -380,9 +380,9 @@ def get_step(
     if rec is None:
         what = step if index is None else f"item {index} of {step!r}"
         raise StepNotFound(f"{what} has not started in run {run_id}")
-    return StepDetail.model_validate(
-        {**_step_fields(rec, kind or node_kind(rec, None)), **_output_if_done(engine, rec)},
-    )
+    fields = {**_step_fields(rec, kind or node_kind(rec, None)), **_output_if_done(engine, rec)}
+    fields["history"] = [h.to_dict() for h in engine.store.node_history(run_id, rec)]  # H# items too
+    return StepDetail.model_validate(fields)
 
 
 def _step_fields(rec: NodeRecord, kind: str) -> dict[str, Any]:

@@ -14,12 +14,14 @@ from enum import StrEnum
 from typing import Any
 
 from stepchain.records import (
+    CrashEvent,
     EachRecord,
     Invocation,
     NodeRecord,
     NodeStatus,
     RunRecord,
     RunStatus,
+    full_history,
 )
 
 ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
@@ -56,6 +58,9 @@ class NodeChanges:
     add_input_tokens: int = 0
     add_output_tokens: int = 0
     invocation: Invocation | None = None
+    #: the record ``invocation`` extends (the one the caller's claim or read returned): the store
+    #: SETs its window plus ``invocation`` as a value. Without it the store reads the node first.
+    prior: NodeRecord | None = None
     error: dict[str, str] | None = None
     clear_error: bool = False
     attempts: int | None = None
@@ -158,7 +163,13 @@ class CheckpointStore(ABC):
     ) -> RunPage: ...
 
     @abstractmethod
-    def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None: ...
+    def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
+        """Record a crash event as its own ``C#`` item (one write; the RUN item does not grow)."""
+
+    @abstractmethod
+    def list_crash_events(self, run_id: str) -> list[CrashEvent]:
+        """The run's ``C#`` crash events in time order (a RUN item written before crash events were
+        items may hold older ones: ``RunRecord.crash_events``)."""
 
     # -- nodes -------------------------------------------------------------------------------
     @abstractmethod
@@ -202,6 +213,17 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def add_checkpoint_hit(self, run_id: str, key: str) -> None: ...
+
+    @abstractmethod
+    def list_history(self, run_id: str, key: str | None = None) -> dict[str, dict[int, Invocation]]:
+        """The invocations moved out of node windows (``H#`` items), by node key and number; only
+        node ``key``'s with a key. Join them with a record's window with ``records.full_history``."""
+
+    def node_history(self, run_id: str, rec: NodeRecord) -> tuple[Invocation, ...]:
+        """Every invocation of ``rec``: its window alone (no call) unless it has ``H#`` items."""
+        if rec.history_complete:
+            return rec.history
+        return full_history(rec, self.list_history(run_id, rec.key).get(rec.key, {}))
 
     # -- ctx.each / ctx.once / buffered events -----------------------------------------------
     @abstractmethod

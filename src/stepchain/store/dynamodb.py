@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -15,17 +16,25 @@ from stepchain.exceptions import IdempotencyConflict
 from stepchain.records import (
     CLAIMABLE,
     RUN_SK,
+    CrashEvent,
     EachRecord,
+    HistoryPush,
+    Invocation,
     NodeRecord,
     NodeStatus,
     RunRecord,
     RunStatus,
+    crash_sk,
     each_prefix,
     each_sk,
     event_sk,
+    history_prefix,
+    history_sk,
     node_sk,
     once_sk,
+    push_history,
     run_pk,
+    split_history_sk,
 )
 from stepchain.store.base import (
     CheckpointStore,
@@ -99,9 +108,10 @@ class _Update:
     def remove(self, attr: str) -> None:
         self.removes.append(self.name(attr))
 
-    def append(self, attr: str, entries: list[Any]) -> None:
-        empty = self.value("empty_list", [])
-        self.set_expr(attr, f"list_append(if_not_exists({self.name(attr)}, {empty}), {self.value(attr, entries)})")
+    def history(self, push: HistoryPush) -> None:
+        """SET the node's new history window as a value (no list_append: simpler to evaluate)."""
+        self.set("history", [h.to_dict() for h in push.window])
+        self.set("hist_n", push.count)
 
     def expression(self) -> str:
         parts = []
@@ -122,7 +132,7 @@ class _Update:
         return out
 
 
-def _node_update(c: NodeChanges) -> _Update:
+def _node_update(c: NodeChanges, push: HistoryPush | None) -> _Update:
     u = _Update()
     u.set("status", c.status.value)
     u.set("lease_until", 0)
@@ -150,8 +160,8 @@ def _node_update(c: NodeChanges) -> _Update:
     ):
         if inc:
             u.add(attr, inc)
-    if c.invocation is not None:
-        u.append("history", [c.invocation.to_dict()])
+    if push is not None:
+        u.history(push)
     if c.ended:
         u.set("ended", c.now_ms)
     return u
@@ -326,14 +336,12 @@ class DynamoDBStore(CheckpointStore):
         return RunPage(runs, next_cursor)
 
     def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
-        u = _Update()
-        u.append("crashes", [{"at_ms": at_ms, "node": node, "kind": kind}])
-        try:
-            self.client.update_item(
-                TableName=self.table, Key=self._key(run_pk(run_id), RUN_SK), **u.kwargs("attribute_exists(pk)")
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return  # no such run (as in MemoryStore): nothing to record
+        sk = crash_sk(at_ms, node, kind, secrets.token_hex(4))
+        item = {"pk": run_pk(run_id), "sk": sk, "at_ms": at_ms, "node": node, "kind": kind}
+        self.client.put_item(TableName=self.table, Item=to_item({**item, "expires_at": self.expires_at(at_ms)}))
+
+    def list_crash_events(self, run_id: str) -> list[CrashEvent]:
+        return sorted(CrashEvent.from_dict(i) for i in self._query_prefix(run_id, "C#"))
 
     # -- nodes ---------------------------------------------------------------------------------
     def get_node(self, run_id: str, key: str) -> NodeRecord | None:
@@ -409,10 +417,10 @@ class DynamoDBStore(CheckpointStore):
         u.set("owner", owner)
         u.set("lease_until", lease_until_ms)
         u.set("cur_started", now_ms)
-        u.append(
-            "history",
-            [{"started_ms": stale.current_started_ms, "ended_ms": stale.lease_until_ms, "outcome": "crashed"}],
-        )
+        started = stale.current_started_ms or stale.started_ms or now_ms
+        push = push_history(stale, Invocation(started, stale.lease_until_ms, "crashed"))
+        self._evict(run_id, key, push)
+        u.history(push)
         for attr in ("invocations", "attempts", "crashes"):
             u.add(attr, 1)
         cond = (
@@ -431,7 +439,14 @@ class DynamoDBStore(CheckpointStore):
         owner: str | None = None,
         expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
     ) -> FinishResult:
-        u = _node_update(changes)
+        push = None
+        if changes.invocation is not None:
+            prior = changes.prior or self.get_node(run_id, key)  # the engine always passes prior
+            if prior is None:
+                return FinishResult.LOST
+            push = push_history(prior, changes.invocation)
+            self._evict(run_id, key, push)
+        u = _node_update(changes, push)
         cond = f"attribute_exists(pk) AND {_status_in(u, expect, 'expect')}"
         if owner is not None:
             cond += f" AND {u.name('owner')} = {u.value('owner', owner)}"
@@ -440,6 +455,23 @@ class DynamoDBStore(CheckpointStore):
         except self.client.exceptions.ConditionalCheckFailedException:
             return FinishResult.LOST
         return FinishResult.OK
+
+    def _evict(self, run_id: str, key: str, push: HistoryPush) -> None:
+        """Write the invocations leaving the window BEFORE the node update that drops them: a crash
+        in between leaves an H# item still inside the window (ignored by readers, rewritten with the
+        same content by the next eviction), never a lost invocation."""
+        pk = run_pk(run_id)
+        for n, inv in push.evicted:
+            item = {"pk": pk, "sk": history_sk(key, n), **inv.to_dict(), "expires_at": self.expires_at(inv.started_ms)}
+            self.client.put_item(TableName=self.table, Item=to_item(item))
+
+    def list_history(self, run_id: str, key: str | None = None) -> dict[str, dict[int, Invocation]]:
+        out: dict[str, dict[int, Invocation]] = {}
+        for item in self._query_prefix(run_id, history_prefix(key)):
+            k, n = split_history_sk(str(item["sk"]))
+            if key is None or k == key:
+                out.setdefault(k, {})[n] = Invocation.from_dict(item)
+        return out
 
     def add_checkpoint_hit(self, run_id: str, key: str) -> None:
         u = _Update()

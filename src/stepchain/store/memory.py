@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import secrets
 import threading
 from typing import Any
 
@@ -10,17 +11,25 @@ from stepchain.exceptions import IdempotencyConflict
 from stepchain.records import (
     CLAIMABLE,
     RUN_SK,
+    CrashEvent,
     EachRecord,
+    HistoryPush,
+    Invocation,
     NodeRecord,
     NodeStatus,
     RunRecord,
     RunStatus,
+    crash_sk,
     each_prefix,
     each_sk,
     event_sk,
+    history_prefix,
+    history_sk,
     node_sk,
     once_sk,
+    push_history,
     run_pk,
+    split_history_sk,
 )
 from stepchain.store.base import (
     CheckpointStore,
@@ -33,6 +42,11 @@ from stepchain.store.base import (
     RunChanges,
     RunPage,
 )
+
+
+def set_history(item: dict[str, Any], push: HistoryPush) -> None:
+    item["history"] = [h.to_dict() for h in push.window]
+    item["hist_n"] = push.count
 
 
 def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
@@ -61,8 +75,6 @@ def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
     ):
         if inc:
             item[name] = item.get(name, 0) + inc
-    if c.invocation is not None:
-        item.setdefault("history", []).append(c.invocation.to_dict())
     if c.ended:
         item["ended"] = c.now_ms
     item["updated"] = c.now_ms
@@ -182,9 +194,30 @@ class MemoryStore(CheckpointStore):
     def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
         with self._lock:
             self.calls += 1
-            item = self._items.get((run_pk(run_id), RUN_SK))
-            if item is not None:
-                item.setdefault("crashes", []).append({"at_ms": at_ms, "node": node, "kind": kind})
+            sk = crash_sk(at_ms, node, kind, secrets.token_hex(4))
+            self._items[(run_pk(run_id), sk)] = {"at_ms": at_ms, "node": node, "kind": kind}
+
+    def list_crash_events(self, run_id: str) -> list[CrashEvent]:
+        with self._lock:
+            self.calls += 1
+            pk = run_pk(run_id)
+            return sorted(CrashEvent.from_dict(v) for (p, sk), v in self._items.items() if p == pk and sk[:2] == "C#")
+
+    def _evict(self, run_id: str, key: str, push: HistoryPush) -> None:
+        for n, inv in push.evicted:
+            self._items[(run_pk(run_id), history_sk(key, n))] = inv.to_dict()
+
+    def list_history(self, run_id: str, key: str | None = None) -> dict[str, dict[int, Invocation]]:
+        with self._lock:
+            self.calls += 1
+            pk, prefix = run_pk(run_id), history_prefix(key)
+            out: dict[str, dict[int, Invocation]] = {}
+            for (p, sk), v in sorted(self._items.items()):
+                if p == pk and sk.startswith(prefix):
+                    k, n = split_history_sk(sk)
+                    if key is None or k == key:
+                        out.setdefault(k, {})[n] = Invocation.from_dict(v)
+            return out
 
     # -- nodes ---------------------------------------------------------------------------------
     def get_node(self, run_id: str, key: str) -> NodeRecord | None:
@@ -245,9 +278,10 @@ class MemoryStore(CheckpointStore):
                 or int(item.get("lease_until", 0)) >= now_ms
             ):
                 return classify_conflict(copy.deepcopy(item) if item else None)
-            item.setdefault("history", []).append(
-                {"started_ms": stale.current_started_ms, "ended_ms": stale.lease_until_ms, "outcome": "crashed"}
-            )
+            started = stale.current_started_ms or stale.started_ms or now_ms
+            push = push_history(stale, Invocation(started, stale.lease_until_ms, "crashed"))
+            self._evict(run_id, key, push)
+            set_history(item, push)
             item.update(owner=owner, lease_until=lease_until_ms, cur_started=now_ms)
             for name in ("invocations", "attempts", "crashes"):
                 item[name] = item.get(name, 0) + 1
@@ -269,6 +303,11 @@ class MemoryStore(CheckpointStore):
                 return FinishResult.LOST
             if owner is not None and item.get("owner") != owner:
                 return FinishResult.LOST
+            if changes.invocation is not None:
+                prior = changes.prior or NodeRecord.from_item({"sk": node_sk(key), "pk": run_pk(run_id), **item})
+                push = push_history(prior, changes.invocation)
+                self._evict(run_id, key, push)
+                set_history(item, push)
             apply_node_changes(item, changes)
             return FinishResult.OK
 

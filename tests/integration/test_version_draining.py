@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from stepchain import Registry, RunStatus, StepContext, VersionNotRegistered, Workflow
-from stepchain.testing import Harness
+from stepchain.aws.sqs_worker import handle_sqs_batch
+from stepchain.testing import Harness, VirtualLambdaContext
 
 
 def build(version: str) -> Workflow:
@@ -121,3 +122,30 @@ def test_registering_the_version_again_lets_a_redrive_finish_on_its_own_code(h: 
     assert h.status(rid) == "SUCCEEDED"
     assert h.output(rid) == {"shipped": "yes", "version": "1"}
     assert h.engine.output_of(rid, "price") == [1, 11, 21]
+
+
+def test_the_sqs_worker_acknowledges_a_retired_versions_message_after_failing_the_run() -> None:
+    """Through the SQS worker's batch handler: no batch item failure, so SQS deletes the message
+    instead of redelivering it until it lands in the dead-letter queue."""
+    with Harness(V1, backend="memory") as h:
+        rid = h.start("orders", {"n": 1})
+        popped = h.handoff.pop()
+        assert popped is not None
+        redeploy(h)
+        record = {
+            "messageId": "m-1",
+            "receiptHandle": "r-1",
+            "body": popped[1].to_json(),
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:stepchain-receive",
+            "awsRegion": "us-east-1",
+        }
+        response = handle_sqs_batch(h.engine, {"Records": [record]}, VirtualLambdaContext(h.clock, 30_000, "w-1"))
+        assert response == {"batchItemFailures": []}
+        run = h.engine.get_run(rid)
+        assert run.status is RunStatus.FAILED and run.error is not None
+        assert run.error["type"] == "VersionNotRegistered" and "'1'" in run.error["message"]
+        assert h.handoff.pop() is None  # and nothing was sent on

@@ -20,6 +20,7 @@ from stepchain.exceptions import (
     TerminalError,
     ValidationError,
     VersionMismatch,
+    VersionNotRegistered,
     WorkflowNotFound,
 )
 from stepchain.ledger import RunView, describe
@@ -65,6 +66,7 @@ __all__ = [
     "TerminalError",
     "ValidationError",
     "VersionMismatch",
+    "VersionNotRegistered",
     "Workflow",
     "WorkflowNotFound",
     "describe",

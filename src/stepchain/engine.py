@@ -27,6 +27,7 @@ from stepchain.exceptions import (
     StepNotFound,
     TerminalError,
     ValidationError,
+    VersionNotRegistered,
 )
 from stepchain.handoff.base import Handoff
 from stepchain.messages import Activation, Outcome, OutcomeKind
@@ -124,7 +125,7 @@ class Engine:
         run = self.get_run(run_id)
         if run.status.finished:
             raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
-        wf = self.registry.get(run.workflow, run.version)
+        wf = self._pinned(run)
         node = wf.wait_node(name)
         ref = self.codec.encode(payload, scope=f"{run_id}/events/{name}")
         if not self.store.put_event(run_id, name, ref, self.clock.now_ms()):
@@ -159,14 +160,14 @@ class Engine:
         if run is None:
             current = self.get_run(run_id)
             raise InvalidRunState(f"run {run_id} is {current.status.value}; only active runs can be cancelled")
-        wf = self.registry.get(run.workflow, run.version)
+        wf = self.registry.find(run.workflow, run.version)  # None: a retired version still cancels
         existing = {r.key: r for r in self.store.list_nodes(run_id)}
         for rec in existing.values():
             if not rec.status.finished and rec.status is not NodeStatus.RUNNING:
                 self.store.finish(
                     run_id, rec.key, NodeChanges(NodeStatus.CANCELLED, now, ended=True), expect=(rec.status,)
                 )
-        for node in wf.nodes:  # tombstones: a late claim of a node never started finds CANCELLED
+        for node in wf.nodes if wf else ():  # tombstones: a late claim of a node never started finds CANCELLED
             if node.id not in existing:
                 self.store.put_node_if_absent(
                     NodeInit(run_id, node.id, node.id, None, status=NodeStatus.CANCELLED), now
@@ -244,10 +245,35 @@ class Engine:
         logger.warning("run failed by its transport", extra={"run_id": run_id, "node": node, "error": err})
         return Outcome(OutcomeKind.FAILED, error=err)
 
+    def _pinned(self, run: RunRecord) -> Workflow:
+        """The run's workflow at its pinned version. When this deployment does not register that
+        version, nothing can advance the run: fail it with an error naming the version, and raise."""
+        try:
+            return self.registry.get(run.workflow, run.version)
+        except VersionNotRegistered as exc:
+            self._fail_unregistered(run.run_id, run.current, exc)
+            raise
+
+    def _fail_unregistered(self, run_id: str, key: str | None, exc: VersionNotRegistered) -> Outcome:
+        err = {"node": key or "", "type": "VersionNotRegistered", "message": f"{exc}; register it again and redrive"}
+        logger.error("run pinned to a workflow version this deployment does not register", extra={"error": err})
+        if key:
+            return self.fail_node(run_id, key, err)
+        self.store.update_run(
+            run_id, RunChanges(self.clock.now_ms(), status=RunStatus.FAILED, error=err, ended=True), expect=ACTIVE_RUN
+        )
+        return Outcome(OutcomeKind.FAILED, error=err)
+
     # ======================================================================= worker side
     def process(self, msg: Activation, lambda_context: LambdaContextLike) -> Outcome:
-        """Make durable progress on one activation. Safe to call any number of times."""
-        wf = self.registry.get(msg.workflow, msg.version)
+        """Make durable progress on one activation. Safe to call any number of times.
+
+        A message for a workflow version this deployment does not register fails the run (it is
+        not retried: no redelivery could ever succeed here)."""
+        try:
+            wf = self.registry.get(msg.workflow, msg.version)
+        except VersionNotRegistered as exc:
+            return self._fail_unregistered(msg.run_id, node_key(msg.node, msg.index), exc)
         node = wf.node(msg.node)
         if node.kind is NodeKind.MAP and msg.index is None:
             if msg.action == "join":

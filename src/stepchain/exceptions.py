@@ -140,3 +140,15 @@ class EachItemsChanged(TerminalError):
 
 class StepCancelled(StepchainSignal):
     """Raised inside a running step (at a ``ctx.each`` item checkpoint) when its run was cancelled."""
+
+
+class VersionNotRegistered(VersionMismatch):
+    """A run is pinned to a workflow version this deployment does not register (any more).
+
+    Its records stay readable and it can be cancelled; anything that would advance it (a worker
+    activation, an event, a redrive) fails the run with this error, naming the version. Register
+    that version again (keep the old ``Workflow(..., version=...)`` in the deployment) and redrive.
+    """
+
+    code = "version_not_registered"
+    http_status = 409

@@ -8,13 +8,14 @@ seconds of compute and in dollars (recorded step costs plus Lambda compute).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stepchain.payloads import PayloadCodec
 from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, full_history
 from stepchain.store.base import CheckpointStore
-from stepchain.workflow import Registry
+from stepchain.workflow import Registry, Workflow
 
 #: Lambda on-demand price (x86, us-east-1): per GB-second and per request
 LAMBDA_GB_SECOND_USD = 0.0000166667
@@ -124,10 +125,40 @@ def _node_view(
     )
 
 
+#: memory assumed for the compute-cost ledger of a node whose workflow version is not registered
+DEFAULT_MEMORY_MB = 512
+
+
+def node_kind(rec: NodeRecord, wf: Workflow | None, maps: Collection[str] = ()) -> str:
+    """A node's kind: from the workflow when this deployment registers the run's version, else
+    from the record alone (a run on a retired version stays readable)."""
+    if wf is not None and wf.has_node(rec.node):
+        return wf.node(rec.node).kind.value
+    if rec.index is not None or rec.items_total is not None or rec.node in maps:
+        return "map"
+    if rec.event_name is not None:
+        return "wait"
+    return "sleep" if rec.wake_at_ms is not None else "step"
+
+
 def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunView:
-    wf = registry.get(run.workflow, run.version)
-    order = {n.id: i for i, n in enumerate(wf.nodes)}
+    """The run's ledger. Works from the records alone when the run's version is not registered
+    (node kinds inferred from the records, nodes in the order they were created)."""
+    wf = registry.find(run.workflow, run.version)
     records = store.list_nodes(run.run_id)
+    if wf is not None:
+        order = {n.id: i for i, n in enumerate(wf.nodes)}
+    else:
+        first_seen = sorted(
+            (r for r in records if r.index is None),
+            key=lambda r: (r.created_ms, r.ended_ms if r.ended_ms is not None else 2**63, r.key),
+        )
+        order = {r.node: i for i, r in enumerate(first_seen)}
+    maps = {r.node for r in records if r.index is not None}
+
+    def memory_mb(node: str) -> int:
+        return wf.node(node).memory_mb if wf is not None and wf.has_node(node) else DEFAULT_MEMORY_MB
+
     each = store.list_each_all(run.run_id) if any(r.invocations for r in records) else {}
     # nodes past their history window keep older invocations as H# items: one query for all
     older = store.list_history(run.run_id) if not all(r.history_complete for r in records) else {}
@@ -137,8 +168,8 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     top: dict[str, NodeView] = {}
     items: list[NodeView] = []
     for rec in records:
-        node = wf.node(rec.node)
-        view = _node_view(rec, node.kind.value, node.memory_mb, each.get(rec.key, []), older.get(rec.key, {}))
+        kind = node_kind(rec, wf, maps)
+        view = _node_view(rec, kind, memory_mb(rec.node), each.get(rec.key, []), older.get(rec.key, {}))
         (items if rec.index is not None else []).append(view)
         if rec.index is None:
             top[rec.key] = view
@@ -151,7 +182,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     # A naive restart at a crash re-runs every finished leaf (nodes; map items rather than their
     # parent) and every checkpointed ctx.each iteration of leaves that had not finished yet.
     leaves = [v for v in nodes if not v.items] + items
-    memory = {rec.key: wf.node(rec.node).memory_mb for rec in records}
+    memory = {rec.key: memory_mb(rec.node) for rec in records}
     tax_s = tax_usd = 0.0
     for crash in crash_events:
         t = crash.at_ms

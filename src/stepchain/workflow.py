@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from stepchain.exceptions import EventNotFound, ValidationError, VersionMismatch, WorkflowNotFound
+from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
 
 if TYPE_CHECKING:
     from stepchain.context import StepContext
@@ -248,18 +248,36 @@ class Registry:
         self._by_name.setdefault(wf.name, {})[wf.version] = wf
         self._latest[wf.name] = wf
 
+    def unregister(self, name: str, version: str) -> None:
+        """Forget one version (what a deployment that no longer defines it looks like)."""
+        versions = self._by_name.get(name, {})
+        versions.pop(version, None)
+        if not versions:
+            self._by_name.pop(name, None)
+            self._latest.pop(name, None)
+        elif self._latest[name].version == version:
+            self._latest[name] = list(versions.values())[-1]
+
     def get(self, name: str, version: str | None = None) -> Workflow:
+        """The workflow; raises :class:`WorkflowNotFound`, or :class:`VersionNotRegistered` (a
+        :class:`VersionMismatch`) when ``name`` is known but not at ``version``."""
         versions = self._by_name.get(name)
         if not versions:
+            if version is not None:
+                raise VersionNotRegistered(f"workflow {name!r} version {version!r} is not registered here (none is)")
             raise WorkflowNotFound(f"unknown workflow {name!r}; known: {sorted(self._by_name)}")
         if version is None:
             return self._latest[name]
         try:
             return versions[version]
         except KeyError:
-            raise VersionMismatch(
-                f"run is pinned to {name!r} version {version!r}; this deployment has {sorted(versions)}"
+            raise VersionNotRegistered(
+                f"workflow {name!r} version {version!r} is not registered here (registered: {sorted(versions)})"
             ) from None
+
+    def find(self, name: str, version: str) -> Workflow | None:
+        """The workflow at exactly ``version``, or None (read paths work from the records then)."""
+        return self._by_name.get(name, {}).get(version)
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

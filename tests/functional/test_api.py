@@ -8,15 +8,17 @@ import copy
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stepchain import StepContext, TerminalError, Workflow
+from stepchain import Registry, StepContext, TerminalError, Workflow
 from stepchain.api import MAX_BODY_BYTES, handle_api_event, openapi_json
 from stepchain.api import app as api_app
+from stepchain.api.decoding import MAX_DEPTH
 from stepchain.api.models import NodeViewModel, RunDetail, RunTotals
 from stepchain.ledger import NodeView, RunView
 from stepchain.testing import Harness
@@ -256,7 +258,7 @@ def test_step_errors(h: Harness) -> None:
     no_item = call(h, "get-step", path=f"/runs/{run_id}/steps/square", query={"index": "7"})
     assert no_item.status == 404
     not_map = call(h, "get-step", path=f"/runs/{run_id}/steps/split", query={"index": "0"})
-    assert not_map.status == 400 and not_map.code == "invalid_parameter"
+    assert not_map.status == 404 and not_map.code == "step_not_found"  # no such item: a valid request
     for q in ({"index": "-1"}, {"index": "one"}):
         assert call(h, "get-step", path=f"/runs/{run_id}/steps/square", query=q).status == 400
     assert call(h, "get-step", path=f"/runs/{run_id}/steps/Bad-Step").status == 400
@@ -374,7 +376,7 @@ def test_list_defaults_to_the_only_workflow() -> None:
 
 # ---------------------------------------------------------------------------- user mistakes
 def test_malformed_json_is_400(h: Harness) -> None:
-    for raw in ('{"workflow": "approval",', "NaN", '{"workflow":"approval","input":Infinity}', "[" * 5000):
+    for raw in ('{"workflow": "approval",', "NaN", '{"workflow":"approval","input":Infinity}', "[1" * 10 + "]"):
         r = call(h, "start-run", raw_body=raw)
         assert r.status == 400 and r.code == "malformed_json", raw[:20]
 
@@ -504,3 +506,265 @@ def test_response_models_mirror_the_ledger(h: Harness) -> None:
     run_id = start(h, "fanout", 1).json["run_id"]
     h.run()
     assert set(h.view(run_id).totals) == set(RunTotals.model_fields)
+
+
+# ------------------------------------------------------ the request-decoding layer (issue 7)
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """A JSON value ``depth`` levels deep (the top-level array is level 1)."""
+    value = leaf
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+BODY_ROUTES = [("start-run", None), ("send-event", "/events/approve"), ("redrive-run", "/redrive")]
+
+
+@pytest.mark.parametrize(("sample", "suffix"), BODY_ROUTES)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+        "application/json; =x",
+        "text/plain",
+        ";",
+    ],
+)
+def test_a_body_that_is_not_json_is_415_on_every_body_route(
+    h: Harness, sample: str, suffix: str | None, content_type: str
+) -> None:
+    run_id = start(h, "fanout", -1).json["run_id"]
+    path = None if suffix is None else f"/runs/{run_id}{suffix}"
+    r = call(h, sample, path=path, body={"input": 1}, headers={"Content-Type": content_type})
+    assert r.status == 415 and r.code == "unsupported_media_type", r.raw
+
+
+def test_json_content_types_with_parameters_are_accepted(h: Harness) -> None:
+    for ct in ("application/json; charset=UTF-8", "Application/JSON", "application/vnd.api+json", None):
+        r = call(h, "start-run", body={"workflow": "approval"}, headers={"Content-Type": ct, "Idempotency-Key": None})
+        assert r.status == 202, (ct, r.raw)
+
+
+def test_an_integer_past_pythons_digit_limit_is_422_not_500(h: Harness) -> None:
+    big = "9" * 4301
+    r = call(h, "start-run", raw_body='{"workflow":"approval","input":' + big + "}")
+    assert r.status == 422 and r.code == "validation_error" and "4300 digits" in r.raw
+    run_id = start(h, "approval", 1).json["run_id"]
+    assert call(h, "send-event", path=f"/runs/{run_id}/events/approve", raw_body=big).status == 422
+    assert call(h, "send-event", path=f"/runs/{run_id}/events/approve", raw_body="1e999").status == 422  # inf
+    ok = call(h, "send-event", path=f"/runs/{run_id}/events/approve", raw_body="9" * 4300)
+    assert ok.status == 202
+
+
+def test_nesting_past_the_limit_is_refused_at_the_door(h: Harness) -> None:
+    for depth in (65, 255):
+        r = start(h, "approval", nested(depth - 1))  # the body object adds one level
+        assert r.status == 422 and r.code == "validation_error" and "64 levels" in r.raw, depth
+    r = call(h, "start-run", raw_body='{"workflow":"approval","input":' + "[" * 3000 + "]" * 3000 + "}")
+    assert r.status == 422 and "64 levels" in r.raw
+    run_id = start(h, "approval", 1).json["run_id"]
+    r = call(h, "send-event", path=f"/runs/{run_id}/events/approve", body=nested(255))
+    assert r.status == 422
+
+
+def test_the_deepest_accepted_value_is_stored_and_served_back(h: Harness) -> None:
+    deep = nested(MAX_DEPTH - 1)  # inside {"workflow", "input"}: exactly MAX_DEPTH levels
+    run_id = start(h, "approval", deep).json["run_id"]
+    h.run()
+    assert call(h, "send-event", path=f"/runs/{run_id}/events/approve", body=nested(MAX_DEPTH)).status == 202
+    h.run()
+    run = call(h, "get-run", path=f"/runs/{run_id}")
+    assert run.status == 200 and run.json["output"] == {"published": nested(MAX_DEPTH)}
+    step = call(h, "get-step", path=f"/runs/{run_id}/steps/prepare")
+    assert step.status == 200 and step.json["output"] == {"doc": deep}
+
+
+def test_a_duplicate_key_is_422_not_last_one_wins(h: Harness) -> None:
+    r = call(h, "start-run", raw_body='{"workflow":"fanout","workflow":"approval","input":1}')
+    assert r.status == 422 and "duplicate key" in r.raw
+    r = call(h, "start-run", raw_body='{"workflow":"approval","input":{"a":1,"a":2}}')
+    assert r.status == 422
+
+
+def test_a_lone_surrogate_is_422(h: Harness) -> None:
+    r = call(h, "start-run", raw_body='{"workflow":"approval","input":"\\ud800"}')
+    assert r.status == 422 and r.code == "validation_error"
+    r = call(h, "start-run", raw_body='{"workflow":"approval","input":{"\\udfff":1}}')
+    assert r.status == 422
+
+
+def test_an_array_is_never_taken_for_an_object(h: Harness) -> None:
+    r = call(h, "start-run", body=[{"workflow": "approval", "input": 1}], headers={"Idempotency-Key": None})
+    assert r.status == 422 and r.code == "validation_error" and "expected object, got array" in r.raw
+    failed = start(h, "fanout", -1).json["run_id"]
+    h.run()
+    r = call(h, "redrive-run", path=f"/runs/{failed}/redrive", body=[{"input": 2}])
+    assert r.status == 422 and h.status(failed) == "FAILED"
+    # an event payload may be any JSON: an array is delivered whole, not its first element
+    run_id = start(h, "approval", 1).json["run_id"]
+    h.run()
+    assert call(h, "send-event", path=f"/runs/{run_id}/events/approve", body=[5, 6]).status == 202
+    h.run()
+    assert h.output(run_id) == {"published": [5, 6]}
+
+
+def test_a_get_ignores_a_body_it_does_not_take(h: Harness) -> None:
+    r = call(h, "get-run", path=f"/runs/{MISSING_RUN}", raw_body="\x00garbage", headers={"Content-Type": "multipart/x"})
+    assert r.status == 404 and r.code == "run_not_found"
+
+
+# --------------------------------------------------------------------------- cursors (issue 7)
+def _old_style_cursor(inner: Any) -> str:
+    """A cursor of the pre-signing format whose inner (store) cursor is ``inner``, forged."""
+    store_cursor = base64.urlsafe_b64encode(json.dumps(inner).encode()).decode()
+    doc = {"w": "fanout", "s": None, "c": store_cursor}
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        ["pk", "sk"],
+        "RUN#x",
+        nested(200),
+        {"pk": ["x"]},
+        {"pk": {"S": 1}},
+        {"gsi1pk": {"S": "WF#other"}, "pk": {"S": "a"}},
+    ],
+    ids=["list", "string", "deep", "list-value", "number-as-string", "other-workflow"],
+)
+def test_forged_cursors_are_400_before_dynamodb(inner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Harness(fanout, backend="moto") as h:
+        for _ in range(3):
+            start(h, "fanout", 1)
+        forged = _old_style_cursor(inner)
+        r = call(h, "list-runs", query={"workflow": "fanout", "cursor": forged})
+        assert r.status == 400 and r.code == "invalid_cursor", r.raw
+        # signed with the public default key, the store still checks the key's shape itself
+        store_cursor = base64.urlsafe_b64encode(json.dumps(inner).encode()).decode()
+        signed = api_app._encode_cursor("fanout", None, store_cursor)
+        assert signed is not None
+        r = call(h, "list-runs", query={"workflow": "fanout", "cursor": signed})
+        assert r.status == 400 and r.code == "invalid_cursor", r.raw
+
+
+def test_cursors_are_signed_with_the_configured_key(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(3):
+        start(h, "fanout", 1)
+    default_signed = call(h, "list-runs", query={"workflow": "fanout", "limit": "1"}).json["next_cursor"]
+    monkeypatch.setenv("STEPCHAIN_CURSOR_KEY", "s3cret")
+    r = call(h, "list-runs", query={"workflow": "fanout", "cursor": default_signed})
+    assert r.status == 400 and r.code == "invalid_cursor"
+    page = call(h, "list-runs", query={"workflow": "fanout", "limit": "1"}).json
+    nxt = call(h, "list-runs", query={"workflow": "fanout", "cursor": page["next_cursor"]})
+    assert nxt.status == 200 and nxt.json["runs"][0]["run_id"] != page["runs"][0]["run_id"]
+    body, mac = page["next_cursor"].split(".")
+    tampered = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+    assert call(h, "list-runs", query={"workflow": "fanout", "cursor": tampered}).status == 400
+
+
+# ------------------------------------------------------------- every status code is documented
+def test_the_document_lists_every_status_each_route_can_answer() -> None:
+    paths = json.loads(openapi_json())["paths"]
+    start_run = paths["/runs"]["post"]["responses"]
+    assert start_run["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RunHandle"}
+    for path, method in [
+        ("/runs", "post"),
+        ("/runs/{run_id}/events/{name}", "post"),
+        ("/runs/{run_id}/redrive", "post"),
+    ]:
+        assert {"400", "404", "409", "413", "415", "422", "500"} <= set(paths[path][method]["responses"]), path
+    for path in ("/runs/{run_id}", "/runs/{run_id}/steps/{step}", "/runs"):
+        assert {"200", "400", "404", "500"} <= set(paths[path]["get"]["responses"])
+        assert "422" not in paths[path]["get"]["responses"]  # no body, nothing to be unprocessable
+
+
+# ------------------------------------------------------------------ version draining (issue 7)
+def shop(version: str) -> Workflow:
+    wf = Workflow("shop", version=version)
+
+    @wf.step()
+    def basket(ctx: StepContext, n: int) -> list[int]:
+        time.sleep(1)  # virtual time: without its workflow, a run's nodes are listed in creation order
+        return list(range(n))
+
+    @wf.map()
+    def price(ctx: StepContext, i: int) -> int:
+        time.sleep(1)
+        return i + int(version)
+
+    wf.wait_for_event("paid", timeout_s=3600)
+
+    @wf.step()
+    def ship(ctx: StepContext, payment: Any) -> Any:
+        return {"shipped": payment}
+
+    return wf
+
+
+def test_runs_on_a_retired_version_are_readable_and_cancellable_and_advancing_is_409() -> None:
+    v1, v2 = shop("1"), shop("2")
+    with Harness(v1, backend="memory") as h:
+        first, second = (start(h, "shop", 2).json["run_id"] for _ in range(2))
+        h.run()
+        h.engine.registry = Registry([v2])  # the new deployment (the API's engine) no longer has version 1
+        run = call(h, "get-run", path=f"/runs/{first}")
+        assert run.status == 200 and run.json["version"] == "1" and run.json["status"] == "WAITING"
+        assert [(n["key"], n["kind"]) for n in run.json["nodes"]] == [
+            ("basket", "step"),
+            ("price", "map"),
+            ("paid", "wait"),
+        ]
+        step = call(h, "get-step", path=f"/runs/{first}/steps/price")
+        assert step.status == 200 and step.json["kind"] == "map" and step.json["output"] == [1, 2]
+        item = call(h, "get-step", path=f"/runs/{first}/steps/price", query={"index": "1"})
+        assert item.status == 200 and item.json["output"] == 2
+        not_map = call(h, "get-step", path=f"/runs/{first}/steps/basket", query={"index": "0"})
+        assert not_map.status == 404
+        assert call(h, "get-step", path=f"/runs/{first}/steps/ship").status == 404  # not started
+        listed = call(h, "list-runs", query={"workflow": "shop"})
+        assert listed.status == 200 and {r["run_id"] for r in listed.json["runs"]} == {first, second}
+        # advancing it cannot work here: the run fails, naming the version, and the call is 409
+        ev = call(h, "send-event", path=f"/runs/{first}/events/paid", body={"ok": True})
+        assert ev.status == 409 and ev.code == "version_not_registered" and "'1'" in ev.json["error"]["message"]
+        failed = call(h, "get-run", path=f"/runs/{first}").json
+        assert failed["status"] == "FAILED" and failed["error"]["type"] == "VersionNotRegistered"
+        assert "version '1'" in failed["error"]["message"]
+        redrive = call(h, "redrive-run", path=f"/runs/{first}/redrive", body=None)
+        assert redrive.status == 409 and redrive.code == "version_not_registered"
+        cancel = call(h, "cancel-run", path=f"/runs/{second}/cancel")
+        assert cancel.status == 200 and cancel.json["status"] == "CANCELLED"
+
+
+def test_listing_a_workflow_removed_altogether_still_shows_its_runs() -> None:
+    with Harness(shop("1"), approval, backend="memory") as h:
+        run_id = start(h, "shop", 1).json["run_id"]
+        h.engine.registry = Registry([approval])
+        listed = call(h, "list-runs", query={"workflow": "shop"})
+        assert listed.status == 200 and [r["run_id"] for r in listed.json["runs"]] == [run_id]
+        assert call(h, "get-run", path=f"/runs/{run_id}").status == 200
+        assert call(h, "list-runs", query={"workflow": "nope"}).code == "workflow_not_found"
+
+
+deep_out = Workflow("deep-out")
+
+
+@deep_out.step()
+def dig(ctx: StepContext, n: int) -> Any:
+    return nested(n)
+
+
+def test_a_step_output_too_deep_to_serve_is_omitted_not_500() -> None:
+    with Harness(deep_out, backend="memory") as dh:
+        shallow, deep = start(dh, "deep-out", 150).json["run_id"], start(dh, "deep-out", 260).json["run_id"]
+        dh.run()
+        ok = call(dh, "get-run", path=f"/runs/{shallow}")
+        assert ok.status == 200 and ok.json["output"] == nested(150) and ok.json["output_omitted"] is None
+        for path in (f"/runs/{deep}", f"/runs/{deep}/steps/dig"):
+            r = call(dh, "get-run", path=path)
+            assert r.status == 200 and r.json["has_output"] is True and r.json["output"] is None, r.raw[:200]
+            assert "200 levels" in r.json["output_omitted"] and r.json["output_bytes"] > 0
+        assert dh.output(deep) == nested(260)  # the library reads it

@@ -22,6 +22,7 @@ from stepchain import (
     IdempotencyConflict,
     InvalidRunState,
     NodeStatus,
+    OutcomeKind,
     Registry,
     RetryableError,
     RetryPolicy,
@@ -29,7 +30,6 @@ from stepchain import (
     StepContext,
     StepNotFound,
     TerminalError,
-    VersionMismatch,
     Workflow,
     describe,
 )
@@ -727,7 +727,7 @@ def versioned(version: str, suffix: str) -> Workflow:
     return wf
 
 
-def test_run_stays_on_its_version_and_a_worker_without_it_reports_version_mismatch() -> None:
+def test_run_stays_on_its_version_and_a_worker_without_it_fails_the_run_naming_it() -> None:
     v1, v2 = versioned("1", "-a"), versioned("2", "-b")
     with harness(v1, backend="memory") as h:
         rid = h.start("pinned", "x")
@@ -737,15 +737,16 @@ def test_run_stays_on_its_version_and_a_worker_without_it_reports_version_mismat
         popped = h.handoff.pop()
         assert popped is not None
         msg = popped[1]
-        with pytest.raises(VersionMismatch, match="'1'"):
-            worker.process(msg, VirtualLambdaContext(h.clock, 5000, "new-deploy"))
-        with pytest.raises(VersionMismatch):
-            describe(worker.store, worker.registry, worker.get_run(rid))  # its ledger view, too
-        node = h.store.get_node(rid, "stage_one")
-        assert node is not None and node.status is NodeStatus.PENDING  # untouched
-        # the old deployment (which now also knows v2) finishes it on v1
+        out = worker.process(msg, VirtualLambdaContext(h.clock, 5000, "new-deploy"))
+        assert out.kind is OutcomeKind.FAILED and out.error is not None  # no exception: no redelivery loop
+        assert out.error["type"] == "VersionNotRegistered" and "'1'" in out.error["message"]
+        run = h.engine.get_run(rid)
+        assert run.status is RunStatus.FAILED and run.error == out.error
+        view = describe(worker.store, worker.registry, run)  # its ledger still reads, from the records
+        assert [(n.key, n.kind, n.status) for n in view.nodes] == [("stage_one", "step", "FAILED")]
+        # the old deployment (which now also knows v2) redrives it: it finishes on v1
         h.registry.register(v2)
-        h.handoff.push_back(msg, h.clock.now_ms())
+        h.engine.redrive(rid)
         h.run()
         assert h.output(rid) == "x-a-a"
         new_run = h.start("pinned", "y")

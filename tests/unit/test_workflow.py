@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from stepchain import Registry, RetryPolicy, StepContext, ValidationError, VersionMismatch, Workflow, WorkflowNotFound
+from stepchain import (
+    Registry,
+    RetryPolicy,
+    StepContext,
+    ValidationError,
+    VersionMismatch,
+    VersionNotRegistered,
+    Workflow,
+    WorkflowNotFound,
+)
 from stepchain.exceptions import EventNotFound
 from stepchain.workflow import NodeKind
 
@@ -231,3 +240,20 @@ def test_registry_register_later() -> None:
     wf = build()
     reg.register(wf)
     assert reg.get("agent", wf.version) is wf
+
+
+def test_registry_unregister_and_find() -> None:
+    old, new = build(version="1"), build(version="2")
+    reg = Registry([old, new])
+    assert reg.find("agent", "1") is old and reg.find("agent", "3") is None and reg.find("nope", "1") is None
+    reg.unregister("agent", "2")
+    assert reg.get("agent") is old and reg.find("agent", "2") is None
+    with pytest.raises(VersionNotRegistered, match="version '2'") as info:
+        reg.get("agent", "2")
+    assert isinstance(info.value, VersionMismatch) and info.value.code == "version_not_registered"
+    reg.unregister("agent", "1")
+    assert reg.names() == []
+    with pytest.raises(VersionNotRegistered):  # a run of a workflow removed altogether
+        reg.get("agent", "1")
+    with pytest.raises(WorkflowNotFound):
+        reg.get("agent")

@@ -15,13 +15,18 @@ Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
 
 * 400: the request line or headers are wrong (malformed run id, bad query parameter, bad
   ``Idempotency-Key``, bad cursor, ``workflow`` missing while several are registered) or the body
-  is not JSON (``malformed_json``);
-* 422: the body is JSON but not of the expected shape (``validation_error``);
+  is not JSON (``malformed_json``) or not base64 / UTF-8 (``malformed_body``);
+* 422: the body is JSON but not of the expected shape, or not a value that can be stored and
+  served back (nested over 64 levels, an integer over 4,300 digits, a lone surrogate):
+  ``validation_error``;
 * 404: unknown route, run, step, event name, or workflow (an unknown workflow in ``POST /runs``
   is 404 ``workflow_not_found`` too: the name refers to a resource that does not exist);
-* 405 wrong method (with ``Allow``), 409 wrong run state or idempotency conflict, 413 body over
-  :data:`MAX_BODY_BYTES`, 415 a body that is not ``application/json``;
+* 405 wrong method (with ``Allow``), 409 wrong run state, idempotency conflict, or a run whose
+  workflow version this deployment does not register (``version_not_registered``, the run is
+  failed), 413 body over 256 KiB, 415 a body that is not ``application/json``;
 * 500: our fault; the body says only ``internal_error`` and the request id (the log has the rest).
+
+Request bodies are decoded in one place, :mod:`stepchain.api.decoding`, before any route runs.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -41,14 +48,20 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
+from stepchain.api.decoding import (
+    MAX_BODY_BYTES,
+    MAX_SERVED_DEPTH,
+    BodySpec,
+    RequestRejected,
+    body_specs,
+    depth,
+    normalize,
+)
 from stepchain.api.models import (
     EVENT_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
@@ -73,13 +86,13 @@ from stepchain.exceptions import (
     StepchainError,
     StepNotFound,
 )
-from stepchain.ledger import describe
+from stepchain.ledger import describe, node_kind
 from stepchain.payloads import PayloadCodec
 from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.workflow import NodeKind
 
-#: request bodies above this are refused with 413 (the SQS / Step Functions payload limit)
-MAX_BODY_BYTES = 256 * 1024
+__all__ = ["MAX_BODY_BYTES", "ApiError", "app", "handle_api_event", "main", "openapi_json"]
+
 #: lifetime of presigned output URLs
 OUTPUT_URL_TTL_S = 900
 MAX_PAGE = 100
@@ -97,21 +110,8 @@ class ApiError(StepchainError):
         self.code = code
 
 
-def _load_json(body: str) -> Any:
-    """Powertools' JSON body deserializer, with a size limit and strict JSON (no NaN, bounded nesting)."""
-    if len(body.encode()) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
-
-    def no_constants(name: str) -> Any:
-        raise json.JSONDecodeError(f"{name} is not valid JSON", body, 0)
-
-    try:
-        return json.loads(body, parse_constant=no_constants)
-    except RecursionError:
-        raise json.JSONDecodeError("nested too deeply", body, 0) from None
-
-
-app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_load_json)
+# Bodies reach Powertools already decoded and re-serialized by stepchain.api.decoding.
+app = APIGatewayRestResolver(enable_validation=True)
 
 
 def get_engine() -> Engine:
@@ -120,6 +120,9 @@ def get_engine() -> Engine:
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
+#: "any JSON value" as a body type. Spelled as a union with a list because Powertools' validation
+#: replaces a list body by its first element unless the declared type admits a sequence.
+AnyJson = Any | list[Any]
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="24 lowercase hex characters.")]
 
 
@@ -132,8 +135,12 @@ def _errors(*codes: int) -> dict[int, Any]:
     }
 
 
-def _responses(status: int, description: str, *errors: int) -> dict[int, Any]:
-    return {status: {"description": description}, **_errors(422, 500, *errors)}
+def _responses(status: int, description: str, *errors: int, also: dict[int, Any] | None = None) -> dict[int, Any]:
+    return {status: {"description": description}, **(also or {}), **_errors(500, *errors)}
+
+
+#: what a route with a JSON request body can also answer (decoding.py: 400, 413, 415, 422)
+BODY_ERRORS = (400, 413, 415, 422)
 
 
 def _prefix() -> str:
@@ -172,29 +179,60 @@ def _output(engine: Engine, ref: str | None) -> dict[str, Any]:
         fields["output_url"] = url
         return fields
     try:
-        fields["output"] = engine.codec.decode(ref)
+        value = engine.codec.decode(ref)
     except BlobUnavailable as exc:  # a stored value we cannot read back is our problem, not the caller's
         raise RuntimeError(f"stored output is unreadable: {exc}") from exc
+    if depth(value) > MAX_SERVED_DEPTH:  # a step may return what no JSON response here can carry
+        fields["output_omitted"] = f"nested more than {MAX_SERVED_DEPTH} levels: read it with the library"
+    else:
+        fields["output"] = value
     return fields
+
+
+def _cursor_mac(payload: bytes) -> bytes:
+    """HMAC-SHA256 (truncated to 16 bytes) of a cursor, keyed by ``STEPCHAIN_CURSOR_KEY``.
+
+    With the key set (a secret), a cursor this API did not issue is refused before it reaches the
+    store. Without it the MAC is keyed by a public constant: it still rejects any cursor that was
+    edited or made up without reading this code, and the store checks a cursor's shape itself."""
+    key = (os.environ.get("STEPCHAIN_CURSOR_KEY") or "stepchain-cursor-v1").encode()
+    return hmac.new(key, payload, hashlib.sha256).digest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _encode_cursor(workflow: str, status: RunStatus | None, inner: str | None) -> str | None:
     if inner is None:
         return None
-    doc = {"w": workflow, "s": status.value if status else None, "c": inner}
-    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+    doc = json.dumps({"w": workflow, "s": status.value if status else None, "c": inner}, separators=(",", ":"))
+    return f"{_b64(doc.encode())}.{_b64(_cursor_mac(doc.encode()))}"
 
 
 def _decode_cursor(cursor: str, workflow: str, status: RunStatus | None) -> str:
+    """The store's cursor inside an API cursor: signed by this API, for this same query."""
+    forged = ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    body, _, mac = cursor.partition(".")
     try:
-        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        inner = doc["c"]
-        same = doc["w"] == workflow and doc["s"] == (status.value if status else None)
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
-    if not isinstance(inner, str) or not same:
+        payload, tag = _unb64(body), _unb64(mac)
+    except (ValueError, binascii.Error):
+        raise forged from None
+    if not hmac.compare_digest(tag, _cursor_mac(payload)):
+        raise forged
+    try:  # signed by us, but the key may be the public default: check the shape all the same
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise forged from None
+    if not (isinstance(doc, dict) and set(doc) == {"w", "s", "c"} and isinstance(doc["c"], str)):
+        raise forged
+    if doc["w"] != workflow or doc["s"] != (status.value if status else None):
         raise ApiError(400, "invalid_cursor", "cursor belongs to a different query (workflow/status changed)")
-    return inner
+    return doc["c"]
 
 
 def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
@@ -211,7 +249,19 @@ def _error(status: int, code: str, message: str, details: list[dict[str, Any]] |
     "/runs",
     summary="Start a run",
     operation_id="startRun",
-    responses=_responses(202, "Started (200: the same Idempotency-Key and body were seen before)", 400, 404, 409, 413),
+    responses=_responses(
+        202,
+        "Started",
+        404,
+        409,
+        *BODY_ERRORS,
+        also={
+            200: {
+                "description": "The same Idempotency-Key and body were seen before: that run",
+                "content": {content_types.APPLICATION_JSON: {"model": RunHandle}},
+            }
+        },
+    ),
     status_code=202,
 )
 def start_run(
@@ -259,7 +309,6 @@ def list_runs(
         if len(names) != 1:
             raise ApiError(400, "workflow_required", f"pass ?workflow= (one of {names})")
         workflow = names[0]
-    engine.registry.get(workflow)  # unknown -> 404
     inner = None if cursor is None else _decode_cursor(cursor, workflow, status)
     try:
         page = engine.store.list_runs(workflow, status=status, limit=limit, cursor=inner)
@@ -267,6 +316,8 @@ def list_runs(
         if inner is None or not _is_cursor_rejection(exc):
             raise
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    if not page.runs and inner is None and workflow not in engine.registry.names():
+        engine.registry.get(workflow)  # no such workflow, and no runs of a retired one: 404
     return RunList(
         runs=[
             RunSummary(
@@ -317,17 +368,19 @@ def get_step(
     index: Annotated[int | None, Query(ge=0, description="Map item number (0-based).")] = None,
 ) -> StepDetail:
     run = engine.get_run(run_id)
-    wf = engine.registry.get(run.workflow, run.version)
-    if not wf.has_node(step):
+    # A run on a version this deployment no longer registers is read from its records alone.
+    wf = engine.registry.find(run.workflow, run.version)
+    if wf is not None and not wf.has_node(step):
         raise StepNotFound(f"workflow {run.workflow!r} has no step {step!r}")
-    node = wf.node(step)
-    if index is not None and node.kind is not NodeKind.MAP:
-        raise ApiError(400, "invalid_parameter", f"step {step!r} is not a map: ?index= does not apply")
-    rec = engine.store.get_node(run_id, node_key(step, index))
+    top = engine.store.get_node(run_id, step) if wf is None else None
+    kind = wf.node(step).kind.value if wf is not None else None if top is None else node_kind(top, None)
+    if index is not None and kind is not None and kind != NodeKind.MAP.value:
+        raise StepNotFound(f"step {step!r} is not a map: it has no item {index}")
+    rec = top if top is not None and index is None else engine.store.get_node(run_id, node_key(step, index))
     if rec is None:
         what = step if index is None else f"item {index} of {step!r}"
         raise StepNotFound(f"{what} has not started in run {run_id}")
-    fields = {**_step_fields(rec, node.kind.value), **_output_if_done(engine, rec)}
+    fields = {**_step_fields(rec, kind or node_kind(rec, None)), **_output_if_done(engine, rec)}
     fields["history"] = [h.to_dict() for h in engine.store.node_history(run_id, rec)]  # H# items too
     return StepDetail.model_validate(fields)
 
@@ -367,20 +420,20 @@ def _output_if_done(engine: Engine, rec: NodeRecord) -> dict[str, Any]:
     "/runs/<run_id>/events/<name>",
     summary="Deliver an event to a run",
     operation_id="sendEvent",
-    responses=_responses(202, "Delivered, or buffered until the run reaches the wait", 400, 404, 409, 413),
+    responses=_responses(202, "Delivered, or buffered until the run reaches the wait", 404, 409, *BODY_ERRORS),
     status_code=202,
 )
 def send_event(
     engine: EngineDep,
     run_id: RunId,
     name: Annotated[str, Path(pattern=EVENT_PATTERN)],
-    payload: Annotated[Any, Body(description="The event's payload (any JSON); an empty body is null.")] = None,
+    payload: Annotated[AnyJson, Body(description="The event's payload (any JSON); an empty body is null.")] = None,
 ) -> EventAccepted:
     run = engine.get_run(run_id)
     if run.status.finished:
         raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
-    wf = engine.registry.get(run.workflow, run.version)
-    if not any(n.kind is NodeKind.WAIT and n.event == name for n in wf.nodes):
+    wf = engine.registry.find(run.workflow, run.version)  # None: deliver_event fails the run, 409
+    if wf is not None and not any(n.kind is NodeKind.WAIT and n.event == name for n in wf.nodes):
         raise ApiError(404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {name!r}")
     result = engine.deliver_event(run_id, name, payload)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
@@ -403,7 +456,7 @@ def cancel_run(engine: EngineDep, run_id: RunId) -> RunHandle:
     "/runs/<run_id>/redrive",
     summary="Resume a FAILED run at its failed step",
     operation_id="redriveRun",
-    responses=_responses(202, "Resumed", 400, 404, 409, 413),
+    responses=_responses(202, "Resumed", 404, 409, *BODY_ERRORS),
     status_code=202,
 )
 def redrive_run(
@@ -430,15 +483,26 @@ def openapi_document() -> Response[Any]:
 
 @functools.cache
 def openapi_json() -> str:
-    """The OpenAPI document (what ``openapi.json`` at the repository root holds)."""
-    return (
+    """The OpenAPI document (what ``openapi.json`` at the repository root holds).
+
+    Powertools documents a 422 on every route; a route without a request body never answers one,
+    so it is taken out (with the schemas only it referred to): the document lists what can happen."""
+    doc = json.loads(
         app.get_openapi_json_schema(
             title="stepchain runs API",
             version="1.0.0",
             description=(__doc__ or "").split("\n\n", 1)[0],
         )
-        + "\n"
     )
+    for ops in doc["paths"].values():
+        for op in ops.values():
+            if "requestBody" not in op:
+                op["responses"].pop("422", None)
+    schemas = doc["components"]["schemas"]
+    while unused := [n for n in schemas if f'"#/components/schemas/{n}"' not in json.dumps(doc)]:
+        for name in unused:
+            del schemas[name]
+    return json.dumps(doc, indent=2) + "\n"
 
 
 # ----------------------------------------------------------------------------- error mapping
@@ -470,16 +534,6 @@ def _validation_error(exc: RequestValidationError) -> Response[Any]:
     return _error(400, "invalid_parameter", "invalid path, query or header parameter", details)
 
 
-@_on(RequestUnsupportedContentType)
-def _unsupported_content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
-    return _error(415, "unsupported_media_type", "send the body as application/json")
-
-
-@_on([binascii.Error, UnicodeDecodeError])
-def _undecodable_body(exc: Exception) -> Response[Any]:
-    return _error(400, "malformed_body", "request body is not valid base64 / UTF-8")
-
-
 @app.not_found
 def _no_route(exc: NotFoundError) -> Response[Any]:
     method = app.current_event.http_method.upper()
@@ -493,13 +547,14 @@ def _no_route(exc: NotFoundError) -> Response[Any]:
 
 
 @functools.cache
+def _routes() -> list[tuple[re.Pattern[str], str, BodySpec | None]]:
+    """(path regex, method, request body spec) of every route, from the OpenAPI document."""
+    return body_specs(json.loads(openapi_json()))
+
+
 def _route_table() -> list[tuple[re.Pattern[str], str]]:
-    """(path regex, method) of every route, from the OpenAPI document (for 405 vs 404)."""
-    table = []
-    for path, ops in json.loads(openapi_json())["paths"].items():
-        rx = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "/*$")
-        table += [(rx, m.upper()) for m in ops]
-    return table
+    """(path regex, method) of every route (for 405 vs 404)."""
+    return [(rx, m) for rx, m, _ in _routes()]
 
 
 @_on(Exception)
@@ -518,10 +573,27 @@ def _internal(exc: Exception) -> Response[Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def _serve(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
+        try:
+            normalize(event, _routes())  # the one request-decoding layer: see stepchain.api.decoding
+        except RequestRejected as rej:
+            return _rejected(rej)
         return app.resolve(event, context)
     finally:
         if metrics.metric_set:
             metrics.flush_metrics()
+
+
+def _rejected(rej: RequestRejected) -> dict[str, Any]:
+    """A request the decoding layer refused, as an API Gateway proxy response (no route ran)."""
+    body = ErrorResponse.model_validate(
+        {"error": {"code": rej.code, "message": rej.message, "details": rej.details}}
+    ).model_dump_json(exclude_none=True)
+    return {
+        "statusCode": rej.status,
+        "body": body,
+        "isBase64Encoded": False,
+        "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]},
+    }
 
 
 def handle_api_event(engine: Engine, event: dict[str, Any], context: Any) -> dict[str, Any]:

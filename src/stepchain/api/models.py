@@ -148,6 +148,9 @@ class OutputFields(BaseModel):
     output: Any = Field(default=None, description="The value itself, when it is small enough to be inline.")
     output_url: str | None = Field(default=None, description="Presigned GET URL of an offloaded value.")
     output_bytes: int = 0
+    output_omitted: str | None = Field(
+        default=None, description="Why a stored value is not inline (e.g. nested too deeply to serve as JSON)."
+    )
 
 
 class RunDetail(OutputFields):

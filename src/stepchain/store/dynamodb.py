@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import secrets
 from decimal import Decimal
@@ -325,7 +326,7 @@ class DynamoDBStore(CheckpointStore):
             kwargs["ExpressionAttributeNames"] = {"#s": "status"}
             kwargs["ExpressionAttributeValues"][":s"] = {"S": status.value}
         if cursor:
-            kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            kwargs["ExclusiveStartKey"] = _start_key(cursor, workflow)
         runs: list[RunRecord] = []
         last: dict[str, Any] | None = None
         # A filter may leave pages short: keep reading (bounded) until the page is full.
@@ -626,3 +627,25 @@ def create_table(client: DynamoDBClient, table: str) -> None:
         SSESpecification={"Enabled": True},
     )
     client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+_CURSOR_KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk"})
+
+
+def _start_key(cursor: str, workflow: str) -> dict[str, Any]:
+    """A :meth:`DynamoDBStore.list_runs` cursor back to its ExclusiveStartKey. ValueError unless it
+    has exactly the shape this store returns (string / number key attributes of this workflow's index)."""
+    try:
+        key: Any = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, RecursionError, binascii.Error):
+        raise ValueError("malformed cursor") from None
+    ok = (
+        isinstance(key, dict)
+        and key.keys() <= _CURSOR_KEYS
+        and "pk" in key
+        and all(isinstance(v, dict) and len(v) == 1 and isinstance(v.get("S", v.get("N")), str) for v in key.values())
+        and key.get("gsi1pk", {"S": f"WF#{workflow}"}) == {"S": f"WF#{workflow}"}
+    )
+    if not ok:
+        raise ValueError("malformed cursor")
+    return dict(key)

@@ -208,8 +208,8 @@ class Harness:
 
     def deliver(self, msg: Activation) -> Outcome | None:
         """One simulated Lambda invocation for ``msg``."""
-        wf = self.registry.get(msg.workflow, msg.version)
-        budget = self.budget_ms or wf.node(msg.node).timeout_s * 1000
+        wf = self.registry.find(msg.workflow, msg.version)  # None: the engine fails the run (version gone)
+        budget = self.budget_ms or (wf.node(msg.node).timeout_s if wf and wf.has_node(msg.node) else 60) * 1000
         self._n += 1
         ctx = VirtualLambdaContext(self.clock, budget, f"inv-{self._n:06d}")
         self.clock.set_deadline(ctx.deadline_ms)

@@ -124,6 +124,7 @@ class NodeRecord:
     created_ms: int = 0
     started_ms: int | None = None
     ended_ms: int | None = None
+    updated_ms: int | None = None  # the last write that changed its status (None: never since created)
     duration_ms: int = 0
     cost_usd: float = 0.0
     input_tokens: int = 0
@@ -162,6 +163,7 @@ class NodeRecord:
             created_ms=int(item.get("created", item.get("started", 0))),
             started_ms=opt_int("started"),
             ended_ms=opt_int("ended"),
+            updated_ms=opt_int("updated"),
             duration_ms=int(item.get("duration_ms", 0)),
             cost_usd=int(item.get("cost_nano", 0)) / 1e9,
             input_tokens=int(item.get("input_tokens", 0)),

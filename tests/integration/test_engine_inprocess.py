@@ -34,7 +34,7 @@ from stepchain import (
     describe,
 )
 from stepchain.exceptions import EventNotFound
-from stepchain.testing import BOUNDARIES, Harness, InjectedCrash, VirtualLambdaContext
+from stepchain.testing import WORKER_BOUNDARIES, Harness, InjectedCrash, VirtualLambdaContext
 
 HOUR_MS = 3_600_000
 
@@ -110,8 +110,8 @@ def draft(ctx: StepContext, sums: list[dict[str, Any]]) -> dict[str, Any]:
     return {"plan": ctx.output_of("plan")["urls"], "sums": [s["sum"] for s in sums]}
 
 
-MATRIX_CASES = [("memory", b, dup) for b in BOUNDARIES for dup in (True, False)] + [
-    ("moto", b, True) for b in BOUNDARIES
+MATRIX_CASES = [("memory", b, dup) for b in WORKER_BOUNDARIES for dup in (True, False)] + [
+    ("moto", b, True) for b in WORKER_BOUNDARIES
 ]
 
 

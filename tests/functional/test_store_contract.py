@@ -752,3 +752,34 @@ def test_dynamodb_maps_each_operation_onto_one_api_call(moto: MotoSession) -> No
     for label, fn, op in steps:
         assert calls_of(fn) == Counter({op: 1}), label
     assert store.get_once("run1", "s", "llm") == '{"v":1}'
+
+
+# ------------------------------------------------------------------------------------ active-run index
+def active_ids(store: CheckpointStore, limit: int = 100) -> list[str]:
+    ids, cursor = [], None
+    while True:
+        page = store.list_active_runs(limit=limit, cursor=cursor)
+        ids += [r.run_id for r in page.runs]
+        if (cursor := page.cursor) is None:
+            return sorted(ids)
+
+
+def test_active_index_lists_active_runs_and_cancels_until_settled(sut: StoreUnderTest) -> None:
+    for i in range(5):
+        sut.store.create_run(new_run(f"run{i}", workflow="wf" if i % 2 else "other", now=T0 + i))
+    assert active_ids(sut.store) == [f"run{i}" for i in range(5)]
+    assert active_ids(sut.store, limit=2) == [f"run{i}" for i in range(5)]  # pages through every workflow
+    t = T0 + 10
+    sut.store.update_run("run0", RunChanges(t, status=RunStatus.WAITING), expect=(RunStatus.RUNNING,))
+    sut.store.update_run("run1", RunChanges(t, status=RunStatus.SUCCEEDED, ended=True), expect=(RunStatus.RUNNING,))
+    sut.store.update_run("run2", RunChanges(t, status=RunStatus.FAILED, ended=True), expect=(RunStatus.RUNNING,))
+    sut.store.update_run("run3", RunChanges(t, status=RunStatus.CANCELLED, ended=True), expect=(RunStatus.RUNNING,))
+    assert active_ids(sut.store) == ["run0", "run3", "run4"]  # a cancel not finished stays listed
+    sut.store.update_run("run3", RunChanges(t, settled=True), expect=(RunStatus.CANCELLED,))
+    assert active_ids(sut.store) == ["run0", "run4"]
+    redriven = sut.store.update_run("run2", RunChanges(t, status=RunStatus.RUNNING, add_redrive=True),
+                                    expect=(RunStatus.FAILED,))  # fmt: skip
+    assert redriven is not None and redriven.redrives == 1
+    assert active_ids(sut.store) == ["run0", "run2", "run4"]
+    [listed] = [r for r in sut.store.list_active_runs().runs if r.run_id == "run0"]
+    assert listed.status is RunStatus.WAITING and listed.updated_ms == t  # the whole record, current

@@ -160,19 +160,19 @@ class Sweeper:
             self.engine.store.add_crash_event(run.run_id, now, wf.wait_node(name).id, SWEPT)
             report.reissued += 1
         if plan.msgs:
-            self._reissue(run, plan.msgs, now)
-            report.reissued += len(plan.msgs)
+            report.reissued += self._reissue(run, plan.msgs, now)
 
-    def _reissue(self, run: RunRecord, msgs: Sequence[Activation], now: int) -> None:
-        for m in msgs:
-            self.engine.store.add_crash_event(run.run_id, now, node_key(m.node, m.index), SWEPT)
-            logger.warning("re-issuing a lost activation", extra={"run_id": run.run_id, "activation": m.to_dict()})
-        if not self.engine.handoff.recover(run, msgs):
+    def _reissue(self, run: RunRecord, msgs: Sequence[Activation], now: int) -> int:
+        sent = self.engine.handoff.recover(run, msgs)
+        if sent is None:
             # The transport's carrier of the run ended (a Step Functions execution) while the run
             # is active: give the run a new one (the next execution name) and start it.
             bumped = self.engine.store.update_run(run.run_id, RunChanges(now, add_redrive=True), expect=ACTIVE_RUN)
-            if bumped is not None:
-                self.engine.handoff.recover(bumped, msgs)
+            sent = 0 if bumped is None else self.engine.handoff.recover(bumped, msgs)
+        for m in msgs[: sent or 0]:  # recorded only when really re-issued (they count to max_reissues)
+            self.engine.store.add_crash_event(run.run_id, now, node_key(m.node, m.index), SWEPT)
+            logger.warning("re-issued a lost activation", extra={"run_id": run.run_id, "activation": m.to_dict()})
+        return sent or 0
 
     def _fail_run(self, run: RunRecord, node: str, err: dict[str, str], report: SweepReport) -> None:
         now = self.engine.clock.now_ms()
@@ -219,6 +219,8 @@ class Sweeper:
                     if node.kind is NodeKind.WAIT and succ is not None and node.event is not None:
                         plan.events.append(node.event)  # also moves the run out of WAITING
                     plan.msgs.append(act)
+            elif rec.status is NodeStatus.PENDING and not _input_ready(wf, node, rec, nodes):
+                continue  # released by an early activation: its predecessor hands on when it is done
             elif _lost(rec, overdue):
                 plan.msgs.append(act)
         return plan
@@ -251,6 +253,12 @@ class Sweeper:
             if overdue(last.ended_ms) and ends:
                 msgs.append(act.with_(index=max(ends, key=lambda r: r.ended_ms or 0).index))  # it joins
         return msgs
+
+
+def _input_ready(wf: Workflow, node: Node, rec: NodeRecord, nodes: dict[str, NodeRecord]) -> bool:
+    prev = wf.prev_of(node.id)
+    done = prev is not None and (p := nodes.get(prev.id)) is not None and p.status is NodeStatus.SUCCEEDED
+    return rec.input_ref is not None or prev is None or done
 
 
 def _lost(rec: NodeRecord, overdue: _Overdue) -> bool:

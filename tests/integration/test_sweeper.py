@@ -282,3 +282,18 @@ def test_sweep_reads_only_the_active_index_and_young_runs_nodes_not() -> None:
         h.advance(GRACE_S + 1)
         assert h.sweep() == 0
         assert calls == [waiting]  # the finished run is not even listed
+
+
+def test_a_step_functions_execution_that_ended_under_an_active_run_is_replaced() -> None:
+    with harness("sfn") as h:
+        run_id = to_waiting(h)
+        h.sfn.stop_execution(executionArn=h.execution_arn(run_id), cause="stopped by hand")
+        for token in h._wait_tokens(run_id):  # moto leaves the callback wait running (see SfnHarness.cancel)
+            h.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+        assert h.run(run_id) == "ABORTED" and h.status(run_id) == "WAITING"
+        assert h.send_event(run_id, "approval", {"by": "qa"}) == "delivered"  # its callback goes nowhere
+        assert sweep_later(h) >= 1
+        assert h.engine.get_run(run_id).redrives == 1  # a new execution, <run>-r1, resumed at the wait
+        assert h.run(run_id) == "SUCCEEDED", h.engine.get_run(run_id).error
+        assert h.output(run_id) == EXPECTED
+        assert_once(h)

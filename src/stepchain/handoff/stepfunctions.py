@@ -135,9 +135,9 @@ class StepFunctionsHandoff(Handoff):
                 raise
             logger.info("no execution to stop", extra={"run_id": run.run_id})
 
-    def recover(self, run: RunRecord, msgs: Sequence[Activation]) -> bool:
+    def recover(self, run: RunRecord, msgs: Sequence[Activation]) -> int | None:
         if not msgs:
-            return True
+            return 0
         name = execution_name(run.run_id, run.redrives)
         arn = execution_arn(self.state_machine_for(run.workflow), name)
         try:
@@ -147,13 +147,13 @@ class StepFunctionsHandoff(Handoff):
                 raise
             status = None
         if status == "RUNNING":
-            return True
+            return 0  # it drives its own tasks (Retry, Wait, Map): nothing was lost
         if status is not None:
             logger.warning("the run's execution ended while the run is active", extra={"execution": name})
-            return False
+            return None
         self.dispatch(msgs)  # no message, but the before_handoff boundary is reached
         self._start_execution(run, name, msgs[0].node)
-        return True
+        return len(msgs)
 
     def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
         self.dispatch(msgs)

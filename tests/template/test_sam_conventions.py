@@ -41,7 +41,8 @@ def test_functions_share_the_code_dir_and_have_their_own_handler_timeout_memory(
         props = resources[lid]["Properties"]
         assert "CodeUri" not in props and "Runtime" not in props, lid
         assert (props["Handler"], props["Timeout"], props["MemorySize"]) == (handler, timeout, memory), lid
-        assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid}
+        own = {"STEPCHAIN_SWEEP_GRACE_S": "300"} if lid == "SweeperFunction" else {}
+        assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid, **own}
 
 
 def test_global_environment(template: dict[str, Any]) -> None:

@@ -71,7 +71,8 @@ SWEPT = "swept"
 class SweepPolicy:
     #: how long past its due moment a handoff must be missing before the sweeper acts
     grace_s: float = 300.0
-    #: re-issues of one node (recorded crash events) after which the run is failed instead
+    #: re-issues of one node since its last progress (recorded crash events ``swept``) after
+    #: which the run is failed instead
     max_reissues: int = 10
     #: runs read from the active-run index per page
     page_size: int = 100
@@ -146,7 +147,9 @@ class Sweeper:
             self._fail_run(run, plan.fail_node, plan.fail, report)
             return
         for key in {node_key(m.node, m.index) for m in plan.msgs}:
-            reissues = sum(1 for c in run.crash_events if c.kind == SWEPT and c.node == key)
+            rec = nodes.get(key)
+            since = 0 if rec is None else max(rec.created_ms, rec.updated_ms or 0)  # its last progress
+            reissues = sum(1 for c in run.crash_events if c.kind == SWEPT and c.node == key and c.at_ms > since)
             if reissues >= self.policy.max_reissues:
                 err = {
                     "node": key,

@@ -297,3 +297,67 @@ def test_a_step_functions_execution_that_ended_under_an_active_run_is_replaced()
         assert h.run(run_id) == "SUCCEEDED", h.engine.get_run(run_id).error
         assert h.output(run_id) == EXPECTED
         assert_once(h)
+
+
+def make_slow_workflow(box: dict[str, Any]) -> Workflow:
+    wf = Workflow("sweepy-slow")
+
+    @wf.step(retry=RetryPolicy(max_attempts=3, backoff_s=30.0))
+    def flaky(ctx: StepContext, n: int) -> list[int]:
+        box["flaky"] = box.get("flaky", 0) + 1
+        if box["flaky"] == 1:
+            raise RuntimeError("transient")  # RETRYING, wakes 30 s later
+        return list(range(n))
+
+    wf.sleep(3600)
+
+    @wf.step(timeout_s=5)
+    def slow(ctx: StepContext, xs: list[int]) -> int:
+        def one(x: int) -> int:
+            box["h"].clock.advance(3000)  # 3 s per item in a 5 s budget: CONTINUING after each
+            return x * x
+
+        return sum(ctx.each(xs, one))
+
+    return wf
+
+
+@pytest.mark.parametrize("kind", ["memory", "moto"])
+def test_a_run_whose_every_handoff_is_lost_completes_on_the_sweeper_alone(kind: str) -> None:
+    """Every message a worker or the API sends is dropped (only the hop a sweep re-issues gets
+    through): RETRYING, SLEEPING, CONTINUING, map lanes, the join, the wait and the end of the run
+    are each moved on by a sweep."""
+    box: dict[str, Any] = {}
+    slow_wf = make_slow_workflow(box)
+    with Harness(WF, slow_wf, backend=kind) as h:
+        box["h"] = h
+        runs = [h.start("sweepy", 6), h.start("sweepy-slow", 4)]
+        sweeps, swept = 0, False
+        for _ in range(300):
+            if all(h.engine.get_run(r).status.finished for r in runs):
+                break
+            batch = []
+            while (head := h.handoff.pop()) is not None:
+                batch.append(head)
+            for due, msg in batch:
+                h.clock.set_to(due)
+                h.deliver(msg)
+                if not swept:  # what a worker or the API hands on is lost; the sweeper's re-issues are not
+                    lose_messages(h)
+            if h.status(runs[0]) == "WAITING":
+                h.send_event(runs[0], "approval", {"by": "qa"})
+                lose_messages(h)
+            swept = False
+            if not batch:
+                h.advance(GRACE_S + 1)
+                sweeps += h.sweep()
+                swept = True
+        assert [h.status(r) for r in runs] == ["SUCCEEDED", "SUCCEEDED"], [h.engine.get_run(r).error for r in runs]
+        assert h.output(runs[0]) == EXPECTED and h.output(runs[1]) == 0 + 1 + 4 + 9
+        assert all(n == 1 for n in h.executions.values()), h.executions
+        assert box["flaky"] == 2 and sum(h.probe.items.values()) == 4  # no item ran twice
+        assert sweeps >= 8
+        swept_nodes = {c.node for c in h.engine.get_run(runs[1]).crash_events if c.kind == "swept"}
+        assert {"flaky", "slow"} <= swept_nodes and any(k.startswith("sleep") for k in swept_nodes), swept_nodes
+        node_states = {r.key: r.status for r in h.engine.store.list_nodes(runs[1])}
+        assert set(node_states.values()) == {NodeStatus.SUCCEEDED}

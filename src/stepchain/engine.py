@@ -176,10 +176,10 @@ class Engine:
             raise InvalidRunState(f"run {run_id} is {current.status.value}; only active runs can be cancelled")
         # The commit point: from here on the sweeper finishes the cancel if this call dies.
         self.probe.reached("api_cancel", run_id, run.current or "")
-        self.finish_cancel(run)
+        self.finish_cancel(run, api=True)
         return run
 
-    def finish_cancel(self, run: RunRecord) -> None:
+    def finish_cancel(self, run: RunRecord, *, api: bool = False) -> None:
         """The rest of a cancel, once the run is CANCELLED: tombstones, stop the transport, and
         leave the sweeper's index. Idempotent (the sweeper calls it for a cancel that died)."""
         run_id, now = run.run_id, self.clock.now_ms()
@@ -195,7 +195,8 @@ class Engine:
                 self.store.put_node_if_absent(
                     NodeInit(run_id, node.id, node.id, None, status=NodeStatus.CANCELLED), now
                 )
-        self.probe.reached("api_cancel", run_id, run.current or "")
+        if api:
+            self.probe.reached("api_cancel", run_id, run.current or "")
         self.handoff.cancel(run)
         self.store.update_run(run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
 

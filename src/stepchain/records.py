@@ -183,7 +183,7 @@ class CrashEvent:
 
     at_ms: int
     node: str
-    kind: str  # "takeover" (died mid-step) | "lost_handoff" (died after the checkpoint)
+    kind: str  # "takeover" (died mid-step) | "lost_handoff" (died after the checkpoint) | "swept" (sweeper)
 
     def to_dict(self) -> dict[str, Any]:
         return {"at_ms": self.at_ms, "node": self.node, "kind": self.kind}

@@ -54,7 +54,8 @@ def api_engine(stack: Stack, probe: HarnessProbe) -> Engine:
 
 
 def sweep_until(stack: Stack, moved: Any, what: str) -> int:
-    """Invoke the deployed sweeper until ``moved()``; returns how many re-issues it reported."""
+    """Invoke the deployed sweeper until ``moved()``; returns how many re-issues our invocations
+    reported (the scheduled rule may fire in between and do it: then 0)."""
     acted = 0
 
     def probe() -> Any:
@@ -84,15 +85,15 @@ def test_deployed_sweeper_finishes_a_dead_start_and_a_dead_event_delivery(stack:
     assert api.run(run.run_id)["status"] == "RUNNING"
     sfn = stack.client("stepfunctions")
     assert not sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"])["executions"]
-    assert sweep_until(stack, lambda: sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"])[
-        "executions"], "the sweeper started the missing execution") >= 1  # fmt: skip
+    by = [sweep_until(stack, lambda: sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"])[
+        "executions"], "the sweeper started the missing execution")]  # fmt: skip
     api.wait_status(run.run_id, ["WAITING"], timeout_s=RUN_TIMEOUT_S)
 
     probe.crash("api_event", node="approval", skip=1)  # the wait completed, SendTaskSuccess not sent
     with pytest.raises(InjectedCrash):
         engine.deliver_event(run.run_id, "approval", {"approved": True, "reviewer": "e2e"})
     assert api.run(run.run_id)["status"] == "RUNNING"
-    assert sweep_until(stack, lambda: engine.store.get_node(run.run_id, "draft"), "the successor started") >= 1
+    by.append(sweep_until(stack, lambda: engine.store.get_node(run.run_id, "draft"), "the successor started"))
     done = api.wait_status(run.run_id, ["SUCCEEDED"], timeout_s=RUN_TIMEOUT_S)
 
     statuses = {n["key"]: n["status"] for n in done["nodes"] if "#" not in n["key"]}
@@ -102,3 +103,5 @@ def test_deployed_sweeper_finishes_a_dead_start_and_a_dead_event_delivery(stack:
     assert steps["plan"].history and [h.outcome for h in steps["plan"].history].count("succeeded") == 1
     kinds = [c.kind for c in engine.get_run(run.run_id).crash_events]
     assert kinds.count("swept") >= 2, kinds  # both recoveries are on the run's record
+    # who moved it: our direct invocations (acted > 0), or the deployed schedule in between (0)
+    print(f"\n[e2e] sweeper re-issues by direct invocation: {by} (0 = the scheduled rule got there first)")

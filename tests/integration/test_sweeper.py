@@ -6,6 +6,7 @@ runs a completed step twice. A healthy run is never touched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -290,7 +291,11 @@ def test_a_step_functions_execution_that_ended_under_an_active_run_is_replaced()
         h.sfn.stop_execution(executionArn=h.execution_arn(run_id), cause="stopped by hand")
         for token in h._wait_tokens(run_id):  # moto leaves the callback wait running (see SfnHarness.cancel)
             h.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
-        assert h.run(run_id) == "ABORTED" and h.status(run_id) == "WAITING"
+        for _ in range(2000):  # the callback's thread ends the execution
+            if h.execution_status(run_id) != "RUNNING":
+                break
+            time.sleep(0.005)
+        assert h.execution_status(run_id) == "ABORTED" and h.status(run_id) == "WAITING"
         assert h.send_event(run_id, "approval", {"by": "qa"}) == "delivered"  # its callback goes nowhere
         assert sweep_later(h) >= 1
         assert h.engine.get_run(run_id).redrives == 1  # a new execution, <run>-r1, resumed at the wait

@@ -366,3 +366,48 @@ def test_a_run_whose_every_handoff_is_lost_completes_on_the_sweeper_alone(kind: 
         assert {"flaky", "slow"} <= swept_nodes and any(k.startswith("sleep") for k in swept_nodes), swept_nodes
         node_states = {r.key: r.status for r in h.engine.store.list_nodes(runs[1])}
         assert set(node_states.values()) == {NodeStatus.SUCCEEDED}
+
+
+def test_a_redrive_that_died_right_after_resetting_its_failed_node_is_finished() -> None:
+    """Redrive writes the run first: dying after the node reset leaves an active run the sweeper
+    moves on. (Written the other way round, it left a FAILED run without a FAILED node: neither
+    redrivable nor swept.)"""
+    with harness("memory") as h:
+        run_id = failed_run(h)
+        store: Any = h.engine.store
+        real = store.finish
+
+        def finish_then_die(*args: Any, **kwargs: Any) -> Any:
+            result = real(*args, **kwargs)
+            if args[2].status is NodeStatus.PENDING:
+                raise InjectedCrash("the API died right after resetting the node")
+            return result
+
+        store.finish = finish_then_die
+        with pytest.raises(InjectedCrash):
+            h.engine.redrive(run_id)
+        store.finish = real
+        assert sweep_later(h) == 1
+        assert drive(h, run_id) == "SUCCEEDED", h.engine.get_run(run_id).error
+        assert h.output(run_id) == EXPECTED
+
+
+def test_an_event_delivery_that_died_before_the_run_left_waiting_is_finished() -> None:
+    with harness("memory") as h:
+        run_id = to_waiting(h)
+        store: Any = h.engine.store
+        real = store.update_run
+
+        def die_leaving_waiting(*args: Any, **kwargs: Any) -> Any:
+            if args[1].status is not None and args[1].status.value == "RUNNING":
+                raise InjectedCrash("the API died after completing the wait, before the run left WAITING")
+            return real(*args, **kwargs)
+
+        store.update_run = die_leaving_waiting
+        with pytest.raises(InjectedCrash):
+            h.send_event(run_id, "approval", {"by": "qa"})
+        store.update_run = real
+        assert h.engine.store.get_node(run_id, "approval").status is NodeStatus.SUCCEEDED
+        assert sweep_later(h) >= 1
+        assert h.status(run_id) == "RUNNING"  # not left WAITING while its successor runs
+        finish(h, run_id)

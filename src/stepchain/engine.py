@@ -105,6 +105,8 @@ class Engine:
             node = self.store.get_node(run.run_id, first.id)
             if not (run.status is RunStatus.RUNNING and node is not None and node.status is NodeStatus.PENDING):
                 return run, False
+        # Dying here leaves the run RUNNING with its first node PENDING: the sweeper re-issues it.
+        self.probe.reached("api_start", run.run_id, first.id)
         self.handoff.start(run, Activation(run.run_id, run.workflow, run.version, first.id))
         return run, created
 
@@ -133,11 +135,22 @@ class Engine:
                 raise InvalidRunState(f"event {name!r} was already delivered to run {run_id} with another payload")
             # The same event again (a client retry): make sure the run moved on, then answer as before.
             return self._redeliver_event(wf, run, node.id, ref)
+        self.probe.reached("api_event", run_id, node.id)  # stored, the wait not completed: the sweeper does it
         # The wait may have started meanwhile: whoever finds both the event and WAITING completes it.
         rec = self.store.get_node(run_id, node.id)
-        if rec is not None and rec.status is NodeStatus.WAITING and self._complete_wait(wf, run, rec, ref):
+        if rec is not None and rec.status is NodeStatus.WAITING and self._complete_wait(wf, run, rec, ref, api=True):
             return "delivered"
         return "buffered"
+
+    def finish_event(self, run_id: str, name: str) -> str:
+        """Finish delivering a stored event, as the same call retried would (the sweeper calls it
+        when the API died between storing the event and handing the run on)."""
+        run = self.get_run(run_id)
+        ref = self.store.get_event(run_id, name)
+        if ref is None or run.status.finished:
+            return "buffered"
+        wf = self.registry.get(run.workflow, run.version)
+        return self._redeliver_event(wf, run, wf.wait_node(name).id, ref)
 
     def _redeliver_event(self, wf: Workflow, run: RunRecord, node_id: str, ref: str) -> str:
         rec = self.store.get_node(run.run_id, node_id)
@@ -148,6 +161,9 @@ class Engine:
             succ = wf.next_of(node_id)
             succ_rec = None if succ is None else self.store.get_node(run.run_id, succ.id)
             if succ is not None and (succ_rec is None or succ_rec.status is NodeStatus.PENDING):
+                now = self.clock.now_ms()  # the caller may have died before the run left WAITING
+                changes = RunChanges(now, status=RunStatus.RUNNING, current=succ.id)
+                self.store.update_run(run.run_id, changes, expect=(RunStatus.WAITING,))
                 msg = Activation(run.run_id, run.workflow, run.version, node_id, token=rec.task_token)
                 self.handoff.resume_wait(msg, Activation(run.run_id, run.workflow, run.version, succ.id))
             return "delivered"
@@ -160,6 +176,15 @@ class Engine:
         if run is None:
             current = self.get_run(run_id)
             raise InvalidRunState(f"run {run_id} is {current.status.value}; only active runs can be cancelled")
+        # The commit point: from here on the sweeper finishes the cancel if this call dies.
+        self.probe.reached("api_cancel", run_id, run.current or "")
+        self.finish_cancel(run, api=True)
+        return run
+
+    def finish_cancel(self, run: RunRecord, *, api: bool = False) -> None:
+        """The rest of a cancel, once the run is CANCELLED: tombstones, stop the transport, and
+        leave the sweeper's index. Idempotent (the sweeper calls it for a cancel that died)."""
+        run_id, now = run.run_id, self.clock.now_ms()
         wf = self.registry.find(run.workflow, run.version)  # None: a retired version still cancels
         existing = {r.key: r for r in self.store.list_nodes(run_id)}
         for rec in existing.values():
@@ -172,8 +197,10 @@ class Engine:
                 self.store.put_node_if_absent(
                     NodeInit(run_id, node.id, node.id, None, status=NodeStatus.CANCELLED), now
                 )
+        if api:
+            self.probe.reached("api_cancel", run_id, run.current or "")
         self.handoff.cancel(run)
-        return run
+        self.store.update_run(run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
 
     def redrive(
         self, run_id: str, *, input: Any = None, replace_input: bool = False, keep_progress: bool | None = None
@@ -196,6 +223,16 @@ class Engine:
             raise InvalidRunState(f"run {run_id} has no failed node to redrive")
         order = [n.id for n in wf.nodes]
         top = min((r.node for r in failed), key=order.index)
+        # The run first (the commit point): dying after it leaves an active run the sweeper finishes
+        # (a node still FAILED fails the run again, so the same redrive can be retried).
+        updated = self.store.update_run(
+            run_id,
+            RunChanges(now, status=RunStatus.RUNNING, current=top, clear_error=True, add_redrive=True),
+            expect=(RunStatus.FAILED,),
+        )
+        if updated is None:
+            raise InvalidRunState(f"run {run_id} changed while being redriven")
+        self.probe.reached("api_redrive", run_id, top)
         msgs = []
         for rec in failed:
             new_input = None
@@ -214,13 +251,7 @@ class Engine:
                 expect=(NodeStatus.FAILED,),
             )
             msgs.append(Activation(run_id, run.workflow, run.version, rec.node, rec.index))
-        updated = self.store.update_run(
-            run_id,
-            RunChanges(now, status=RunStatus.RUNNING, current=top, clear_error=True, add_redrive=True),
-            expect=(RunStatus.FAILED,),
-        )
-        if updated is None:
-            raise InvalidRunState(f"run {run_id} changed while being redriven")
+        self.probe.reached("api_redrive", run_id, top)  # nodes PENDING, no activation: the sweeper re-issues
         self.handoff.redrive(updated, msgs, top)
         return updated
 
@@ -509,7 +540,15 @@ class Engine:
             delay_ms = int(node.retry.delay_s(rec.attempts) * 1000)
             inv = Invocation(started, now, "retrying")
             changes = self._ledger(
-                NodeStatus.RETRYING, now, t0, cost, inv, error=err, attempts=rec.attempts + 1, prior=rec
+                NodeStatus.RETRYING,
+                now,
+                t0,
+                cost,
+                inv,
+                error=err,
+                attempts=rec.attempts + 1,
+                prior=rec,
+                wake_at_ms=now + delay_ms,
             )
             self.store.finish(msg.run_id, key, changes, owner=rec.owner)
             return Outcome(OutcomeKind.WAIT, wake_at_ms=now + delay_ms, error=err)
@@ -705,7 +744,9 @@ class Engine:
         self._fail(msg, node.id, err, changes, expect=(NodeStatus.WAITING,))
         return Outcome(OutcomeKind.FAILED, error=err)
 
-    def _complete_wait(self, wf: Workflow, run: RunRecord, rec: NodeRecord, payload_ref: str) -> bool:
+    def _complete_wait(
+        self, wf: Workflow, run: RunRecord, rec: NodeRecord, payload_ref: str, *, api: bool = False
+    ) -> bool:
         node = wf.node(rec.node)
         now = self.clock.now_ms()
         msg = Activation(run.run_id, run.workflow, run.version, node.id, token=rec.task_token)
@@ -720,5 +761,7 @@ class Engine:
                 RunChanges(now, status=RunStatus.RUNNING, current=out.next[0].node),
                 expect=(RunStatus.WAITING,),
             )
+        if api:  # the API's call: dying here leaves the successor unissued (the sweeper re-issues it)
+            self.probe.reached("api_event", run.run_id, node.id)
         self.handoff.resume_wait(msg, out.next[0] if out.next else None)
         return True

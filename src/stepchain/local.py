@@ -6,6 +6,9 @@ State lives in the emulator, outside the workers: kill a worker and start anothe
 resumes at its last checkpoint.
 
     python -m stepchain.local worker --workflow research_agent.workflow:wf --budget-ms 4000
+
+Every worker also runs the recovery sweeper (:mod:`stepchain.sweeper`) every ``--sweep-every``
+seconds (default 60, as the deployed schedule does), so a run whose handoff was lost moves on here too.
 """
 
 from __future__ import annotations
@@ -171,11 +174,16 @@ def run_worker(
     probe: Probe | None = None,
     idle_exit_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    sweep_every_s: float | None = 60.0,
+    sweep_grace_s: float | None = None,
 ) -> None:
-    """Poll the step queue like Lambda's event source mapping and run each batch as one invocation."""
+    """Poll the step queue like Lambda's event source mapping and run each batch as one invocation;
+    every ``sweep_every_s`` seconds run the recovery sweeper (``None``: never), like the scheduled
+    function of template.yaml."""
     from stepchain.aws import build_engine
     from stepchain.aws.sqs_worker import handle_sqs_batch
     from stepchain.settings import Settings
+    from stepchain.sweeper import Sweeper, SweepPolicy
 
     engine = build_engine(workflows, Settings.from_env(env))
     if probe is not None:
@@ -185,7 +193,12 @@ def run_worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     idle_since = time.monotonic()
+    sweeper = Sweeper(engine, SweepPolicy() if sweep_grace_s is None else SweepPolicy(grace_s=sweep_grace_s))
+    next_sweep = time.monotonic() + (sweep_every_s or 0)
     while not stop.is_set():
+        if sweep_every_s is not None and time.monotonic() >= next_sweep:
+            sweeper.sweep()
+            next_sweep = time.monotonic() + sweep_every_s
         resp = sqs.receive_message(
             QueueUrl=queue_url,
             MaxNumberOfMessages=1,
@@ -242,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--budget-ms", type=int, default=60_000, help="time limit of each emulated invocation")
     w.add_argument("--audit", help="append executed steps/items/effects to this JSON-lines file")
     w.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+    w.add_argument("--sweep-every", type=float, default=60.0, help="run the recovery sweeper every N s (0: never)")
+    w.add_argument("--sweep-grace", type=float, help="the sweeper's grace period in seconds (default 300)")
     args = parser.parse_args(argv)
     from stepchain.cli import load_workflow
 
@@ -252,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         budget_ms=args.budget_ms,
         probe=AuditProbe(args.audit) if args.audit else None,
         idle_exit_s=args.idle_exit,
+        sweep_every_s=args.sweep_every or None,
+        sweep_grace_s=args.sweep_grace,
     )
     return 0
 

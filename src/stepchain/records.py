@@ -173,6 +173,7 @@ class NodeRecord:
     created_ms: int = 0
     started_ms: int | None = None
     ended_ms: int | None = None
+    updated_ms: int | None = None  # the last write that changed its status (None: never since created)
     duration_ms: int = 0
     cost_usd: float = 0.0
     input_tokens: int = 0
@@ -218,6 +219,7 @@ class NodeRecord:
             created_ms=int(item.get("created", item.get("started", 0))),
             started_ms=opt_int("started"),
             ended_ms=opt_int("ended"),
+            updated_ms=opt_int("updated"),
             duration_ms=int(item.get("duration_ms", 0)),
             cost_usd=int(item.get("cost_nano", 0)) / 1e9,
             input_tokens=int(item.get("input_tokens", 0)),
@@ -269,7 +271,7 @@ class CrashEvent:
 
     at_ms: int
     node: str
-    kind: str  # "takeover" (died mid-step) | "lost_handoff" (died after the checkpoint)
+    kind: str  # "takeover" (died mid-step) | "lost_handoff" (died after the checkpoint) | "swept" (sweeper)
 
     def to_dict(self) -> dict[str, Any]:
         return {"at_ms": self.at_ms, "node": self.node, "kind": self.kind}

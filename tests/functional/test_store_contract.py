@@ -1022,3 +1022,34 @@ def test_history_and_crash_items_carry_the_ttl_attribute(moto: MotoSession) -> N
         ExpressionAttributeValues={":pk": {"S": run_pk("run1")}, ":c": {"S": "C#"}},
     )["Items"]
     assert [from_item(i)["expires_at"] for i in crash] == [(T0 + 5) // 1000 + RETENTION_S]
+
+
+# ------------------------------------------------------------------------------------ active-run index
+def active_ids(store: CheckpointStore, limit: int = 100) -> list[str]:
+    ids, cursor = [], None
+    while True:
+        page = store.list_active_runs(limit=limit, cursor=cursor)
+        ids += [r.run_id for r in page.runs]
+        if (cursor := page.cursor) is None:
+            return sorted(ids)
+
+
+def test_active_index_lists_active_runs_and_cancels_until_settled(sut: StoreUnderTest) -> None:
+    for i in range(5):
+        sut.store.create_run(new_run(f"run{i}", workflow="wf" if i % 2 else "other", now=T0 + i))
+    assert active_ids(sut.store) == [f"run{i}" for i in range(5)]
+    assert active_ids(sut.store, limit=2) == [f"run{i}" for i in range(5)]  # pages through every workflow
+    t = T0 + 10
+    sut.store.update_run("run0", RunChanges(t, status=RunStatus.WAITING), expect=(RunStatus.RUNNING,))
+    sut.store.update_run("run1", RunChanges(t, status=RunStatus.SUCCEEDED, ended=True), expect=(RunStatus.RUNNING,))
+    sut.store.update_run("run2", RunChanges(t, status=RunStatus.FAILED, ended=True), expect=(RunStatus.RUNNING,))
+    sut.store.update_run("run3", RunChanges(t, status=RunStatus.CANCELLED, ended=True), expect=(RunStatus.RUNNING,))
+    assert active_ids(sut.store) == ["run0", "run3", "run4"]  # a cancel not finished stays listed
+    sut.store.update_run("run3", RunChanges(t, settled=True), expect=(RunStatus.CANCELLED,))
+    assert active_ids(sut.store) == ["run0", "run4"]
+    redriven = sut.store.update_run("run2", RunChanges(t, status=RunStatus.RUNNING, add_redrive=True),
+                                    expect=(RunStatus.FAILED,))  # fmt: skip
+    assert redriven is not None and redriven.redrives == 1
+    assert active_ids(sut.store) == ["run0", "run2", "run4"]
+    [listed] = [r for r in sut.store.list_active_runs().runs if r.run_id == "run0"]
+    assert listed.status is RunStatus.WAITING and listed.updated_ms == t  # the whole record, current

@@ -34,7 +34,7 @@ from stepchain import (
     describe,
 )
 from stepchain.exceptions import EventNotFound
-from stepchain.testing import BOUNDARIES, Harness, InjectedCrash, VirtualLambdaContext
+from stepchain.testing import WORKER_BOUNDARIES, Harness, InjectedCrash, VirtualLambdaContext
 
 HOUR_MS = 3_600_000
 
@@ -111,7 +111,7 @@ def draft(ctx: StepContext, sums: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # the effect and item windows re-run work by design (at-least-once there): tests/integration/test_steplocal.py
-EXACTLY_ONCE = tuple(b for b in BOUNDARIES if b not in ("effect_window", "item_window"))
+EXACTLY_ONCE = tuple(b for b in WORKER_BOUNDARIES if b not in ("effect_window", "item_window"))
 MATRIX_CASES = [("memory", b, dup) for b in EXACTLY_ONCE for dup in (True, False)] + [
     ("moto", b, True) for b in EXACTLY_ONCE
 ]

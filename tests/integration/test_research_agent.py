@@ -8,7 +8,7 @@ import pytest
 
 from research_agent.fetcher import CorpusFetcher
 from research_agent.workflow import services, wf
-from stepchain.testing import BOUNDARIES, Harness
+from stepchain.testing import WORKER_BOUNDARIES, Harness
 
 QUESTION = "What is the global installed capacity of grid-scale battery storage and how much do battery packs cost?"
 
@@ -30,7 +30,7 @@ def finish(h: Harness, run_id: str) -> None:
     assert h.status(run_id) == "SUCCEEDED", h.engine.get_run(run_id).error
 
 
-@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("boundary", WORKER_BOUNDARIES)
 def test_crash_mid_run_reruns_no_completed_step(harness: Harness, boundary: str) -> None:
     harness.crash_at(boundary, node="fetch", skip=2)  # in the middle of fetching
     harness.crash_at(boundary, node="summarize", times=2)

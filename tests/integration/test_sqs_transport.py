@@ -20,7 +20,7 @@ from stepchain.exceptions import ValidationError
 from stepchain.handoff.sqs import MAX_DELAY_S, NOT_BEFORE, SqsHandoff, delay_seconds
 from stepchain.messages import Activation
 from stepchain.records import NodeStatus
-from stepchain.testing import BOUNDARIES, moto_aws
+from stepchain.testing import WORKER_BOUNDARIES, moto_aws
 from stepchain.testing.harness import BUCKET
 from stepchain.testing.sqs_driver import SqsHarness
 
@@ -84,7 +84,7 @@ def assert_exactly_once(h: SqsHarness, run_id: str, urls: int, *, reruns: int = 
 
 
 # -- (a) a crash at every boundary, with every message delivered twice --------------------------------
-@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("boundary", WORKER_BOUNDARIES)
 def test_crash_at_each_boundary_with_duplicates_runs_everything_exactly_once(boundary: str) -> None:
     ref: Ref = {}
     with SqsHarness(agent_workflow(ref), backend="memory", duplicate_delivery=True) as h:

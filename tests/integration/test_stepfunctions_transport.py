@@ -13,7 +13,7 @@ import pytest
 
 from stepchain import RetryPolicy, TerminalError, ValidationError, Workflow
 from stepchain.aws.sfn_worker import STATE_FIELDS, handle_sfn_task, parse_event
-from stepchain.testing import BOUNDARIES
+from stepchain.testing import WORKER_BOUNDARIES
 from stepchain.testing.sfn_driver import SfnHarness, seams
 
 STATE_LIMIT = 2048
@@ -81,7 +81,7 @@ def test_happy_path_runs_every_node_once() -> None:
         assert_small_states(h, run_id)
 
 
-@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("boundary", WORKER_BOUNDARIES)
 def test_crash_at_every_boundary_with_duplicate_invocations(boundary: str) -> None:
     box: dict[str, Any] = {}
     with SfnHarness(demo_workflow(box), duplicate_invocations=True) as h:

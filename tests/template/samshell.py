@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 LOCAL_INVOKE = ROOT / "tools" / "local_invoke.py"
 STEP_FUNCTIONS = ("PlanFunction", "FetchFunction", "SummarizeFunction", "CrossrefFunction", "DraftFunction")
-ALL_FUNCTIONS = (*STEP_FUNCTIONS, "ControlFunction", "ApiFunction")
+ALL_FUNCTIONS = (*STEP_FUNCTIONS, "ControlFunction", "ApiFunction", "SweeperFunction")
 
 
 def sam_env() -> dict[str, str]:

@@ -98,3 +98,46 @@ def test_sample_events_match_the_workflow_version() -> None:
         activation = json.loads(doc["Records"][0]["body"]) if "Records" in doc else doc
         assert activation["version"] == wf.version, f"{path.name}: regenerate the sample events"
         assert wf.has_node(activation["node"])
+
+
+def test_sweeper_function_reissues_the_activation_of_a_start_that_died(
+    aws: tuple[EmbeddedAws, LocalStack], tmp_path: Path
+) -> None:
+    """The API dies between writing a run and sending its first message; the real SweeperFunction
+    (as the schedule invokes it) sends that message."""
+    from research_agent.workflow import wf
+    from stepchain.aws import AwsClients, build_engine
+    from stepchain.settings import Settings
+    from stepchain.testing import InjectedCrash
+    from stepchain.testing.probe import HarnessProbe
+
+    emulator, stack = aws
+    settings = {
+        "STEPCHAIN_TABLE": stack.table,
+        "STEPCHAIN_BUCKET": stack.bucket,
+        "STEPCHAIN_TRANSPORT": "sqs",
+        "STEPCHAIN_QUEUES": json.dumps({"*": stack.queue_url}),
+    }
+    clients = AwsClients(dynamodb=emulator.client("dynamodb"), s3=emulator.client("s3"), sqs=emulator.client("sqs"))
+    engine = build_engine([wf], Settings.from_env(settings), clients=clients)
+    probe = HarnessProbe()
+    probe.crash("api_start")
+    engine.probe = engine.handoff.probe = probe
+    with pytest.raises(InjectedCrash):
+        engine.start(wf.name, {"question": QUESTION})
+    [stuck] = [
+        r
+        for r in engine.store.list_active_runs().runs
+        if engine.store.get_node(r.run_id, "plan").status.value == "PENDING"
+    ]  # type: ignore[union-attr]
+    env_vars = tmp_path / "env.json"
+    env_vars.write_text(json.dumps({"SweeperFunction": {**settings, "STEPCHAIN_SWEEP_GRACE_S": "0"}}))
+    event = json.loads((ROOT / "events" / "eventbridge-sweep.json").read_text())
+    report, _ = invoke("SweeperFunction", event, env_vars, emulator.endpoint, tmp_path)
+    assert report["acted"] >= 1 and not report["errors"], report
+    sqs = emulator.client("sqs")
+    got = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert {"run_id": stuck.run_id, "node": "plan"} in [
+        {k: json.loads(m["Body"])[k] for k in ("run_id", "node")} for m in got
+    ], got
+    assert [c.kind for c in engine.get_run(stuck.run_id).crash_events] == ["swept"]

@@ -19,6 +19,7 @@ FUNCTIONS = {
     "DraftFunction": ("app.step_handler", 300, 1024),
     "ControlFunction": ("app.step_handler", 30, 256),
     "ApiFunction": ("app.api_handler", 29, 512),
+    "SweeperFunction": ("app.sweeper_handler", 120, 256),
 }
 QUEUE_OF = {fn: fn.replace("Function", "Queue") for fn in (*STEP_FUNCTIONS, "ControlFunction")}
 GLOBAL_ENV = {
@@ -40,7 +41,8 @@ def test_functions_share_the_code_dir_and_have_their_own_handler_timeout_memory(
         props = resources[lid]["Properties"]
         assert "CodeUri" not in props and "Runtime" not in props, lid
         assert (props["Handler"], props["Timeout"], props["MemorySize"]) == (handler, timeout, memory), lid
-        assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid}
+        own = {"STEPCHAIN_SWEEP_GRACE_S": "300"} if lid == "SweeperFunction" else {}
+        assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid, **own}
 
 
 def test_global_environment(template: dict[str, Any]) -> None:
@@ -76,6 +78,20 @@ def test_each_step_function_consumes_its_own_queue(resources: dict[str, Any], fn
     assert "Events" not in resources[fn]["Properties"]  # SAM's SQS events would attach a '*' managed policy
 
 
+def test_sweeper_runs_every_minute_one_at_a_time_on_the_active_index(resources: dict[str, Any]) -> None:
+    props = resources["SweeperFunction"]["Properties"]
+    assert props["Events"] == {
+        "EveryMinute": {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)",
+                                                            "Description": "stepchain recovery sweep"}}
+    }  # fmt: skip
+    assert props["ReservedConcurrentExecutions"] == 1  # sweeps never overlap
+    [ddb] = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"] if s["Sid"] == "SweepCheckpoints"]
+    assert ddb["Resource"][1] == {"Fn::Sub": "${CheckpointTable.Arn}/index/active"}
+    assert "dynamodb:Scan" not in ddb["Action"] and "dynamodb:DeleteItem" not in ddb["Action"]
+    indexes = {i["IndexName"]: i for i in resources["CheckpointTable"]["Properties"]["GlobalSecondaryIndexes"]}
+    assert [k["AttributeName"] for k in indexes["active"]["KeySchema"]] == ["active_pk", "active_sk"]
+
+
 def test_dead_letter_queue_keeps_messages_14_days(resources: dict[str, Any]) -> None:
     assert resources["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
 
@@ -95,7 +111,7 @@ def test_state_machine_substitutes_every_function_arn_the_definition_uses(resour
     used = set(re.findall(r"\$\{(\w+)\}", (ROOT / props["DefinitionUri"]).read_text()))
     assert used <= set(subs), f"placeholders without substitution: {used - set(subs)}"
     invokable = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
-    assert invokable == {fn for fn in ALL_FUNCTIONS if fn != "ApiFunction"}
+    assert invokable == {fn for fn in ALL_FUNCTIONS if fn not in ("ApiFunction", "SweeperFunction")}
 
 
 def test_layer_architecture_matches_functions_and_layer_makefile(

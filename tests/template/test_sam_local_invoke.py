@@ -193,7 +193,7 @@ def real_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "import os, stepchain\n"
         "def step_handler(event, context):\n"
         "    return {'env': dict(os.environ), 'stepchain': stepchain.__file__}\n"
-        "api_handler = step_handler\n"
+        "api_handler = sweeper_handler = step_handler\n"
     )  # fmt: skip
     (root / "event.json").write_text("{}")
     return root

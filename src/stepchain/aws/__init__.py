@@ -7,6 +7,7 @@ In a function's ``app.py``::
 
     step_handler = step_handler(wf)   # SQS batches and Step Functions tasks
     api_handler = api_handler(wf)     # API Gateway (REST, Lambda proxy)
+    sweeper_handler = sweeper_handler(wf)  # scheduled: re-issues lost handoffs (stepchain.sweeper)
 
 Clients are created lazily on the first event (not at import), once per execution environment.
 """
@@ -166,4 +167,21 @@ def api_handler(*workflows: Workflow, settings: Settings | None = None, clients:
     return handler
 
 
-__all__ = ["AwsClients", "Handler", "api_handler", "build_engine", "make_handoff", "step_handler"]
+def sweeper_handler(
+    *workflows: Workflow, settings: Settings | None = None, clients: AwsClients | None = None
+) -> Handler:
+    """The scheduled recovery sweeper (``stepchain.sweeper``; template.yaml runs it every minute).
+    ``STEPCHAIN_SWEEP_GRACE_S`` overrides the grace period (default 300 s)."""
+    from stepchain.sweeper import Sweeper, SweepPolicy
+
+    lazy = _Lazy(workflows, settings, clients)
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        policy = SweepPolicy(grace_s=float(os.environ.get("STEPCHAIN_SWEEP_GRACE_S") or SweepPolicy.grace_s))
+        report = Sweeper(lazy.engine, policy).sweep()
+        return {**report.__dict__, "acted": report.acted}
+
+    return handler
+
+
+__all__ = ["AwsClients", "Handler", "api_handler", "build_engine", "make_handoff", "step_handler", "sweeper_handler"]

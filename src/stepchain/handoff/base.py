@@ -46,6 +46,14 @@ class Handoff(ABC):
         """A failed run is resumed at ``top_node``; ``msgs`` re-activate its failed nodes."""
         self.dispatch(msgs)
 
+    def recover(self, run: RunRecord, msgs: Sequence[Activation]) -> int | None:
+        """The sweeper found ``msgs`` lost (their sender died before the handoff): deliver them
+        again. Returns how many were re-issued (0: the transport still drives the run itself);
+        ``None``: the run's carrier has ended (a Step Functions execution) and the run needs a new
+        one: the caller bumps the run's execution counter and calls again."""
+        self.dispatch(msgs)
+        return len(msgs)
+
     def apply(self, msg: Activation, outcome: Outcome, now_ms: int) -> None:
         """Queue-style transports turn an outcome into messages (Step Functions does not use this)."""
         kind = outcome.kind

@@ -11,6 +11,10 @@ does is everything that happens *outside* an execution:
   which is what a late retry should find).
 * ``resume_wait``: an event arrived for a wait node: SendTaskSuccess to its task token.
 * ``cancel``: StopExecution of the run's latest execution.
+* ``recover`` (the sweeper): DescribeExecution of the run's latest execution; one that never
+  started (the API died before StartExecution) is started now, at the earliest stuck node; one
+  still RUNNING drives its own tasks (a lost wait callback is re-sent by the engine's event path);
+  one that ended while the run is active asks the caller for a new execution name.
 * ``redrive``: a new execution ``<run_id>-r<n>`` that starts at the top failed node (the
   ``Route`` Choice reads ``start_at``); completed nodes on the way are served from checkpoints.
 """
@@ -130,6 +134,26 @@ class StepFunctionsHandoff(Handoff):
             if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
                 raise
             logger.info("no execution to stop", extra={"run_id": run.run_id})
+
+    def recover(self, run: RunRecord, msgs: Sequence[Activation]) -> int | None:
+        if not msgs:
+            return 0
+        name = execution_name(run.run_id, run.redrives)
+        arn = execution_arn(self.state_machine_for(run.workflow), name)
+        try:
+            status = self.client.describe_execution(executionArn=arn)["status"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+                raise
+            status = None
+        if status == "RUNNING":
+            return 0  # it drives its own tasks (Retry, Wait, Map): nothing was lost
+        if status is not None:
+            logger.warning("the run's execution ended while the run is active", extra={"execution": name})
+            return None
+        self.dispatch(msgs)  # no message, but the before_handoff boundary is reached
+        self._start_execution(run, name, msgs[0].node)
+        return len(msgs)
 
     def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
         self.dispatch(msgs)

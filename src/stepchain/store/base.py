@@ -88,6 +88,9 @@ class RunChanges:
     clear_error: bool = False
     ended: bool = False
     add_redrive: bool = False
+    #: the run needs no more sweeping: drop it from the active-run index (a CANCELLED run stays
+    #: listed until its cancel has finished, see ``Engine.finish_cancel``)
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,11 @@ class CheckpointStore(ABC):
     def list_crash_events(self, run_id: str) -> list[CrashEvent]:
         """The run's ``C#`` crash events in time order (a RUN item written before crash events were
         items may hold older ones: ``RunRecord.crash_events``)."""
+
+    @abstractmethod
+    def list_active_runs(self, *, limit: int = 100, cursor: str | None = None) -> RunPage:
+        """Runs of every workflow the sweeper must look at: PENDING/RUNNING/WAITING, and CANCELLED
+        until their cancel finished (``RunChanges.settled``). A sparse index: reads no finished run."""
 
     # -- nodes -------------------------------------------------------------------------------
     @abstractmethod

@@ -41,6 +41,7 @@ from stepchain.records import (
     split_history_sk,
 )
 from stepchain.store.base import (
+    ACTIVE_RUN,
     CheckpointStore,
     ClaimKind,
     ClaimResult,
@@ -174,7 +175,19 @@ def _node_update(c: NodeChanges, push: HistoryPush | None) -> _Update:
     return u
 
 
-def _run_update(c: RunChanges) -> _Update:
+#: the sparse index of runs the sweeper looks at (``list_active_runs``): only active runs, and
+#: cancelled ones until their cancel finished, carry its key attributes
+ACTIVE_INDEX = "active"
+ACTIVE_PK = "active_pk"
+ACTIVE_SK = "active_sk"
+ACTIVE = "ACTIVE"
+
+
+def active_sk(now_ms: int, run_id: str) -> str:
+    return f"{now_ms:015d}#{run_id}"
+
+
+def _run_update(c: RunChanges, run_id: str) -> _Update:
     u = _Update()
     u.set("updated", c.now_ms)
     for attr, v in (
@@ -191,6 +204,12 @@ def _run_update(c: RunChanges) -> _Update:
         u.set("ended", c.now_ms)
     if c.add_redrive:
         u.add("redrives", 1)
+    if c.settled or c.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        u.remove(ACTIVE_PK)  # leaves the sparse active-run index
+        u.remove(ACTIVE_SK)
+    elif c.status is not None and c.status in ACTIVE_RUN:  # (back) in the index, e.g. a redrive
+        u.set(ACTIVE_PK, ACTIVE)
+        u.set_expr(ACTIVE_SK, f"if_not_exists({u.name(ACTIVE_SK)}, {u.value(ACTIVE_SK, active_sk(c.now_ms, run_id))})")
     return u
 
 
@@ -242,6 +261,8 @@ class DynamoDBStore(CheckpointStore):
             "current": new.first.key,
             "gsi1pk": f"WF#{new.workflow}",
             "gsi1sk": f"{new.now_ms:015d}#{new.run_id}",
+            ACTIVE_PK: ACTIVE,
+            ACTIVE_SK: active_sk(new.now_ms, new.run_id),
             "idempotency_key": new.idempotency_key,
             "expires_at": exp,
             **new.extra,
@@ -298,7 +319,7 @@ class DynamoDBStore(CheckpointStore):
         return None if item is None else RunRecord.from_item(item)
 
     def update_run(self, run_id: str, changes: RunChanges, *, expect: tuple[RunStatus, ...]) -> RunRecord | None:
-        u = _run_update(changes)
+        u = _run_update(changes, run_id)
         cond = _status_in(u, expect, "expect")
         try:
             resp = self.client.update_item(
@@ -341,6 +362,22 @@ class DynamoDBStore(CheckpointStore):
             kwargs["ExclusiveStartKey"] = last
         next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
         return RunPage(runs, next_cursor)
+
+    def list_active_runs(self, *, limit: int = 100, cursor: str | None = None) -> RunPage:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": ACTIVE_INDEX,
+            "KeyConditionExpression": "#a = :a",
+            "ExpressionAttributeNames": {"#a": ACTIVE_PK},
+            "ExpressionAttributeValues": {":a": {"S": ACTIVE}},
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        resp = self.client.query(**kwargs)
+        runs = [RunRecord.from_item(from_item(item)) for item in resp.get("Items", [])]
+        last = resp.get("LastEvaluatedKey")
+        return RunPage(runs, base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None)
 
     def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
         sk = crash_sk(at_ms, node, kind, secrets.token_hex(4))
@@ -612,7 +649,9 @@ def create_table(client: DynamoDBClient, table: str) -> None:
     client.create_table(
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")],
+        AttributeDefinitions=[
+            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk", ACTIVE_PK, ACTIVE_SK)
+        ],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         GlobalSecondaryIndexes=[
             {
@@ -622,7 +661,15 @@ def create_table(client: DynamoDBClient, table: str) -> None:
                     {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": ACTIVE_INDEX,
+                "KeySchema": [
+                    {"AttributeName": ACTIVE_PK, "KeyType": "HASH"},
+                    {"AttributeName": ACTIVE_SK, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            },
         ],
         SSESpecification={"Enabled": True},
     )

@@ -36,6 +36,7 @@ from stepchain.records import (
     split_history_sk,
 )
 from stepchain.store.base import (
+    ACTIVE_RUN,
     CheckpointStore,
     ClaimKind,
     ClaimResult,
@@ -103,6 +104,16 @@ def apply_run_changes(item: dict[str, Any], c: RunChanges) -> None:
         item["ended"] = c.now_ms
     if c.add_redrive:
         item["redrives"] = item.get("redrives", 0) + 1
+    if c.settled:
+        item["settled"] = True
+    elif c.status is not None and c.status in ACTIVE_RUN:
+        item.pop("settled", None)
+
+
+def needs_sweeping(item: dict[str, Any]) -> bool:
+    """Is the run in the active-run index (``CheckpointStore.list_active_runs``)?"""
+    status = RunStatus(item["status"])
+    return status in ACTIVE_RUN or (status is RunStatus.CANCELLED and not item.get("settled"))
 
 
 def classify_conflict(old: dict[str, Any] | None) -> ClaimResult:
@@ -197,6 +208,16 @@ class MemoryStore(CheckpointStore):
         page = runs[:limit]
         more = len(runs) > limit
         return RunPage(page, f"{page[-1].created_ms}:{page[-1].run_id}" if more and page else None)
+
+    def list_active_runs(self, *, limit: int = 100, cursor: str | None = None) -> RunPage:
+        with self._lock:
+            self.calls += 1
+            items = [v for (_, sk), v in self._items.items() if sk == RUN_SK and needs_sweeping(v)]
+            runs = sorted((RunRecord.from_item(copy.deepcopy(v)) for v in items), key=lambda r: r.run_id)
+        if cursor is not None:
+            runs = [r for r in runs if r.run_id > cursor]
+        page = runs[:limit]
+        return RunPage(page, page[-1].run_id if len(runs) > limit and page else None)
 
     def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
         with self._lock:

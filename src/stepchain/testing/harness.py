@@ -29,6 +29,7 @@ from stepchain.payloads import DEFAULT_INLINE_LIMIT, BlobStore, MemoryBlobStore,
 from stepchain.records import RunStatus
 from stepchain.store.base import CheckpointStore
 from stepchain.store.memory import MemoryStore
+from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
 from stepchain.workflow import Registry, Workflow
@@ -178,6 +179,23 @@ class Harness:
 
     def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
         return self.engine.deliver_event(run_id, name, payload)
+
+    def sweep(self, policy: SweepPolicy | None = None) -> int:
+        """Run the recovery sweeper once at the current virtual time (its activations are queued:
+        :meth:`run` delivers them). Returns how many activations it re-issued or runs it failed."""
+        return Sweeper(self.engine, policy).sweep().acted
+
+    def runs(self) -> list[str]:
+        """Every run id the store knows (e.g. of a start that died before it could answer)."""
+        ids: list[str] = []
+        for name in self.registry.names():
+            cursor = None
+            while True:
+                page = self.store.list_runs(name, limit=100, cursor=cursor)
+                ids.extend(r.run_id for r in page.runs)
+                if (cursor := page.cursor) is None:
+                    break
+        return ids
 
     def run(self, *, max_activations: int = 100_000, until_ms: int | None = None) -> int:
         """Deliver queued activations, skipping virtual time to each one's due moment (sleeps,

@@ -8,10 +8,25 @@ from dataclasses import dataclass
 
 from stepchain.exceptions import StepchainSignal
 
-#: where a worker can be killed (the engine and the handoff call the probe at each).
+#: where a worker can be killed (the engine and the handoff call the probe at each)
 #: ``effect_window``: a ``ctx.once`` effect has run (its fn returned), its result is not checkpointed yet;
 #: ``item_window``: a ``ctx.each`` item fn returned, its result is not checkpointed yet.
-BOUNDARIES = ("after_claim", "mid_item", "after_checkpoint", "before_handoff", "effect_window", "item_window")
+WORKER_BOUNDARIES = (
+    "after_claim",
+    "mid_item",
+    "after_checkpoint",
+    "before_handoff",
+    "effect_window",
+    "item_window",
+)
+#: where the API's lifecycle call dies after a durable write, before its handoff: ``api_start``
+#: (the run and its first node written; reports the first node), ``api_event`` (reports the wait
+#: node: 1st hit = the event stored, 2nd = the wait completed), ``api_cancel`` (reports the run's
+#: current node: 1st = the run CANCELLED, 2nd = its nodes cancelled), ``api_redrive`` (reports the
+#: top failed node: 1st = the run RUNNING again, 2nd = its failed nodes PENDING). ``skip=1`` picks
+#: the 2nd hit. The harness call raises :class:`InjectedCrash`; ``sweep()`` finishes the call's work.
+API_BOUNDARIES = ("api_start", "api_event", "api_cancel", "api_redrive")
+BOUNDARIES = WORKER_BOUNDARIES + API_BOUNDARIES
 
 
 class InjectedCrash(StepchainSignal):

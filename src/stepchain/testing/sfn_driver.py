@@ -50,6 +50,7 @@ from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn,
 from stepchain.ledger import RunView
 from stepchain.payloads import DEFAULT_INLINE_LIMIT
 from stepchain.records import NodeStatus, RunStatus
+from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
@@ -337,6 +338,28 @@ class SfnHarness:
 
     def redrive(self, run_id: str, *, input: Any = None, replace_input: bool = False) -> None:
         self.engine.redrive(run_id, input=input, replace_input=replace_input)
+
+    def sweep(self, policy: SweepPolicy | None = None) -> int:
+        """Run the recovery sweeper once at the current virtual time (it starts executions and
+        re-sends wait callbacks); returns how many activations it re-issued or runs it failed."""
+        with self._lock:
+            acted = Sweeper(self.engine, policy).sweep().acted
+        self.run_ids.extend(r for r in self.runs() if r not in self.run_ids)
+        for run_id in self.run_ids:  # moto's StopExecution leaves a callback wait running (see cancel)
+            if self.status(run_id) == "CANCELLED" and self._execution_running(run_id):
+                for token in self._wait_tokens(run_id, any_status=True):
+                    self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+        return acted
+
+    def _execution_running(self, run_id: str) -> bool:
+        try:
+            return self.execution_status(run_id) == "RUNNING"
+        except self.sfn.exceptions.ExecutionDoesNotExist:
+            return False
+
+    def runs(self) -> list[str]:
+        """Every run id the store knows (e.g. of a start that died before StartExecution)."""
+        return self.harness.runs()
 
     def execution_arn(self, run_id: str) -> str:
         """The ARN of the run's latest execution."""

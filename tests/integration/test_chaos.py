@@ -84,6 +84,7 @@ TARGETS: dict[str, tuple[str | None, ...]] = {
 SWEEP_STEP_S = 600
 SETTLE_ROUNDS = 10
 SFN_POLL_S = 20.0  # real seconds SfnHarness.run may poll before a stuck run is declared stuck
+SFN_CANCELLED_POLL_S = 3.0
 FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
 PRIMARY_OFFSET = {"memory": 0, "moto": 3, "sqs": 5, "sfn": 7}  # spreads the primary boundary per harness
 
@@ -314,8 +315,10 @@ class Chaos:
         if not self.sfn:
             self.h.run()
             return True
+        # A cancelled run's execution may wait for a callback the sweeper ends later: a short poll
+        timeout = SFN_CANCELLED_POLL_S if self.status() == "CANCELLED" else SFN_POLL_S
         try:
-            self.h.run(self.run_id, timeout_s=SFN_POLL_S)
+            self.h.run(self.run_id, timeout_s=timeout)
         except Exception as exc:  # stuck (poll timeout) or no execution at all
             self.notes.append(f"drain: {type(exc).__name__}: {str(exc)[:120]}")
             return False

@@ -11,7 +11,10 @@ the wait is reached, while the run is elsewhere, at the wait; sometimes twice).
 
 A crash inside an API call (``start``, ``send_event``, ``cancel``, ``redrive``) reaches the test as
 ``InjectedCrash``; the test never retries the call (no client retry): it recovers as a deployment
-does, by letting time pass and running the recovery sweeper (``h.sweep()``, when the harness has one).
+does, by letting time pass and running the recovery sweeper (``h.sweep()``, when the harness has one),
+also once more after the run looks finished. One operator action is allowed: the sweeper may roll a
+redrive that died half-way back to FAILED (it says so in its table), and an operator who saw the
+call fail and the run FAILED redrives it again.
 
 Invariants are checked on the workflow's own effect ledgers (bank, warehouse, mailer, courier):
 money moved exactly once per order line with the right amount, every effect re-run is explained by
@@ -22,6 +25,7 @@ listed, with the plan and the command that reruns that seed alone::
     .venv/bin/python -m pytest -q 'tests/integration/test_chaos.py::test_chaos[memory-seed-17]'
 
 ``CHAOS_SCALE=<n>`` multiplies the number of seeds (a longer soak); the last test prints a summary.
+A seed's plan depends on ``BOUNDARIES``: adding a boundary reshuffles which seed does what.
 """
 
 from __future__ import annotations
@@ -238,7 +242,7 @@ class Chaos:
 
     @property
     def store(self) -> Any:
-        return self.h.harness.store if self.sfn else self.h.store
+        return self.h.store if hasattr(self.h, "store") else self.h.harness.store  # (SfnHarness before parity)
 
     def status(self) -> str:
         return str(self.h.status(self.run_id))
@@ -266,8 +270,9 @@ class Chaos:
                 self.violations.append(f"start crashed and the store holds {len(runs)} runs (expected the one started)")
                 return False
             self.run_id = runs[0].run_id
-        if self.sfn and self.run_id not in self.h.run_ids:
-            self.h.run_ids.append(self.run_id)  # so the harness stops its execution on close
+        run_ids = getattr(self.h, "run_ids", None)  # SfnHarness before parity: the runs it stops on close
+        if run_ids is not None and self.run_id not in run_ids:
+            run_ids.append(self.run_id)
         return True
 
     def send_approval(self) -> None:

@@ -560,6 +560,8 @@ def test_chaos(kind: str, seed: int) -> None:
         stats["item_reruns"] += world.warehouse.reruns
         stats["sweeps"] += chaos.sweeps
         stats["redrive_rollbacks"] += chaos.redrive_rollbacks
+        stats["continuations"] += sum(1 for i in h.invocations if i.key == "pack" and i.outcome == "CONTINUE")
+        stats[plan.scenario] += 1
         stats["swept"] += chaos.swept
         FIRED.update(b for b, _ in h.probe.crashes)
     ELAPSED[kind] += int((time.perf_counter() - t0) * 1000)
@@ -600,7 +602,9 @@ def test_chaos_summary(capsys: pytest.CaptureFixture[str]) -> None:
     )
     total = sum(STATS.values(), Counter())
     line = (
-        f"\nchaos: {runs} runs ({per_kind}); crashes by boundary {dict(sorted(FIRED.items()))}; "
+        f"\nchaos: {runs} runs ({per_kind}); {total['normal']} normal, {total['cancel']} cancelled, "
+        f"{total['redrive']} failed and redriven; pack continued in a fresh invocation {total['continuations']} "
+        f"times; crashes by boundary {dict(sorted(FIRED.items()))}; "
         f"api-side crashes {total['api_crashes']}; immediate-duplicate runs {total['dup_runs']}, "
         f"late duplicates {total['late_dups']}; effects re-run in their window {total['window_reruns']}, "
         f"each items re-run {total['item_reruns']}; sweeps {total['sweeps']} (acted {total['swept']}, "

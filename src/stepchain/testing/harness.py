@@ -248,6 +248,12 @@ class Harness:
             self.invocations.append(InvocationLog(key, msg.action, budget, ctx.elapsed_ms(), result))
         return outcome
 
+    def redeliver(self, msg: Activation, at_ms: int | None = None) -> None:
+        """Deliver ``msg`` once more at virtual time ``at_ms`` (default: now): a late duplicate, as
+        when a queue hands out again a message it delivered long ago. It is queued directly (no
+        ``before_handoff`` boundary) and served by the next :meth:`run`."""
+        self.handoff.push_back(msg, self.clock.now_ms() if at_ms is None else at_ms)
+
     @contextmanager
     def _virtual_sleep(self) -> Iterator[None]:
         """Inside a step, ``time.sleep(s)`` spends ``s`` of virtual time (and no real time)."""

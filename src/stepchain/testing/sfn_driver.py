@@ -48,6 +48,7 @@ from stepchain.aws.sfn_worker import handle_sfn_task, parse_event
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn, execution_name
 from stepchain.ledger import RunView
+from stepchain.messages import Activation
 from stepchain.payloads import DEFAULT_INLINE_LIMIT
 from stepchain.records import NodeStatus, RunStatus
 from stepchain.sweeper import Sweeper, SweepPolicy
@@ -360,6 +361,15 @@ class SfnHarness:
     def runs(self) -> list[str]:
         """Every run id the store knows (e.g. of a start that died before StartExecution)."""
         return self.harness.runs()
+
+    def redeliver(self, msg: Activation, at_ms: int | None = None) -> None:
+        """A late duplicate: invoke ``msg``'s function once more, outside any execution (a stale or
+        retried invocation; Step Functions ignores its result), after letting virtual time pass to
+        ``at_ms`` (default: now). Call it while no execution of the run is between tasks."""
+        if at_ms is not None:
+            self.pass_time_to(at_ms)
+        node = self.harness.registry.get(msg.workflow, msg.version).node(msg.node)
+        self._invoke(node.function_name, msg.to_dict())
 
     def execution_arn(self, run_id: str) -> str:
         """The ARN of the run's latest execution."""

@@ -287,6 +287,12 @@ class SqsHarness(Harness):
         self.handoff_sqs.dispatch([msg])
         return None
 
+    def redeliver(self, msg: Activation, at_ms: int | None = None) -> None:
+        """A late duplicate: ``msg`` appears on its node's queue once more when virtual time reaches
+        ``at_ms`` (default: now), as when SQS hands out again a message it delivered long ago."""
+        due = self.clock.now_ms() if at_ms is None else at_ms
+        self._pending.append(_Pending(due, self.handoff_sqs.queue_for(msg.node), msg.to_json(), {}, None))
+
     def _poll(self, urls: list[str]) -> int:
         """One receive per queue; each non-empty one is a Lambda invocation. Returns how many."""
         invoked = 0

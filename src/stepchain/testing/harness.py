@@ -14,6 +14,8 @@ def test_my_agent():
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -35,6 +37,8 @@ from stepchain.workflow import Registry, Workflow
 
 TABLE = "stepchain-test"
 BUCKET = "stepchain-test-payloads"
+#: how many activations ``run()`` delivers at most by default (a guard against endless loops)
+MAX_ACTIVATIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,9 @@ class _Handoff(InProcessHandoff):
 
 
 @contextmanager
-def moto_aws() -> Iterator[None]:
-    """moto's ``mock_aws`` with the environment it needs (no real endpoint, fake credentials)."""
+def moto_aws(config: dict[str, Any] | None = None) -> Iterator[None]:
+    """moto's ``mock_aws`` (with ``config``, e.g. Step Functions executing) and the environment it
+    needs (no real endpoint, fake credentials)."""
     from moto import mock_aws
 
     saved = {
@@ -75,7 +80,7 @@ def moto_aws() -> Iterator[None]:
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     try:
-        with mock_aws():
+        with mock_aws(config=config):  # type: ignore[arg-type]
             yield
     finally:
         for k, v in saved.items():
@@ -92,8 +97,20 @@ class Harness:
     Steps spend virtual time with ``time.sleep(s)`` (patched while a step runs, unless
     ``virtual_sleep=False``) or ``harness.clock.advance(ms)``; passing the deadline kills the
     invocation, like Lambda does. Killed or crashed invocations are redelivered after their lease
-    runs out, as SQS would after its visibility timeout.
+    runs out, as SQS would after its visibility timeout. ``duplicate_delivery``: every activation
+    is delivered twice.
+
+    It is also the base of :class:`~stepchain.testing.SqsHarness` and
+    :class:`~stepchain.testing.SfnHarness`: ``start``, ``send_event``, ``cancel``, ``redrive``,
+    ``status``, ``output``, ``view``, ``runs``, ``crash_at``, ``executions`` and ``invocations``
+    are the same on all three; each transport drives ``run`` and ``advance`` its own way, with the
+    same meaning and the same result.
     """
+
+    #: start moto even with ``backend="memory"`` (the transport itself is moto's)
+    _transport_on_moto = False
+    #: ``mock_aws`` configuration (Step Functions needs ``execute_state_machine``)
+    _moto_config: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -111,13 +128,16 @@ class Harness:
         self.registry = Registry(workflows)
         self.budget_ms = budget_ms
         self.virtual_sleep = virtual_sleep
+        self.duplicate_delivery = duplicate_delivery
         self.invocations: list[InvocationLog] = []
         self.api_calls: Counter[str] = Counter()
+        self.run_ids: list[str] = []  # runs started through :meth:`start`, in order
         self._stack = ExitStack()
         self.store: CheckpointStore
         self.blobs: BlobStore
+        if backend == "moto" or self._transport_on_moto:
+            self._stack.enter_context(moto_aws(self._moto_config))
         if backend == "moto":
-            self._stack.enter_context(moto_aws())
             self.store, self.blobs = self._moto_backend()
         else:
             self.store, self.blobs = MemoryStore(), MemoryBlobStore()
@@ -155,29 +175,53 @@ class Harness:
     def close(self) -> None:
         self._stack.close()
 
-    # -- driving runs ------------------------------------------------------------------------------
+    # -- driving runs (the same on every harness) ----------------------------------------------------
     @property
     def executions(self) -> Counter[str]:
         """Completed executions of each node's code, by node key (map items: ``node#00003``)."""
         return self.probe.executions
 
     def crash_at(self, boundary: str, *, node: str | None = None, times: int = 1, skip: int = 0) -> None:
-        """Kill the worker at ``boundary`` (after_claim, mid_item, after_checkpoint, before_handoff)."""
+        """Kill the worker at ``boundary`` (one of :data:`~stepchain.testing.BOUNDARIES`) the next
+        ``times`` times it is reached (after letting ``skip`` matches pass), for node ``node`` (a
+        node id, which also matches its map items ``node#00003``, or one item key; None: any)."""
         self.probe.crash(boundary, node=node, times=times, skip=skip)
 
     def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
+        """Start a run (what ``POST /runs`` does); returns its id."""
         run, _ = self.engine.start(workflow, input, idempotency_key=idempotency_key)
+        if run.run_id not in self.run_ids:
+            self.run_ids.append(run.run_id)
         return run.run_id
 
     def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
+        """Deliver event ``name``: ``"delivered"`` (a wait consumed it) or ``"buffered"`` (kept for
+        the wait to come)."""
         return self.engine.deliver_event(run_id, name, payload)
 
-    def run(self, *, max_activations: int = 100_000, until_ms: int | None = None) -> int:
+    def cancel(self, run_id: str) -> None:
+        """Cancel an active run: nodes not started never will; a node running now finishes."""
+        self.engine.cancel(run_id)
+
+    def redrive(
+        self, run_id: str, *, input: Any = None, replace_input: bool = False, keep_progress: bool | None = None
+    ) -> None:
+        """Resume a FAILED run at its failed node(s) (with ``replace_input``, on ``input``)."""
+        extra: dict[str, Any] = {} if keep_progress is None else {"keep_progress": keep_progress}
+        self.engine.redrive(run_id, input=input, replace_input=replace_input, **extra)
+
+    def run(self, run_id: str | None = None, *, max_activations: int | None = None, until_ms: int | None = None) -> str:
         """Deliver queued activations, skipping virtual time to each one's due moment (sleeps,
-        retry backoffs, redeliveries), until none is left. Time does not skip to an event wait's
-        deadline: use :meth:`advance` for that. Returns how many were delivered."""
+        retry backoffs, redeliveries), until none is left (or ``max_activations`` were delivered,
+        or the next is due after ``until_ms``). Time does not skip to an event wait's deadline:
+        use :meth:`advance` for that.
+
+        Returns the status of ``run_id`` (default: the run started last) as :meth:`status` does:
+        ``SUCCEEDED``, ``FAILED``, ``CANCELLED``, ``WAITING`` (for an event) or ``RUNNING``.
+        :attr:`invocations` logs every invocation made.
+        """
         delivered = 0
-        while delivered < max_activations:
+        while delivered < (MAX_ACTIVATIONS if max_activations is None else max_activations):
             head = self.handoff.peek()
             if head is None:
                 break
@@ -193,11 +237,17 @@ class Harness:
             delivered += 1
         if until_ms is not None:
             self.clock.set_to(until_ms)
-        return delivered
+        return self._status_after_run(run_id)
 
-    def advance(self, seconds: float) -> int:
-        """Let ``seconds`` pass, delivering whatever falls due meanwhile."""
-        return self.run(until_ms=self.clock.now_ms() + int(seconds * 1000))
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of virtual time pass, delivering whatever falls due meanwhile (sleeps
+        ending, event waits timing out). Follow it with :meth:`run` to let the runs move on."""
+        self.run(until_ms=self.clock.now_ms() + int(seconds * 1000))
+
+    def _status_after_run(self, run_id: str | None) -> str:
+        if run_id is None:
+            run_id = self.run_ids[-1] if self.run_ids else max(self.runs(), default=None)
+        return "" if run_id is None else self.status(run_id)
 
     def deliver(self, msg: Activation) -> Outcome | None:
         """One simulated Lambda invocation for ``msg``."""
@@ -229,18 +279,43 @@ class Harness:
         if not self.virtual_sleep:
             yield
             return
-        with mock.patch("time.sleep", lambda seconds: self.clock.advance(seconds * 1000)):
+        real_sleep, worker = time.sleep, threading.get_ident()
+
+        def sleep(seconds: float) -> None:
+            if threading.get_ident() == worker:
+                self.clock.advance(seconds * 1000)
+            else:  # another thread (e.g. moto's Step Functions interpreter) sleeps for real
+                real_sleep(seconds)
+
+        with mock.patch("time.sleep", sleep):
             yield
 
-    # -- looking at runs ---------------------------------------------------------------------------
+    # -- looking at runs (the same on every harness) -------------------------------------------------
     def status(self, run_id: str) -> str:
+        """The run's status: RUNNING, WAITING, SUCCEEDED, FAILED or CANCELLED."""
         return self.engine.get_run(run_id).status.value
 
     def output(self, run_id: str) -> Any:
+        """The output of a SUCCEEDED run (AssertionError with the run's error otherwise)."""
         run = self.engine.get_run(run_id)
         if run.status is not RunStatus.SUCCEEDED:
             raise AssertionError(f"run {run_id} is {run.status.value}: {run.error}")
         return self.codec.decode(run.output_ref)
 
     def view(self, run_id: str) -> RunView:
+        """The run's ledger: nodes, items, attempts, crashes, costs (what ``GET /runs/{id}`` shows)."""
         return describe(self.store, self.registry, self.engine.get_run(run_id))
+
+    def runs(self) -> list[str]:
+        """Ids of every run the store holds (of the registered workflows), oldest first; also the
+        runs started through the API handler, or by a ``start`` that crashed."""
+        found: set[str] = set()
+        for name in self.registry.names():
+            cursor: str | None = None
+            while True:
+                page = self.store.list_runs(name, limit=100, cursor=cursor)
+                found.update(r.run_id for r in page.runs)
+                cursor = page.cursor
+                if cursor is None:
+                    break
+        return sorted(found)

@@ -171,13 +171,22 @@ def run_worker(
     probe: Probe | None = None,
     idle_exit_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    duplicate_delivery: bool = False,
 ) -> None:
-    """Poll the step queue like Lambda's event source mapping and run each batch as one invocation."""
+    """Poll the step queue like Lambda's event source mapping and run each batch as one invocation.
+    With ``duplicate_delivery``, every message this worker sends is sent twice."""
     from stepchain.aws import build_engine
     from stepchain.aws.sqs_worker import handle_sqs_batch
     from stepchain.settings import Settings
 
-    engine = build_engine(workflows, Settings.from_env(env))
+    settings = Settings.from_env(env)
+    handoff = None
+    if duplicate_delivery:
+        from stepchain.testing.sqs_driver import _DuplicatingSqsHandoff
+
+        handoff = _DuplicatingSqsHandoff(settings.queues)
+        handoff.duplicate = True
+    engine = build_engine(workflows, settings, handoff=handoff)
     if probe is not None:
         engine.probe = probe
         engine.handoff.probe = probe
@@ -242,16 +251,24 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--budget-ms", type=int, default=60_000, help="time limit of each emulated invocation")
     w.add_argument("--audit", help="append executed steps/items/effects to this JSON-lines file")
     w.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+    w.add_argument("--crash-plan", help="exit at the boundaries this JSON file names (stepchain.testing.LocalHarness)")
+    w.add_argument("--duplicate-delivery", action="store_true", help="send every message twice")
     args = parser.parse_args(argv)
     from stepchain.cli import load_workflow
 
     queue_url = json.loads(os.environ["STEPCHAIN_QUEUES"])["*"]
+    probe: Probe | None = AuditProbe(args.audit) if args.audit else None
+    if args.crash_plan:
+        from stepchain.testing.local_driver import CrashPlanProbe
+
+        probe = CrashPlanProbe(args.audit or os.devnull, args.crash_plan)
     run_worker(
         [load_workflow(s) for s in args.workflow],
         queue_url,
         budget_ms=args.budget_ms,
-        probe=AuditProbe(args.audit) if args.audit else None,
+        probe=probe,
         idle_exit_s=args.idle_exit,
+        duplicate_delivery=args.duplicate_delivery,
     )
     return 0
 

@@ -25,14 +25,13 @@ from unittest import mock
 
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.handoff.inprocess import InProcessHandoff
-from stepchain.ledger import RunView, describe
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import DEFAULT_INLINE_LIMIT, BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
-from stepchain.records import RunStatus
 from stepchain.store.base import CheckpointStore
 from stepchain.store.memory import MemoryStore
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
+from stepchain.testing.runs_api import RunsApi
 from stepchain.workflow import Registry, Workflow
 
 TABLE = "stepchain-test"
@@ -90,7 +89,7 @@ def moto_aws(config: dict[str, Any] | None = None) -> Iterator[None]:
                 os.environ[k] = v
 
 
-class Harness:
+class Harness(RunsApi):
     """Runs workflows with real adapters (``backend="moto"``) or in memory, in virtual time.
 
     ``budget_ms`` is each simulated invocation's time limit (default: the node's ``timeout_s``).
@@ -187,29 +186,6 @@ class Harness:
         node id, which also matches its map items ``node#00003``, or one item key; None: any)."""
         self.probe.crash(boundary, node=node, times=times, skip=skip)
 
-    def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
-        """Start a run (what ``POST /runs`` does); returns its id."""
-        run, _ = self.engine.start(workflow, input, idempotency_key=idempotency_key)
-        if run.run_id not in self.run_ids:
-            self.run_ids.append(run.run_id)
-        return run.run_id
-
-    def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
-        """Deliver event ``name``: ``"delivered"`` (a wait consumed it) or ``"buffered"`` (kept for
-        the wait to come)."""
-        return self.engine.deliver_event(run_id, name, payload)
-
-    def cancel(self, run_id: str) -> None:
-        """Cancel an active run: nodes not started never will; a node running now finishes."""
-        self.engine.cancel(run_id)
-
-    def redrive(
-        self, run_id: str, *, input: Any = None, replace_input: bool = False, keep_progress: bool | None = None
-    ) -> None:
-        """Resume a FAILED run at its failed node(s) (with ``replace_input``, on ``input``)."""
-        extra: dict[str, Any] = {} if keep_progress is None else {"keep_progress": keep_progress}
-        self.engine.redrive(run_id, input=input, replace_input=replace_input, **extra)
-
     def run(self, run_id: str | None = None, *, max_activations: int | None = None, until_ms: int | None = None) -> str:
         """Deliver queued activations, skipping virtual time to each one's due moment (sleeps,
         retry backoffs, redeliveries), until none is left (or ``max_activations`` were delivered,
@@ -243,11 +219,6 @@ class Harness:
         """Let ``seconds`` of virtual time pass, delivering whatever falls due meanwhile (sleeps
         ending, event waits timing out). Follow it with :meth:`run` to let the runs move on."""
         self.run(until_ms=self.clock.now_ms() + int(seconds * 1000))
-
-    def _status_after_run(self, run_id: str | None) -> str:
-        if run_id is None:
-            run_id = self.run_ids[-1] if self.run_ids else max(self.runs(), default=None)
-        return "" if run_id is None else self.status(run_id)
 
     def deliver(self, msg: Activation) -> Outcome | None:
         """One simulated Lambda invocation for ``msg``."""
@@ -289,33 +260,3 @@ class Harness:
 
         with mock.patch("time.sleep", sleep):
             yield
-
-    # -- looking at runs (the same on every harness) -------------------------------------------------
-    def status(self, run_id: str) -> str:
-        """The run's status: RUNNING, WAITING, SUCCEEDED, FAILED or CANCELLED."""
-        return self.engine.get_run(run_id).status.value
-
-    def output(self, run_id: str) -> Any:
-        """The output of a SUCCEEDED run (AssertionError with the run's error otherwise)."""
-        run = self.engine.get_run(run_id)
-        if run.status is not RunStatus.SUCCEEDED:
-            raise AssertionError(f"run {run_id} is {run.status.value}: {run.error}")
-        return self.codec.decode(run.output_ref)
-
-    def view(self, run_id: str) -> RunView:
-        """The run's ledger: nodes, items, attempts, crashes, costs (what ``GET /runs/{id}`` shows)."""
-        return describe(self.store, self.registry, self.engine.get_run(run_id))
-
-    def runs(self) -> list[str]:
-        """Ids of every run the store holds (of the registered workflows), oldest first; also the
-        runs started through the API handler, or by a ``start`` that crashed."""
-        found: set[str] = set()
-        for name in self.registry.names():
-            cursor: str | None = None
-            while True:
-                page = self.store.list_runs(name, limit=100, cursor=cursor)
-                found.update(r.run_id for r in page.runs)
-                cursor = page.cursor
-                if cursor is None:
-                    break
-        return sorted(found)

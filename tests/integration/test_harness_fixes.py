@@ -29,10 +29,10 @@ def chain(name: str, steps: int, real_pause_s: float = 0.0) -> Workflow:
 def test_sfn_run_waits_as_long_as_the_run_makes_progress() -> None:
     """A run longer than the poll timeout, progressing all along, is waited for (the timeout
     counts real seconds without progress, not the run's whole length)."""
-    with SfnHarness(chain("sfn-long", 5, real_pause_s=0.4), poll_timeout_s=1.0) as h:
+    with SfnHarness(chain("sfn-long", 6, real_pause_s=0.6), poll_timeout_s=2.0) as h:
         run_id = h.start("sfn-long", 0)
-        assert h.run(run_id) == "SUCCEEDED"  # ~2 s of steps > 1 s
-        assert h.output(run_id) == 5
+        assert h.run(run_id) == "SUCCEEDED"  # 3.6 s of steps > 2 s
+        assert h.output(run_id) == 6
 
 
 def test_sfn_run_timeout_message_names_the_real_limit() -> None:

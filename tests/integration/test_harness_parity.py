@@ -41,7 +41,7 @@ def scenario(h: Driver, fail_flag: Path) -> dict[str, Any]:
     seen["late.waiting"] = h.run(late)
     h.advance(WAIT_TIMEOUT_S / 2)
     seen["late.before_deadline"] = h.run(late)
-    h.advance(WAIT_TIMEOUT_S / 2 + 1)
+    h.advance(WAIT_TIMEOUT_S / 2 + 1)  # past the deadline: run() waits for its timeout to fail the run
     seen["late.after_deadline"] = h.run(late)
     seen["late.error"] = (h.view(late).error or {}).get("type")
     # 3. cancelled while it waits

@@ -234,7 +234,7 @@ class LocalHarness(RunsApi):
         while True:
             self._supervise()
             statuses = tuple(self.status(r) for r in targets)
-            if all(s in ("SUCCEEDED", "FAILED", "CANCELLED", "WAITING") for s in statuses):
+            if all(self._settled(r, s) for r, s in zip(targets, statuses, strict=True)):
                 return self._status_after_run(run_id)
             progress = (statuses, os.path.getsize(self.audit_path) if os.path.exists(self.audit_path) else 0)
             now = time.monotonic()
@@ -246,6 +246,17 @@ class LocalHarness(RunsApi):
                     f"the last {limit_s:g} s without progress (timeout_s)"
                 )
             time.sleep(0.05)
+
+    def _settled(self, run_id: str, status: str) -> bool:
+        """Ended, or waiting for an event whose deadline has not passed (once it has, the
+        deadline's own message is on its way: the run still moves)."""
+        if status in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return True
+        if status != "WAITING":
+            return False
+        current = self.engine.get_run(run_id).current
+        rec = self.store.get_node(run_id, current) if current else None
+        return rec is None or rec.wake_at_ms is None or rec.wake_at_ms > time.time() * 1000
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass, in real time here (workers keep serving; dead ones are replaced)."""

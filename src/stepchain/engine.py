@@ -341,7 +341,11 @@ class Engine:
                 err = {
                     "node": key,
                     "type": "WorkerLost",
-                    "message": f"worker died {rec.attempts} times (crash or timeout); giving up",
+                    "message": (
+                        f"each of its {rec.attempts} attempts was killed or timed out before it finished "
+                        f"(timeout_s={node.timeout_s}: a step must finish, or checkpoint with ctx.each and "
+                        "continue, within it); giving up"
+                    ),
                 }
                 inv = Invocation(rec.current_started_ms or now, rec.lease_until_ms, "crashed")
                 changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
@@ -408,7 +412,6 @@ class Engine:
             if self._finish_run(msg, rec.output_ref):
                 self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return Outcome(OutcomeKind.DONE, detail="checkpoint")
-            return Outcome(OutcomeKind.DONE, detail="duplicate")
         succ_rec = self.store.get_node(msg.run_id, succ.id)
         if succ_rec is None or succ_rec.status is NodeStatus.PENDING:
             self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")

@@ -89,7 +89,12 @@ class EmbeddedAws:
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> EmbeddedAws:
+        import urllib.request
+
         self._server.start()
+        # moto's backends are process-global: a server started earlier in this process (a test
+        # session) left its tables and queues there. Start from an empty AWS, as a fresh stack would.
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -176,16 +181,24 @@ def run_worker(
     env: Mapping[str, str] | None = None,
     sweep_every_s: float | None = 60.0,
     sweep_grace_s: float | None = None,
+    duplicate_delivery: bool = False,
 ) -> None:
     """Poll the step queue like Lambda's event source mapping and run each batch as one invocation;
     every ``sweep_every_s`` seconds run the recovery sweeper (``None``: never), like the scheduled
-    function of template.yaml."""
+    function of template.yaml. With ``duplicate_delivery``, every message this worker sends is sent twice."""
     from stepchain.aws import build_engine
     from stepchain.aws.sqs_worker import handle_sqs_batch
     from stepchain.settings import Settings
     from stepchain.sweeper import Sweeper, SweepPolicy
 
-    engine = build_engine(workflows, Settings.from_env(env))
+    settings = Settings.from_env(env)
+    handoff = None
+    if duplicate_delivery:
+        from stepchain.testing.sqs_driver import _DuplicatingSqsHandoff
+
+        handoff = _DuplicatingSqsHandoff(settings.queues)
+        handoff.duplicate = True
+    engine = build_engine(workflows, settings, handoff=handoff)
     if probe is not None:
         engine.probe = probe
         engine.handoff.probe = probe
@@ -257,18 +270,26 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
     w.add_argument("--sweep-every", type=float, default=60.0, help="run the recovery sweeper every N s (0: never)")
     w.add_argument("--sweep-grace", type=float, help="the sweeper's grace period in seconds (default 300)")
+    w.add_argument("--crash-plan", help="exit at the boundaries this JSON file names (stepchain.testing.LocalHarness)")
+    w.add_argument("--duplicate-delivery", action="store_true", help="send every message twice")
     args = parser.parse_args(argv)
     from stepchain.cli import load_workflow
 
     queue_url = json.loads(os.environ["STEPCHAIN_QUEUES"])["*"]
+    probe: Probe | None = AuditProbe(args.audit) if args.audit else None
+    if args.crash_plan:
+        from stepchain.testing.local_driver import CrashPlanProbe
+
+        probe = CrashPlanProbe(args.audit or os.devnull, args.crash_plan)
     run_worker(
         [load_workflow(s) for s in args.workflow],
         queue_url,
         budget_ms=args.budget_ms,
-        probe=AuditProbe(args.audit) if args.audit else None,
+        probe=probe,
         idle_exit_s=args.idle_exit,
         sweep_every_s=args.sweep_every or None,
         sweep_grace_s=args.sweep_grace,
+        duplicate_delivery=args.duplicate_delivery,
     )
     return 0
 

@@ -82,9 +82,9 @@ def test_happy_path_runs_every_node_once() -> None:
 
 
 @pytest.mark.parametrize("boundary", WORKER_BOUNDARIES)
-def test_crash_at_every_boundary_with_duplicate_invocations(boundary: str) -> None:
+def test_crash_at_every_boundary_with_duplicate_delivery(boundary: str) -> None:
     box: dict[str, Any] = {}
-    with SfnHarness(demo_workflow(box), duplicate_invocations=True) as h:
+    with SfnHarness(demo_workflow(box), duplicate_delivery=True) as h:
         box["h"] = h
         h.crash_at(boundary, node="fetch")
         h.crash_at(boundary, node="summarize", times=2)
@@ -163,8 +163,9 @@ def test_event_timeout_fails_the_run() -> None:
     with SfnHarness(wf) as h:
         run_id = h.start("sfn-wait", 1)
         assert h.run(run_id) == "WAITING"
-        assert h.advance(30) == 0  # not due yet
-        assert h.advance(31) == 1
+        h.advance(30)  # not due yet
+        assert h.run(run_id) == "WAITING"
+        h.advance(31)
         assert h.run(run_id) == "FAILED"
         run = h.engine.get_run(run_id)
         assert run.status.value == "FAILED"
@@ -189,8 +190,8 @@ def test_cancel_stops_the_execution() -> None:
         run_id = h.start("sfn-cancel", 1)
         assert h.run(run_id) == "WAITING"
         h.cancel(run_id)
-        assert h.run(run_id) == "ABORTED"
-        assert h.status(run_id) == "CANCELLED"
+        assert h.run(run_id) == "CANCELLED"
+        assert h.execution_status(run_id) == "ABORTED"
         assert "second" not in h.executions
 
 

@@ -14,6 +14,8 @@ def test_my_agent():
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -23,19 +25,20 @@ from unittest import mock
 
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.handoff.inprocess import InProcessHandoff
-from stepchain.ledger import RunView, describe
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import DEFAULT_INLINE_LIMIT, BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
-from stepchain.records import RunStatus
 from stepchain.store.base import CheckpointStore
 from stepchain.store.memory import MemoryStore
 from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
+from stepchain.testing.runs_api import RunsApi
 from stepchain.workflow import Registry, Workflow
 
 TABLE = "stepchain-test"
 BUCKET = "stepchain-test-payloads"
+#: how many activations ``run()`` delivers at most by default (a guard against endless loops)
+MAX_ACTIVATIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class _Handoff(InProcessHandoff):
 
 
 @contextmanager
-def moto_aws() -> Iterator[None]:
-    """moto's ``mock_aws`` with the environment it needs (no real endpoint, fake credentials)."""
+def moto_aws(config: dict[str, Any] | None = None) -> Iterator[None]:
+    """moto's ``mock_aws`` (with ``config``, e.g. Step Functions executing) and the environment it
+    needs (no real endpoint, fake credentials)."""
     from moto import mock_aws
 
     saved = {
@@ -76,7 +80,7 @@ def moto_aws() -> Iterator[None]:
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     try:
-        with mock_aws():
+        with mock_aws(config=config):  # type: ignore[arg-type]
             yield
     finally:
         for k, v in saved.items():
@@ -86,15 +90,27 @@ def moto_aws() -> Iterator[None]:
                 os.environ[k] = v
 
 
-class Harness:
+class Harness(RunsApi):
     """Runs workflows with real adapters (``backend="moto"``) or in memory, in virtual time.
 
     ``budget_ms`` is each simulated invocation's time limit (default: the node's ``timeout_s``).
     Steps spend virtual time with ``time.sleep(s)`` (patched while a step runs, unless
     ``virtual_sleep=False``) or ``harness.clock.advance(ms)``; passing the deadline kills the
     invocation, like Lambda does. Killed or crashed invocations are redelivered after their lease
-    runs out, as SQS would after its visibility timeout.
+    runs out, as SQS would after its visibility timeout. ``duplicate_delivery``: every activation
+    is delivered twice.
+
+    It is also the base of :class:`~stepchain.testing.SqsHarness` and
+    :class:`~stepchain.testing.SfnHarness`: ``start``, ``send_event``, ``cancel``, ``redrive``,
+    ``status``, ``output``, ``view``, ``runs``, ``crash_at``, ``executions`` and ``invocations``
+    are the same on all three; each transport drives ``run`` and ``advance`` its own way, with the
+    same meaning and the same result.
     """
+
+    #: start moto even with ``backend="memory"`` (the transport itself is moto's)
+    _transport_on_moto = False
+    #: ``mock_aws`` configuration (Step Functions needs ``execute_state_machine``)
+    _moto_config: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -112,13 +128,17 @@ class Harness:
         self.registry = Registry(workflows)
         self.budget_ms = budget_ms
         self.virtual_sleep = virtual_sleep
+        self.duplicate_delivery = duplicate_delivery
         self.invocations: list[InvocationLog] = []
-        self.api_calls: Counter[str] = Counter()
+        self.api_calls: Counter[str] = Counter()  # AWS calls the framework made (not the harness's own reads)
+        self._counting = True
+        self.run_ids: list[str] = []  # runs started through :meth:`start`, in order
         self._stack = ExitStack()
         self.store: CheckpointStore
         self.blobs: BlobStore
+        if backend == "moto" or self._transport_on_moto:
+            self._stack.enter_context(moto_aws(self._moto_config))
         if backend == "moto":
-            self._stack.enter_context(moto_aws())
             self.store, self.blobs = self._moto_backend()
         else:
             self.store, self.blobs = MemoryStore(), MemoryBlobStore()
@@ -129,7 +149,8 @@ class Harness:
 
     def _count_calls(self, client: Any) -> None:
         def count(event_name: str, **_: Any) -> None:
-            self.api_calls[event_name.split(".", 1)[1]] += 1
+            if self._counting:
+                self.api_calls[event_name.split(".", 1)[1]] += 1
 
         client.meta.events.register("before-call.*.*", count)
 
@@ -156,7 +177,7 @@ class Harness:
     def close(self) -> None:
         self._stack.close()
 
-    # -- driving runs ------------------------------------------------------------------------------
+    # -- driving runs (the same on every harness) ----------------------------------------------------
     @property
     def executions(self) -> Counter[str]:
         """Completed executions of each node's code, by node key (map items: ``node#00003``)."""
@@ -169,40 +190,28 @@ class Harness:
         return self.probe.effects
 
     def crash_at(self, boundary: str, *, node: str | None = None, times: int = 1, skip: int = 0) -> None:
-        """Kill the worker at ``boundary`` (after_claim, mid_item, after_checkpoint, before_handoff,
-        effect_window, item_window)."""
+        """Kill the worker at ``boundary`` (one of :data:`~stepchain.testing.BOUNDARIES`) the next
+        ``times`` times it is reached (after letting ``skip`` matches pass), for node ``node`` (a
+        node id, which also matches its map items ``node#00003``, or one item key; None: any)."""
         self.probe.crash(boundary, node=node, times=times, skip=skip)
-
-    def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
-        run, _ = self.engine.start(workflow, input, idempotency_key=idempotency_key)
-        return run.run_id
-
-    def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
-        return self.engine.deliver_event(run_id, name, payload)
 
     def sweep(self, policy: SweepPolicy | None = None) -> int:
         """Run the recovery sweeper once at the current virtual time (its activations are queued:
         :meth:`run` delivers them). Returns how many activations it re-issued or runs it failed."""
         return Sweeper(self.engine, policy).sweep().acted
 
-    def runs(self) -> list[str]:
-        """Every run id the store knows (e.g. of a start that died before it could answer)."""
-        ids: list[str] = []
-        for name in self.registry.names():
-            cursor = None
-            while True:
-                page = self.store.list_runs(name, limit=100, cursor=cursor)
-                ids.extend(r.run_id for r in page.runs)
-                if (cursor := page.cursor) is None:
-                    break
-        return ids
-
-    def run(self, *, max_activations: int = 100_000, until_ms: int | None = None) -> int:
+    def run(self, run_id: str | None = None, *, max_activations: int | None = None, until_ms: int | None = None) -> str:
         """Deliver queued activations, skipping virtual time to each one's due moment (sleeps,
-        retry backoffs, redeliveries), until none is left. Time does not skip to an event wait's
-        deadline: use :meth:`advance` for that. Returns how many were delivered."""
+        retry backoffs, redeliveries), until none is left (or ``max_activations`` were delivered,
+        or the next is due after ``until_ms``). Time does not skip to an event wait's deadline:
+        use :meth:`advance` for that.
+
+        Returns the status of ``run_id`` (default: the run started last) as :meth:`status` does:
+        ``SUCCEEDED``, ``FAILED``, ``CANCELLED``, ``WAITING`` (for an event) or ``RUNNING``.
+        :attr:`invocations` logs every invocation made.
+        """
         delivered = 0
-        while delivered < max_activations:
+        while delivered < (MAX_ACTIVATIONS if max_activations is None else max_activations):
             head = self.handoff.peek()
             if head is None:
                 break
@@ -218,11 +227,19 @@ class Harness:
             delivered += 1
         if until_ms is not None:
             self.clock.set_to(until_ms)
-        return delivered
+        return self._status_after_run(run_id)
 
-    def advance(self, seconds: float) -> int:
-        """Let ``seconds`` pass, delivering whatever falls due meanwhile."""
-        return self.run(until_ms=self.clock.now_ms() + int(seconds * 1000))
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of virtual time pass, delivering whatever falls due meanwhile (sleeps
+        ending, event waits timing out). Follow it with :meth:`run` to let the runs move on."""
+        self.run(until_ms=self.clock.now_ms() + int(seconds * 1000))
+
+    def _status_after_run(self, run_id: str | None) -> str:
+        self._counting = False  # the harness's own read is no call of the framework's
+        try:
+            return super()._status_after_run(run_id)
+        finally:
+            self._counting = True
 
     def deliver(self, msg: Activation) -> Outcome | None:
         """One simulated Lambda invocation for ``msg``."""
@@ -260,18 +277,13 @@ class Harness:
         if not self.virtual_sleep:
             yield
             return
-        with mock.patch("time.sleep", lambda seconds: self.clock.advance(seconds * 1000)):
+        real_sleep, worker = time.sleep, threading.get_ident()
+
+        def sleep(seconds: float) -> None:
+            if threading.get_ident() == worker:
+                self.clock.advance(seconds * 1000)
+            else:  # another thread (e.g. moto's Step Functions interpreter) sleeps for real
+                real_sleep(seconds)
+
+        with mock.patch("time.sleep", sleep):
             yield
-
-    # -- looking at runs ---------------------------------------------------------------------------
-    def status(self, run_id: str) -> str:
-        return self.engine.get_run(run_id).status.value
-
-    def output(self, run_id: str) -> Any:
-        run = self.engine.get_run(run_id)
-        if run.status is not RunStatus.SUCCEEDED:
-            raise AssertionError(f"run {run_id} is {run.status.value}: {run.error}")
-        return self.codec.decode(run.output_ref)
-
-    def view(self, run_id: str) -> RunView:
-        return describe(self.store, self.registry, self.engine.get_run(run_id))

@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import time
 import zipfile
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC
 from typing import Any
 from unittest import mock
@@ -47,14 +44,13 @@ from stepchain.asl import function_names, substitute, to_asl
 from stepchain.aws.sfn_worker import handle_sfn_task, parse_event
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn, execution_name
-from stepchain.ledger import RunView
 from stepchain.messages import Activation
 from stepchain.payloads import DEFAULT_INLINE_LIMIT
 from stepchain.records import NodeStatus, RunStatus
 from stepchain.sweeper import Sweeper, SweepPolicy
-from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
-from stepchain.testing.harness import Harness, InvocationLog
-from stepchain.testing.probe import HarnessProbe, InjectedCrash
+from stepchain.testing.clock import InvocationTimeout, VirtualLambdaContext
+from stepchain.testing.harness import Harness, InvocationLog, moto_aws
+from stepchain.testing.probe import InjectedCrash
 from stepchain.workflow import NodeKind, Workflow
 
 #: the Lambda error types a dead invocation reports
@@ -83,24 +79,15 @@ def seams() -> dict[str, Any]:
     }
 
 
-@contextmanager
-def moto_sfn() -> Iterator[None]:
-    """moto with Step Functions executing (and the environment mock_aws needs)."""
-    from moto import mock_aws
+#: ``mock_aws`` configuration under which moto really executes state machines
+SFN_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}}
+#: default of ``SfnHarness(poll_timeout_s=)``: real seconds :meth:`SfnHarness.run` waits without progress
+POLL_TIMEOUT_S = 60.0
 
-    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    try:
-        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+
+def moto_sfn() -> AbstractContextManager[None]:
+    """moto with Step Functions executing (and the environment mock_aws needs)."""
+    return moto_aws(SFN_CONFIG)
 
 
 def _zip() -> bytes:
@@ -123,47 +110,47 @@ class _VirtualTime:
         return getattr(time, name)
 
 
-class SfnHarness:
+class SfnHarness(Harness):
     """Runs workflows on moto Step Functions + Lambda + DynamoDB + S3, in virtual time.
 
-    ``duplicate_invocations``: every task invocation runs twice (the first result is lost, as
-    when Step Functions retries an invocation that did run). ``budget_ms``: each invocation's
-    time limit (default: the node's ``timeout_s``).
+    The same constructor and methods as :class:`~stepchain.testing.Harness`, plus:
+    ``duplicate_delivery``: every task invocation runs twice (the first result is lost, as when
+    Step Functions retries an invocation that did run). ``poll_timeout_s``: :meth:`run` raises
+    ``TimeoutError`` when no invocation started or ended and no execution changed status for
+    this many real seconds (moto's interpreter runs in its own threads, in real time).
     """
+
+    _transport_on_moto = True
+    _moto_config = SFN_CONFIG
 
     def __init__(
         self,
         *workflows: Workflow,
+        backend: str = "moto",
         budget_ms: int | None = None,
         inline_limit: int = DEFAULT_INLINE_LIMIT,
-        duplicate_invocations: bool = False,
-        poll_timeout_s: float = 30.0,
+        duplicate_delivery: bool = False,
+        virtual_sleep: bool = True,
+        poll_timeout_s: float = POLL_TIMEOUT_S,
     ) -> None:
-        self._stack = ExitStack()
-        self._stack.enter_context(moto_sfn())
+        super().__init__(
+            *workflows,
+            backend=backend,
+            budget_ms=budget_ms,
+            inline_limit=inline_limit,
+            duplicate_delivery=duplicate_delivery,
+            virtual_sleep=virtual_sleep,
+        )
         try:
-            self.harness = Harness(*workflows, backend="moto", budget_ms=budget_ms, inline_limit=inline_limit)
-            self._stack.callback(self.harness.close)
-            self.budget_ms = budget_ms
-            self.duplicate_invocations = duplicate_invocations
             self.poll_timeout_s = poll_timeout_s
-            self.invocations: list[InvocationLog] = []
             self.state_sizes: list[int] = []  # bytes of every state a task returned
-            self.run_ids: list[str] = []
             self._lock = threading.RLock()
             self._inflight = 0
             self._expired: set[str] = set()  # task tokens whose wait was timed out
-            self._n = 0
             self.sfn_handoff = self._deploy(workflows)
             self.engine = Engine(
-                self.harness.registry,
-                self.harness.store,
-                self.harness.codec,
-                self.sfn_handoff,
-                clock=self.clock,
-                probe=self.probe,
+                self.registry, self.store, self.codec, self.sfn_handoff, clock=self.clock, probe=self.probe
             )
-            self.harness.engine = self.engine  # status/output/view/send_event go through it
             self._patch()
         except BaseException:
             self._stack.close()
@@ -193,7 +180,7 @@ class SfnHarness:
                 Timeout=timeout,
             )["FunctionArn"]
         self.sfn = boto3.client("stepfunctions", region_name="us-east-1", config=Config(inject_host_prefix=False))
-        self.harness._count_calls(self.sfn)
+        self._count_calls(self.sfn)
         machines = {}
         for wf in workflows:
             definition = substitute(to_asl(wf), arns)
@@ -253,7 +240,7 @@ class SfnHarness:
             self._inflight += 1
             try:
                 result = self._invoke_once(function, event)
-                if self.duplicate_invocations and not result[1]:
+                if self.duplicate_delivery and not result[1]:
                     result = self._invoke_once(function, event)
                 return result
             finally:
@@ -262,7 +249,7 @@ class SfnHarness:
     def _budget(self, event: dict[str, Any]) -> tuple[int, str, str]:
         try:
             msg = parse_event(event)
-            node = self.harness.registry.get(msg.workflow, msg.version).node(msg.node)
+            node = self.registry.get(msg.workflow, msg.version).node(msg.node)
         except Exception:
             return self.budget_ms or 30_000, "?", "run"
         key = msg.node if msg.index is None else f"{msg.node}#{msg.index:05d}"
@@ -274,13 +261,16 @@ class SfnHarness:
         ctx = VirtualLambdaContext(self.clock, budget, f"sfn-{self._n:06d}", function)
         self.clock.set_deadline(ctx.deadline_ms)
         result = "crashed"
+        elapsed: float | None = None
         try:
-            state = handle_sfn_task(self.engine, event, ctx)
+            with self._virtual_sleep():
+                state = handle_sfn_task(self.engine, event, ctx)
             body = json.dumps(state, separators=(",", ":"))
             self.state_sizes.append(len(body))
             result = str(state["status"])
             return body, False, ""
         except InjectedCrash as exc:
+            elapsed = ctx.elapsed_ms()  # the dead invocation's own time, not the wait for its lease
             # Step Functions retries after its interval; the node's lease must be over by then.
             self.clock.set_deadline(None)
             self.clock.set_to(ctx.deadline_ms + LEASE_GRACE_MS + 1)
@@ -293,52 +283,16 @@ class SfnHarness:
             return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)[:500]}), True, ""
         finally:
             self.clock.set_deadline(None)
-            self.invocations.append(InvocationLog(key, action, budget, ctx.elapsed_ms(), result))
+            took = ctx.elapsed_ms() if elapsed is None else elapsed
+            self.invocations.append(InvocationLog(key, action, budget, took, result))
 
     # -- driving runs ------------------------------------------------------------------------------
-    @property
-    def clock(self) -> VirtualClock:
-        return self.harness.clock
-
-    @property
-    def probe(self) -> HarnessProbe:
-        return self.harness.probe
-
-    @property
-    def executions(self) -> Counter[str]:
-        return self.harness.executions
-
-    @property
-    def effects(self) -> Counter[str]:
-        return self.harness.effects
-
-    @property
-    def api_calls(self) -> Counter[str]:
-        return self.harness.api_calls
-
-    def crash_at(self, boundary: str, *, node: str | None = None, times: int = 1, skip: int = 0) -> None:
-        self.harness.crash_at(boundary, node=node, times=times, skip=skip)
-
-    def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
-        """Start a run: StartExecution of its workflow's state machine."""
-        run, _ = self.engine.start(workflow, input, idempotency_key=idempotency_key)
-        if run.run_id not in self.run_ids:
-            self.run_ids.append(run.run_id)
-        return run.run_id
-
-    def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
-        """Deliver an event (a waiting task completes through SendTaskSuccess)."""
-        return self.engine.deliver_event(run_id, name, payload)
-
     def cancel(self, run_id: str) -> None:
         """Cancel the run (StopExecution). moto's StopExecution does not interrupt a task waiting
         for its callback (AWS does): the driver ends that wait, so the execution ends ABORTED."""
         self.engine.cancel(run_id)
         for token in self._wait_tokens(run_id, any_status=True):
             self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
-
-    def redrive(self, run_id: str, *, input: Any = None, replace_input: bool = False) -> None:
-        self.engine.redrive(run_id, input=input, replace_input=replace_input)
 
     def sweep(self, policy: SweepPolicy | None = None) -> int:
         """Run the recovery sweeper once at the current virtual time (it starts executions and
@@ -358,17 +312,13 @@ class SfnHarness:
         except self.sfn.exceptions.ExecutionDoesNotExist:
             return False
 
-    def runs(self) -> list[str]:
-        """Every run id the store knows (e.g. of a start that died before StartExecution)."""
-        return self.harness.runs()
-
     def redeliver(self, msg: Activation, at_ms: int | None = None) -> None:
         """A late duplicate: invoke ``msg``'s function once more, outside any execution (a stale or
         retried invocation; Step Functions ignores its result), after letting virtual time pass to
         ``at_ms`` (default: now). Call it while no execution of the run is between tasks."""
         if at_ms is not None:
             self.pass_time_to(at_ms)
-        node = self.harness.registry.get(msg.workflow, msg.version).node(msg.node)
+        node = self.registry.get(msg.workflow, msg.version).node(msg.node)
         self._invoke(node.function_name, msg.to_dict())
 
     def execution_arn(self, run_id: str) -> str:
@@ -379,21 +329,51 @@ class SfnHarness:
     def execution_status(self, run_id: str) -> str:
         return str(self.sfn.describe_execution(executionArn=self.execution_arn(run_id))["status"])
 
-    def run(self, run_id: str, *, timeout_s: float | None = None) -> str:
-        """Poll until the run's latest execution ends, or the run waits for an event (``WAITING``).
+    def run(
+        self,
+        run_id: str | None = None,
+        *,
+        max_activations: int | None = None,
+        until_ms: int | None = None,
+        timeout_s: float | None = None,
+    ) -> str:
+        """Wait until the run's latest execution ends or the run waits for an event (with no
+        ``run_id``: every run the store holds). Returns the run's status, as :meth:`Harness.run`
+        (the execution's own status: :meth:`execution_status`).
 
-        Returns the execution status (SUCCEEDED, FAILED, ABORTED, ...) or ``WAITING``.
+        Raises ``TimeoutError`` when nothing progressed (no invocation started or ended, no
+        execution changed status) for ``timeout_s`` real seconds (default ``poll_timeout_s``).
+        Executions run on their own in moto's threads, so they cannot be stopped part way:
+        ``max_activations`` and ``until_ms`` are not supported (use :meth:`advance`).
         """
-        limit = time.monotonic() + (timeout_s or self.poll_timeout_s)
+        if max_activations is not None or until_ms is not None:
+            raise TypeError("SfnHarness.run takes no max_activations/until_ms: executions run to their end")
+        limit_s = self.poll_timeout_s if timeout_s is None else timeout_s
+        targets = [run_id] if run_id is not None else self.runs()
+        started = last_change = time.monotonic()
+        seen: tuple[Any, ...] = ()
         while True:
-            status = self.execution_status(run_id)
-            if status in TERMINAL:
-                return status
-            if self._waiting_for_event(run_id):
-                return "WAITING"
-            if time.monotonic() > limit:
-                raise TimeoutError(f"execution of run {run_id} still {status} after {timeout_s} s")
+            moving = [(r, s) for r in targets if (s := self._moving(r)) is not None]
+            if not moving:
+                return self._status_after_run(run_id)
+            progress = (self._n, len(self.invocations), tuple(moving))
+            now = time.monotonic()
+            if progress != seen:
+                seen, last_change = progress, now
+            elif now - last_change > limit_s:
+                r, status = moving[0]
+                raise TimeoutError(
+                    f"execution of run {r} still {status} after {now - started:.1f} s, "
+                    f"the last {limit_s:g} s without progress (timeout_s)"
+                )
             time.sleep(0.005)
+
+    def _moving(self, run_id: str) -> str | None:
+        """The status of the run's execution while it still moves on its own, else None."""
+        status = self.execution_status(run_id)
+        if status in TERMINAL or self._waiting_for_event(run_id):
+            return None
+        return status
 
     def _waiting_for_event(self, run_id: str) -> bool:
         """No invocation runs and the run waits for an event whose task has not been timed out."""
@@ -405,27 +385,27 @@ class SfnHarness:
         """Task tokens of the run's WAITING wait nodes (whose deadline is ``<= due_by_ms``, if given)."""
         run = self.engine.get_run(run_id)
         tokens = []
-        for node in self.harness.registry.get(run.workflow, run.version).nodes:
+        for node in self.registry.get(run.workflow, run.version).nodes:
             if node.kind is not NodeKind.WAIT:
                 continue
-            rec = self.harness.store.get_node(run_id, node.id)
+            rec = self.store.get_node(run_id, node.id)
             if rec is None or not rec.task_token or (rec.status is not NodeStatus.WAITING and not any_status):
                 continue
             if due_by_ms is None or (rec.wake_at_ms is not None and rec.wake_at_ms <= due_by_ms):
                 tokens.append(rec.task_token)
         return tokens
 
-    def advance(self, seconds: float) -> int:
+    def advance(self, seconds: float) -> None:
         """Let ``seconds`` of virtual time pass; event waits whose deadline passed time out
-        (``States.Timeout`` in their task). Returns how many did."""
+        (``States.Timeout`` in their task). Follow it with :meth:`run` to let the runs move on."""
         self.pass_time(seconds * 1000)
-        return self._expire_waits()
+        self._expire_waits()
 
     def _expire_waits(self) -> int:
         now = self.clock.now_ms()
         tokens = [
             t
-            for run_id in self.run_ids
+            for run_id in self.runs()
             if not self.engine.get_run(run_id).status.finished
             for t in self._wait_tokens(run_id, now)
         ]
@@ -450,15 +430,6 @@ class SfnHarness:
         return ended
 
     # -- looking at runs ---------------------------------------------------------------------------
-    def status(self, run_id: str) -> str:
-        return self.harness.status(run_id)
-
-    def output(self, run_id: str) -> Any:
-        return self.harness.output(run_id)
-
-    def view(self, run_id: str) -> RunView:
-        return self.harness.view(run_id)
-
     def history(self, run_id: str, redrive: int | None = None) -> list[dict[str, Any]]:
         """The execution history events of the run's latest execution (or of redrive ``n``)."""
         run = self.engine.get_run(run_id)
@@ -489,16 +460,10 @@ class SfnHarness:
         return biggest
 
     # -- context management ----------------------------------------------------------------------
-    def __enter__(self) -> SfnHarness:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """Stop running executions, then undo the patches and the mock."""
         try:
-            for run_id in self.run_ids:
+            for run_id in self.runs():
                 if self.execution_status(run_id) == "RUNNING":
                     self.sfn.stop_execution(executionArn=self.execution_arn(run_id))
         except Exception:  # closing must not mask the test's own failure
@@ -506,4 +471,4 @@ class SfnHarness:
         self._stack.close()
 
 
-__all__ = ["CRASH_ERROR", "TIMEOUT_ERROR", "SfnHarness", "moto_sfn", "seams"]
+__all__ = ["CRASH_ERROR", "POLL_TIMEOUT_S", "SFN_CONFIG", "TIMEOUT_ERROR", "SfnHarness", "moto_sfn", "seams"]

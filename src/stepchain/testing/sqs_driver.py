@@ -36,7 +36,7 @@ from stepchain.exceptions import ValidationError
 from stepchain.handoff.sqs import MAX_DELAY_S, SqsHandoff
 from stepchain.messages import Activation, Outcome
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
-from stepchain.testing.harness import Harness, InvocationLog, moto_aws
+from stepchain.testing.harness import MAX_ACTIVATIONS, Harness, InvocationLog
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
 from stepchain.workflow import Workflow
 
@@ -168,7 +168,7 @@ def _to_event_record(m: dict[str, Any], arn: str) -> dict[str, Any]:
 class SqsHarness(Harness):
     """The harness, with activations travelling over moto SQS and served by the real SQS worker.
 
-    ``run()`` returns the number of Lambda invocations (batches) it made. ``sent`` lists every
+    ``duplicate_delivery``: every message the engine sends is sent twice. ``sent`` lists every
     message the framework sent, ``batches`` every invocation, ``timeline`` claims, checkpoints and
     sends in virtual order, ``dlq_bodies()`` what ended in the dead-letter queue.
     """
@@ -186,9 +186,9 @@ class SqsHarness(Harness):
         if not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be 1..10 (the event source mapping's BatchSize for SQS)")
         kwargs: dict[str, Any] = {} if inline_limit is None else {"inline_limit": inline_limit}
-        super().__init__(*workflows, backend=backend, budget_ms=budget_ms, **kwargs)
-        if backend != "moto":  # the store is in memory, the queues still are moto's
-            self._stack.enter_context(moto_aws())
+        super().__init__(
+            *workflows, backend=backend, budget_ms=budget_ms, duplicate_delivery=duplicate_delivery, **kwargs
+        )
         import boto3
 
         self.batch_size = batch_size
@@ -259,12 +259,16 @@ class SqsHarness(Harness):
         for entry in params["Entries"]:
             self._strip(params["QueueUrl"], entry)
 
+    _transport_on_moto = True  # with backend="memory" the store is in memory, the queues still are moto's
+
     # -- driving -----------------------------------------------------------------------------------
-    def run(self, *, max_activations: int = 100_000, until_ms: int | None = None) -> int:
+    def run(self, run_id: str | None = None, *, max_activations: int | None = None, until_ms: int | None = None) -> str:
         """Poll the queues and invoke the worker, skipping virtual time to each next delivery, until
-        nothing is left (or ``until_ms``). Time does not skip to an event wait's deadline on its own."""
+        nothing is left (or ``max_activations`` invocations, or ``until_ms``). Time does not skip to
+        an event wait's deadline on its own. Returns the run's status, as :meth:`Harness.run`;
+        :attr:`batches` logs every invocation (a batch), :attr:`invocations` every record served."""
         invoked = self._poll(list(self._arns))  # includes messages a test sent around the hook
-        while invoked < max_activations:
+        while invoked < (MAX_ACTIVATIONS if max_activations is None else max_activations):
             self._release_due()
             n = self._poll([u for u in self._arns if u in self._dirty])
             invoked += n
@@ -280,7 +284,7 @@ class SqsHarness(Harness):
             self.clock.set_to(due)
         if until_ms is not None:
             self.clock.set_to(until_ms)
-        return invoked
+        return self._status_after_run(run_id)
 
     def deliver(self, msg: Activation) -> Outcome | None:
         """Send ``msg`` to its node's queue (it is served on the next :meth:`run`)."""
@@ -345,7 +349,8 @@ class SqsHarness(Harness):
         result = "ok"
         self.clock.set_deadline(ctx.deadline_ms)
         try:
-            response = handle_sqs_batch(self.engine, event, ctx)
+            with self._virtual_sleep():
+                response = handle_sqs_batch(self.engine, event, ctx)
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except InjectedCrash:
             result = "crashed"  # the process died: nothing is deleted

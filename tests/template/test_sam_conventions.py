@@ -95,8 +95,10 @@ def test_sweeper_runs_every_minute_one_at_a_time_on_the_active_index(resources: 
                                                             "Description": "stepchain recovery sweep"}}
     }  # fmt: skip
     assert props["ReservedConcurrentExecutions"] == 1  # sweeps never overlap
-    [index] = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"] if s["Sid"] == "ActiveRunsIndex"]
-    assert (index["Action"], index["Resource"]) == ("dynamodb:Query", {"Fn::Sub": "${CheckpointTable.Arn}/index/active"})
+    stmts = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]]
+    [index] = [s for s in stmts if s["Sid"] == "ActiveRunsIndex"]
+    assert index["Action"] == "dynamodb:Query"
+    assert index["Resource"] == {"Fn::Sub": "${CheckpointTable.Arn}/index/active"}
     indexes = {i["IndexName"]: i for i in resources["CheckpointTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert [k["AttributeName"] for k in indexes["active"]["KeySchema"]] == ["active_pk", "active_sk"]
 

@@ -51,7 +51,9 @@ ALLOWED_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
 #: the account-wide role API Gateway writes access logs with
-APIGW_LOGS_POLICY = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
+APIGW_LOGS_POLICY = {
+    "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+}
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +115,13 @@ ACTIONS = {
     "CrossrefFunctionRole": LLM_STEP,
     "DraftFunctionRole": LLM_STEP,
     "ControlFunctionRole": CHECKPOINTS | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
-    "ApiFunctionRole": CHECKPOINTS | PAYLOADS | {
-        "sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess",
-        "secretsmanager:GetSecretValue",
-    },  # fmt: skip
-    "SweeperFunctionRole": CHECKPOINTS | {
-        "sqs:SendMessage", "states:StartExecution", "states:DescribeExecution", "states:StopExecution",
-        "states:SendTaskSuccess",
-    },  # fmt: skip
+    "ApiFunctionRole": CHECKPOINTS
+    | PAYLOADS
+    | {"sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"}
+    | {"secretsmanager:GetSecretValue"},
+    "SweeperFunctionRole": CHECKPOINTS
+    | {"sqs:SendMessage", "states:StartExecution", "states:DescribeExecution", "states:StopExecution"}
+    | {"states:SendTaskSuccess"},
     "ResearchAgentStateMachineRole": {"lambda:InvokeFunction"} | LOG_DELIVERY,
     "ApiGatewayCloudWatchRole": set(),  # only the AWS managed AmazonAPIGatewayPushToCloudWatchLogs
 }

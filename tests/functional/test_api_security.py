@@ -193,6 +193,10 @@ def test_a_map_wider_than_the_limit_fails_the_run_before_fanning_out(monkeypatch
         assert h.store.list_nodes(wide, "square#") == []  # no item was written
         view = call(h, "get-run", path=f"/runs/{wide}").json
         assert view["error"]["type"] == "LimitExceeded"
+        # the failed node is the map: a redrive with a list within the limit runs it
+        assert call(h, "redrive-run", path=f"/runs/{wide}/redrive", body={"input": [1, 2, 3]}).status == 202
+        h.run()
+        assert h.status(wide) == "SUCCEEDED" and h.output(wide)["sum"] == 14
 
 
 def test_limits_from_env_reject_nonsense() -> None:

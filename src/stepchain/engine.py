@@ -30,6 +30,7 @@ from stepchain.exceptions import (
     VersionNotRegistered,
 )
 from stepchain.handoff.base import Handoff
+from stepchain.limits import RunLimits
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.payloads import PayloadCodec
 from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
@@ -76,6 +77,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.probe: Probe = probe or NoProbe()
         handoff.probe = self.probe
+        self.limits = RunLimits.from_env()  # per-run limits (stepchain.limits); tests may replace it
 
     # ================================================================ run lifecycle (API side)
     def start(self, workflow: str, input: Any, *, idempotency_key: str | None = None) -> tuple[RunRecord, bool]:
@@ -587,9 +589,11 @@ class Engine:
             return self._release(msg, node.id, rec, "predecessor not finished")
         now = self.clock.now_ms()
         items = self.codec.decode(input_ref)
-        if not isinstance(items, list):
+        too_wide = self.limits.map_error(node.id, len(items)) if isinstance(items, list) else None
+        if not isinstance(items, list) or too_wide:
             got = type(items).__name__
             err = {"node": node.id, "type": "TypeError", "message": f"map {node.id!r} needs a list, got {got}"}
+            err = too_wide or err
             self._fail(msg, node.id, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), owner=rec.owner)
             return Outcome(OutcomeKind.FAILED, error=err)
         for i, item in enumerate(items):

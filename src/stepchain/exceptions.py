@@ -152,3 +152,12 @@ class VersionNotRegistered(VersionMismatch):
 
     code = "version_not_registered"
     http_status = 409
+
+
+class LimitExceeded(TerminalError):
+    """A per-run limit of the deployment (``stepchain.limits.RunLimits``) was exceeded: a run input over
+    ``STEPCHAIN_MAX_INPUT_BYTES`` (the API answers 413 ``limit_exceeded``), or a map wider than
+    ``STEPCHAIN_MAX_MAP_ITEMS`` (the run fails with this error type; it is not retried)."""
+
+    code = "limit_exceeded"
+    http_status = 413

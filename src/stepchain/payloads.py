@@ -16,13 +16,19 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from stepchain.exceptions import BlobUnavailable, PayloadError
+from stepchain.exceptions import BlobUnavailable, PayloadError, ValidationError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 DEFAULT_INLINE_LIMIT = 32 * 1024
+#: default lifetime of a presigned download URL, and the longest one a blob store signs
+DEFAULT_URL_TTL_S = 300
+MAX_URL_TTL_S = 900
+#: the query parameter every SigV4 presigned URL carries (a SigV2 one has ``Signature=`` and ``Expires=``)
+SIGV4_QUERY = "X-Amz-Algorithm=AWS4-HMAC-SHA256"
 
 
 class BlobStore(ABC):
@@ -34,7 +40,7 @@ class BlobStore(ABC):
     @abstractmethod
     def get(self, key: str) -> bytes: ...
 
-    def presigned_url(self, key: str, expires_s: int = 900) -> str | None:
+    def presigned_url(self, key: str, expires_s: int = DEFAULT_URL_TTL_S) -> str | None:
         """A URL a client can download the value from, when the store can make one."""
         return None
 
@@ -59,19 +65,29 @@ class MemoryBlobStore(BlobStore):
 
 
 class S3BlobStore(BlobStore):
-    """Blobs in an S3 bucket (SSE is set on the bucket; we also ask for it per object)."""
+    """Blobs in an S3 bucket (SSE is set on the bucket; we also ask for it per object).
 
-    def __init__(self, bucket: str, client: S3Client | None = None, prefix: str = "payloads/") -> None:
+    Presigned URLs are always SigV4 (``X-Amz-Algorithm=AWS4-HMAC-SHA256``, ``X-Amz-Expires``) and live at
+    most :data:`MAX_URL_TTL_S`. botocore presigns S3 with SigV2 unless the client was created with
+    ``Config(signature_version="s3v4")``: the client this store creates has it, and an injected client that
+    presigns SigV2 is not used for URLs; a SigV4 twin of it (same region, same custom endpoint, credentials
+    from the default chain) is made once instead (``presign_client`` injects one)."""
+
+    def __init__(
+        self, bucket: str, client: S3Client | None = None, prefix: str = "payloads/", *, presign_client: Any = None
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client
+        self._presigner = presign_client
 
     @property
     def client(self) -> S3Client:
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
-            self._client = boto3.client("s3")
+            self._client = boto3.client("s3", config=Config(signature_version="s3v4"))
         return self._client
 
     def put(self, key: str, data: bytes) -> None:
@@ -89,10 +105,33 @@ class S3BlobStore(BlobStore):
         except self.client.exceptions.NoSuchKey:
             raise BlobUnavailable(f"blob {key!r} is missing from s3://{self.bucket}") from None
 
-    def presigned_url(self, key: str, expires_s: int = 900) -> str | None:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_s
-        )
+    def presigned_url(self, key: str, expires_s: int = DEFAULT_URL_TTL_S) -> str | None:
+        if not 1 <= expires_s <= MAX_URL_TTL_S:
+            raise ValidationError(f"a presigned URL lives 1..{MAX_URL_TTL_S} s, not {expires_s}")
+        params = {"Bucket": self.bucket, "Key": self.prefix + key}
+        signer: Any = self._presigner or self.client
+        url = str(signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
+        if SIGV4_QUERY not in url and self._presigner is None:  # a SigV2 client: sign with a SigV4 twin
+            self._presigner = signer = sigv4_twin(self.client)
+            url = str(signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
+        if SIGV4_QUERY not in url:
+            raise PayloadError("the S3 client used for presigning does not sign with SigV4 (s3v4)")
+        return url
+
+
+def sigv4_twin(client: Any) -> Any:
+    """An S3 client like ``client`` (region, custom endpoint, other config) that presigns with SigV4."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = client.meta.endpoint_url
+    custom = endpoint and not (urlsplit(endpoint).hostname or "").endswith((".amazonaws.com", ".amazonaws.com.cn"))
+    return boto3.client(
+        "s3",
+        region_name=client.meta.region_name,
+        endpoint_url=endpoint if custom else None,
+        config=client.meta.config.merge(Config(signature_version="s3v4")),
+    )
 
 
 def to_jsonable(value: Any) -> Any:

@@ -25,8 +25,17 @@ QUEUE_OF = {fn: fn.replace("Function", "Queue") for fn in (*STEP_FUNCTIONS, "Con
 GLOBAL_ENV = {
     "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL", "STEPCHAIN_TABLE",
     "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINE_ARN", "STEPCHAIN_QUEUES",
-    "STEPCHAIN_RETENTION_DAYS", "STEPCHAIN_LLM", "STEPCHAIN_BEDROCK_MODEL_ID",
+    "STEPCHAIN_RETENTION_DAYS", "STEPCHAIN_LLM", "STEPCHAIN_BEDROCK_MODEL_ID", "STEPCHAIN_MAX_MAP_ITEMS",
+    "STEPCHAIN_MAX_INPUT_BYTES",
 }  # fmt: skip
+#: environment values a function has on top of the global ones
+OWN_ENV = {
+    "SweeperFunction": {"STEPCHAIN_SWEEP_GRACE_S": "300"},
+    "ApiFunction": {
+        "STEPCHAIN_OUTPUT_URL_TTL_S": {"Ref": "OutputUrlTtlSeconds"},
+        "STEPCHAIN_CURSOR_KEY_SECRET_ARN": {"Ref": "CursorKeySecret"},
+    },
+}
 
 
 def test_functions_share_the_code_dir_and_have_their_own_handler_timeout_memory(
@@ -41,8 +50,7 @@ def test_functions_share_the_code_dir_and_have_their_own_handler_timeout_memory(
         props = resources[lid]["Properties"]
         assert "CodeUri" not in props and "Runtime" not in props, lid
         assert (props["Handler"], props["Timeout"], props["MemorySize"]) == (handler, timeout, memory), lid
-        own = {"STEPCHAIN_SWEEP_GRACE_S": "300"} if lid == "SweeperFunction" else {}
-        assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid, **own}
+        assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid, **OWN_ENV.get(lid, {})}
 
 
 def test_global_environment(template: dict[str, Any]) -> None:
@@ -73,8 +81,10 @@ def test_each_step_function_consumes_its_own_queue(resources: dict[str, Any], fn
     assert props["VisibilityTimeout"] == 6 * FUNCTIONS[fn][1]
     assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
                                       "maxReceiveCount": 5}  # fmt: skip
-    policies = resources[fn]["Properties"]["Policies"]
-    assert {"SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": [queue, "QueueName"]}}} in policies
+    polls = [s for p in resources[fn]["Properties"]["Policies"] if "Statement" in p for s in p["Statement"]
+             if s["Sid"] == "PollOwnQueue"]  # fmt: skip
+    assert polls == [{"Sid": "PollOwnQueue", "Effect": "Allow", "Resource": {"Fn::GetAtt": [queue, "Arn"]},
+                      "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]}]  # fmt: skip
     assert "Events" not in resources[fn]["Properties"]  # SAM's SQS events would attach a '*' managed policy
 
 
@@ -85,9 +95,10 @@ def test_sweeper_runs_every_minute_one_at_a_time_on_the_active_index(resources: 
                                                             "Description": "stepchain recovery sweep"}}
     }  # fmt: skip
     assert props["ReservedConcurrentExecutions"] == 1  # sweeps never overlap
-    [ddb] = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"] if s["Sid"] == "SweepCheckpoints"]
-    assert ddb["Resource"][1] == {"Fn::Sub": "${CheckpointTable.Arn}/index/active"}
-    assert "dynamodb:Scan" not in ddb["Action"] and "dynamodb:DeleteItem" not in ddb["Action"]
+    stmts = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]]
+    [index] = [s for s in stmts if s["Sid"] == "ActiveRunsIndex"]
+    assert index["Action"] == "dynamodb:Query"
+    assert index["Resource"] == {"Fn::Sub": "${CheckpointTable.Arn}/index/active"}
     indexes = {i["IndexName"]: i for i in resources["CheckpointTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert [k["AttributeName"] for k in indexes["active"]["KeySchema"]] == ["active_pk", "active_sk"]
 
@@ -110,8 +121,12 @@ def test_state_machine_substitutes_every_function_arn_the_definition_uses(resour
     assert subs == {f"{fn}Arn": {"Fn::GetAtt": [fn, "Arn"]} for fn in (*STEP_FUNCTIONS, "ControlFunction")}
     used = set(re.findall(r"\$\{(\w+)\}", (ROOT / props["DefinitionUri"]).read_text()))
     assert used <= set(subs), f"placeholders without substitution: {used - set(subs)}"
-    invokable = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
+    [invoke] = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]
+                if s["Sid"] == "InvokeStepFunctions"]  # fmt: skip
+    assert invoke["Action"] == "lambda:InvokeFunction"
+    invokable = {r["Fn::GetAtt"][0] for r in invoke["Resource"] if r["Fn::GetAtt"][1] == "Arn"}
     assert invokable == {fn for fn in ALL_FUNCTIONS if fn not in ("ApiFunction", "SweeperFunction")}
+    assert len(invoke["Resource"]) == len(invokable)  # exact function ARNs, no `<name>*`
 
 
 def test_layer_architecture_matches_functions_and_layer_makefile(

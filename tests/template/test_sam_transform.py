@@ -22,7 +22,7 @@ def test_transform_produces_plain_cloudformation(transformed: dict[str, Any]) ->
     assert count["AWS::StepFunctions::StateMachine"] == 1
     assert count["AWS::Lambda::EventSourceMapping"] == 6
     assert count["AWS::SQS::Queue"] == 7
-    assert count["AWS::Logs::LogGroup"] == 9
+    assert count["AWS::Logs::LogGroup"] == 10  # 8 functions, the state machine, API access logs
     # the sweeper's schedule: an EventBridge rule that may invoke only the sweeper
     [rule] = [r["Properties"] for r in transformed["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
     assert rule["ScheduleExpression"] == "rate(1 minute)" and rule.get("State", "ENABLED") == "ENABLED"

@@ -79,6 +79,7 @@ from stepchain.api.models import (
     StartRunRequest,
     StepDetail,
 )
+from stepchain.api.security import check_input_size, cursor_key, output_url_ttl_s
 from stepchain.engine import Engine
 from stepchain.exceptions import (
     BlobUnavailable,
@@ -93,8 +94,6 @@ from stepchain.workflow import NodeKind
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "app", "handle_api_event", "main", "openapi_json"]
 
-#: lifetime of presigned output URLs
-OUTPUT_URL_TTL_S = 900
 MAX_PAGE = 100
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "stepchain")
@@ -174,7 +173,7 @@ def _output(engine: Engine, ref: str | None) -> dict[str, Any]:
         return {}
     fields: dict[str, Any] = {"has_output": True, "output_bytes": PayloadCodec.size(ref)}
     key = PayloadCodec.blob_key(ref)
-    url = None if key is None else engine.codec.blobs.presigned_url(key, OUTPUT_URL_TTL_S)
+    url = None if key is None else engine.codec.blobs.presigned_url(key, output_url_ttl_s())
     if url is not None:
         fields["output_url"] = url
         return fields
@@ -190,13 +189,13 @@ def _output(engine: Engine, ref: str | None) -> dict[str, Any]:
 
 
 def _cursor_mac(payload: bytes) -> bytes:
-    """HMAC-SHA256 (truncated to 16 bytes) of a cursor, keyed by ``STEPCHAIN_CURSOR_KEY``.
+    """HMAC-SHA256 (truncated to 16 bytes) of a cursor, keyed by :func:`~stepchain.api.security.cursor_key`.
 
-    With the key set (a secret), a cursor this API did not issue is refused before it reaches the
-    store. Without it the MAC is keyed by a public constant: it still rejects any cursor that was
-    edited or made up without reading this code, and the store checks a cursor's shape itself."""
-    key = (os.environ.get("STEPCHAIN_CURSOR_KEY") or "stepchain-cursor-v1").encode()
-    return hmac.new(key, payload, hashlib.sha256).digest()[:16]
+    Deployed, the key is a generated Secrets Manager secret (``STEPCHAIN_CURSOR_KEY_SECRET_ARN``): a
+    cursor this API did not issue is refused before it reaches the store. Locally ``STEPCHAIN_CURSOR_KEY``,
+    else a public constant: that still rejects any cursor that was edited or made up without reading
+    this code, and the store checks a cursor's shape itself."""
+    return hmac.new(cursor_key(), payload, hashlib.sha256).digest()[:16]
 
 
 def _b64(data: bytes) -> str:
@@ -276,6 +275,7 @@ def start_run(
         ),
     ] = None,
 ) -> Response[RunHandle]:
+    check_input_size(body.input)  # 413 limit_exceeded over STEPCHAIN_MAX_INPUT_BYTES
     run, created = engine.start(body.workflow, body.input, idempotency_key=idempotency_key)
     if created:
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
@@ -466,6 +466,8 @@ def redrive_run(
 ) -> RunHandle:
     replace = body is not None and "input" in body.model_fields_set
     keep = body.keep_progress if body else None
+    if replace:
+        check_input_size(body.input if body else None)
     run = engine.redrive(run_id, input=body.input if body else None, replace_input=replace, keep_progress=keep)
     metrics.add_metric(name="RunsRedriven", unit=MetricUnit.Count, value=1)
     return _handle(run)

@@ -5,10 +5,11 @@ The run views mirror :class:`stepchain.ledger.RunView` field for field; a test c
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from stepchain.api.security import redact, redact_error
 from stepchain.records import NodeStatus, RunStatus
 
 #: run ids are 24 lowercase hex chars (12 of milliseconds, 12 random): see ``stepchain.engine.new_run_id``
@@ -17,6 +18,12 @@ STEP_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 EVENT_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 WORKFLOW_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+#: a step's or run's error as the API shows it: every value redacted (``stepchain.api.security.redact``);
+#: the store and the logs keep the full text. Every error field of every response model has this type.
+StepError = Annotated[dict[str, str] | None, AfterValidator(redact_error)]
+#: the message of an error response, redacted the same way
+ErrorMessage = Annotated[str, AfterValidator(redact)]
 
 
 class _Closed(BaseModel):
@@ -66,7 +73,7 @@ class RunSummary(RunHandle):
     updated_ms: int
     ended_ms: int | None = None
     current: str | None = None
-    error: dict[str, str] | None = None
+    error: StepError = None
 
 
 class RunList(BaseModel):
@@ -103,7 +110,7 @@ class NodeViewModel(BaseModel):
     output_bytes: int
     offloaded: bool
     items_checkpointed: int
-    error: dict[str, str] | None
+    error: StepError
     history: list[InvocationView]
     effect_reruns: int = Field(
         default=0, description="ctx.once effects run again: an earlier attempt started them and never checkpointed"
@@ -162,7 +169,7 @@ class RunDetail(OutputFields):
     updated_ms: int
     ended_ms: int | None
     current: str | None
-    error: dict[str, str] | None
+    error: StepError
     redrives: int
     nodes: list[NodeViewModel]
     totals: RunTotals
@@ -189,7 +196,7 @@ class StepDetail(OutputFields):
     cost_usd: float
     input_tokens: int
     output_tokens: int
-    error: dict[str, str] | None
+    error: StepError
     wake_at_ms: int | None
     event_name: str | None
     items_total: int | None
@@ -206,7 +213,7 @@ class EventAccepted(BaseModel):
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable, machine-readable: e.g. run_not_found, invalid_run_state.")
-    message: str
+    message: ErrorMessage
     details: list[dict[str, Any]] | None = Field(default=None, description="Per-field problems (validation).")
 
 

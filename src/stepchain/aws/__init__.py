@@ -49,7 +49,8 @@ class AwsClients:
 
                 # inject_host_prefix=False: StartSyncExecution/SendTaskSuccess work on emulators too
                 self._cache[service] = boto3.client(  # type: ignore[call-overload]
-                    service, config=Config(inject_host_prefix=False)
+                    service,
+                    config=Config(inject_host_prefix=False, signature_version="s3v4" if service == "s3" else None),
                 )
             client = self._cache[service]
         return client

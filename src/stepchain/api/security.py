@@ -1,0 +1,144 @@
+"""What keeps the runs API from handing out more than it should.
+
+* :func:`redact` / :func:`redact_error`: a step's error is stored and logged in full, but what the API
+  returns of it (run view, step view, list, and every error body) has AWS account ids, ARNs, access key
+  ids and secret-looking tokens replaced by ``<redacted:...>`` markers. The response models apply it
+  (``stepchain.api.models``), so no route can forget it.
+* :func:`output_url_ttl_s`: the lifetime of presigned output URLs (``STEPCHAIN_OUTPUT_URL_TTL_S``, default
+  300 s, at most :data:`~stepchain.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.payloads``).
+* :func:`check_input_size`: a run input (start or redrive) over ``STEPCHAIN_MAX_INPUT_BYTES`` is a 413.
+* :func:`cursor_key`: the key that signs list cursors, read once per execution environment from the
+  Secrets Manager secret named by ``STEPCHAIN_CURSOR_KEY_SECRET_ARN`` (template.yaml generates it); without
+  that, ``STEPCHAIN_CURSOR_KEY`` (local runs, tests), else a public constant (see ``stepchain.api.app``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stepchain.limits import RunLimits
+from stepchain.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
+
+__all__ = [
+    "check_input_size",
+    "cursor_key",
+    "output_url_ttl_s",
+    "redact",
+    "redact_error",
+    "reset_cursor_key",
+]
+
+_TOKEN_CHARS = r"A-Za-z0-9+/=_\-"
+#: (pattern, replacement), applied in this order: ARNs before the account ids inside them
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # arn:partition:service:region:account:resource (the resource may hold / : and more)
+    (re.compile(r"\barn:aws[a-z-]*:[^\s\"'<>,;()\[\]{}]+"), "<redacted:arn>"),
+    # access key ids: long-term (AKIA), temporary (ASIA) and the other unique-id prefixes IAM uses
+    (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA|APKA|ABIA|ACCA)[A-Z0-9]{16}\b"), "<redacted:key-id>"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 <redacted:secret>"),
+    # name=value / name: value where the name says secret (password=..., X-Amz-Signature=..., "token": "...")
+    (
+        re.compile(
+            r"(?i)([\w-]*(?:secret|password|passwd|token|api[_-]?key|access[_-]?key|signature|credential"
+            r"|authorization)[\w-]*)([\"']?\s*[:=]\s*[\"']?)(?!<redacted)([^\s\"'&,;]+)"
+        ),
+        r"\1\2<redacted:secret>",
+    ),
+    # a 32+ character run of base64/url-safe characters mixing digits, lower and upper case: a secret
+    # access key, a session token, a signature or a JWT part (hex digests and words do not match)
+    (
+        re.compile(
+            rf"(?<![{_TOKEN_CHARS}])(?=[{_TOKEN_CHARS}]*\d)(?=[{_TOKEN_CHARS}]*[a-z])(?=[{_TOKEN_CHARS}]*[A-Z])"
+            rf"[{_TOKEN_CHARS}]{{32,}}(?![{_TOKEN_CHARS}])"
+        ),
+        "<redacted:secret>",
+    ),
+    # a 12-digit number standing alone: an AWS account id
+    (re.compile(r"(?<!\d)\d{12}(?!\d)"), "<redacted:account>"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with AWS account ids, ARNs, access key ids and secret-looking tokens replaced."""
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_error(error: Mapping[str, str] | None) -> dict[str, str] | None:
+    """A stored error (``{"node", "type", "message", ...}``) as the API may show it."""
+    return None if error is None else {k: redact(str(v)) for k, v in error.items()}
+
+
+def _env_int(name: str, default: int, low: int, high: int, env: Mapping[str, str] | None = None) -> int:
+    raw = ((os.environ if env is None else env).get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise RuntimeError(f"{name} must be {low}..{high}, not {value}")
+    return value
+
+
+def output_url_ttl_s(env: Mapping[str, str] | None = None) -> int:
+    """Seconds a presigned output URL is valid (``STEPCHAIN_OUTPUT_URL_TTL_S``)."""
+    return _env_int("STEPCHAIN_OUTPUT_URL_TTL_S", DEFAULT_URL_TTL_S, 1, MAX_URL_TTL_S, env)
+
+
+def check_input_size(value: Any, limits: RunLimits | None = None) -> None:
+    """Raise :class:`~stepchain.exceptions.LimitExceeded` (413) when a run input is too large."""
+    limits = limits or RunLimits.from_env()
+    if limits.max_input_bytes is None:
+        return
+    try:
+        data = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError):
+        return  # not storable at all: the payload codec refuses it with its own error
+    limits.check_input_bytes(len(data))
+
+
+# ------------------------------------------------------------------------------ cursor key
+_key_lock = threading.Lock()
+_key: bytes | None = None
+#: makes the Secrets Manager client (tests inject one)
+SecretsClientFactory = Callable[[], Any]
+
+
+def _secrets_client() -> Any:
+    import boto3
+
+    return boto3.client("secretsmanager")
+
+
+def cursor_key(env: Mapping[str, str] | None = None, client_factory: SecretsClientFactory | None = None) -> bytes:
+    """The list-cursor signing key; read from Secrets Manager on first use, then cached for the life of
+    the execution environment. A failed read raises (the API answers 500) and is retried on the next
+    request: a configured secret is never silently replaced by a weaker key."""
+    global _key
+    if _key is not None:
+        return _key
+    env = os.environ if env is None else env
+    arn = env.get("STEPCHAIN_CURSOR_KEY_SECRET_ARN")
+    if not arn:  # local runs and tests: an explicit key, else the public constant (documented in app.py)
+        return (env.get("STEPCHAIN_CURSOR_KEY") or "stepchain-cursor-v1").encode()
+    with _key_lock:
+        if _key is None:
+            secret = (client_factory or _secrets_client)().get_secret_value(SecretId=arn)["SecretString"]
+            if len(secret) < 32:
+                raise RuntimeError("the cursor key secret is shorter than 32 characters")
+            _key = secret.encode()
+        return _key
+
+
+def reset_cursor_key() -> None:
+    """Forget the cached key (tests; a rotated secret takes effect in new execution environments)."""
+    global _key
+    _key = None

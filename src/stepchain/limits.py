@@ -1,0 +1,65 @@
+"""Per-run limits of a deployment: how wide one map may fan out and how large a run input may be.
+
+template.yaml sets them from its ``MaxMapItems`` / ``MaxInputBytes`` parameters on every function:
+
+==============================  ========================================================================
+``STEPCHAIN_MAX_MAP_ITEMS``     the most items one map step may fan out to; a wider map fails the run with
+                                a ``LimitExceeded`` error (before any item is written or dispatched)
+``STEPCHAIN_MAX_INPUT_BYTES``   the largest run input (compact JSON) ``POST /runs`` and a redrive with a
+                                new input accept; larger is a 413 ``limit_exceeded``
+==============================  ========================================================================
+
+Unset (the library's default, e.g. in tests and local runs) means no limit beyond the API's 256 KiB body.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stepchain.exceptions import LimitExceeded, ValidationError
+
+__all__ = ["RunLimits"]
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    max_map_items: int | None = None
+    max_input_bytes: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RunLimits:
+        env = os.environ if env is None else env
+
+        def limit(name: str) -> int | None:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return None
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValidationError(f"{name} must be a whole number, not {raw!r}") from None
+            if value < 1:
+                raise ValidationError(f"{name} must be >= 1")
+            return value
+
+        return cls(limit("STEPCHAIN_MAX_MAP_ITEMS"), limit("STEPCHAIN_MAX_INPUT_BYTES"))
+
+    def check_input_bytes(self, size: int) -> None:
+        if self.max_input_bytes is not None and size > self.max_input_bytes:
+            raise LimitExceeded(
+                f"run input is {size} bytes; this deployment accepts at most {self.max_input_bytes} "
+                "(STEPCHAIN_MAX_INPUT_BYTES): pass a reference to large data instead"
+            )
+
+    def map_error(self, node: str, items: int) -> dict[str, str] | None:
+        """The run's error when a map of ``items`` items is too wide, else None."""
+        if self.max_map_items is None or items <= self.max_map_items:
+            return None
+        return {
+            "node": node,
+            "type": LimitExceeded.__name__,
+            "message": f"map {node!r} has {items} items; this deployment allows at most {self.max_map_items} "
+            "(STEPCHAIN_MAX_MAP_ITEMS)",
+        }

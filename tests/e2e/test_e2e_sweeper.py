@@ -101,7 +101,7 @@ def test_deployed_sweeper_finishes_a_dead_start_and_a_dead_event_delivery(stack:
     assert all(n["invocations"] >= 1 for n in done["nodes"])
     steps = {n.key: n for n in engine.store.list_nodes(run.run_id)}
     assert steps["plan"].history and [h.outcome for h in steps["plan"].history].count("succeeded") == 1
-    kinds = [c.kind for c in engine.get_run(run.run_id).crash_events]
+    kinds = [c.kind for c in engine.store.list_crash_events(run.run_id)]
     assert kinds.count("swept") >= 2, kinds  # both recoveries are on the run's record
     # who moved it: our direct invocations (acted > 0), or the deployed schedule in between (0)
     print(f"\n[e2e] sweeper re-issues by direct invocation: {by} (0 = the scheduled rule got there first)")

@@ -140,4 +140,4 @@ def test_sweeper_function_reissues_the_activation_of_a_start_that_died(
     assert {"run_id": stuck.run_id, "node": "plan"} in [
         {k: json.loads(m["Body"])[k] for k in ("run_id", "node")} for m in got
     ], got
-    assert [c.kind for c in engine.get_run(stuck.run_id).crash_events] == ["swept"]
+    assert [c.kind for c in engine.store.list_crash_events(stuck.run_id)] == ["swept"]

@@ -2,47 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
 
-from stepchain.exceptions import ValidationError
+from stepchain.clock import Clock
+from stepchain.exceptions import StepNotFound, ValidationError
+from stepchain.logs import LambdaContextLike, logger
+from stepchain.payloads import PayloadCodec
+from stepchain.probe import NoProbe, Probe
+from stepchain.records import NodeStatus
 from stepchain.steplocal import Scopes, run_each, run_once
-
-if TYPE_CHECKING:
-    from stepchain.engine import Engine
+from stepchain.store.base import CheckpointStore
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "stepchain"))
 
 #: the smallest safety margin kept free at the end of an invocation, in ms
 MIN_MARGIN_MS = 1_000
 
 
-class LambdaContextLike(Protocol):
-    """The part of the Lambda context object stepchain uses."""
+class StepServices(Protocol):
+    """What a running step needs from the worker (the engine's worker core provides it)."""
 
-    @property
-    def aws_request_id(self) -> str: ...
-
-    def get_remaining_time_in_millis(self) -> int: ...
-
-
-class Probe(Protocol):
-    """Observer of named boundaries (the test harness injects crashes and counts executions here)."""
-
-    def reached(self, boundary: str, run_id: str, key: str, detail: str = "") -> None: ...
-
-
-class NoProbe:
-    def reached(self, boundary: str, run_id: str, key: str, detail: str = "") -> None:
-        return None
+    store: CheckpointStore
+    codec: PayloadCodec
+    clock: Clock
+    probe: Probe
 
 
 @dataclass
@@ -67,7 +56,7 @@ class StepContext:
     index: int | None
     attempt: int
     lambda_context: LambdaContextLike
-    _engine: Engine
+    _services: StepServices
     cost: CostMeter = field(default_factory=CostMeter)
     margin_ms: int = MIN_MARGIN_MS
     #: the node's progress generation (a redrive that discards progress starts a new one)
@@ -83,7 +72,7 @@ class StepContext:
     _each_completed: dict[str, tuple[str, Sequence[Any], list[Any], int]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self._cancel_checked_ms = self._engine.clock.now_ms()
+        self._cancel_checked_ms = self._services.clock.now_ms()
 
     @property
     def logger(self) -> Logger:
@@ -128,7 +117,10 @@ class StepContext:
 
     def output_of(self, step: str) -> Any:
         """The checkpointed output of an earlier node of this run."""
-        return self._engine.output_of(self.run_id, step)
+        rec = self._services.store.get_node(self.run_id, step)
+        if rec is None or rec.status is not NodeStatus.SUCCEEDED:
+            raise StepNotFound(f"run {self.run_id!r} has no completed step {step!r}")
+        return self._services.codec.decode(rec.output_ref)
 
     def once(self, name: str, fn: Callable[[], R], *, reconcile: Callable[[], R | None] | None = None) -> R:
         """Run the effect ``fn`` once for this operation; later calls (retries, continuations) return its result.
@@ -170,3 +162,16 @@ class FakeLambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int(self.deadline_ms - time.monotonic() * 1000))
+
+
+__all__ = [
+    "MIN_MARGIN_MS",
+    "CostMeter",
+    "FakeLambdaContext",
+    "LambdaContextLike",
+    "NoProbe",
+    "Probe",
+    "StepContext",
+    "StepServices",
+    "logger",
+]

@@ -126,7 +126,7 @@ def _check_item(op: str, rec: EachRecord, item: Any) -> None:
 
 def check_cancelled(ctx: StepContext) -> None:
     """Stop the step if its run was cancelled (one consistent read, at most once per second)."""
-    engine = ctx._engine
+    engine = ctx._services
     now = engine.clock.now_ms()
     if now - ctx._cancel_checked_ms < CANCEL_CHECK_INTERVAL_MS:
         return
@@ -137,7 +137,7 @@ def check_cancelled(ctx: StepContext) -> None:
 
 
 def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: str | None) -> list[R]:
-    engine = ctx._engine
+    engine = ctx._services
     store, codec, probe, clock = engine.store, engine.codec, engine.probe, engine.clock
     run_id, key, gen = ctx.run_id, ctx.key, ctx.generation
     scope = ctx._ops.current
@@ -195,7 +195,7 @@ def _summarize_completed_loops(ctx: StepContext) -> None:
     """Before continuing: write a summary of every loop this invocation completed that the next
     invocation runs through again (those of the scopes still open), so it reads one item for each.
     Loops inside items that are already checkpointed are never run again: no summary for them."""
-    engine = ctx._engine
+    engine = ctx._services
     open_scopes = {"", *ctx._ops.open_scopes}
     for op, (scope, items, results, slowest) in ctx._each_completed.items():
         if scope in open_scopes:
@@ -208,7 +208,7 @@ def _summarize_completed_loops(ctx: StepContext) -> None:
 
 
 def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callable[[], R | None] | None) -> R:
-    engine = ctx._engine
+    engine = ctx._services
     store, codec, probe, clock = engine.store, engine.codec, engine.probe, engine.clock
     run_id, key, gen = ctx.run_id, ctx.key, ctx.generation
     op = ctx._ops.next_id(name, "ctx.once")

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 from stepchain.context import logger
 from stepchain.engine import Engine
+from stepchain.engine.runs import RunService
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.messages import Activation
 from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
@@ -101,8 +102,8 @@ class _Plan:
 
 
 class Sweeper:
-    def __init__(self, engine: Engine, policy: SweepPolicy | None = None) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | RunService, policy: SweepPolicy | None = None) -> None:
+        self.runs = engine.runs if isinstance(engine, Engine) else engine
         self.policy = policy or SweepPolicy()
 
     def sweep(self) -> SweepReport:
@@ -110,7 +111,7 @@ class Sweeper:
         report = SweepReport()
         cursor: str | None = None
         while True:
-            page = self.engine.store.list_active_runs(limit=self.policy.page_size, cursor=cursor)
+            page = self.runs.store.list_active_runs(limit=self.policy.page_size, cursor=cursor)
             for run in page.runs:
                 report.active += 1
                 try:
@@ -127,28 +128,28 @@ class Sweeper:
 
     # -- one run -----------------------------------------------------------------------------------
     def sweep_run(self, run: RunRecord, report: SweepReport) -> None:
-        now = self.engine.clock.now_ms()
+        now = self.runs.clock.now_ms()
         grace = int(self.policy.grace_s * 1000)
         if now - run.updated_ms <= grace:
             return  # nothing in it can be overdue yet: every deadline is after its last update + grace
         if run.status is RunStatus.CANCELLED:  # finishing a cancel needs no workflow definition
             report.inspected += 1
-            self.engine.finish_cancel(run)
+            self.runs.finish_cancel(run)
             report.cancels += 1
             return
         try:
-            wf = self.engine.registry.get(run.workflow, run.version)
+            wf = self.runs.registry.get(run.workflow, run.version)
         except (WorkflowNotFound, VersionMismatch) as exc:
             self._fail_run(run, "", {"node": "", "type": type(exc).__name__, "message": str(exc)[:1000]}, report)
             return
         report.inspected += 1
-        nodes = {r.key: r for r in self.engine.store.list_nodes(run.run_id)}
+        nodes = {r.key: r for r in self.runs.store.list_nodes(run.run_id)}
         plan = self._plan(wf, run, nodes, now, grace)
         if plan.fail is not None:
             self._fail_run(run, plan.fail_node, plan.fail, report)
             return
         # the sweeper's earlier re-issues are C# crash events (read only for a run with something to re-issue)
-        events = self.engine.store.list_crash_events(run.run_id) if plan.msgs else []
+        events = self.runs.store.list_crash_events(run.run_id) if plan.msgs else []
         for key in {node_key(m.node, m.index) for m in plan.msgs}:
             rec = nodes.get(key)
             since = 0 if rec is None else max(rec.created_ms, rec.updated_ms or 0)  # its last progress
@@ -162,36 +163,36 @@ class Sweeper:
                 self._fail_run(run, key, err, report)
                 return
         for name in plan.events:
-            self.engine.finish_event(run.run_id, name)
-            self.engine.store.add_crash_event(run.run_id, now, wf.wait_node(name).id, SWEPT)
+            self.runs.finish_event(run.run_id, name)
+            self.runs.store.add_crash_event(run.run_id, now, wf.wait_node(name).id, SWEPT)
             report.reissued += 1
         if plan.msgs:
             report.reissued += self._reissue(run, plan.msgs, now)
 
     def _reissue(self, run: RunRecord, msgs: Sequence[Activation], now: int) -> int:
-        sent = self.engine.handoff.recover(run, msgs)
+        sent = self.runs.lifecycle.recover(run, msgs)
         if sent is None:
             # The transport's carrier of the run ended (a Step Functions execution) while the run
             # is active: give the run a new one (the next execution name) and start it.
-            bumped = self.engine.store.update_run(run.run_id, RunChanges(now, add_redrive=True), expect=ACTIVE_RUN)
-            sent = 0 if bumped is None else self.engine.handoff.recover(bumped, msgs)
+            bumped = self.runs.store.update_run(run.run_id, RunChanges(now, add_redrive=True), expect=ACTIVE_RUN)
+            sent = 0 if bumped is None else self.runs.lifecycle.recover(bumped, msgs)
         for m in msgs[: sent or 0]:  # recorded only when really re-issued (they count to max_reissues)
-            self.engine.store.add_crash_event(run.run_id, now, node_key(m.node, m.index), SWEPT)
+            self.runs.store.add_crash_event(run.run_id, now, node_key(m.node, m.index), SWEPT)
             logger.warning("re-issued a lost activation", extra={"run_id": run.run_id, "activation": m.to_dict()})
         return sent or 0
 
     def _fail_run(self, run: RunRecord, node: str, err: dict[str, str], report: SweepReport) -> None:
-        now = self.engine.clock.now_ms()
+        now = self.runs.clock.now_ms()
         logger.warning("failing a run that cannot be moved on", extra={"run_id": run.run_id, "error": err})
         if run.status is RunStatus.CANCELLED:
-            self.engine.store.update_run(run.run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
+            self.runs.store.update_run(run.run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
             return
         if node:
-            self.engine.fail_node(run.run_id, node, err)
+            self.runs.fail_node(run.run_id, node, err)
         else:
             changes = RunChanges(now, status=RunStatus.FAILED, error=err, ended=True)
-            self.engine.store.update_run(run.run_id, changes, expect=ACTIVE_RUN)
-        self.engine.handoff.cancel(run)  # Step Functions: stop an execution that may still wait
+            self.runs.store.update_run(run.run_id, changes, expect=ACTIVE_RUN)
+        self.runs.lifecycle.cancel(run)  # Step Functions: stop an execution that may still wait
         report.failed += 1
 
     # -- what is stuck -----------------------------------------------------------------------------
@@ -215,7 +216,7 @@ class Sweeper:
                 plan.msgs.extend(self._map_items(node, act, rec, nodes, overdue))
             elif rec.status is NodeStatus.WAITING:
                 assert node.event is not None
-                if self.engine.store.get_event(run.run_id, node.event) is not None:
+                if self.runs.store.get_event(run.run_id, node.event) is not None:
                     plan.events.append(node.event)
                 elif rec.wake_at_ms is not None and overdue(rec.wake_at_ms):
                     plan.msgs.append(act.with_(action="timeout"))

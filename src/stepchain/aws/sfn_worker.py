@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from stepchain.asl import STATE_FIELDS  # every state a task returns has exactly these fields
-from stepchain.context import LambdaContextLike, logger
 from stepchain.engine import Engine
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
+from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.records import NodeStatus
+from stepchain.serve import serve
 
 #: Step Functions error fields are cut to this length in the run's error
 MAX_ERROR_CHARS = 1000
@@ -52,7 +53,7 @@ def mark_failed(engine: Engine, msg: Activation, error: Any) -> Outcome:
     if isinstance(error, dict):
         err["type"] = str(error.get("Error") or err["type"])[:200]
         err["message"] = str(error.get("Cause") or err["message"])[:MAX_ERROR_CHARS]
-    return engine.fail_node(msg.run_id, msg.node, err)
+    return engine.runs.fail_node(msg.run_id, msg.node, err)
 
 
 def _expired_after_delivery(engine: Engine, msg: Activation, outcome: Outcome) -> Outcome:
@@ -71,16 +72,17 @@ def handle_sfn_task(engine: Engine, event: Any, context: LambdaContextLike) -> d
     if msg.action == "fail":
         outcome = mark_failed(engine, msg, event.get("error"))
         return task_state(msg, outcome)
-    outcome = engine.process(msg, context)
-    if msg.action == "expire":
-        outcome = _expired_after_delivery(engine, msg, outcome)
     handoff = engine.handoff
-    if isinstance(handoff, StepFunctionsHandoff):
-        # No message goes out (the state machine moves on), but the boundary is reached as on
-        # any transport: a crash here is a crash after the checkpoint, before the handoff.
-        handoff.apply(msg, outcome, engine.clock.now_ms())
-    else:  # a queue transport would send messages the state machine also acts on
+    sfn = isinstance(handoff, StepFunctionsHandoff)
+    if not sfn:  # a queue transport would send messages the state machine also acts on: not applied
         logger.warning("Step Functions task served by an engine without the Step Functions handoff")
+
+    def settle(m: Activation, outcome: Outcome) -> Outcome:
+        return _expired_after_delivery(engine, m, outcome) if m.action == "expire" else outcome
+
+    # With the Step Functions handoff no message goes out (the state machine moves on), but the
+    # boundary is reached as on any transport: a crash there is after the checkpoint, before the handoff.
+    outcome = serve(engine, msg, context, settle=settle, apply=sfn)
     state = task_state(msg, outcome)
     if msg.token and outcome.kind is not OutcomeKind.SUSPENDED and isinstance(handoff, StepFunctionsHandoff):
         handoff.send_task_success(msg.token, state)

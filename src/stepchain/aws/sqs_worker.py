@@ -20,11 +20,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from stepchain.context import LambdaContextLike, logger
 from stepchain.engine import Engine
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.sqs import NOT_BEFORE, SqsHandoff
+from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation
+from stepchain.serve import serve
 
 
 def not_before_ms(record: SQSRecord) -> int | None:
@@ -56,9 +57,7 @@ def handle_record(engine: Engine, record: SQSRecord, context: LambdaContextLike)
         else:
             engine.handoff.dispatch([msg], at_ms=due)
         return "DEFERRED"
-    outcome = engine.process(msg, context)
-    engine.handoff.apply(msg, outcome, engine.clock.now_ms())
-    return outcome.kind.value
+    return serve(engine, msg, context).kind.value
 
 
 def handle_sqs_batch(

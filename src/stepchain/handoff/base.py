@@ -2,15 +2,22 @@
 
 Adapters: in-process (tests, the embedded runtime), SQS, Step Functions. The engine decides
 *what* happens next (an :class:`~stepchain.messages.Outcome`); the handoff decides *how*.
+
+Two capabilities: :class:`Handoff` sends activations (every transport); :class:`RunLifecycle`
+carries a run's lifecycle (start, resume a wait, cancel, redrive, recover). A transport that
+drives runs itself (Step Functions) implements both; queue transports get
+:class:`QueueLifecycle`, which turns each lifecycle event into activations. Use
+:func:`lifecycle_of` to get a handoff's lifecycle.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
-from stepchain.context import NoProbe, Probe
 from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.probe import NoProbe, Probe
 from stepchain.records import RunRecord, node_key
 
 
@@ -29,31 +36,6 @@ class Handoff(ABC):
     @abstractmethod
     def _send(self, msgs: Sequence[Activation], at_ms: int | None) -> None: ...
 
-    def start(self, run: RunRecord, first: Activation) -> None:
-        """A new run: deliver its first activation."""
-        self.dispatch([first])
-
-    def resume_wait(self, wait: Activation, successor: Activation | None) -> None:
-        """An event completed a wait node: continue with ``successor`` (None: it was the last node)."""
-        if successor is not None:
-            self.dispatch([successor])
-
-    def cancel(self, run: RunRecord) -> None:
-        """The run was cancelled (Step Functions stops its execution)."""
-        return None
-
-    def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
-        """A failed run is resumed at ``top_node``; ``msgs`` re-activate its failed nodes."""
-        self.dispatch(msgs)
-
-    def recover(self, run: RunRecord, msgs: Sequence[Activation]) -> int | None:
-        """The sweeper found ``msgs`` lost (their sender died before the handoff): deliver them
-        again. Returns how many were re-issued (0: the transport still drives the run itself);
-        ``None``: the run's carrier has ended (a Step Functions execution) and the run needs a new
-        one: the caller bumps the run's execution counter and calls again."""
-        self.dispatch(msgs)
-        return len(msgs)
-
     def apply(self, msg: Activation, outcome: Outcome, now_ms: int) -> None:
         """Queue-style transports turn an outcome into messages (Step Functions does not use this)."""
         kind = outcome.kind
@@ -68,3 +50,68 @@ class Handoff(ABC):
             self.dispatch(outcome.next)
         # BUSY: the live owner still has its own message, which comes back if it dies (queue
         # visibility timeout >= lease); FAILED / DROPPED: nothing to do.
+
+
+@runtime_checkable
+class RunLifecycle(Protocol):
+    """Optional capability of a transport that carries runs itself (Step Functions)."""
+
+    def start(self, run: RunRecord, first: Activation) -> None:
+        """A new run: deliver its first activation."""
+        ...
+
+    def resume_wait(self, wait: Activation, successor: Activation | None) -> None:
+        """An event completed a wait node: continue with ``successor`` (None: it was the last node)."""
+        ...
+
+    def cancel(self, run: RunRecord) -> None:
+        """The run was cancelled (Step Functions stops its execution)."""
+        ...
+
+    def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
+        """A failed run is resumed at ``top_node``; ``msgs`` re-activate its failed nodes."""
+        ...
+
+    def recover(self, run: RunRecord, msgs: Sequence[Activation]) -> int | None:
+        """The sweeper found ``msgs`` lost (their sender died before the handoff): deliver them
+        again. Returns how many were re-issued (0: the transport still drives the run itself);
+        ``None``: the run's carrier has ended (a Step Functions execution) and the run needs a new
+        one: the caller bumps the run's execution counter and calls again."""
+        ...
+
+
+class QueueLifecycle:
+    """The run lifecycle of a queue transport: every lifecycle event is activations to send."""
+
+    def __init__(self, handoff: Handoff) -> None:
+        self.handoff = handoff
+
+    def start(self, run: RunRecord, first: Activation) -> None:
+        """A new run: deliver its first activation."""
+        self.handoff.dispatch([first])
+
+    def resume_wait(self, wait: Activation, successor: Activation | None) -> None:
+        """An event completed a wait node: continue with ``successor`` (None: it was the last node)."""
+        if successor is not None:
+            self.handoff.dispatch([successor])
+
+    def cancel(self, run: RunRecord) -> None:
+        """The run was cancelled (Step Functions stops its execution)."""
+        return None
+
+    def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
+        """A failed run is resumed at ``top_node``; ``msgs`` re-activate its failed nodes."""
+        self.handoff.dispatch(msgs)
+
+    def recover(self, run: RunRecord, msgs: Sequence[Activation]) -> int | None:
+        """The sweeper found ``msgs`` lost (their sender died before the handoff): deliver them
+        again. Returns how many were re-issued (0: the transport still drives the run itself);
+        ``None``: the run's carrier has ended (a Step Functions execution) and the run needs a new
+        one: the caller bumps the run's execution counter and calls again."""
+        self.handoff.dispatch(msgs)
+        return len(msgs)
+
+
+def lifecycle_of(handoff: Handoff) -> RunLifecycle:
+    """The handoff's run lifecycle: its own when it carries runs, else the queue default."""
+    return handoff if isinstance(handoff, RunLifecycle) else QueueLifecycle(handoff)

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from stepchain.context import logger
 from stepchain.exceptions import ValidationError
-from stepchain.handoff.base import Handoff
+from stepchain.handoff.base import Handoff, RunLifecycle
+from stepchain.logs import logger
 from stepchain.messages import Activation
 from stepchain.records import RunRecord
 
@@ -59,7 +59,7 @@ def execution_input(run: RunRecord, start_at: str) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-class StepFunctionsHandoff(Handoff):
+class StepFunctionsHandoff(Handoff, RunLifecycle):
     """``state_machines`` maps a workflow name (or ``"*"``) to its state machine ARN."""
 
     def __init__(self, state_machines: Mapping[str, str], client: SFNClient | None = None) -> None:

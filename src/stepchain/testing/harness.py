@@ -27,6 +27,7 @@ from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.handoff.inprocess import InProcessHandoff
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import DEFAULT_INLINE_LIMIT, BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
+from stepchain.serve import serve
 from stepchain.store.base import CheckpointStore
 from stepchain.store.memory import MemoryStore
 from stepchain.sweeper import Sweeper, SweepPolicy
@@ -253,8 +254,7 @@ class Harness(RunsApi):
         result = "crashed"
         try:
             with self._virtual_sleep():
-                outcome = self.engine.process(msg, ctx)
-            self.handoff.apply(msg, outcome, self.clock.now_ms())
+                outcome = serve(self.engine, msg, ctx)
             result = outcome.kind.value
         except (InjectedCrash, InvocationTimeout) as died:
             result = "timed_out" if isinstance(died, InvocationTimeout) else "crashed"

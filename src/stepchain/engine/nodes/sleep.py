@@ -1,0 +1,48 @@
+"""The sleep node kind: pass its input on after ``seconds``, without holding a worker."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.logs import LambdaContextLike
+from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.records import Invocation, NodeRecord, NodeStatus
+from stepchain.store.base import NodeChanges
+from stepchain.workflow import Node, Workflow
+
+if TYPE_CHECKING:
+    from stepchain.engine.worker import Worker
+
+
+def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+    rec, early = w.claim(wf, node, msg, node.id, lctx)
+    if rec is None:
+        assert early is not None
+        return early
+    now = w.clock.now_ms()
+    if rec.status is NodeStatus.RUNNING:  # first activation: start sleeping
+        input_ref = w.input_of(wf, node, msg, rec)
+        if input_ref is None:
+            return w.release(msg, node.id, rec, "predecessor not finished")
+        wake = now + node.seconds * 1000
+        changes = NodeChanges(NodeStatus.SLEEPING, now, wake_at_ms=wake, input_ref=input_ref)
+        w.store.finish(msg.run_id, node.id, changes, owner=rec.owner)
+        return Outcome(OutcomeKind.WAIT, wake_at_ms=wake)
+    if rec.status is not NodeStatus.SLEEPING or rec.wake_at_ms is None:
+        return Outcome(OutcomeKind.DROPPED, detail=f"sleep node is {rec.status.value}")
+    if now < rec.wake_at_ms:
+        return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms)
+    inv = Invocation(rec.started_ms or rec.created_ms, now, "slept")
+    changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=rec.input_ref, ended=True, invocation=inv, prior=rec)
+    return w.commit(wf, node, msg, node.id, changes, owner=None, expect=(NodeStatus.SLEEPING,))
+
+
+class SleepHandler(NodeKindHandler):
+    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+        return sleep(w, wf, node, msg, lctx)
+
+    def on_busy(
+        self, w: Worker, node: Node, msg: Activation, rec: NodeRecord
+    ) -> tuple[NodeRecord | None, Outcome | None] | None:
+        return (rec, None) if rec.status is NodeStatus.SLEEPING else None

@@ -1,0 +1,128 @@
+"""The step node kind (and each item of a map): run the user's function, checkpoint its output.
+
+A step's function gets a :class:`~stepchain.context.StepContext`; it may continue in a fresh
+invocation (``ContinueInNewInvocation``), be stopped by a cancel (``StepCancelled``), or fail
+(retried with the node's policy, or failing the run).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING
+
+from stepchain.context import CostMeter, StepContext
+from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.shared import error_of
+from stepchain.exceptions import ContinueInNewInvocation, StepCancelled, TerminalError, ValidationError
+from stepchain.logs import LambdaContextLike, logger
+from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
+from stepchain.workflow import Node, Workflow
+
+if TYPE_CHECKING:
+    from stepchain.engine.worker import Worker
+
+
+def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+    key = node_key(node.id, msg.index)
+    rec, early = w.claim(wf, node, msg, key, lctx)
+    if rec is None:
+        assert early is not None
+        return early
+    input_ref = w.input_of(wf, node, msg, rec)
+    if input_ref is None:
+        return w.release(msg, key, rec, "predecessor not finished")
+    assert node.fn is not None
+    ctx = StepContext(
+        msg.run_id,
+        wf.name,
+        node.id,
+        key,
+        msg.index,
+        rec.attempts,
+        lctx,
+        w,
+        generation=rec.generation,
+        owner=rec.owner,
+    )
+    t0 = w.clock.monotonic_ms()
+    started = w.clock.now_ms()
+    owner = rec.owner
+    try:
+        value = w.codec.decode(input_ref)
+        output = node.fn(ctx, value)
+        w.probe.reached("step_executed", msg.run_id, key)
+        out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
+    except ContinueInNewInvocation as sig:
+        now = w.clock.now_ms()
+        inv = Invocation(started, now, "continued")
+        changes = w.ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv, prior=rec)
+        w.store.finish(msg.run_id, key, changes, owner=owner)
+        logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
+        w.probe.reached("continued", msg.run_id, key)
+        return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
+    except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
+        now = w.clock.now_ms()
+        inv = Invocation(started, now, "cancelled")
+        changes = w.ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
+        w.store.finish(msg.run_id, key, changes, owner=owner)
+        return Outcome(OutcomeKind.DROPPED, detail=str(sig))
+    except Exception as exc:  # the step failed: retry or fail the run
+        return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost)
+    now = w.clock.now_ms()
+    inv = Invocation(started, now, "succeeded")
+    changes = w.ledger(NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True, prior=rec)
+    return w.commit(wf, node, msg, key, changes, owner=owner)
+
+
+def step_failed(
+    w: Worker,
+    node: Node,
+    msg: Activation,
+    key: str,
+    rec: NodeRecord,
+    exc: Exception,
+    t0: float,
+    started: int,
+    cost: CostMeter,
+) -> Outcome:
+    now = w.clock.now_ms()
+    err = error_of(exc, key)
+    terminal = isinstance(exc, TerminalError | ValidationError)
+    logger.warning(
+        "step failed",
+        extra={
+            "node": key,
+            "attempt": rec.attempts,
+            "error": err,
+            "terminal": terminal,
+            "trace": traceback.format_exc(limit=5),
+        },
+    )
+    if not terminal and rec.attempts < node.retry.max_attempts:
+        delay_ms = int(node.retry.delay_s(rec.attempts) * 1000)
+        inv = Invocation(started, now, "retrying")
+        changes = w.ledger(
+            NodeStatus.RETRYING,
+            now,
+            t0,
+            cost,
+            inv,
+            error=err,
+            attempts=rec.attempts + 1,
+            prior=rec,
+            wake_at_ms=now + delay_ms,
+        )
+        w.store.finish(msg.run_id, key, changes, owner=rec.owner)
+        return Outcome(OutcomeKind.WAIT, wake_at_ms=now + delay_ms, error=err)
+    if not terminal:
+        err["message"] = f"gave up after {rec.attempts} attempts: {err['message']}"
+    inv = Invocation(started, now, "failed")
+    changes = w.ledger(NodeStatus.FAILED, now, t0, cost, inv, error=err, ended=True, prior=rec)
+    w.fail(msg, key, err, changes, owner=rec.owner)
+    return Outcome(OutcomeKind.FAILED, error=err)
+
+
+class StepHandler(NodeKindHandler):
+    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+        return run_step(w, wf, node, msg, lctx)

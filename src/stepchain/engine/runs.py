@@ -1,0 +1,252 @@
+"""The run service: the API-side lifecycle of runs (start, events, cancel, redrive, fail, list,
+describe). The API (:mod:`stepchain.api.app`), the sweeper and the test harnesses talk to it
+instead of reaching into the store, the codec and the registry.
+
+Each call names its commit point (the write after which the sweeper finishes the call if its
+caller dies) with a probe boundary (``api_*``); see ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from stepchain.clock import Clock
+from stepchain.engine.nodes.wait import complete_wait
+from stepchain.engine.shared import new_run_id
+from stepchain.engine.worker import Worker
+from stepchain.exceptions import InvalidRunState, StepNotFound
+from stepchain.handoff.base import RunLifecycle
+from stepchain.ledger import RunView, describe
+from stepchain.messages import Activation, Outcome
+from stepchain.payloads import PayloadCodec
+from stepchain.probe import Probe
+from stepchain.records import NodeStatus, RunRecord, RunStatus
+from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
+from stepchain.workflow import Registry, Workflow
+
+
+class RunService:
+    """The run lifecycle on top of a :class:`~stepchain.engine.worker.Worker`'s store, codec,
+    registry, clock, probe and transport (its run-lifecycle capability)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    # read through the worker: a part replaced there (a test swapping the registry) is seen here
+    @property
+    def registry(self) -> Registry:
+        return self.worker.registry
+
+    @property
+    def store(self) -> CheckpointStore:
+        return self.worker.store
+
+    @property
+    def codec(self) -> PayloadCodec:
+        return self.worker.codec
+
+    @property
+    def clock(self) -> Clock:
+        return self.worker.clock
+
+    @property
+    def probe(self) -> Probe:
+        return self.worker.probe
+
+    @property
+    def lifecycle(self) -> RunLifecycle:
+        return self.worker.lifecycle
+
+    def start(self, workflow: str, input: Any, *, idempotency_key: str | None = None) -> tuple[RunRecord, bool]:
+        """Start a run (or, with a known idempotency key and the same input, return that run)."""
+        wf = self.registry.get(workflow)
+        now = self.clock.now_ms()
+        run_id = new_run_id(now)
+        request_hash = hashlib.sha256(
+            json.dumps({"workflow": workflow, "input": input}, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        input_ref = self.codec.encode(input, scope=f"{run_id}/input")
+        first = wf.first()
+        run, created = self.store.create_run(
+            NewRun(
+                run_id,
+                wf.name,
+                wf.version,
+                input_ref,
+                now,
+                NodeInit(run_id, first.id, first.id, input_ref),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+        )
+        if not created:
+            # A retried start: re-issue the first activation only if it may have been lost.
+            node = self.store.get_node(run.run_id, first.id)
+            if not (run.status is RunStatus.RUNNING and node is not None and node.status is NodeStatus.PENDING):
+                return run, False
+        # Dying here leaves the run RUNNING with its first node PENDING: the sweeper re-issues it.
+        self.probe.reached("api_start", run.run_id, first.id)
+        self.lifecycle.start(run, Activation(run.run_id, run.workflow, run.version, first.id))
+        return run, created
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self.worker.get_run(run_id)
+
+    def output_of(self, run_id: str, step: str) -> Any:
+        rec = self.store.get_node(run_id, step)
+        if rec is None or rec.status is not NodeStatus.SUCCEEDED:
+            raise StepNotFound(f"run {run_id!r} has no completed step {step!r}")
+        return self.codec.decode(rec.output_ref)
+
+    def deliver_event(self, run_id: str, name: str, payload: Any) -> str:
+        """Deliver an event. Returns ``delivered`` (a wait consumed it) or ``buffered`` (kept for later)."""
+        run = self.get_run(run_id)
+        if run.status.finished:
+            raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
+        wf = self.worker.pinned(run)
+        node = wf.wait_node(name)
+        ref = self.codec.encode(payload, scope=f"{run_id}/events/{name}")
+        if not self.store.put_event(run_id, name, ref, self.clock.now_ms()):
+            if self.store.get_event(run_id, name) != ref:
+                raise InvalidRunState(f"event {name!r} was already delivered to run {run_id} with another payload")
+            # The same event again (a client retry): make sure the run moved on, then answer as before.
+            return self._redeliver_event(wf, run, node.id, ref)
+        self.probe.reached("api_event", run_id, node.id)  # stored, the wait not completed: the sweeper does it
+        # The wait may have started meanwhile: whoever finds both the event and WAITING completes it.
+        rec = self.store.get_node(run_id, node.id)
+        if (
+            rec is not None
+            and rec.status is NodeStatus.WAITING
+            and complete_wait(self.worker, wf, run, rec, ref, api=True)
+        ):
+            return "delivered"
+        return "buffered"
+
+    def finish_event(self, run_id: str, name: str) -> str:
+        """Finish delivering a stored event, as the same call retried would (the sweeper calls it
+        when the API died between storing the event and handing the run on)."""
+        run = self.get_run(run_id)
+        ref = self.store.get_event(run_id, name)
+        if ref is None or run.status.finished:
+            return "buffered"
+        wf = self.registry.get(run.workflow, run.version)
+        return self._redeliver_event(wf, run, wf.wait_node(name).id, ref)
+
+    def _redeliver_event(self, wf: Workflow, run: RunRecord, node_id: str, ref: str) -> str:
+        rec = self.store.get_node(run.run_id, node_id)
+        if rec is not None and rec.status is NodeStatus.WAITING and complete_wait(self.worker, wf, run, rec, ref):
+            return "delivered"
+        if rec is not None and rec.status is NodeStatus.SUCCEEDED:
+            # The wait completed but the handoff may have died with its caller: re-issue it.
+            succ = wf.next_of(node_id)
+            succ_rec = None if succ is None else self.store.get_node(run.run_id, succ.id)
+            if succ is not None and (succ_rec is None or succ_rec.status is NodeStatus.PENDING):
+                now = self.clock.now_ms()  # the caller may have died before the run left WAITING
+                changes = RunChanges(now, status=RunStatus.RUNNING, current=succ.id)
+                self.store.update_run(run.run_id, changes, expect=(RunStatus.WAITING,))
+                msg = Activation(run.run_id, run.workflow, run.version, node_id, token=rec.task_token)
+                self.lifecycle.resume_wait(msg, Activation(run.run_id, run.workflow, run.version, succ.id))
+            return "delivered"
+        return "buffered"
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Cancel an active run: nodes not yet started never will; a node running now finishes."""
+        now = self.clock.now_ms()
+        run = self.store.update_run(run_id, RunChanges(now, status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN)
+        if run is None:
+            current = self.get_run(run_id)
+            raise InvalidRunState(f"run {run_id} is {current.status.value}; only active runs can be cancelled")
+        # The commit point: from here on the sweeper finishes the cancel if this call dies.
+        self.probe.reached("api_cancel", run_id, run.current or "")
+        self.finish_cancel(run, api=True)
+        return run
+
+    def finish_cancel(self, run: RunRecord, *, api: bool = False) -> None:
+        """The rest of a cancel, once the run is CANCELLED: tombstones, stop the transport, and
+        leave the sweeper's index. Idempotent (the sweeper calls it for a cancel that died)."""
+        run_id, now = run.run_id, self.clock.now_ms()
+        wf = self.registry.find(run.workflow, run.version)  # None: a retired version still cancels
+        existing = {r.key: r for r in self.store.list_nodes(run_id)}
+        for rec in existing.values():
+            if not rec.status.finished and rec.status is not NodeStatus.RUNNING:
+                self.store.finish(
+                    run_id, rec.key, NodeChanges(NodeStatus.CANCELLED, now, ended=True), expect=(rec.status,)
+                )
+        for node in wf.nodes if wf else ():  # tombstones: a late claim of a node never started finds CANCELLED
+            if node.id not in existing:
+                self.store.put_node_if_absent(
+                    NodeInit(run_id, node.id, node.id, None, status=NodeStatus.CANCELLED), now
+                )
+        if api:
+            self.probe.reached("api_cancel", run_id, run.current or "")
+        self.lifecycle.cancel(run)
+        self.store.update_run(run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
+
+    def redrive(
+        self, run_id: str, *, input: Any = None, replace_input: bool = False, keep_progress: bool | None = None
+    ) -> RunRecord:
+        """Resume a FAILED run at its failed node(s); completed nodes are not run again.
+
+        With ``replace_input`` the failed node starts over with ``input`` (e.g. a corrected value).
+        ``keep_progress`` says whether the failed nodes keep their partial progress (``ctx.each``
+        items, ``ctx.once`` results); by default a node whose input is replaced discards it, the
+        others (map items keep their own input) resume it. Discarding starts a new progress
+        generation (nothing is deleted: the old items expire by TTL).
+        """
+        run = self.get_run(run_id)
+        if run.status is not RunStatus.FAILED:
+            raise InvalidRunState(f"run {run_id} is {run.status.value}; only FAILED runs can be redriven")
+        wf = self.registry.get(run.workflow, run.version)
+        now = self.clock.now_ms()
+        failed = [r for r in self.store.list_nodes(run_id) if r.status is NodeStatus.FAILED]
+        if not failed:
+            raise InvalidRunState(f"run {run_id} has no failed node to redrive")
+        order = [n.id for n in wf.nodes]
+        top = min((r.node for r in failed), key=order.index)
+        # The run first (the commit point): dying after it leaves an active run the sweeper finishes
+        # (a node still FAILED fails the run again, so the same redrive can be retried).
+        updated = self.store.update_run(
+            run_id,
+            RunChanges(now, status=RunStatus.RUNNING, current=top, clear_error=True, add_redrive=True),
+            expect=(RunStatus.FAILED,),
+        )
+        if updated is None:
+            raise InvalidRunState(f"run {run_id} changed while being redriven")
+        self.probe.reached("api_redrive", run_id, top)
+        msgs = []
+        for rec in failed:
+            new_input = None
+            if replace_input and rec.index is None:
+                new_input = self.codec.encode(input, scope=f"{run_id}/{rec.key}/redrive{run.redrives + 1}")
+            self.store.finish(
+                run_id,
+                rec.key,
+                NodeChanges(
+                    NodeStatus.PENDING,
+                    now,
+                    attempts=1,
+                    input_ref=new_input,
+                    new_generation=not (new_input is None if keep_progress is None else keep_progress),
+                ),
+                expect=(NodeStatus.FAILED,),
+            )
+            msgs.append(Activation(run_id, run.workflow, run.version, rec.node, rec.index))
+        self.probe.reached("api_redrive", run_id, top)  # nodes PENDING, no activation: the sweeper re-issues
+        self.lifecycle.redrive(updated, msgs, top)
+        return updated
+
+    def fail_node(self, run_id: str, node: str, err: dict[str, str]) -> Outcome:
+        """A transport gave up on ``node``: fail the node and the run (see :meth:`Worker.fail_node`)."""
+        return self.worker.fail_node(run_id, node, err)
+
+    def list_runs(
+        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> RunPage:
+        """A page of the workflow's runs, newest first (``cursor``: the page's store cursor)."""
+        return self.store.list_runs(workflow, status=status, limit=limit, cursor=cursor)
+
+    def describe(self, run_id: str) -> RunView:
+        """The run with its nodes, ledger and timeline."""
+        return describe(self.store, self.registry, self.get_run(run_id))

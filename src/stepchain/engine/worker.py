@@ -1,0 +1,274 @@
+"""The worker core: turns one activation into durable progress.
+
+``Worker.process`` is what every worker (a Lambda behind SQS or Step Functions, or the in-process
+harness) calls for one message, through :func:`stepchain.serve.serve`. On the happy path a step
+costs three store calls: claim the node (one conditional write that returns the record), read the
+predecessor's output, and checkpoint the output (one conditional write). Then it tells the caller
+what should happen next (an :class:`Outcome`); the transport carries it out. See ARCHITECTURE.md.
+
+This module holds the path every node kind shares (claim, lease and takeover, input, commit,
+served-from-checkpoint, failing); what a kind does is in :mod:`stepchain.engine.nodes`, looked up
+by the node's kind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from stepchain.clock import Clock, SystemClock
+from stepchain.context import CostMeter
+from stepchain.engine.nodes import handler_for
+from stepchain.engine.shared import LEASE_GRACE_MS, activation
+from stepchain.exceptions import RunNotFound, VersionNotRegistered
+from stepchain.handoff.base import Handoff, RunLifecycle, lifecycle_of
+from stepchain.limits import RunLimits
+from stepchain.logs import LambdaContextLike, logger
+from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.payloads import PayloadCodec
+from stepchain.probe import NoProbe, Probe
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.store.base import ACTIVE_RUN, CheckpointStore, ClaimKind, FinishResult, NodeChanges, NodeInit, RunChanges
+from stepchain.workflow import Node, Registry, Workflow
+
+
+class Worker:
+    """The shared worker path; a node kind's module does the rest (see :mod:`stepchain.engine.nodes`)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: CheckpointStore,
+        codec: PayloadCodec,
+        handoff: Handoff,
+        *,
+        clock: Clock | None = None,
+        probe: Probe | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.codec = codec
+        self.handoff = handoff
+        self.clock = clock or SystemClock()
+        self.probe: Probe = probe or NoProbe()
+        self.limits = RunLimits.from_env()  # per-run limits (stepchain.limits); tests may replace it
+
+    @property
+    def lifecycle(self) -> RunLifecycle:
+        """The transport's run lifecycle (its own, or the queue default)."""
+        return lifecycle_of(self.handoff)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return run
+
+    def process(self, msg: Activation, lambda_context: LambdaContextLike) -> Outcome:
+        """Make durable progress on one activation. Safe to call any number of times.
+
+        A message for a workflow version this deployment does not register fails the run (it is
+        not retried: no redelivery could ever succeed here)."""
+        try:
+            wf = self.registry.get(msg.workflow, msg.version)
+        except VersionNotRegistered as exc:
+            return self.fail_unregistered(msg.run_id, node_key(msg.node, msg.index), exc)
+        node = wf.node(msg.node)
+        return handler_for(node).activate(self, wf, node, msg, lambda_context)
+
+    def claim(
+        self, wf: Workflow, node: Node, msg: Activation, key: str, lctx: LambdaContextLike
+    ) -> tuple[NodeRecord | None, Outcome | None]:
+        """Claim the node, taking it over if its worker died. Returns the record, or the outcome
+        to report instead (the node is done, busy, gone ...)."""
+        now = self.clock.now_ms()
+        owner = f"{lctx.aws_request_id}/{uuid.uuid4().hex[:8]}"
+        lease = now + int(lctx.get_remaining_time_in_millis()) + LEASE_GRACE_MS
+        res = self.store.claim(
+            msg.run_id, key, node=node.id, index=msg.index, owner=owner, now_ms=now, lease_until_ms=lease
+        )
+        rec = res.record
+        if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RUNNING:
+            if rec.lease_until_ms >= now:
+                return None, Outcome(OutcomeKind.BUSY, wake_at_ms=rec.lease_until_ms + 1)
+            # Its worker died (crash, timeout, kill): the lease ran out. Take over, or give up.
+            if rec.attempts >= node.retry.max_attempts:
+                err = {
+                    "node": key,
+                    "type": "WorkerLost",
+                    "message": (
+                        f"each of its {rec.attempts} attempts was killed or timed out before it finished "
+                        f"(timeout_s={node.timeout_s}: a step must finish, or checkpoint with ctx.each and "
+                        "continue, within it); giving up"
+                    ),
+                }
+                inv = Invocation(rec.current_started_ms or now, rec.lease_until_ms, "crashed")
+                changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
+                self.fail(msg, key, err, changes, owner=rec.owner)
+                return None, Outcome(OutcomeKind.FAILED, error=err)
+            res = self.store.takeover(msg.run_id, key, stale=rec, owner=owner, now_ms=now, lease_until_ms=lease)
+            if res.kind is ClaimKind.CLAIMED:
+                self.store.add_crash_event(msg.run_id, now, key, "takeover")
+                self.probe.reached("takeover", msg.run_id, key)
+                logger.warning("took over a node whose worker died", extra={"run_id": msg.run_id, "node": key})
+            rec = res.record
+        if res.kind is ClaimKind.CLAIMED:
+            self.probe.reached("after_claim", msg.run_id, key)
+            return rec, None
+        if res.kind is ClaimKind.DONE and rec is not None:
+            return None, self.served_from_checkpoint(wf, node, msg, rec)
+        if res.kind is ClaimKind.BUSY and rec is not None:
+            busy = handler_for(node).on_busy(self, node, msg, rec)  # a map fanned out, a sleep, a wait
+            if busy is not None:
+                return busy
+        status = rec.status.value if rec else "missing"
+        return None, Outcome(OutcomeKind.DROPPED, detail=f"node {key} is {status}")
+
+    def input_of(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> str | None:
+        """The node's input reference: its own (first node, map item, redrive) or its predecessor's output."""
+        if rec.input_ref is not None:
+            return rec.input_ref
+        prev = wf.prev_of(node.id)
+        if prev is None:
+            return None
+        prev_rec = self.store.get_node(msg.run_id, prev.id)
+        if prev_rec is None or prev_rec.status is not NodeStatus.SUCCEEDED:
+            return None
+        return prev_rec.output_ref
+
+    def release(self, msg: Activation, key: str, rec: NodeRecord, why: str) -> Outcome:
+        """Undo a claim made by a message that came too early (its predecessor is not done)."""
+        self.store.finish(msg.run_id, key, NodeChanges(NodeStatus.PENDING, self.clock.now_ms()), owner=rec.owner)
+        return Outcome(OutcomeKind.DROPPED, detail=why)
+
+    def served_from_checkpoint(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
+        """A completed node met again: never re-run it; re-issue its handoff if that may have been lost.
+
+        Queues redeliver the message of a worker that died only after its visibility timeout
+        (>= the lease, > LEASE_GRACE_MS); a duplicate delivery comes at once. So only a late
+        redelivery re-issues the handoff (and counts as a crash): an early duplicate re-issuing it
+        would double the traffic at every step.
+        """
+        self.store.add_checkpoint_hit(msg.run_id, rec.key)
+        self.probe.reached("checkpoint_hit", msg.run_id, rec.key)
+        now = self.clock.now_ms()
+        late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
+        if not late:
+            if wf.next_of(node.id) is None and msg.index is None:
+                self.finish_run(msg, rec.output_ref)
+            return Outcome(OutcomeKind.DONE, detail="duplicate")
+        handler = handler_for(node)
+        if handler.owns_successor(node, msg):  # a map item: the map starts the next item or joins
+            self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
+            return handler.after_checkpoint(self, wf, node, msg)
+        succ = wf.next_of(node.id)
+        if succ is None:
+            # the worker may have died right before marking the run SUCCEEDED
+            if self.finish_run(msg, rec.output_ref):
+                self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
+            return Outcome(OutcomeKind.DONE, detail="checkpoint")
+        succ_rec = self.store.get_node(msg.run_id, succ.id)
+        if succ_rec is None or succ_rec.status is NodeStatus.PENDING:
+            self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
+            return Outcome(OutcomeKind.DONE, next=(activation(msg, succ.id),), detail="checkpoint")
+        return Outcome(OutcomeKind.DONE, detail="checkpoint")
+
+    def ledger(
+        self, status: NodeStatus, now: int, t0: float, cost: CostMeter, inv: Invocation, **kw: Any
+    ) -> NodeChanges:
+        return NodeChanges(
+            status,
+            now,
+            add_duration_ms=max(0, int(self.clock.monotonic_ms() - t0)),
+            add_cost_nano=cost.usd_nano,
+            add_input_tokens=cost.input_tokens,
+            add_output_tokens=cost.output_tokens,
+            add_checkpoint_hits=cost.checkpoint_hits,
+            add_effect_reruns=cost.effect_reruns,
+            invocation=inv,
+            **kw,
+        )
+
+    def commit(
+        self,
+        wf: Workflow,
+        node: Node,
+        msg: Activation,
+        key: str,
+        changes: NodeChanges,
+        *,
+        owner: str | None,
+        expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
+    ) -> Outcome:
+        """Checkpoint the node's output (one conditional write) and name what comes next."""
+        if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is not FinishResult.OK:
+            return Outcome(OutcomeKind.DROPPED, detail="lease lost")
+        self.probe.reached("after_checkpoint", msg.run_id, key)
+        handler = handler_for(node)
+        if handler.owns_successor(node, msg):  # a map item: the map starts the next item or joins
+            return handler.after_checkpoint(self, wf, node, msg)
+        succ = wf.next_of(node.id)
+        if succ is None:
+            self.finish_run(msg, changes.output_ref)
+            return Outcome(OutcomeKind.DONE)
+        return Outcome(OutcomeKind.DONE, next=(activation(msg, succ.id),))
+
+    def finish_run(self, msg: Activation, output_ref: str | None) -> bool:
+        """Mark the run SUCCEEDED; False when it was no longer active (already done, cancelled)."""
+        now = self.clock.now_ms()
+        changes = RunChanges(now, status=RunStatus.SUCCEEDED, output_ref=output_ref, current="", ended=True)
+        return self.store.update_run(msg.run_id, changes, expect=ACTIVE_RUN) is not None
+
+    def fail(
+        self,
+        msg: Activation,
+        key: str,
+        err: dict[str, str],
+        changes: NodeChanges,
+        *,
+        owner: str | None = None,
+        expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
+    ) -> None:
+        if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is FinishResult.OK:
+            run = RunChanges(changes.now_ms, status=RunStatus.FAILED, error=err, ended=True)
+            self.store.update_run(msg.run_id, run, expect=ACTIVE_RUN)
+
+    def fail_node(self, run_id: str, node: str, err: dict[str, str]) -> Outcome:
+        """A transport gave up on ``node`` (e.g. Step Functions ran out of retries after Lambda
+        timeouts): fail the node and the run. Idempotent; a no-op on a finished run. The node is
+        marked FAILED even if it was never claimed, so the run can be redriven from it."""
+        now = self.clock.now_ms()
+        run = self.store.get_run(run_id)
+        if run is None or run.status.finished:
+            return Outcome(OutcomeKind.FAILED, error=run.error if run else err)
+        rec = self.store.get_node(run_id, node)
+        if rec is None:
+            self.store.put_node_if_absent(NodeInit(run_id, node, node, None, status=NodeStatus.FAILED), now)
+        elif not rec.status.finished:
+            self.store.finish(
+                run_id, node, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), expect=(rec.status,)
+            )
+        self.store.update_run(
+            run_id, RunChanges(now, status=RunStatus.FAILED, error=err, ended=True), expect=ACTIVE_RUN
+        )
+        logger.warning("run failed by its transport", extra={"run_id": run_id, "node": node, "error": err})
+        return Outcome(OutcomeKind.FAILED, error=err)
+
+    def pinned(self, run: RunRecord) -> Workflow:
+        """The run's workflow at its pinned version. When this deployment does not register that
+        version, nothing can advance the run: fail it with an error naming the version, and raise."""
+        try:
+            return self.registry.get(run.workflow, run.version)
+        except VersionNotRegistered as exc:
+            self.fail_unregistered(run.run_id, run.current, exc)
+            raise
+
+    def fail_unregistered(self, run_id: str, key: str | None, exc: VersionNotRegistered) -> Outcome:
+        err = {"node": key or "", "type": "VersionNotRegistered", "message": f"{exc}; register it again and redrive"}
+        logger.error("run pinned to a workflow version this deployment does not register", extra={"error": err})
+        if key:
+            return self.fail_node(run_id, key, err)
+        self.store.update_run(
+            run_id, RunChanges(self.clock.now_ms(), status=RunStatus.FAILED, error=err, ended=True), expect=ACTIVE_RUN
+        )
+        return Outcome(OutcomeKind.FAILED, error=err)

@@ -81,13 +81,14 @@ from stepchain.api.models import (
 )
 from stepchain.api.security import check_input_size, cursor_key, output_url_ttl_s
 from stepchain.engine import Engine
+from stepchain.engine.runs import RunService
 from stepchain.exceptions import (
     BlobUnavailable,
     InvalidRunState,
     StepchainError,
     StepNotFound,
 )
-from stepchain.ledger import describe, node_kind
+from stepchain.ledger import node_kind
 from stepchain.payloads import PayloadCodec
 from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.workflow import NodeKind
@@ -113,12 +114,12 @@ class ApiError(StepchainError):
 app = APIGatewayRestResolver(enable_validation=True)
 
 
-def get_engine() -> Engine:
-    """Dependency: the engine :func:`handle_api_event` put in the resolver's context."""
-    return cast(Engine, app.context["engine"])
+def get_runs() -> RunService:
+    """Dependency: the run service of the engine :func:`handle_api_event` put in the resolver's context."""
+    return cast(Engine, app.context["engine"]).runs
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
+RunsDep = Annotated[RunService, Depends(get_runs)]
 #: "any JSON value" as a body type. Spelled as a union with a list because Powertools' validation
 #: replaces a list body by its first element unless the declared type admits a sequence.
 AnyJson = Any | list[Any]
@@ -167,18 +168,18 @@ def _handle(run: RunRecord) -> RunHandle:
     )
 
 
-def _output(engine: Engine, ref: str | None) -> dict[str, Any]:
+def _output(runs: RunService, ref: str | None) -> dict[str, Any]:
     """A stored value as response fields: inline, or a presigned URL when offloaded to the blob store."""
     if ref is None:
         return {}
     fields: dict[str, Any] = {"has_output": True, "output_bytes": PayloadCodec.size(ref)}
     key = PayloadCodec.blob_key(ref)
-    url = None if key is None else engine.codec.blobs.presigned_url(key, output_url_ttl_s())
+    url = None if key is None else runs.codec.blobs.presigned_url(key, output_url_ttl_s())
     if url is not None:
         fields["output_url"] = url
         return fields
     try:
-        value = engine.codec.decode(ref)
+        value = runs.codec.decode(ref)
     except BlobUnavailable as exc:  # a stored value we cannot read back is our problem, not the caller's
         raise RuntimeError(f"stored output is unreadable: {exc}") from exc
     if depth(value) > MAX_SERVED_DEPTH:  # a step may return what no JSON response here can carry
@@ -264,7 +265,7 @@ def _error(status: int, code: str, message: str, details: list[dict[str, Any]] |
     status_code=202,
 )
 def start_run(
-    engine: EngineDep,
+    runs: RunsDep,
     body: Annotated[StartRunRequest, Body()],
     idempotency_key: Annotated[
         str | None,
@@ -276,7 +277,7 @@ def start_run(
     ] = None,
 ) -> Response[RunHandle]:
     check_input_size(body.input)  # 413 limit_exceeded over STEPCHAIN_MAX_INPUT_BYTES
-    run, created = engine.start(body.workflow, body.input, idempotency_key=idempotency_key)
+    run, created = runs.start(body.workflow, body.input, idempotency_key=idempotency_key)
     if created:
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
     handle = _handle(run)
@@ -295,7 +296,7 @@ def start_run(
     responses=_responses(200, "A page of runs", 400, 404),
 )
 def list_runs(
-    engine: EngineDep,
+    runs: RunsDep,
     workflow: Annotated[
         str | None,
         Query(pattern=WORKFLOW_PATTERN, description="Required when more than one workflow is deployed."),
@@ -305,19 +306,19 @@ def list_runs(
     cursor: Annotated[str | None, Query(max_length=4096, description="next_cursor of the previous page.")] = None,
 ) -> RunList:
     if workflow is None:
-        names = engine.registry.names()
+        names = runs.registry.names()
         if len(names) != 1:
             raise ApiError(400, "workflow_required", f"pass ?workflow= (one of {names})")
         workflow = names[0]
     inner = None if cursor is None else _decode_cursor(cursor, workflow, status)
     try:
-        page = engine.store.list_runs(workflow, status=status, limit=limit, cursor=inner)
+        page = runs.list_runs(workflow, status=status, limit=limit, cursor=inner)
     except Exception as exc:
         if inner is None or not _is_cursor_rejection(exc):
             raise
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
-    if not page.runs and inner is None and workflow not in engine.registry.names():
-        engine.registry.get(workflow)  # no such workflow, and no runs of a retired one: 404
+    if not page.runs and inner is None and workflow not in runs.registry.names():
+        runs.registry.get(workflow)  # no such workflow, and no runs of a retired one: 404
     return RunList(
         runs=[
             RunSummary(
@@ -348,10 +349,10 @@ def _is_cursor_rejection(exc: Exception) -> bool:
     operation_id="getRun",
     responses=_responses(200, "The run", 400, 404),
 )
-def get_run(engine: EngineDep, run_id: RunId) -> RunDetail:
-    run = engine.get_run(run_id)
-    view = describe(engine.store, engine.registry, run).to_dict()
-    out = _output(engine, run.output_ref) if run.status is RunStatus.SUCCEEDED else {}
+def get_run(runs: RunsDep, run_id: RunId) -> RunDetail:
+    run = runs.get_run(run_id)
+    view = runs.describe_run(run).to_dict()
+    out = _output(runs, run.output_ref) if run.status is RunStatus.SUCCEEDED else {}
     return RunDetail.model_validate({**view, **out, "links": _links(run_id)})
 
 
@@ -362,26 +363,26 @@ def get_run(engine: EngineDep, run_id: RunId) -> RunDetail:
     responses=_responses(200, "The step", 400, 404),
 )
 def get_step(
-    engine: EngineDep,
+    runs: RunsDep,
     run_id: RunId,
     step: Annotated[str, Path(pattern=STEP_PATTERN)],
     index: Annotated[int | None, Query(ge=0, description="Map item number (0-based).")] = None,
 ) -> StepDetail:
-    run = engine.get_run(run_id)
+    run = runs.get_run(run_id)
     # A run on a version this deployment no longer registers is read from its records alone.
-    wf = engine.registry.find(run.workflow, run.version)
+    wf = runs.registry.find(run.workflow, run.version)
     if wf is not None and not wf.has_node(step):
         raise StepNotFound(f"workflow {run.workflow!r} has no step {step!r}")
-    top = engine.store.get_node(run_id, step) if wf is None else None
+    top = runs.node(run_id, step) if wf is None else None
     kind = wf.node(step).kind.value if wf is not None else None if top is None else node_kind(top, None)
     if index is not None and kind is not None and kind != NodeKind.MAP.value:
         raise StepNotFound(f"step {step!r} is not a map: it has no item {index}")
-    rec = top if top is not None and index is None else engine.store.get_node(run_id, node_key(step, index))
+    rec = top if top is not None and index is None else runs.node(run_id, node_key(step, index))
     if rec is None:
         what = step if index is None else f"item {index} of {step!r}"
         raise StepNotFound(f"{what} has not started in run {run_id}")
-    fields = {**_step_fields(rec, kind or node_kind(rec, None)), **_output_if_done(engine, rec)}
-    fields["history"] = [h.to_dict() for h in engine.store.node_history(run_id, rec)]  # H# items too
+    fields = {**_step_fields(rec, kind or node_kind(rec, None)), **_output_if_done(runs, rec)}
+    fields["history"] = [h.to_dict() for h in runs.node_history(run_id, rec)]  # H# items too
     return StepDetail.model_validate(fields)
 
 
@@ -412,8 +413,8 @@ def _step_fields(rec: NodeRecord, kind: str) -> dict[str, Any]:
     }
 
 
-def _output_if_done(engine: Engine, rec: NodeRecord) -> dict[str, Any]:
-    return _output(engine, rec.output_ref) if rec.status is NodeStatus.SUCCEEDED else {}
+def _output_if_done(runs: RunService, rec: NodeRecord) -> dict[str, Any]:
+    return _output(runs, rec.output_ref) if rec.status is NodeStatus.SUCCEEDED else {}
 
 
 @app.post(
@@ -424,18 +425,18 @@ def _output_if_done(engine: Engine, rec: NodeRecord) -> dict[str, Any]:
     status_code=202,
 )
 def send_event(
-    engine: EngineDep,
+    runs: RunsDep,
     run_id: RunId,
     name: Annotated[str, Path(pattern=EVENT_PATTERN)],
     payload: Annotated[AnyJson, Body(description="The event's payload (any JSON); an empty body is null.")] = None,
 ) -> EventAccepted:
-    run = engine.get_run(run_id)
+    run = runs.get_run(run_id)
     if run.status.finished:
         raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
-    wf = engine.registry.find(run.workflow, run.version)  # None: deliver_event fails the run, 409
+    wf = runs.registry.find(run.workflow, run.version)  # None: deliver_event fails the run, 409
     if wf is not None and not any(n.kind is NodeKind.WAIT and n.event == name for n in wf.nodes):
         raise ApiError(404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {name!r}")
-    result = engine.deliver_event(run_id, name, payload)
+    result = runs.deliver_event(run_id, name, payload)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     return EventAccepted(run_id=run_id, event=name, status="delivered" if result == "delivered" else "buffered")
 
@@ -446,8 +447,8 @@ def send_event(
     operation_id="cancelRun",
     responses=_responses(200, "Cancelled", 400, 404, 409),
 )
-def cancel_run(engine: EngineDep, run_id: RunId) -> RunHandle:
-    run = engine.cancel(run_id)
+def cancel_run(runs: RunsDep, run_id: RunId) -> RunHandle:
+    run = runs.cancel(run_id)
     metrics.add_metric(name="RunsCancelled", unit=MetricUnit.Count, value=1)
     return _handle(run)
 
@@ -460,7 +461,7 @@ def cancel_run(engine: EngineDep, run_id: RunId) -> RunHandle:
     status_code=202,
 )
 def redrive_run(
-    engine: EngineDep,
+    runs: RunsDep,
     run_id: RunId,
     body: Annotated[RedriveRequest | None, Body()] = None,
 ) -> RunHandle:
@@ -468,7 +469,7 @@ def redrive_run(
     keep = body.keep_progress if body else None
     if replace:
         check_input_size(body.input if body else None)
-    run = engine.redrive(run_id, input=body.input if body else None, replace_input=replace, keep_progress=keep)
+    run = runs.redrive(run_id, input=body.input if body else None, replace_input=replace, keep_progress=keep)
     metrics.add_metric(name="RunsRedriven", unit=MetricUnit.Count, value=1)
     return _handle(run)
 

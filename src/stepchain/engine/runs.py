@@ -22,7 +22,7 @@ from stepchain.ledger import RunView, describe
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
-from stepchain.records import NodeStatus, RunRecord, RunStatus
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
 from stepchain.workflow import Registry, Workflow
 
@@ -250,3 +250,15 @@ class RunService:
     def describe(self, run_id: str) -> RunView:
         """The run with its nodes, ledger and timeline."""
         return describe(self.store, self.registry, self.get_run(run_id))
+
+    def describe_run(self, run: RunRecord) -> RunView:
+        """:meth:`describe` for a run already read."""
+        return describe(self.store, self.registry, run)
+
+    def node(self, run_id: str, key: str) -> NodeRecord | None:
+        """The run's node (or map item) record under ``key``, if it has started."""
+        return self.store.get_node(run_id, key)
+
+    def node_history(self, run_id: str, rec: NodeRecord) -> tuple[Invocation, ...]:
+        """Every invocation of the node ``rec``."""
+        return self.store.node_history(run_id, rec)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepchain.engine import Engine
-from stepchain.ledger import RunView, describe
+from stepchain.ledger import RunView
 from stepchain.payloads import PayloadCodec
 from stepchain.records import RunStatus
 from stepchain.store.base import CheckpointStore
@@ -24,7 +24,7 @@ class RunsApi:
 
     def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
         """Start a run (what ``POST /runs`` does); returns its id."""
-        run, _ = self.engine.start(workflow, input, idempotency_key=idempotency_key)
+        run, _ = self.engine.runs.start(workflow, input, idempotency_key=idempotency_key)
         if run.run_id not in self.run_ids:
             self.run_ids.append(run.run_id)
         return run.run_id
@@ -32,18 +32,18 @@ class RunsApi:
     def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
         """Deliver event ``name``: ``"delivered"`` (a wait consumed it) or ``"buffered"`` (kept for
         the wait to come)."""
-        return self.engine.deliver_event(run_id, name, payload)
+        return self.engine.runs.deliver_event(run_id, name, payload)
 
     def cancel(self, run_id: str) -> None:
         """Cancel an active run: nodes not started never will; a node running now finishes."""
-        self.engine.cancel(run_id)
+        self.engine.runs.cancel(run_id)
 
     def redrive(
         self, run_id: str, *, input: Any = None, replace_input: bool = False, keep_progress: bool | None = None
     ) -> None:
         """Resume a FAILED run at its failed node(s) (with ``replace_input``, on ``input``)."""
         extra: dict[str, Any] = {} if keep_progress is None else {"keep_progress": keep_progress}
-        self.engine.redrive(run_id, input=input, replace_input=replace_input, **extra)
+        self.engine.runs.redrive(run_id, input=input, replace_input=replace_input, **extra)
 
     def _status_after_run(self, run_id: str | None) -> str:
         if run_id is None:
@@ -53,18 +53,18 @@ class RunsApi:
     # -- looking at runs (the same on every harness) -------------------------------------------------
     def status(self, run_id: str) -> str:
         """The run's status: RUNNING, WAITING, SUCCEEDED, FAILED or CANCELLED."""
-        return self.engine.get_run(run_id).status.value
+        return self.engine.runs.get_run(run_id).status.value
 
     def output(self, run_id: str) -> Any:
         """The output of a SUCCEEDED run (AssertionError with the run's error otherwise)."""
-        run = self.engine.get_run(run_id)
+        run = self.engine.runs.get_run(run_id)
         if run.status is not RunStatus.SUCCEEDED:
             raise AssertionError(f"run {run_id} is {run.status.value}: {run.error}")
         return self.codec.decode(run.output_ref)
 
     def view(self, run_id: str) -> RunView:
         """The run's ledger: nodes, items, attempts, crashes, costs (what ``GET /runs/{id}`` shows)."""
-        return describe(self.store, self.registry, self.engine.get_run(run_id))
+        return self.engine.runs.describe(run_id)
 
     def runs(self) -> list[str]:
         """Ids of every run the store holds (of the registered workflows), oldest first; also the

@@ -18,6 +18,7 @@ import pytest
 from stepchain import Registry, StepContext, TerminalError, Workflow
 from stepchain.api import MAX_BODY_BYTES, handle_api_event, openapi_json
 from stepchain.api import app as api_app
+from stepchain.api.cursors import encode_cursor
 from stepchain.api.decoding import MAX_DEPTH
 from stepchain.api.models import NodeViewModel, RunDetail, RunTotals
 from stepchain.ledger import NodeView, RunView
@@ -645,7 +646,7 @@ def test_forged_cursors_are_400_before_dynamodb(inner: Any, monkeypatch: pytest.
         assert r.status == 400 and r.code == "invalid_cursor", r.raw
         # signed with the public default key, the store still checks the key's shape itself
         store_cursor = base64.urlsafe_b64encode(json.dumps(inner).encode()).decode()
-        signed = api_app._encode_cursor("fanout", None, store_cursor)
+        signed = encode_cursor("fanout", None, store_cursor)
         assert signed is not None
         r = call(h, "list-runs", query={"workflow": "fanout", "cursor": signed})
         assert r.status == 400 and r.code == "invalid_cursor", r.raw

@@ -18,7 +18,8 @@ from tests.functional.test_api import call, fanout, start
 
 from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import security
-from stepchain.api.app import _cursor_mac, _unb64
+from stepchain.api.cursors import cursor_mac as _cursor_mac
+from stepchain.api.cursors import unb64 as _unb64
 from stepchain.aws import AwsClients
 from stepchain.exceptions import LimitExceeded, ValidationError
 from stepchain.limits import RunLimits

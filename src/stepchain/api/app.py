@@ -31,11 +31,7 @@ Request bodies are decoded in one place, :mod:`stepchain.api.decoding`, before a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -53,15 +49,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
+from stepchain.api.cursors import decode_cursor, encode_cursor, is_cursor_rejection
 from stepchain.api.decoding import (
     MAX_BODY_BYTES,
-    MAX_SERVED_DEPTH,
     BodySpec,
     RequestRejected,
     body_specs,
-    depth,
     normalize,
 )
+from stepchain.api.errors import ApiError
 from stepchain.api.models import (
     EVENT_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
@@ -79,18 +75,17 @@ from stepchain.api.models import (
     StartRunRequest,
     StepDetail,
 )
-from stepchain.api.security import check_input_size, cursor_key, output_url_ttl_s
+from stepchain.api.security import check_input_size
+from stepchain.api.views import output_fields, output_if_done, step_fields
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import (
-    BlobUnavailable,
     InvalidRunState,
     StepchainError,
     StepNotFound,
 )
 from stepchain.ledger import node_kind
-from stepchain.payloads import PayloadCodec
-from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.records import RunRecord, RunStatus, node_key
 from stepchain.workflow import NodeKind
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "app", "handle_api_event", "main", "openapi_json"]
@@ -99,15 +94,6 @@ MAX_PAGE = 100
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "stepchain")
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "stepchain")
-
-
-class ApiError(StepchainError):
-    """A client mistake the API itself detects; carries its own status and code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.code = code
 
 
 # Bodies reach Powertools already decoded and re-serialized by stepchain.api.decoding.
@@ -166,73 +152,6 @@ def _handle(run: RunRecord) -> RunHandle:
     return RunHandle(
         run_id=run.run_id, workflow=run.workflow, version=run.version, status=run.status, links=_links(run.run_id)
     )
-
-
-def _output(runs: RunService, ref: str | None) -> dict[str, Any]:
-    """A stored value as response fields: inline, or a presigned URL when offloaded to the blob store."""
-    if ref is None:
-        return {}
-    fields: dict[str, Any] = {"has_output": True, "output_bytes": PayloadCodec.size(ref)}
-    key = PayloadCodec.blob_key(ref)
-    url = None if key is None else runs.codec.blobs.presigned_url(key, output_url_ttl_s())
-    if url is not None:
-        fields["output_url"] = url
-        return fields
-    try:
-        value = runs.codec.decode(ref)
-    except BlobUnavailable as exc:  # a stored value we cannot read back is our problem, not the caller's
-        raise RuntimeError(f"stored output is unreadable: {exc}") from exc
-    if depth(value) > MAX_SERVED_DEPTH:  # a step may return what no JSON response here can carry
-        fields["output_omitted"] = f"nested more than {MAX_SERVED_DEPTH} levels: read it with the library"
-    else:
-        fields["output"] = value
-    return fields
-
-
-def _cursor_mac(payload: bytes) -> bytes:
-    """HMAC-SHA256 (truncated to 16 bytes) of a cursor, keyed by :func:`~stepchain.api.security.cursor_key`.
-
-    Deployed, the key is a generated Secrets Manager secret (``STEPCHAIN_CURSOR_KEY_SECRET_ARN``): a
-    cursor this API did not issue is refused before it reaches the store. Locally ``STEPCHAIN_CURSOR_KEY``,
-    else a public constant: that still rejects any cursor that was edited or made up without reading
-    this code, and the store checks a cursor's shape itself."""
-    return hmac.new(cursor_key(), payload, hashlib.sha256).digest()[:16]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _encode_cursor(workflow: str, status: RunStatus | None, inner: str | None) -> str | None:
-    if inner is None:
-        return None
-    doc = json.dumps({"w": workflow, "s": status.value if status else None, "c": inner}, separators=(",", ":"))
-    return f"{_b64(doc.encode())}.{_b64(_cursor_mac(doc.encode()))}"
-
-
-def _decode_cursor(cursor: str, workflow: str, status: RunStatus | None) -> str:
-    """The store's cursor inside an API cursor: signed by this API, for this same query."""
-    forged = ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-    body, _, mac = cursor.partition(".")
-    try:
-        payload, tag = _unb64(body), _unb64(mac)
-    except (ValueError, binascii.Error):
-        raise forged from None
-    if not hmac.compare_digest(tag, _cursor_mac(payload)):
-        raise forged
-    try:  # signed by us, but the key may be the public default: check the shape all the same
-        doc = json.loads(payload)
-    except (ValueError, RecursionError):
-        raise forged from None
-    if not (isinstance(doc, dict) and set(doc) == {"w", "s", "c"} and isinstance(doc["c"], str)):
-        raise forged
-    if doc["w"] != workflow or doc["s"] != (status.value if status else None):
-        raise ApiError(400, "invalid_cursor", "cursor belongs to a different query (workflow/status changed)")
-    return doc["c"]
 
 
 def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
@@ -310,11 +229,11 @@ def list_runs(
         if len(names) != 1:
             raise ApiError(400, "workflow_required", f"pass ?workflow= (one of {names})")
         workflow = names[0]
-    inner = None if cursor is None else _decode_cursor(cursor, workflow, status)
+    inner = None if cursor is None else decode_cursor(cursor, workflow, status)
     try:
         page = runs.list_runs(workflow, status=status, limit=limit, cursor=inner)
     except Exception as exc:
-        if inner is None or not _is_cursor_rejection(exc):
+        if inner is None or not is_cursor_rejection(exc):
             raise
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
     if not page.runs and inner is None and workflow not in runs.registry.names():
@@ -331,16 +250,8 @@ def list_runs(
             )
             for r in page.runs
         ],
-        next_cursor=_encode_cursor(workflow, status, page.cursor),
+        next_cursor=encode_cursor(workflow, status, page.cursor),
     )
-
-
-def _is_cursor_rejection(exc: Exception) -> bool:
-    """A forged cursor that decodes but that the store cannot use (a bad key, a DynamoDB ValidationException)."""
-    if isinstance(exc, ValueError | KeyError | TypeError):
-        return True
-    response = getattr(exc, "response", None)
-    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ValidationException"
 
 
 @app.get(
@@ -352,7 +263,7 @@ def _is_cursor_rejection(exc: Exception) -> bool:
 def get_run(runs: RunsDep, run_id: RunId) -> RunDetail:
     run = runs.get_run(run_id)
     view = runs.describe_run(run).to_dict()
-    out = _output(runs, run.output_ref) if run.status is RunStatus.SUCCEEDED else {}
+    out = output_fields(runs, run.output_ref) if run.status is RunStatus.SUCCEEDED else {}
     return RunDetail.model_validate({**view, **out, "links": _links(run_id)})
 
 
@@ -381,40 +292,9 @@ def get_step(
     if rec is None:
         what = step if index is None else f"item {index} of {step!r}"
         raise StepNotFound(f"{what} has not started in run {run_id}")
-    fields = {**_step_fields(rec, kind or node_kind(rec, None)), **_output_if_done(runs, rec)}
+    fields = {**step_fields(rec, kind or node_kind(rec, None)), **output_if_done(runs, rec)}
     fields["history"] = [h.to_dict() for h in runs.node_history(run_id, rec)]  # H# items too
     return StepDetail.model_validate(fields)
-
-
-def _step_fields(rec: NodeRecord, kind: str) -> dict[str, Any]:
-    return {
-        "run_id": rec.run_id,
-        "step": rec.node,
-        "key": rec.key,
-        "index": rec.index,
-        "kind": kind,
-        "status": rec.status,
-        "attempts": rec.attempts,
-        "invocations": rec.invocations,
-        "crashes": rec.crashes,
-        "checkpoint_hits": rec.checkpoint_hits,
-        "duration_ms": rec.duration_ms,
-        "created_ms": rec.created_ms,
-        "started_ms": rec.started_ms,
-        "ended_ms": rec.ended_ms,
-        "cost_usd": round(rec.cost_usd, 9),
-        "input_tokens": rec.input_tokens,
-        "output_tokens": rec.output_tokens,
-        "error": rec.error,
-        "wake_at_ms": rec.wake_at_ms,
-        "event_name": rec.event_name,
-        "items_total": rec.items_total,
-        "history": [h.to_dict() for h in rec.history],
-    }
-
-
-def _output_if_done(runs: RunService, rec: NodeRecord) -> dict[str, Any]:
-    return _output(runs, rec.output_ref) if rec.status is NodeStatus.SUCCEEDED else {}
 
 
 @app.post(

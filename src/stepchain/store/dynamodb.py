@@ -52,7 +52,7 @@ from stepchain.store.base import (
     RunChanges,
     RunPage,
 )
-from stepchain.store.memory import classify_conflict
+from stepchain.store.items import classify_conflict
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -1,4 +1,6 @@
-"""In-memory checkpoint store: the same contract as DynamoDB, for tests and the embedded runtime."""
+"""In-memory checkpoint store: the same contract as DynamoDB, for tests and the embedded runtime.
+
+How a change becomes stored fields is in :mod:`stepchain.store.items`."""
 
 from __future__ import annotations
 
@@ -36,7 +38,6 @@ from stepchain.records import (
     split_history_sk,
 )
 from stepchain.store.base import (
-    ACTIVE_RUN,
     CheckpointStore,
     ClaimKind,
     ClaimResult,
@@ -47,84 +48,13 @@ from stepchain.store.base import (
     RunChanges,
     RunPage,
 )
-
-
-def set_history(item: dict[str, Any], push: HistoryPush) -> None:
-    item["history"] = [h.to_dict() for h in push.window]
-    item["hist_n"] = push.count
-
-
-def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
-    item["status"] = c.status.value
-    item.pop("owner", None)
-    item["lease_until"] = 0
-    for name, value in (
-        ("output", c.output_ref),
-        ("input", c.input_ref),
-        ("error", c.error),
-        ("attempts", c.attempts),
-        ("wake_at", c.wake_at_ms),
-        ("event_name", c.event_name),
-        ("task_token", c.task_token),
-        ("items_total", c.items_total),
-    ):
-        if value is not None:
-            item[name] = value
-    if c.clear_error and c.error is None:  # a new error replaces the old one (as in DynamoDB)
-        item.pop("error", None)
-    for name, inc in (
-        ("duration_ms", c.add_duration_ms),
-        ("cost_nano", c.add_cost_nano),
-        ("input_tokens", c.add_input_tokens),
-        ("output_tokens", c.add_output_tokens),
-        ("checkpoint_hits", c.add_checkpoint_hits),
-        ("effect_reruns", c.add_effect_reruns),
-        ("gen", int(c.new_generation)),
-    ):
-        if inc:
-            item[name] = item.get(name, 0) + inc
-    if c.ended:
-        item["ended"] = c.now_ms
-    item["updated"] = c.now_ms
-
-
-def apply_run_changes(item: dict[str, Any], c: RunChanges) -> None:
-    item["updated"] = c.now_ms
-    for name, value in (
-        ("status", None if c.status is None else c.status.value),
-        ("current", c.current),
-        ("output", c.output_ref),
-        ("error", c.error),
-    ):
-        if value is not None:
-            item[name] = value
-    if c.clear_error and c.error is None:  # a new error replaces the old one (as in DynamoDB)
-        item.pop("error", None)
-    if c.ended:
-        item["ended"] = c.now_ms
-    if c.add_redrive:
-        item["redrives"] = item.get("redrives", 0) + 1
-    if c.settled:
-        item["settled"] = True
-    elif c.status is not None and c.status in ACTIVE_RUN:
-        item.pop("settled", None)
-
-
-def needs_sweeping(item: dict[str, Any]) -> bool:
-    """Is the run in the active-run index (``CheckpointStore.list_active_runs``)?"""
-    status = RunStatus(item["status"])
-    return status in ACTIVE_RUN or (status is RunStatus.CANCELLED and not item.get("settled"))
-
-
-def classify_conflict(old: dict[str, Any] | None) -> ClaimResult:
-    if old is None:
-        return ClaimResult(ClaimKind.GONE, None)
-    rec = NodeRecord.from_item(old)
-    if rec.status is NodeStatus.SUCCEEDED:
-        return ClaimResult(ClaimKind.DONE, rec)
-    if rec.status in (NodeStatus.FAILED, NodeStatus.CANCELLED):
-        return ClaimResult(ClaimKind.GONE, rec)
-    return ClaimResult(ClaimKind.BUSY, rec)
+from stepchain.store.items import (
+    apply_node_changes,
+    apply_run_changes,
+    classify_conflict,
+    needs_sweeping,
+    set_history,
+)
 
 
 class MemoryStore(CheckpointStore):

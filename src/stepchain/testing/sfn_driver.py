@@ -12,17 +12,7 @@ def test_on_step_functions():
         run_id = h.start("my-agent", {"q": "..."})
         assert h.run(run_id) == "SUCCEEDED"
 
-What it patches (moto internals, pinned to moto 5.2.5; ``seams()`` lists them and a canary test
-checks that they still exist):
-
-* ``LambdaFunction._invoke_lambda``: runs the handler in-process. An injected crash or a virtual
-  timeout comes back to Step Functions as a failed invocation (``Runtime.ExitError``,
-  ``Sandbox.Timedout``), so the task's Retry re-invokes; after a crash the virtual clock moves
-  past the dead invocation's lease (its budget + the engine's 2 s grace) so the retry takes over.
-* ``WaitFunction._wait_interval``, ``Timestamp._get_wait_seconds`` and the retrier's ``time``:
-  Wait states and Retry intervals move the virtual clock instead of sleeping.
-* Event deadlines: :meth:`SfnHarness.advance` times out the callback of every wait whose deadline
-  passed in virtual time (moto would wait in real time), which raises ``States.Timeout``.
+What it patches in moto, and why, is in :mod:`stepchain.testing.sfn_moto`.
 
 Invocations are serialized (one at a time, like a concurrency limit of 1): Map branches run in
 threads, and one virtual clock with one deadline serves them all.
@@ -30,15 +20,11 @@ threads, and one virtual clock with one deadline serves them all.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
-import zipfile
 from contextlib import AbstractContextManager
-from datetime import UTC
 from typing import Any
-from unittest import mock
 
 from stepchain.asl import function_names, substitute, to_asl
 from stepchain.aws.sfn_worker import handle_sfn_task, parse_event
@@ -51,32 +37,13 @@ from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog, moto_aws
 from stepchain.testing.probe import InjectedCrash
+from stepchain.testing.sfn_moto import lambda_zip, patch_moto, seams
 from stepchain.workflow import NodeKind, Workflow
 
 #: the Lambda error types a dead invocation reports
 CRASH_ERROR = "Runtime.ExitError"
 TIMEOUT_ERROR = "Sandbox.Timedout"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-
-
-def seams() -> dict[str, Any]:
-    """The moto internals this driver patches (name -> the object that must have them)."""
-    from moto.awslambda.models import LambdaFunction
-    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
-    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
-    from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeTimedOut
-    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
-
-    return {
-        "LambdaFunction._invoke_lambda": getattr(LambdaFunction, "_invoke_lambda", None),
-        "WaitFunction._wait_interval": getattr(WaitFunction, "_wait_interval", None),
-        "Timestamp._get_wait_seconds": getattr(Timestamp, "_get_wait_seconds", None),
-        "Timestamp._from_timestamp_string": getattr(Timestamp, "_from_timestamp_string", None),
-        "retrier_decl.time.sleep": getattr(getattr(retrier_decl, "time", None), "sleep", None),
-        "CallbackOutcomeTimedOut": CallbackOutcomeTimedOut,
-        "stepfunctions_parser_backends": stepfunctions_parser_backends,
-    }
 
 
 #: ``mock_aws`` configuration under which moto really executes state machines
@@ -88,26 +55,6 @@ POLL_TIMEOUT_S = 60.0
 def moto_sfn() -> AbstractContextManager[None]:
     """moto with Step Functions executing (and the environment mock_aws needs)."""
     return moto_aws(SFN_CONFIG)
-
-
-def _zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("app.py", "def handler(event, context):\n    raise RuntimeError('served in-process')\n")
-    return buf.getvalue()
-
-
-class _VirtualTime:
-    """Stands in for the ``time`` module in moto's retrier: sleeping moves the virtual clock."""
-
-    def __init__(self, harness: SfnHarness) -> None:
-        self._h = harness
-
-    def sleep(self, seconds: float) -> None:
-        self._h.pass_time(seconds * 1000)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 class SfnHarness(Harness):
@@ -168,7 +115,7 @@ class SfnHarness(Harness):
         )["Role"]["Arn"]
         lam = boto3.client("lambda", region_name="us-east-1")
         arns: dict[str, str] = {}
-        code = _zip()
+        code = lambda_zip()
         for fn in sorted({f for wf in workflows for f in function_names(wf)}):
             timeout = max([n.timeout_s for wf in workflows for n in wf.nodes if n.function_name == fn] or [30])
             arns[fn] = lam.create_function(
@@ -192,34 +139,7 @@ class SfnHarness(Harness):
         return StepFunctionsHandoff(machines, self.sfn)
 
     def _patch(self) -> None:
-        from moto.awslambda.models import LambdaFunction
-        from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-        from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
-        from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
-
-        harness = self
-        original_wait_seconds = Timestamp._get_wait_seconds
-
-        def invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
-            payload = json.loads(event) if isinstance(event, str | bytes) else (event or {})
-            return harness._invoke(str(fn.function_name), payload)
-
-        def wait_seconds(ts: Any, env: Any) -> int:
-            ts.string.eval(env=env)
-            stamp = env.stack.pop()
-            when = Timestamp._from_timestamp_string(stamp) if isinstance(stamp, str) else None
-            if when is None:
-                return int(original_wait_seconds(ts, env))  # raises moto's own failure event
-            harness.pass_time_to(int(when.replace(tzinfo=UTC).timestamp() * 1000))
-            return 0
-
-        def wait_interval(wf: Any, env: Any, wait_seconds: int) -> None:
-            harness.pass_time(max(0, wait_seconds) * 1000)
-
-        self._stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", invoke_lambda))
-        self._stack.enter_context(mock.patch.object(Timestamp, "_get_wait_seconds", wait_seconds))
-        self._stack.enter_context(mock.patch.object(WaitFunction, "_wait_interval", wait_interval))
-        self._stack.enter_context(mock.patch.object(retrier_decl, "time", _VirtualTime(self)))
+        patch_moto(self._stack, self)
 
     # -- virtual time ------------------------------------------------------------------------------
     def pass_time(self, ms: float) -> None:

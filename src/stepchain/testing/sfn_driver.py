@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from contextlib import AbstractContextManager
 from typing import Any
 
 from stepchain.asl import function_names, substitute, to_asl
@@ -35,9 +34,9 @@ from stepchain.payloads import DEFAULT_INLINE_LIMIT
 from stepchain.records import NodeStatus, RunStatus
 from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualLambdaContext
-from stepchain.testing.harness import Harness, InvocationLog, moto_aws
+from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import InjectedCrash
-from stepchain.testing.sfn_moto import lambda_zip, patch_moto, seams
+from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams
 from stepchain.workflow import NodeKind, Workflow
 
 #: the Lambda error types a dead invocation reports
@@ -46,15 +45,8 @@ TIMEOUT_ERROR = "Sandbox.Timedout"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
-#: ``mock_aws`` configuration under which moto really executes state machines
-SFN_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}}
 #: default of ``SfnHarness(poll_timeout_s=)``: real seconds :meth:`SfnHarness.run` waits without progress
 POLL_TIMEOUT_S = 60.0
-
-
-def moto_sfn() -> AbstractContextManager[None]:
-    """moto with Step Functions executing (and the environment mock_aws needs)."""
-    return moto_aws(SFN_CONFIG)
 
 
 class SfnHarness(Harness):
@@ -207,10 +199,21 @@ class SfnHarness(Harness):
             self.invocations.append(InvocationLog(key, action, budget, took, result))
 
     # -- driving runs ------------------------------------------------------------------------------
+    # The API side takes the invocation lock, as the sweeper does: moto's DynamoDB is not thread-safe
+    # (a GetItem racing the UpdateItem that creates the item can see it without attributes).
+    def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
+        with self._lock:
+            return super().start(workflow, input, idempotency_key=idempotency_key)
+
+    def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
+        with self._lock:
+            return super().send_event(run_id, name, payload)
+
     def cancel(self, run_id: str) -> None:
         """Cancel the run (StopExecution). moto's StopExecution does not interrupt a task waiting
         for its callback (AWS does): the driver ends that wait, so the execution ends ABORTED."""
-        self.engine.cancel(run_id)
+        with self._lock:
+            self.engine.cancel(run_id)
         for token in self._wait_tokens(run_id, any_status=True):
             self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
 

@@ -19,10 +19,20 @@ import io
 import json
 import time
 import zipfile
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC
 from typing import Any, Protocol
 from unittest import mock
+
+from stepchain.testing.harness import moto_aws
+
+#: ``mock_aws`` configuration under which moto really executes state machines
+SFN_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}}
+
+
+def moto_sfn() -> AbstractContextManager[None]:
+    """moto with Step Functions executing (and the environment mock_aws needs)."""
+    return moto_aws(SFN_CONFIG)
 
 
 class MotoHost(Protocol):
@@ -108,4 +118,4 @@ def patch_moto(stack: ExitStack, harness: MotoHost) -> None:
     stack.enter_context(mock.patch.object(retrier_decl, "time", _VirtualTime(harness)))
 
 
-__all__ = ["MotoHost", "lambda_zip", "patch_moto", "seams"]
+__all__ = ["SFN_CONFIG", "MotoHost", "lambda_zip", "moto_sfn", "patch_moto", "seams"]

@@ -418,15 +418,27 @@ class SfnHarness(Harness):
         from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
         backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
-        ended = 0
-        for token in tokens:
+
+        def notify(token: str) -> bool:
             for execution in backend._get_executions(ExecutionStatus.RUNNING):
                 if execution.exec_worker.env.callback_pool_manager.notify(
                     callback_id=token, outcome=CallbackOutcomeTimedOut(callback_id=token)
                 ):
-                    self._expired.add(token)
-                    ended += 1
+                    return True
+            return False
+
+        ended = 0
+        for token in tokens:
+            # The wait's task stored its token before moto's thread registered the callback: on a
+            # loaded machine that registration can still be on its way. Give it a few real seconds.
+            deadline = time.monotonic() + 10.0
+            while not notify(token):
+                if time.monotonic() > deadline:
                     break
+                time.sleep(0.01)
+            else:
+                self._expired.add(token)
+                ended += 1
         return ended
 
     # -- looking at runs ---------------------------------------------------------------------------

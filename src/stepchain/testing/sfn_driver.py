@@ -379,7 +379,14 @@ class SfnHarness(Harness):
         """No invocation runs and the run waits for an event whose task has not been timed out."""
         if self._inflight or self.engine.get_run(run_id).status is not RunStatus.WAITING:
             return False
-        return not any(token in self._expired for token in self._wait_tokens(run_id))
+        if any(token in self._expired for token in self._wait_tokens(run_id)):
+            return False
+        if self._wait_tokens(run_id, self.clock.now_ms()):
+            # A deadline has passed but no timeout reached its callback (moto registered the
+            # callback late, or the wait task ran again with a new token): deliver it now.
+            self._expire_waits()
+            return False
+        return True
 
     def _wait_tokens(self, run_id: str, due_by_ms: int | None = None, *, any_status: bool = False) -> list[str]:
         """Task tokens of the run's WAITING wait nodes (whose deadline is ``<= due_by_ms``, if given)."""

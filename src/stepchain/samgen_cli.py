@@ -28,7 +28,8 @@ def _template(args: argparse.Namespace, load: Callable[[str], Workflow]) -> int:
         command += "".join(f" --pythonpath {shlex.quote(str(d))}" for d in args.pythonpath)
     command += f" --code-uri {shlex.quote(args.code_uri)} --asl-dir {shlex.quote(args.asl_dir)}"
     command += f" --out {shlex.quote(str(args.out))}"
-    text = samgen.render(workflows, code_uri=args.code_uri, asl_dir=args.asl_dir, out=args.out, command=command)
+    source = "stepchain template " + " ".join(args.workflows)  # no paths: the header is the same everywhere
+    text = samgen.render(workflows, code_uri=args.code_uri, asl_dir=args.asl_dir, out=args.out, command=source)
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current == text:
@@ -39,6 +40,8 @@ def _template(args: argparse.Namespace, load: Callable[[str], Workflow]) -> int:
         )
         changed = sum(1 for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---"))
         print(f"{args.out} is stale ({changed} lines differ): run `{command}`", file=sys.stderr)
+        for line in _summary(current, text):
+            print(line, file=sys.stderr)
         for line in diff[:DIFF_LINES]:
             print(line, file=sys.stderr)
         if len(diff) > DIFF_LINES:
@@ -47,6 +50,29 @@ def _template(args: argparse.Namespace, load: Callable[[str], Workflow]) -> int:
     args.out.write_text(text)
     print(args.out)
     return 0
+
+
+def _summary(current: str, generated: str) -> list[str]:
+    """What differs, by template section and logical id: ``added: Resources.X`` / ``removed:`` / ``changed:``."""
+    import yaml
+
+    from stepchain.samgen_base import load_cfn
+
+    try:
+        old, new = load_cfn(current) or {}, load_cfn(generated)
+    except yaml.YAMLError:  # a broken file on disk: the line diff says enough
+        return ["(the template on disk does not parse as YAML)"]
+    out: list[str] = []
+    for section in dict.fromkeys([*new, *old]):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = dict.fromkeys([*b, *a])
+            out += [f"added: {section}.{k}" for k in keys if k not in a]
+            out += [f"removed: {section}.{k}" for k in keys if k not in b]
+            out += [f"changed: {section}.{k}" for k in keys if k in a and k in b and a[k] != b[k]]
+        elif a != b:
+            out.append(f"{'added' if a is None else 'removed' if b is None else 'changed'}: {section}")
+    return out
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], load: Callable[[str], Workflow]) -> None:

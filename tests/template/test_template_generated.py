@@ -55,10 +55,29 @@ def orders_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_another_apps_template_passes_cfn_lint(orders_app: Path) -> None:
+@pytest.fixture(scope="module")
+def two_workflow_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The order workflow and the research agent behind one API."""
+    from research_agent.workflow import wf as research
+
+    root = tmp_path_factory.mktemp("both")
+    workflows = [build_orders(World()), research]
+    for wf in workflows:
+        write_asl(wf, root / "statemachine")
+    out = root / "template.yaml"
+    out.write_text(render(workflows, code_uri="src/", asl_dir="statemachine", out=out, command="test"))
+    return out
+
+
+@pytest.mark.parametrize("app", ["orders_app", "two_workflow_app"])
+def test_another_apps_template_passes_cfn_lint(app: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(app)
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
-    result = subprocess.run([str(cfn_lint), str(orders_app)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(cfn_lint), str(path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    tpl = load_cfn(path.read_text())
+    machines = [lid for lid, r in tpl["Resources"].items() if r["Type"] == "AWS::Serverless::StateMachine"]
+    assert len(machines) == (1 if app == "orders_app" else 2)
 
 
 def test_another_apps_template_transforms_and_shares_functions(orders_app: Path) -> None:

@@ -112,3 +112,54 @@ def test_another_apps_template_transforms_and_shares_functions(orders_app: Path)
     assert kinds.count("AWS::SQS::Queue") == 4  # ValidateQueue, PackQueue, ControlQueue, DeadLetterQueue
     assert kinds.count("AWS::Lambda::EventSourceMapping") == 3
     assert yaml.safe_dump(out)  # plain CloudFormation: no custom tags left
+
+
+TINY_APP = '''from stepchain import Workflow
+
+wf = Workflow("tiny")
+
+
+@wf.step(memory_mb=256)
+def hello(ctx, x):
+    return x
+'''
+
+
+def test_the_built_wheel_carries_the_generator_and_its_base_template(tmp_path: Path) -> None:
+    """`stepchain template` from the wheel (not this checkout): sam_base.yaml is package data."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a clean copy: no build/ or egg-info left over from earlier builds
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    [wheel] = wheels.glob("stepchain-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "tinyapp.py").write_text(TINY_APP)
+    script = (
+        "import sys, stepchain; from stepchain.cli import main\n"
+        "print(stepchain.__file__)\n"
+        "sys.exit(main(['template', 'tinyapp:wf', '--out', 'template.yaml']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=app, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == str(site / "stepchain" / "__init__.py")  # not the checkout's
+    tpl = load_cfn((app / "template.yaml").read_text())
+    assert tpl["Resources"]["HelloFunction"]["Properties"]["MemorySize"] == 256
+    assert {"CheckpointTable", "PayloadBucket", "StepchainApi", "SweeperFunction", "TinyStateMachine"} <= set(
+        tpl["Resources"]
+    )

@@ -125,23 +125,31 @@ def hello(ctx, x):
 '''
 
 
-def test_the_built_wheel_carries_the_generator_and_its_base_template(tmp_path: Path) -> None:
-    """`stepchain template` from the wheel (not this checkout): sam_base.yaml is package data."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """stepchain's wheel, built from a clean copy of the sources (no build/ or egg-info left over from
+    earlier builds, which could hide a missing package-data entry)."""
     import shutil
-    import zipfile
 
-    source = tmp_path / "source"  # a clean copy: no build/ or egg-info left over from earlier builds
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]
-    [wheel] = wheels.glob("stepchain-*.whl")
+    [built] = (tmp / "dist").glob("stepchain-*.whl")
+    return built
+
+
+def test_the_built_wheel_carries_the_generator_and_its_base_template(wheel: Path, tmp_path: Path) -> None:
+    """`stepchain template` from the wheel (not this checkout): sam_base.yaml is package data."""
+    import zipfile
+
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     app = tmp_path / "app"
@@ -163,3 +171,28 @@ def test_the_built_wheel_carries_the_generator_and_its_base_template(tmp_path: P
     assert {"CheckpointTable", "PayloadBucket", "StepchainApi", "SweeperFunction", "TinyStateMachine"} <= set(
         tpl["Resources"]
     )
+
+
+def test_the_layer_is_built_from_a_given_wheel_outside_the_repository(wheel: Path, tmp_path: Path) -> None:
+    """layers/stepchain/Makefile with STEPCHAIN_WHEEL, copied out of the repository (as a project of its own
+    would have it): the layer holds that wheel's stepchain and its runtime requirements, no boto3."""
+    import shutil
+
+    layer_src = tmp_path / "project" / "layers" / "stepchain"
+    layer_src.mkdir(parents=True)
+    shutil.copy(ROOT / "layers" / "stepchain" / "Makefile", layer_src / "Makefile")
+    artifacts = tmp_path / "artifacts"
+    python = sys.executable  # a 3.12 interpreter with pip, as `sam build` provides (mk/sam.mk)
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", "build-StepchainLayer", f"ARTIFACTS_DIR={artifacts}",
+         f"STEPCHAIN_WHEEL={wheel}", f"PYTHON={python}"],
+        cwd=layer_src, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    site = artifacts / "python"
+    [dist_info] = site.glob("stepchain-*.dist-info")
+    assert dist_info.name == wheel.name.split("-py3")[0] + ".dist-info"
+    assert (site / "stepchain" / "sam_base.yaml").is_file() and (site / "stepchain" / "aws").is_dir()
+    assert (site / "aws_lambda_powertools").is_dir() and (site / "pydantic_core").is_dir()
+    assert not list(site.glob("boto3*")) and not list(site.glob("botocore*"))  # the runtime ships them
+    assert not list(site.glob("moto*")) and not list(site.glob("yaml"))  # extras are not runtime requirements

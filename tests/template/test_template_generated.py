@@ -125,27 +125,6 @@ def hello(ctx, x):
 '''
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """stepchain's wheel, built from a clean copy of the sources (no build/ or egg-info left over from
-    earlier builds, which could hide a missing package-data entry)."""
-    import shutil
-
-    tmp = tmp_path_factory.mktemp("wheel")
-    source = tmp / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:]
-    [built] = (tmp / "dist").glob("stepchain-*.whl")
-    return built
-
-
 def test_the_built_wheel_carries_the_generator_and_its_base_template(wheel: Path, tmp_path: Path) -> None:
     """`stepchain template` from the wheel (not this checkout): sam_base.yaml is package data."""
     import zipfile

@@ -95,6 +95,9 @@ def plan(workflows: Sequence[Workflow]) -> AppPlan:
         for node in wf.nodes:
             if not node.runs_user_code:
                 served_by[(wf.name, node.function_name)] = CONTROL_FUNCTION
+                other = node_fn.setdefault(node.id, (wf.name, CONTROL_FUNCTION))
+                if other[1] != CONTROL_FUNCTION:
+                    raise ValidationError(_clash(node.id, other[0], wf.name))
                 continue
             key = _settings(node)
             if node.function:
@@ -121,21 +124,25 @@ def plan(workflows: Sequence[Workflow]) -> AppPlan:
                 raise ValidationError(f"{wf.name}.{node.id}: {node.function_name} is served by {previous}")
             other = node_fn.setdefault(node.id, (wf.name, fn.logical_id))
             if other[1] != fn.logical_id:
-                raise ValidationError(
-                    f"node id {node.id!r} is in workflows {other[0]!r} and {wf.name!r} with different functions "
-                    "(STEPCHAIN_QUEUES routes by node id): rename one or give both the same function="
-                )
+                raise ValidationError(_clash(node.id, other[0], wf.name))
             if node.id not in fn.nodes:
                 fn.nodes.append(node.id)
         served_by.setdefault((wf.name, CONTROL_FUNCTION), CONTROL_FUNCTION)
     return AppPlan(list(workflows), [*by_id.values(), control], served_by)
 
 
+def _clash(node_id: str, one: str, other: str) -> str:
+    return (
+        f"node id {node_id!r} is in workflows {one!r} and {other!r} with different functions "
+        "(STEPCHAIN_QUEUES routes by node id): rename one or give both the same function="
+    )
+
+
 def camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
 
 
-def _statesarn(kind: str, wf: Workflow) -> dict[str, str]:
+def _states_arn(kind: str, wf: Workflow) -> dict[str, str]:
     tail = ":*" if kind == "execution" else ""
     return {"Fn::Sub": f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:{kind}:"
                        f"${{AWS::StackName}}-{wf.name}{tail}"}  # fmt: skip
@@ -295,8 +302,8 @@ def build(
         res[sm] = _state_machine(app, wf, log_group, asl_dir)
         res[log_group] = _log_group({"Fn::Sub": f"/aws/vendedlogs/states/${{AWS::StackName}}-{wf.name}"})
         tpl["Outputs"]["StateMachineArn" if single else f"{sm}Arn"] = {"Value": ref(sm)}
-        machines.append(_statesarn("stateMachine", wf))
-        executions.append(_statesarn("execution", wf))
+        machines.append(_states_arn("stateMachine", wf))
+        executions.append(_states_arn("execution", wf))
     for lid in ("ApiFunction", "SweeperFunction"):
         for policy in res[lid]["Properties"]["Policies"]:
             for stmt in policy.get("Statement", []) if isinstance(policy, dict) else []:

@@ -120,6 +120,12 @@ def test_a_node_id_in_two_workflows_needs_one_function() -> None:
     two.step(name="work", function="OtherFunction")(noop)
     with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
         plan([one, two])
+    three = Workflow("three")
+    three.wait_for_event("work")  # a wait node `work`: served by the control function
+    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+        plan([one, three])
+    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+        plan([three, one])
 
 
 def test_several_workflows_get_a_state_machine_each_and_the_api_may_drive_all() -> None:

@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean
+.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean asl template template-check
 
 # Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets).
 -include mk/*.mk
@@ -36,6 +36,16 @@ typecheck: venv ## mypy --strict on the framework
 
 asl: venv ## regenerate statemachine/*.asl.json from the workflow definitions
 	$(VENV)/bin/stepchain asl research_agent.workflow:wf --pythonpath functions/research_agent --out statemachine
+
+# template.yaml is generated from the workflow definitions (stepchain.samgen); template.overrides.yaml holds
+# the hand-written part. tests/template/test_template_generated.py fails when template.yaml is stale.
+TEMPLATE_ARGS := research_agent.workflow:wf --pythonpath functions/research_agent --code-uri functions/research_agent/
+template: asl ## regenerate template.yaml (and the ASL) from the workflow definitions + template.overrides.yaml
+	$(VENV)/bin/stepchain template $(TEMPLATE_ARGS) --out template.yaml
+
+template-check: venv ## fail (exit 1, with a diff summary) if template.yaml or the ASL is stale
+	$(VENV)/bin/stepchain asl research_agent.workflow:wf --pythonpath functions/research_agent --out statemachine --check
+	$(VENV)/bin/stepchain template $(TEMPLATE_ARGS) --out template.yaml --check
 
 check: lint typecheck ## lint + type-check (fast)
 

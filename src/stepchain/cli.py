@@ -1,6 +1,7 @@
 """``stepchain`` command line.
 
     stepchain asl MODULE:ATTR [--out statemachine/] [--check] [--pythonpath DIR]
+    stepchain template MODULE:ATTR [MODULE:ATTR ...] [--out template.yaml] [--check] [--code-uri DIR]
 
 ``asl`` writes the workflow's state machine to ``<out>/<workflow name>.asl.json``; with
 ``--check`` it writes nothing and exits 1 when the file on disk differs (for CI).
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepchain import show
+from stepchain import samgen_cli, show
 from stepchain.asl import asl_path, dumps, to_asl, write_asl
 from stepchain.workflow import Workflow
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepchain", description="durable agent workflows on AWS Lambda")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_asl(sub)
+    samgen_cli.add_parser(sub, load_workflow)
     show.add_parser(sub)
     return parser
 

@@ -18,7 +18,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stepchain.exceptions import LimitExceeded, ValidationError
+from stepchain.exceptions import LimitExceeded
+from stepchain.settings import env_int
 
 __all__ = ["RunLimits"]
 
@@ -32,19 +33,7 @@ class RunLimits:
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunLimits:
         env = os.environ if env is None else env
 
-        def limit(name: str) -> int | None:
-            raw = (env.get(name) or "").strip()
-            if not raw:
-                return None
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ValidationError(f"{name} must be a whole number, not {raw!r}") from None
-            if value < 1:
-                raise ValidationError(f"{name} must be >= 1")
-            return value
-
-        return cls(limit("STEPCHAIN_MAX_MAP_ITEMS"), limit("STEPCHAIN_MAX_INPUT_BYTES"))
+        return cls(env_int("STEPCHAIN_MAX_MAP_ITEMS", env=env), env_int("STEPCHAIN_MAX_INPUT_BYTES", env=env))
 
     def check_input_bytes(self, size: int) -> None:
         if self.max_input_bytes is not None and size > self.max_input_bytes:

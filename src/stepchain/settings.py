@@ -6,11 +6,43 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import overload
 
 from stepchain.exceptions import ValidationError
 from stepchain.payloads import DEFAULT_INLINE_LIMIT
 
 TRANSPORTS = ("stepfunctions", "sqs", "inprocess")
+
+
+@overload
+def env_int(
+    name: str, default: int, *, low: int = 1, high: int | None = None, env: Mapping[str, str] | None = None
+) -> int: ...
+@overload
+def env_int(
+    name: str, default: None = None, *, low: int = 1, high: int | None = None, env: Mapping[str, str] | None = None
+) -> int | None: ...
+def env_int(
+    name: str,
+    default: int | None = None,
+    *,
+    low: int = 1,
+    high: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int | None:
+    """A whole-number setting from the environment (``default`` when unset or blank), within
+    ``low``..``high``; anything else is a :class:`ValidationError` naming the variable."""
+    raw = ((os.environ if env is None else env).get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValidationError(f"{name} must be {bound}, not {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -60,18 +92,6 @@ class Settings:
                 raise ValidationError(f"{name} must be a JSON object")
             return {str(k): str(v) for k, v in doc.items()}
 
-        def as_int(name: str, default: int) -> int:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ValidationError(f"{name} must be a whole number, not {raw!r}") from None
-            if value < 1:
-                raise ValidationError(f"{name} must be >= 1")
-            return value
-
         machines = as_map("STEPCHAIN_STATE_MACHINES")
         if env.get("STEPCHAIN_STATE_MACHINE_ARN"):
             machines.setdefault("*", env["STEPCHAIN_STATE_MACHINE_ARN"])
@@ -81,8 +101,8 @@ class Settings:
             transport=env.get("STEPCHAIN_TRANSPORT", "stepfunctions") or "stepfunctions",
             state_machines=machines,
             queues=as_map("STEPCHAIN_QUEUES"),
-            retention_days=as_int("STEPCHAIN_RETENTION_DAYS", 30),
-            inline_limit=as_int("STEPCHAIN_INLINE_LIMIT", DEFAULT_INLINE_LIMIT),
+            retention_days=env_int("STEPCHAIN_RETENTION_DAYS", 30, env=env),
+            inline_limit=env_int("STEPCHAIN_INLINE_LIMIT", DEFAULT_INLINE_LIMIT, env=env),
         )
 
     def state_machine_for(self, workflow: str) -> str:

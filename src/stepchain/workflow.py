@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,7 +66,13 @@ class Node:
     seconds: int = 0  # sleep only
     event: str | None = None  # wait only
     function: str | None = None  # Lambda function (logical id) that runs it; default derived
-    memory_mb: int = 512  # the function's memory, for the compute-cost ledger
+    memory_mb: int = 512  # the function's memory (compute-cost ledger, `stepchain template`)
+    # Function settings `stepchain template` deploys (stepchain.samgen): reserved concurrency (the default of
+    # the function's <Name>ReservedConcurrency parameter), extra environment values, extra IAM policies
+    # (SAM `Policies` items, CloudFormation intrinsics in long form). Not part of the chain's shape.
+    reserved_concurrency: int | None = None
+    environment: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+    policies: tuple[Any, ...] = field(default=(), compare=False)
 
     @property
     def runs_user_code(self) -> bool:
@@ -89,6 +95,31 @@ class Node:
             "event": self.event,
             "max_concurrency": self.max_concurrency,
         }
+
+
+def deploy_settings(
+    memory_mb: int, reserved_concurrency: int | None, environment: Mapping[str, Any] | None, policies: Iterable[Any]
+) -> dict[str, Any]:
+    """Checked function settings of a step, as :class:`Node` fields.
+
+    ``memory_mb`` (128..10240), ``reserved_concurrency`` (>= 0: the default of the function's
+    ``<Name>ReservedConcurrency`` parameter; 0 or None = unreserved), ``environment`` (extra environment
+    values) and ``policies`` (extra SAM ``Policies`` items, intrinsics in long form: ``{"Ref": ...}``).
+    """
+    if not isinstance(memory_mb, int) or not 128 <= memory_mb <= 10240:
+        raise ValidationError("memory_mb must be a whole number of MB in 128..10240 (the Lambda limits)")
+    if reserved_concurrency is not None and (not isinstance(reserved_concurrency, int) or reserved_concurrency < 0):
+        raise ValidationError("reserved_concurrency must be a whole number >= 0")
+    env = dict(environment or {})
+    bad = [k for k in env if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", str(k))]
+    if bad:
+        raise ValidationError(f"environment variable names must match [A-Za-z][A-Za-z0-9_]*: {bad}")
+    return {
+        "memory_mb": memory_mb,
+        "reserved_concurrency": reserved_concurrency or None,
+        "environment": tuple(sorted(env.items())),
+        "policies": tuple(policies),
+    }
 
 
 class Workflow:
@@ -126,13 +157,21 @@ class Workflow:
         retry: RetryPolicy | None = None,
         timeout_s: int = 60,
         function: str | None = None,
+        memory_mb: int = 512,
+        reserved_concurrency: int | None = None,
+        environment: Mapping[str, Any] | None = None,
+        policies: Iterable[Any] = (),
     ) -> Callable[[F], F]:
-        """Register ``fn(ctx, input) -> output`` as the next step of the chain."""
+        """Register ``fn(ctx, input) -> output`` as the next step of the chain.
+
+        ``memory_mb``, ``reserved_concurrency``, ``environment``, ``policies``: the settings of the Lambda
+        function ``stepchain template`` deploys it in (:func:`deploy_settings`).
+        """
+        settings = deploy_settings(memory_mb, reserved_concurrency, environment, policies)
 
         def register(fn: F) -> F:
-            self._add(
-                Node(name or fn.__name__, NodeKind.STEP, fn, retry or RetryPolicy(), timeout_s, function=function)
-            )
+            node = Node(name or fn.__name__, NodeKind.STEP, fn, retry or RetryPolicy(), timeout_s, function=function)
+            self._add(replace(node, **settings))
             return fn
 
         return register
@@ -145,24 +184,33 @@ class Workflow:
         retry: RetryPolicy | None = None,
         timeout_s: int = 60,
         function: str | None = None,
+        memory_mb: int = 512,
+        reserved_concurrency: int | None = None,
+        environment: Mapping[str, Any] | None = None,
+        policies: Iterable[Any] = (),
     ) -> Callable[[F], F]:
         """Register ``fn(ctx, item) -> result``, run once per element of the previous output (a list).
 
-        The node's output is the list of results, in input order (fan-in).
+        The node's output is the list of results, in input order (fan-in). The function settings are
+        those of :meth:`step`.
         """
         if max_concurrency < 0:
             raise ValidationError("max_concurrency must be >= 0")
+        settings = deploy_settings(memory_mb, reserved_concurrency, environment, policies)
 
         def register(fn: F) -> F:
             self._add(
-                Node(
-                    name or fn.__name__,
-                    NodeKind.MAP,
-                    fn,
-                    retry or RetryPolicy(),
-                    timeout_s,
-                    max_concurrency=max_concurrency,
-                    function=function,
+                replace(
+                    Node(
+                        name or fn.__name__,
+                        NodeKind.MAP,
+                        fn,
+                        retry or RetryPolicy(),
+                        timeout_s,
+                        max_concurrency=max_concurrency,
+                        function=function,
+                    ),
+                    **settings,
                 )
             )
             return fn

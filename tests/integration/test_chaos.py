@@ -547,7 +547,7 @@ def test_chaos(kind: str, seed: int) -> None:
             violations = check(chaos)
             final = f"{chaos.status()} {h.engine.get_run(chaos.run_id).error}" if chaos.run_id else "no run"
         except Exception as exc:  # still print the plan and the command that reproduces it
-            violations = [f"unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"]
+            violations = [f"unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}"]
             final = "?"
         fired = [f"{b}@{k}" for b, k in h.probe.crashes]
         stats = STATS[kind]

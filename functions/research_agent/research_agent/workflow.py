@@ -78,10 +78,32 @@ class SlowLLM:
 
 services = Services()
 
+#: Extra IAM of the steps that call the LLM (`stepchain template` adds it to their functions): with
+#: LlmProvider=bedrock, InvokeModel on the configured model only. The LlmProvider and BedrockModelId
+#: parameters and the UseBedrock condition are in template.overrides.yaml.
+BEDROCK_POLICY = {
+    "Fn::If": [
+        "UseBedrock",
+        {
+            "Statement": [
+                {
+                    "Sid": "InvokeConfiguredModel",
+                    "Effect": "Allow",
+                    "Action": "bedrock:InvokeModel",
+                    "Resource": {
+                        "Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}::foundation-model/${BedrockModelId}"
+                    },
+                }
+            ]
+        },
+        {"Ref": "AWS::NoValue"},
+    ]
+}
+
 wf = Workflow("research-agent")
 
 
-@wf.step(timeout_s=30, retry=RetryPolicy(max_attempts=3, backoff_s=1.0))
+@wf.step(timeout_s=30, memory_mb=256, retry=RetryPolicy(max_attempts=3, backoff_s=1.0))
 def plan(ctx: StepContext, request: Any) -> dict[str, Any]:
     """Turn the question into a ranked list of sources."""
     try:
@@ -114,7 +136,13 @@ def fetch(ctx: StepContext, planned: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in pages if "error" not in p]
 
 
-@wf.map(max_concurrency=4, timeout_s=120, retry=RetryPolicy(max_attempts=3, backoff_s=2.0))
+@wf.map(
+    max_concurrency=4,
+    timeout_s=120,
+    memory_mb=1024,
+    policies=[BEDROCK_POLICY],
+    retry=RetryPolicy(max_attempts=3, backoff_s=2.0),
+)
 def summarize(ctx: StepContext, page: dict[str, Any]) -> dict[str, Any]:
     """One LLM call per page; ``ctx.once`` makes sure a crash after the call does not pay for it twice."""
     llm = services.get_llm()
@@ -127,7 +155,7 @@ def summarize(ctx: StepContext, page: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-@wf.step(timeout_s=120)
+@wf.step(timeout_s=120, policies=[BEDROCK_POLICY])
 def crossref(ctx: StepContext, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Cross-check the figures every source states (over full page texts: summaries drop figures)."""
     pages = ctx.output_of("fetch")
@@ -145,7 +173,7 @@ def crossref(ctx: StepContext, summaries: list[dict[str, Any]]) -> dict[str, Any
 wf.wait_for_event("approval", timeout_s=2 * 86400)
 
 
-@wf.step(timeout_s=300, retry=RetryPolicy(max_attempts=3, backoff_s=2.0))
+@wf.step(timeout_s=300, memory_mb=1024, policies=[BEDROCK_POLICY], retry=RetryPolicy(max_attempts=3, backoff_s=2.0))
 def draft(ctx: StepContext, approval: Any) -> dict[str, Any]:
     """Write the report once a reviewer approved the cross-referenced findings."""
     approval = approval if isinstance(approval, dict) else {}

@@ -21,8 +21,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from stepchain.exceptions import ValidationError
 from stepchain.limits import RunLimits
 from stepchain.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
+from stepchain.settings import env_int
 
 __all__ = [
     "check_input_size",
@@ -75,22 +77,12 @@ def redact_error(error: Mapping[str, str] | None) -> dict[str, str] | None:
     return None if error is None else {k: redact(str(v)) for k, v in error.items()}
 
 
-def _env_int(name: str, default: int, low: int, high: int, env: Mapping[str, str] | None = None) -> int:
-    raw = ((os.environ if env is None else env).get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise RuntimeError(f"{name} must be a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise RuntimeError(f"{name} must be {low}..{high}, not {value}")
-    return value
-
-
 def output_url_ttl_s(env: Mapping[str, str] | None = None) -> int:
     """Seconds a presigned output URL is valid (``STEPCHAIN_OUTPUT_URL_TTL_S``)."""
-    return _env_int("STEPCHAIN_OUTPUT_URL_TTL_S", DEFAULT_URL_TTL_S, 1, MAX_URL_TTL_S, env)
+    try:
+        return env_int("STEPCHAIN_OUTPUT_URL_TTL_S", DEFAULT_URL_TTL_S, high=MAX_URL_TTL_S, env=env)
+    except ValidationError as exc:  # the deployment's configuration, not the caller's request: a 500
+        raise RuntimeError(str(exc)) from None
 
 
 def check_input_size(value: Any, limits: RunLimits | None = None) -> None:

@@ -62,6 +62,22 @@ class _Handoff(InProcessHandoff):
             super()._send(msgs, at_ms)
 
 
+#: moto's backends are process-global and not thread-safe (an UpdateItem that creates an item
+#: makes it visible to other threads before its attributes are set); SfnHarness runs tasks in
+#: moto's threads. Real DynamoDB applies each call atomically: so does the harness, with this lock.
+_MOTO_DYNAMODB = threading.RLock()
+
+
+def _serialize_calls(client: Any) -> None:
+    call = client._make_api_call
+
+    def serialized(operation: str, params: dict[str, Any]) -> Any:
+        with _MOTO_DYNAMODB:
+            return call(operation, params)
+
+    client._make_api_call = serialized
+
+
 @contextmanager
 def moto_aws(config: dict[str, Any] | None = None) -> Iterator[None]:
     """moto's ``mock_aws`` (with ``config``, e.g. Step Functions executing) and the environment it
@@ -162,6 +178,7 @@ class Harness(RunsApi):
 
         ddb = boto3.client("dynamodb", region_name="us-east-1")
         s3 = boto3.client("s3", region_name="us-east-1")
+        _serialize_calls(ddb)
         create_table(ddb, TABLE)
         s3.create_bucket(Bucket=BUCKET)
         self._count_calls(ddb)

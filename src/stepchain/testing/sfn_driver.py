@@ -302,7 +302,14 @@ class SfnHarness(Harness):
         """No invocation runs and the run waits for an event whose task has not been timed out."""
         if self._inflight or self.engine.get_run(run_id).status is not RunStatus.WAITING:
             return False
-        return not any(token in self._expired for token in self._wait_tokens(run_id))
+        if any(token in self._expired for token in self._wait_tokens(run_id)):
+            return False
+        if self._wait_tokens(run_id, self.clock.now_ms()):
+            # A deadline has passed but no timeout reached its callback (moto registered the
+            # callback late, or the wait task ran again with a new token): deliver it now.
+            self._expire_waits()
+            return False
+        return True
 
     def _wait_tokens(self, run_id: str, due_by_ms: int | None = None, *, any_status: bool = False) -> list[str]:
         """Task tokens of the run's WAITING wait nodes (whose deadline is ``<= due_by_ms``, if given)."""
@@ -341,15 +348,27 @@ class SfnHarness(Harness):
         from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
         backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
-        ended = 0
-        for token in tokens:
+
+        def notify(token: str) -> bool:
             for execution in backend._get_executions(ExecutionStatus.RUNNING):
                 if execution.exec_worker.env.callback_pool_manager.notify(
                     callback_id=token, outcome=CallbackOutcomeTimedOut(callback_id=token)
                 ):
-                    self._expired.add(token)
-                    ended += 1
+                    return True
+            return False
+
+        ended = 0
+        for token in tokens:
+            # The wait's task stored its token before moto's thread registered the callback: on a
+            # loaded machine that registration can still be on its way. Give it a few real seconds.
+            deadline = time.monotonic() + 10.0
+            while not notify(token):
+                if time.monotonic() > deadline:
                     break
+                time.sleep(0.01)
+            else:
+                self._expired.add(token)
+                ended += 1
         return ended
 
     # -- looking at runs ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import InjectedCrash
-from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams
+from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams, time_out_callback
 from stepchain.workflow import NodeKind, Workflow
 
 #: the Lambda error types a dead invocation reports
@@ -343,33 +343,9 @@ class SfnHarness(Harness):
 
     def _time_out_callbacks(self, tokens: list[str]) -> int:
         """End these tokens' callback waits with a timeout (``States.Timeout`` in their task)."""
-        from moto.stepfunctions.parser.api import ExecutionStatus
-        from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeTimedOut
-        from moto.stepfunctions.parser.models import stepfunctions_parser_backends
-
-        backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
-
-        def notify(token: str) -> bool:
-            for execution in backend._get_executions(ExecutionStatus.RUNNING):
-                if execution.exec_worker.env.callback_pool_manager.notify(
-                    callback_id=token, outcome=CallbackOutcomeTimedOut(callback_id=token)
-                ):
-                    return True
-            return False
-
-        ended = 0
-        for token in tokens:
-            # The wait's task stored its token before moto's thread registered the callback: on a
-            # loaded machine that registration can still be on its way. Give it a few real seconds.
-            deadline = time.monotonic() + 10.0
-            while not notify(token):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
-            else:
-                self._expired.add(token)
-                ended += 1
-        return ended
+        ended = [t for t in tokens if time_out_callback(t)]
+        self._expired.update(ended)
+        return len(ended)
 
     # -- looking at runs ---------------------------------------------------------------------------
     def history(self, run_id: str, redrive: int | None = None) -> list[dict[str, Any]]:

@@ -119,3 +119,25 @@ def patch_moto(stack: ExitStack, harness: MotoHost) -> None:
 
 
 __all__ = ["SFN_CONFIG", "MotoHost", "lambda_zip", "moto_sfn", "patch_moto", "seams"]
+
+
+def time_out_callback(token: str, *, wait_s: float = 10.0) -> bool:
+    """End the callback wait of ``token`` with a timeout (``States.Timeout`` in its task); False
+    when no running execution has it. The wait's task stores its token before moto's thread
+    registers the callback: on a loaded machine that registration can still be on its way, so
+    this retries for ``wait_s`` real seconds."""
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeTimedOut
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
+    deadline = time.monotonic() + wait_s
+    while True:
+        for execution in backend._get_executions(ExecutionStatus.RUNNING):
+            if execution.exec_worker.env.callback_pool_manager.notify(
+                callback_id=token, outcome=CallbackOutcomeTimedOut(callback_id=token)
+            ):
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)

@@ -52,7 +52,7 @@ from stepchain.store.base import (
     RunChanges,
     RunPage,
 )
-from stepchain.store.items import classify_conflict
+from stepchain.store.items import classify_conflict, node_field_changes
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -139,39 +139,15 @@ class _Update:
 
 def _node_update(c: NodeChanges, push: HistoryPush | None) -> _Update:
     u = _Update()
-    u.set("status", c.status.value)
-    u.set("lease_until", 0)
-    u.set("updated", c.now_ms)
-    u.remove("owner")
-    for attr, v in (
-        ("output", c.output_ref),
-        ("input", c.input_ref),
-        ("error", c.error),
-        ("attempts", c.attempts),
-        ("wake_at", c.wake_at_ms),
-        ("event_name", c.event_name),
-        ("task_token", c.task_token),
-        ("items_total", c.items_total),
-    ):
-        if v is not None:
-            u.set(attr, v)
-    if c.clear_error and c.error is None:
-        u.remove("error")
-    for attr, inc in (
-        ("duration_ms", c.add_duration_ms),
-        ("cost_nano", c.add_cost_nano),
-        ("input_tokens", c.add_input_tokens),
-        ("output_tokens", c.add_output_tokens),
-        ("checkpoint_hits", c.add_checkpoint_hits),
-        ("effect_reruns", c.add_effect_reruns),
-        ("gen", int(c.new_generation)),
-    ):
-        if inc:
-            u.add(attr, inc)
+    fields = node_field_changes(c)
+    for attr, v in fields.sets.items():
+        u.set(attr, v)
+    for attr, inc in fields.adds.items():
+        u.add(attr, inc)
+    for attr in fields.removes:
+        u.remove(attr)
     if push is not None:
         u.history(push)
-    if c.ended:
-        u.set("ended", c.now_ms)
     return u
 
 

@@ -1,10 +1,12 @@
 """A store item (a dict of stored fields) and the changes the engine makes to it: how each
 :class:`~stepchain.store.base.NodeChanges` / :class:`~stepchain.store.base.RunChanges` becomes
-stored fields (the in-memory adapter applies them; the DynamoDB adapter shares the claim
-conflict classification)."""
+stored fields. :func:`node_field_changes` is the one translation of a node change: the in-memory
+adapter applies it to a dict, the DynamoDB adapter turns it into an update expression. Both share
+the claim conflict classification too."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from stepchain.records import HistoryPush, NodeRecord, NodeStatus, RunStatus
@@ -16,10 +18,18 @@ def set_history(item: dict[str, Any], push: HistoryPush) -> None:
     item["hist_n"] = push.count
 
 
-def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
-    item["status"] = c.status.value
-    item.pop("owner", None)
-    item["lease_until"] = 0
+@dataclass(frozen=True)
+class FieldChanges:
+    """What a change does to a stored item, adapter-neutral: fields SET, counters ADDed, fields REMOVEd."""
+
+    sets: dict[str, Any]
+    adds: dict[str, int]
+    removes: tuple[str, ...]
+
+
+def node_field_changes(c: NodeChanges) -> FieldChanges:
+    """The one translation of :class:`NodeChanges` into stored fields (both adapters use it)."""
+    sets: dict[str, Any] = {"status": c.status.value, "lease_until": 0, "updated": c.now_ms}
     for name, value in (
         ("output", c.output_ref),
         ("input", c.input_ref),
@@ -31,23 +41,34 @@ def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
         ("items_total", c.items_total),
     ):
         if value is not None:
-            item[name] = value
-    if c.clear_error and c.error is None:  # a new error replaces the old one (as in DynamoDB)
-        item.pop("error", None)
-    for name, inc in (
-        ("duration_ms", c.add_duration_ms),
-        ("cost_nano", c.add_cost_nano),
-        ("input_tokens", c.add_input_tokens),
-        ("output_tokens", c.add_output_tokens),
-        ("checkpoint_hits", c.add_checkpoint_hits),
-        ("effect_reruns", c.add_effect_reruns),
-        ("gen", int(c.new_generation)),
-    ):
-        if inc:
-            item[name] = item.get(name, 0) + inc
+            sets[name] = value
     if c.ended:
-        item["ended"] = c.now_ms
-    item["updated"] = c.now_ms
+        sets["ended"] = c.now_ms
+    adds = {
+        name: inc
+        for name, inc in (
+            ("duration_ms", c.add_duration_ms),
+            ("cost_nano", c.add_cost_nano),
+            ("input_tokens", c.add_input_tokens),
+            ("output_tokens", c.add_output_tokens),
+            ("checkpoint_hits", c.add_checkpoint_hits),
+            ("effect_reruns", c.add_effect_reruns),
+            ("gen", int(c.new_generation)),
+        )
+        if inc
+    }
+    # a new error replaces the old one; clear_error without one removes it
+    removes = ("owner", "error") if c.clear_error and c.error is None else ("owner",)
+    return FieldChanges(sets, adds, removes)
+
+
+def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
+    fields = node_field_changes(c)
+    for name in fields.removes:
+        item.pop(name, None)
+    item.update(fields.sets)
+    for name, inc in fields.adds.items():
+        item[name] = item.get(name, 0) + inc
 
 
 def apply_run_changes(item: dict[str, Any], c: RunChanges) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.lambda_context import ApiLambdaContext
 
 from stepchain import Registry, StepContext, TerminalError, Workflow
 from stepchain.api import MAX_BODY_BYTES, handle_api_event, openapi_json
@@ -67,16 +68,6 @@ def total(ctx: StepContext, squares: list[int]) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- plumbing
-@dataclasses.dataclass
-class FakeLambdaContext:
-    function_name: str = "ApiFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id: str = "lambda-req-0001"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
 
 @dataclasses.dataclass
 class Reply:
@@ -132,7 +123,7 @@ def call(
 
 
 def serve(h: Harness, event: dict[str, Any]) -> Reply:
-    out = handle_api_event(h.engine, copy.deepcopy(event), FakeLambdaContext())
+    out = handle_api_event(h.engine, copy.deepcopy(event), ApiLambdaContext())
     headers = {k: ", ".join(v) for k, v in (out.get("multiValueHeaders") or {}).items()}
     return Reply(out["statusCode"], {**headers, **(out.get("headers") or {})}, out["body"])
 

@@ -14,7 +14,6 @@ with whatever input it generated. The number of requests is bounded and printed.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
+from tests.lambda_context import ApiLambdaContext
 
 from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
@@ -69,16 +69,6 @@ def publish(ctx: StepContext, decision: Any) -> dict[str, Any]:
 STEPS = ("prepare", "each_item", "approve", "publish")
 RUN_ID = re.compile(r"^/runs/([0-9a-f]{24})(?=/|$)")
 
-
-@dataclasses.dataclass
-class FakeLambdaContext:
-    function_name: str = "ApiFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id: str = "lambda-req-fuzz"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
 
 
 def _pick(value: str, options: list[str]) -> str:
@@ -173,7 +163,7 @@ class ApiGatewayAdapter:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         event = self.event(environ)
-        out = handle_api_event(self.h.engine, event, FakeLambdaContext())
+        out = handle_api_event(self.h.engine, event, ApiLambdaContext(aws_request_id="lambda-req-fuzz"))
         status = int(out["statusCode"])
         self.statuses[status] += 1
         if event["httpMethod"] == "POST" and status < 300:

@@ -8,13 +8,13 @@ original code a node item grew ~57 B per invocation and the RUN item ~43 B per c
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.lambda_context import ApiLambdaContext
 
 from stepchain import RetryPolicy, StepContext, Workflow
 from stepchain.api import handle_api_event
@@ -128,16 +128,6 @@ def test_the_run_item_stays_the_same_size_whatever_its_number_of_crash_events(ba
     assert (node.crashes, node.attempts) == (crashes, crashes + 1)
 
 
-@dataclasses.dataclass
-class ApiContext:
-    function_name: str = "ApiFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id: str = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
 
 def _api_get(h: Harness, path: str) -> Any:
     """GET ``path`` through the API handler (the sample event of GET /runs/{id}/steps/{step})."""
@@ -145,7 +135,7 @@ def _api_get(h: Harness, path: str) -> Any:
     event["path"] = path
     event["requestContext"]["path"] = "/v1" + path
     event["pathParameters"] = None  # routed from the path
-    out = handle_api_event(h.engine, event, ApiContext())
+    out = handle_api_event(h.engine, event, ApiLambdaContext(aws_request_id="req-1"))
     assert out["statusCode"] == 200, out
     return json.loads(out["body"])
 

@@ -9,7 +9,6 @@ Steps spend virtual time with ``time.sleep`` (the harness patches it).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.lambda_context import ApiLambdaContext
 
 from stepchain import RetryPolicy, StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
@@ -369,16 +369,6 @@ def test_redrive_keeping_progress_that_does_not_match_the_new_items_fails_clearl
         assert h.status(rid) == "FAILED" and error_type(h, rid) == "EachItemsChanged"
 
 
-@dataclasses.dataclass
-class ApiContext:
-    function_name: str = "ApiFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id: str = "lambda-req-0001"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
 
 def test_api_redrive_passes_keep_progress() -> None:
     event = json.loads((EVENTS / "api-redrive-run.json").read_text())
@@ -389,7 +379,7 @@ def test_api_redrive_passes_keep_progress() -> None:
         e["pathParameters"] = {"run_id": rid}
         e["requestContext"]["path"] = "/v1" + e["path"]
         e["body"] = json.dumps(body)
-        return handle_api_event(h.engine, e, ApiContext())
+        return handle_api_event(h.engine, e, ApiLambdaContext())
 
     with Harness(fix, backend="memory") as h:
         rid = failed_run(h)

@@ -2,6 +2,8 @@
 
     stepchain asl MODULE:ATTR [--out statemachine/] [--check] [--pythonpath DIR]
     stepchain template MODULE:ATTR [MODULE:ATTR ...] [--out template.yaml] [--check] [--code-uri DIR]
+    stepchain new PATH [--name NAME] [--transport sqs|stepfunctions] [--wheel stepchain-<v>.whl]
+    stepchain deploy-local --stack NAME [--endpoint URL] [--params 'K=V ...'] [--build-dir DIR]
 
 ``asl`` writes the workflow's state machine to ``<out>/<workflow name>.asl.json``; with
 ``--check`` it writes nothing and exits 1 when the file on disk differs (for CI).
@@ -16,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepchain import samgen_cli, show
+from stepchain import deploy_local, samgen_cli, scaffold, show
 from stepchain.asl import asl_path, dumps, to_asl, write_asl
 from stepchain.workflow import Workflow
 
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_asl(sub)
     samgen_cli.add_parser(sub, load_workflow)
     show.add_parser(sub)
+    scaffold.add_parser(sub)
+    deploy_local.add_parser(sub)
     return parser
 
 

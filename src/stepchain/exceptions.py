@@ -161,3 +161,17 @@ class LimitExceeded(TerminalError):
 
     code = "limit_exceeded"
     http_status = 413
+
+
+class ScaffoldError(StepchainError):
+    """``stepchain new`` refused (a non-empty target directory, an unusable name, no wheel); nothing was
+    overwritten. The command exits 2 with the message."""
+
+    code = "scaffold_error"
+
+
+class DeployError(StepchainError):
+    """``stepchain deploy-local``: the stack did not reach CREATE_COMPLETE / UPDATE_COMPLETE (the message
+    says why: the failed resources' events)."""
+
+    code = "deploy_error"

@@ -8,9 +8,7 @@ clone needs no manual step (the first install takes about a minute).
 from __future__ import annotations
 
 import copy
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,22 +70,3 @@ def sam_build(sam_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return build_dir
-
-
-@pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """stepchain's wheel, built from a clean copy of the sources (no build/ or egg-info left over from
-    earlier builds, which could hide a missing package-data entry)."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    source = tmp / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:]
-    [built] = (tmp / "dist").glob("stepchain-*.whl")
-    return built

@@ -1,0 +1,71 @@
+"""Session fixtures shared by tiers: stepchain's wheel and a venv that has it installed.
+
+The template tier (tests/template/test_wheel_install.py, ...) and the e2e tier (test_e2e_scaffold.py) use the
+same wheel, built once per session.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """stepchain's wheel, built from a clean copy of the sources (no build/ or egg-info left over from
+    earlier builds, which could hide a missing package-data entry)."""
+    started = time.monotonic()
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    [built] = (tmp / "dist").glob("stepchain-*.whl")
+    TIMINGS["wheel"] = time.monotonic() - started
+    return built
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with stepchain installed from ``wheel`` (``pip install --no-deps``), whose dependencies (boto3,
+    moto, pytest, PyYAML, aws-sam-translator, ...) come from this checkout's venv through a ``.pth`` file:
+    about 5 s instead of the ~1 min a full ``pip install stepchain-<v>.whl[testing,template,deploy]`` takes
+    (tests/template/test_wheel_install.py does that full install). That venv's own stepchain is an
+    editable install, which a ``.pth`` path entry does not activate: ``import stepchain`` is the wheel's."""
+    started = time.monotonic()
+    venv = tmp_path_factory.mktemp("wheel-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    (Path(site) / "zz_checkout_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-3000:]
+    where = subprocess.run(
+        [str(python), "-c", "import stepchain; print(stepchain.__file__)"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert where.startswith(site), f"stepchain imported from {where}, not the wheel in {site}"
+    (venv / ".installed").touch()  # what a project's Makefile checks before installing into VENV
+    TIMINGS["wheel venv"] = time.monotonic() - started
+    return venv

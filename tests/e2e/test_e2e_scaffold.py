@@ -1,0 +1,83 @@
+"""Issue 9's acceptance: a project made by `stepchain new`, with nothing edited, passes its tests, `sam validate
+--lint` and `sam build`, deploys to LocalStack (no Docker) and completes a run through API Gateway.
+
+It follows README's "Deploy your own workflow" commands in a temporary directory: stepchain installed from
+its wheel (the session's ``wheel_venv``: ``pip install --no-deps stepchain-<v>.whl`` into a venv whose other
+dependencies come from this checkout's venv, to save the minute a full install takes; test_wheel_install.py
+does the full one), ``stepchain new my-agent`` (no ``--wheel``: the project vendors a wheel rebuilt from that
+install), ``make test``, ``make validate``, ``make deploy-local`` (which runs ``sam build``), then the curl
+requests of the README as plain HTTP: start a run, wait for its event wait, deliver the event, see SUCCEEDED.
+The starter workflow shares no code with the research agent. Durations are printed (``-s``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from tests.e2e.deployed import REPO, check_local, until
+
+pytestmark = pytest.mark.e2e
+
+STACK = "sc-e2e-new"
+
+
+def _run(cmd: list[str], cwd: Path, timings: dict[str, float], label: str, timeout: float = 600) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "AWS_ENDPOINT_URL")}
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    timings[label] = time.monotonic() - started
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def test_stepchain_new_project_tests_builds_deploys_and_runs(
+    wheel_venv: Path, localstack_endpoint: str, tmp_path: Path
+) -> None:
+    timings: dict[str, float] = {}
+    subprocess.run(["make", "-s", "--no-print-directory", ".venv-sam/.installed"], cwd=REPO, check=True)
+    _run([str(wheel_venv / "bin" / "stepchain"), "new", "my-agent"], tmp_path, timings, "stepchain new")
+    project = tmp_path / "my-agent"
+    sources = [p.read_text() for p in project.rglob("*.py")]
+    assert sources and not any("research_agent" in s or "research-agent" in s for s in sources)
+
+    make = ["make", "--no-print-directory", f"VENV={wheel_venv}", f"SAM={REPO / '.venv-sam' / 'bin' / 'sam'}"]
+    tests = _run([*make, "test"], project, timings, "make test")
+    assert " passed" in tests and "failed" not in tests, tests[-2000:]
+    _run([*make, "validate"], project, timings, "make validate (sam validate --lint)")
+    _run(
+        [*make, "deploy-local", f"ENDPOINT={localstack_endpoint}", f"STACK={STACK}"],
+        project, timings, "make deploy-local (sam build + deploy)", timeout=900,
+    )  # fmt: skip
+    assert (project / ".aws-sam" / "build" / "StepchainLayer" / "python" / "stepchain" / "__init__.py").exists()
+    api = _run([*make, "-s", "api-url"], project, timings, "make api-url").strip()
+    check_local(api)
+
+    started = time.monotonic()
+    http = requests.Session()
+    http.trust_env = False  # 127.0.0.1 only, never through a proxy
+
+    def call(method: str, path: str, body: Any = None, expect: int = 200) -> dict[str, Any]:
+        resp = http.request(method, f"{api}{path}", json=body, timeout=60)
+        assert resp.status_code == expect, f"{method} {path}: {resp.status_code} {resp.text[:2000]}"
+        return dict(resp.json())
+
+    run_id = call("POST", "/runs", {"workflow": "my-agent", "input": {"topic": "durable agents"}}, 202)["run_id"]
+    until(lambda: call("GET", f"/runs/{run_id}")["status"] == "WAITING", timeout_s=120, what="the review wait")
+    delivered = call("POST", f"/runs/{run_id}/events/review", {"approved": True, "by": "e2e"}, 202)
+    assert delivered["status"] == "delivered", delivered
+    doc = until(
+        lambda: (d := call("GET", f"/runs/{run_id}"))["status"] in ("SUCCEEDED", "FAILED") and d,
+        timeout_s=120, what="the run's end",
+    )  # fmt: skip
+    timings["run through API Gateway"] = time.monotonic() - started
+    assert doc["status"] == "SUCCEEDED", json.dumps(doc)[:3000]
+    assert doc["output"]["published"] is True and doc["output"]["sections"] == 3
+    assert [n["key"] for n in doc["nodes"]] == ["outline", "draft", "review", "publish"]
+    print("\n[e2e scaffold] " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean asl template template-check
+.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean asl template template-check wheel
 
 # Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets).
 -include mk/*.mk
@@ -46,6 +46,12 @@ template: asl ## regenerate template.yaml (and the ASL) from the workflow defini
 template-check: venv ## fail (exit 1, with a diff summary) if template.yaml or the ASL is stale
 	$(VENV)/bin/stepchain asl research_agent.workflow:wf --pythonpath functions/research_agent --out statemachine --check
 	$(VENV)/bin/stepchain template $(TEMPLATE_ARGS) --out template.yaml --check
+
+# What `pip install stepchain-<v>.whl` installs (README "Deploy your own workflow"; `stepchain new` vendors it).
+wheel: venv ## build stepchain's wheel into dist/
+	rm -f dist/stepchain-*.whl
+	$(PY) -m pip wheel -q --no-deps --disable-pip-version-check -w dist .
+	@ls dist/stepchain-*.whl
 
 check: lint typecheck ## lint + type-check (fast)
 

@@ -159,6 +159,10 @@ def new_project(
         raise ScaffoldError(f"--transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
     if wheel is not None and not (wheel.is_file() and wheel.name.startswith("stepchain-") and wheel.suffix == ".whl"):
         raise ScaffoldError(f"{wheel} is not a stepchain wheel file (stepchain-<version>-*.whl)")
+    try:
+        import yaml  # noqa: F401  (the template generator writes YAML)
+    except ImportError as exc:
+        raise ScaffoldError("stepchain new needs PyYAML: pip install 'stepchain[template]'") from exc
     if package in sys.modules or package in ("stepchain", "app", "tests"):
         raise ScaffoldError(f"the package name {package!r} is taken here: pass another --name")
     path.mkdir(parents=True, exist_ok=True)

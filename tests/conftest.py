@@ -10,20 +10,17 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """stepchain's wheel, built from a clean copy of the sources (no build/ or egg-info left over from
     earlier builds, which could hide a missing package-data entry)."""
-    started = time.monotonic()
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     source.mkdir()
@@ -36,7 +33,6 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]
     [built] = (tmp / "dist").glob("stepchain-*.whl")
-    TIMINGS["wheel"] = time.monotonic() - started
     return built
 
 
@@ -47,7 +43,6 @@ def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     about 5 s instead of the ~1 min a full ``pip install stepchain-<v>.whl[testing,template,deploy]`` takes
     (tests/template/test_wheel_install.py does that full install). That venv's own stepchain is an
     editable install, which a ``.pth`` path entry does not activate: ``import stepchain`` is the wheel's."""
-    started = time.monotonic()
     venv = tmp_path_factory.mktemp("wheel-venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -67,5 +62,4 @@ def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).stdout  # fmt: skip
     assert where.startswith(site), f"stepchain imported from {where}, not the wheel in {site}"
     (venv / ".installed").touch()  # what a project's Makefile checks before installing into VENV
-    TIMINGS["wheel venv"] = time.monotonic() - started
     return venv

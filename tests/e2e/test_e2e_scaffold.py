@@ -5,17 +5,22 @@ It follows README's "Deploy your own workflow" commands in a temporary directory
 its wheel (the session's ``wheel_venv``: ``pip install --no-deps stepchain-<v>.whl`` into a venv whose other
 dependencies come from this checkout's venv, to save the minute a full install takes; test_wheel_install.py
 does the full one), ``stepchain new my-agent`` (no ``--wheel``: the project vendors a wheel rebuilt from that
-install), ``make test``, ``make validate``, ``make deploy-local`` (which runs ``sam build``), then the curl
-requests of the README as plain HTTP: start a run, wait for its event wait, deliver the event, see SUCCEEDED.
-The starter workflow shares no code with the research agent. Durations are printed (``-s``).
+install), ``make test`` (concurrently with the rest: it shares nothing with it), ``make validate``,
+``make deploy-local`` (which runs ``sam build``), then the curl requests of the README as plain HTTP: start
+a run, wait for its event wait, deliver the event, see SUCCEEDED; and the project's sample events, invoked on
+the deployed API function. The starter workflow shares no code with the research agent. Durations are
+printed (``-s``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +33,20 @@ pytestmark = pytest.mark.e2e
 STACK = "sc-e2e-new"
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "AWS_ENDPOINT_URL")}
+
+
 def _run(cmd: list[str], cwd: Path, timings: dict[str, float], label: str, timeout: float = 600) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "AWS_ENDPOINT_URL")}
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
     timings[label] = time.monotonic() - started
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
 
 
 def test_stepchain_new_project_tests_builds_deploys_and_runs(
-    wheel_venv: Path, localstack_endpoint: str, tmp_path: Path
+    wheel_venv: Path, localstack_endpoint: str, aws: Callable[[str], Any], tmp_path: Path
 ) -> None:
     timings: dict[str, float] = {}
     subprocess.run(["make", "-s", "--no-print-directory", ".venv-sam/.installed"], cwd=REPO, check=True)
@@ -48,8 +56,30 @@ def test_stepchain_new_project_tests_builds_deploys_and_runs(
     assert sources and not any("research_agent" in s or "research-agent" in s for s in sources)
 
     make = ["make", "--no-print-directory", f"VENV={wheel_venv}", f"SAM={REPO / '.venv-sam' / 'bin' / 'sam'}"]
-    tests = _run([*make, "test"], project, timings, "make test")
-    assert " passed" in tests and "failed" not in tests, tests[-2000:]
+    # the project's tests run while it is validated, built and deployed (they share nothing but the sources)
+    tests_started = time.monotonic()
+    tests_log = tmp_path / "make-test.log"
+    with tests_log.open("w") as log:
+        tests = subprocess.Popen(
+            [*make, "test"], cwd=project, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _deploy_and_run(make, project, localstack_endpoint, aws, timings)
+        tests.wait(timeout=600)
+    finally:
+        if tests.poll() is None:  # a failure above: stop make and its pytest (their own process group)
+            os.killpg(tests.pid, signal.SIGTERM)
+            tests.wait(timeout=30)
+    timings["make test (concurrently)"] = time.monotonic() - tests_started
+    output = tests_log.read_text()
+    assert tests.returncode == 0 and re.search(r"\b\d+ passed\b", output), output[-4000:]
+    assert not re.search(r"\b\d+ (failed|error)", output), output[-4000:]
+    print("\n[e2e scaffold] " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+
+
+def _deploy_and_run(
+    make: list[str], project: Path, localstack_endpoint: str, aws: Callable[[str], Any], timings: dict[str, float]
+) -> None:
     _run([*make, "validate"], project, timings, "make validate (sam validate --lint)")
     _run(
         [*make, "deploy-local", f"ENDPOINT={localstack_endpoint}", f"STACK={STACK}"],
@@ -80,4 +110,21 @@ def test_stepchain_new_project_tests_builds_deploys_and_runs(
     assert doc["status"] == "SUCCEEDED", json.dumps(doc)[:3000]
     assert doc["output"]["published"] is True and doc["output"]["sections"] == 3
     assert [n["key"] for n in doc["nodes"]] == ["outline", "draft", "review", "publish"]
-    print("\n[e2e scaffold] " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+
+    # the project's sample events (for `sam local invoke`) work with the deployed API function
+    t0 = time.monotonic()
+    function = aws("cloudformation").describe_stack_resource(StackName=STACK, LogicalResourceId="ApiFunction")
+    name = function["StackResourceDetail"]["PhysicalResourceId"]
+
+    def invoke(event_file: str, run: str = "") -> dict[str, Any]:
+        event = (project / "events" / event_file).read_text().replace("RUN_ID", run)
+        return dict(json.loads(aws("lambda").invoke(FunctionName=name, Payload=event.encode())["Payload"].read()))
+
+    reply = invoke("api-start-run.json")
+    assert reply.get("statusCode") == 202, str(reply)[:2000]
+    sample = json.loads(reply["body"])["run_id"]
+    assert invoke("api-get-run.json", sample).get("statusCode") == 200
+    until(lambda: call("GET", f"/runs/{sample}")["status"] == "WAITING", timeout_s=120, what="the sample's wait")
+    assert invoke("api-send-event.json", sample).get("statusCode") == 202
+    until(lambda: call("GET", f"/runs/{sample}")["status"] == "SUCCEEDED", timeout_s=120, what="the sample's end")
+    timings["sample events"] = time.monotonic() - t0

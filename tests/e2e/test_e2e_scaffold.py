@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -31,6 +32,23 @@ from tests.e2e.deployed import REPO, check_local, until
 pytestmark = pytest.mark.e2e
 
 STACK = "sc-e2e-new"
+
+
+def readme_commands() -> list[str]:
+    """The bash block of README's "Deploy your own workflow": the commands this test follows."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Deploy your own workflow") :]
+    start = section.index("```bash\n") + len("```bash\n")
+    block = section[start : section.index("\n```", start)]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_deploy_your_own_workflow_is_five_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) <= 5, commands
+    assert re.fullmatch(r"pip install '\./stepchain-[0-9.]+-py3-none-any\.whl\[template\]'", commands[0])
+    assert commands[1:4] == ["stepchain new my-agent", "cd my-agent && make test", "make deploy-local"]
+    assert commands[4].startswith('curl -s -X POST "$(make -s api-url)/runs" ')
 
 
 def _env() -> dict[str, str]:
@@ -50,7 +68,9 @@ def test_stepchain_new_project_tests_builds_deploys_and_runs(
 ) -> None:
     timings: dict[str, float] = {}
     subprocess.run(["make", "-s", "--no-print-directory", ".venv-sam/.installed"], cwd=REPO, check=True)
-    _run([str(wheel_venv / "bin" / "stepchain"), "new", "my-agent"], tmp_path, timings, "stepchain new")
+    commands = readme_commands()  # the README's commands, as checked above
+    new = commands[1].split()
+    _run([str(wheel_venv / "bin" / new[0]), *new[1:]], tmp_path, timings, "stepchain new")
     project = tmp_path / "my-agent"
     sources = [p.read_text() for p in project.rglob("*.py")]
     assert sources and not any("research_agent" in s or "research-agent" in s for s in sources)
@@ -64,7 +84,8 @@ def test_stepchain_new_project_tests_builds_deploys_and_runs(
             [*make, "test"], cwd=project, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        _deploy_and_run(make, project, localstack_endpoint, aws, timings)
+        body = json.loads(shlex.split(commands[4])[-1])  # curl ... -d '<body>'
+        _deploy_and_run(make, project, localstack_endpoint, aws, timings, body)
         tests.wait(timeout=600)
     finally:
         if tests.poll() is None:  # a failure above: stop make and its pytest (their own process group)
@@ -78,7 +99,12 @@ def test_stepchain_new_project_tests_builds_deploys_and_runs(
 
 
 def _deploy_and_run(
-    make: list[str], project: Path, localstack_endpoint: str, aws: Callable[[str], Any], timings: dict[str, float]
+    make: list[str],
+    project: Path,
+    localstack_endpoint: str,
+    aws: Callable[[str], Any],
+    timings: dict[str, float],
+    body: dict[str, Any],
 ) -> None:
     _run([*make, "validate"], project, timings, "make validate (sam validate --lint)")
     _run(
@@ -98,7 +124,7 @@ def _deploy_and_run(
         assert resp.status_code == expect, f"{method} {path}: {resp.status_code} {resp.text[:2000]}"
         return dict(resp.json())
 
-    run_id = call("POST", "/runs", {"workflow": "my-agent", "input": {"topic": "durable agents"}}, 202)["run_id"]
+    run_id = call("POST", "/runs", body, 202)["run_id"]  # the README's curl
     until(lambda: call("GET", f"/runs/{run_id}")["status"] == "WAITING", timeout_s=120, what="the review wait")
     delivered = call("POST", f"/runs/{run_id}/events/review", {"approved": True, "by": "e2e"}, 202)
     assert delivered["status"] == "delivered", delivered

@@ -114,7 +114,7 @@ ACTIONS = {
     "SummarizeFunctionRole": LLM_STEP,
     "CrossrefFunctionRole": LLM_STEP,
     "DraftFunctionRole": LLM_STEP,
-    "ControlFunctionRole": CHECKPOINTS | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
+    "ControlFunctionRole": CHECKPOINTS - {"dynamodb:Query"} | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
     "ApiFunctionRole": CHECKPOINTS
     | PAYLOADS
     | {"sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"}

@@ -20,6 +20,7 @@ the index's ARN: the indexes each function queried must be exactly the ones its 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,3 +177,35 @@ def test_index_queries_are_granted_exactly_on_the_indexes_queried(
 def test_objects_are_read_and_written_under_payloads_only(measured: Measurement) -> None:
     prefixes = {c.resource for c in measured.calls() if c.service == "s3"}
     assert prefixes == {"payloads/*"}  # what PayloadObjects grants (Resource ${PayloadBucket.Arn}/payloads/*)
+
+
+def test_operations_map_to_the_iam_actions_that_authorize_them() -> None:
+    transact = Call("f", "dynamodb", "TransactWriteItems", "table", parts=("Put", "Update", "ConditionCheck"))
+    assert transact.actions == {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
+    assert Call("f", "sqs", "SendMessageBatch").actions == {"sqs:SendMessage"}
+    assert Call("f", "sqs", "ChangeMessageVisibilityBatch").actions == {"sqs:ChangeMessageVisibility"}
+    assert Call("f", "s3", "GetObject", "payloads/*", presign=True).actions == {"s3:GetObject"}
+    assert Call("f", "states", "SendTaskSuccess").actions == {"states:SendTaskSuccess"}
+
+
+def test_the_recorder_sees_calls_and_presigned_urls_only_inside_a_function() -> None:
+    import boto3
+    from tests.template.iam_record import acting_as
+
+    from stepchain.testing import moto_aws
+
+    with recording() as rec, moto_aws():
+        ddb = boto3.client("dynamodb")
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bkt-iam")  # the harness's own set-up: not recorded
+        with acting_as("F"):
+            s3.put_object(Bucket="bkt-iam", Key="payloads/x", Body=b"1")
+            s3.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "payloads/x"})
+            with contextlib.suppress(ddb.exceptions.ResourceNotFoundException):  # made: it needs the permission
+                ddb.query(TableName="t", IndexName="gsi1", KeyConditionExpression="a = :a",
+                          ExpressionAttributeValues={":a": {"S": "1"}})  # fmt: skip
+    assert [(c.function, c.service, c.operation, c.resource, c.presign) for c in rec.calls] == [
+        ("F", "s3", "PutObject", "payloads/*", False),
+        ("F", "s3", "GetObject", "payloads/*", True),
+        ("F", "dynamodb", "Query", "index/gsi1", False),
+    ]

@@ -97,3 +97,39 @@ def acting_as(function: str) -> Iterator[None]:
         yield
     finally:
         _function.reset(token)
+
+
+def transform(template: dict[str, Any]) -> dict[str, Any]:
+    """The CloudFormation the SAM transform makes of ``template`` (local code/definition paths -> S3)."""
+    import copy
+    import os
+    from unittest import mock
+
+    from samtranslator.translator.transform import transform as sam_transform  # type: ignore[import-untyped]
+
+    class NoManagedPolicyNames:  # the template names managed policies by ARN only
+        def load(self) -> dict[str, str]:
+            return {}
+
+    tpl = copy.deepcopy(template)
+    tpl["Globals"]["Function"]["CodeUri"] = "s3://artifacts/code.zip"
+    for res in tpl["Resources"].values():
+        props = res.get("Properties", {})
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
+            if isinstance(props.get(key), str):
+                props[key] = f"s3://artifacts/{key}.zip"
+    with mock.patch.dict(os.environ, {"AWS_DEFAULT_REGION": "us-east-1"}):
+        return dict(sam_transform(tpl, {}, NoManagedPolicyNames()))
+
+
+def granted_by_function(transformed: dict[str, Any]) -> dict[str, set[str]]:
+    """Function logical id -> every action its role allows (inline policies, both sides of a Fn::If, and
+    this template's managed policies; AWS managed policies apart)."""
+    from tests.template.test_sam_policies import as_list, role_statements
+
+    out = {}
+    for lid, res in transformed["Resources"].items():
+        role = res["Properties"].get("Role") if res["Type"] == "AWS::Lambda::Function" else None
+        if isinstance(role, dict):
+            out[lid] = {a for s in role_statements(transformed, role["Fn::GetAtt"][0]) for a in as_list(s["Action"])}
+    return out

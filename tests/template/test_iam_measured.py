@@ -209,3 +209,32 @@ def test_the_recorder_sees_calls_and_presigned_urls_only_inside_a_function() -> 
         ("F", "s3", "GetObject", "payloads/*", True),
         ("F", "dynamodb", "Query", "index/gsi1", False),
     ]
+
+
+def test_a_deployed_function_logs_its_calls_when_asked() -> None:
+    """STEPCHAIN_RECORD_CALLS=1 (what the LocalStack e2e run sets): one log line per call and presign."""
+    from unittest import mock
+
+    import boto3
+    from botocore.handlers import BUILTIN_HANDLERS
+
+    from stepchain.aws import calls
+    from stepchain.testing import moto_aws
+
+    assert not calls.install_from_env({})
+    try:
+        with moto_aws(), mock.patch.object(calls, "logger") as logger:
+            assert calls.install_from_env({calls.ENV: "1"}) and calls.install_from_env({calls.ENV: "1"})
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket="bkt-iam")
+            s3.generate_presigned_url("get_object", Params={"Bucket": "bkt-iam", "Key": "payloads/x"})
+            ddb = boto3.client("dynamodb")
+            with contextlib.suppress(ddb.exceptions.ResourceNotFoundException):
+                ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"pk": {"S": "1"}}}}])
+    finally:
+        BUILTIN_HANDLERS.remove((calls.EVENT, calls.log_call))
+    assert {c.args for c in logger.info.call_args_list} == {("aws call",)}
+    seen = [(c.kwargs["extra"]["aws_call"], c.kwargs["extra"]["presign"], c.kwargs["extra"].get("parts"))
+            for c in logger.info.call_args_list]  # fmt: skip
+    assert seen == [("s3:CreateBucket", False, None), ("s3:GetObject", True, None),
+                    ("dynamodb:TransactWriteItems", False, ["Put"])]  # fmt: skip

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from tests.e2e.deployed import Stack, deploy_stacks, node, until
+from tests.template.samshell import ALL_FUNCTIONS, TEMPLATE
 
 from research_agent.planner import Bm25Planner
 
@@ -61,9 +62,11 @@ FETCH_SETS = (
     f"FetchFunction.Timeout={FETCH_TIMEOUT_S}",
     f"FetchFunction.Environment.Variables.RESEARCH_FETCH_LATENCY_MS={json.dumps(latency_map())}",
 )
+# every function logs the AWS calls it makes (stepchain.aws.calls), checked against its role at the end
+RECORD_SETS = tuple(f"{fn}.Environment.Variables.STEPCHAIN_RECORD_CALLS=1" for fn in ALL_FUNCTIONS)
 STACKS = {
-    "sc-e2e-sfn": ({"Transport": "stepfunctions", "ApiAuth": "iam"}, FETCH_SETS),
-    "sc-e2e-sqs": ({"Transport": "sqs", "ApiAuth": "apikey"}, FETCH_SETS),
+    "sc-e2e-sfn": ({"Transport": "stepfunctions", "ApiAuth": "iam"}, FETCH_SETS + RECORD_SETS),
+    "sc-e2e-sqs": ({"Transport": "sqs", "ApiAuth": "apikey"}, FETCH_SETS + RECORD_SETS),
 }
 TIMINGS: dict[str, float] = {}
 
@@ -253,3 +256,46 @@ def test_malformed_message_ends_in_the_dead_letter_queue(stacks: dict[str, Stack
         sqs.set_queue_attributes(
             QueueUrl=queue, Attributes={"VisibilityTimeout": attrs["Attributes"]["VisibilityTimeout"]}
         )
+
+
+# ------------------------------------------------------------------------------- least privilege, deployed
+def logged_calls(stack: Stack, function: str) -> list[dict[str, Any]]:
+    """The ``aws call`` lines (STEPCHAIN_RECORD_CALLS) in the function's log group."""
+    logs, group = stack.client("logs"), f"/aws/lambda/{stack.function_name(function)}"
+    found: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"logGroupName": group}
+    for _ in range(1000):  # bounded: pages of up to 10,000 events
+        try:
+            page = logs.filter_log_events(**kwargs)
+        except logs.exceptions.ResourceNotFoundException:
+            return found  # the function never ran on this stack
+        for event in page["events"]:
+            text = event["message"]
+            if '"aws call"' in text:
+                found.append(json.loads(text[text.index("{") :]))
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    return found
+
+
+def test_every_call_a_deployed_function_made_is_granted_by_its_role(stacks: dict[str, Stack]) -> None:
+    """Runs last in this file: every AWS call the functions made during the runs above (both transports),
+    as logged by the deployed code itself, is allowed by that function's role in template.yaml. (LocalStack
+    does not enforce IAM, so a missing grant would otherwise only show on AWS as AccessDenied.)
+    tests/template/test_iam_measured.py is the exact check (nothing granted that no path uses) on moto."""
+    from tests.template.iam_record import Call, granted_by_function, transform
+    from tools.local_invoke import load_template
+
+    granted = granted_by_function(transform(load_template(TEMPLATE)))
+    used: dict[str, set[str]] = {}
+    for stack in stacks.values():
+        for fn in ALL_FUNCTIONS:
+            for line in logged_calls(stack, fn):
+                service, operation = line["aws_call"].split(":")
+                call = Call(fn, service, operation, presign=line["presign"], parts=tuple(line.get("parts") or ()))
+                used.setdefault(fn, set()).update(call.actions)
+    print("\n[e2e] AWS calls by function: " + "; ".join(f"{fn}: {sorted(a)}" for fn, a in sorted(used.items())))
+    assert set(ALL_FUNCTIONS) - {"SweeperFunction"} <= set(used)  # the sweeper runs only when scheduled
+    denied = {fn: sorted(actions - granted[fn]) for fn, actions in used.items() if actions - granted[fn]}
+    assert not denied

@@ -7,7 +7,6 @@ clone needs no manual step (the first install takes about a minute).
 
 from __future__ import annotations
 
-import copy
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,22 +30,9 @@ def resources(template: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def transformed(template: dict[str, Any]) -> dict[str, Any]:
     """The CloudFormation that the SAM transform produces (local CodeUri/ContentUri/DefinitionUri -> S3)."""
-    from samtranslator.translator.transform import transform  # type: ignore[import-untyped]
+    from tests.template.iam_record import transform
 
-    class NoManagedPolicyNames:  # the template names managed policies by ARN only
-        def load(self) -> dict[str, str]:
-            return {}
-
-    tpl = copy.deepcopy(template)
-    tpl["Globals"]["Function"]["CodeUri"] = "s3://artifacts/code.zip"
-    for res in tpl["Resources"].values():
-        props = res.get("Properties", {})
-        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
-            if isinstance(props.get(key), str):
-                props[key] = f"s3://artifacts/{key}.zip"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        return dict(transform(tpl, {}, NoManagedPolicyNames()))
+    return transform(template)
 
 
 @pytest.fixture(scope="session")

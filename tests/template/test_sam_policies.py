@@ -4,8 +4,9 @@ IAM: an Allow on Resource "*" is accepted only for actions that have no resource
 IAM service reference (cfn-lint ships it as Policies.json), e.g. states:SendTaskSuccess. Everything that
 can be scoped to a table, bucket, queue, state machine or function must be.
 
-ACTIONS below is the table of which function may call which action. It was derived by READING the code each
-function runs (not by recording calls; an end-to-end recording is a later step of issue 11):
+ACTIONS below is the table of which function may call which action, derived by READING the code each function
+runs; test_iam_measured.py checks the same roles against the calls RECORDED on every code path (iam_paths.py),
+so a change of the code's calls fails there with the measured difference, and this table follows it:
 
 * every DynamoDB call is in ``stepchain/store/dynamodb.py``: ``get_item`` (GetItem), ``put_item`` (PutItem),
   ``update_item`` (UpdateItem), ``query`` (Query; on the table, on index ``gsi1`` in ``list_runs`` and on index
@@ -23,7 +24,7 @@ function runs (not by recording calls; an end-to-end recording is a later step o
   signal executions: the state machine drives itself (``handoff/stepfunctions.py`` ``_send`` is a no-op).
 * ControlFunction serves waits, wait deadlines and ``fail`` tasks (``aws/sfn_worker.py``, ``engine._wait``,
   ``_wait_deadline``, ``fail_node``): checkpoint items and SendTaskSuccess (``send_task_success``); it never
-  encodes or decodes a payload, so no S3.
+  encodes or decodes a payload, so no S3, and never reads a run's partition, so no Query (measured).
 * ApiFunction (``api/app.py`` -> ``engine.start``, ``get_run``, ``store.list_runs`` (gsi1), ``describe``,
   ``deliver_event``, ``cancel``, ``redrive``): checkpoint items, gsi1, payload objects, StartExecution
   (start, redrive), StopExecution (cancel), SendTaskSuccess (an event completing a wait), SendMessage (SQS),
@@ -114,7 +115,7 @@ ACTIONS = {
     "SummarizeFunctionRole": LLM_STEP,
     "CrossrefFunctionRole": LLM_STEP,
     "DraftFunctionRole": LLM_STEP,
-    "ControlFunctionRole": CHECKPOINTS | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
+    "ControlFunctionRole": CHECKPOINTS - {"dynamodb:Query"} | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
     "ApiFunctionRole": CHECKPOINTS
     | PAYLOADS
     | {"sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"}

@@ -118,6 +118,9 @@ class _Lazy:
     """Builds the engine on the first event and keeps it for the life of the execution environment."""
 
     def __init__(self, workflows: tuple[Workflow, ...], settings: Settings | None, clients: AwsClients | None) -> None:
+        from stepchain.aws.calls import install_from_env
+
+        install_from_env()  # STEPCHAIN_RECORD_CALLS=1: log every AWS call (least-privilege checks)
         self.workflows = workflows
         self.settings = settings
         self.clients = clients

@@ -1,0 +1,190 @@
+"""The SQS heartbeat (issue 10.1): a killed worker's node resumes within V seconds, whatever the
+function timeout. Real queues (moto), the real SQS worker, virtual time (no sleeps): the harness
+notes where ChangeMessageVisibility(Batch) put each message (``SqsHarness.visibility``) and makes
+a message that was not deleted visible there, as SQS would.
+
+V = 20 s, H = 5 s, a 900 s function timeout: without the heartbeat a dead worker's message comes
+back only after the queue's visibility timeout (>= 902 s here).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from stepchain import Workflow
+from stepchain.exceptions import ValidationError
+from stepchain.heartbeat import HeartbeatPolicy, queue_url_for_arn
+from stepchain.records import NodeStatus
+from stepchain.testing.sqs_driver import SqsHarness
+
+POLICY = HeartbeatPolicy(visibility_s=20, interval_s=5)
+Ref = dict[str, Any]
+
+
+def long_step_workflow(ref: Ref, *, items: int = 10, item_ms: int = 3000) -> Workflow:
+    """``slow``: a 900 s step whose ctx.each items take ``item_ms`` each (virtual time)."""
+    wf = Workflow("hb")
+
+    @wf.step(timeout_s=900)
+    def slow(ctx: Any, x: Any) -> Any:
+        def one(i: int) -> int:
+            ref["h"].clock.advance(item_ms)
+            return i
+
+        return ctx.each(list(range(items)), one)
+
+    @wf.step()
+    def after(ctx: Any, xs: Any) -> Any:
+        return sum(xs)
+
+    return wf
+
+
+def claims(h: SqsHarness, key: str) -> list[int]:
+    return [t for t, what, k in h.timeline if what == "after_claim" and k == key]
+
+
+def test_a_killed_workers_message_and_node_come_back_after_v_not_after_the_queue_timeout() -> None:
+    ref: Ref = {}
+    with SqsHarness(long_step_workflow(ref), heartbeat=POLICY) as h:
+        ref["h"] = h
+        h.crash_at("mid_item", node="slow", skip=5)  # killed before item 5 (15 s into the step)
+        run_id = h.start("hb", {})
+        h.run()
+        assert h.status(run_id) == "SUCCEEDED" and h.output(run_id) == sum(range(10))
+        first, second = claims(h, "slow")
+        killed_at = first + 5 * 3000
+        # the last heartbeat before the kill was at first + 15 s (beats at 5, 10, 15 s): the message
+        # came back at that beat + V, and the node's lease had ended `margin` before, so the
+        # redelivery took it over (not BUSY, not dropped)
+        assert second - killed_at <= POLICY.visibility_s * 1000
+        assert second == first + 15_000 + POLICY.visibility_s * 1000
+        node = h.store.get_node(run_id, "slow")
+        assert node is not None and node.crashes == 1 and node.status is NodeStatus.SUCCEEDED
+        assert h.executions["slow"] == 1  # items 0-4 were checkpointed: the resume ran only 5-9
+
+
+def test_without_the_heartbeat_the_same_kill_waits_out_the_function_timeout() -> None:
+    ref: Ref = {}
+    with SqsHarness(long_step_workflow(ref)) as h:  # the behaviour before: no per-message visibility
+        ref["h"] = h
+        h.crash_at("mid_item", node="slow", skip=5)
+        run_id = h.start("hb", {})
+        h.run()
+        assert h.status(run_id) == "SUCCEEDED"
+        first, second = claims(h, "slow")
+        assert second - first >= 900_000
+
+
+def test_a_heartbeat_keeps_a_long_steps_message_invisible_and_its_lease_alive() -> None:
+    ref: Ref = {}
+    leases: list[tuple[int, int]] = []
+    with SqsHarness(long_step_workflow(ref, items=20, item_ms=5000), heartbeat=POLICY) as h:
+        ref["h"] = h
+
+        run_id = h.start("hb", {})
+        orig_advance = h.clock.advance
+
+        def advance(ms: float) -> None:  # note the lease after each item (100 s of step time in all)
+            orig_advance(ms)
+            rec = h.store.get_node(run_id, "slow")
+            if rec is not None and rec.status is NodeStatus.RUNNING:
+                leases.append((h.clock.now_ms(), rec.lease_until_ms))
+
+        h.clock.advance = advance  # type: ignore[method-assign]
+        h.run()
+        assert h.status(run_id) == "SUCCEEDED"
+        assert len(claims(h, "slow")) == 1  # 100 s > V: never redelivered, never taken over
+        assert [b.result for b in h.batches].count("ok") == len(h.batches)
+        # the lease always ran ahead of the clock, by at most V - margin (not the 900 s timeout)
+        assert leases and all(0 < until - now <= POLICY.lease_ms for now, until in leases)
+        slow_receipt = h.visibility.changes[0][1]
+        beats = [t for t, receipt, v in h.visibility.changes if receipt == slow_receipt]
+        # one change when the batch arrived, one per 5 s beat of the 100 s step, all to V
+        assert len(beats) == 1 + 100_000 // 5000
+        assert {v for _, r, v in h.visibility.changes} == {POLICY.visibility_s}
+        assert [b - a for a, b in itertools.pairwise(beats)] == [5000] * 20
+        # the next step's batch: one change on arrival, no beat (it takes no time)
+        assert h.api_calls["sqs.ChangeMessageVisibilityBatch"] == 21 + 1
+
+
+def test_a_step_shorter_than_h_makes_no_heartbeat_write() -> None:
+    wf = Workflow("short")
+
+    @wf.step(timeout_s=900)
+    def quick(ctx: Any, x: Any) -> Any:
+        ref["h"].clock.advance(2000)  # 2 s < H = 5 s
+        return x
+
+    ref: Ref = {}
+    with SqsHarness(wf, heartbeat=POLICY) as h:
+        ref["h"] = h
+        updates: list[str] = []
+        h.store.extend_lease = lambda *a, **k: updates.append("extend") or True  # type: ignore[method-assign]
+        run_id = h.start("short", {"a": 1})
+        h.run()
+        assert h.status(run_id) == "SUCCEEDED"
+        assert updates == []
+        # the only visibility change is the one made when the batch arrived
+        assert h.api_calls["sqs.ChangeMessageVisibilityBatch"] == 1
+
+
+def test_a_lost_lease_fences_the_step_it_cannot_checkpoint_after_a_takeover() -> None:
+    """The heartbeat that finds another owner stops extending; the old worker's commit fails on
+    the owner condition, so it never overwrites the new owner's node."""
+    ref: Ref = {}
+    wf = Workflow("fence")
+
+    @wf.step(timeout_s=900)
+    def slow(ctx: Any, x: Any) -> Any:
+        h: SqsHarness = ref["h"]
+        if "stolen" not in ref:  # a worker that was paused past its lease: another took the node over
+            rec = h.store.get_node(ctx.run_id, "slow")
+            assert rec is not None
+            h.clock.advance(6000)  # one heartbeat, still ours
+            rec = h.store.get_node(ctx.run_id, "slow")
+            assert rec is not None
+            now = rec.lease_until_ms + 1
+            took = h.store.takeover(ctx.run_id, "slow", stale=rec, owner="thief", now_ms=now, lease_until_ms=now + 1)
+            ref["stolen"] = took.record
+            h.clock.advance(10_000)  # two more beats: both find the lease lost
+            return "old owner's output"
+        return "new owner's output"
+
+    extends: list[tuple[str, bool]] = []
+    with SqsHarness(wf, heartbeat=POLICY) as h:
+        ref["h"] = h
+        real_extend = h.store.extend_lease
+
+        def extend(run_id: str, key: str, *, owner: str, lease_until_ms: int) -> bool:
+            ok = real_extend(run_id, key, owner=owner, lease_until_ms=lease_until_ms)
+            extends.append((owner, ok))
+            return ok
+
+        h.store.extend_lease = extend  # type: ignore[method-assign]
+        run_id = h.start("fence", {})
+        h.run(max_activations=1)
+        rec = h.store.get_node(run_id, "slow")
+        assert rec is not None and rec.owner == "thief" and rec.status is NodeStatus.RUNNING
+        assert rec.output_ref is None  # the fenced worker could not checkpoint
+        assert h.invocations[0].outcome == "DROPPED"  # its commit found "lease lost"
+        assert [ok for _, ok in extends] == [True, False]  # the first beat after the theft stopped it
+        assert "thief" not in {o for o, _ in extends}
+
+
+def test_policy_validation_and_env() -> None:
+    assert HeartbeatPolicy.from_env({}) is None
+    assert HeartbeatPolicy.from_env({"STEPCHAIN_SQS_VISIBILITY_S": "0"}) is None
+    p = HeartbeatPolicy.from_env({"STEPCHAIN_SQS_VISIBILITY_S": "20", "STEPCHAIN_HEARTBEAT_S": "5"})
+    assert p == POLICY and (p.margin_ms, p.lease_ms, p.writes_per_minute()) == (1000, 19_000, 24.0)
+    assert HeartbeatPolicy.from_env({"STEPCHAIN_SQS_VISIBILITY_S": "1"}) == HeartbeatPolicy(1, 0.25)
+    with pytest.raises(ValidationError):
+        HeartbeatPolicy(20, 19.5)  # a beat must come before the lease (V - margin) ends
+    with pytest.raises(ValidationError):
+        HeartbeatPolicy(0, 1)
+    known = ["http://127.0.0.1:4566/queue/us-east-1/000000000000/steps", "https://x/123/other"]
+    assert queue_url_for_arn("arn:aws:sqs:us-east-1:000000000000:steps", known) == known[0]
+    assert queue_url_for_arn("arn:aws:sqs:eu-west-1:123:q", known) == "https://sqs.eu-west-1.amazonaws.com/123/q"

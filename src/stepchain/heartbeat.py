@@ -128,6 +128,11 @@ class LeaseKeeper(Protocol):
 
     def hold(self, run_id: str, key: str, owner: str) -> None: ...
 
+    @property
+    def redelivered(self) -> bool:
+        """The record being served was received before (SQS ``ApproximateReceiveCount`` > 1)."""
+        ...
+
 
 _ACTIVE: ContextVar[LeaseKeeper | None] = ContextVar("stepchain_heartbeat", default=None)
 
@@ -170,6 +175,7 @@ class SqsHeartbeat:
         self.visible_at_ms = 0
         self.beats = 0
         self.lost = False
+        self._redelivered = False
 
     # -- the worker's side ----------------------------------------------------------------------
     def lease_until(self, now_ms: int) -> int | None:
@@ -186,10 +192,19 @@ class SqsHeartbeat:
         with self._lock:
             self._held = (run_id, key, owner)
 
+    @property
+    def redelivered(self) -> bool:
+        return self._redelivered
+
     @contextmanager
-    def serving(self, message_id: str) -> Iterator[None]:
+    def serving(self, message_id: str, *, receive_count: int = 1) -> Iterator[None]:
         """Around one record: the worker core sees this heartbeat; afterwards the record is done
-        (no more visibility changes: the mapping deletes it, or it comes back within V to be retried)."""
+        (no more visibility changes: the mapping deletes it, or it comes back within V to be retried).
+
+        ``receive_count`` > 1 marks a redelivery: with a short V, a dead worker's message can come
+        back sooner than ``LEASE_GRACE_MS`` after its checkpoint, so the time alone no longer tells a
+        redelivery (whose handoff may be lost) from an immediate duplicate."""
+        self._redelivered = receive_count > 1
         token = _ACTIVE.set(self)
         try:
             yield

@@ -188,3 +188,20 @@ def test_policy_validation_and_env() -> None:
     known = ["http://127.0.0.1:4566/queue/us-east-1/000000000000/steps", "https://x/123/other"]
     assert queue_url_for_arn("arn:aws:sqs:us-east-1:000000000000:steps", known) == known[0]
     assert queue_url_for_arn("arn:aws:sqs:eu-west-1:123:q", known) == "https://sqs.eu-west-1.amazonaws.com/123/q"
+
+
+def test_with_a_short_v_a_redelivery_after_a_lost_handoff_still_reissues_the_successor() -> None:
+    """V = 1 s (the embedded runtime's): the dead worker's message comes back < 2 s (LEASE_GRACE_MS)
+    after its checkpoint, which the time alone would take for an immediate duplicate and drop; its
+    ApproximateReceiveCount (2) says it is a redelivery, so the lost handoff is re-issued."""
+    ref: Ref = {}
+    with SqsHarness(long_step_workflow(ref, items=2, item_ms=100), heartbeat=HeartbeatPolicy(1, 0.25)) as h:
+        ref["h"] = h
+        h.crash_at("after_checkpoint", node="slow")
+        run_id = h.start("hb", {})
+        assert h.run() == "SUCCEEDED"
+        assert h.output(run_id) == 1
+        ended = next(t for t, what, k in h.timeline if what == "after_checkpoint" and k == "slow")
+        after = claims(h, "after")[0]
+        assert after - ended <= 1000  # the successor started within V of the lost handoff
+        assert [e.kind for e in h.store.list_crash_events(run_id)] == ["lost_handoff"]

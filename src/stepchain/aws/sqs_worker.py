@@ -69,7 +69,7 @@ def handle_sqs_batch(
     event: Mapping[str, Any],
     context: LambdaContextLike,
     *,
-    heartbeat: HeartbeatPolicy | None | Literal["env"] = "env",
+    heartbeat: HeartbeatPolicy | Literal["env"] | None = "env",
 ) -> PartialItemFailureResponse:
     """The handler body for an SQS event source mapping with ``ReportBatchItemFailures``.
 
@@ -82,7 +82,7 @@ def handle_sqs_batch(
     def record_handler(record: SQSRecord) -> str:
         if hb is None:
             return handle_record(engine, record, context)
-        with hb.serving(record.message_id):
+        with hb.serving(record.message_id, receive_count=_receive_count(record)):
             return handle_record(engine, record, context)
 
     processor = BatchProcessor(event_type=EventType.SQS)
@@ -92,6 +92,13 @@ def handle_sqs_batch(
         return process_partial_response(
             event=dict(event), record_handler=record_handler, processor=processor, context=ctx
         )
+
+
+def _receive_count(record: SQSRecord) -> int:
+    try:
+        return int(record.attributes.approximate_receive_count)
+    except (KeyError, TypeError, ValueError):
+        return 1
 
 
 def _heartbeat(engine: Engine, event: Mapping[str, Any], policy: HeartbeatPolicy) -> SqsHeartbeat | None:

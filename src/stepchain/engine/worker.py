@@ -158,6 +158,8 @@ class Worker:
         self.probe.reached("checkpoint_hit", msg.run_id, rec.key)
         now = self.clock.now_ms()
         late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
+        keeper = heartbeat.active()  # with an SQS heartbeat a redelivery may come sooner: ask SQS
+        late = late or (keeper is not None and keeper.redelivered)
         if not late:
             if wf.next_of(node.id) is None and msg.index is None:
                 self.finish_run(msg, rec.output_ref)

@@ -98,6 +98,12 @@ class HeartbeatPolicy:
             h = float(e.get(ENV_INTERVAL) or v / 4)
         except ValueError as exc:
             raise ValidationError(f"{ENV_VISIBILITY}/{ENV_INTERVAL}: {exc}") from exc
+        if v >= 1 and not 0 < h * 1000 < v * 1000 - min(1000, v * 250):
+            logger.error(  # a misconfigured H must not fail every message: beat often enough instead
+                "heartbeat interval not below V - margin; using V / 4",
+                extra={ENV_VISIBILITY: v, ENV_INTERVAL: h},
+            )
+            h = v / 4
         return cls(v, h)
 
     def writes_per_minute(self) -> float:
@@ -176,6 +182,11 @@ class SqsHeartbeat:
         self.beats = 0
         self.lost = False
         self._redelivered = False
+
+    @classmethod
+    def lease_only(cls, policy: HeartbeatPolicy, store: CheckpointStore, clock: Clock) -> SqsHeartbeat:
+        """A heartbeat without messages (Step Functions): the lease is V - margin from each beat."""
+        return cls(policy, store, None, [], clock)
 
     # -- the worker's side ----------------------------------------------------------------------
     def lease_until(self, now_ms: int) -> int | None:

@@ -10,6 +10,7 @@ back only after the queue's visibility timeout (>= 902 s here).
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -205,3 +206,47 @@ def test_with_a_short_v_a_redelivery_after_a_lost_handoff_still_reissues_the_suc
         after = claims(h, "after")[0]
         assert after - ended <= 1000  # the successor started within V of the lost handoff
         assert [e.kind for e in h.store.list_crash_events(run_id)] == ["lost_handoff"]
+
+
+def test_a_misconfigured_interval_falls_back_to_a_quarter_of_v() -> None:
+    env = {"STEPCHAIN_SQS_VISIBILITY_S": "8", "STEPCHAIN_HEARTBEAT_S": "30"}  # H >= V: would never beat in time
+    assert HeartbeatPolicy.from_env(env) == HeartbeatPolicy(8, 2)
+
+
+@pytest.mark.parametrize("policy", [POLICY, None], ids=["heartbeat", "no-heartbeat"])
+def test_step_functions_lease_heartbeat_bounds_the_takeover_by_v(policy: HeartbeatPolicy | None) -> None:
+    """Step Functions sees a killed invocation at once (the Lambda task fails) and retries it; the
+    retry is BUSY until the dead worker's lease ends, then takes over. With the lease heartbeat the
+    lease ends V - margin after the last beat; without it, after the whole function timeout + 2 s."""
+    from stepchain.aws.sfn_worker import handle_sfn_task
+    from stepchain.testing import Harness
+    from stepchain.testing.clock import VirtualLambdaContext
+    from stepchain.testing.probe import InjectedCrash
+
+    ref: Ref = {}
+    with Harness(long_step_workflow(ref), backend="memory") as h:
+        ref["h"] = h
+        run_id = h.start("hb", {})
+        event = {"run_id": run_id, "workflow": "hb", "version": h.registry.get("hb").version, "node": "slow"}
+        h.crash_at("mid_item", node="slow", skip=5)
+        t0 = h.clock.now_ms()
+        with pytest.raises(InjectedCrash):
+            handle_sfn_task(h.engine, event, VirtualLambdaContext(h.clock, 900_000, "sfn-1"), heartbeat=policy)
+        killed_at = h.clock.now_ms()
+        assert killed_at == t0 + 15_000
+        h.clock.set_to(killed_at + 1000)  # the task's Retry (IntervalSeconds = 1)
+        retry = handle_sfn_task(h.engine, event, VirtualLambdaContext(h.clock, 900_000, "sfn-2"), heartbeat=policy)
+        assert retry["status"] == "BUSY"
+        wake = int(datetime.fromisoformat(retry["wake_at"]).timestamp() * 1000)  # the Wait state's, whole s
+        lease = h.store.get_node(run_id, "slow")
+        assert lease is not None
+        if policy is None:
+            assert wake - killed_at > 880_000  # the lease ran to the function timeout + 2 s
+            return
+        assert lease.lease_until_ms == t0 + 15_000 + policy.lease_ms  # the last beat (15 s) + V - margin
+        assert wake - killed_at <= policy.visibility_s * 1000
+        h.clock.set_to(wake)  # the Wait state ends at wake_at: the task runs again and takes over
+        done = handle_sfn_task(h.engine, event, VirtualLambdaContext(h.clock, 900_000, "sfn-3"), heartbeat=policy)
+        assert done["status"] == "DONE"
+        rec = h.store.get_node(run_id, "slow")
+        assert rec is not None and rec.crashes == 1 and rec.status is NodeStatus.SUCCEEDED

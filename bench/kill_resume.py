@@ -171,7 +171,8 @@ def main() -> int:
             *rows,
             "",
             "standby: a second worker already polls (Lambda's event source mapping always polls); respawn: one "
-            "worker, a fresh process started right after the kill (as `make demo` does: includes its start-up); "
+            "worker, a fresh process started right after the kill (includes its start-up; `make demo` keeps a "
+            "second worker polling instead); "
             "no-heartbeat: before this change (4 s budget, the queue's 7 s visibility timeout decides).",
             END,
         ]

@@ -250,3 +250,25 @@ def test_step_functions_lease_heartbeat_bounds_the_takeover_by_v(policy: Heartbe
         assert done["status"] == "DONE"
         rec = h.store.get_node(run_id, "slow")
         assert rec is not None and rec.crashes == 1 and rec.status is NodeStatus.SUCCEEDED
+
+
+def test_in_a_batch_every_unfinished_record_stays_invisible_and_a_kill_returns_them_all_within_v() -> None:
+    """Two records in one batch (batch_size 10, as the control function's mapping): while the first
+    runs a 30 s step, the beats also keep the second (waiting its turn) invisible; the invocation is
+    killed in the first: both come back V after the last beat, and both runs finish."""
+    ref: Ref = {}
+    with SqsHarness(long_step_workflow(ref, items=10, item_ms=3000), heartbeat=POLICY, batch_size=10) as h:
+        ref["h"] = h
+        h.crash_at("mid_item", node="slow", skip=5)  # the first record's step, 15 s in
+        first_run, second_run = h.start("hb", {}), h.start("hb", {})
+        h.run()
+        assert h.status(first_run) == "SUCCEEDED" and h.status(second_run) == "SUCCEEDED"
+        assert h.batches[0].size == 2 and h.batches[0].result == "crashed"
+        receipts = list(dict.fromkeys(r for _, r, _ in h.visibility.changes))[:2]
+        for receipt in receipts:  # both records: set at arrival, then at every beat until the kill
+            times = [t for t, r, _ in h.visibility.changes if r == receipt]
+            assert [b - a for a, b in itertools.pairwise(times)] == [5000] * 3
+        start = claims(h, "slow")[0]
+        # the kill at 15 s; both messages were back at 15 s + V, in one batch again
+        assert sorted(claims(h, "slow"))[1] == start + 15_000 + POLICY.visibility_s * 1000
+        assert h.batches[1].size == 2

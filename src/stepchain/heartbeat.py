@@ -274,11 +274,12 @@ class SqsHeartbeat:
                 logger.warning("heartbeat could not extend the lease", exc_info=True, extra={"node": key})
                 return
             if not ok:
-                logger.warning("heartbeat found the lease lost (taken over)", extra={"run_id": run_id, "node": key})
-                with self._lock:
-                    self.lost = True
-                    if self._held == held:
-                        self._held = None
+                with self._lock:  # unless the step finished meanwhile (its commit ended the lease): lost
+                    lost = self._held == held
+                    if lost:
+                        self.lost, self._held = True, None
+                if lost:
+                    logger.warning("heartbeat found the lease lost (taken over)", extra={"run_id": run_id, "node": key})
         if not self._change_visibility(at_ms) and held is not None and not self.lost:
             # the message keeps its earlier deadline: bring the lease back under it, or the message
             # would come back while the lease still looks live (and be dropped as BUSY)

@@ -19,6 +19,7 @@ from stepchain import Workflow
 from stepchain.exceptions import ValidationError
 from stepchain.heartbeat import HeartbeatPolicy, queue_url_for_arn
 from stepchain.records import NodeStatus
+from stepchain.testing import WORKER_BOUNDARIES
 from stepchain.testing.sqs_driver import SqsHarness
 
 POLICY = HeartbeatPolicy(visibility_s=20, interval_s=5)
@@ -272,3 +273,26 @@ def test_in_a_batch_every_unfinished_record_stays_invisible_and_a_kill_returns_t
         # the kill at 15 s; both messages were back at 15 s + V, in one batch again
         assert sorted(claims(h, "slow"))[1] == start + 15_000 + POLICY.visibility_s * 1000
         assert h.batches[1].size == 2
+
+
+# -- the transport's acceptance scenario with the heartbeat on: every boundary, every message twice ----
+@pytest.mark.parametrize("policy", [POLICY, HeartbeatPolicy(1, 0.25)], ids=["V20", "V1"])
+@pytest.mark.parametrize("boundary", WORKER_BOUNDARIES)
+def test_crash_at_each_boundary_with_duplicates_and_the_heartbeat_runs_everything_exactly_once(
+    boundary: str, policy: HeartbeatPolicy
+) -> None:
+    """test_sqs_transport's crash matrix (ctx.each continuations, a bounded map with ctx.once, an event
+    wait, a sleep), with short per-message visibilities: redeliveries now come within V, duplicates
+    meet leases that follow the heartbeat, and still every step runs exactly once."""
+    from tests.integration.test_sqs_transport import agent_workflow, assert_exactly_once, run_agent
+
+    ref: dict[str, SqsHarness] = {}
+    with SqsHarness(agent_workflow(ref), backend="memory", duplicate_delivery=True, heartbeat=policy) as h:
+        ref["h"] = h
+        h.crash_at(boundary, node="fetch")
+        h.crash_at(boundary, node="summarize", times=2)
+        run_id = run_agent(h)
+        crashes = {"mid_item": 1, "item_window": 1, "effect_window": 2}.get(boundary, 3)
+        assert_exactly_once(h, run_id, urls=6, reruns=crashes, window=boundary)
+        assert [b.result for b in h.batches].count("crashed") == crashes
+        assert h.visibility.changes  # the heartbeat really ran

@@ -1,11 +1,12 @@
 """`make demo`: the research agent survives a killed worker, on an embedded AWS (no account, no Docker).
 
 1. moto's server starts in this process on 127.0.0.1: DynamoDB, S3 and SQS, as in the deployed app.
-2. A worker process (`python -m stepchain.local worker`) runs the steps like Lambda would, with a
+2. Two worker processes (`python -m stepchain.local worker`) run the steps like Lambda would, with a
    4-second budget per invocation, so the fetch step has to continue across invocations.
-3. While it fetches, the demo kills the worker with SIGKILL (no goodbye, no cleanup).
-4. A fresh worker starts. The step's message reappears after the queue's visibility timeout and
-   the run resumes at its last checkpoint: finished steps and pages are never done again.
+3. While it fetches, the demo kills the worker running the step with SIGKILL (no goodbye, no cleanup).
+4. The step's message reappears about a second later (its own 1 s visibility, which the dead
+   worker's heartbeat no longer extends) and the other worker resumes the run at its last checkpoint:
+   finished steps and pages are never done again. A fresh worker is started in the killed one's place.
 5. The run waits for a human approval; the demo approves it, and the report is drafted.
 """
 
@@ -31,7 +32,7 @@ from story import print_files, print_ledger, save_run, verdict  # noqa: E402
 from research_agent.workflow import wf  # noqa: E402
 from stepchain.aws import AwsClients, build_engine  # noqa: E402
 from stepchain.ledger import RunView, describe  # noqa: E402
-from stepchain.local import EmbeddedAws, visibility_timeout_for  # noqa: E402
+from stepchain.local import LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
 from stepchain.settings import Settings  # noqa: E402
 
 QUESTION = (
@@ -59,6 +60,17 @@ def spawn_worker(env: dict[str, str], audit: Path, log: Path) -> subprocess.Pope
         str(audit),
     ]
     return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def busy_worker(workers: list[subprocess.Popen[bytes]], audit: Path) -> subprocess.Popen[bytes]:
+    """The live worker that audited the latest execution (the one in the middle of the step)."""
+    live = {w.pid: w for w in workers if w.poll() is None}
+    lines = audit.read_text().splitlines() if audit.exists() else []
+    for line in reversed(lines):
+        pid = json.loads(line).get("pid")
+        if pid in live:
+            return live[pid]
+    return next(iter(live.values()))
 
 
 class Progress:
@@ -168,30 +180,36 @@ def main() -> int:
         run, _ = engine.start("research-agent", {"question": QUESTION, "max_sources": 8})
         print(f"emulated AWS at {aws.endpoint}; run {run.run_id} started\n")
         progress = Progress()
-        workers.append(spawn_worker(env, audit, log))
-        progress.say(f"worker 1 started (pid {workers[0].pid})")
+        workers.extend(spawn_worker(env, audit, log) for _ in range(2))
+        progress.say(f"workers 1 and 2 started (pids {workers[0].pid}, {workers[1].pid})")
         kills = 0
+        killed_at: list[float] = []  # when each kill happened (epoch s), until its resume is reported
         approved = False
         deadline = time.monotonic() + args.timeout
         view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
 
         def kill_worker(why: str) -> None:
             nonlocal kills
-            victim = workers[-1]
+            victim = busy_worker(workers, audit)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait()
             kills += 1
+            killed_at.append(time.time())
             progress.say(f"SIGKILL worker pid {victim.pid} {why}. Its memory is gone.")
             workers.append(spawn_worker(env, audit, log))
             progress.say(
-                f"worker {len(workers)} started (pid {workers[-1].pid}); the interrupted message comes "
-                f"back after the queue's {visibility_timeout_for(BUDGET_MS)} s visibility timeout"
+                f"worker {len(workers)} started (pid {workers[-1].pid}); the interrupted message comes back "
+                f"within {LOCAL_VISIBILITY_S} s (no heartbeat extends it any more) and the other worker resumes it"
             )
 
         try:
             while time.monotonic() < deadline:
                 view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
                 progress.show(view)
+                if killed_at:  # the takeover (a crash event the resuming worker wrote) after the last kill
+                    back = [e for e in engine.store.list_crash_events(run.run_id) if e.at_ms / 1000 >= killed_at[-1]]
+                    if back:
+                        progress.say(f"resumed {back[0].at_ms / 1000 - killed_at.pop():.1f} s after the kill")
                 by_key = {n.key: n for n in view.nodes}
                 fetch, summarize = by_key.get("fetch"), by_key.get("summarize")
                 if kills == 0 and fetch is not None and fetch.items_checkpointed >= KILL_AFTER_PAGES:

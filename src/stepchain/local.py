@@ -35,6 +35,12 @@ TABLE = "stepchain-local"
 BUCKET = "stepchain-local-payloads"
 QUEUE = "stepchain-local-steps"
 DLQ = "stepchain-local-dlq"
+#: the per-message visibility V and heartbeat interval H of local workers (see stepchain.heartbeat)
+LOCAL_VISIBILITY_S = 1
+LOCAL_HEARTBEAT_S = 0.25
+#: how often an idle worker asks the queue again (moto's long poll wakes on a new message, not on
+#: a message whose visibility ran out: a short poll finds that one within this interval)
+IDLE_POLL_S = 0.1
 
 
 def free_port() -> int:
@@ -71,6 +77,10 @@ class LocalStack:
             "STEPCHAIN_BUCKET": self.bucket,
             "STEPCHAIN_TRANSPORT": "sqs",
             "STEPCHAIN_QUEUES": json.dumps({"*": self.queue_url}),
+            # the SQS heartbeat (stepchain.heartbeat): each message's own visibility is 1 s, kept
+            # alive every 0.25 s while a worker runs it, so a killed worker's step resumes ~1 s later
+            "STEPCHAIN_SQS_VISIBILITY_S": str(LOCAL_VISIBILITY_S),
+            "STEPCHAIN_HEARTBEAT_S": str(LOCAL_HEARTBEAT_S),
             **extra,
         }
 
@@ -133,7 +143,10 @@ class EmbeddedAws:
 
 
 def visibility_timeout_for(budget_ms: int) -> int:
-    """A queue must not hand a message out again before the dead worker's lease has run out."""
+    """The queue's own visibility timeout: at least the invocation's budget + the lease grace, as AWS
+    requires of a queue behind an event source mapping (>= the function timeout). With the heartbeat
+    (the default here) a message's own visibility is much shorter: this one only applies to a
+    message whose visibility could not be changed."""
     return math.ceil((budget_ms + LEASE_GRACE_MS) / 1000) + 1
 
 
@@ -215,7 +228,7 @@ def run_worker(
         resp = sqs.receive_message(
             QueueUrl=queue_url,
             MaxNumberOfMessages=1,
-            WaitTimeSeconds=1,
+            WaitTimeSeconds=0,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
@@ -223,6 +236,7 @@ def run_worker(
         if not messages:
             if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 return
+            stop.wait(IDLE_POLL_S)
             continue
         idle_since = time.monotonic()
         event = {"Records": [_record(m, queue_url) for m in messages]}

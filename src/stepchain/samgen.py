@@ -163,7 +163,8 @@ def _function(fn: FunctionPlan, control: bool) -> dict[str, Any]:
     poll = {
         "Sid": "PollOwnQueue",
         "Effect": "Allow",
-        "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+        # ChangeMessageVisibility: the SQS heartbeat (stepchain.heartbeat) keeps its own messages' visibility short
+        "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
         "Resource": arn(fn.queue),
     }
     policies: list[Any]

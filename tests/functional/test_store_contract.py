@@ -344,6 +344,36 @@ def test_takeover_of_finished_node_reports_it(sut: StoreUnderTest) -> None:
     assert missing.kind is ClaimKind.GONE and missing.record is None
 
 
+# ------------------------------------------------------------------------------------ extend_lease (heartbeat)
+def test_extend_lease_moves_the_owners_lease_and_lets_a_takeover_wait_for_it(sut: StoreUnderTest) -> None:
+    stale = _running(sut)  # owner "dead", lease T0 + 5000
+    assert sut.store.extend_lease("run1", "step", owner="dead", lease_until_ms=T0 + 20_000) is True
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and (rec.status, rec.owner, rec.lease_until_ms) == (NodeStatus.RUNNING, "dead", T0 + 20_000)
+    assert (rec.attempts, rec.invocations, rec.crashes) == (1, 1, 0)  # a heartbeat is not an invocation
+    now = T0 + 6000  # past the claim's lease, inside the extended one: no takeover
+    res = sut.store.takeover("run1", "step", stale=stale, owner="w2", now_ms=now, lease_until_ms=now + 1)
+    assert res.kind is ClaimKind.BUSY and res.record is not None and res.record.lease_until_ms == T0 + 20_000
+
+
+def test_extend_lease_is_refused_after_a_takeover_a_finish_or_for_a_missing_node(sut: StoreUnderTest) -> None:
+    stale = _running(sut)
+    now = T0 + 5001
+    assert sut.store.takeover("run1", "step", stale=stale, owner="w2", now_ms=now, lease_until_ms=now + 100).kind is (
+        ClaimKind.CLAIMED
+    )
+    # the old owner's late heartbeat changes nothing: the new owner keeps its lease
+    assert sut.store.extend_lease("run1", "step", owner="dead", lease_until_ms=T0 + 99_000) is False
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and (rec.owner, rec.lease_until_ms) == ("w2", now + 100)
+    assert sut.store.finish("run1", "step", NodeChanges(NodeStatus.SUCCEEDED, now + 1), owner="w2") is FinishResult.OK
+    assert sut.store.extend_lease("run1", "step", owner="w2", lease_until_ms=T0 + 99_000) is False
+    rec = sut.store.get_node("run1", "step")
+    assert rec is not None and rec.status is NodeStatus.SUCCEEDED and rec.lease_until_ms != T0 + 99_000
+    assert sut.store.extend_lease("run1", "ghost", owner="w2", lease_until_ms=T0 + 99_000) is False
+    assert sut.store.get_node("run1", "ghost") is None  # the refused write created nothing
+
+
 # ------------------------------------------------------------------------------------ finish
 def test_finish_checkpoints_and_releases_the_lease(sut: StoreUnderTest) -> None:
     claim(sut.store, "step", owner="w1")

@@ -26,7 +26,7 @@ GLOBAL_ENV = {
     "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL", "STEPCHAIN_TABLE",
     "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINE_ARN", "STEPCHAIN_QUEUES",
     "STEPCHAIN_RETENTION_DAYS", "STEPCHAIN_LLM", "STEPCHAIN_BEDROCK_MODEL_ID", "STEPCHAIN_MAX_MAP_ITEMS",
-    "STEPCHAIN_MAX_INPUT_BYTES",
+    "STEPCHAIN_MAX_INPUT_BYTES", "STEPCHAIN_SQS_VISIBILITY_S", "STEPCHAIN_HEARTBEAT_S",
 }  # fmt: skip
 #: environment values a function has on top of the global ones
 OWN_ENV = {
@@ -68,6 +68,28 @@ def test_global_environment(template: dict[str, Any]) -> None:
     }  # fmt: skip
 
 
+def test_kill_to_resume_is_bounded_by_the_message_visibility_not_the_function_timeout(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """Issue 10.1: with the deployed defaults, a killed worker's step resumes <= 30 s later on every function
+    (ARCHITECTURE.md, *Resuming after a kill*: message back <= V after the kill, a poll ~1 s, a cold start
+    ~1 s), although every queue's own visibility timeout is >= its function's timeout, as AWS requires."""
+    from stepchain.heartbeat import HeartbeatPolicy
+
+    params = template["Parameters"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["STEPCHAIN_SQS_VISIBILITY_S"] == {"Ref": "MessageVisibilitySeconds"}
+    assert env["STEPCHAIN_HEARTBEAT_S"] == {"Ref": "HeartbeatSeconds"}
+    v, h = params["MessageVisibilitySeconds"]["Default"], params["HeartbeatSeconds"]["Default"]
+    policy = HeartbeatPolicy.from_env({"STEPCHAIN_SQS_VISIBILITY_S": str(v), "STEPCHAIN_HEARTBEAT_S": str(h)})
+    assert policy == HeartbeatPolicy(v, h)  # valid as deployed: no fallback
+    poll_s, cold_start_s = 1, 1
+    assert v + poll_s + cold_start_s <= 30
+    for fn, queue in QUEUE_OF.items():
+        timeout = resources[fn]["Properties"]["Timeout"]
+        assert resources[queue]["Properties"]["VisibilityTimeout"] >= timeout  # AWS refuses the mapping otherwise
+
+
 @pytest.mark.parametrize("fn", list(QUEUE_OF))
 def test_each_step_function_consumes_its_own_queue(resources: dict[str, Any], fn: str) -> None:
     queue = QUEUE_OF[fn]
@@ -84,7 +106,8 @@ def test_each_step_function_consumes_its_own_queue(resources: dict[str, Any], fn
     polls = [s for p in resources[fn]["Properties"]["Policies"] if "Statement" in p for s in p["Statement"]
              if s["Sid"] == "PollOwnQueue"]  # fmt: skip
     assert polls == [{"Sid": "PollOwnQueue", "Effect": "Allow", "Resource": {"Fn::GetAtt": [queue, "Arn"]},
-                      "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]}]  # fmt: skip
+                      "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                 "sqs:ChangeMessageVisibility"]}]  # fmt: skip
     assert "Events" not in resources[fn]["Properties"]  # SAM's SQS events would attach a '*' managed policy
 
 

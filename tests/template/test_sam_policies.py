@@ -101,7 +101,7 @@ TABLE = {"Fn::GetAtt": ["CheckpointTable", "Arn"]}
 PAYLOAD_OBJECTS = {"Fn::Sub": "${PayloadBucket.Arn}/payloads/*"}
 CHECKPOINTS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}
 PAYLOADS = {"s3:GetObject", "s3:PutObject"}
-POLL = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+POLL = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
 STEP = CHECKPOINTS | PAYLOADS | POLL | {"sqs:SendMessage"}
 LLM_STEP = STEP | {"bedrock:InvokeModel"}  # only with LlmProvider=bedrock (checked below)
 LOG_DELIVERY = {

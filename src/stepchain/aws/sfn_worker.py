@@ -13,12 +13,14 @@ before, another invocation holds it), the worker reports the state through SendT
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, Literal
 
 from stepchain.asl import STATE_FIELDS  # every state a task returns has exactly these fields
 from stepchain.engine import Engine
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
+from stepchain.heartbeat import HeartbeatPolicy, SqsHeartbeat
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.records import NodeStatus
@@ -66,8 +68,19 @@ def _expired_after_delivery(engine: Engine, msg: Activation, outcome: Outcome) -
     return outcome
 
 
-def handle_sfn_task(engine: Engine, event: Any, context: LambdaContextLike) -> dict[str, Any]:
-    """Serve one Step Functions task; returns the small state the state machine routes on."""
+def handle_sfn_task(
+    engine: Engine,
+    event: Any,
+    context: LambdaContextLike,
+    *,
+    heartbeat: HeartbeatPolicy | Literal["env"] | None = "env",
+) -> dict[str, Any]:
+    """Serve one Step Functions task; returns the small state the state machine routes on.
+
+    With a heartbeat policy (default: from the environment, as on SQS) the node's lease is V - 1 s
+    and a heartbeat extends it every H seconds while the step runs: a killed invocation's node can be
+    taken over V seconds after the kill (the task's Retry, then BUSY -> Wait until the lease ends),
+    not when the whole function timeout would have run out."""
     msg = parse_event(event)
     if msg.action == "fail":
         outcome = mark_failed(engine, msg, event.get("error"))
@@ -82,7 +95,10 @@ def handle_sfn_task(engine: Engine, event: Any, context: LambdaContextLike) -> d
 
     # With the Step Functions handoff no message goes out (the state machine moves on), but the
     # boundary is reached as on any transport: a crash there is after the checkpoint, before the handoff.
-    outcome = serve(engine, msg, context, settle=settle, apply=sfn)
+    policy = HeartbeatPolicy.from_env() if heartbeat == "env" else heartbeat
+    hb = SqsHeartbeat.lease_only(policy, engine.store, engine.clock) if isinstance(policy, HeartbeatPolicy) else None
+    with hb or nullcontext(), hb.serving("") if hb is not None else nullcontext():
+        outcome = serve(engine, msg, context, settle=settle, apply=sfn)
     state = task_state(msg, outcome)
     if msg.token and outcome.kind is not OutcomeKind.SUSPENDED and isinstance(handoff, StepFunctionsHandoff):
         handoff.send_task_success(msg.token, state)

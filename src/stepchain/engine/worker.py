@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from stepchain import heartbeat
 from stepchain.clock import Clock, SystemClock
 from stepchain.context import CostMeter
 from stepchain.engine.nodes import handler_for
@@ -83,7 +84,9 @@ class Worker:
         to report instead (the node is done, busy, gone ...)."""
         now = self.clock.now_ms()
         owner = f"{lctx.aws_request_id}/{uuid.uuid4().hex[:8]}"
-        lease = now + int(lctx.get_remaining_time_in_millis()) + LEASE_GRACE_MS
+        keeper = heartbeat.active()  # an SQS heartbeat: the lease ends before the message returns
+        short = keeper.lease_until(now) if keeper is not None else None
+        lease = short if short is not None else now + int(lctx.get_remaining_time_in_millis()) + LEASE_GRACE_MS
         res = self.store.claim(
             msg.run_id, key, node=node.id, index=msg.index, owner=owner, now_ms=now, lease_until_ms=lease
         )
@@ -113,6 +116,8 @@ class Worker:
                 logger.warning("took over a node whose worker died", extra={"run_id": msg.run_id, "node": key})
             rec = res.record
         if res.kind is ClaimKind.CLAIMED:
+            if keeper is not None and short is not None:
+                keeper.hold(msg.run_id, key, owner)  # its beats extend this lease from now on
             self.probe.reached("after_claim", msg.run_id, key)
             return rec, None
         if res.kind is ClaimKind.DONE and rec is not None:
@@ -153,6 +158,8 @@ class Worker:
         self.probe.reached("checkpoint_hit", msg.run_id, rec.key)
         now = self.clock.now_ms()
         late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
+        keeper = heartbeat.active()  # with an SQS heartbeat a redelivery may come sooner: ask SQS
+        late = late or (keeper is not None and keeper.redelivered)
         if not late:
             if wf.next_of(node.id) is None and msg.index is None:
                 self.finish_run(msg, rec.output_ref)

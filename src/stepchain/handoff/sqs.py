@@ -10,7 +10,8 @@ Queue settings this transport relies on:
 * ``VisibilityTimeout`` >= the consuming function's timeout + ``LEASE_GRACE_MS`` (2 s). A worker that
   dies keeps its node's lease until then; its message must not come back before that lease is over
   (a duplicate that meets a live lease is dropped as BUSY, and the owner's own message is the one
-  that comes back).
+  that comes back). With the heartbeat (:mod:`stepchain.heartbeat`) each message's own visibility
+  is short (V) and the lease ends before it, so a dead worker's message comes back within V.
 * A dead-letter queue with ``maxReceiveCount`` (e.g. 3): a message no worker can handle (malformed,
   unknown workflow) ends there instead of circulating.
 * The event source mapping reports ``ReportBatchItemFailures`` so only failed records are retried.

@@ -214,6 +214,11 @@ class CheckpointStore(ABC):
         """Take a RUNNING node whose lease has expired (its worker died); counts a crash and an attempt."""
 
     @abstractmethod
+    def extend_lease(self, run_id: str, key: str, *, owner: str, lease_until_ms: int) -> bool:
+        """ONE conditional write: set the node's ``lease_until`` if it is RUNNING and ``owner`` holds
+        it (a heartbeat). False when the lease was lost (taken over, finished, cancelled, absent)."""
+
+    @abstractmethod
     def finish(
         self,
         run_id: str,

@@ -450,6 +450,19 @@ class DynamoDBStore(CheckpointStore):
         )
         return self._conditional_claim(run_id, key, u, cond)
 
+    def extend_lease(self, run_id: str, key: str, *, owner: str, lease_until_ms: int) -> bool:
+        u = _Update()
+        u.set("lease_until", lease_until_ms)
+        cond = (
+            f"{u.name('status')} = {u.value('running', NodeStatus.RUNNING.value)} AND "
+            f"{u.name('owner')} = {u.value('owner', owner)}"
+        )
+        try:
+            self.client.update_item(TableName=self.table, Key=self._key(run_pk(run_id), node_sk(key)), **u.kwargs(cond))
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def finish(
         self,
         run_id: str,

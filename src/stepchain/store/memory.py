@@ -245,6 +245,15 @@ class MemoryStore(CheckpointStore):
                 item[name] = item.get(name, 0) + 1
             return ClaimResult(ClaimKind.CLAIMED, NodeRecord.from_item(copy.deepcopy(item)))
 
+    def extend_lease(self, run_id: str, key: str, *, owner: str, lease_until_ms: int) -> bool:
+        with self._lock:
+            self.calls += 1
+            item = self._items.get((run_pk(run_id), node_sk(key)))
+            if item is None or item["status"] != NodeStatus.RUNNING.value or item.get("owner") != owner:
+                return False
+            item["lease_until"] = lease_until_ms
+            return True
+
     def finish(
         self,
         run_id: str,

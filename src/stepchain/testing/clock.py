@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from stepchain.exceptions import StepchainSignal
+from stepchain.heartbeat import TickListener
 
 #: 2026-01-01T00:00:00Z, so timestamps in tests are readable
 EPOCH_MS = 1_767_225_600_000
@@ -19,6 +20,7 @@ class VirtualClock:
         self._now = float(start_ms)
         self._lock = threading.Lock()
         self._deadline: float | None = None
+        self._listeners: list[TickListener] = []
 
     def now_ms(self) -> int:
         return int(self._now)
@@ -26,8 +28,31 @@ class VirtualClock:
     def monotonic_ms(self) -> float:
         return self._now
 
+    def subscribe(self, listener: TickListener) -> None:
+        """Fire ``listener.tick(t)`` at each of its due moments ``t`` that :meth:`advance` passes (the
+        clock reads ``t`` meanwhile): the SQS heartbeat beats in virtual time."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: TickListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _fire_until(self, end: float) -> None:
+        while True:
+            dues = [(d, i) for i, lis in enumerate(self._listeners) if (d := lis.next_due_ms()) is not None]
+            due = min(dues, default=None)
+            if due is None or due[0] > end:
+                return
+            with self._lock:
+                self._now = max(self._now, float(due[0]))
+            self._listeners[due[1]].tick(due[0])
+
     def advance(self, ms: float) -> None:
         """Let ``ms`` of virtual time pass. Inside an invocation, passing its deadline kills it."""
+        if self._listeners:
+            end = self._now + ms
+            self._fire_until(end if self._deadline is None else min(end, self._deadline))
+            ms = max(0.0, end - self._now)
         with self._lock:
             self._now += ms
             if self._deadline is not None and self._now > self._deadline:

@@ -12,7 +12,8 @@ Time is virtual. moto applies ``DelaySeconds`` and visibility timeouts in real t
   message (deletes it and sends it again, undelayed, once virtual time gets there), as SQS would;
 * the queues' real visibility timeout is 12 h; the driver makes a message that was not deleted
   (failed record, crashed or timed-out invocation) visible again once virtual time passes the
-  emulated visibility timeout (the invocation's deadline + the lease grace + 1 s).
+  emulated visibility timeout (the invocation's deadline + the lease grace + 1 s), or, with
+  ``heartbeat=``, where the heartbeat last set that message's visibility (``visibility``).
 
 from stepchain.testing.sqs_driver import SqsHarness
 
@@ -34,10 +35,12 @@ from stepchain.context import LambdaContextLike
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.sqs import MAX_DELAY_S, SqsHandoff
+from stepchain.heartbeat import HeartbeatPolicy
 from stepchain.messages import Activation, Outcome
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.harness import MAX_ACTIVATIONS, Harness, InvocationLog
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
+from stepchain.testing.sqs_visibility import VisibilityModel
 from stepchain.workflow import Workflow
 
 REGION = "us-east-1"
@@ -182,6 +185,7 @@ class SqsHarness(Harness):
         duplicate_delivery: bool = False,
         max_receive_count: int = 3,
         batch_size: int = 10,
+        heartbeat: HeartbeatPolicy | None = None,
     ) -> None:
         if not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be 1..10 (the event source mapping's BatchSize for SQS)")
@@ -192,6 +196,8 @@ class SqsHarness(Harness):
         import boto3
 
         self.batch_size = batch_size
+        self.heartbeat = heartbeat  # the SQS heartbeat (per-message visibility V); None: off
+        self.visibility = VisibilityModel(self.clock, 3600)  # real seconds: within SQS's 12 h total
         self.sent: list[SentMessage] = []
         self.batches: list[BatchLog] = []
         self.timeline: list[tuple[int, str, str]] = []
@@ -202,6 +208,7 @@ class SqsHarness(Harness):
         self.sqs.meta.events.register("before-parameter-build.sqs.SendMessage", self._on_send)
         self.sqs.meta.events.register("before-parameter-build.sqs.SendMessageBatch", self._on_send_batch)
         self._count_calls(self.sqs)
+        self.visibility.install(self.sqs)
         self.dlq_url, self.queues, self._arns = self._create_queues(max_receive_count)
         self.handoff_sqs = _DuplicatingSqsHandoff(self.queues, self.sqs, clock=self.clock)
         self.handoff_sqs.duplicate = duplicate_delivery
@@ -350,7 +357,7 @@ class SqsHarness(Harness):
         self.clock.set_deadline(ctx.deadline_ms)
         try:
             with self._virtual_sleep():
-                response = handle_sqs_batch(self.engine, event, ctx)
+                response = handle_sqs_batch(self.engine, event, ctx, heartbeat=self.heartbeat)
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except InjectedCrash:
             result = "crashed"  # the process died: nothing is deleted
@@ -369,7 +376,8 @@ class SqsHarness(Harness):
         for m in msgs:
             if m["MessageId"] in failed:
                 attributes = {k: v for k, v in m.get("MessageAttributes", {}).items() if k != VISIBLE_AT}
-                self._pending.append(_Pending(visible_again, url, m["Body"], attributes, m["ReceiptHandle"]))
+                due = self.visibility.visible_again(m["ReceiptHandle"], visible_again)
+                self._pending.append(_Pending(due, url, m["Body"], attributes, m["ReceiptHandle"]))
 
     def _budget_of(self, body: str) -> int:
         try:

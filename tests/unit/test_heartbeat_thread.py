@@ -1,0 +1,50 @@
+"""The heartbeat on a real clock: a daemon thread that beats every H and is gone when the block ends
+(Lambda freezes the sandbox after the handler returns: nothing may run then)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from stepchain.clock import SystemClock
+from stepchain.heartbeat import HeartbeatPolicy, InFlight, SqsHeartbeat
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.extends: list[tuple[str, str, str, int]] = []
+
+    def extend_lease(self, run_id: str, key: str, *, owner: str, lease_until_ms: int) -> bool:
+        self.extends.append((run_id, key, owner, lease_until_ms))
+        return True
+
+
+class FakeSqs:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def change_message_visibility_batch(self, **kw: Any) -> dict[str, Any]:
+        self.calls.append(kw)
+        return {"Successful": [{"Id": e["Id"]} for e in kw["Entries"]]}
+
+
+def test_real_clock_heartbeat_beats_every_h_and_stops_before_the_block_ends() -> None:
+    store, sqs = FakeStore(), FakeSqs()
+    policy = HeartbeatPolicy(visibility_s=1, interval_s=0.05)
+    hb = SqsHeartbeat(policy, store, sqs, [InFlight("m1", "https://q/1/a", "rh1")], SystemClock())  # type: ignore[arg-type]
+    with hb:
+        assert len(sqs.calls) == 1  # the arrival change, before any step runs
+        with hb.serving("m1"):
+            now = SystemClock().now_ms()
+            lease = hb.lease_until(now)
+            assert lease is not None and now <= lease <= now + policy.lease_ms
+            hb.hold("run1", "slow", "me")
+            time.sleep(0.3)
+        n_extends, n_calls = len(store.extends), len(sqs.calls)
+        assert n_extends >= 3 and n_calls >= 4
+        assert all(e[:3] == ("run1", "slow", "me") for e in store.extends)
+        time.sleep(0.15)  # the record is done: no lease to extend, no message to keep invisible
+        assert (len(store.extends), len(sqs.calls)) == (n_extends, n_calls)
+    assert not [t for t in threading.enumerate() if t.name == "stepchain-heartbeat"]
+    assert sqs.calls[0]["Entries"] == [{"Id": "0", "ReceiptHandle": "rh1", "VisibilityTimeout": 1}]

@@ -42,6 +42,7 @@ from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
 from stepchain.api import security as api_security
 from stepchain.asl import CONTROL_FUNCTION
+from stepchain.heartbeat import HeartbeatPolicy
 from stepchain.samgen import plan
 from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing import InjectedCrash, SfnHarness, sfn_driver, sqs_driver
@@ -127,7 +128,10 @@ class Deployment:
                 self.node_fn[node.id] = app.served_by[(wf.name, node.function_name)]
         self.workers = {fn.logical_id for fn in app.functions} - {CONTROL_FUNCTION}
         self.invoked: dict[str, set[str]] = {}  # workflow -> functions its state machine invoked
-        harness: Any = (SfnHarness if transport == "sfn" else SqsHarness)(*WORKFLOWS, inline_limit=INLINE_LIMIT)
+        if transport == "sfn":
+            harness: Any = SfnHarness(*WORKFLOWS, inline_limit=INLINE_LIMIT)
+        else:  # the deployed SQS workers run the heartbeat (per-message visibility, stepchain.heartbeat)
+            harness = SqsHarness(*WORKFLOWS, inline_limit=INLINE_LIMIT, heartbeat=HeartbeatPolicy(20, 5))
         self.h = stack.enter_context(harness)
         BOX["h"] = self.h
         self._attribute_workers(stack)
@@ -139,20 +143,20 @@ class Deployment:
         if self.transport == "sfn":
             real_task = sfn_driver.handle_sfn_task
 
-            def task(engine: Any, event: Any, ctx: Any) -> Any:
+            def task(engine: Any, event: Any, ctx: Any, **kw: Any) -> Any:
                 lid = self.serving[ctx.function_name]
                 self.invoked.setdefault(str(event.get("workflow")), set()).add(lid)
                 with acting_as(lid):
-                    return real_task(engine, event, ctx)
+                    return real_task(engine, event, ctx, **kw)
 
             stack.enter_context(mock.patch.object(sfn_driver, "handle_sfn_task", task))
         else:
             real_batch = sqs_driver.handle_sqs_batch
             node_of = {self.h._arns[url]: node for node, url in self.h.queues.items()}
 
-            def batch(engine: Any, event: Any, ctx: Any) -> Any:
+            def batch(engine: Any, event: Any, ctx: Any, **kw: Any) -> Any:
                 with acting_as(self.node_fn[node_of[event["Records"][0]["eventSourceARN"]]]):
-                    return real_batch(engine, event, ctx)
+                    return real_batch(engine, event, ctx, **kw)
 
             stack.enter_context(mock.patch.object(sqs_driver, "handle_sqs_batch", batch))
 

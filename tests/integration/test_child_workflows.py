@@ -368,3 +368,38 @@ def test_a_new_child_per_run_and_node_while_concurrent_parents_run() -> None:
         assert len(runs_of(h, "charge")) == 5 and len(runs_of(h, "email")) == 5
         assert {r.parent for r in runs_of(h, "charge")} == {f"{r}/pay/call" for r in ids}
         assert time.monotonic() - t0 < 30
+
+
+def test_children_started_while_the_parent_is_being_cancelled_are_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stepchain.engine.nodes import children
+
+    start = children.start_children
+
+    def cancelled_meanwhile(w: Any, node: Any, run_id: str, key: str, rec: Any) -> None:
+        h.engine.runs.cancel(run_id)  # the cancel's cascade runs before the children exist
+        start(w, node, run_id, key, rec)
+
+    monkeypatch.setattr(children, "start_children", cancelled_meanwhile)
+    with harness("memory", approval_parent()) as h:
+        run_id = h.start("request", 1)
+        h.run()
+        (child,) = runs_of(h, "approval")
+        assert h.status(run_id) == "CANCELLED" and h.status(child.run_id) == "CANCELLED"
+
+
+@pytest.mark.parametrize("skip", [0, 1])
+def test_a_redrive_that_dies_midway_still_starts_one_new_child(skip: int) -> None:
+    FAILING.add("charge")
+    with harness("memory", orders_wf()) as h:
+        run_id = h.start("orders", ORDER)
+        assert settle(h, run_id) == "FAILED"
+        FAILING.clear()
+        h.crash_at("api_redrive", skip=skip)
+        with pytest.raises(InjectedCrash):
+            h.redrive(run_id)
+        status = settle(h, run_id)
+        if status == "FAILED":  # the sweeper rolled a half-done redrive back (ARCHITECTURE.md): redrive again
+            h.redrive(run_id)
+            status = settle(h, run_id)
+        assert status == "SUCCEEDED" and h.output(run_id) == expected(ORDER)
+        assert sorted(h.status(r.run_id) for r in runs_of(h, "charge")) == ["FAILED", "SUCCEEDED"]

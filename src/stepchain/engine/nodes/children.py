@@ -106,7 +106,12 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
     if current is None or current.status is not NodeStatus.WAITING or current.input_ref is None:
         return Outcome(OutcomeKind.DROPPED)
     start_children(w, node, msg.run_id, key, current)
-    out = join(w, wf, node, msg, judge, current)[0]
+    after = w.store.get_node(msg.run_id, key)
+    if after is not None and after.status is NodeStatus.CANCELLED:  # the run was cancelled meanwhile: its
+        # cancel may have cascaded before these children existed
+        cancel_runs(w, child_ids(node, msg.run_id, key, current.generation).values())
+        return Outcome(OutcomeKind.DROPPED, detail="cancelled")
+    out = join(w, wf, node, msg, judge, after)[0]
     return Outcome(OutcomeKind.SUSPENDED) if out.kind is OutcomeKind.DROPPED else out
 
 

@@ -403,3 +403,21 @@ def test_a_redrive_that_dies_midway_still_starts_one_new_child(skip: int) -> Non
             status = settle(h, run_id)
         assert status == "SUCCEEDED" and h.output(run_id) == expected(ORDER)
         assert sorted(h.status(r.run_id) for r in runs_of(h, "charge")) == ["FAILED", "SUCCEEDED"]
+
+
+def test_the_api_shows_a_parents_children_and_a_childs_parent() -> None:
+    from tests.functional.test_api import call
+
+    with harness("memory", orders_wf()) as h:
+        run_id = h.start("orders", ORDER)
+        h.run()
+        body = call(h, "get-run", path=f"/runs/{run_id}").json
+        assert body["status"] == "SUCCEEDED" and body["totals"]["cost_usd"] == pytest.approx(0.016)
+        assert sorted((c["node"], c["branch"], c["status"]) for c in body["children"]) == [
+            ("fulfil", "email", "SUCCEEDED"),
+            ("fulfil", "inventory", "SUCCEEDED"),
+            ("fulfil", "shipping", "SUCCEEDED"),
+            ("pay", "call", "SUCCEEDED"),
+        ]
+        kid = call(h, "get-run", path=f"/runs/{body['children'][0]['run_id']}").json
+        assert kid["parent"] == f"{run_id}/pay/call" and kid["output"] == {"charged": 7, "receipt": "r-o1"}

@@ -421,3 +421,14 @@ def test_the_api_shows_a_parents_children_and_a_childs_parent() -> None:
         ]
         kid = call(h, "get-run", path=f"/runs/{body['children'][0]['run_id']}").json
         assert kid["parent"] == f"{run_id}/pay/call" and kid["output"] == {"charged": 7, "receipt": "r-o1"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs"])
+def test_a_child_workflow_this_deployment_does_not_know_fails_the_node(kind: str) -> None:
+    wf = Workflow("boss")
+    wf.call("nowhere", name="delegate")
+    with harness(kind, wf) as h:
+        run_id = h.start("boss", 1)
+        assert h.run(run_id) == "FAILED"
+        err = h.view(run_id).error
+        assert err is not None and (err["node"], err["type"]) == ("delegate", "WorkflowNotFound")

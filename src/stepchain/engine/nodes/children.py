@@ -25,7 +25,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from stepchain.engine.shared import LEASE_GRACE_MS
+from stepchain.engine.shared import LEASE_GRACE_MS, error_of
+from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.handoff.base import RunLifecycle
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.ledger import RunView, describe
@@ -105,7 +106,12 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
     current = w.store.get_node(msg.run_id, key)
     if current is None or current.status is not NodeStatus.WAITING or current.input_ref is None:
         return Outcome(OutcomeKind.DROPPED)
-    start_children(w, node, msg.run_id, key, current)
+    try:
+        start_children(w, node, msg.run_id, key, current)
+    except (WorkflowNotFound, VersionMismatch) as exc:  # no deployment of this one can run the child
+        err = error_of(exc, key)
+        w.fail(msg, key, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), expect=(NodeStatus.WAITING,))
+        return Outcome(OutcomeKind.FAILED, error=err)
     after = w.store.get_node(msg.run_id, key)
     if after is not None and after.status is NodeStatus.CANCELLED:  # the run was cancelled meanwhile: its
         # cancel may have cascaded before these children existed

@@ -225,8 +225,12 @@ def cancel_runs(w: Worker, run_ids: Iterable[str]) -> None:
         child = w.store.update_run(
             cid, RunChanges(w.clock.now_ms(), status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
         )
-        if child is not None:
+        if child is None:
+            continue
+        try:
             runs.finish_cancel(child)
+        except Exception:  # the child is CANCELLED and in the active index: the sweeper finishes the cancel
+            logger.warning("finishing a child's cancel failed; the sweeper finishes it", exc_info=True)
 
 
 # ---------------------------------------------------------------------------- child -> parent

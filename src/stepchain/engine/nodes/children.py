@@ -128,8 +128,8 @@ def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord
     for branch, cid in child_ids(node, run_id, key, rec.generation).items():
         workflow = dict(node.branches)[branch]
         existing = w.store.get_run(cid)
-        if existing is not None and (existing.status is not RunStatus.RUNNING or existing.current is None):
-            continue
+        if existing is not None and existing.status is not RunStatus.RUNNING:
+            continue  # it moved past its first node (or ended): nothing of its start can be lost
         child_wf = w.registry.get(workflow)
         first = child_wf.first()
         now = w.clock.now_ms()

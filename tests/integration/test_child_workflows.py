@@ -432,3 +432,15 @@ def test_a_child_workflow_this_deployment_does_not_know_fails_the_node(kind: str
         assert h.run(run_id) == "FAILED"
         err = h.view(run_id).error
         assert err is not None and (err["node"], err["type"]) == ("delegate", "WorkflowNotFound")
+
+
+def test_the_text_timeline_lists_the_children() -> None:
+    from stepchain.timeline import render_text
+
+    with harness("memory", orders_wf()) as h:
+        run_id = h.start("orders", ORDER)
+        h.run()
+        text = render_text(h.view(run_id))
+        (charge,) = runs_of(h, "charge")
+        assert f"child {charge.run_id} (charge) of pay/call: SUCCEEDED" in text
+        assert text.count("\nchild ") == 4

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of
@@ -89,6 +90,7 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         assert early is not None
         return early
     now = w.clock.now_ms()
+    current = rec
     if rec.status is NodeStatus.RUNNING:
         input_ref = w.input_of(wf, node, msg, rec)
         if input_ref is None:
@@ -96,16 +98,16 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token)
         if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
+        current = replace(rec, status=NodeStatus.WAITING, input_ref=input_ref, task_token=msg.token, owner=None)
     elif rec.status is NodeStatus.WAITING and msg.token and msg.token != rec.task_token:
         # Step Functions ran the task again (a new token): remember the live one
-        w.store.finish(
-            msg.run_id, key, NodeChanges(NodeStatus.WAITING, now, task_token=msg.token), expect=(rec.status,)
-        )
+        changes = NodeChanges(NodeStatus.WAITING, now, task_token=msg.token)
+        if w.store.finish(msg.run_id, key, changes, expect=(rec.status,)) is FinishResult.OK:
+            current = replace(rec, task_token=msg.token)
     elif rec.status is not NodeStatus.WAITING:
         return Outcome(OutcomeKind.DROPPED, detail=f"{node.kind.value} node is {rec.status.value}")
-    current = w.store.get_node(msg.run_id, key)
-    if current is None or current.status is not NodeStatus.WAITING or current.input_ref is None:
-        return Outcome(OutcomeKind.DROPPED)
+    if current.input_ref is None:
+        return Outcome(OutcomeKind.DROPPED, detail="no input")
     try:
         start_children(w, node, msg.run_id, key, current)
     except (WorkflowNotFound, VersionMismatch) as exc:  # no deployment of this one can run the child

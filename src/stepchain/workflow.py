@@ -53,6 +53,14 @@ class NodeKind(StrEnum):
     MAP = "map"
     SLEEP = "sleep"
     WAIT = "wait"
+    CALL = "call"  # run another workflow as a child run (engine/nodes/call.py)
+    PARALLEL = "parallel"  # one child run per branch, joined into {branch: output} (engine/nodes/parallel.py)
+
+
+#: node kinds whose work is done by child runs (engine/nodes/children.py)
+CHILD_KINDS = (NodeKind.CALL, NodeKind.PARALLEL)
+#: what a parallel node does with a failed branch: fail the node, or collect ``{"error": ...}``
+ON_ERROR = ("fail", "collect")
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,9 @@ class Node:
     reserved_concurrency: int | None = None
     environment: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
     policies: tuple[Any, ...] = field(default=(), compare=False)
+    #: call / parallel only: (branch, workflow name) of each child run; a call has one branch, "call"
+    branches: tuple[tuple[str, str], ...] = ()
+    on_error: str = "fail"  # parallel only: "fail" | "collect"
 
     @property
     def runs_user_code(self) -> bool:
@@ -88,13 +99,17 @@ class Node:
         return "".join(part.capitalize() for part in self.id.split("_")) + "Function"
 
     def signature(self) -> dict[str, Any]:
-        return {
+        sig: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind.value,
             "seconds": self.seconds,
             "event": self.event,
             "max_concurrency": self.max_concurrency,
         }
+        if self.kind in CHILD_KINDS:  # only then: the versions of other workflows stay what they were
+            sig["branches"] = [list(b) for b in self.branches]
+            sig["on_error"] = self.on_error
+        return sig
 
 
 def deploy_settings(
@@ -138,6 +153,7 @@ class Workflow:
         self._version = version
         self._nodes: list[Node] = []
         self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains
+        self._children: dict[str, Workflow] = {}  # Workflow objects given to call/parallel, by name
 
     # -- definition ----------------------------------------------------------------------------
     def _add(self, node: Node) -> None:
@@ -235,6 +251,28 @@ class Workflow:
         node = Node(name or event.replace("-", "_"), NodeKind.WAIT, event=event, seconds=int(timeout_s), timeout_s=30)
         self._add(node)
 
+    def call(self, workflow: str | Workflow, *, name: str | None = None) -> None:
+        """Run ``workflow`` (a name, or a Workflow: registered with this one) as a child run on this
+        node's input; the output is the child's. A failed or cancelled child fails the node (terminal)."""
+        from stepchain.branches import call_node  # the node kinds' definitions, out of this module
+
+        self._add(call_node(self, workflow, name))
+
+    def parallel(
+        self, branches: Mapping[str, str | Workflow], *, name: str | None = None, on_error: str = "fail"
+    ) -> None:
+        """One child run per branch, all at once, on this node's input; the output is ``{branch:
+        output}``. ``on_error``: ``"fail"`` (a failed branch fails the node, the others are
+        cancelled) or ``"collect"`` (its value is ``{"error": {...}}``)."""
+        from stepchain.branches import parallel_node
+
+        self._add(parallel_node(self, branches, name, on_error))
+
+    @property
+    def children(self) -> dict[str, Workflow]:
+        """The Workflow objects this workflow's call/parallel nodes were given (by name)."""
+        return dict(self._children)
+
     # -- queries -------------------------------------------------------------------------------
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -293,8 +331,12 @@ class Registry:
             self.register(wf)
 
     def register(self, wf: Workflow) -> None:
+        """Register ``wf`` and the child workflows it was given as objects (``call``, ``parallel``)."""
         self._by_name.setdefault(wf.name, {})[wf.version] = wf
         self._latest[wf.name] = wf
+        for child in wf.children.values():
+            if self._by_name.get(child.name, {}).get(child.version) is not child:
+                self.register(child)
 
     def unregister(self, name: str, version: str) -> None:
         """Forget one version (what a deployment that no longer defines it looks like)."""

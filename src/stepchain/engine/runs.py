@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from stepchain.clock import Clock
+from stepchain.engine.nodes.children import child_runs, roll_up, run_ended
 from stepchain.engine.nodes.wait import complete_wait
 from stepchain.engine.shared import new_run_id
 from stepchain.engine.worker import Worker
@@ -24,7 +25,7 @@ from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
 from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
-from stepchain.workflow import Registry, Workflow
+from stepchain.workflow import CHILD_KINDS, Registry, Workflow
 
 
 class RunService:
@@ -161,6 +162,7 @@ class RunService:
         # The commit point: from here on the sweeper finishes the cancel if this call dies.
         self.probe.reached("api_cancel", run_id, run.current or "")
         self.finish_cancel(run, api=True)
+        run_ended(self.worker, run)  # a child run cancelled through the API fails its parent node
         return run
 
     def finish_cancel(self, run: RunRecord, *, api: bool = False) -> None:
@@ -181,6 +183,12 @@ class RunService:
                 )
         if api:
             self.probe.reached("api_cancel", run_id, run.current or "")
+        for child_id in child_runs(wf, run_id, existing.values()) if wf else ():  # the cancel cascades
+            child = self.store.update_run(
+                child_id, RunChanges(now, status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
+            )
+            if child is not None:
+                self.finish_cancel(child)
         self.lifecycle.cancel(run)
         self.store.update_run(run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
 
@@ -228,7 +236,8 @@ class RunService:
                     now,
                     attempts=1,
                     input_ref=new_input,
-                    new_generation=not (new_input is None if keep_progress is None else keep_progress),
+                    new_generation=not (new_input is None if keep_progress is None else keep_progress)
+                    or wf.node(rec.node).kind in CHILD_KINDS,  # a call/parallel starts new children
                 ),
                 expect=(NodeStatus.FAILED,),
             )
@@ -249,11 +258,11 @@ class RunService:
 
     def describe(self, run_id: str) -> RunView:
         """The run with its nodes, ledger and timeline."""
-        return describe(self.store, self.registry, self.get_run(run_id))
+        return self.describe_run(self.get_run(run_id))
 
     def describe_run(self, run: RunRecord) -> RunView:
-        """:meth:`describe` for a run already read."""
-        return describe(self.store, self.registry, run)
+        """:meth:`describe` for a run already read (its child runs' costs rolled up into it)."""
+        return roll_up(self.store, self.registry, describe(self.store, self.registry, run))
 
     def node(self, run_id: str, key: str) -> NodeRecord | None:
         """The run's node (or map item) record under ``key``, if it has started."""

@@ -36,6 +36,7 @@ from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import InjectedCrash
+from stepchain.testing.sfn_children import waiting_for_children
 from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams, time_out_callback
 from stepchain.workflow import NodeKind, Workflow
 
@@ -86,7 +87,7 @@ class SfnHarness(Harness):
             self._lock = threading.RLock()
             self._inflight = 0
             self._expired: set[str] = set()  # task tokens whose wait was timed out
-            self.sfn_handoff = self._deploy(workflows)
+            self.sfn_handoff = self._deploy(tuple(self.registry))  # child workflows too
             self.engine = Engine(
                 self.registry, self.store, self.codec, self.sfn_handoff, clock=self.clock, probe=self.probe
             )
@@ -294,7 +295,7 @@ class SfnHarness(Harness):
     def _moving(self, run_id: str) -> str | None:
         """The status of the run's execution while it still moves on its own, else None."""
         status = self.execution_status(run_id)
-        if status in TERMINAL or self._waiting_for_event(run_id):
+        if status in TERMINAL or self._waiting_for_event(run_id) or waiting_for_children(self, run_id):
             return None
         return status
 
@@ -316,7 +317,7 @@ class SfnHarness(Harness):
         run = self.engine.get_run(run_id)
         tokens = []
         for node in self.registry.get(run.workflow, run.version).nodes:
-            if node.kind is not NodeKind.WAIT:
+            if node.kind not in (NodeKind.WAIT, NodeKind.CALL, NodeKind.PARALLEL):  # tasks waiting for a token
                 continue
             rec = self.store.get_node(run_id, node.id)
             if rec is None or not rec.task_token or (rec.status is not NodeStatus.WAITING and not any_status):

@@ -12,12 +12,14 @@ from stepchain.exceptions import (
     EventNotFound,
     IdempotencyConflict,
     InvalidRunState,
+    IterationLimitExceeded,
     PayloadError,
     RetryableError,
     RunNotFound,
     StepchainError,
     StepNotFound,
     TerminalError,
+    UnknownRoute,
     ValidationError,
     VersionMismatch,
     VersionNotRegistered,
@@ -27,6 +29,7 @@ from stepchain.ledger import RunView, describe
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.payloads import BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
 from stepchain.records import NodeStatus, RunStatus
+from stepchain.routing import END, Route, goto
 from stepchain.store.base import CheckpointStore
 from stepchain.store.dynamodb import DynamoDBStore
 from stepchain.store.memory import MemoryStore
@@ -35,6 +38,7 @@ from stepchain.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "END",
     "Activation",
     "BlobStore",
     "BlobUnavailable",
@@ -44,6 +48,7 @@ __all__ = [
     "EventNotFound",
     "IdempotencyConflict",
     "InvalidRunState",
+    "IterationLimitExceeded",
     "MemoryBlobStore",
     "MemoryStore",
     "Node",
@@ -56,6 +61,7 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "RetryableError",
+    "Route",
     "RunNotFound",
     "RunStatus",
     "RunView",
@@ -64,10 +70,12 @@ __all__ = [
     "StepNotFound",
     "StepchainError",
     "TerminalError",
+    "UnknownRoute",
     "ValidationError",
     "VersionMismatch",
     "VersionNotRegistered",
     "Workflow",
     "WorkflowNotFound",
     "describe",
+    "goto",
 ]

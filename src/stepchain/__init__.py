@@ -12,6 +12,7 @@ from stepchain.exceptions import (
     EventNotFound,
     IdempotencyConflict,
     InvalidRunState,
+    IterationLimitExceeded,
     PayloadError,
     RetryableError,
     RunNotFound,
@@ -19,6 +20,7 @@ from stepchain.exceptions import (
     StepNotFound,
     StepTimedOut,
     TerminalError,
+    UnknownRoute,
     ValidationError,
     VersionMismatch,
     VersionNotRegistered,
@@ -28,6 +30,7 @@ from stepchain.ledger import RunView, describe
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.payloads import BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
 from stepchain.records import NodeStatus, RunStatus
+from stepchain.routing import END, Route, goto
 from stepchain.store.base import CheckpointStore
 from stepchain.store.dynamodb import DynamoDBStore
 from stepchain.store.memory import MemoryStore
@@ -36,6 +39,7 @@ from stepchain.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "END",
     "Activation",
     "BlobStore",
     "BlobUnavailable",
@@ -45,6 +49,7 @@ __all__ = [
     "EventNotFound",
     "IdempotencyConflict",
     "InvalidRunState",
+    "IterationLimitExceeded",
     "MemoryBlobStore",
     "MemoryStore",
     "Node",
@@ -57,6 +62,7 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "RetryableError",
+    "Route",
     "RunNotFound",
     "RunStatus",
     "RunView",
@@ -66,10 +72,12 @@ __all__ = [
     "StepTimedOut",
     "StepchainError",
     "TerminalError",
+    "UnknownRoute",
     "ValidationError",
     "VersionMismatch",
     "VersionNotRegistered",
     "Workflow",
     "WorkflowNotFound",
     "describe",
+    "goto",
 ]

@@ -185,3 +185,16 @@ class LimitExceeded(TerminalError):
 
     code = "limit_exceeded"
     http_status = 413
+
+
+class IterationLimitExceeded(TerminalError):
+    """A route would start loop iteration ``max_iterations`` of a run (``Workflow(max_iterations=...)``):
+    the run fails with this error instead of looping on. Iterations are numbered from 0."""
+
+    code = "iteration_limit_exceeded"
+
+
+class UnknownRoute(TerminalError):
+    """A step returned ``goto(to, ...)`` with ``to`` not among its declared ``routes``."""
+
+    code = "unknown_route"

@@ -33,6 +33,13 @@ class Activation:
     index: int | None = None
     action: str = "run"
     token: str | None = None
+    #: the loop iteration of the node this activation is for (see ``records.node_key``)
+    iteration: int = 0
+    #: the node key whose output is this activation's input (None: the node's own stored input,
+    #: or its chain predecessor's output)
+    src: str | None = None
+    #: that output's reference string itself, when short: the worker needs no read for its input
+    input: str | None = None
 
     def with_(self, **changes: Any) -> Activation:
         return replace(self, **changes)
@@ -50,6 +57,12 @@ class Activation:
             d["action"] = self.action
         if self.token is not None:
             d["token"] = self.token
+        if self.iteration:
+            d["iteration"] = self.iteration
+        if self.src is not None:
+            d["src"] = self.src
+        if self.input is not None:
+            d["input"] = self.input
         return d
 
     def to_json(self) -> str:
@@ -67,6 +80,9 @@ class Activation:
                 index=None if idx is None else int(idx),
                 action=str(d.get("action", "run")),
                 token=d.get("token"),
+                iteration=int(d.get("iteration") or 0),
+                src=d.get("src"),
+                input=d.get("input"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"not a stepchain activation: {exc}") from exc

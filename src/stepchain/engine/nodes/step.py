@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from stepchain.aio import budget_ms, run_coroutine
 from stepchain.context import CostMeter, StepContext
 from stepchain.engine.nodes.base import NodeKindHandler
-from stepchain.engine.shared import error_of
+from stepchain.engine.routing import chosen_route
+from stepchain.engine.shared import error_of, key_of
 from stepchain.exceptions import (
     ContinueInNewInvocation,
     RetryableError,
@@ -26,7 +27,7 @@ from stepchain.exceptions import (
 )
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
+from stepchain.records import Invocation, NodeRecord, NodeStatus
 from stepchain.workflow import Node, Workflow
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-    key = node_key(node.id, msg.index)
+    key = key_of(msg)
     rec, early = w.claim(wf, node, msg, key, lctx)
     if rec is None:
         assert early is not None
@@ -63,6 +64,7 @@ def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         output = node.fn(ctx, value)
         if inspect.isawaitable(output):  # an async def step: its own event loop, within the budget
             output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
+        output, route = chosen_route(wf, node, msg.iteration, output)
         w.probe.reached("step_executed", msg.run_id, key)
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
     except ContinueInNewInvocation as sig:
@@ -83,7 +85,9 @@ def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost)
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")
-    changes = w.ledger(NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True, prior=rec)
+    changes = w.ledger(
+        NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True, prior=rec, route=route
+    )
     return w.commit(wf, node, msg, key, changes, owner=owner)
 
 

@@ -17,6 +17,8 @@ the function name all share one stable id)::
     <map>.join        Task (action "join") -> <map>.join.route -> next node
     <sleep>           Task on the ControlFunction: WAIT -> Wait -> again; DONE -> next node
     <wait>            Task lambda:invoke.waitForTaskToken; States.Timeout -> <wait>.expire
+    <call>/<parallel> Task lambda:invoke.waitForTaskToken (starts the child runs' executions; the
+                      join sends the token DONE or FAILED) -> <node>.route
     <node>.failed     (Catch of any task) -> MarkFailed (ControlFunction, action "fail") -> Failed
 
 Every task's payload is a small reference (run id, workflow, version, node, index, status,
@@ -226,6 +228,8 @@ def _add_node(states: dict[str, Any], node: Node, nxt: str) -> None:
         )
     elif node.kind is NodeKind.WAIT:
         _add_wait(states, node, nxt, failed)
+    elif node.kind in (NodeKind.CALL, NodeKind.PARALLEL):
+        _add_children(states, node, nxt, failed)
     else:  # pragma: no cover - NodeKind is closed
         raise AssertionError(node.kind)
 
@@ -266,6 +270,24 @@ def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None
         "Choices": [{"Variable": "$.status", "StringEquals": "DONE", "Next": nxt}],
         "Default": FAILED,
     }
+
+
+def _add_children(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+    """A call/parallel node: its task starts the child runs (their own executions) and waits for
+    its token, which the join completes when the children have ended (engine/nodes/children.py)."""
+    states[node.id] = {
+        "Type": "Task",
+        "Resource": LAMBDA_INVOKE_CALLBACK,
+        "Parameters": {
+            "FunctionName": placeholder(node.function_name),
+            "Payload": _ids({"node": node.id, "token.$": "$$.Task.Token"}),
+        },
+        "Retry": _retry(node.retry, LAMBDA_ERRORS),
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}],
+        "Next": f"{node.id}.route",
+    }
+    states[f"{node.id}.route"] = _choice(node.id, nxt, wait=f"{node.id}.wait", failed=FAILED, dropped=DROPPED)
+    states[f"{node.id}.wait"] = _wait(node.id)
 
 
 def to_asl(wf: Workflow) -> dict[str, Any]:

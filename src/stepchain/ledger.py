@@ -77,6 +77,10 @@ class RunView:
     totals: dict[str, Any]
     restart_tax_avoided: RestartTax
     crash_events: list[dict[str, Any]]
+    #: a child run's parent (``<parent run id>/<node key>/<branch>``)
+    parent: str | None = None
+    #: child runs of call/parallel nodes (engine/nodes/children.py ``roll_up``): their totals are in ``totals``
+    children: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,4 +235,5 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         totals=totals,
         restart_tax_avoided=RestartTax(len(crash_events), round(tax_s, 3), round(tax_usd, 9)),
         crash_events=[c.to_dict() for c in crash_events],
+        parent=run.parent,
     )

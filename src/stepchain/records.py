@@ -312,6 +312,8 @@ class RunRecord:
     #: (``CheckpointStore.list_crash_events`` returns all of them)
     crash_events: tuple[CrashEvent, ...] = ()
     redrives: int = 0
+    #: a child run's parent: ``<parent run id>/<node key>/<branch>`` (engine/nodes/children.py)
+    parent: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RunRecord:
@@ -331,6 +333,7 @@ class RunRecord:
             idempotency_key=item.get("idempotency_key"),
             crash_events=tuple(CrashEvent.from_dict(c) for c in item.get("crashes", [])),
             redrives=int(item.get("redrives", 0)),
+            parent=item.get("parent"),
         )
 
 

@@ -54,6 +54,14 @@ class NodeKind(StrEnum):
     MAP = "map"
     SLEEP = "sleep"
     WAIT = "wait"
+    CALL = "call"  # run another workflow as a child run (engine/nodes/call.py)
+    PARALLEL = "parallel"  # one child run per branch, joined into {branch: output} (engine/nodes/parallel.py)
+
+
+#: node kinds whose work is done by child runs (engine/nodes/children.py)
+CHILD_KINDS = (NodeKind.CALL, NodeKind.PARALLEL)
+#: what a parallel node does with a failed branch: fail the node, or collect ``{"error": ...}``
+ON_ERROR = ("fail", "collect")
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,9 @@ class Node:
     policies: tuple[Any, ...] = field(default=(), compare=False)
     #: the successors a routing step may choose (node ids or ``END``); empty: the chain's next node
     routes: tuple[str, ...] = ()
+    #: call / parallel only: (branch, workflow name) of each child run; a call has one branch, "call"
+    branches: tuple[tuple[str, str], ...] = ()
+    on_error: str = "fail"  # parallel only: "fail" | "collect"
 
     @property
     def runs_user_code(self) -> bool:
@@ -100,6 +111,9 @@ class Node:
         }
         if self.routes:  # absent otherwise: the versions of workflows without routes do not change
             sig["routes"] = list(self.routes)
+        if self.kind in CHILD_KINDS:  # only then: the versions of other workflows stay what they were
+            sig["branches"] = [list(b) for b in self.branches]
+            sig["on_error"] = self.on_error
         return sig
 
 
@@ -148,6 +162,7 @@ class Workflow:
         self._version = version
         self._nodes: list[Node] = []
         self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains
+        self._children: dict[str, Workflow] = {}  # Workflow objects given to call/parallel, by name
 
     # -- definition ----------------------------------------------------------------------------
     def _add(self, node: Node) -> None:
@@ -251,6 +266,47 @@ class Workflow:
         node = Node(name or event.replace("-", "_"), NodeKind.WAIT, event=event, seconds=int(timeout_s), timeout_s=30)
         self._add(node)
 
+    def call(self, workflow: str | Workflow, *, name: str | None = None) -> None:
+        """Run ``workflow`` (a registered workflow's name, or a Workflow, registered with this one)
+        as a child run on this node's input; the node's output is the child's output. A child that
+        fails or is cancelled fails the node (terminal). See README "Child workflows"."""
+        child = self._child(workflow)
+        self._add(
+            Node(name or f"call_{child.replace('-', '_')}", NodeKind.CALL, timeout_s=30, branches=(("call", child),))
+        )
+
+    def parallel(
+        self, branches: Mapping[str, str | Workflow], *, name: str | None = None, on_error: str = "fail"
+    ) -> None:
+        """One child run per branch (``{branch: workflow}``), all started at once on this node's
+        input; the output is ``{branch: its output}``. ``on_error="fail"``: the first failed (or
+        cancelled) branch fails the node and the other branches are cancelled; ``"collect"``: a
+        failed branch's value is ``{"error": {...}}`` and the node waits for every branch."""
+        if on_error not in ON_ERROR:
+            raise ValidationError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if not branches:
+            raise ValidationError("parallel needs at least one branch")
+        pairs = []
+        for branch, workflow in branches.items():
+            if not _ID.match(branch):
+                raise ValidationError(f"branch name {branch!r} must match [a-z][a-z0-9_]*, at most 48 chars")
+            pairs.append((branch, self._child(workflow)))
+        node = Node(name or f"parallel_{len(self._nodes)}", NodeKind.PARALLEL, timeout_s=30, on_error=on_error)
+        self._add(replace(node, branches=tuple(pairs)))
+
+    def _child(self, workflow: str | Workflow) -> str:
+        if isinstance(workflow, Workflow):
+            self._children[workflow.name] = workflow
+            return workflow.name
+        if not isinstance(workflow, str) or not re.match(r"^[a-z][a-z0-9-]{0,62}$", workflow):
+            raise ValidationError(f"a child workflow is a Workflow or a workflow name, got {workflow!r}")
+        return workflow
+
+    @property
+    def children(self) -> dict[str, Workflow]:
+        """The Workflow objects this workflow's call/parallel nodes were given (by name)."""
+        return dict(self._children)
+
     # -- queries -------------------------------------------------------------------------------
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -322,9 +378,13 @@ class Registry:
             self.register(wf)
 
     def register(self, wf: Workflow) -> None:
+        """Register ``wf`` and the child workflows it was given as objects (``call``, ``parallel``)."""
         wf.validate()
         self._by_name.setdefault(wf.name, {})[wf.version] = wf
         self._latest[wf.name] = wf
+        for child in wf.children.values():
+            if self._by_name.get(child.name, {}).get(child.version) is not child:
+                self.register(child)
 
     def unregister(self, name: str, version: str) -> None:
         """Forget one version (what a deployment that no longer defines it looks like)."""

@@ -175,6 +175,10 @@ class RunDetail(OutputFields):
     totals: RunTotals
     restart_tax_avoided: RestartTaxView
     crash_events: list[CrashEventView]
+    parent: str | None = Field(default=None, description="A child run's parent: <run id>/<node key>/<branch>.")
+    children: list[dict[str, Any]] = Field(
+        default_factory=list, description="Child runs (call/parallel nodes): id, node, branch, status, totals."
+    )
     links: Links
 
 

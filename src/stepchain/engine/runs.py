@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from stepchain.clock import Clock
+from stepchain.engine.nodes.children import child_runs, roll_up, run_ended
 from stepchain.engine.nodes.wait import complete_wait
 from stepchain.engine.routing import event_iteration, event_key, next_activation, source_of, split_event_key
 from stepchain.engine.shared import key_of, new_run_id
@@ -25,7 +26,7 @@ from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
 from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
-from stepchain.workflow import Registry, Workflow
+from stepchain.workflow import CHILD_KINDS, Registry, Workflow
 
 
 class RunService:
@@ -167,6 +168,7 @@ class RunService:
         # The commit point: from here on the sweeper finishes the cancel if this call dies.
         self.probe.reached("api_cancel", run_id, run.current or "")
         self.finish_cancel(run, api=True)
+        run_ended(self.worker, run)  # a child run cancelled through the API fails its parent node
         return run
 
     def finish_cancel(self, run: RunRecord, *, api: bool = False) -> None:
@@ -187,6 +189,12 @@ class RunService:
                 )
         if api:
             self.probe.reached("api_cancel", run_id, run.current or "")
+        for child_id in child_runs(wf, run_id, existing.values()) if wf else ():  # the cancel cascades
+            child = self.store.update_run(
+                child_id, RunChanges(now, status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
+            )
+            if child is not None:
+                self.finish_cancel(child)
         self.lifecycle.cancel(run)
         self.store.update_run(run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
 
@@ -236,7 +244,8 @@ class RunService:
                     now,
                     attempts=1,
                     input_ref=new_input,
-                    new_generation=not (new_input is None if keep_progress is None else keep_progress),
+                    new_generation=not (new_input is None if keep_progress is None else keep_progress)
+                    or wf.node(rec.node).kind in CHILD_KINDS,  # a call/parallel starts new children
                 ),
                 expect=(NodeStatus.FAILED,),
             )
@@ -260,11 +269,11 @@ class RunService:
 
     def describe(self, run_id: str) -> RunView:
         """The run with its nodes, ledger and timeline."""
-        return describe(self.store, self.registry, self.get_run(run_id))
+        return self.describe_run(self.get_run(run_id))
 
     def describe_run(self, run: RunRecord) -> RunView:
-        """:meth:`describe` for a run already read."""
-        return describe(self.store, self.registry, run)
+        """:meth:`describe` for a run already read (its child runs' costs rolled up into it)."""
+        return roll_up(self.store, self.registry, describe(self.store, self.registry, run))
 
     def node(self, run_id: str, key: str) -> NodeRecord | None:
         """The run's node (or map item) record under ``key``, if it has started."""

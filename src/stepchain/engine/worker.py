@@ -19,6 +19,7 @@ from typing import Any
 from stepchain.clock import Clock, SystemClock
 from stepchain.context import CostMeter
 from stepchain.engine.nodes import handler_for
+from stepchain.engine.nodes.children import run_ended
 from stepchain.engine.routing import next_activation
 from stepchain.engine.shared import LEASE_GRACE_MS, key_of
 from stepchain.exceptions import RunNotFound, VersionNotRegistered
@@ -224,7 +225,12 @@ class Worker:
         """Mark the run SUCCEEDED; False when it was no longer active (already done, cancelled)."""
         now = self.clock.now_ms()
         changes = RunChanges(now, status=RunStatus.SUCCEEDED, output_ref=output_ref, current="", ended=True)
-        return self.store.update_run(msg.run_id, changes, expect=ACTIVE_RUN) is not None
+        run = self.store.update_run(msg.run_id, changes, expect=ACTIVE_RUN)
+        # a child run notifies its parent; met again (the worker may have died before that), again
+        ended = run or self.store.get_run(msg.run_id)
+        if ended is not None and ended.status is RunStatus.SUCCEEDED:
+            run_ended(self, ended)
+        return run is not None
 
     def fail(
         self,
@@ -238,7 +244,9 @@ class Worker:
     ) -> None:
         if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is FinishResult.OK:
             run = RunChanges(changes.now_ms, status=RunStatus.FAILED, error=err, ended=True)
-            self.store.update_run(msg.run_id, run, expect=ACTIVE_RUN)
+            failed = self.store.update_run(msg.run_id, run, expect=ACTIVE_RUN)
+            if failed is not None:
+                run_ended(self, failed)  # a child run notifies its parent
 
     def fail_node(self, run_id: str, node: str, err: dict[str, str]) -> Outcome:
         """A transport gave up on ``node`` (e.g. Step Functions ran out of retries after Lambda
@@ -255,9 +263,11 @@ class Worker:
             self.store.finish(
                 run_id, node, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), expect=(rec.status,)
             )
-        self.store.update_run(
+        failed = self.store.update_run(
             run_id, RunChanges(now, status=RunStatus.FAILED, error=err, ended=True), expect=ACTIVE_RUN
         )
+        if failed is not None:
+            run_ended(self, failed)  # a child run notifies its parent
         logger.warning("run failed by its transport", extra={"run_id": run_id, "node": node, "error": err})
         return Outcome(OutcomeKind.FAILED, error=err)
 

@@ -86,7 +86,7 @@ class SfnHarness(Harness):
             self._lock = threading.RLock()
             self._inflight = 0
             self._expired: set[str] = set()  # task tokens whose wait was timed out
-            self.sfn_handoff = self._deploy(workflows)
+            self.sfn_handoff = self._deploy(tuple(self.registry))  # child workflows too
             self.engine = Engine(
                 self.registry, self.store, self.codec, self.sfn_handoff, clock=self.clock, probe=self.probe
             )
@@ -316,7 +316,7 @@ class SfnHarness(Harness):
         run = self.engine.get_run(run_id)
         tokens = []
         for node in self.registry.get(run.workflow, run.version).nodes:
-            if node.kind is not NodeKind.WAIT:
+            if node.kind not in (NodeKind.WAIT, NodeKind.CALL, NodeKind.PARALLEL):  # tasks waiting for a token
                 continue
             rec = self.store.get_node(run_id, node.id)
             if rec is None or not rec.task_token or (rec.status is not NodeStatus.WAITING and not any_status):

@@ -1,0 +1,43 @@
+"""The call node kind: run another registered workflow as a child run on the node's input.
+
+``wf.call("summarize", name="delegate")``: the node starts the child (one, whatever the crashes
+and duplicates: see :mod:`~stepchain.engine.nodes.children`) and waits without holding a worker;
+the child's end resumes it: its output is the child's output; a child that failed or was
+cancelled fails the node (terminal, like a step raising ``TerminalError``) and so the run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stepchain.engine.nodes import children
+from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.logs import LambdaContextLike
+from stepchain.messages import Activation, Outcome
+from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus
+from stepchain.workflow import Node, Workflow
+
+if TYPE_CHECKING:
+    from stepchain.engine.worker import Worker
+
+
+def judge(w: Worker, node: Node, key: str, kids: dict[str, RunRecord]) -> children.Verdict:
+    """The child's output once it succeeded; its error once it failed or was cancelled."""
+    ((branch, child),) = kids.items()
+    if not child.status.finished:
+        return None
+    if child.status is RunStatus.SUCCEEDED:
+        return "ok", child.output_ref or w.codec.encode(None, scope=f"{child.run_id}/output")
+    return "fail", children.child_error(key, branch, child)
+
+
+class CallHandler(NodeKindHandler):
+    judge = staticmethod(judge)
+
+    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+        return children.activate(w, wf, node, msg, lctx, judge)
+
+    def on_busy(
+        self, w: Worker, node: Node, msg: Activation, rec: NodeRecord
+    ) -> tuple[NodeRecord | None, Outcome | None] | None:
+        return (rec, None) if rec.status is NodeStatus.WAITING else None

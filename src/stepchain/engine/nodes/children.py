@@ -1,0 +1,318 @@
+"""What the call and parallel node kinds share: child runs, started durably and joined.
+
+A call/parallel node (the *parent node*) starts one child run per branch and waits (WAITING, no
+worker held) until the children have ended; then it is *joined*: its output is the child's output
+(call) or ``{branch: output}`` (parallel), or it fails. The kind-specific part is a :data:`Verdict`
+function (:mod:`~stepchain.engine.nodes.call`, :mod:`~stepchain.engine.nodes.parallel`).
+
+Exactly one child per (parent run, node key, branch, generation): the child's run id is derived
+from them (:func:`child_run_id`) and its creation is a conditional write keyed by that id (an
+idempotency key), so a crashed or duplicate parent activation finds the same child. The child's
+RUN item carries ``parent`` (``<parent run id>/<node key>/<branch>``).
+
+When a run with a parent ends (any path: its last checkpoint, a failure, a transport's give-up,
+a cancel through the API), :func:`run_ended` notifies the parent node: on a queue transport it
+sends the node's ``join`` activation; on Step Functions (no messages) it joins right there and
+completes the parent task's token. The join reads the children's RUN items (the durable truth)
+and commits the parent node with one conditional write (WAITING -> SUCCEEDED/FAILED): repeated
+notifications are harmless. A notification lost to a crash is re-sent by the sweeper
+(:func:`stuck_join`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from stepchain.engine.shared import LEASE_GRACE_MS
+from stepchain.handoff.base import RunLifecycle
+from stepchain.handoff.stepfunctions import StepFunctionsHandoff
+from stepchain.ledger import RunView, describe
+from stepchain.logs import LambdaContextLike, logger
+from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit, RunChanges
+from stepchain.workflow import CHILD_KINDS, Node, Registry, Workflow
+
+if TYPE_CHECKING:
+    from stepchain.engine.worker import Worker
+
+#: what a kind makes of its children: None (wait), ("ok", output ref) or ("fail", error)
+Verdict = tuple[str, Any] | None
+Judge = Callable[["Worker", Node, str, dict[str, RunRecord]], Verdict]
+
+
+def child_run_id(run_id: str, key: str, branch: str, generation: int = 0) -> str:
+    """The child's run id: the parent's time prefix and a hash of (parent, node key, branch,
+    generation): 24 hex chars like any run id, a valid Step Functions execution name."""
+    digest = hashlib.sha256(f"{run_id}/{key}/{branch}/g{generation}".encode()).hexdigest()
+    return run_id[:12] + digest[:12]
+
+
+def split_parent(parent: str) -> tuple[str, str, str]:
+    """``<parent run id>/<node key>/<branch>`` -> its three parts."""
+    run_id, key, branch = parent.split("/", 2)
+    return run_id, key, branch
+
+
+def child_ids(node: Node, run_id: str, key: str, generation: int) -> dict[str, str]:
+    """Branch -> child run id of one generation of the node."""
+    return {b: child_run_id(run_id, key, b, generation) for b, _ in node.branches}
+
+
+def child_runs(wf: Workflow, run_id: str, recs: Iterable[NodeRecord]) -> list[str]:
+    """Child run ids of the run's call/parallel nodes (their current generation)."""
+    out: list[str] = []
+    for rec in recs:
+        if wf.has_node(rec.node) and (node := wf.node(rec.node)).kind in CHILD_KINDS:
+            out.extend(child_ids(node, run_id, rec.key, rec.generation).values())
+    return out
+
+
+def _node_of(key: str) -> tuple[str, int | None]:
+    """The node id and map index of a node key (``node``, ``node#00003``; ``~`` iterations too)."""
+    head, _, idx = key.partition("#")
+    return head.partition("~")[0], int(idx) if idx else None
+
+
+# ---------------------------------------------------------------------------------- the parent node
+def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike, judge: Judge) -> Outcome:
+    """First activation: wait (WAITING, the task token kept), start the children, try the join.
+    Met again (a duplicate, a takeover, Step Functions' retry with a new token): the same, idempotently."""
+    if msg.action == "join":
+        return join(w, wf, node, msg, judge)[0]
+    key = node_key(node.id, msg.index)
+    rec, early = w.claim(wf, node, msg, key, lctx)
+    if rec is None:
+        assert early is not None
+        return early
+    now = w.clock.now_ms()
+    if rec.status is NodeStatus.RUNNING:
+        input_ref = w.input_of(wf, node, msg, rec)
+        if input_ref is None:
+            return w.release(msg, key, rec, "predecessor not finished")
+        changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token)
+        if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:
+            return Outcome(OutcomeKind.DROPPED, detail="lease lost")
+    elif rec.status is NodeStatus.WAITING and msg.token and msg.token != rec.task_token:
+        # Step Functions ran the task again (a new token): remember the live one
+        w.store.finish(
+            msg.run_id, key, NodeChanges(NodeStatus.WAITING, now, task_token=msg.token), expect=(rec.status,)
+        )
+    elif rec.status is not NodeStatus.WAITING:
+        return Outcome(OutcomeKind.DROPPED, detail=f"{node.kind.value} node is {rec.status.value}")
+    current = w.store.get_node(msg.run_id, key)
+    if current is None or current.status is not NodeStatus.WAITING or current.input_ref is None:
+        return Outcome(OutcomeKind.DROPPED)
+    start_children(w, node, msg.run_id, key, current)
+    out = join(w, wf, node, msg, judge, current)[0]
+    return Outcome(OutcomeKind.SUSPENDED) if out.kind is OutcomeKind.DROPPED else out
+
+
+def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord) -> None:
+    """Start every branch's child run unless it exists (then re-issue its first activation only if
+    that may have been lost, as a retried start does)."""
+    assert rec.input_ref is not None
+    for branch, cid in child_ids(node, run_id, key, rec.generation).items():
+        workflow = dict(node.branches)[branch]
+        existing = w.store.get_run(cid)
+        if existing is not None and (existing.status is not RunStatus.RUNNING or existing.current is None):
+            continue
+        child_wf = w.registry.get(workflow)
+        first = child_wf.first()
+        now = w.clock.now_ms()
+        if existing is None:
+            new = NewRun(
+                cid,
+                child_wf.name,
+                child_wf.version,
+                rec.input_ref,
+                now,
+                NodeInit(cid, first.id, first.id, rec.input_ref),
+                idempotency_key=f"child-{cid}",
+                request_hash=hashlib.sha256(f"{cid}|{rec.input_ref}".encode()).hexdigest(),
+                extra={"parent": f"{run_id}/{key}/{branch}"},
+            )
+            existing, created = w.store.create_run(new)
+            if created:
+                logger.info("child run started", extra={"run_id": run_id, "node": key, "child": cid})
+                w.lifecycle.start(existing, Activation(cid, existing.workflow, existing.version, first.id))
+                continue
+        first_rec = w.store.get_node(cid, first.id)
+        if existing.status is RunStatus.RUNNING and first_rec is not None and first_rec.status is NodeStatus.PENDING:
+            w.lifecycle.start(existing, Activation(cid, existing.workflow, existing.version, first.id))
+
+
+def children_of(w: Worker, node: Node, run_id: str, rec: NodeRecord) -> dict[str, RunRecord] | None:
+    """Branch -> child run of the node's current generation; None while one is not created yet."""
+    out = {}
+    for branch, cid in child_ids(node, run_id, rec.key, rec.generation).items():
+        child = w.store.get_run(cid)
+        if child is None:
+            return None
+        out[branch] = child
+    return out
+
+
+def child_error(key: str, branch: str, child: RunRecord) -> dict[str, str]:
+    """The error of a failed (or cancelled) child, as the parent node records it."""
+    what = "was cancelled" if child.status is RunStatus.CANCELLED else "failed"
+    cause = child.error or {}
+    detail = f": {cause.get('type', '')}: {cause.get('message', '')}" if cause else ""
+    return {
+        "node": key,
+        "type": "ChildRunCancelled" if child.status is RunStatus.CANCELLED else "ChildRunFailed",
+        "message": f"child run {child.run_id} ({child.workflow}, branch {branch}) {what}{detail}"[:1000],
+        "child": child.run_id,
+    }
+
+
+def join(
+    w: Worker, wf: Workflow, node: Node, msg: Activation, judge: Judge, rec: NodeRecord | None = None
+) -> tuple[Outcome, NodeRecord | None]:
+    """Commit the node if its children say so (one conditional write, WAITING -> SUCCEEDED or
+    FAILED); else DROPPED. A node already joined is served from its checkpoint (a late join
+    re-issues its successor)."""
+    key = node_key(node.id, msg.index)
+    rec = rec or w.store.get_node(msg.run_id, key)
+    if rec is None:
+        return Outcome(OutcomeKind.DROPPED, detail="node missing"), None
+    if rec.status is NodeStatus.SUCCEEDED:
+        if msg.action == "join" and rec.ended_ms is not None and w.clock.now_ms() - rec.ended_ms <= LEASE_GRACE_MS:
+            return Outcome(OutcomeKind.DONE, detail="joined"), rec  # another child's notification, just now
+        return w.served_from_checkpoint(wf, node, msg, rec), rec
+    if rec.status is not NodeStatus.WAITING:
+        return Outcome(OutcomeKind.DROPPED, detail=f"node is {rec.status.value}"), rec
+    kids = children_of(w, node, msg.run_id, rec)
+    verdict = None if kids is None else judge(w, node, key, kids)
+    if verdict is None:
+        return Outcome(OutcomeKind.DROPPED, detail="children still running"), rec
+    assert kids is not None
+    now = w.clock.now_ms()
+    if verdict[0] == "fail":
+        err = verdict[1]
+        inv = Invocation(rec.started_ms or rec.created_ms, now, "failed")
+        changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
+        w.fail(msg, key, err, changes, expect=(NodeStatus.WAITING,))
+        cancel_runs(w, [c.run_id for c in kids.values() if c.status in ACTIVE_RUN])
+        return Outcome(OutcomeKind.FAILED, error=err), rec
+    inv = Invocation(rec.started_ms or rec.created_ms, now, "joined")
+    changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=verdict[1], ended=True, invocation=inv, prior=rec)
+    out = w.commit(wf, node, msg.with_(action="run"), key, changes, owner=None, expect=(NodeStatus.WAITING,))
+    if out.kind is OutcomeKind.DROPPED:  # joined by another notification meanwhile
+        return Outcome(OutcomeKind.DONE, detail="joined by another child"), rec
+    return out, rec
+
+
+def cancel_runs(w: Worker, run_ids: Iterable[str]) -> None:
+    """Cancel these (child) runs: the run service's cancel, without notifying their parent."""
+    from stepchain.engine.runs import RunService  # the run service sits above the node kinds
+
+    runs = RunService(w)
+    for cid in run_ids:
+        child = w.store.update_run(
+            cid, RunChanges(w.clock.now_ms(), status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
+        )
+        if child is not None:
+            runs.finish_cancel(child)
+
+
+# ---------------------------------------------------------------------------- child -> parent
+def run_ended(w: Worker, run: RunRecord) -> None:
+    """``run`` ended (SUCCEEDED, FAILED or CANCELLED): if it is a child, notify its parent node."""
+    if not run.parent:
+        return
+    parent_id, key, _ = split_parent(run.parent)
+    parent = w.store.get_run(parent_id)
+    if parent is None or parent.status.finished:
+        return
+    node_id, index = _node_of(key)
+    rejoin(w, Activation(parent_id, parent.workflow, parent.version, node_id, index, action="join"))
+
+
+def rejoin(w: Worker, msg: Activation) -> None:
+    """Have the parent node ``msg`` names joined: a ``join`` activation through the handoff (queue
+    transports), or, where the transport drives runs itself (Step Functions), the join here and
+    the node's task token completed with its result."""
+    if not isinstance(w.handoff, RunLifecycle):
+        w.handoff.dispatch([msg])
+        return
+    wf = w.registry.find(msg.workflow, msg.version)
+    if wf is None:
+        return
+    node = wf.node(msg.node)
+    from stepchain.engine.nodes import handler_for
+
+    judge = getattr(handler_for(node), "judge", None)
+    if judge is None:
+        return
+    out, rec = join(w, wf, node, msg, judge)
+    if rec is None or not rec.task_token:
+        return
+    token_msg = msg.with_(action="run", token=rec.task_token)
+    if out.kind is OutcomeKind.DONE:
+        w.lifecycle.resume_wait(token_msg, out.next[0] if out.next else None)
+    elif out.kind is OutcomeKind.FAILED and isinstance(w.handoff, StepFunctionsHandoff):
+        w.handoff.send_task_success(rec.task_token, {**out.to_state(msg.with_(action="run")), "status": "FAILED"})
+
+
+def stuck_join(w: Worker, wf: Workflow, node: Node, run_id: str, rec: NodeRecord, overdue: Callable[..., bool]) -> str:
+    """The sweeper's view of a parent node: ``"start"`` (a child was never created: re-issue the
+    node's activation), ``"join"`` (its children ended long ago, or it joined long ago and its
+    successor never started: :func:`rejoin`), or ``""``."""
+    if rec.status is NodeStatus.SUCCEEDED:
+        succ = wf.next_of(node.id)
+        started = succ is not None and w.store.get_node(run_id, succ.id) is not None
+        return "join" if not started and overdue(rec.ended_ms, rec.updated_ms) else ""
+    if rec.status is not NodeStatus.WAITING:
+        return ""
+    kids = children_of(w, node, run_id, rec)
+    if kids is None:
+        return "start" if overdue(rec.updated_ms) else ""
+    from stepchain.engine.nodes import handler_for
+
+    judge = getattr(handler_for(node), "judge", None)
+    if judge is None or judge(w, node, rec.key, kids) is None:
+        return ""
+    return "join" if overdue(*(c.ended_ms or c.updated_ms for c in kids.values() if c.status.finished)) else ""
+
+
+# ---------------------------------------------------------------------------------- the ledger
+#: the totals of a child run that are added to its parent's
+ROLLED_UP = ("invocations", "compute_ms", "cost_usd", "compute_usd", "input_tokens", "output_tokens")
+
+
+def roll_up(store: CheckpointStore, registry: Registry, view: RunView) -> RunView:
+    """Add the run's child runs (every generation, recursively) to ``view``: listed in
+    ``children`` (id, node, branch, status, their totals) and their costs added to ``totals``."""
+    wf = registry.find(view.workflow, view.version)
+    if wf is None:
+        return view
+    for nv in view.nodes:
+        if not wf.has_node(nv.node) or (node := wf.node(nv.node)).kind not in CHILD_KINDS:
+            continue
+        rec = store.get_node(view.run_id, nv.key)
+        for gen in range((rec.generation if rec else 0) + 1):
+            for branch, cid in child_ids(node, view.run_id, nv.key, gen).items():
+                child = store.get_run(cid)
+                if child is None:
+                    continue
+                cv = roll_up(store, registry, describe(store, registry, child))
+                sub = {k: cv.totals[k] for k in ROLLED_UP}
+                view.children.append(
+                    {
+                        "run_id": cid,
+                        "workflow": child.workflow,
+                        "node": nv.key,
+                        "branch": branch,
+                        "generation": gen,
+                        "status": child.status.value,
+                        "totals": sub,
+                    }
+                )
+                for k in ROLLED_UP:
+                    view.totals[k] += sub[k]
+    for k in ("cost_usd", "compute_usd"):
+        view.totals[k] = round(view.totals[k], 9)
+    return view

@@ -114,6 +114,8 @@ ACTIONS = {
     "SummarizeFunctionRole": LLM_STEP,
     "CrossrefFunctionRole": LLM_STEP,
     "DraftFunctionRole": LLM_STEP,
+    "ToolAgentFunctionRole": STEP,  # the tool agent's steps (functions/tool_agent): offline model, no Bedrock
+    "ToolLookupFunctionRole": STEP,  # its delegate's steps
     "ControlFunctionRole": CHECKPOINTS | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
     "ApiFunctionRole": CHECKPOINTS
     | PAYLOADS
@@ -123,6 +125,8 @@ ACTIONS = {
     | {"sqs:SendMessage", "states:StartExecution", "states:DescribeExecution", "states:StopExecution"}
     | {"states:SendTaskSuccess"},
     "ResearchAgentStateMachineRole": {"lambda:InvokeFunction"} | LOG_DELIVERY,
+    "ToolAgentStateMachineRole": {"lambda:InvokeFunction"} | LOG_DELIVERY,
+    "ToolLookupStateMachineRole": {"lambda:InvokeFunction"} | LOG_DELIVERY,
     "ApiGatewayCloudWatchRole": set(),  # only the AWS managed AmazonAPIGatewayPushToCloudWatchLogs
 }
 #: role -> the table indexes it may query (no other index, and no other action on an index)
@@ -262,6 +266,6 @@ def test_buckets_are_encrypted_private_owner_enforced_and_tls_only(resources: di
 
 def test_queues_are_encrypted(resources: dict[str, Any]) -> None:
     queues = {lid: r["Properties"] for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
-    assert len(queues) == 7
+    assert len(queues) == 9  # a queue per step function (7) and the control function, the dead-letter queue
     for lid, props in queues.items():
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, lid

@@ -32,6 +32,9 @@ from tool_agent.llm import OfflineToolLLM, RateLimited, UnsupportedQuestion, fac
 from tool_agent.tools import STATS, read_document, run_calculator, send_email, sent_email
 
 MAX_ITERATIONS = 20
+#: the Lambda functions ``stepchain template`` deploys: one for the agent's steps, one for the delegate's
+AGENT_FUNCTION: dict[str, Any] = {"function": "ToolAgentFunction", "timeout_s": 60}
+LOOKUP_FUNCTION: dict[str, Any] = {"function": "ToolLookupFunction", "timeout_s": 20}
 
 
 class AgentRequest(BaseModel):
@@ -68,14 +71,14 @@ def iteration_of(ctx: StepContext) -> int:
 lookup = Workflow("tool-lookup")
 
 
-@lookup.step(retry=RetryPolicy(max_attempts=3, backoff_s=1), timeout_s=30)
+@lookup.step(retry=RetryPolicy(max_attempts=3, backoff_s=1), **LOOKUP_FUNCTION)
 def locate(ctx: StepContext, need: dict[str, Any]) -> dict[str, Any]:
     """Rank the documents for one ``{"metric", "year"}``."""
     STATS["lookup/locate"] += 1
     return {**need, "candidates": rank(f"{need['metric']} {need['year']}")}
 
 
-@lookup.step(retry=RetryPolicy(max_attempts=3, backoff_s=1), timeout_s=30)
+@lookup.step(retry=RetryPolicy(max_attempts=3, backoff_s=1), **LOOKUP_FUNCTION)
 def extract(ctx: StepContext, found: dict[str, Any]) -> dict[str, Any]:
     """The fact from the first candidate that states it: ``{"facts": {"trips@2024": {...} | None}}``."""
     STATS["lookup/extract"] += 1
@@ -91,7 +94,7 @@ def extract(ctx: StepContext, found: dict[str, Any]) -> dict[str, Any]:
 wf = Workflow("tool-agent", max_iterations=MAX_ITERATIONS)
 
 
-@wf.step(retry=RetryPolicy(max_attempts=2, backoff_s=1), timeout_s=30)
+@wf.step(retry=RetryPolicy(max_attempts=2, backoff_s=1), **AGENT_FUNCTION)
 def understand(ctx: StepContext, request: dict[str, Any]) -> dict[str, Any]:
     """Read the question; the first fact it needs is delegated to the ``tool-lookup`` child run."""
     try:
@@ -106,7 +109,7 @@ def understand(ctx: StepContext, request: dict[str, Any]) -> dict[str, Any]:
 wf.call(lookup, name="delegate")
 
 
-@wf.step(routes=("act", "approve", END), retry=RetryPolicy(max_attempts=4, backoff_s=1), timeout_s=60)
+@wf.step(routes=("act", "approve", END), retry=RetryPolicy(max_attempts=4, backoff_s=1), **AGENT_FUNCTION)
 async def think(ctx: StepContext, value: dict[str, Any]) -> Route:
     """Ask the model for the next move and route there."""
     if "task" in value:
@@ -139,7 +142,7 @@ async def think(ctx: StepContext, value: dict[str, Any]) -> Route:
     return goto("act" if decision["action"] == "tool" else "approve", {**state, "call": call})
 
 
-@wf.step(routes=("think",), retry=RetryPolicy(max_attempts=3, backoff_s=1), timeout_s=30)
+@wf.step(routes=("think",), retry=RetryPolicy(max_attempts=3, backoff_s=1), **AGENT_FUNCTION)
 def act(ctx: StepContext, state: dict[str, Any]) -> Route:
     """Run the tool the model chose and hand the observation back to ``think``."""
     it, call = iteration_of(ctx), state["call"]
@@ -163,7 +166,7 @@ def act(ctx: StepContext, state: dict[str, Any]) -> Route:
 wf.wait_for_event("approval", timeout_s=86_400, name="approve")
 
 
-@wf.step(routes=("think",), retry=RetryPolicy(max_attempts=3, backoff_s=1), timeout_s=30)
+@wf.step(routes=("think",), retry=RetryPolicy(max_attempts=3, backoff_s=1), **AGENT_FUNCTION)
 def send(ctx: StepContext, decision: Any) -> Route:
     """The human answered (``{"approved": true|false, "by": ...}``): send the e-mail, or not."""
     it = iteration_of(ctx)

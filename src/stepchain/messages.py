@@ -117,6 +117,9 @@ class Outcome:
     items: int = 0
     error: dict[str, str] | None = None
     detail: str = ""
+    #: DONE: the successor the node hands on to (sent or not; None: the run ended). Step Functions'
+    #: route Choice reads it from the task state (``route``, ``iteration``, ``src``, ``input``)
+    then: Activation | None = None
 
     def to_state(self, msg: Activation) -> dict[str, Any]:
         """The small JSON a Step Functions task returns (see ``stepchain.asl``)."""
@@ -129,4 +132,14 @@ class Outcome:
             out["items"] = list(range(self.items))
         if self.error is not None:
             out["error"] = self.error
+        if self.kind is OutcomeKind.DONE:
+            out.update(route_state(self.then))
         return out
+
+
+def route_state(then: Activation | None) -> dict[str, Any]:
+    """The task-state fields naming a node's successor: its node (``route``; ``__end__`` when the
+    run ended), iteration, input's node and input."""
+    if then is None:  # nothing to hand on (or not known here): a successor reads its input
+        return {"route": "__end__", "src": None, "input": None}
+    return {"route": then.node, "iteration": then.iteration, "src": then.src, "input": then.input}

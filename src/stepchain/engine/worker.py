@@ -165,7 +165,7 @@ class Worker:
         if not late:
             if nxt is None and msg.index is None:
                 self.finish_run(msg, rec.output_ref)
-            return Outcome(OutcomeKind.DONE, detail="duplicate")
+            return Outcome(OutcomeKind.DONE, detail="duplicate", then=nxt)
         handler = handler_for(node)
         if handler.owns_successor(node, msg):  # a map item: the map starts the next item or joins
             self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
@@ -178,8 +178,8 @@ class Worker:
         succ_rec = self.store.get_node(msg.run_id, key_of(nxt))
         if succ_rec is None or succ_rec.status is NodeStatus.PENDING:
             self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
-            return Outcome(OutcomeKind.DONE, next=(nxt,), detail="checkpoint")
-        return Outcome(OutcomeKind.DONE, detail="checkpoint")
+            return Outcome(OutcomeKind.DONE, next=(nxt,), detail="checkpoint", then=nxt)
+        return Outcome(OutcomeKind.DONE, detail="checkpoint", then=nxt)
 
     def ledger(
         self, status: NodeStatus, now: int, t0: float, cost: CostMeter, inv: Invocation, **kw: Any
@@ -219,7 +219,7 @@ class Worker:
         if nxt is None:
             self.finish_run(msg, changes.output_ref)
             return Outcome(OutcomeKind.DONE)
-        return Outcome(OutcomeKind.DONE, next=(nxt,))
+        return Outcome(OutcomeKind.DONE, next=(nxt,), then=nxt)
 
     def finish_run(self, msg: Activation, output_ref: str | None) -> bool:
         """Mark the run SUCCEEDED; False when it was no longer active (already done, cancelled)."""

@@ -30,8 +30,8 @@ HARNESSES: dict[str, Callable[..., Harness]] = {
     "sfn": lambda **kw: SfnHarness(wf, lookup, **kw),
 }
 
-#: the harnesses every test runs on (Step Functions joins once routing has its ASL Choice: see wt-route)
-KINDS = ["memory", "moto", "sqs"]
+#: the harnesses every test runs on
+KINDS = ["memory", "moto", "sqs", "sfn"]
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +138,7 @@ def test_a_crash_inside_a_loop_iteration_never_runs_a_completed_iteration_again(
         assert len(tools.OUTBOX) == 1
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqs"])
+@pytest.mark.parametrize("kind", ["memory", "sfn"])
 def test_a_denied_approval_sends_nothing(kind: str) -> None:
     with HARNESSES[kind]() as h:
         _, out = drive(h, approved=False)

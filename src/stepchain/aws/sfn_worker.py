@@ -3,8 +3,9 @@
 The event is the task's ``Payload`` (see :mod:`stepchain.asl`): the run's ids, the node, and for
 map items the index, for wait nodes the task token, for control tasks an ``action`` (``join``,
 ``expire``, ``fail``). The return value is the small state the state machine routes on; it
-always has the same fields (``STATE_FIELDS``, ``None`` when not applicable) so the task's
-``ResultSelector`` can pick them, and it never carries a step's output.
+always has the same fields (``STATE_FIELDS`` + ``ROUTE_FIELDS``, ``None`` when not applicable) so
+the task's ``ResultSelector`` can pick them. A step's output travels in it only as the successor's
+``input`` reference when that is at most 4,096 characters (``stepchain.engine.routing``).
 
 A wait node's task (``.waitForTaskToken``) ignores what the function returns: whenever such an
 activation ends in anything but SUSPENDED (the event was there already, the node completed

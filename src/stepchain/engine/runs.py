@@ -182,11 +182,13 @@ class RunService:
                 self.store.finish(
                     run_id, rec.key, NodeChanges(NodeStatus.CANCELLED, now, ended=True), expect=(rec.status,)
                 )
-        for node in wf.nodes if wf else ():  # tombstones: a late claim of a node never started finds CANCELLED
-            if node.id not in existing:
-                self.store.put_node_if_absent(
-                    NodeInit(run_id, node.id, node.id, None, status=NodeStatus.CANCELLED), now
-                )
+        # a node running now hands on within its iteration or to the next: cover the latest and the next
+        latest = max((r.iteration for r in existing.values()), default=0)
+        its = (latest, latest + 1) if wf and any(n.routes for n in wf.nodes) else (0,)
+        for node, it in ((n, i) for n in (wf.nodes if wf else ()) for i in its):
+            key = node_key(node.id, None, it)  # tombstones: a late claim of a node never started finds CANCELLED
+            if key not in existing:
+                self.store.put_node_if_absent(NodeInit(run_id, key, node.id, None, status=NodeStatus.CANCELLED), now)
         if api:
             self.probe.reached("api_cancel", run_id, run.current or "")
         for child_id in child_runs(wf, run_id, existing.values()) if wf else ():  # the cancel cascades

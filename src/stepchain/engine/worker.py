@@ -2,8 +2,10 @@
 
 ``Worker.process`` is what every worker (a Lambda behind SQS or Step Functions, or the in-process
 harness) calls for one message, through :func:`stepchain.serve.serve`. On the happy path a step
-costs three store calls: claim the node (one conditional write that returns the record), read the
-predecessor's output, and checkpoint the output (one conditional write). Then it tells the caller
+costs two store calls: claim the node (one conditional write that returns the record) and
+checkpoint the output (one conditional write); its input comes with the activation (``msg.input``,
+the predecessor's output reference), read from the node it names (``msg.src``) only when the
+activation does not carry it (a sweeper re-issue, a redrive). Then it tells the caller
 what should happen next (an :class:`Outcome`); the transport carries it out. See ARCHITECTURE.md.
 
 This module holds the path every node kind shares (claim, lease and takeover, input, commit,

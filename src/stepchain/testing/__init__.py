@@ -38,7 +38,8 @@ Methods (all four):
   ``runs()`` (every run id the store holds, also runs whose ``start`` crashed).
 * ``crash_at(boundary, *, node=None, times=1, skip=0)``: the worker dies (``InjectedCrash``) the
   next ``times`` times ``boundary`` is reached for ``node`` (a node id, which matches its map items
-  ``node#00003`` too, or one item's key; None: any), after letting ``skip`` matches pass.
+  ``node#00003`` and its loop iterations ``node~00002`` too, or one item's or iteration's key; None:
+  any), after letting ``skip`` matches pass.
 * ``executions``: completed executions of each node's code, by node key (map items
   ``node#00003``). ``invocations``: one ``InvocationLog`` per invocation served (not on
   ``LocalHarness``).

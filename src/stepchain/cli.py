@@ -18,6 +18,7 @@ from pathlib import Path
 
 from stepchain import samgen_cli, show
 from stepchain.asl import asl_path, dumps, to_asl, write_asl
+from stepchain.samgen_children import with_children
 from stepchain.workflow import Workflow
 
 
@@ -45,16 +46,16 @@ def load_workflow(spec: str) -> Workflow:
 def _asl(args: argparse.Namespace) -> int:
     for directory in reversed(args.pythonpath or []):
         sys.path.insert(0, str(directory))
-    wf = load_workflow(args.workflow)
-    if args.check:
-        path = asl_path(wf, args.out)
-        current = path.read_text() if path.exists() else None
-        if current != dumps(to_asl(wf)):
-            print(f"{path} is stale: run `stepchain asl {args.workflow} --out {args.out}`", file=sys.stderr)
-            return 1
-        print(f"{path} is up to date")
-        return 0
-    print(write_asl(wf, args.out))
+    for wf in with_children([load_workflow(args.workflow)]):  # child workflows are state machines too
+        if args.check:
+            path = asl_path(wf, args.out)
+            current = path.read_text() if path.exists() else None
+            if current != dumps(to_asl(wf)):
+                print(f"{path} is stale: run `stepchain asl {args.workflow} --out {args.out}`", file=sys.stderr)
+                return 1
+            print(f"{path} is up to date")
+            continue
+        print(write_asl(wf, args.out))
     return 0
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from stepchain.asl import CONTROL_FUNCTION, asl_path
 from stepchain.exceptions import ValidationError
 from stepchain.samgen_base import arn, base_template, dump_template, handoff_policy, merge, ref, tls_policy
+from stepchain.samgen_children import add_child_runs_policy, with_children
 from stepchain.workflow import Node, Workflow
 
 CONTROL_TIMEOUT_S = 30
@@ -80,9 +81,11 @@ class AppPlan:
 
 
 def plan(workflows: Sequence[Workflow]) -> AppPlan:
-    """Group the user steps of ``workflows`` into worker functions (see the module docstring)."""
+    """Group the user steps of ``workflows`` (and their child workflows) into worker functions (see
+    the module docstring)."""
     if not workflows:
         raise ValidationError("stepchain template needs at least one workflow")
+    workflows = with_children(workflows)
     names = [wf.name for wf in workflows]
     if len(set(names)) != len(names):
         raise ValidationError(f"workflow names must differ: {names}")
@@ -317,6 +320,8 @@ def build(
         if key == "STEPCHAIN_TRANSPORT":
             env.update(_routing_env(app, machines))
     glob["Environment"]["Variables"] = env
+    if any(n.branches for wf in app.workflows for n in wf.nodes):
+        add_child_runs_policy(tpl, [fn.logical_id for fn in app.functions], machines, executions)
     fns = [fn.logical_id for fn in app.functions]
     res["StepHandoffPolicy"] = handoff_policy([fn.queue for fn in app.functions])
     res["QueuesTlsOnlyPolicy"] = tls_policy([fn.queue for fn in app.functions])

@@ -46,7 +46,10 @@ def load_view(args: argparse.Namespace) -> RunView:
     run = store.get_run(args.run_id)
     if run is None:
         raise SystemExit(f"stepchain show: no run {args.run_id!r} in table {settings.table!r}")
-    return describe(store, Registry([load_workflow(w) for w in args.workflow]), run)
+    from stepchain.engine.nodes.children import roll_up  # child runs and their costs
+
+    registry = Registry([load_workflow(w) for w in args.workflow])
+    return roll_up(store, registry, describe(store, registry, run))
 
 
 def run(args: argparse.Namespace) -> int:

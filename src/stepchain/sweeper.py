@@ -27,6 +27,10 @@ RUNNING node whose lease ended ``grace`` ago   its activation is re-issued (the 
 SLEEPING / RETRYING ``grace`` past its wake    its activation is re-issued
 WAITING ``grace`` past its deadline            its deadline check (``timeout``) is re-issued
 WAITING with the event stored                  the event's delivery is finished
+call/parallel WAITING, its children ended      the node is joined (:func:`~stepchain.engine.nodes.
+``grace`` ago (or SUCCEEDED, successor never   children.rejoin`: a ``join`` activation, or on Step
+created): the child's notification was lost    Functions the join and its task token completed)
+call/parallel WAITING, a child never created   its activation is re-issued (it starts the child)
 SUCCEEDED ``grace`` ago, successor never       the node's activation is re-issued: a late
 created (or the run never finished)            redelivery is served from the checkpoint and
                                                re-issues the successor; a wait node's event
@@ -54,6 +58,7 @@ from dataclasses import dataclass, field
 
 from stepchain.context import logger
 from stepchain.engine import Engine
+from stepchain.engine.nodes.children import rejoin, stuck_join
 from stepchain.engine.routing import event_key, source_of, split_event_key, successor
 from stepchain.engine.runs import RunService
 from stepchain.engine.shared import key_of
@@ -61,7 +66,7 @@ from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.messages import Activation
 from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, RunChanges
-from stepchain.workflow import Node, NodeKind, Workflow
+from stepchain.workflow import CHILD_KINDS, Node, NodeKind, Workflow
 
 #: "is the later of these moments (and the run's last update) more than the grace period ago?"
 _Overdue = Callable[..., bool]
@@ -99,6 +104,7 @@ class SweepReport:
 class _Plan:
     msgs: list[Activation] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    joins: list[Activation] = field(default_factory=list)  # call/parallel nodes to join (children ended)
     fail: dict[str, str] | None = None
     fail_node: str = ""
 
@@ -151,8 +157,8 @@ class Sweeper:
             self._fail_run(run, plan.fail_node, plan.fail, report)
             return
         # the sweeper's earlier re-issues are C# crash events (read only for a run with something to re-issue)
-        events = self.runs.store.list_crash_events(run.run_id) if plan.msgs else []
-        for key in {key_of(m) for m in plan.msgs}:
+        events = self.runs.store.list_crash_events(run.run_id) if plan.msgs or plan.joins else []
+        for key in {key_of(m) for m in [*plan.msgs, *plan.joins]}:
             rec = nodes.get(key)
             since = 0 if rec is None else max(rec.created_ms, rec.updated_ms or 0)  # its last progress
             reissues = sum(1 for c in events if c.kind == SWEPT and c.node == key and c.at_ms > since)
@@ -168,6 +174,10 @@ class Sweeper:
             self.runs.finish_event(run.run_id, name)
             base, it = split_event_key(name)
             self.runs.store.add_crash_event(run.run_id, now, node_key(wf.wait_node(base).id, None, it), SWEPT)
+            report.reissued += 1
+        for m in plan.joins:  # a child ended and its notification was lost: join the parent node
+            rejoin(self.runs.worker, m)
+            self.runs.store.add_crash_event(run.run_id, now, key_of(m), SWEPT)
             report.reissued += 1
         if plan.msgs:
             report.reissued += self._reissue(run, plan.msgs, now)
@@ -219,7 +229,13 @@ class Sweeper:
             # in a routed workflow the node whose output is this one's input is found from the routes
             src = source_of(wf, rec.key, nodes) if routed else None
             act = Activation(run.run_id, run.workflow, run.version, node.id, iteration=rec.iteration, src=src)
-            if rec.status is NodeStatus.FANNED_OUT:
+            if node.kind in CHILD_KINDS and rec.status in (NodeStatus.WAITING, NodeStatus.SUCCEEDED):
+                stuck = stuck_join(self.runs.worker, wf, node, run.run_id, rec, overdue)
+                if stuck == "start":  # a child run was never created: the node's activation creates it
+                    plan.msgs.append(act)
+                elif stuck == "join":
+                    plan.joins.append(act.with_(action="join"))
+            elif rec.status is NodeStatus.FANNED_OUT:
                 plan.msgs.extend(self._map_items(node, act, rec, nodes, overdue))
             elif rec.status is NodeStatus.WAITING:
                 assert node.event is not None

@@ -92,6 +92,8 @@ def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
         f"cost ${t['cost_usd'] + t['compute_usd']:.6f}"
     )
     lines.append(f"restart tax avoided: {tax.seconds:.1f} s of compute, ${tax.usd:.6f}")
+    for c in view.children:  # child runs of call/parallel nodes (their cost is in the totals above)
+        lines.append(f"child {c['run_id']} ({c['workflow']}) of {c['node']}/{c['branch']}: {c['status']}")
     if view.error:
         lines.append(f"error: {view.error.get('node')}: {view.error.get('type')}: {view.error.get('message')}")
     return "\n".join(lines)

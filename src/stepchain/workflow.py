@@ -267,40 +267,21 @@ class Workflow:
         self._add(node)
 
     def call(self, workflow: str | Workflow, *, name: str | None = None) -> None:
-        """Run ``workflow`` (a registered workflow's name, or a Workflow, registered with this one)
-        as a child run on this node's input; the node's output is the child's output. A child that
-        fails or is cancelled fails the node (terminal). See README "Child workflows"."""
-        child = self._child(workflow)
-        self._add(
-            Node(name or f"call_{child.replace('-', '_')}", NodeKind.CALL, timeout_s=30, branches=(("call", child),))
-        )
+        """Run ``workflow`` (a name, or a Workflow: registered with this one) as a child run on this
+        node's input; the output is the child's. A failed or cancelled child fails the node (terminal)."""
+        from stepchain.branches import call_node  # the node kinds' definitions, out of this module
+
+        self._add(call_node(self, workflow, name))
 
     def parallel(
         self, branches: Mapping[str, str | Workflow], *, name: str | None = None, on_error: str = "fail"
     ) -> None:
-        """One child run per branch (``{branch: workflow}``), all started at once on this node's
-        input; the output is ``{branch: its output}``. ``on_error="fail"``: the first failed (or
-        cancelled) branch fails the node and the other branches are cancelled; ``"collect"``: a
-        failed branch's value is ``{"error": {...}}`` and the node waits for every branch."""
-        if on_error not in ON_ERROR:
-            raise ValidationError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if not branches:
-            raise ValidationError("parallel needs at least one branch")
-        pairs = []
-        for branch, workflow in branches.items():
-            if not _ID.match(branch):
-                raise ValidationError(f"branch name {branch!r} must match [a-z][a-z0-9_]*, at most 48 chars")
-            pairs.append((branch, self._child(workflow)))
-        node = Node(name or f"parallel_{len(self._nodes)}", NodeKind.PARALLEL, timeout_s=30, on_error=on_error)
-        self._add(replace(node, branches=tuple(pairs)))
+        """One child run per branch, all at once, on this node's input; the output is ``{branch:
+        output}``. ``on_error``: ``"fail"`` (a failed branch fails the node, the others are
+        cancelled) or ``"collect"`` (its value is ``{"error": {...}}``)."""
+        from stepchain.branches import parallel_node
 
-    def _child(self, workflow: str | Workflow) -> str:
-        if isinstance(workflow, Workflow):
-            self._children[workflow.name] = workflow
-            return workflow.name
-        if not isinstance(workflow, str) or not re.match(r"^[a-z][a-z0-9-]{0,62}$", workflow):
-            raise ValidationError(f"a child workflow is a Workflow or a workflow name, got {workflow!r}")
-        return workflow
+        self._add(parallel_node(self, branches, name, on_error))
 
     @property
     def children(self) -> dict[str, Workflow]:

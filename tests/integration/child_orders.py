@@ -16,6 +16,19 @@ COUNTS: Counter[str] = Counter()
 #: branches that fail (a test sets them): "inventory" -> raise TerminalError there
 FAILING: set[str] = set()
 ONCE = RetryPolicy(max_attempts=10, backoff_s=1.0)
+#: order id -> how many times its card was charged (the effect a child run must not repeat)
+BANK: dict[str, int] = {}
+
+
+def _charge(order: str, amount: int) -> int:
+    BANK[order] = BANK.get(order, 0) + 1
+    return amount
+
+
+def reset() -> None:
+    COUNTS.clear()
+    FAILING.clear()
+    BANK.clear()
 
 
 def charge_wf() -> Workflow:
@@ -32,13 +45,16 @@ def charge_wf() -> Workflow:
         COUNTS["charge/capture"] += 1
         if "charge" in FAILING:
             raise TerminalError("card declined")
-        return {"charged": auth["amount"], "receipt": f"r-{auth['order']}"}
+        charged = ctx.once("charge", lambda: _charge(auth["order"], auth["amount"]))
+        return {"charged": charged, "receipt": f"r-{auth['order']}"}
 
     return wf
 
 
-def branch_wf(name: str) -> Workflow:
+def branch_wf(name: str, nap_s: int = 0) -> Workflow:
     wf = Workflow(name)
+    if nap_s:
+        wf.sleep(nap_s, name="nap")
 
     @wf.step(name="work", retry=ONCE)
     def work(ctx: StepContext, order: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +67,8 @@ def branch_wf(name: str) -> Workflow:
     return wf
 
 
-def orders_wf(on_error: str = "fail", name: str = "orders") -> Workflow:
+def orders_wf(on_error: str = "fail", name: str = "orders", nap_s: int = 0) -> Workflow:
+    """``nap_s``: the shipping and email branches sleep that long before their work."""
     charge = charge_wf()
     wf = Workflow(name)
 
@@ -68,7 +85,11 @@ def orders_wf(on_error: str = "fail", name: str = "orders") -> Workflow:
         return {"id": paid["receipt"].removeprefix("r-"), "charged": paid["charged"]}
 
     wf.parallel(
-        {"inventory": branch_wf("inventory"), "shipping": branch_wf("shipping"), "email": branch_wf("email")},
+        {
+            "inventory": branch_wf("inventory"),
+            "shipping": branch_wf("shipping", nap_s),
+            "email": branch_wf("email", nap_s),
+        },
         name="fulfil",
         on_error=on_error,
     )

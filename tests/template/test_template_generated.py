@@ -69,7 +69,23 @@ def two_workflow_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("app", ["orders_app", "two_workflow_app"])
+@pytest.fixture(scope="module")
+def child_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An order workflow that calls a child workflow and runs three as parallel branches: five state machines."""
+    from tests.integration.child_orders import orders_wf
+
+    from stepchain.samgen_children import with_children
+
+    root = tmp_path_factory.mktemp("children")
+    wf = orders_wf()
+    for one in with_children([wf]):
+        write_asl(one, root / "statemachine")
+    out = root / "template.yaml"
+    out.write_text(render([wf], code_uri="src/", asl_dir="statemachine", out=out, command="test"))
+    return out
+
+
+@pytest.mark.parametrize("app", ["orders_app", "two_workflow_app", "child_app"])
 def test_another_apps_template_passes_cfn_lint(app: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(app)
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
@@ -77,7 +93,7 @@ def test_another_apps_template_passes_cfn_lint(app: str, request: pytest.Fixture
     assert result.returncode == 0, result.stdout + result.stderr
     tpl = load_cfn(path.read_text())
     machines = [lid for lid, r in tpl["Resources"].items() if r["Type"] == "AWS::Serverless::StateMachine"]
-    assert len(machines) == (1 if app == "orders_app" else 2)
+    assert len(machines) == {"orders_app": 1, "two_workflow_app": 2, "child_app": 5}[app]
 
 
 def test_another_apps_template_transforms_and_shares_functions(orders_app: Path) -> None:

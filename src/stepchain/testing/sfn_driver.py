@@ -36,6 +36,7 @@ from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing.clock import InvocationTimeout, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import InjectedCrash
+from stepchain.testing.sfn_children import waiting_for_children
 from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams, time_out_callback
 from stepchain.workflow import NodeKind, Workflow
 
@@ -294,7 +295,7 @@ class SfnHarness(Harness):
     def _moving(self, run_id: str) -> str | None:
         """The status of the run's execution while it still moves on its own, else None."""
         status = self.execution_status(run_id)
-        if status in TERMINAL or self._waiting_for_event(run_id):
+        if status in TERMINAL or self._waiting_for_event(run_id) or waiting_for_children(self, run_id):
             return None
         return status
 

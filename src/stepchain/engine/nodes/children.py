@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from stepchain.engine.shared import LEASE_GRACE_MS
+from stepchain.engine.shared import LEASE_GRACE_MS, error_of
+from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.handoff.base import RunLifecycle
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.ledger import RunView, describe
@@ -88,6 +90,7 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         assert early is not None
         return early
     now = w.clock.now_ms()
+    current = rec
     if rec.status is NodeStatus.RUNNING:
         input_ref = w.input_of(wf, node, msg, rec)
         if input_ref is None:
@@ -95,18 +98,28 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token)
         if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
+        current = replace(rec, status=NodeStatus.WAITING, input_ref=input_ref, task_token=msg.token, owner=None)
     elif rec.status is NodeStatus.WAITING and msg.token and msg.token != rec.task_token:
         # Step Functions ran the task again (a new token): remember the live one
-        w.store.finish(
-            msg.run_id, key, NodeChanges(NodeStatus.WAITING, now, task_token=msg.token), expect=(rec.status,)
-        )
+        changes = NodeChanges(NodeStatus.WAITING, now, task_token=msg.token)
+        if w.store.finish(msg.run_id, key, changes, expect=(rec.status,)) is FinishResult.OK:
+            current = replace(rec, task_token=msg.token)
     elif rec.status is not NodeStatus.WAITING:
         return Outcome(OutcomeKind.DROPPED, detail=f"{node.kind.value} node is {rec.status.value}")
-    current = w.store.get_node(msg.run_id, key)
-    if current is None or current.status is not NodeStatus.WAITING or current.input_ref is None:
-        return Outcome(OutcomeKind.DROPPED)
-    start_children(w, node, msg.run_id, key, current)
-    out = join(w, wf, node, msg, judge, current)[0]
+    if current.input_ref is None:
+        return Outcome(OutcomeKind.DROPPED, detail="no input")
+    try:
+        start_children(w, node, msg.run_id, key, current)
+    except (WorkflowNotFound, VersionMismatch) as exc:  # no deployment of this one can run the child
+        err = error_of(exc, key)
+        w.fail(msg, key, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), expect=(NodeStatus.WAITING,))
+        return Outcome(OutcomeKind.FAILED, error=err)
+    after = w.store.get_node(msg.run_id, key)
+    if after is not None and after.status is NodeStatus.CANCELLED:  # the run was cancelled meanwhile: its
+        # cancel may have cascaded before these children existed
+        cancel_runs(w, child_ids(node, msg.run_id, key, current.generation).values())
+        return Outcome(OutcomeKind.DROPPED, detail="cancelled")
+    out = join(w, wf, node, msg, judge, after)[0]
     return Outcome(OutcomeKind.SUSPENDED) if out.kind is OutcomeKind.DROPPED else out
 
 
@@ -117,8 +130,8 @@ def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord
     for branch, cid in child_ids(node, run_id, key, rec.generation).items():
         workflow = dict(node.branches)[branch]
         existing = w.store.get_run(cid)
-        if existing is not None and (existing.status is not RunStatus.RUNNING or existing.current is None):
-            continue
+        if existing is not None and existing.status is not RunStatus.RUNNING:
+            continue  # it moved past its first node (or ended): nothing of its start can be lost
         child_wf = w.registry.get(workflow)
         first = child_wf.first()
         now = w.clock.now_ms()
@@ -214,8 +227,12 @@ def cancel_runs(w: Worker, run_ids: Iterable[str]) -> None:
         child = w.store.update_run(
             cid, RunChanges(w.clock.now_ms(), status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
         )
-        if child is not None:
+        if child is None:
+            continue
+        try:
             runs.finish_cancel(child)
+        except Exception:  # the child is CANCELLED and in the active index: the sweeper finishes the cancel
+            logger.warning("finishing a child's cancel failed; the sweeper finishes it", exc_info=True)
 
 
 # ---------------------------------------------------------------------------- child -> parent

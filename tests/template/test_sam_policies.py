@@ -107,16 +107,20 @@ LOG_DELIVERY = {
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
 }  # fmt: skip
+#: ChildRunsPolicy (the app has a call node: the tool agent's delegate): every worker may start, stop and
+#: join child runs (a call node runs in ControlFunction; any step function may end a child run and
+#: complete its parent's task token), and read and write their payloads
+CHILD_RUNS = {"states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"} | PAYLOADS
 #: role -> every action its statements allow (inline and our own managed policies; AWS managed ones apart)
 ACTIONS = {
-    "PlanFunctionRole": STEP,
-    "FetchFunctionRole": STEP,
-    "SummarizeFunctionRole": LLM_STEP,
-    "CrossrefFunctionRole": LLM_STEP,
-    "DraftFunctionRole": LLM_STEP,
-    "ToolAgentFunctionRole": STEP,  # the tool agent's steps (functions/tool_agent): offline model, no Bedrock
-    "ToolLookupFunctionRole": STEP,  # its delegate's steps
-    "ControlFunctionRole": CHECKPOINTS | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
+    "PlanFunctionRole": STEP | CHILD_RUNS,
+    "FetchFunctionRole": STEP | CHILD_RUNS,
+    "SummarizeFunctionRole": LLM_STEP | CHILD_RUNS,
+    "CrossrefFunctionRole": LLM_STEP | CHILD_RUNS,
+    "DraftFunctionRole": LLM_STEP | CHILD_RUNS,
+    "ToolAgentFunctionRole": STEP | CHILD_RUNS,  # the tool agent's steps (functions/tool_agent): no Bedrock
+    "ToolLookupFunctionRole": STEP | CHILD_RUNS,  # its delegate's steps
+    "ControlFunctionRole": CHECKPOINTS | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"} | CHILD_RUNS,
     "ApiFunctionRole": CHECKPOINTS
     | PAYLOADS
     | {"sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"}

@@ -18,7 +18,8 @@ Constructor (the first three; ``LocalHarness`` takes ``budget_ms`` and ``duplica
 (bytes kept inline before the S3 claim-check), ``duplicate_delivery`` (every activation is
 delivered twice; on Step Functions every task is invoked twice, the first result lost),
 ``virtual_sleep`` (``time.sleep`` in a step spends virtual time). Time is virtual: sleeps,
-waits, retry backoffs and redeliveries skip; a step spends time with ``time.sleep(s)`` or
+waits, retry backoffs and redeliveries skip; a step spends time with ``time.sleep(s)`` (``await
+asyncio.sleep(s)`` in an ``async def`` step: its event loop runs on the virtual clock) or
 ``h.clock.advance(ms)`` and is killed past its budget.
 
 Methods (all four):

@@ -222,3 +222,35 @@ def test_work_in_a_thread_does_not_jump_virtual_time_to_the_budget() -> None:
         assert h.output(rid) == "done"
         assert [i.outcome for i in h.invocations] == ["DONE"]
         assert h.invocations[0].elapsed_ms < 1_000
+
+
+reconciled = Workflow("async-reconcile")
+
+
+@reconciled.step()
+async def charge(ctx: StepContext, amount: int) -> dict[str, Any]:
+    key = ctx.idempotency_key_for("charge")
+
+    async def pay() -> dict[str, Any]:
+        await asyncio.sleep(0.1)
+        WORLD["calls"]["pay"] += 1
+        WORLD.setdefault("ledger", {})[key] = amount
+        return {"charged": amount}
+
+    async def look_up() -> dict[str, Any] | None:  # an async reconcile: did the charge go through?
+        await asyncio.sleep(0.1)
+        WORLD["calls"]["reconcile"] += 1
+        done = WORLD.get("ledger", {}).get(key)
+        return None if done is None else {"charged": done, "reconciled": True}
+
+    return await ctx.once("charge", pay, reconcile=look_up)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs"])
+def test_an_async_reconcile_decides_after_a_crash_in_the_effect_window(kind: str) -> None:
+    with HARNESSES[kind](reconciled) as h:
+        h.crash_at("effect_window", node="charge")
+        rid = h.start("async-reconcile", 42)
+        assert h.run(rid) == "SUCCEEDED"
+        assert h.output(rid) == {"charged": 42, "reconciled": True}
+        assert WORLD["calls"] == Counter({"pay": 1, "reconcile": 1})  # the charge ran once

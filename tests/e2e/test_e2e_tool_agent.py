@@ -87,3 +87,16 @@ def test_tool_agent_loops_asks_for_approval_delegates_and_answers(stack: Stack) 
     # the delegate is a run of its own (the child), listed under its workflow
     children = api.json("GET", "/runs?workflow=tool-lookup&limit=50")
     assert any(r["status"] == "SUCCEEDED" for r in children["runs"]), children
+
+
+def test_the_research_agent_runs_beside_it_on_the_same_stack(stack: Stack) -> None:
+    """template.yaml deploys both agents behind one API (functions/app.py registers every workflow)."""
+    api = stack.api()
+    body = {"workflow": "research-agent", "input": {"question": "How much did battery pack prices fall in 2024?",
+                                                    "max_sources": 2}}  # fmt: skip
+    run_id = str(api.json("POST", "/runs", body, expect=(202,))["run_id"])
+    waiting = api.wait_status(run_id, ["WAITING"], timeout_s=RUN_TIMEOUT_S)
+    assert waiting["current"] == "approval"
+    api.event(run_id, "approval", {"approved": True, "reviewer": "e2e"})
+    done = api.wait_status(run_id, ["SUCCEEDED"], timeout_s=RUN_TIMEOUT_S)
+    assert keys(done) == dict.fromkeys(["plan", "fetch", "summarize", "crossref", "approval", "draft"], "SUCCEEDED")

@@ -44,3 +44,27 @@ def test_a_step_costs_two_dynamodb_calls(kind: str) -> None:
     per_step = {op: d / 30 for op in long | short if (d := long[op] - short[op])}
     assert sum(per_step.values()) == 2.0, per_step
     assert per_step == {"dynamodb.UpdateItem": 2.0}, per_step  # claim + checkpoint; no GetItem
+
+
+def gets_for_output_of(size: int) -> int:
+    wf = Workflow(f"handoff-{size}")
+
+    @wf.step()
+    def big(ctx: Any, x: int) -> str:
+        return "x" * size
+
+    @wf.step()
+    def small(ctx: Any, s: str) -> int:
+        return len(s)
+
+    with Harness(wf, backend="moto") as h:
+        rid = h.start(wf.name, 0)
+        assert h.run(rid) == "SUCCEEDED"
+        gets = h.api_calls["dynamodb.GetItem"]
+        assert h.output(rid) == size
+    return gets
+
+
+def test_an_output_reference_too_long_for_the_message_is_read_from_its_node() -> None:
+    # 5,000 characters: inline in its checkpoint (< 32 KB) but over the activation's 4,096
+    assert gets_for_output_of(5000) - gets_for_output_of(10) == 1  # `small` reads `big`'s checkpoint

@@ -34,17 +34,21 @@ lint: venv ## ruff
 typecheck: venv ## mypy --strict on the framework
 	$(VENV)/bin/mypy
 
+# The deployed app: the research agent, the tool agent and its delegate (functions/app.py serves all three).
+APP_WORKFLOWS := research_agent.workflow:wf tool_agent.workflow:wf tool_agent.workflow:lookup
+APP_PATH := --pythonpath functions/research_agent --pythonpath functions/tool_agent
+
 asl: venv ## regenerate statemachine/*.asl.json from the workflow definitions
-	$(VENV)/bin/stepchain asl research_agent.workflow:wf --pythonpath functions/research_agent --out statemachine
+	for wf in $(APP_WORKFLOWS); do $(VENV)/bin/stepchain asl $$wf $(APP_PATH) --out statemachine || exit 1; done
 
 # template.yaml is generated from the workflow definitions (stepchain.samgen); template.overrides.yaml holds
 # the hand-written part. tests/template/test_template_generated.py fails when template.yaml is stale.
-TEMPLATE_ARGS := research_agent.workflow:wf --pythonpath functions/research_agent --code-uri functions/research_agent/
+TEMPLATE_ARGS := $(APP_WORKFLOWS) $(APP_PATH) --code-uri functions/
 template: asl ## regenerate template.yaml (and the ASL) from the workflow definitions + template.overrides.yaml
 	$(VENV)/bin/stepchain template $(TEMPLATE_ARGS) --out template.yaml
 
 template-check: venv ## fail (exit 1, with a diff summary) if template.yaml or the ASL is stale
-	$(VENV)/bin/stepchain asl research_agent.workflow:wf --pythonpath functions/research_agent --out statemachine --check
+	for wf in $(APP_WORKFLOWS); do $(VENV)/bin/stepchain asl $$wf $(APP_PATH) --out statemachine --check || exit 1; done
 	$(VENV)/bin/stepchain template $(TEMPLATE_ARGS) --out template.yaml --check
 
 # What `pip install stepchain-<v>.whl` installs (README "Deploy your own workflow"; `stepchain new` vendors it).

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loop_bench import loop_section  # bench/ is the script's directory
+
 from stepchain import StepContext, Workflow
 from stepchain.testing import Harness
 
@@ -209,6 +211,8 @@ def main() -> int:
             "The peer (DurableFunctionTestRunner) replays its checkpoint log in one process; its per-step cost grows",
             "with history length. stepchain's steps are independent invocations whose cost does not depend on how",
             "many steps came before.",
+            "",
+            *loop_section(),
         ]
     )
     print(text)

@@ -12,12 +12,15 @@ from stepchain.exceptions import (
     EventNotFound,
     IdempotencyConflict,
     InvalidRunState,
+    IterationLimitExceeded,
     PayloadError,
     RetryableError,
     RunNotFound,
     StepchainError,
     StepNotFound,
+    StepTimedOut,
     TerminalError,
+    UnknownRoute,
     ValidationError,
     VersionMismatch,
     VersionNotRegistered,
@@ -27,6 +30,7 @@ from stepchain.ledger import RunView, describe
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.payloads import BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
 from stepchain.records import NodeStatus, RunStatus
+from stepchain.routing import END, Route, goto
 from stepchain.store.base import CheckpointStore
 from stepchain.store.dynamodb import DynamoDBStore
 from stepchain.store.memory import MemoryStore
@@ -35,6 +39,7 @@ from stepchain.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "END",
     "Activation",
     "BlobStore",
     "BlobUnavailable",
@@ -44,6 +49,7 @@ __all__ = [
     "EventNotFound",
     "IdempotencyConflict",
     "InvalidRunState",
+    "IterationLimitExceeded",
     "MemoryBlobStore",
     "MemoryStore",
     "Node",
@@ -56,18 +62,22 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "RetryableError",
+    "Route",
     "RunNotFound",
     "RunStatus",
     "RunView",
     "S3BlobStore",
     "StepContext",
     "StepNotFound",
+    "StepTimedOut",
     "StepchainError",
     "TerminalError",
+    "UnknownRoute",
     "ValidationError",
     "VersionMismatch",
     "VersionNotRegistered",
     "Workflow",
     "WorkflowNotFound",
     "describe",
+    "goto",
 ]

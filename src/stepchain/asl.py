@@ -36,6 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from stepchain.routing import END
 from stepchain.workflow import Node, NodeKind, RetryPolicy, Workflow
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
@@ -62,6 +63,8 @@ SUCCEEDED = "Succeeded"
 
 #: the fields of every task result (``stepchain.aws.sfn_worker`` always returns all of them)
 STATE_FIELDS = ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
+#: ... and the successor's loop iteration, input's node, input and node (``stepchain.engine.routing``)
+ROUTE_FIELDS = ("iteration", "src", "input", "route")
 
 
 def placeholder(function_name: str) -> str:
@@ -71,7 +74,27 @@ def placeholder(function_name: str) -> str:
 
 def _ids(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     ids: dict[str, Any] = {"run_id.$": "$.run_id", "workflow.$": "$.workflow", "version.$": "$.version"}
-    return {**ids, **(extra or {})}
+    return {**ids, "iteration.$": "$.iteration", **(extra or {})}
+
+
+def _input(extra: dict[str, Any]) -> dict[str, Any]:
+    """A node's own task payload: its ids, and the input its predecessor handed on (a reference)."""
+    return _ids({"src.$": "$.src", "input.$": "$.input", **extra})
+
+
+def _add_goto(states: dict[str, Any], node: Node, nxt: str) -> str:
+    """A routing step's Choice on the route its task returned (``$.route``): the chosen node, or
+    the end of the run; a plain value goes down the chain (``nxt``). Returns the Choice's name."""
+    name = f"{node.id}.goto"
+    states[name] = {
+        "Type": "Choice",
+        "Choices": [
+            {"Variable": "$.route", "StringEquals": to, "Next": SUCCEEDED if to == END else to}
+            for to in sorted(set(node.routes))
+        ],
+        "Default": nxt,
+    }
+    return name
 
 
 def _retry(policy: RetryPolicy, errors: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -100,7 +123,7 @@ def _task(
         "Resource": LAMBDA_INVOKE,
         "Parameters": {"FunctionName": placeholder(function), "Payload": payload},
         # Only the reference fields pass on, whatever the function returned.
-        "ResultSelector": {f"{f}.$": f"$.Payload.{f}" for f in STATE_FIELDS},
+        "ResultSelector": {f"{f}.$": f"$.Payload.{f}" for f in STATE_FIELDS + ROUTE_FIELDS},
         "TimeoutSeconds": timeout_s,
         "Retry": _retry(policy, (*LAMBDA_ERRORS, "States.Timeout")),
         "Next": next_state,
@@ -187,7 +210,9 @@ def _add_node(states: dict[str, Any], node: Node, nxt: str) -> None:
     failed = f"{node.id}.failed"
     states[failed] = _failed_pass(node)
     timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
-    ref = _ids({"node": node.id})
+    ref = _input({"node": node.id})
+    if node.routes:
+        nxt = _add_goto(states, node, nxt)
     if node.kind in (NodeKind.STEP, NodeKind.SLEEP):
         _loop(
             states, node.id, node.function_name, ref, on_done=nxt, timeout_s=timeout, policy=node.retry, catch_to=failed
@@ -242,7 +267,7 @@ def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None
         "Resource": LAMBDA_INVOKE_CALLBACK,
         "Parameters": {
             "FunctionName": placeholder(node.function_name),
-            "Payload": _ids({"node": node.id, "token.$": "$$.Task.Token"}),
+            "Payload": _input({"node": node.id, "token.$": "$$.Task.Token"}),
         },
         "TimeoutSeconds": node.seconds,
         # not States.Timeout: that is the event's deadline
@@ -292,7 +317,7 @@ def _add_children(states: dict[str, Any], node: Node, nxt: str, failed: str) -> 
 
 def to_asl(wf: Workflow) -> dict[str, Any]:
     """The state machine definition of ``wf`` (placeholders for the Lambda ARNs)."""
-    nodes = wf.nodes
+    nodes = wf.validate().nodes
     if not nodes:
         raise ValueError(f"workflow {wf.name!r} has no nodes")
     states: dict[str, Any] = {}

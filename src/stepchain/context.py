@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from aws_lambda_powertools import Logger
 
@@ -15,7 +17,7 @@ from stepchain.logs import LambdaContextLike, logger
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import NoProbe, Probe
 from stepchain.records import NodeStatus
-from stepchain.steplocal import Scopes, run_each, run_once
+from stepchain.steplocal import Scopes, run_each, run_each_async, run_once, run_once_async
 from stepchain.store.base import CheckpointStore
 
 T = TypeVar("T")
@@ -70,6 +72,8 @@ class StepContext:
     _effect_restarted: bool = field(default=False, init=False)
     #: loops completed by this invocation: op -> (scope, items, results, slowest item ms)
     _each_completed: dict[str, tuple[str, Sequence[Any], list[Any], int]] = field(default_factory=dict, init=False)
+    #: the asyncio task running this step's current ``each``/``once`` (async steps run them one at a time)
+    _op_task: object | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._cancel_checked_ms = self._services.clock.now_ms()
@@ -122,7 +126,19 @@ class StepContext:
             raise StepNotFound(f"run {self.run_id!r} has no completed step {step!r}")
         return self._services.codec.decode(rec.output_ref)
 
-    def once(self, name: str, fn: Callable[[], R], *, reconcile: Callable[[], R | None] | None = None) -> R:
+    @overload
+    def once(
+        self,
+        name: str,
+        fn: Callable[[], Coroutine[Any, Any, R]],
+        *,
+        reconcile: Callable[[], Awaitable[R | None] | R | None] | None = None,
+    ) -> Coroutine[Any, Any, R]: ...
+
+    @overload
+    def once(self, name: str, fn: Callable[[], R], *, reconcile: Callable[[], R | None] | None = None) -> R: ...
+
+    def once(self, name: str, fn: Callable[[], Any], *, reconcile: Callable[[], Any] | None = None) -> Any:
         """Run the effect ``fn`` once for this operation; later calls (retries, continuations) return its result.
 
         Exactly once when its result was checkpointed. Before ``fn`` runs, an in-progress marker is
@@ -131,10 +147,24 @@ class StepContext:
         happen, ``None`` if not) or, without one, runs ``fn`` again and logs a warning
         (``ctx.effect_restarted`` is True meanwhile). Pass ``ctx.idempotency_key`` (the operation's
         own key inside ``fn``) to providers that deduplicate. ``name`` must be unique in its scope.
+
+        In an ``async def`` step, ``fn`` (and ``reconcile``) may be ``async def`` functions:
+        ``await ctx.once("charge", charge)``.
         """
+        if inspect.iscoroutinefunction(fn):
+            _need_event_loop("ctx.once")
+            return run_once_async(self, name, fn, reconcile)
         return run_once(self, name, fn, reconcile)
 
-    def each(self, items: Sequence[T], fn: Callable[[T], R], *, name: str | None = None) -> list[R]:
+    @overload
+    def each(  # type: ignore[overload-overlap]
+        self, items: Sequence[T], fn: Callable[[T], Coroutine[Any, Any, R]], *, name: str | None = None
+    ) -> Coroutine[Any, Any, list[R]]: ...
+
+    @overload
+    def each(self, items: Sequence[T], fn: Callable[[T], R], *, name: str | None = None) -> list[R]: ...
+
+    def each(self, items: Sequence[T], fn: Callable[[T], Any], *, name: str | None = None) -> Any:
         """Apply ``fn`` to every item, checkpointing each result as it is produced.
 
         Resumes after the last checkpointed item. Before starting an item, if the time left in
@@ -143,8 +173,21 @@ class StepContext:
         has not checkpointed an item yet always tries one, so the step progresses even when the margin
         exceeds a whole invocation's budget (an item longer than that budget ends in a timeout).
         Unnamed loops are identified by their position in the step; ``name`` must be unique in its scope.
+
+        In an ``async def`` step, ``fn`` may be an ``async def`` function: ``await ctx.each(pages, fetch)``
+        (items run one after another; operations of one step are awaited one at a time).
         """
+        if inspect.iscoroutinefunction(fn):
+            _need_event_loop("ctx.each")
+            return run_each_async(self, items, fn, name)
         return run_each(self, items, fn, name)
+
+
+def _need_event_loop(what: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ValidationError(f"{what} with an `async def` function needs an `async def` step (and `await`)") from None
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,33 @@ class TerminalError(StepchainError):
 
 
 class RetryableError(StepchainError):
-    """A step failure worth retrying. Any other ``Exception`` is treated the same way."""
+    """A step failure worth retrying. Any other ``Exception`` is treated the same way, except for
+    ``retry_after_s``: the next attempt comes that many seconds later (e.g. what a rate-limited API
+    said in its ``Retry-After``) instead of after the ``RetryPolicy``'s backoff. The policy's
+    ``max_attempts`` still bounds the attempts; the delay is recorded on the node's error
+    (``retry_after_s``) and its run's ledger."""
 
     code = "retryable_error"
+
+    def __init__(self, message: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            if isinstance(retry_after_s, bool) or not isinstance(retry_after_s, int | float):
+                raise TypeError("retry_after_s must be a number of seconds")
+            if not 0 <= retry_after_s <= MAX_RETRY_AFTER_S:
+                raise ValueError(f"retry_after_s must be within 0..{MAX_RETRY_AFTER_S} seconds")
+        self.retry_after_s = None if retry_after_s is None else float(retry_after_s)
+
+
+#: the longest ``RetryableError.retry_after_s`` (one day; a longer pause is a ``wf.sleep`` or an event wait)
+MAX_RETRY_AFTER_S = 86_400
+
+
+class StepTimedOut(StepchainError):
+    """An ``async def`` step outlived its invocation's time budget and was cancelled (see
+    :mod:`stepchain.aio`); retried per the step's ``RetryPolicy``."""
+
+    code = "step_timed_out"
 
 
 # --- misuse of the library or of a run ------------------------------------------------------
@@ -175,3 +199,16 @@ class DeployError(StepchainError):
     says why: the failed resources' events)."""
 
     code = "deploy_error"
+
+
+class IterationLimitExceeded(TerminalError):
+    """A route would start loop iteration ``max_iterations`` of a run (``Workflow(max_iterations=...)``):
+    the run fails with this error instead of looping on. Iterations are numbered from 0."""
+
+    code = "iteration_limit_exceeded"
+
+
+class UnknownRoute(TerminalError):
+    """A step returned ``goto(to, ...)`` with ``to`` not among its declared ``routes``."""
+
+    code = "unknown_route"

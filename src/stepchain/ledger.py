@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stepchain.payloads import PayloadCodec
-from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, full_history
+from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, full_history, node_key
 from stepchain.store.base import CheckpointStore
 from stepchain.workflow import Registry, Workflow
 
@@ -52,6 +52,8 @@ class NodeView:
     history: list[dict[str, Any]]
     effect_reruns: int = 0  # ctx.once effects run again (an earlier attempt never checkpointed them)
     items: list[NodeView] = field(default_factory=list)
+    iteration: int = 0  # the loop iteration (each iteration of a node is its own row)
+    route: str | None = None  # the successor a routing step chose
 
 
 @dataclass
@@ -126,6 +128,8 @@ def _node_view(
         effect_reruns=rec.effect_reruns,
         error=rec.error,
         history=[h.to_dict() for h in full_history(rec, older)],
+        iteration=rec.iteration,
+        route=rec.route,
     )
 
 
@@ -178,10 +182,10 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         if rec.index is None:
             top[rec.key] = view
     for item in items:
-        parent = top.get(item.node)
+        parent = top.get(node_key(item.node, None, item.iteration))
         if parent is not None:
             parent.items.append(item)
-    nodes = sorted(top.values(), key=lambda v: order.get(v.node, 0))
+    nodes = sorted(top.values(), key=lambda v: (v.iteration, order.get(v.node, 0)))
 
     # A naive restart at a crash re-runs every finished leaf (nodes; map items rather than their
     # parent) and every checkpointed ctx.each iteration of leaves that had not finished yet.
@@ -207,6 +211,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         tax_usd += sum(compute_usd(r.duration_ms, 0, mb) for r, mb in partial)
     totals = {
         "nodes": len(nodes),
+        "iterations": 1 + max((v.iteration for v in nodes), default=0),  # loop iterations the run reached
         "succeeded": sum(1 for v in nodes if v.status == "SUCCEEDED"),
         "invocations": sum(v.invocations for v in leaves),
         "attempts": sum(v.attempts for v in leaves),

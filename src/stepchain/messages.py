@@ -33,6 +33,13 @@ class Activation:
     index: int | None = None
     action: str = "run"
     token: str | None = None
+    #: the loop iteration of the node this activation is for (see ``records.node_key``)
+    iteration: int = 0
+    #: the node key whose output is this activation's input (None: the node's own stored input,
+    #: or its chain predecessor's output)
+    src: str | None = None
+    #: that output's reference string itself, when short: the worker needs no read for its input
+    input: str | None = None
 
     def with_(self, **changes: Any) -> Activation:
         return replace(self, **changes)
@@ -50,6 +57,12 @@ class Activation:
             d["action"] = self.action
         if self.token is not None:
             d["token"] = self.token
+        if self.iteration:
+            d["iteration"] = self.iteration
+        if self.src is not None:
+            d["src"] = self.src
+        if self.input is not None:
+            d["input"] = self.input
         return d
 
     def to_json(self) -> str:
@@ -67,6 +80,9 @@ class Activation:
                 index=None if idx is None else int(idx),
                 action=str(d.get("action", "run")),
                 token=d.get("token"),
+                iteration=int(d.get("iteration") or 0),
+                src=d.get("src"),
+                input=d.get("input"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"not a stepchain activation: {exc}") from exc
@@ -101,6 +117,9 @@ class Outcome:
     items: int = 0
     error: dict[str, str] | None = None
     detail: str = ""
+    #: DONE: the successor the node hands on to (sent or not; None: the run ended). Step Functions'
+    #: route Choice reads it from the task state (``route``, ``iteration``, ``src``, ``input``)
+    then: Activation | None = None
 
     def to_state(self, msg: Activation) -> dict[str, Any]:
         """The small JSON a Step Functions task returns (see ``stepchain.asl``)."""
@@ -113,4 +132,14 @@ class Outcome:
             out["items"] = list(range(self.items))
         if self.error is not None:
             out["error"] = self.error
+        if self.kind is OutcomeKind.DONE:
+            out.update(route_state(self.then))
         return out
+
+
+def route_state(then: Activation | None) -> dict[str, Any]:
+    """The task-state fields naming a node's successor: its node (``route``; ``__end__`` when the
+    run ended), iteration, input's node and input."""
+    if then is None:  # nothing to hand on (or not known here): a successor reads its input
+        return {"route": "__end__", "src": None, "input": None}
+    return {"route": then.node, "iteration": then.iteration, "src": then.src, "input": then.input}

@@ -75,9 +75,18 @@ def run_pk(run_id: str) -> str:
     return f"RUN#{run_id}"
 
 
-def node_key(node: str, index: int | None = None) -> str:
-    """The stable key of a node (or of one map item): also its ASL state name stem."""
-    return node if index is None else f"{node}#{index:05d}"
+def node_key(node: str, index: int | None = None, iteration: int = 0) -> str:
+    """The stable key of a node (or of one map item) in loop iteration ``iteration``: ``think``,
+    ``fetch#00003``; from iteration 1 on ``think~00001``, ``fetch~00002#00003``."""
+    base = node if iteration == 0 else f"{node}~{iteration:05d}"
+    return base if index is None else f"{base}#{index:05d}"
+
+
+def parse_node_key(key: str) -> tuple[str, int, int | None]:
+    """``(node, iteration, index)`` of a key made by :func:`node_key`."""
+    base, _, idx = key.partition("#")
+    node, _, it = base.partition("~")
+    return node, int(it) if it else 0, int(idx) if idx else None
 
 
 def node_sk(key: str) -> str:
@@ -191,6 +200,8 @@ class NodeRecord:
     generation: int = 0
     #: ``ctx.once`` effects started again because an earlier attempt never checkpointed them
     effect_reruns: int = 0
+    iteration: int = 0  # the loop iteration of this node (part of its key, see :func:`node_key`)
+    route: str | None = None  # the successor a routing step chose (a node id or END); None: the chain's
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -200,12 +211,12 @@ class NodeRecord:
 
         # run_id, key, node and index are derivable from the item's keys (pk RUN#<id>, sk N#<key>)
         key = str(item["key"]) if "key" in item else str(item["sk"])[2:]
-        node, _, idx = key.partition("#")
+        node, iteration, idx = parse_node_key(key)
         return cls(
             run_id=str(item["run_id"]) if "run_id" in item else str(item["pk"])[4:],
             key=key,
             node=node,
-            index=int(idx) if idx else None,
+            index=idx,
             status=NodeStatus(item["status"]),
             input_ref=item.get("input"),
             output_ref=item.get("output"),
@@ -233,6 +244,8 @@ class NodeRecord:
             history_count=int(item.get("hist_n", len(item.get("history", [])))),
             generation=int(item.get("gen", 0)),
             effect_reruns=int(item.get("effect_reruns", 0)),
+            iteration=iteration,
+            route=item.get("route"),
         )
 
     @property

@@ -23,10 +23,12 @@ Identity by position
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -136,7 +138,9 @@ def check_cancelled(ctx: StepContext) -> None:
         raise StepCancelled(f"run {ctx.run_id} was cancelled")
 
 
-def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: str | None) -> list[R]:
+def _each(ctx: StepContext, items: Sequence[T], name: str | None) -> Generator[T, Any, list[Any]]:
+    """The loop of ``ctx.each`` without its item function: it yields each item to run and is sent
+    the item's result (or thrown its exception); a sync and an async driver run it."""
     engine = ctx._services
     store, codec, probe, clock = engine.store, engine.codec, engine.probe, engine.clock
     run_id, key, gen = ctx.run_id, ctx.key, ctx.generation
@@ -165,7 +169,7 @@ def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: s
         probe.reached("mid_item", run_id, key, detail)
         t0 = clock.monotonic_ms()
         with ctx._ops.inside(f"{op}/{i}"):
-            value = fn(items[i])
+            value = yield items[i]
         took = int(clock.monotonic_ms() - t0)
         probe.reached("item_executed", run_id, key, detail)
         probe.reached("item_window", run_id, key, detail)
@@ -207,7 +211,11 @@ def _summarize_completed_loops(ctx: StepContext) -> None:
     ctx._each_completed.clear()
 
 
-def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callable[[], R | None] | None) -> R:
+def _once(
+    ctx: StepContext, name: str, fn: Callable[[], Any], reconcile: Callable[[], Any] | None
+) -> Generator[Callable[[], Any], Any, Any]:
+    """``ctx.once`` without calling its functions: it yields ``reconcile`` or ``fn`` and is sent what
+    it returned (or thrown its exception); a sync and an async driver run it."""
     engine = ctx._services
     store, codec, probe, clock = engine.store, engine.codec, engine.probe, engine.clock
     run_id, key, gen = ctx.run_id, ctx.key, ctx.generation
@@ -216,7 +224,7 @@ def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callab
     start = store.start_once(run_id, key, op, owner=owner, now_ms=clock.now_ms(), generation=gen)
     if start.done_ref is not None:
         ctx.cost.checkpoint_hits += 1
-        return codec.decode(start.done_ref)  # type: ignore[no-any-return]
+        return codec.decode(start.done_ref)
     value: Any = None
     with ctx._ops.inside(op):
         ctx._effect_restarted = start.restarted
@@ -224,7 +232,7 @@ def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callab
             if start.restarted:
                 ctx.cost.effect_reruns += 1
                 if reconcile is not None:
-                    value = reconcile()
+                    value = yield reconcile
                 else:
                     ctx.logger.warning(
                         "ctx.once effect started by an earlier attempt was never checkpointed: running it again "
@@ -232,7 +240,7 @@ def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callab
                         extra={"operation": op, "previous_owner": start.previous_owner},
                     )
             if value is None:
-                value = fn()
+                value = yield fn
                 probe.reached("once_executed", run_id, key, op)
                 probe.reached("effect_window", run_id, key, op)
         finally:
@@ -240,4 +248,85 @@ def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callab
     ref = codec.encode(value, scope=f"{run_id}/{key}/once")
     winner = store.put_once(run_id, key, op, ref, clock.now_ms(), generation=gen)
     probe.reached("once_checkpointed", run_id, key, op)
-    return codec.decode(winner)  # type: ignore[no-any-return]
+    return codec.decode(winner)
+
+
+# -- drivers: the same loop and effect, with sync or async user functions ------------------------
+
+
+def _not_awaitable(value: Any, what: str) -> Any:
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: no "coroutine was never awaited" warning
+        raise ValidationError(
+            f"the {what} returned an awaitable: pass an `async def` function (it is awaited inside an "
+            "`async def` step), or a plain function"
+        )
+    return value
+
+
+def _drive(gen: Generator[Any, Any, Any], call: Callable[[Any], Any]) -> Any:
+    """Run a generator core: call ``call(request)`` for each request it yields."""
+    try:
+        request = next(gen)
+        while True:
+            try:
+                value = call(request)
+            except BaseException as exc:  # thrown into the core, which unwinds its scopes
+                request = gen.throw(exc)
+                continue
+            request = gen.send(value)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _drive_async(ctx: StepContext, gen: Generator[Any, Any, Any], call: Callable[[Any], Any]) -> Any:
+    """As :func:`_drive`, awaiting what ``call`` returns when it is awaitable. Operations of one step
+    run one at a time: their ids come from call order (an operation started from another task while
+    one is in progress, e.g. two under ``asyncio.gather``, is a ``ValidationError``)."""
+    task = asyncio.current_task()
+    if ctx._op_task is not None and ctx._op_task is not task:
+        gen.close()
+        raise ValidationError(
+            "ctx.each/ctx.once of one step must be awaited one at a time (not concurrently, e.g. under "
+            "asyncio.gather): their checkpoints are identified by call order"
+        )
+    outer, ctx._op_task = ctx._op_task, task
+    try:
+        request = next(gen)
+        while True:
+            try:
+                value = call(request)
+                if inspect.isawaitable(value):
+                    value = await value
+            except BaseException as exc:  # thrown into the core, which unwinds its scopes
+                request = gen.throw(exc)
+                continue
+            request = gen.send(value)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        ctx._op_task = outer
+
+
+def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: str | None) -> list[R]:
+    return _drive(_each(ctx, items, name), lambda item: _not_awaitable(fn(item), "ctx.each item function"))  # type: ignore[no-any-return]
+
+
+async def run_each_async(
+    ctx: StepContext, items: Sequence[T], fn: Callable[[T], Awaitable[R]], name: str | None
+) -> list[R]:
+    return await _drive_async(ctx, _each(ctx, items, name), fn)  # type: ignore[no-any-return]
+
+
+def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callable[[], R | None] | None) -> R:
+    return _drive(_once(ctx, name, fn, reconcile), lambda f: _not_awaitable(f(), "ctx.once function"))  # type: ignore[no-any-return]
+
+
+async def run_once_async(
+    ctx: StepContext,
+    name: str,
+    fn: Callable[[], Awaitable[R]],
+    reconcile: Callable[[], Awaitable[R | None] | R | None] | None,
+) -> R:
+    return await _drive_async(ctx, _once(ctx, name, fn, reconcile), lambda f: f())  # type: ignore[no-any-return]

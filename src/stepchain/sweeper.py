@@ -59,7 +59,9 @@ from dataclasses import dataclass, field
 from stepchain.context import logger
 from stepchain.engine import Engine
 from stepchain.engine.nodes.children import rejoin, stuck_join
+from stepchain.engine.routing import event_key, source_of, split_event_key, successor
 from stepchain.engine.runs import RunService
+from stepchain.engine.shared import key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.messages import Activation
 from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
@@ -156,7 +158,7 @@ class Sweeper:
             return
         # the sweeper's earlier re-issues are C# crash events (read only for a run with something to re-issue)
         events = self.runs.store.list_crash_events(run.run_id) if plan.msgs or plan.joins else []
-        for key in {node_key(m.node, m.index) for m in [*plan.msgs, *plan.joins]}:
+        for key in {key_of(m) for m in [*plan.msgs, *plan.joins]}:
             rec = nodes.get(key)
             since = 0 if rec is None else max(rec.created_ms, rec.updated_ms or 0)  # its last progress
             reissues = sum(1 for c in events if c.kind == SWEPT and c.node == key and c.at_ms > since)
@@ -170,11 +172,12 @@ class Sweeper:
                 return
         for name in plan.events:
             self.runs.finish_event(run.run_id, name)
-            self.runs.store.add_crash_event(run.run_id, now, wf.wait_node(name).id, SWEPT)
+            base, it = split_event_key(name)
+            self.runs.store.add_crash_event(run.run_id, now, node_key(wf.wait_node(base).id, None, it), SWEPT)
             report.reissued += 1
         for m in plan.joins:  # a child ended and its notification was lost: join the parent node
             rejoin(self.runs.worker, m)
-            self.runs.store.add_crash_event(run.run_id, now, node_key(m.node, m.index), SWEPT)
+            self.runs.store.add_crash_event(run.run_id, now, key_of(m), SWEPT)
             report.reissued += 1
         if plan.msgs:
             report.reissued += self._reissue(run, plan.msgs, now)
@@ -187,7 +190,7 @@ class Sweeper:
             bumped = self.runs.store.update_run(run.run_id, RunChanges(now, add_redrive=True), expect=ACTIVE_RUN)
             sent = 0 if bumped is None else self.runs.lifecycle.recover(bumped, msgs)
         for m in msgs[: sent or 0]:  # recorded only when really re-issued (they count to max_reissues)
-            self.runs.store.add_crash_event(run.run_id, now, node_key(m.node, m.index), SWEPT)
+            self.runs.store.add_crash_event(run.run_id, now, key_of(m), SWEPT)
             logger.warning("re-issued a lost activation", extra={"run_id": run.run_id, "activation": m.to_dict()})
         return sent or 0
 
@@ -217,11 +220,15 @@ class Sweeper:
                 plan.fail_node = failed.key
                 plan.fail = failed.error or {"node": failed.key, "type": "Failed", "message": "node failed"}
                 return plan
-        for node in wf.nodes:
-            rec = nodes.get(node.id)
-            if rec is None:
-                continue
-            act = Activation(run.run_id, run.workflow, run.version, node.id)
+        routed = any(n.routes for n in wf.nodes)
+        order = {n.id: i for i, n in enumerate(wf.nodes)}
+        # every node record (each loop iteration has its own), in run order
+        tops = [r for r in nodes.values() if r.index is None and r.node in order]
+        for rec in sorted(tops, key=lambda r: (r.iteration, order[r.node])):
+            node = wf.node(rec.node)
+            # in a routed workflow the node whose output is this one's input is found from the routes
+            src = source_of(wf, rec.key, nodes) if routed else None
+            act = Activation(run.run_id, run.workflow, run.version, node.id, iteration=rec.iteration, src=src)
             if node.kind in CHILD_KINDS and rec.status in (NodeStatus.WAITING, NodeStatus.SUCCEEDED):
                 stuck = stuck_join(self.runs.worker, wf, node, run.run_id, rec, overdue)
                 if stuck == "start":  # a child run was never created: the node's activation creates it
@@ -232,17 +239,18 @@ class Sweeper:
                 plan.msgs.extend(self._map_items(node, act, rec, nodes, overdue))
             elif rec.status is NodeStatus.WAITING:
                 assert node.event is not None
-                if self.runs.store.get_event(run.run_id, node.event) is not None:
-                    plan.events.append(node.event)
+                if self.runs.store.get_event(run.run_id, event_key(node.event, rec.iteration)) is not None:
+                    plan.events.append(event_key(node.event, rec.iteration))
                 elif rec.wake_at_ms is not None and overdue(rec.wake_at_ms):
                     plan.msgs.append(act.with_(action="timeout"))
             elif rec.status is NodeStatus.SUCCEEDED:
-                succ = wf.next_of(node.id)
-                if (succ is None or succ.id not in nodes) and overdue(rec.ended_ms, rec.updated_ms):
+                succ = successor(wf, node, rec.iteration, rec.route)  # the route it took, if it chose one
+                missing = succ is None or node_key(succ[0].id, None, succ[1]) not in nodes
+                if missing and overdue(rec.ended_ms, rec.updated_ms):
                     if node.kind is NodeKind.WAIT and succ is not None and node.event is not None:
-                        plan.events.append(node.event)  # also moves the run out of WAITING
+                        plan.events.append(event_key(node.event, rec.iteration))  # also moves the run out of WAITING
                     plan.msgs.append(act)
-            elif rec.status is NodeStatus.PENDING and not _input_ready(wf, node, rec, nodes):
+            elif rec.status is NodeStatus.PENDING and not _input_ready(wf, node, rec, nodes, src):
                 continue  # released by an early activation: its predecessor hands on when it is done
             elif _lost(rec, overdue):
                 plan.msgs.append(act)
@@ -254,7 +262,8 @@ class Sweeper:
     ) -> list[Activation]:
         total = parent.items_total or 0
         window = node.max_concurrency or total
-        items = {r.index: r for r in nodes.values() if r.node == node.id and r.index is not None}
+        its = (r for r in nodes.values() if r.node == node.id and r.iteration == parent.iteration)
+        items = {r.index: r for r in its if r.index is not None}
         msgs = []
         for i, item in sorted(items.items()):
             if item.status is NodeStatus.PENDING:
@@ -278,10 +287,11 @@ class Sweeper:
         return msgs
 
 
-def _input_ready(wf: Workflow, node: Node, rec: NodeRecord, nodes: dict[str, NodeRecord]) -> bool:
+def _input_ready(wf: Workflow, node: Node, rec: NodeRecord, nodes: dict[str, NodeRecord], src: str | None) -> bool:
     prev = wf.prev_of(node.id)
-    done = prev is not None and (p := nodes.get(prev.id)) is not None and p.status is NodeStatus.SUCCEEDED
-    return rec.input_ref is not None or prev is None or done
+    prev_key = src or (None if prev is None else node_key(prev.id, None, rec.iteration))
+    done = prev_key is not None and (p := nodes.get(prev_key)) is not None and p.status is NodeStatus.SUCCEEDED
+    return rec.input_ref is not None or prev_key is None or done
 
 
 def _lost(rec: NodeRecord, overdue: _Overdue) -> bool:

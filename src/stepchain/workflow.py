@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
+from stepchain.routing import END
 
 if TYPE_CHECKING:
     from stepchain.context import StepContext
@@ -81,6 +82,8 @@ class Node:
     reserved_concurrency: int | None = None
     environment: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
     policies: tuple[Any, ...] = field(default=(), compare=False)
+    #: the successors a routing step may choose (node ids or ``END``); empty: the chain's next node
+    routes: tuple[str, ...] = ()
     #: call / parallel only: (branch, workflow name) of each child run; a call has one branch, "call"
     branches: tuple[tuple[str, str], ...] = ()
     on_error: str = "fail"  # parallel only: "fail" | "collect"
@@ -106,6 +109,8 @@ class Node:
             "event": self.event,
             "max_concurrency": self.max_concurrency,
         }
+        if self.routes:  # absent otherwise: the versions of workflows without routes do not change
+            sig["routes"] = list(self.routes)
         if self.kind in CHILD_KINDS:  # only then: the versions of other workflows stay what they were
             sig["branches"] = [list(b) for b in self.branches]
             sig["on_error"] = self.on_error
@@ -146,10 +151,14 @@ class Workflow:
     ...     return f"hello {name}"
     """
 
-    def __init__(self, name: str, *, version: str | None = None) -> None:
+    def __init__(self, name: str, *, version: str | None = None, max_iterations: int = 100) -> None:
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
+        if not isinstance(max_iterations, int) or not 1 <= max_iterations <= 99_999:
+            raise ValidationError("max_iterations must be a whole number in 1..99999")
         self.name = name
+        #: per-run cap on loop iterations (iteration numbers 0 .. max_iterations - 1)
+        self.max_iterations = max_iterations
         self._version = version
         self._nodes: list[Node] = []
         self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains
@@ -177,17 +186,23 @@ class Workflow:
         reserved_concurrency: int | None = None,
         environment: Mapping[str, Any] | None = None,
         policies: Iterable[Any] = (),
+        routes: Iterable[str] = (),
     ) -> Callable[[F], F]:
         """Register ``fn(ctx, input) -> output`` as the next step of the chain.
 
         ``memory_mb``, ``reserved_concurrency``, ``environment``, ``policies``: the settings of the Lambda
-        function ``stepchain template`` deploys it in (:func:`deploy_settings`).
+        function ``stepchain template`` deploys it in (:func:`deploy_settings`). ``routes``: the
+        successors the step may choose by returning ``goto(to, value)`` (node ids or ``END``; see
+        :mod:`stepchain.routing`); they are checked when the workflow is first used (:meth:`validate`).
         """
         settings = deploy_settings(memory_mb, reserved_concurrency, environment, policies)
+        route_ids = tuple(routes)
+        if isinstance(routes, str) or any(not isinstance(r, str) for r in route_ids):
+            raise ValidationError("routes must be a sequence of node ids (or END)")
 
         def register(fn: F) -> F:
             node = Node(name or fn.__name__, NodeKind.STEP, fn, retry or RetryPolicy(), timeout_s, function=function)
-            self._add(replace(node, **settings))
+            self._add(replace(node, routes=route_ids, **settings))
             return fn
 
         return register
@@ -295,6 +310,19 @@ class Workflow:
     def node(self, node_id: str) -> Node:
         return self._nodes[self._position(node_id)]
 
+    def position(self, node_id: str) -> int:
+        """The node's position in the chain (a route to a position at or before its own loops)."""
+        return self._position(node_id)
+
+    def validate(self) -> Workflow:
+        """Check what can only be checked once every node is defined: every route names a node of
+        this workflow (or ``END``). Called when the workflow is registered; returns the workflow."""
+        for n in self._nodes:
+            bad = [r for r in n.routes if r != END and r not in self._index]
+            if bad:
+                raise ValidationError(f"step {n.id!r} of workflow {self.name!r} routes to unknown nodes {bad}")
+        return self
+
     def has_node(self, node_id: str) -> bool:
         return node_id in self._index
 
@@ -332,6 +360,7 @@ class Registry:
 
     def register(self, wf: Workflow) -> None:
         """Register ``wf`` and the child workflows it was given as objects (``call``, ``parallel``)."""
+        wf.validate()
         self._by_name.setdefault(wf.name, {})[wf.version] = wf
         self._latest[wf.name] = wf
         for child in wf.children.values():

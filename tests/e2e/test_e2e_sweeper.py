@@ -84,8 +84,8 @@ def test_deployed_sweeper_finishes_a_dead_start_and_a_dead_event_delivery(stack:
     [run] = [r for r in engine.store.list_active_runs().runs if r.workflow == wf.name]
     assert api.run(run.run_id)["status"] == "RUNNING"
     sfn = stack.client("stepfunctions")
-    assert not sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"])["executions"]
-    by = [sweep_until(stack, lambda: sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"])[
+    assert not sfn.list_executions(stateMachineArn=stack.outputs["ResearchAgentStateMachineArn"])["executions"]
+    by = [sweep_until(stack, lambda: sfn.list_executions(stateMachineArn=stack.outputs["ResearchAgentStateMachineArn"])[
         "executions"], "the sweeper started the missing execution")]  # fmt: skip
     api.wait_status(run.run_id, ["WAITING"], timeout_s=RUN_TIMEOUT_S)
 

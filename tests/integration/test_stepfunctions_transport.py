@@ -12,6 +12,7 @@ from unittest import mock
 import pytest
 
 from stepchain import RetryPolicy, TerminalError, ValidationError, Workflow
+from stepchain.asl import ROUTE_FIELDS
 from stepchain.aws.sfn_worker import STATE_FIELDS, handle_sfn_task, parse_event
 from stepchain.testing import WORKER_BOUNDARIES
 from stepchain.testing.sfn_driver import SfnHarness, seams
@@ -305,5 +306,5 @@ def test_worker_rejects_a_malformed_payload_and_returns_only_reference_fields() 
         from stepchain.testing import VirtualLambdaContext
 
         state = handle_sfn_task(h.engine, event, VirtualLambdaContext(h.clock, 10_000, "direct"))
-        assert tuple(state) == STATE_FIELDS
+        assert tuple(state) == STATE_FIELDS + ROUTE_FIELDS  # + the successor's iteration, src, input, route
         assert state["status"] == "DONE" and "secret" not in str(state)

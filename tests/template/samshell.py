@@ -8,7 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 LOCAL_INVOKE = ROOT / "tools" / "local_invoke.py"
-STEP_FUNCTIONS = ("PlanFunction", "FetchFunction", "SummarizeFunction", "CrossrefFunction", "DraftFunction")
+RESEARCH_FUNCTIONS = ("PlanFunction", "FetchFunction", "SummarizeFunction", "CrossrefFunction", "DraftFunction")
+#: the tool agent's steps, and those of its delegate (the tool-lookup workflow)
+TOOL_FUNCTIONS = ("ToolAgentFunction", "ToolLookupFunction")
+STEP_FUNCTIONS = (*RESEARCH_FUNCTIONS, *TOOL_FUNCTIONS)
 ALL_FUNCTIONS = (*STEP_FUNCTIONS, "ControlFunction", "ApiFunction", "SweeperFunction")
 
 

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from tests.template.samshell import ALL_FUNCTIONS, ROOT, STEP_FUNCTIONS
+from tests.template.samshell import ALL_FUNCTIONS, RESEARCH_FUNCTIONS, ROOT, STEP_FUNCTIONS, TOOL_FUNCTIONS
 from tools.local_invoke import Resolver
 
 # logical id -> (Handler, Timeout, MemorySize)
@@ -17,6 +17,8 @@ FUNCTIONS = {
     "SummarizeFunction": ("app.step_handler", 120, 1024),
     "CrossrefFunction": ("app.step_handler", 120, 512),
     "DraftFunction": ("app.step_handler", 300, 1024),
+    "ToolAgentFunction": ("app.step_handler", 60, 512),
+    "ToolLookupFunction": ("app.step_handler", 20, 512),
     "ControlFunction": ("app.step_handler", 30, 256),
     "ApiFunction": ("app.api_handler", 29, 512),
     "SweeperFunction": ("app.sweeper_handler", 120, 256),
@@ -24,7 +26,7 @@ FUNCTIONS = {
 QUEUE_OF = {fn: fn.replace("Function", "Queue") for fn in (*STEP_FUNCTIONS, "ControlFunction")}
 GLOBAL_ENV = {
     "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL", "STEPCHAIN_TABLE",
-    "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINE_ARN", "STEPCHAIN_QUEUES",
+    "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINES", "STEPCHAIN_QUEUES",
     "STEPCHAIN_RETENTION_DAYS", "STEPCHAIN_LLM", "STEPCHAIN_BEDROCK_MODEL_ID", "STEPCHAIN_MAX_MAP_ITEMS",
     "STEPCHAIN_MAX_INPUT_BYTES", "STEPCHAIN_SQS_VISIBILITY_S", "STEPCHAIN_HEARTBEAT_S",
 }  # fmt: skip
@@ -44,7 +46,7 @@ def test_functions_share_the_code_dir_and_have_their_own_handler_timeout_memory(
     functions = {lid for lid, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
     assert functions == set(FUNCTIONS)
     glob = template["Globals"]["Function"]
-    assert glob["CodeUri"] == "functions/research_agent/" and glob["Runtime"] == "python3.12"
+    assert glob["CodeUri"] == "functions/" and glob["Runtime"] == "python3.12"  # functions/app.py: both agents
     assert glob["Tracing"] == "Active" and glob["Layers"] == [{"Ref": "StepchainLayer"}]
     for lid, (handler, timeout, memory) in FUNCTIONS.items():
         props = resources[lid]["Properties"]
@@ -58,13 +60,20 @@ def test_global_environment(template: dict[str, Any]) -> None:
     assert set(env) == GLOBAL_ENV
     assert env["POWERTOOLS_SERVICE_NAME"] == env["POWERTOOLS_METRICS_NAMESPACE"] == "stepchain"
     r = Resolver(template, {}, "eu-west-1", "demo")
-    # the ARN is built from the fixed name (a Ref would be circular) and must equal the real one
-    assert r.resolve(env["STEPCHAIN_STATE_MACHINE_ARN"]) == r.resolve({"Ref": "ResearchAgentStateMachine"})
+    # the ARNs are built from the fixed names (a Ref would be circular) and must equal the real ones
+    machines = json.loads(r.resolve(env["STEPCHAIN_STATE_MACHINES"]))
+    assert machines == {
+        "research-agent": r.resolve({"Ref": "ResearchAgentStateMachine"}),
+        "tool-agent": r.resolve({"Ref": "ToolAgentStateMachine"}),
+        "tool-lookup": r.resolve({"Ref": "ToolLookupStateMachine"}),
+    }
     queues = json.loads(r.resolve(env["STEPCHAIN_QUEUES"]))
     assert queues == {
         node: r.resolve({"Ref": queue})
         for node, queue in [("plan", "PlanQueue"), ("fetch", "FetchQueue"), ("summarize", "SummarizeQueue"),
-                            ("crossref", "CrossrefQueue"), ("draft", "DraftQueue"), ("*", "ControlQueue")]
+                            ("crossref", "CrossrefQueue"), ("draft", "DraftQueue"), ("understand", "ToolAgentQueue"),
+                            ("think", "ToolAgentQueue"), ("act", "ToolAgentQueue"), ("send", "ToolAgentQueue"),
+                            ("locate", "ToolLookupQueue"), ("extract", "ToolLookupQueue"), ("*", "ControlQueue")]
     }  # fmt: skip
 
 
@@ -141,14 +150,14 @@ def test_state_machine_substitutes_every_function_arn_the_definition_uses(resour
     props = resources["ResearchAgentStateMachine"]["Properties"]
     assert props["Name"] == {"Fn::Sub": "${AWS::StackName}-research-agent"} and props["Type"] == "STANDARD"
     subs = props["DefinitionSubstitutions"]
-    assert subs == {f"{fn}Arn": {"Fn::GetAtt": [fn, "Arn"]} for fn in (*STEP_FUNCTIONS, "ControlFunction")}
+    assert subs == {f"{fn}Arn": {"Fn::GetAtt": [fn, "Arn"]} for fn in (*RESEARCH_FUNCTIONS, "ControlFunction")}
     used = set(re.findall(r"\$\{(\w+)\}", (ROOT / props["DefinitionUri"]).read_text()))
     assert used <= set(subs), f"placeholders without substitution: {used - set(subs)}"
     [invoke] = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]
                 if s["Sid"] == "InvokeStepFunctions"]  # fmt: skip
     assert invoke["Action"] == "lambda:InvokeFunction"
     invokable = {r["Fn::GetAtt"][0] for r in invoke["Resource"] if r["Fn::GetAtt"][1] == "Arn"}
-    assert invokable == {fn for fn in ALL_FUNCTIONS if fn not in ("ApiFunction", "SweeperFunction")}
+    assert invokable == {*RESEARCH_FUNCTIONS, "ControlFunction"}  # not the tool agent's functions
     assert len(invoke["Resource"]) == len(invokable)  # exact function ARNs, no `<name>*`
 
 
@@ -178,8 +187,22 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     assert params["RetentionDays"]["Default"] == 30 and params["LogRetentionDays"]["Default"] == 14
     assert {"BedrockModelId", "LogLevel", "StageName"} <= set(params)
     queues = [f"{q}Url" for q in QUEUE_OF.values()]
-    expected = {"ApiUrl", "ApiId", "TableName", "BucketName", "StateMachineArn", "DeadLetterQueueUrl", *queues}
+    machines = ["ResearchAgentStateMachineArn", "ToolAgentStateMachineArn", "ToolLookupStateMachineArn"]
+    expected = {"ApiUrl", "ApiId", "TableName", "BucketName", *machines, "DeadLetterQueueUrl", *queues}
     assert expected <= set(template["Outputs"])
     assert template["Outputs"]["ApiUrl"]["Value"] == {
         "Fn::Sub": "https://${StepchainApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
     }
+
+
+@pytest.mark.parametrize(("machine", "worker"), [("ToolAgentStateMachine", "ToolAgentFunction"),
+                                                 ("ToolLookupStateMachine", "ToolLookupFunction")])  # fmt: skip
+def test_the_tool_agent_machines_substitute_only_their_own_functions(
+    resources: dict[str, Any], machine: str, worker: str
+) -> None:
+    assert worker in TOOL_FUNCTIONS
+    props = resources[machine]["Properties"]
+    subs = props["DefinitionSubstitutions"]
+    assert subs == {f"{fn}Arn": {"Fn::GetAtt": [fn, "Arn"]} for fn in (worker, "ControlFunction")}
+    used = set(re.findall(r"\$\{(\w+)\}", (ROOT / props["DefinitionUri"]).read_text()))
+    assert used <= set(subs), f"placeholders without substitution: {used - set(subs)}"

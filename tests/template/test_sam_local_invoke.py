@@ -187,7 +187,7 @@ def real_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("real")
     (root / "template.yaml").write_text((ROOT / "template.yaml").read_text())
     (root / "src").symlink_to(ROOT / "src")
-    code = root / "functions" / "research_agent"
+    code = root / "functions"  # the CodeUri: functions/app.py serves every workflow
     code.mkdir(parents=True)
     (code / "app.py").write_text(
         "import os, stepchain\n"
@@ -206,7 +206,11 @@ def test_every_real_function_resolves_and_runs(real_project: Path, fn: str) -> N
     env = out["env"]
     assert env["STEPCHAIN_FUNCTION"] == fn and env["STEPCHAIN_TRANSPORT"] == "sqs"
     assert env["STEPCHAIN_TABLE"] == "demo-CheckpointTable" and env["STEPCHAIN_BUCKET"] == "demo-payloadbucket"
-    assert env["STEPCHAIN_STATE_MACHINE_ARN"].endswith(":stateMachine:demo-research-agent")
-    assert set(json.loads(env["STEPCHAIN_QUEUES"])) == {"plan", "fetch", "summarize", "crossref", "draft", "*"}
+    machines = json.loads(env["STEPCHAIN_STATE_MACHINES"])
+    assert machines["research-agent"].endswith(":stateMachine:demo-research-agent")
+    assert machines["tool-agent"].endswith(":stateMachine:demo-tool-agent")
+    research_nodes = {"plan", "fetch", "summarize", "crossref", "draft"}
+    tool_nodes = {"understand", "think", "act", "send", "locate", "extract"}
+    assert set(json.loads(env["STEPCHAIN_QUEUES"])) == {*research_nodes, *tool_nodes, "*"}
     assert env["POWERTOOLS_SERVICE_NAME"] == "stepchain" and env["AWS_SAM_LOCAL"] == "true"
     assert out["stepchain"] == str(real_project / "src" / "stepchain" / "__init__.py")

@@ -108,14 +108,20 @@ LOG_DELIVERY = {
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
 }  # fmt: skip
+#: ChildRunsPolicy (the app has a call node: the tool agent's delegate): every worker may start, stop and
+#: join child runs (a call node runs in ControlFunction; any step function may end a child run and
+#: complete its parent's task token), and read and write their payloads
+CHILD_RUNS = {"states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"} | PAYLOADS
 #: role -> every action its statements allow (inline and our own managed policies; AWS managed ones apart)
 ACTIONS = {
-    "PlanFunctionRole": STEP,
-    "FetchFunctionRole": STEP,
-    "SummarizeFunctionRole": LLM_STEP,
-    "CrossrefFunctionRole": LLM_STEP,
-    "DraftFunctionRole": LLM_STEP,
-    "ControlFunctionRole": CHECKPOINTS - {"dynamodb:Query"} | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"},
+    "PlanFunctionRole": STEP | CHILD_RUNS,
+    "FetchFunctionRole": STEP | CHILD_RUNS,
+    "SummarizeFunctionRole": LLM_STEP | CHILD_RUNS,
+    "CrossrefFunctionRole": LLM_STEP | CHILD_RUNS,
+    "DraftFunctionRole": LLM_STEP | CHILD_RUNS,
+    "ToolAgentFunctionRole": STEP | CHILD_RUNS,  # the tool agent's steps (functions/tool_agent): no Bedrock
+    "ToolLookupFunctionRole": STEP | CHILD_RUNS,  # its delegate's steps
+    "ControlFunctionRole": CHECKPOINTS - {"dynamodb:Query"} | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"} | CHILD_RUNS,
     "ApiFunctionRole": CHECKPOINTS
     | PAYLOADS
     | {"sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"}
@@ -124,6 +130,8 @@ ACTIONS = {
     | {"sqs:SendMessage", "states:StartExecution", "states:DescribeExecution", "states:StopExecution"}
     | {"states:SendTaskSuccess"},
     "ResearchAgentStateMachineRole": {"lambda:InvokeFunction"} | LOG_DELIVERY,
+    "ToolAgentStateMachineRole": {"lambda:InvokeFunction"} | LOG_DELIVERY,
+    "ToolLookupStateMachineRole": {"lambda:InvokeFunction"} | LOG_DELIVERY,
     "ApiGatewayCloudWatchRole": set(),  # only the AWS managed AmazonAPIGatewayPushToCloudWatchLogs
 }
 #: role -> the table indexes it may query (no other index, and no other action on an index)
@@ -263,6 +271,6 @@ def test_buckets_are_encrypted_private_owner_enforced_and_tls_only(resources: di
 
 def test_queues_are_encrypted(resources: dict[str, Any]) -> None:
     queues = {lid: r["Properties"] for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
-    assert len(queues) == 7
+    assert len(queues) == 9  # a queue per step function (7) and the control function, the dead-letter queue
     for lid, props in queues.items():
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, lid

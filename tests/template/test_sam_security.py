@@ -48,7 +48,7 @@ def test_api_access_log_is_json_with_caller_request_status_and_route(
 
 def test_every_log_group_has_retention_and_the_optional_kms_key(resources: dict[str, Any]) -> None:
     groups = {lid: r["Properties"] for lid, r in resources.items() if r["Type"] == "AWS::Logs::LogGroup"}
-    assert len(groups) == len(ALL_FUNCTIONS) + 2  # the functions, the state machine, the API access log
+    assert len(groups) == len(ALL_FUNCTIONS) + 4  # the functions, the 3 state machines, the API access log
     for lid, props in groups.items():
         assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}, lid
         assert props["KmsKeyId"] == {"Fn::If": ["HasLogsKmsKey", {"Ref": "LogsKmsKeyArn"}, {"Ref": "AWS::NoValue"}]}

@@ -17,12 +17,12 @@ def test_transform_produces_plain_cloudformation(transformed: dict[str, Any]) ->
     assert not {t for t in types if t.startswith("AWS::Serverless::")}
     assert "Transform" not in transformed
     count = {t: sum(r["Type"] == t for r in transformed["Resources"].values()) for t in types}
-    assert count["AWS::Lambda::Function"] == 8
+    assert count["AWS::Lambda::Function"] == 10
     assert count["AWS::Lambda::LayerVersion"] == 1
-    assert count["AWS::StepFunctions::StateMachine"] == 1
-    assert count["AWS::Lambda::EventSourceMapping"] == 6
-    assert count["AWS::SQS::Queue"] == 7
-    assert count["AWS::Logs::LogGroup"] == 10  # 8 functions, the state machine, API access logs
+    assert count["AWS::StepFunctions::StateMachine"] == 3  # research-agent, tool-agent, tool-lookup
+    assert count["AWS::Lambda::EventSourceMapping"] == 8
+    assert count["AWS::SQS::Queue"] == 9
+    assert count["AWS::Logs::LogGroup"] == 14  # 10 functions, the 3 state machines, API access logs
     # the sweeper's schedule: an EventBridge rule that may invoke only the sweeper
     [rule] = [r["Properties"] for r in transformed["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
     assert rule["ScheduleExpression"] == "rate(1 minute)" and rule.get("State", "ENABLED") == "ENABLED"

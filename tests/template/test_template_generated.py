@@ -34,9 +34,9 @@ def test_check_fails_on_a_stale_template(tmp_path: Path) -> None:
     stale = tmp_path / "template.yaml"
     stale.write_text((ROOT / "template.yaml").read_text().replace("VisibilityTimeout: 180\n", "VisibilityTimeout: 1\n"))
     (tmp_path / "template.overrides.yaml").write_text((ROOT / "template.overrides.yaml").read_text())
-    cmd = [sys.executable, "-m", "stepchain.cli", "template", "research_agent.workflow:wf", "--pythonpath",
-           str(ROOT / "functions/research_agent"), "--code-uri", "functions/research_agent/", "--out", str(stale),
-           "--check"]  # fmt: skip
+    cmd = [sys.executable, "-m", "stepchain.cli", "template", "research_agent.workflow:wf", "tool_agent.workflow:wf",
+           "tool_agent.workflow:lookup", "--pythonpath", str(ROOT / "functions/research_agent"), "--pythonpath",
+           str(ROOT / "functions/tool_agent"), "--code-uri", "functions/", "--out", str(stale), "--check"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "is stale (4 lines differ)" in result.stderr  # PlanQueue and ControlQueue, - and +

@@ -143,10 +143,13 @@ def test_step_task_payload_is_a_reference_and_results_are_selected() -> None:
         "workflow.$": "$.workflow",
         "version.$": "$.version",
         "node": "fetch_pages",
+        # the loop iteration, and the reference to its input the predecessor's task handed on
+        "iteration.$": "$.iteration",
+        "src.$": "$.src",
+        "input.$": "$.input",
     }
-    assert set(task["ResultSelector"]) == {
-        f"{f}.$" for f in ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
-    }
+    fields = ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
+    assert set(task["ResultSelector"]) == {f"{f}.$" for f in (*fields, "iteration", "src", "input", "route")}
     assert all(v.startswith("$.Payload.") for v in task["ResultSelector"].values())
     assert task["TimeoutSeconds"] > 120  # the node's timeout plus a margin
     assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "fetch_pages.failed"}]

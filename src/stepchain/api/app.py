@@ -85,7 +85,7 @@ from stepchain.exceptions import (
     StepNotFound,
 )
 from stepchain.ledger import node_kind
-from stepchain.records import RunRecord, RunStatus, node_key
+from stepchain.records import RunRecord, RunStatus, node_key, parse_node_key
 from stepchain.workflow import NodeKind
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "app", "handle_api_event", "main", "openapi_json"]
@@ -279,16 +279,15 @@ def get_step(
     step: Annotated[str, Path(pattern=STEP_PATTERN)],
     index: Annotated[int | None, Query(ge=0, description="Map item number (0-based).")] = None,
 ) -> StepDetail:
-    run = runs.get_run(run_id)
-    # A run on a version this deployment no longer registers is read from its records alone.
-    wf = runs.registry.find(run.workflow, run.version)
+    run, (step, iteration, _) = runs.get_run(run_id), parse_node_key(step)  # think~00003: iteration 3
+    wf = runs.registry.find(run.workflow, run.version)  # None: read from the records alone
     if wf is not None and not wf.has_node(step):
         raise StepNotFound(f"workflow {run.workflow!r} has no step {step!r}")
-    top = runs.node(run_id, step) if wf is None else None
+    top = runs.node(run_id, node_key(step, None, iteration)) if wf is None else None
     kind = wf.node(step).kind.value if wf is not None else None if top is None else node_kind(top, None)
     if index is not None and kind is not None and kind != NodeKind.MAP.value:
         raise StepNotFound(f"step {step!r} is not a map: it has no item {index}")
-    rec = top if top is not None and index is None else runs.node(run_id, node_key(step, index))
+    rec = top if top is not None and index is None else runs.node(run_id, node_key(step, index, iteration))
     if rec is None:
         what = step if index is None else f"item {index} of {step!r}"
         raise StepNotFound(f"{what} has not started in run {run_id}")

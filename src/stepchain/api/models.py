@@ -14,7 +14,7 @@ from stepchain.records import NodeStatus, RunStatus
 
 #: run ids are 24 lowercase hex chars (12 of milliseconds, 12 random): see ``stepchain.engine.new_run_id``
 RUN_ID_PATTERN = r"^[0-9a-f]{24}$"
-STEP_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+STEP_PATTERN = r"^[a-z][a-z0-9_]{0,47}(~[0-9]{5})?$"  # a step, or its loop iteration: think~00003
 EVENT_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 WORKFLOW_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -116,6 +116,8 @@ class NodeViewModel(BaseModel):
         default=0, description="ctx.once effects run again: an earlier attempt started them and never checkpointed"
     )
     items: list[NodeViewModel] = Field(default_factory=list)
+    iteration: int = Field(default=0, description="The loop iteration: each iteration of a node is its own row")
+    route: str | None = Field(default=None, description="The successor a routing step chose (__end__: the end)")
 
 
 class RunTotals(BaseModel):
@@ -132,6 +134,7 @@ class RunTotals(BaseModel):
     input_tokens: int
     output_tokens: int
     wall_ms: int
+    iterations: int = Field(default=1, description="Loop iterations the run reached (1 without loops)")
 
 
 class RestartTaxView(BaseModel):

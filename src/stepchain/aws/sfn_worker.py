@@ -3,8 +3,9 @@
 The event is the task's ``Payload`` (see :mod:`stepchain.asl`): the run's ids, the node, and for
 map items the index, for wait nodes the task token, for control tasks an ``action`` (``join``,
 ``expire``, ``fail``). The return value is the small state the state machine routes on; it
-always has the same fields (``STATE_FIELDS``, ``None`` when not applicable) so the task's
-``ResultSelector`` can pick them, and it never carries a step's output.
+always has the same fields (``STATE_FIELDS`` + ``ROUTE_FIELDS``, ``None`` when not applicable) so
+the task's ``ResultSelector`` can pick them. A step's output travels in it only as the successor's
+``input`` reference when that is at most 4,096 characters (``stepchain.engine.routing``).
 
 A wait node's task (``.waitForTaskToken``) ignores what the function returns: whenever such an
 activation ends in anything but SUSPENDED (the event was there already, the node completed
@@ -16,8 +17,9 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, Literal
 
-from stepchain.asl import STATE_FIELDS  # every state a task returns has exactly these fields
+from stepchain.asl import ROUTE_FIELDS, STATE_FIELDS  # every state a task returns has exactly these fields
 from stepchain.engine import Engine
+from stepchain.engine.shared import key_of
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.heartbeat import HeartbeatPolicy, SqsHeartbeat
@@ -43,7 +45,7 @@ def parse_event(event: Any) -> Activation:
 def task_state(msg: Activation, outcome: Outcome) -> dict[str, Any]:
     """``outcome.to_state(msg)`` with every field present and nothing else."""
     raw = outcome.to_state(msg)
-    state = {f: raw.get(f) for f in STATE_FIELDS}
+    state = {f: raw.get(f) for f in STATE_FIELDS + ROUTE_FIELDS}
     if state["items"] is None:
         state["items"] = []
     return state
@@ -51,18 +53,18 @@ def task_state(msg: Activation, outcome: Outcome) -> dict[str, Any]:
 
 def mark_failed(engine: Engine, msg: Activation, error: Any) -> Outcome:
     """The state machine gave up on a node (its retries ran out): fail the node and the run."""
-    err = {"node": msg.node, "type": "StepFunctionsError", "message": "the state machine gave up on the node"}
+    err = {"node": key_of(msg), "type": "StepFunctionsError", "message": "the state machine gave up on the node"}
     if isinstance(error, dict):
         err["type"] = str(error.get("Error") or err["type"])[:200]
         err["message"] = str(error.get("Cause") or err["message"])[:MAX_ERROR_CHARS]
-    return engine.runs.fail_node(msg.run_id, msg.node, err)
+    return engine.runs.fail_node(msg.run_id, key_of(msg), err)
 
 
 def _expired_after_delivery(engine: Engine, msg: Activation, outcome: Outcome) -> Outcome:
     """An ``expire`` that finds the wait completed (the event came, its SendTaskSuccess was lost):
     the run goes on instead of failing."""
     if outcome.kind is OutcomeKind.DROPPED:
-        rec = engine.store.get_node(msg.run_id, msg.node)
+        rec = engine.store.get_node(msg.run_id, key_of(msg))
         if rec is not None and rec.status is NodeStatus.SUCCEEDED:
             return Outcome(OutcomeKind.DONE, detail="event delivered before the deadline")
     return outcome

@@ -15,7 +15,8 @@ from typing import Any
 from stepchain.clock import Clock
 from stepchain.engine.nodes.children import child_runs, roll_up, run_ended
 from stepchain.engine.nodes.wait import complete_wait
-from stepchain.engine.shared import new_run_id
+from stepchain.engine.routing import event_iteration, event_key, next_activation, source_of, split_event_key
+from stepchain.engine.shared import key_of, new_run_id
 from stepchain.engine.worker import Worker
 from stepchain.exceptions import InvalidRunState, StepNotFound
 from stepchain.handoff.base import RunLifecycle
@@ -23,7 +24,7 @@ from stepchain.ledger import RunView, describe
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
 from stepchain.workflow import CHILD_KINDS, Registry, Workflow
 
@@ -108,15 +109,17 @@ class RunService:
             raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
         wf = self.worker.pinned(run)
         node = wf.wait_node(name)
-        ref = self.codec.encode(payload, scope=f"{run_id}/events/{name}")
-        if not self.store.put_event(run_id, name, ref, self.clock.now_ms()):
-            if self.store.get_event(run_id, name) != ref:
+        it = event_iteration(self.store, wf, run_id, node)  # in a loop: the wait of the run's iteration
+        key, stored = node_key(node.id, None, it), event_key(name, it)
+        ref = self.codec.encode(payload, scope=f"{run_id}/events/{stored}")
+        if not self.store.put_event(run_id, stored, ref, self.clock.now_ms()):
+            if self.store.get_event(run_id, stored) != ref:
                 raise InvalidRunState(f"event {name!r} was already delivered to run {run_id} with another payload")
             # The same event again (a client retry): make sure the run moved on, then answer as before.
-            return self._redeliver_event(wf, run, node.id, ref)
-        self.probe.reached("api_event", run_id, node.id)  # stored, the wait not completed: the sweeper does it
+            return self._redeliver_event(wf, run, key, ref)
+        self.probe.reached("api_event", run_id, key)  # stored, the wait not completed: the sweeper does it
         # The wait may have started meanwhile: whoever finds both the event and WAITING completes it.
-        rec = self.store.get_node(run_id, node.id)
+        rec = self.store.get_node(run_id, key)
         if (
             rec is not None
             and rec.status is NodeStatus.WAITING
@@ -133,22 +136,25 @@ class RunService:
         if ref is None or run.status.finished:
             return "buffered"
         wf = self.registry.get(run.workflow, run.version)
-        return self._redeliver_event(wf, run, wf.wait_node(name).id, ref)
+        base, it = split_event_key(name)  # in a loop the stored name carries the iteration
+        return self._redeliver_event(wf, run, node_key(wf.wait_node(base).id, None, it), ref)
 
-    def _redeliver_event(self, wf: Workflow, run: RunRecord, node_id: str, ref: str) -> str:
-        rec = self.store.get_node(run.run_id, node_id)
+    def _redeliver_event(self, wf: Workflow, run: RunRecord, key: str, ref: str) -> str:
+        rec = self.store.get_node(run.run_id, key)
         if rec is not None and rec.status is NodeStatus.WAITING and complete_wait(self.worker, wf, run, rec, ref):
             return "delivered"
         if rec is not None and rec.status is NodeStatus.SUCCEEDED:
             # The wait completed but the handoff may have died with its caller: re-issue it.
-            succ = wf.next_of(node_id)
-            succ_rec = None if succ is None else self.store.get_node(run.run_id, succ.id)
+            msg = Activation(
+                run.run_id, run.workflow, run.version, rec.node, token=rec.task_token, iteration=rec.iteration
+            )
+            succ = next_activation(wf, wf.node(rec.node), msg, rec.route, rec.output_ref)
+            succ_rec = None if succ is None else self.store.get_node(run.run_id, key_of(succ))
             if succ is not None and (succ_rec is None or succ_rec.status is NodeStatus.PENDING):
                 now = self.clock.now_ms()  # the caller may have died before the run left WAITING
-                changes = RunChanges(now, status=RunStatus.RUNNING, current=succ.id)
+                changes = RunChanges(now, status=RunStatus.RUNNING, current=key_of(succ))
                 self.store.update_run(run.run_id, changes, expect=(RunStatus.WAITING,))
-                msg = Activation(run.run_id, run.workflow, run.version, node_id, token=rec.task_token)
-                self.lifecycle.resume_wait(msg, Activation(run.run_id, run.workflow, run.version, succ.id))
+                self.lifecycle.resume_wait(msg, succ)
             return "delivered"
         return "buffered"
 
@@ -176,11 +182,13 @@ class RunService:
                 self.store.finish(
                     run_id, rec.key, NodeChanges(NodeStatus.CANCELLED, now, ended=True), expect=(rec.status,)
                 )
-        for node in wf.nodes if wf else ():  # tombstones: a late claim of a node never started finds CANCELLED
-            if node.id not in existing:
-                self.store.put_node_if_absent(
-                    NodeInit(run_id, node.id, node.id, None, status=NodeStatus.CANCELLED), now
-                )
+        # a node running now hands on within its iteration or to the next: cover the latest and the next
+        latest = max((r.iteration for r in existing.values()), default=0)
+        its = (latest, latest + 1) if wf and any(n.routes for n in wf.nodes) else (0,)
+        for node, it in ((n, i) for n in (wf.nodes if wf else ()) for i in its):
+            key = node_key(node.id, None, it)  # tombstones: a late claim of a node never started finds CANCELLED
+            if key not in existing:
+                self.store.put_node_if_absent(NodeInit(run_id, key, node.id, None, status=NodeStatus.CANCELLED), now)
         if api:
             self.probe.reached("api_cancel", run_id, run.current or "")
         for child_id in child_runs(wf, run_id, existing.values()) if wf else ():  # the cancel cascades
@@ -208,11 +216,13 @@ class RunService:
             raise InvalidRunState(f"run {run_id} is {run.status.value}; only FAILED runs can be redriven")
         wf = self.registry.get(run.workflow, run.version)
         now = self.clock.now_ms()
-        failed = [r for r in self.store.list_nodes(run_id) if r.status is NodeStatus.FAILED]
+        nodes = {r.key: r for r in self.store.list_nodes(run_id)}
+        failed = [r for r in nodes.values() if r.status is NodeStatus.FAILED]
         if not failed:
             raise InvalidRunState(f"run {run_id} has no failed node to redrive")
         order = [n.id for n in wf.nodes]
-        top = min((r.node for r in failed), key=order.index)
+        top_rec = min(failed, key=lambda r: (r.iteration, order.index(r.node)))
+        top = top_rec.node if top_rec.iteration == 0 else top_rec.key
         # The run first (the commit point): dying after it leaves an active run the sweeper finishes
         # (a node still FAILED fails the run again, so the same redrive can be retried).
         updated = self.store.update_run(
@@ -241,7 +251,10 @@ class RunService:
                 ),
                 expect=(NodeStatus.FAILED,),
             )
-            msgs.append(Activation(run_id, run.workflow, run.version, rec.node, rec.index))
+            src = None if rec.index is not None or rec.iteration == 0 else source_of(wf, rec.key, nodes)
+            msgs.append(
+                Activation(run_id, run.workflow, run.version, rec.node, rec.index, iteration=rec.iteration, src=src)
+            )
         self.probe.reached("api_redrive", run_id, top)  # nodes PENDING, no activation: the sweeper re-issues
         self.lifecycle.redrive(updated, msgs, top)
         return updated

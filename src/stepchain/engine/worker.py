@@ -2,8 +2,10 @@
 
 ``Worker.process`` is what every worker (a Lambda behind SQS or Step Functions, or the in-process
 harness) calls for one message, through :func:`stepchain.serve.serve`. On the happy path a step
-costs three store calls: claim the node (one conditional write that returns the record), read the
-predecessor's output, and checkpoint the output (one conditional write). Then it tells the caller
+costs two store calls: claim the node (one conditional write that returns the record) and
+checkpoint the output (one conditional write); its input comes with the activation (``msg.input``,
+the predecessor's output reference), read from the node it names (``msg.src``) only when the
+activation does not carry it (a sweeper re-issue, a redrive). Then it tells the caller
 what should happen next (an :class:`Outcome`); the transport carries it out. See ARCHITECTURE.md.
 
 This module holds the path every node kind shares (claim, lease and takeover, input, commit,
@@ -21,7 +23,8 @@ from stepchain.clock import Clock, SystemClock
 from stepchain.context import CostMeter
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.children import run_ended
-from stepchain.engine.shared import LEASE_GRACE_MS, activation
+from stepchain.engine.routing import next_activation
+from stepchain.engine.shared import LEASE_GRACE_MS, key_of
 from stepchain.exceptions import RunNotFound, VersionNotRegistered
 from stepchain.handoff.base import Handoff, RunLifecycle, lifecycle_of
 from stepchain.limits import RunLimits
@@ -74,7 +77,7 @@ class Worker:
         try:
             wf = self.registry.get(msg.workflow, msg.version)
         except VersionNotRegistered as exc:
-            return self.fail_unregistered(msg.run_id, node_key(msg.node, msg.index), exc)
+            return self.fail_unregistered(msg.run_id, key_of(msg), exc)
         node = wf.node(msg.node)
         return handler_for(node).activate(self, wf, node, msg, lambda_context)
 
@@ -131,13 +134,19 @@ class Worker:
         return None, Outcome(OutcomeKind.DROPPED, detail=f"node {key} is {status}")
 
     def input_of(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> str | None:
-        """The node's input reference: its own (first node, map item, redrive) or its predecessor's output."""
+        """The node's input reference: its own (first node, map item, redrive), the one its activation
+        carries (no read), or the output of the node it names (``src``) or of its chain predecessor."""
         if rec.input_ref is not None:
             return rec.input_ref
-        prev = wf.prev_of(node.id)
-        if prev is None:
-            return None
-        prev_rec = self.store.get_node(msg.run_id, prev.id)
+        if msg.input is not None:
+            return msg.input
+        src = msg.src
+        if src is None:
+            prev = wf.prev_of(node.id)
+            if prev is None:
+                return None
+            src = node_key(prev.id, None, msg.iteration)
+        prev_rec = self.store.get_node(msg.run_id, src)
         if prev_rec is None or prev_rec.status is not NodeStatus.SUCCEEDED:
             return None
         return prev_rec.output_ref
@@ -161,25 +170,25 @@ class Worker:
         late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
         keeper = heartbeat.active()  # with an SQS heartbeat a redelivery may come sooner: ask SQS
         late = late or (keeper is not None and keeper.redelivered)
+        nxt = None if msg.index is not None else next_activation(wf, node, msg, rec.route, rec.output_ref)
         if not late:
-            if wf.next_of(node.id) is None and msg.index is None:
+            if nxt is None and msg.index is None:
                 self.finish_run(msg, rec.output_ref)
-            return Outcome(OutcomeKind.DONE, detail="duplicate")
+            return Outcome(OutcomeKind.DONE, detail="duplicate", then=nxt)
         handler = handler_for(node)
         if handler.owns_successor(node, msg):  # a map item: the map starts the next item or joins
             self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return handler.after_checkpoint(self, wf, node, msg)
-        succ = wf.next_of(node.id)
-        if succ is None:
+        if nxt is None:
             # the worker may have died right before marking the run SUCCEEDED
             if self.finish_run(msg, rec.output_ref):
                 self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return Outcome(OutcomeKind.DONE, detail="checkpoint")
-        succ_rec = self.store.get_node(msg.run_id, succ.id)
+        succ_rec = self.store.get_node(msg.run_id, key_of(nxt))
         if succ_rec is None or succ_rec.status is NodeStatus.PENDING:
             self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
-            return Outcome(OutcomeKind.DONE, next=(activation(msg, succ.id),), detail="checkpoint")
-        return Outcome(OutcomeKind.DONE, detail="checkpoint")
+            return Outcome(OutcomeKind.DONE, next=(nxt,), detail="checkpoint", then=nxt)
+        return Outcome(OutcomeKind.DONE, detail="checkpoint", then=nxt)
 
     def ledger(
         self, status: NodeStatus, now: int, t0: float, cost: CostMeter, inv: Invocation, **kw: Any
@@ -215,11 +224,11 @@ class Worker:
         handler = handler_for(node)
         if handler.owns_successor(node, msg):  # a map item: the map starts the next item or joins
             return handler.after_checkpoint(self, wf, node, msg)
-        succ = wf.next_of(node.id)
-        if succ is None:
+        nxt = next_activation(wf, node, msg, changes.route, changes.output_ref)
+        if nxt is None:
             self.finish_run(msg, changes.output_ref)
             return Outcome(OutcomeKind.DONE)
-        return Outcome(OutcomeKind.DONE, next=(activation(msg, succ.id),))
+        return Outcome(OutcomeKind.DONE, next=(nxt,), then=nxt)
 
     def finish_run(self, msg: Activation, output_ref: str | None) -> bool:
         """Mark the run SUCCEEDED; False when it was no longer active (already done, cancelled)."""

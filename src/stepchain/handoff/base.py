@@ -29,7 +29,7 @@ class Handoff(ABC):
     def dispatch(self, msgs: Sequence[Activation], *, at_ms: int | None = None) -> None:
         """Deliver ``msgs`` to workers, not before ``at_ms`` (epoch ms) when given."""
         for m in msgs:
-            self.probe.reached("before_handoff", m.run_id, node_key(m.node, m.index))
+            self.probe.reached("before_handoff", m.run_id, node_key(m.node, m.index, m.iteration))
         if msgs:
             self._send(msgs, at_ms)
 

@@ -30,8 +30,8 @@ from botocore.exceptions import ClientError
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.base import Handoff, RunLifecycle
 from stepchain.logs import logger
-from stepchain.messages import Activation
-from stepchain.records import RunRecord
+from stepchain.messages import Activation, route_state
+from stepchain.records import RunRecord, node_key, parse_node_key
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -55,7 +55,9 @@ def execution_input(run: RunRecord, start_at: str) -> str:
 
     ``start_at`` is the node the ``Route`` Choice jumps to: the first node, or a redrive's.
     """
-    doc = {"run_id": run.run_id, "workflow": run.workflow, "version": run.version, "start_at": start_at}
+    node, iteration, _ = parse_node_key(start_at)  # a redrive inside a loop starts at its iteration
+    doc = {"run_id": run.run_id, "workflow": run.workflow, "version": run.version, "start_at": node}
+    doc.update(route_state(Activation(run.run_id, run.workflow, run.version, node, iteration=iteration)))
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
@@ -112,7 +114,8 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
         if not wait.token:
             logger.warning("wait completed without a task token", extra={"run_id": wait.run_id, "node": wait.node})
             return
-        self.send_task_success(wait.token, {**wait.with_(token=None).to_dict(), "status": "DONE"})
+        state = {**wait.with_(token=None).to_dict(), "status": "DONE", **route_state(successor)}
+        self.send_task_success(wait.token, state)
 
     def send_task_success(self, token: str, state: Mapping[str, Any]) -> bool:
         """SendTaskSuccess; a token that timed out or is unknown is logged, not raised."""
@@ -152,7 +155,7 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
             logger.warning("the run's execution ended while the run is active", extra={"execution": name})
             return None
         self.dispatch(msgs)  # no message, but the before_handoff boundary is reached
-        self._start_execution(run, name, msgs[0].node)
+        self._start_execution(run, name, node_key(msgs[0].node, None, msgs[0].iteration))
         return len(msgs)
 
     def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:

@@ -69,6 +69,8 @@ class NodeChanges:
     event_name: str | None = None
     task_token: str | None = None
     items_total: int | None = None
+    #: the successor a routing step chose (``NodeRecord.route``), stored with its checkpoint
+    route: str | None = None
     ended: bool = False
     #: ``ctx.each`` items / ``ctx.once`` results this invocation served from their checkpoints
     add_checkpoint_hits: int = 0

@@ -39,6 +39,7 @@ def node_field_changes(c: NodeChanges) -> FieldChanges:
         ("event_name", c.event_name),
         ("task_token", c.task_token),
         ("items_total", c.items_total),
+        ("route", c.route),
     ):
         if value is not None:
             sets[name] = value

@@ -18,7 +18,8 @@ Constructor (the first three; ``LocalHarness`` takes ``budget_ms`` and ``duplica
 (bytes kept inline before the S3 claim-check), ``duplicate_delivery`` (every activation is
 delivered twice; on Step Functions every task is invoked twice, the first result lost),
 ``virtual_sleep`` (``time.sleep`` in a step spends virtual time). Time is virtual: sleeps,
-waits, retry backoffs and redeliveries skip; a step spends time with ``time.sleep(s)`` or
+waits, retry backoffs and redeliveries skip; a step spends time with ``time.sleep(s)`` (``await
+asyncio.sleep(s)`` in an ``async def`` step: its event loop runs on the virtual clock) or
 ``h.clock.advance(ms)`` and is killed past its budget.
 
 Methods (all four):
@@ -39,7 +40,8 @@ Methods (all four):
   ``runs()`` (every run id the store holds, also runs whose ``start`` crashed).
 * ``crash_at(boundary, *, node=None, times=1, skip=0)``: the worker dies (``InjectedCrash``) the
   next ``times`` times ``boundary`` is reached for ``node`` (a node id, which matches its map items
-  ``node#00003`` too, or one item's key; None: any), after letting ``skip`` matches pass.
+  ``node#00003`` and its loop iterations ``node~00002`` too, or one item's or iteration's key; None:
+  any), after letting ``skip`` matches pass.
 * ``executions``: completed executions of each node's code, by node key (map items
   ``node#00003``). ``invocations``: one ``InvocationLog`` per invocation served (not on
   ``LocalHarness``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from stepchain.exceptions import StepchainSignal
@@ -66,6 +67,12 @@ class VirtualClock:
 
     def set_deadline(self, deadline_ms: float | None) -> None:
         self._deadline = deadline_ms
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """An event loop whose timers run on this clock (``async def`` steps run on it: :mod:`stepchain.aio`)."""
+        from stepchain.testing.aio import VirtualTimeLoop
+
+        return VirtualTimeLoop(self)
 
 
 class VirtualLambdaContext:

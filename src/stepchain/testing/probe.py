@@ -44,7 +44,7 @@ class CrashRule:
     def matches(self, boundary: str, key: str) -> bool:
         if boundary != self.boundary or self.fired >= self.times:
             return False
-        if self.node is not None and key != self.node and not key.startswith(self.node + "#"):
+        if self.node is not None and key != self.node and not key.startswith((self.node + "#", self.node + "~")):
             return False
         if self.skip > 0:
             self.skip -= 1

@@ -319,11 +319,13 @@ class SfnHarness(Harness):
         for node in self.registry.get(run.workflow, run.version).nodes:
             if node.kind not in (NodeKind.WAIT, NodeKind.CALL, NodeKind.PARALLEL):  # tasks waiting for a token
                 continue
-            rec = self.store.get_node(run_id, node.id)
-            if rec is None or not rec.task_token or (rec.status is not NodeStatus.WAITING and not any_status):
-                continue
-            if due_by_ms is None or (rec.wake_at_ms is not None and rec.wake_at_ms <= due_by_ms):
-                tokens.append(rec.task_token)
+            for rec in self.store.list_nodes(run_id, node.id):  # each loop iteration has its own wait
+                if rec.node != node.id or rec.index is not None or not rec.task_token:
+                    continue
+                if rec.status is not NodeStatus.WAITING and not any_status:
+                    continue
+                if due_by_ms is None or (rec.wake_at_ms is not None and rec.wake_at_ms <= due_by_ms):
+                    tokens.append(rec.task_token)
         return tokens
 
     def advance(self, seconds: float) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.step import run_step
-from stepchain.engine.shared import activation
+from stepchain.engine.shared import activation, key_of
 from stepchain.logs import LambdaContextLike
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
@@ -24,13 +24,14 @@ if TYPE_CHECKING:
 
 
 def fan_out(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-    rec, early = w.claim(wf, node, msg, node.id, lctx)
+    key = key_of(msg)
+    rec, early = w.claim(wf, node, msg, key, lctx)
     if rec is None:
         assert early is not None
         return early
     input_ref = w.input_of(wf, node, msg, rec)
     if input_ref is None:
-        return w.release(msg, node.id, rec, "predecessor not finished")
+        return w.release(msg, key, rec, "predecessor not finished")
     now = w.clock.now_ms()
     items = w.codec.decode(input_ref)
     too_wide = w.limits.map_error(node.id, len(items)) if isinstance(items, list) else None
@@ -38,14 +39,15 @@ def fan_out(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaCo
         got = type(items).__name__
         err = {"node": node.id, "type": "TypeError", "message": f"map {node.id!r} needs a list, got {got}"}
         err = too_wide or err
-        w.fail(msg, node.id, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), owner=rec.owner)
+        w.fail(msg, key, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), owner=rec.owner)
         return Outcome(OutcomeKind.FAILED, error=err)
     for i, item in enumerate(items):
-        ref = w.codec.encode(item, scope=f"{msg.run_id}/{node.id}/items")
-        w.store.put_node_if_absent(NodeInit(msg.run_id, node_key(node.id, i), node.id, ref, index=i), now)
+        ref = w.codec.encode(item, scope=f"{msg.run_id}/{key}/items")
+        item_key = node_key(node.id, i, msg.iteration)
+        w.store.put_node_if_absent(NodeInit(msg.run_id, item_key, node.id, ref, index=i), now)
     inv = Invocation(now, w.clock.now_ms(), "fanned_out")
     changes = NodeChanges(NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv, prior=rec)
-    w.store.finish(msg.run_id, node.id, changes, owner=rec.owner)
+    w.store.finish(msg.run_id, key, changes, owner=rec.owner)
     if not items:
         return join(w, wf, node, msg)
     window = node.max_concurrency or len(items)
@@ -58,7 +60,7 @@ def resume_fan_out(w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> O
     the head of every lane whose previous item is done but whose next item never started."""
     total = rec.items_total or 0
     window = node.max_concurrency or total
-    items = {i.index: i for i in w.store.list_nodes(msg.run_id, f"{node.id}#") if i.index is not None}
+    items = {i.index: i for i in w.store.list_nodes(msg.run_id, f"{key_of(msg)}#") if i.index is not None}
     heads = []
     for i, item in sorted(items.items()):
         prev = items.get(i - window)
@@ -71,12 +73,12 @@ def after_item(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     """An item is done: the map runs ``max_concurrency`` lanes (item i, i+w, i+2w ...); start
     the next item of this lane, or, at a lane's end, try the join."""
     assert msg.index is not None
-    parent = w.store.get_node(msg.run_id, node.id)
+    parent = w.store.get_node(msg.run_id, node_key(node.id, None, msg.iteration))
     total = parent.items_total if parent is not None and parent.items_total is not None else 0
     window = node.max_concurrency or total
     nxt_i = msg.index + window
     if nxt_i < total:
-        nxt_rec = w.store.get_node(msg.run_id, node_key(node.id, nxt_i))
+        nxt_rec = w.store.get_node(msg.run_id, node_key(node.id, nxt_i, msg.iteration))
         if nxt_rec is not None and nxt_rec.status is NodeStatus.PENDING:
             return Outcome(OutcomeKind.DONE, next=(activation(msg, node.id, nxt_i),))
         return Outcome(OutcomeKind.DONE)
@@ -86,14 +88,15 @@ def after_item(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
 
 def join(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     """Fan-in: when every item succeeded, the map's output is the list of their outputs."""
-    parent = w.store.get_node(msg.run_id, node.id)
+    key = node_key(node.id, None, msg.iteration)
+    parent = w.store.get_node(msg.run_id, key)
     if parent is None:
         return Outcome(OutcomeKind.DROPPED, detail="map node missing")
     if parent.status is NodeStatus.SUCCEEDED:
         if msg.action == "join":  # Step Functions' join after its Map: the last item already joined
             return Outcome(OutcomeKind.DONE, detail="joined")
         return w.served_from_checkpoint(wf, node, msg.with_(index=None), parent)
-    items = w.store.list_nodes(msg.run_id, f"{node.id}#")
+    items = w.store.list_nodes(msg.run_id, f"{key}#")
     failed = [i for i in items if i.status is NodeStatus.FAILED]
     if failed:
         return Outcome(OutcomeKind.FAILED, error=failed[0].error)
@@ -104,7 +107,7 @@ def join(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     ):
         return Outcome(OutcomeKind.DROPPED, detail="items still running")
     now = w.clock.now_ms()
-    out_ref = w.codec.encode([w.codec.decode(i.output_ref) for i in items], scope=f"{msg.run_id}/{node.id}")
+    out_ref = w.codec.encode([w.codec.decode(i.output_ref) for i in items], scope=f"{msg.run_id}/{key}")
     changes = NodeChanges(
         NodeStatus.SUCCEEDED,
         now,
@@ -115,7 +118,7 @@ def join(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
         add_input_tokens=sum(i.input_tokens for i in items),
         add_output_tokens=sum(i.output_tokens for i in items),
     )
-    out = w.commit(wf, node, msg.with_(index=None), node.id, changes, owner=None, expect=(NodeStatus.FANNED_OUT,))
+    out = w.commit(wf, node, msg.with_(index=None), key, changes, owner=None, expect=(NodeStatus.FANNED_OUT,))
     if out.kind is OutcomeKind.DROPPED:
         return Outcome(OutcomeKind.DONE, detail="joined by another item")
     return out

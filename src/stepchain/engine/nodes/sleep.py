@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.shared import key_of
 from stepchain.logs import LambdaContextLike
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.records import Invocation, NodeRecord, NodeStatus
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-    rec, early = w.claim(wf, node, msg, node.id, lctx)
+    key = key_of(msg)
+    rec, early = w.claim(wf, node, msg, key, lctx)
     if rec is None:
         assert early is not None
         return early
@@ -24,10 +26,10 @@ def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaCont
     if rec.status is NodeStatus.RUNNING:  # first activation: start sleeping
         input_ref = w.input_of(wf, node, msg, rec)
         if input_ref is None:
-            return w.release(msg, node.id, rec, "predecessor not finished")
+            return w.release(msg, key, rec, "predecessor not finished")
         wake = now + node.seconds * 1000
         changes = NodeChanges(NodeStatus.SLEEPING, now, wake_at_ms=wake, input_ref=input_ref)
-        w.store.finish(msg.run_id, node.id, changes, owner=rec.owner)
+        w.store.finish(msg.run_id, key, changes, owner=rec.owner)
         return Outcome(OutcomeKind.WAIT, wake_at_ms=wake)
     if rec.status is not NodeStatus.SLEEPING or rec.wake_at_ms is None:
         return Outcome(OutcomeKind.DROPPED, detail=f"sleep node is {rec.status.value}")
@@ -35,7 +37,7 @@ def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaCont
         return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms)
     inv = Invocation(rec.started_ms or rec.created_ms, now, "slept")
     changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=rec.input_ref, ended=True, invocation=inv, prior=rec)
-    return w.commit(wf, node, msg, node.id, changes, owner=None, expect=(NodeStatus.SLEEPING,))
+    return w.commit(wf, node, msg, key, changes, owner=None, expect=(NodeStatus.SLEEPING,))
 
 
 class SleepHandler(NodeKindHandler):

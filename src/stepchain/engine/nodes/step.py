@@ -2,21 +2,32 @@
 
 A step's function gets a :class:`~stepchain.context.StepContext`; it may continue in a fresh
 invocation (``ContinueInNewInvocation``), be stopped by a cancel (``StepCancelled``), or fail
-(retried with the node's policy, or failing the run).
+(retried with the node's policy, or failing the run). An ``async def`` function runs on its own
+event loop within the invocation's time budget (:mod:`stepchain.aio`). A ``RetryableError`` with
+``retry_after_s`` sets the delay before the next attempt.
 """
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from typing import TYPE_CHECKING
 
+from stepchain.aio import budget_ms, run_coroutine
 from stepchain.context import CostMeter, StepContext
 from stepchain.engine.nodes.base import NodeKindHandler
-from stepchain.engine.shared import error_of
-from stepchain.exceptions import ContinueInNewInvocation, StepCancelled, TerminalError, ValidationError
+from stepchain.engine.routing import chosen_route
+from stepchain.engine.shared import error_of, key_of
+from stepchain.exceptions import (
+    ContinueInNewInvocation,
+    RetryableError,
+    StepCancelled,
+    TerminalError,
+    ValidationError,
+)
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
+from stepchain.records import Invocation, NodeRecord, NodeStatus
 from stepchain.workflow import Node, Workflow
 
 if TYPE_CHECKING:
@@ -24,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-    key = node_key(node.id, msg.index)
+    key = key_of(msg)
     rec, early = w.claim(wf, node, msg, key, lctx)
     if rec is None:
         assert early is not None
@@ -51,6 +62,9 @@ def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
     try:
         value = w.codec.decode(input_ref)
         output = node.fn(ctx, value)
+        if inspect.isawaitable(output):  # an async def step: its own event loop, within the budget
+            output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
+        output, route = chosen_route(wf, node, msg.iteration, output)
         w.probe.reached("step_executed", msg.run_id, key)
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
     except ContinueInNewInvocation as sig:
@@ -71,7 +85,9 @@ def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost)
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")
-    changes = w.ledger(NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True, prior=rec)
+    changes = w.ledger(
+        NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True, prior=rec, route=route
+    )
     return w.commit(wf, node, msg, key, changes, owner=owner)
 
 
@@ -89,6 +105,9 @@ def step_failed(
     now = w.clock.now_ms()
     err = error_of(exc, key)
     terminal = isinstance(exc, TerminalError | ValidationError)
+    retry_after_s = exc.retry_after_s if isinstance(exc, RetryableError) else None
+    if retry_after_s is not None:  # the step named the delay before its next attempt
+        err["retry_after_s"] = f"{retry_after_s:g}"
     logger.warning(
         "step failed",
         extra={
@@ -101,6 +120,8 @@ def step_failed(
     )
     if not terminal and rec.attempts < node.retry.max_attempts:
         delay_ms = int(node.retry.delay_s(rec.attempts) * 1000)
+        if retry_after_s is not None:
+            delay_ms = int(retry_after_s * 1000)
         inv = Invocation(started, now, "retrying")
         changes = w.ledger(
             NodeStatus.RETRYING,

@@ -121,7 +121,10 @@ ACTIONS = {
     "DraftFunctionRole": LLM_STEP | CHILD_RUNS,
     "ToolAgentFunctionRole": STEP | CHILD_RUNS,  # the tool agent's steps (functions/tool_agent): no Bedrock
     "ToolLookupFunctionRole": STEP | CHILD_RUNS,  # its delegate's steps
-    "ControlFunctionRole": CHECKPOINTS - {"dynamodb:Query"} | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"} | CHILD_RUNS,
+    "ControlFunctionRole": CHECKPOINTS - {"dynamodb:Query"}
+    | POLL
+    | {"sqs:SendMessage", "states:SendTaskSuccess"}
+    | CHILD_RUNS,
     "ApiFunctionRole": CHECKPOINTS
     | PAYLOADS
     | {"sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"}

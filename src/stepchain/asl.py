@@ -8,22 +8,23 @@ Shape (a node's main state is named after the node id, so the ASL state, the che
 the function name all share one stable id)::
 
     Route (Choice on $.start_at: a redrive starts at its node; default: the first node)
-    <step>            Task lambda:invoke -> <step>.route
-    <step>.route      Choice on $.status: DONE -> next node | CONTINUE -> <step>
-                      WAIT, BUSY -> <step>.wait (Wait until $.wake_at) -> <step>
-                      FAILED -> Failed | DROPPED (or anything else) -> Dropped
-    <map>             Task (fan-out, returns FANOUT + items) -> <map>.route
-    <map>.items       Map over $.items (MaxConcurrency), each item a Task + Choice loop
-    <map>.join        Task (action "join") -> <map>.join.route -> next node
-    <sleep>           Task on the ControlFunction: WAIT -> Wait -> again; DONE -> next node
-    <wait>            Task lambda:invoke.waitForTaskToken; States.Timeout -> <wait>.expire
-    <node>.failed     (Catch of any task) -> MarkFailed (ControlFunction, action "fail") -> Failed
+    <step>            Task lambda:invoke; DONE (returned) -> next node: ONE state transition per step.
+                      Other outcomes: the function raises ``stepchain.<Status>``, a Catch routes it:
+                      Continue -> <step>.again (Pass) -> <step> | Wait, Busy -> <step>.wake (Pass: parse
+                      the Cause, its errorMessage is wake_at) -> <step>.wait -> <step> | Failed | Dropped
+    <map>             Task (FANOUT + items, or DONE) -> <map>.route (Choice) -> <map>.items | next node
+    <map>.items       Map over $.items (MaxConcurrency), each item a Task (DONE -> Succeed; others caught)
+    <map>.join        Task (action "join"), DONE -> next node; <sleep>: a Task on the ControlFunction
+    <wait>            Task lambda:invoke.waitForTaskToken -> <wait>.route (Choice on $.status: the state
+                      comes from SendTaskSuccess); States.Timeout -> <wait>.expire
+    <node>.failed     (Catch of any other error) -> MarkFailed (ControlFunction, action "fail") -> Failed
 
-Every task's payload is a small reference (run id, workflow, version, node, index, status,
-wake_at): outputs stay in the checkpoint store. The engine's own retries (a step that raised)
-come back as WAIT and loop through the Wait state; the task ``Retry`` only covers the
-invocation dying (crash, Lambda timeout, throttling), after which the engine takes the node
-over once the dead invocation's lease has run out (BUSY until then).
+The signals' retrier (``MaxAttempts: 0``) comes first (``States.TaskFailed`` matches any error name);
+their Catch keeps the task's input (``ResultPath: $.error``). Every task's payload is a small
+reference (run id, workflow, version, node, index): outputs stay in the checkpoint store. The
+engine's own retries (a step that raised) come back as WAIT and loop through the Wait state; the
+task ``Retry`` only covers the invocation dying (crash, Lambda timeout, throttling), after which
+the engine takes the node over once the dead invocation's lease has run out (BUSY until then).
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ MARK_FAILED = "MarkFailed"
 FAILED = "Failed"
 DROPPED = "Dropped"
 SUCCEEDED = "Succeeded"
+
+RETURNED = ("DONE", "FANOUT")  #: outcomes a task returns (DONE: the task's Next; FANOUT: the map's Choice)
+#: outcomes a task's function raises as the error :func:`signal_error` names, caught by the task
+SIGNALLED = ("CONTINUE", "WAIT", "BUSY", "FAILED", "DROPPED", "SUSPENDED")
+
+
+def signal_error(status: str) -> str:
+    """The error name a task raises for ``status``: ``stepchain.Continue``, ``stepchain.Wait`` ..."""
+    return "stepchain." + status.capitalize()
+
+
+SIGNAL_ERRORS = tuple(signal_error(s) for s in SIGNALLED)
 
 #: the fields of every task result (``stepchain.aws.sfn_worker`` always returns all of them)
 STATE_FIELDS = ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
@@ -92,7 +105,12 @@ def _task(
     timeout_s: int,
     policy: RetryPolicy,
     catch_to: str | None,
+    signals: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A Lambda task; ``signals``: the Catch of the outcomes its function raises (never retried)."""
+    retry = _retry(policy, (*LAMBDA_ERRORS, "States.Timeout"))
+    if signals is not None:  # first: States.TaskFailed (next retrier) would match them too
+        retry.insert(0, {"ErrorEquals": list(SIGNAL_ERRORS), "MaxAttempts": 0})
     state: dict[str, Any] = {
         "Type": "Task",
         "Resource": LAMBDA_INVOKE,
@@ -100,34 +118,49 @@ def _task(
         # Only the reference fields pass on, whatever the function returned.
         "ResultSelector": {f"{f}.$": f"$.Payload.{f}" for f in STATE_FIELDS},
         "TimeoutSeconds": timeout_s,
-        "Retry": _retry(policy, (*LAMBDA_ERRORS, "States.Timeout")),
+        "Retry": retry,
         "Next": next_state,
     }
+    catch = list(signals or [])
     if catch_to is not None:
-        state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch_to}]
+        catch.append({"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch_to})
+    if catch:
+        state["Catch"] = catch
     return state
 
 
-def _choice(task: str, on_done: str, *, wait: str, failed: str, dropped: str, extra: Any = ()) -> dict[str, Any]:
+def _signals(again: str, *, wake: str, failed: str, dropped: str) -> list[dict[str, Any]]:
+    """The Catch of a task's non-DONE outcomes; ``ResultPath`` keeps the task's input (its ids)."""
+
+    def on(statuses: tuple[str, ...], nxt: str) -> dict[str, Any]:
+        return {"ErrorEquals": [signal_error(s) for s in statuses], "ResultPath": "$.error", "Next": nxt}
+
+    return [
+        on(("CONTINUE",), again),
+        on(("WAIT", "BUSY"), wake),
+        on(("FAILED",), failed),
+        on(("DROPPED", "SUSPENDED"), dropped),
+    ]
+
+
+def _choice(task: str, on_done: str, *, wait: str, failed: str, dropped: str) -> dict[str, Any]:
+    """A Choice on ``$.status`` (wait nodes: their state comes back through SendTaskSuccess)."""
+
     def when(status: str, nxt: str) -> dict[str, Any]:
         return {"Variable": "$.status", "StringEquals": status, "Next": nxt}
 
     return {
         "Type": "Choice",
         "Choices": [
-            when("DONE", on_done),
-            *extra,
-            when("CONTINUE", task),
-            when("WAIT", wait),
-            when("BUSY", wait),
+            *(when(k, v) for k, v in (("DONE", on_done), ("CONTINUE", task), ("WAIT", wait), ("BUSY", wait))),
             when("FAILED", failed),
         ],
         "Default": dropped,
     }
 
 
-def _wait(task: str) -> dict[str, Any]:
-    return {"Type": "Wait", "TimestampPath": "$.wake_at", "Next": task}
+def _wait(task: str, path: str = "$.wake_at") -> dict[str, Any]:
+    return {"Type": "Wait", "TimestampPath": path, "Next": task}
 
 
 def _loop(
@@ -142,14 +175,21 @@ def _loop(
     catch_to: str | None,
     failed: str = FAILED,
     dropped: str = DROPPED,
-    extra: Any = (),
 ) -> None:
-    """A task, the Choice on its status and the Wait it loops through (WAIT, BUSY)."""
+    """A task whose DONE goes straight to ``on_done`` (one transition per step: a routed step passes
+    its route Choice), its signals caught (CONTINUE: again; WAIT, BUSY: the Pass and Wait it loops
+    through)."""
+    again, wake, wait = f"{name}.again", f"{name}.wake", f"{name}.wait"
+    signals = _signals(again, wake=wake, failed=failed, dropped=dropped)
     states[name] = _task(
-        function, payload, next_state=f"{name}.route", timeout_s=timeout_s, policy=policy, catch_to=catch_to
+        function, payload, next_state=on_done, timeout_s=timeout_s, policy=policy, catch_to=catch_to, signals=signals
     )
-    states[f"{name}.route"] = _choice(name, on_done, wait=f"{name}.wait", failed=failed, dropped=dropped, extra=extra)
-    states[f"{name}.wait"] = _wait(name)
+    # not Catch -> the task itself: moto's and LocalStack's interpreters take that for "no Next"
+    states[again] = {"Type": "Pass", "Next": name}
+    # a signal's Cause is the function's error JSON; its errorMessage is wake_at
+    parse = {"cause.$": "States.StringToJson($.error.Cause)"}
+    states[wake] = {"Type": "Pass", "Parameters": parse, "ResultPath": "$.signal", "Next": wait}
+    states[wait] = _wait(name, "$.signal.cause.errorMessage")
 
 
 def _failed_pass(node: Node) -> dict[str, Any]:
@@ -192,18 +232,21 @@ def _add_node(states: dict[str, Any], node: Node, nxt: str) -> None:
         )
     elif node.kind is NodeKind.MAP:
         items, join = f"{node.id}.items", f"{node.id}.join"
-        fanout = {"Variable": "$.status", "StringEquals": "FANOUT", "Next": items}
         _loop(
             states,
             node.id,
             node.function_name,
             ref,
-            on_done=nxt,  # no items, or joined before: go on
+            on_done=f"{node.id}.route",  # FANOUT and DONE are both returned
             timeout_s=timeout,
             policy=node.retry,
             catch_to=failed,
-            extra=(fanout,),
         )
+        states[f"{node.id}.route"] = {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.status", "StringEquals": "FANOUT", "Next": items}],
+            "Default": nxt,  # DONE: no items, or joined before: go on
+        }
         states[items] = {
             "Type": "Map",
             "ItemsPath": "$.items",
@@ -252,20 +295,16 @@ def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None
     states[f"{node.id}.route"] = _choice(node.id, nxt, wait=f"{node.id}.wait", failed=FAILED, dropped=DROPPED)
     states[f"{node.id}.wait"] = _wait(node.id)
     timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
+    # DONE: the event did arrive (its SendTaskSuccess was lost); any signal: the run failed
     states[expire] = _task(
         node.function_name,
         _ids({"node": node.id, "action": "expire"}),
-        next_state=f"{expire}.route",
+        next_state=nxt,
         timeout_s=timeout,
         policy=node.retry,
         catch_to=failed,
+        signals=[{"ErrorEquals": list(SIGNAL_ERRORS), "ResultPath": "$.error", "Next": FAILED}],
     )
-    # DONE: the event did arrive (its SendTaskSuccess was lost); anything else: the run failed
-    states[f"{expire}.route"] = {
-        "Type": "Choice",
-        "Choices": [{"Variable": "$.status", "StringEquals": "DONE", "Next": nxt}],
-        "Default": FAILED,
-    }
 
 
 def to_asl(wf: Workflow) -> dict[str, Any]:
@@ -351,4 +390,5 @@ def substitute(doc: dict[str, Any], arns: dict[str, str]) -> str:
     return text
 
 
-__all__ = ["STATE_FIELDS", "asl_path", "dumps", "function_names", "placeholder", "substitute", "to_asl", "write_asl"]
+__all__ = ["RETURNED", "SIGNALLED", "SIGNAL_ERRORS", "STATE_FIELDS", "asl_path", "dumps", "function_names"]
+__all__ += ["placeholder", "signal_error", "substitute", "to_asl", "write_asl"]

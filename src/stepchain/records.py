@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from stepchain.requests import stored
+
 RUN_SK = "RUN"
 
 
@@ -191,6 +193,8 @@ class NodeRecord:
     generation: int = 0
     #: ``ctx.once`` effects started again because an earlier attempt never checkpointed them
     effect_reruns: int = 0
+    #: AWS requests made for this node, by counter (:mod:`stepchain.requests`)
+    requests: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -233,6 +237,7 @@ class NodeRecord:
             history_count=int(item.get("hist_n", len(item.get("history", [])))),
             generation=int(item.get("gen", 0)),
             effect_reruns=int(item.get("effect_reruns", 0)),
+            requests=stored(item),
         )
 
     @property

@@ -115,6 +115,10 @@ class NodeViewModel(BaseModel):
     effect_reruns: int = Field(
         default=0, description="ctx.once effects run again: an earlier attempt started them and never checkpointed"
     )
+    requests: dict[str, int] = Field(
+        default_factory=dict, description="AWS requests made for this node, by counter (ddb_write, sqs_send ...)"
+    )
+    orchestration_usd: float = Field(default=0.0, description="Their price (DynamoDB, S3, SQS, Step Functions).")
     items: list[NodeViewModel] = Field(default_factory=list)
 
 
@@ -132,6 +136,12 @@ class RunTotals(BaseModel):
     input_tokens: int
     output_tokens: int
     wall_ms: int
+    requests: dict[str, int] = Field(default_factory=dict, description="AWS requests of the run, by counter.")
+    orchestration_by_service: dict[str, float] = Field(
+        default_factory=dict, description="What durability cost, USD by service (Lambda's requests: compute_usd)."
+    )
+    orchestration_usd: float = 0.0
+    prices: str = Field(default="", description="The price table used: region and version.")
 
 
 class RestartTaxView(BaseModel):

@@ -1,10 +1,11 @@
 """What durability itself cost: the AWS requests the engine makes, per run and per service.
 
 Counted (botocore ``after-call`` events on the clients the adapters use, :func:`instrument`):
-DynamoDB read and write requests, S3 PUT/GET, SQS calls other than SendMessage (e.g. a
-visibility heartbeat), Step Functions API calls. Estimated: DynamoDB request units (write: the
-size of the key and values it sends per KB, at least 1, x2 in a transaction; read: the response's size per 4 KB, at
-least 1, i.e. strongly consistent; the real units depend on the whole item), and the delivery of
+DynamoDB read and write requests, S3 PUT/GET, SQS calls other than SendMessage (made on
+the activation's thread), Step Functions API calls. Estimated: DynamoDB request units (write:
+the size of the key and values it sends per KB, at least 1, x2 in a transaction; read: the
+response's size per 4 KB, at least 1, i.e. strongly consistent; the real units depend on the
+whole item), and the delivery of
 each activation, added once per activation by :func:`metering` from its transport
 (:attr:`stepchain.handoff.base.Handoff.delivery`): SQS 1 SendMessage (by the sender) + the 1
 ReceiveMessage and 1 DeleteMessage Lambda's event source makes per message (batches of one;

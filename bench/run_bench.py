@@ -6,12 +6,15 @@ Workloads: N trivial sequential steps (each returns {"i": i, "acc": acc + i}), N
 * stepchain, moto: the real DynamoDB adapter against moto in-process: AWS API calls per step are
   counted from botocore's events; time is dominated by moto's request parsing, not by stepchain.
 * peer: DurableFunctionTestRunner (aws-durable-execution-sdk-python-testing) in its own venv.
+* per transport (bench/transports.py): AWS requests, state transitions and orchestration $ per step on
+  SQS and Step Functions (moto), beside AWS Lambda durable functions and Step Functions Standard.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +27,8 @@ from stepchain import StepContext, Workflow
 from stepchain.testing import Harness
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import transports  # noqa: E402 - bench/ is not a package
 
 
 def chain(n: int, work: list[Harness] | None = None) -> Workflow:
@@ -127,6 +132,7 @@ def main() -> int:
     parser.add_argument("--moto-sizes", default="10,100,1000,10000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--transport-sizes", default="5,25", help="N1,N2: per-step figures are the difference")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     moto_sizes = [int(s) for s in args.moto_sizes.split(",")]
@@ -183,12 +189,29 @@ def main() -> int:
         crash_rows.append(f"| 100 | {k} | {r['executions']} | {r['executions'] - 100} | {k} | {r['restart_tax_s']} |")
 
     ops = moto[moto_sizes[-1]]["calls_by_op"] if moto else {}
+    n1, n2 = (int(s) for s in args.transport_sizes.split(","))
+    transport_rows, transport_results = transports.table(n1, n2)
+    per_service = "; ".join(
+        f"{r['transport']}: " + ", ".join(f"{k} ${v:.3f}" for k, v in sorted(r["by_service"].items()))
+        for r in transport_results
+    )
+    at = {n: (mem[n]["ms_per_step"], moto[n]["ms_per_step"] if n in moto else None) for n in sizes}
+    n_cmp = max(n for n in sizes if at[n][1] is not None) if moto else sizes[-1]
+    p_cmp = peers.get(n_cmp, {}).get("ms_per_step")
+    harness_line = (
+        f"`Harness(...)` runs in memory by default: {at[n_cmp][0]:.3f} ms/step at N={n_cmp:,}"
+        + (f" ({p_cmp / at[n_cmp][0]:.1f}x faster than the peer's local runner, {p_cmp:.2f} ms/step)" if p_cmp else "")
+        + (f'; `backend="moto"` {at[n_cmp][1]:.2f} ms/step' if at[n_cmp][1] is not None else "")
+        + (f" ({at[n_cmp][1] / p_cmp:.1f}x the peer)" if p_cmp and at[n_cmp][1] is not None else "")
+        + ", same run, same machine."
+    )
     text = "\n".join(
         [
             "# stepchain benchmark results",
             "",
             f"Command: `make bench` ({' '.join(sys.argv)}); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-            "2-core machine, Python 3.12. Median of "
+            f"2-core machine shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end), Python 3.12. "
+            "Median of "
             f"{args.repeats} runs (1 run for moto at 10,000).",
             "",
             "## Sequential workflows of trivial steps",
@@ -203,6 +226,24 @@ def main() -> int:
             "",
             f"AWS calls at N={moto_sizes[-1]:,} by operation: {json.dumps(ops)} (the extra calls are per run: "
             "create the run (1 transaction), mark it SUCCEEDED).",
+            "",
+            harness_line,
+            "",
+            "## Per transport: AWS requests, state transitions, orchestration $ per step",
+            "",
+            f"Chains of {n1} and {n2} trivial steps on moto; per step = the difference / {n2 - n1} (the per-run "
+            "start transaction, final write and the execution's first/last states are apart). Requests and "
+            "transitions from the runs' ledgers (stepchain.requests), DynamoDB checked against the calls moto "
+            "served (SQS) and transitions against the execution history (Step Functions). Prices: "
+            "stepchain.pricing, us-east-1, Lambda's request charge included. AWS Lambda durable functions: $8 per "
+            "million operations (one step = one operation; its Lambda requests and compute come on top). Step "
+            "Functions Standard: $25 per million transitions (one Task per step).",
+            "",
+            *transport_rows,
+            "",
+            f"By service, $ per million steps: {per_service}. SQS meets its target once a step makes 2 "
+            "DynamoDB calls (claim and checkpoint, issue 10.3): 2 x $0.625 + 3 x $0.40 + $0.20 = $2.65. "
+            "Kill -> resume is measured by bench/kill_resume.py (its own section, when `make bench` runs it).",
             "",
             "## A crash at step k of n: work done again",
             "",

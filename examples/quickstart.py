@@ -37,7 +37,7 @@ def publish(ctx: StepContext, approval: dict) -> str:
 
 
 if __name__ == "__main__":
-    with Harness(wf) as h:  # moto-backed DynamoDB and S3, virtual time (time.sleep skips)
+    with Harness(wf) as h:  # in memory (backend="moto": DynamoDB and S3 on moto), virtual time (time.sleep skips)
         h.crash_at("mid_item", node="research", skip=2)  # kill the worker in the middle of 'research'
         run_id = h.start("quickstart", {"topic": "grid batteries"})
         h.run()  # runs until the run waits for its approval

@@ -8,173 +8,64 @@ Shape (a node's main state is named after the node id, so the ASL state, the che
 the function name all share one stable id)::
 
     Route (Choice on $.start_at: a redrive starts at its node; default: the first node)
-    <step>            Task lambda:invoke -> <step>.route
-    <step>.route      Choice on $.status: DONE -> next node | CONTINUE -> <step>
-                      WAIT, BUSY -> <step>.wait (Wait until $.wake_at) -> <step>
-                      FAILED -> Failed | DROPPED (or anything else) -> Dropped
-    <map>             Task (fan-out, returns FANOUT + items) -> <map>.route
-    <map>.items       Map over $.items (MaxConcurrency), each item a Task + Choice loop
-    <map>.join        Task (action "join") -> <map>.join.route -> next node
-    <sleep>           Task on the ControlFunction: WAIT -> Wait -> again; DONE -> next node
-    <wait>            Task lambda:invoke.waitForTaskToken; States.Timeout -> <wait>.expire
+    <step>            Task lambda:invoke; DONE (returned) -> next node: ONE state transition per step.
+                      Other outcomes: the function raises ``stepchain.<Status>``, a Catch routes it:
+                      Continue -> <step>.again (Pass) -> <step> | Wait, Busy -> <step>.wake (Pass: parse
+                      the Cause, its errorMessage is wake_at) -> <step>.wait -> <step> | Failed | Dropped
+    <map>             Task (FANOUT + items, or DONE) -> <map>.route (Choice) -> <map>.items | next node
+    <map>.items       Map over $.items (MaxConcurrency), each item a Task (DONE -> Succeed; others caught)
+    <map>.join        Task (action "join"), DONE -> next node; <sleep>: a Task on the ControlFunction
+    <wait>            Task lambda:invoke.waitForTaskToken -> <wait>.route (Choice on $.status: the state
+                      comes from SendTaskSuccess); States.Timeout -> <wait>.expire
+    <step> (routes)   as <step>, but DONE -> <step>.goto (Choice on $.route) -> the chosen node | Succeeded
     <call>/<parallel> Task lambda:invoke.waitForTaskToken (starts the child runs' executions; the
                       join sends the token DONE or FAILED) -> <node>.route
-    <node>.failed     (Catch of any task) -> MarkFailed (ControlFunction, action "fail") -> Failed
+    <node>.failed     (Catch of any other error) -> MarkFailed (ControlFunction, action "fail") -> Failed
 
-Every task's payload is a small reference (run id, workflow, version, node, index, status,
-wake_at): outputs stay in the checkpoint store. The engine's own retries (a step that raised)
-come back as WAIT and loop through the Wait state; the task ``Retry`` only covers the
-invocation dying (crash, Lambda timeout, throttling), after which the engine takes the node
-over once the dead invocation's lease has run out (BUSY until then).
+The signals' retrier (``MaxAttempts: 0``) comes first (``States.TaskFailed`` matches any error name);
+their Catch keeps the task's input (``ResultPath: $.error``). Every task's payload is a small
+reference (run id, workflow, version, node, index): outputs stay in the checkpoint store. The
+engine's own retries (a step that raised) come back as WAIT and loop through the Wait state; the
+task ``Retry`` only covers the invocation dying (crash, Lambda timeout, throttling), after which
+the engine takes the node over once the dead invocation's lease has run out (BUSY until then).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
-from stepchain.routing import END
-from stepchain.workflow import Node, NodeKind, RetryPolicy, Workflow
-
-LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
-LAMBDA_INVOKE_CALLBACK = "arn:aws:states:::lambda:invoke.waitForTaskToken"
-CONTROL_FUNCTION = "ControlFunction"
-
-#: added to a node's ``timeout_s`` for the task's TimeoutSeconds (Lambda times out first)
-TASK_TIMEOUT_MARGIN_S = 30
-
-#: the invocation died or Lambda refused it: run the task again (the engine takes over)
-LAMBDA_ERRORS = (
-    "Lambda.ServiceException",
-    "Lambda.AWSLambdaException",
-    "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
-    "States.TaskFailed",
+from stepchain.asl_parts import (  # noqa: F401  (re-exported: the names callers import from stepchain.asl)
+    CONTROL_FUNCTION,
+    DROPPED,
+    FAILED,
+    LAMBDA_ERRORS,
+    LAMBDA_INVOKE,
+    LAMBDA_INVOKE_CALLBACK,
+    MARK_FAILED,
+    RETURNED,
+    ROUTE,
+    ROUTE_FIELDS,
+    SIGNAL_ERRORS,
+    SIGNALLED,
+    STATE_FIELDS,
+    SUCCEEDED,
+    TASK_TIMEOUT_MARGIN_S,
+    _add_goto,
+    _choice,
+    _ids,
+    _input,
+    _loop,
+    _retry,
+    _signals,
+    _task,
+    _wait,
+    placeholder,
+    signal_error,
 )
-
-ROUTE = "Route"
-MARK_FAILED = "MarkFailed"
-FAILED = "Failed"
-DROPPED = "Dropped"
-SUCCEEDED = "Succeeded"
-
-#: the fields of every task result (``stepchain.aws.sfn_worker`` always returns all of them)
-STATE_FIELDS = ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
-#: ... and the successor's loop iteration, input's node, input and node (``stepchain.engine.routing``)
-ROUTE_FIELDS = ("iteration", "src", "input", "route")
-
-
-def placeholder(function_name: str) -> str:
-    """The DefinitionSubstitutions placeholder of a function's ARN: ``${PlanFunctionArn}``."""
-    return "${" + function_name + "Arn}"
-
-
-def _ids(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    ids: dict[str, Any] = {"run_id.$": "$.run_id", "workflow.$": "$.workflow", "version.$": "$.version"}
-    return {**ids, "iteration.$": "$.iteration", **(extra or {})}
-
-
-def _input(extra: dict[str, Any]) -> dict[str, Any]:
-    """A node's own task payload: its ids, and the input its predecessor handed on (a reference)."""
-    return _ids({"src.$": "$.src", "input.$": "$.input", **extra})
-
-
-def _add_goto(states: dict[str, Any], node: Node, nxt: str) -> str:
-    """A routing step's Choice on the route its task returned (``$.route``): the chosen node, or
-    the end of the run; a plain value goes down the chain (``nxt``). Returns the Choice's name."""
-    name = f"{node.id}.goto"
-    states[name] = {
-        "Type": "Choice",
-        "Choices": [
-            {"Variable": "$.route", "StringEquals": to, "Next": SUCCEEDED if to == END else to}
-            for to in sorted(set(node.routes))
-        ],
-        "Default": nxt,
-    }
-    return name
-
-
-def _retry(policy: RetryPolicy, errors: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "ErrorEquals": list(errors),
-            "IntervalSeconds": max(1, math.ceil(policy.backoff_s)),
-            "MaxAttempts": policy.max_attempts,
-            "BackoffRate": float(policy.backoff_rate),
-            "MaxDelaySeconds": max(1, math.ceil(policy.max_backoff_s)),
-        }
-    ]
-
-
-def _task(
-    function: str,
-    payload: dict[str, Any],
-    *,
-    next_state: str,
-    timeout_s: int,
-    policy: RetryPolicy,
-    catch_to: str | None,
-) -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "Type": "Task",
-        "Resource": LAMBDA_INVOKE,
-        "Parameters": {"FunctionName": placeholder(function), "Payload": payload},
-        # Only the reference fields pass on, whatever the function returned.
-        "ResultSelector": {f"{f}.$": f"$.Payload.{f}" for f in STATE_FIELDS + ROUTE_FIELDS},
-        "TimeoutSeconds": timeout_s,
-        "Retry": _retry(policy, (*LAMBDA_ERRORS, "States.Timeout")),
-        "Next": next_state,
-    }
-    if catch_to is not None:
-        state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch_to}]
-    return state
-
-
-def _choice(task: str, on_done: str, *, wait: str, failed: str, dropped: str, extra: Any = ()) -> dict[str, Any]:
-    def when(status: str, nxt: str) -> dict[str, Any]:
-        return {"Variable": "$.status", "StringEquals": status, "Next": nxt}
-
-    return {
-        "Type": "Choice",
-        "Choices": [
-            when("DONE", on_done),
-            *extra,
-            when("CONTINUE", task),
-            when("WAIT", wait),
-            when("BUSY", wait),
-            when("FAILED", failed),
-        ],
-        "Default": dropped,
-    }
-
-
-def _wait(task: str) -> dict[str, Any]:
-    return {"Type": "Wait", "TimestampPath": "$.wake_at", "Next": task}
-
-
-def _loop(
-    states: dict[str, Any],
-    name: str,
-    function: str,
-    payload: dict[str, Any],
-    *,
-    on_done: str,
-    timeout_s: int,
-    policy: RetryPolicy,
-    catch_to: str | None,
-    failed: str = FAILED,
-    dropped: str = DROPPED,
-    extra: Any = (),
-) -> None:
-    """A task, the Choice on its status and the Wait it loops through (WAIT, BUSY)."""
-    states[name] = _task(
-        function, payload, next_state=f"{name}.route", timeout_s=timeout_s, policy=policy, catch_to=catch_to
-    )
-    states[f"{name}.route"] = _choice(name, on_done, wait=f"{name}.wait", failed=failed, dropped=dropped, extra=extra)
-    states[f"{name}.wait"] = _wait(name)
+from stepchain.workflow import Node, NodeKind, RetryPolicy, Workflow
 
 
 def _failed_pass(node: Node) -> dict[str, Any]:
@@ -219,18 +110,21 @@ def _add_node(states: dict[str, Any], node: Node, nxt: str) -> None:
         )
     elif node.kind is NodeKind.MAP:
         items, join = f"{node.id}.items", f"{node.id}.join"
-        fanout = {"Variable": "$.status", "StringEquals": "FANOUT", "Next": items}
         _loop(
             states,
             node.id,
             node.function_name,
             ref,
-            on_done=nxt,  # no items, or joined before: go on
+            on_done=f"{node.id}.route",  # FANOUT and DONE are both returned
             timeout_s=timeout,
             policy=node.retry,
             catch_to=failed,
-            extra=(fanout,),
         )
+        states[f"{node.id}.route"] = {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.status", "StringEquals": "FANOUT", "Next": items}],
+            "Default": nxt,  # DONE: no items, or joined before: go on
+        }
         states[items] = {
             "Type": "Map",
             "ItemsPath": "$.items",
@@ -281,20 +175,16 @@ def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None
     states[f"{node.id}.route"] = _choice(node.id, nxt, wait=f"{node.id}.wait", failed=FAILED, dropped=DROPPED)
     states[f"{node.id}.wait"] = _wait(node.id)
     timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
+    # DONE: the event did arrive (its SendTaskSuccess was lost); any signal: the run failed
     states[expire] = _task(
         node.function_name,
         _ids({"node": node.id, "action": "expire"}),
-        next_state=f"{expire}.route",
+        next_state=nxt,
         timeout_s=timeout,
         policy=node.retry,
         catch_to=failed,
+        signals=[{"ErrorEquals": list(SIGNAL_ERRORS), "ResultPath": "$.error", "Next": FAILED}],
     )
-    # DONE: the event did arrive (its SendTaskSuccess was lost); anything else: the run failed
-    states[f"{expire}.route"] = {
-        "Type": "Choice",
-        "Choices": [{"Variable": "$.status", "StringEquals": "DONE", "Next": nxt}],
-        "Default": FAILED,
-    }
 
 
 def _add_children(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
@@ -398,4 +288,5 @@ def substitute(doc: dict[str, Any], arns: dict[str, str]) -> str:
     return text
 
 
-__all__ = ["STATE_FIELDS", "asl_path", "dumps", "function_names", "placeholder", "substitute", "to_asl", "write_asl"]
+__all__ = ["RETURNED", "SIGNALLED", "SIGNAL_ERRORS", "STATE_FIELDS", "asl_path", "dumps", "function_names"]
+__all__ += ["placeholder", "signal_error", "substitute", "to_asl", "write_asl", "CONTROL_FUNCTION", "ROUTE_FIELDS"]

@@ -8,11 +8,13 @@ seconds of compute and in dollars (recorded step costs plus Lambda compute).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stepchain.payloads import PayloadCodec
+from stepchain.pricing import Prices, load_prices
 from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, full_history, node_key
 from stepchain.store.base import CheckpointStore
 from stepchain.workflow import Registry, Workflow
@@ -51,6 +53,8 @@ class NodeView:
     error: dict[str, str] | None
     history: list[dict[str, Any]]
     effect_reruns: int = 0  # ctx.once effects run again (an earlier attempt never checkpointed them)
+    requests: dict[str, int] = field(default_factory=dict)  # AWS requests by counter (stepchain.requests)
+    orchestration_usd: float = 0.0  # their price, Lambda's request charge excepted (in compute_usd)
     items: list[NodeView] = field(default_factory=list)
     iteration: int = 0  # the loop iteration (each iteration of a node is its own row)
     route: str | None = None  # the successor a routing step chose
@@ -101,10 +105,34 @@ class RunView:
         )
 
 
+def orchestration_usd(prices: Prices, counts: dict[str, int]) -> float:
+    """What durability cost: DynamoDB, S3, SQS and Step Functions (Lambda's requests are compute)."""
+    return round(sum(v for k, v in prices.cost(counts).items() if k != "lambda"), 9)
+
+
+def run_requests(run: RunRecord, node_counts: dict[str, int]) -> dict[str, int]:
+    """Requests of the run itself, made outside any node write (estimated): the start transaction
+    (2 items, 2 units each) and the final run write on DynamoDB; an execution's first and last
+    states on Step Functions."""
+    extra: dict[str, int] = {}
+    if node_counts.get("ddb_write"):
+        extra.update(ddb_write=1 + (run.ended_ms is not None), ddb_wru=4 + (run.ended_ms is not None))
+    if node_counts.get("sfn_transition"):
+        extra["sfn_transition"] = 2 * (run.redrives + 1)
+    return extra
+
+
 def _node_view(
-    rec: NodeRecord, kind: str, memory_mb: int, each: list[EachRecord], older: dict[int, Invocation]
+    rec: NodeRecord,
+    kind: str,
+    memory_mb: int,
+    each: list[EachRecord],
+    older: dict[int, Invocation],
+    prices: Prices | None = None,
 ) -> NodeView:
     return NodeView(
+        requests=dict(rec.requests),
+        orchestration_usd=orchestration_usd(prices or load_prices(), rec.requests),
         key=rec.key,
         node=rec.node,
         kind=kind,
@@ -149,9 +177,11 @@ def node_kind(rec: NodeRecord, wf: Workflow | None, maps: Collection[str] = ()) 
     return "sleep" if rec.wake_at_ms is not None else "step"
 
 
-def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunView:
+def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices: Prices | None = None) -> RunView:
     """The run's ledger. Works from the records alone when the run's version is not registered
-    (node kinds inferred from the records, nodes in the order they were created)."""
+    (node kinds inferred from the records, nodes in the order they were created). ``prices``:
+    the AWS price table (default: :func:`stepchain.pricing.load_prices`)."""
+    prices = prices or load_prices()
     wf = registry.find(run.workflow, run.version)
     records = store.list_nodes(run.run_id)
     if wf is not None:
@@ -177,7 +207,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
     items: list[NodeView] = []
     for rec in records:
         kind = node_kind(rec, wf, maps)
-        view = _node_view(rec, kind, memory_mb(rec.node), each.get(rec.key, []), older.get(rec.key, {}))
+        view = _node_view(rec, kind, memory_mb(rec.node), each.get(rec.key, []), older.get(rec.key, {}), prices)
         (items if rec.index is not None else []).append(view)
         if rec.index is None:
             top[rec.key] = view
@@ -206,10 +236,13 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         tax_s += (sum(v.duration_ms for v in finished) + sum(r.duration_ms for r, _ in partial)) / 1000
         # a rerun pays each finished leaf's work again, not the requests of its invocations that died
         tax_usd += sum(
-            v.cost_usd + compute_usd(v.duration_ms, v.invocations - v.crashes, memory.get(v.key, 512)) for v in finished
+            v.cost_usd
+            + compute_usd(v.duration_ms, v.invocations - v.crashes, memory.get(v.key, 512))
+            + v.orchestration_usd  # its requests, made again by a rerun
+            for v in finished
         )
         tax_usd += sum(compute_usd(r.duration_ms, 0, mb) for r, mb in partial)
-    totals = {
+    totals: dict[str, Any] = {
         "nodes": len(nodes),
         "iterations": 1 + max((v.iteration for v in nodes), default=0),  # loop iterations the run reached
         "succeeded": sum(1 for v in nodes if v.status == "SUCCEEDED"),
@@ -225,6 +258,14 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunV
         "output_tokens": sum(v.output_tokens for v in leaves),
         "wall_ms": (run.ended_ms or run.updated_ms) - run.created_ms,
     }
+    counts: Counter[str] = Counter()
+    for rec in records:  # map parents too (fan-out, join)
+        counts.update(rec.requests)
+    counts.update(run_requests(run, counts))
+    totals["requests"] = dict(sorted(counts.items()))
+    totals["orchestration_by_service"] = {k: v for k, v in prices.cost(counts).items() if k != "lambda"}
+    totals["orchestration_usd"] = orchestration_usd(prices, counts)
+    totals["prices"] = f"{prices.region}, {prices.version}"
     return RunView(
         run_id=run.run_id,
         workflow=run.workflow,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from stepchain.exceptions import BlobUnavailable, PayloadError, ValidationError
+from stepchain.requests import instrument
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -78,7 +79,7 @@ class S3BlobStore(BlobStore):
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self._client = client
+        self._client = instrument(client)
         self._presigner = presign_client
 
     @property
@@ -87,7 +88,7 @@ class S3BlobStore(BlobStore):
             import boto3
             from botocore.config import Config
 
-            self._client = boto3.client("s3", config=Config(signature_version="s3v4"))
+            self._client = instrument(boto3.client("s3", config=Config(signature_version="s3v4")))
         return self._client
 
     def put(self, key: str, data: bytes) -> None:

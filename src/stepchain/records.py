@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from stepchain.requests import stored
+
 RUN_SK = "RUN"
 
 
@@ -202,6 +204,8 @@ class NodeRecord:
     effect_reruns: int = 0
     iteration: int = 0  # the loop iteration of this node (part of its key, see :func:`node_key`)
     route: str | None = None  # the successor a routing step chose (a node id or END); None: the chain's
+    #: AWS requests made for this node, by counter (:mod:`stepchain.requests`)
+    requests: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -246,6 +250,7 @@ class NodeRecord:
             effect_reruns=int(item.get("effect_reruns", 0)),
             iteration=iteration,
             route=item.get("route"),
+            requests=stored(item),
         )
 
     @property

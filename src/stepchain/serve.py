@@ -17,6 +17,7 @@ from collections.abc import Callable
 from stepchain.engine import Engine
 from stepchain.logs import LambdaContextLike
 from stepchain.messages import Activation, Outcome
+from stepchain.requests import metering
 
 #: a transport's adjustment of an outcome before it is applied (e.g. Step Functions' ``expire``)
 Settle = Callable[[Activation, Outcome], Outcome]
@@ -34,7 +35,8 @@ def serve(
 
     ``settle`` may replace the outcome before it is applied; ``apply=False`` skips the handoff
     (a worker served by a transport that does not carry its outcomes)."""
-    outcome = engine.process(message, lambda_context)
+    with metering(engine.handoff.delivery):  # the run's AWS requests, stored with its node writes
+        outcome = engine.process(message, lambda_context)
     if settle is not None:
         outcome = settle(message, outcome)
     if apply:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from stepchain.ledger import NodeView, RunView
 
@@ -67,7 +68,8 @@ def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
     scale = width / max(1, t1 - t0)
     lines = [
         f"run {view.run_id}  {view.workflow}@{view.version}  {view.status}",
-        f"{'step':<20} {'status':<10} {'att':>3} {'inv':>3} {'resumed':<8} {'time':>7} {'cost $':>9}  timeline",
+        f"{'step':<20} {'status':<10} {'att':>3} {'inv':>3} {'resumed':<8} {'time':>7} {'cost $':>9} "
+        f"{'aws $':>9}  timeline",
     ]
     for label, n in _rows(view):
         if not items and n.index is not None:
@@ -83,7 +85,7 @@ def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
             resumed = f"ckpt x{n.checkpoint_hits}"
         lines.append(
             f"{label[:20]:<20} {n.status:<10} {n.attempts:>3} {n.invocations:>3} {resumed:<8} "
-            f"{_dur(n.duration_ms):>7} {n.cost_usd + n.compute_usd:>9.6f}  |{''.join(bar)}|"
+            f"{_dur(n.duration_ms):>7} {n.cost_usd + n.compute_usd:>9.6f} {n.orchestration_usd:>9.6f}  |{''.join(bar)}|"
         )
     t, tax = view.totals, view.restart_tax_avoided
     lines.append(
@@ -91,12 +93,21 @@ def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
         f"{t['crashes']} crash(es) recovered, {t['resumed_nodes']} step(s) resumed from checkpoints, "
         f"cost ${t['cost_usd'] + t['compute_usd']:.6f}"
     )
+    lines.append(f"orchestration (AWS requests): {_orchestration(t)}")
     lines.append(f"restart tax avoided: {tax.seconds:.1f} s of compute, ${tax.usd:.6f}")
     for c in view.children:  # child runs of call/parallel nodes (their cost is in the totals above)
         lines.append(f"child {c['run_id']} ({c['workflow']}) of {c['node']}/{c['branch']}: {c['status']}")
     if view.error:
         lines.append(f"error: {view.error.get('node')}: {view.error.get('type')}: {view.error.get('message')}")
     return "\n".join(lines)
+
+
+def _orchestration(t: dict[str, Any]) -> str:
+    """``$0.000012 (dynamodb $0.000010, s3 $0.000002; 8 ddb_write, ...)``: what durability cost."""
+    services = ", ".join(f"{k} ${v:.6f}" for k, v in t.get("orchestration_by_service", {}).items())
+    rq = t.get("requests", {})
+    counted = ", ".join(f"{v} {k}" for k, v in rq.items())
+    return f"${t.get('orchestration_usd', 0.0):.6f}" + (f" ({services}; {counted})" if rq else "")
 
 
 def render_html(view: RunView) -> str:
@@ -134,7 +145,8 @@ def render_html(view: RunView) -> str:
     table = "".join(
         f"<tr><td>{html.escape(n.key)}</td><td>{n.status}</td><td>{n.attempts}</td><td>{n.invocations}</td>"
         f"<td>{n.crashes}</td><td>{n.checkpoint_hits}</td><td>{_dur(n.duration_ms)}</td>"
-        f"<td>{n.input_tokens}/{n.output_tokens}</td><td>{n.cost_usd:.6f}</td><td>{n.compute_usd:.6f}</td></tr>"
+        f"<td>{n.input_tokens}/{n.output_tokens}</td><td>{n.cost_usd:.6f}</td><td>{n.compute_usd:.6f}</td>"
+        f"<td>{n.orchestration_usd:.6f}</td></tr>"
         for n in view.nodes
     )
     legend = "".join(f'<span><i style="background:{c}"></i>{k}</span>' for k, c in _COLOR.items())
@@ -155,11 +167,12 @@ table{{border-collapse:collapse}} td,th{{padding:3px 8px;border-bottom:1px solid
 <p>{t["succeeded"]}/{t["nodes"]} steps done · {t["invocations"]} invocations · {t["crashes"]} crash(es) recovered ·
 {t["resumed_nodes"]} step(s) resumed from checkpoints · cost ${t["cost_usd"] + t["compute_usd"]:.6f} ·
 <b>restart tax avoided: {tax.seconds:.1f} s, ${tax.usd:.6f}</b> · wall {_dur(t["wall_ms"])}</p>
+<p>Orchestration (AWS requests, {html.escape(str(t.get("prices", "")))}): {html.escape(_orchestration(t))}</p>
 <p class="legend">{legend}<span><i style="background:#c62828;width:2px"></i>worker died</span></p>
 <div class="overlay"><table class="timeline">{"".join(rows)}</table><div class="marks">{marks}</div></div>
 <h2>Ledger</h2>
 <table><tr><th>step</th><th>status</th><th>attempts</th><th>invocations</th><th>crashes</th><th>checkpoint hits</th>
-<th>compute</th><th>tokens in/out</th><th>recorded $</th><th>Lambda $</th></tr>{table}</table>
+<th>compute</th><th>tokens in/out</th><th>recorded $</th><th>Lambda $</th><th>AWS requests $</th></tr>{table}</table>
 <p>Times are UTC, {_ts(t0)} to {_ts(t1)}.</p>
 </body></html>
 """

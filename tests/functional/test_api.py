@@ -760,3 +760,17 @@ def test_a_step_output_too_deep_to_serve_is_omitted_not_500() -> None:
             assert r.status == 200 and r.json["has_output"] is True and r.json["output"] is None, r.raw[:200]
             assert "200 levels" in r.json["output_omitted"] and r.json["output_bytes"] > 0
         assert dh.output(deep) == nested(260)  # the library reads it
+
+
+def test_run_view_shows_what_durability_cost_beside_llm_and_lambda_cost() -> None:
+    """Issue 10.5: GET /runs/{id} carries the AWS requests the run made and their price."""
+    with Harness(fanout, backend="moto") as h:
+        run_id = start(h, "fanout", 3).json["run_id"]
+        h.run()
+        view = call(h, "get-run", path=f"/runs/{run_id}").json
+    totals = view["totals"]
+    assert totals["requests"]["ddb_write"] > 0 and totals["requests"]["ddb_read"] > 0
+    assert totals["orchestration_usd"] > 0 and set(totals["orchestration_by_service"]) == {"dynamodb"}
+    assert totals["prices"].startswith("us-east-1")
+    assert sum(n["requests"].get("ddb_write", 0) for n in view["nodes"]) > 0
+    assert all("orchestration_usd" in n for n in view["nodes"])

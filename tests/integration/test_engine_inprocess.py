@@ -65,6 +65,7 @@ def now_ms() -> int:
 @contextmanager
 def harness(*workflows: Workflow, **kwargs: Any) -> Iterator[Harness]:
     ENV.calls, ENV.log, ENV.flags = Counter(), [], {}
+    kwargs.setdefault("backend", "moto")  # these tests check the DynamoDB adapter's behaviour too
     with Harness(*workflows, **kwargs) as h:
         ENV.h = h
         try:

@@ -14,7 +14,7 @@ import pytest
 from stepchain import RetryPolicy, TerminalError, ValidationError, Workflow
 from stepchain.asl import ROUTE_FIELDS
 from stepchain.aws.sfn_worker import STATE_FIELDS, handle_sfn_task, parse_event
-from stepchain.testing import WORKER_BOUNDARIES
+from stepchain.testing import WORKER_BOUNDARIES, Harness
 from stepchain.testing.sfn_driver import SfnHarness, seams
 
 STATE_LIMIT = 2048
@@ -308,3 +308,61 @@ def test_worker_rejects_a_malformed_payload_and_returns_only_reference_fields() 
         state = handle_sfn_task(h.engine, event, VirtualLambdaContext(h.clock, 10_000, "direct"))
         assert tuple(state) == STATE_FIELDS + ROUTE_FIELDS  # + the successor's iteration, src, input, route
         assert state["status"] == "DONE" and "secret" not in str(state)
+
+
+def states_entered(h: SfnHarness, run_id: str) -> list[str]:
+    """The names of the states the run's executions entered, in order (each one = one state transition)."""
+    run = h.engine.get_run(run_id)
+    names = []
+    for n in range(run.redrives + 1):
+        for event in h.history(run_id, n):
+            if event["type"].endswith("StateEntered"):
+                names.append(event["stateEnteredEventDetails"]["name"])
+    return names
+
+
+def test_a_step_is_one_state_transition_and_other_outcomes_leave_through_catch() -> None:
+    """Issue 10.2: DONE goes Task -> next Task (it used to pass a Choice after every Task: 2 per step).
+    A retry (WAIT) and a continuation (CONTINUE) leave the Task as ``stepchain.<Status>`` errors."""
+    wf = Workflow("sfn-chain")
+    calls: list[int] = []
+    for i in range(5):
+        wf.step(name=f"s{i}")(lambda ctx, x: x + 1)
+
+    @wf.step(retry=RetryPolicy(max_attempts=3, backoff_s=2))
+    def flaky(ctx: Any, x: Any) -> Any:
+        calls.append(x)
+        if len(calls) == 1:
+            raise RuntimeError("once")
+        return x
+
+    with SfnHarness(wf) as h:
+        run_id = h.start("sfn-chain", 0)
+        assert h.run(run_id) == "SUCCEEDED" and h.output(run_id) == 5
+        names = states_entered(h, run_id)
+    # Route, s0..s4 (one state each), flaky, its retry (flaky.wake, flaky.wait, flaky), Succeeded
+    assert names == ["Route", "s0", "s1", "s2", "s3", "s4", "flaky", "flaky.wake", "flaky.wait", "flaky", "Succeeded"]
+    assert [i.outcome for i in h.invocations if i.key == "flaky"] == ["WAIT", "DONE"]
+
+
+def test_worker_raises_the_outcome_as_a_named_error() -> None:
+    """What Step Functions' Catch matches: the exception class's name (Lambda's errorType)."""
+    from stepchain.aws.sfn_worker import SIGNALS, TaskSignal
+
+    assert SIGNALS["CONTINUE"].__name__ == "stepchain.Continue" and issubclass(SIGNALS["WAIT"], TaskSignal)
+    wf = Workflow("sfn-signal")
+
+    @wf.step(retry=RetryPolicy(max_attempts=2, backoff_s=5))
+    def boom(ctx: Any, x: Any) -> Any:
+        raise RuntimeError("no")
+
+    h2 = Harness(wf, backend="memory")  # the task is served directly, as Lambda would
+    rid = h2.start("sfn-signal", 1)
+    run = h2.engine.get_run(rid)
+    event = {"run_id": rid, "workflow": run.workflow, "version": run.version, "node": "boom"}
+    from stepchain.testing import VirtualLambdaContext
+
+    with pytest.raises(TaskSignal) as raised:
+        handle_sfn_task(h2.engine, event, VirtualLambdaContext(h2.clock, 10_000, "direct"))
+    assert type(raised.value).__name__ == "stepchain.Wait" and raised.value.status == "WAIT"
+    assert str(raised.value) == raised.value.state["wake_at"] and str(raised.value).endswith("Z")

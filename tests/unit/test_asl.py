@@ -13,8 +13,11 @@ from stepchain import RetryPolicy, Workflow
 from stepchain.asl import (
     LAMBDA_INVOKE,
     LAMBDA_INVOKE_CALLBACK,
+    SIGNAL_ERRORS,
+    SIGNALLED,
     dumps,
     function_names,
+    signal_error,
     substitute,
     to_asl,
     write_asl,
@@ -152,31 +155,54 @@ def test_step_task_payload_is_a_reference_and_results_are_selected() -> None:
     assert set(task["ResultSelector"]) == {f"{f}.$" for f in (*fields, "iteration", "src", "input", "route")}
     assert all(v.startswith("$.Payload.") for v in task["ResultSelector"].values())
     assert task["TimeoutSeconds"] > 120  # the node's timeout plus a margin
-    assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "fetch_pages.failed"}]
+    assert task["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "fetch_pages.failed"}
     assert STATES["fetch_pages.failed"]["Next"] == "MarkFailed"
     mark = STATES["MarkFailed"]
     assert mark["Parameters"]["Payload"]["action"] == "fail" and mark["Next"] == "Failed"
     assert STATES["Failed"]["Type"] == "Fail"
 
 
-def test_status_routing_of_a_step() -> None:
-    route = STATES["plan.route"]
-    by_status = {c["StringEquals"]: c["Next"] for c in route["Choices"]}
-    assert by_status == {
-        "DONE": "fetch_pages",
-        "CONTINUE": "plan",
-        "WAIT": "plan.wait",
-        "BUSY": "plan.wait",
-        "FAILED": "Failed",
+def caught(task: dict[str, Any]) -> dict[str, str]:
+    """Error name -> the state its Catch goes to (first match wins, as in Step Functions)."""
+    out: dict[str, str] = {}
+    for c in task.get("Catch", []):
+        for err in c["ErrorEquals"]:
+            out.setdefault(err, c["Next"])
+    return out
+
+
+def test_done_goes_straight_to_the_next_node_and_other_outcomes_leave_through_catch() -> None:
+    """One state transition per step on the happy path (issue 10.2): no Choice after a step's Task."""
+    assert STATES["plan"]["Next"] == "fetch_pages"
+    assert "plan.route" not in STATES
+    assert caught(STATES["plan"]) == {
+        "stepchain.Continue": "plan.again",
+        "stepchain.Wait": "plan.wake",
+        "stepchain.Busy": "plan.wake",
+        "stepchain.Failed": "Failed",
+        "stepchain.Dropped": "Dropped",
+        "stepchain.Suspended": "Dropped",
+        "States.ALL": "plan.failed",
     }
-    assert route["Default"] == "Dropped"
-    assert STATES["plan.wait"] == {"Type": "Wait", "TimestampPath": "$.wake_at", "Next": "plan"}
-    assert {c["StringEquals"]: c["Next"] for c in STATES["draft.route"]["Choices"]}["DONE"] == "Succeeded"
+    assert all(c["ResultPath"] == "$.error" for c in STATES["plan"]["Catch"])  # the input's ids pass on
+    assert STATES["plan.again"] == {"Type": "Pass", "Next": "plan"}
+    wake = STATES["plan.wake"]
+    assert wake["Type"] == "Pass" and wake["Next"] == "plan.wait" and wake["ResultPath"] == "$.signal"
+    assert wake["Parameters"] == {"cause.$": "States.StringToJson($.error.Cause)"}
+    assert STATES["plan.wait"] == {"Type": "Wait", "TimestampPath": "$.signal.cause.errorMessage", "Next": "plan"}
+    assert STATES["draft"]["Next"] == "Succeeded"
     assert STATES["Succeeded"] == {"Type": "Succeed"}
 
 
+def test_signals_are_never_retried() -> None:
+    """States.TaskFailed matches every error name: the signals' MaxAttempts 0 retrier must come first."""
+    first = STATES["plan"]["Retry"][0]
+    assert first == {"ErrorEquals": list(SIGNAL_ERRORS), "MaxAttempts": 0}
+    assert set(SIGNAL_ERRORS) == {signal_error(s) for s in SIGNALLED} and "stepchain.Continue" in SIGNAL_ERRORS
+
+
 def test_retry_comes_from_the_node_policy() -> None:
-    (retrier,) = STATES["plan"]["Retry"]
+    _signals, retrier = STATES["plan"]["Retry"]
     assert retrier["MaxAttempts"] == 5
     assert retrier["IntervalSeconds"] == 2
     assert retrier["BackoffRate"] == 3.0
@@ -189,13 +215,14 @@ def test_retry_comes_from_the_node_policy() -> None:
         "States.TaskFailed",
         "States.Timeout",
     }
-    (default,) = STATES["draft"]["Retry"]
+    _signals, default = STATES["draft"]["Retry"]
     assert default["MaxAttempts"] == 3 and default["IntervalSeconds"] == 1
 
 
 def test_map_fans_out_iterates_with_max_concurrency_and_joins() -> None:
+    assert STATES["summarize"]["Next"] == "summarize.route"
     fan = {c["StringEquals"]: c["Next"] for c in STATES["summarize.route"]["Choices"]}
-    assert fan["FANOUT"] == "summarize.items" and fan["DONE"] == "approval"
+    assert fan == {"FANOUT": "summarize.items"} and STATES["summarize.route"]["Default"] == "approval"
     m = STATES["summarize.items"]
     assert m["Type"] == "Map" and m["MaxConcurrency"] == 4
     assert m["ItemsPath"] == "$.items" and m["ResultPath"] is None
@@ -205,10 +232,12 @@ def test_map_fans_out_iterates_with_max_concurrency_and_joins() -> None:
     item = inner[m["ItemProcessor"]["StartAt"]]
     assert item["Parameters"]["Payload"]["index.$"] == "$.index"
     assert item["Parameters"]["FunctionName"] == "${SummarizeFunctionArn}"
-    assert inner["summarize.item.wait"]["TimestampPath"] == "$.wake_at"
+    assert item["Next"] == "summarize.item.done" and inner["summarize.item.done"]["Type"] == "Succeed"
+    assert caught(item)["stepchain.Failed"] == "summarize.item.failed" and "States.ALL" not in caught(item)
+    assert inner["summarize.item.wait"]["TimestampPath"] == "$.signal.cause.errorMessage"
     join = STATES["summarize.join"]
     assert join["Parameters"]["Payload"]["action"] == "join"
-    assert {c["StringEquals"]: c["Next"] for c in STATES["summarize.join.route"]["Choices"]}["DONE"] == "approval"
+    assert join["Next"] == "approval"
 
 
 def test_wait_for_event_uses_a_task_token_and_expires_on_timeout() -> None:
@@ -221,13 +250,15 @@ def test_wait_for_event_uses_a_task_token_and_expires_on_timeout() -> None:
     assert wait["Catch"][0] == {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": "approval.expire"}
     expire = STATES["approval.expire"]
     assert expire["Parameters"]["Payload"]["action"] == "expire"
-    assert STATES["approval.expire.route"]["Default"] == "Failed"
+    assert expire["Next"] == "sleep_4"  # DONE: the event came after all (its SendTaskSuccess was lost)
+    assert all(caught(expire)[e] == "Failed" for e in SIGNAL_ERRORS)
+    route = {c["StringEquals"]: c["Next"] for c in STATES["approval.route"]["Choices"]}  # SendTaskSuccess's state
+    assert route["DONE"] == "sleep_4" and route["WAIT"] == "approval.wait"
 
 
 def test_sleep_waits_until_wake_at_then_runs_again() -> None:
-    by_status = {c["StringEquals"]: c["Next"] for c in STATES["sleep_4.route"]["Choices"]}
-    assert by_status["WAIT"] == "sleep_4.wait" and by_status["DONE"] == "draft"
-    assert STATES["sleep_4.wait"]["TimestampPath"] == "$.wake_at"
+    assert STATES["sleep_4"]["Next"] == "draft" and caught(STATES["sleep_4"])["stepchain.Wait"] == "sleep_4.wake"
+    assert STATES["sleep_4.wait"]["Next"] == "sleep_4"
 
 
 def test_output_is_deterministic() -> None:

@@ -115,6 +115,10 @@ class NodeViewModel(BaseModel):
     effect_reruns: int = Field(
         default=0, description="ctx.once effects run again: an earlier attempt started them and never checkpointed"
     )
+    requests: dict[str, int] = Field(
+        default_factory=dict, description="AWS requests made for this node, by counter (ddb_write, sqs_send ...)"
+    )
+    orchestration_usd: float = Field(default=0.0, description="Their price (DynamoDB, S3, SQS, Step Functions).")
     items: list[NodeViewModel] = Field(default_factory=list)
     iteration: int = Field(default=0, description="The loop iteration: each iteration of a node is its own row")
     route: str | None = Field(default=None, description="The successor a routing step chose (__end__: the end)")
@@ -135,6 +139,12 @@ class RunTotals(BaseModel):
     output_tokens: int
     wall_ms: int
     iterations: int = Field(default=1, description="Loop iterations the run reached (1 without loops)")
+    requests: dict[str, int] = Field(default_factory=dict, description="AWS requests of the run, by counter.")
+    orchestration_by_service: dict[str, float] = Field(
+        default_factory=dict, description="What durability cost, USD by service (Lambda's requests: compute_usd)."
+    )
+    orchestration_usd: float = 0.0
+    prices: str = Field(default="", description="The price table used: region and version.")
 
 
 class RestartTaxView(BaseModel):

@@ -7,6 +7,11 @@ always has the same fields (``STATE_FIELDS`` + ``ROUTE_FIELDS``, ``None`` when n
 the task's ``ResultSelector`` can pick them. A step's output travels in it only as the successor's
 ``input`` reference when that is at most 4,096 characters (``stepchain.engine.routing``).
 
+An outcome other than DONE or FANOUT (:data:`~stepchain.asl.SIGNALLED`) is raised as a
+:class:`TaskSignal` whose error name is ``stepchain.<Status>`` (its errorMessage: the wake_at time for
+WAIT/BUSY), so the task's Catch routes it and the happy path needs no Choice state. Lambda reports
+an unhandled error's ``errorType`` as the exception class's ``__name__``: the classes are named so.
+
 A wait node's task (``.waitForTaskToken``) ignores what the function returns: whenever such an
 activation ends in anything but SUSPENDED (the event was there already, the node completed
 before, another invocation holds it), the worker reports the state through SendTaskSuccess.
@@ -17,19 +22,44 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, Literal
 
-from stepchain.asl import ROUTE_FIELDS, STATE_FIELDS  # every state a task returns has exactly these fields
+from stepchain.asl import RETURNED, ROUTE_FIELDS, SIGNALLED, STATE_FIELDS, signal_error
 from stepchain.engine import Engine
 from stepchain.engine.shared import key_of
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.heartbeat import HeartbeatPolicy, SqsHeartbeat
 from stepchain.logs import LambdaContextLike, logger
-from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.messages import Activation, Outcome, OutcomeKind, iso_seconds
 from stepchain.records import NodeStatus
 from stepchain.serve import serve
 
 #: Step Functions error fields are cut to this length in the run's error
 MAX_ERROR_CHARS = 1000
+
+
+class TaskSignal(Exception):
+    """A task's outcome other than DONE/FANOUT, raised so that the task's Catch routes it."""
+
+    status = ""
+
+    def __init__(self, message: str, state: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+#: ``stepchain.Continue``, ``stepchain.Wait`` ...: one TaskSignal subclass per signalled status
+SIGNALS: dict[str, type[TaskSignal]] = {
+    s: type(signal_error(s), (TaskSignal,), {"status": s, "__module__": __name__}) for s in SIGNALLED
+}
+
+
+def signal(engine: Engine, state: dict[str, Any]) -> TaskSignal:
+    """The signal to raise for a task state (WAIT/BUSY: the message is its wake_at time)."""
+    status = str(state["status"])
+    cls = SIGNALS.get(status, SIGNALS["DROPPED"])
+    if status in ("WAIT", "BUSY"):
+        return cls(str(state.get("wake_at") or iso_seconds(engine.clock.now_ms())), state)
+    return cls(str(state.get("error") or status)[:MAX_ERROR_CHARS], state)
 
 
 def parse_event(event: Any) -> Activation:
@@ -105,7 +135,18 @@ def handle_sfn_task(
     if msg.token and outcome.kind is not OutcomeKind.SUSPENDED and isinstance(handoff, StepFunctionsHandoff):
         handoff.send_task_success(msg.token, state)
     logger.debug("task done", extra={"run_id": msg.run_id, "node": msg.node, "status": state["status"]})
-    return state
+    if msg.token or state["status"] in RETURNED:  # a callback task's result is its SendTaskSuccess
+        return state
+    raise signal(engine, state)
 
 
-__all__ = ["STATE_FIELDS", "handle_sfn_task", "mark_failed", "parse_event", "task_state"]
+__all__ = [
+    "SIGNALS",
+    "STATE_FIELDS",
+    "TaskSignal",
+    "handle_sfn_task",
+    "mark_failed",
+    "parse_event",
+    "signal",
+    "task_state",
+]

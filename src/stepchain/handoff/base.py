@@ -13,7 +13,8 @@ drives runs itself (Step Functions) implements both; queue transports get
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from stepchain.messages import Activation, Outcome, OutcomeKind
@@ -25,6 +26,8 @@ class Handoff(ABC):
     """Port. Delivery is at-least-once: a duplicate activation is harmless to the engine."""
 
     probe: Probe = NoProbe()
+    #: requests each activation's delivery costs (estimated, see stepchain.requests); the harness's queue: none
+    delivery: Mapping[str, int] = MappingProxyType({})
 
     def dispatch(self, msgs: Sequence[Activation], *, at_ms: int | None = None) -> None:
         """Deliver ``msgs`` to workers, not before ``at_ms`` (epoch ms) when given."""

@@ -23,12 +23,14 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from stepchain.clock import Clock, SystemClock
 from stepchain.exceptions import StepchainError, ValidationError
 from stepchain.handoff.base import Handoff
 from stepchain.messages import Activation
+from stepchain.requests import instrument
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -60,19 +62,22 @@ def delay_seconds(at_ms: int | None, now_ms: int) -> int:
 class SqsHandoff(Handoff):
     """Sends activations to ``queues[node]`` (or ``queues["*"]``), batched ten to a call."""
 
+    #: the sender's SendMessage, the event source's ReceiveMessage and DeleteMessage, the invocation
+    delivery = MappingProxyType({"sqs_send": 1, "sqs_receive": 1, "sqs_delete": 1, "lambda_invoke": 1})
+
     def __init__(
         self, queues: Mapping[str, str], client: SQSClient | None = None, *, clock: Clock | None = None
     ) -> None:
         self.queues = dict(queues)
         self.clock = clock or SystemClock()
-        self._client = client
+        self._client = instrument(client)
 
     @property
     def client(self) -> SQSClient:
         if self._client is None:
             import boto3
 
-            self._client = boto3.client("sqs")
+            self._client = instrument(boto3.client("sqs"))
         return self._client
 
     def queue_for(self, node: str) -> str:

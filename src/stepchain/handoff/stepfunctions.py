@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -32,6 +33,7 @@ from stepchain.handoff.base import Handoff, RunLifecycle
 from stepchain.logs import logger
 from stepchain.messages import Activation, route_state
 from stepchain.records import RunRecord, node_key, parse_node_key
+from stepchain.requests import instrument
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -64,9 +66,12 @@ def execution_input(run: RunRecord, start_at: str) -> str:
 class StepFunctionsHandoff(Handoff, RunLifecycle):
     """``state_machines`` maps a workflow name (or ``"*"``) to its state machine ARN."""
 
+    #: the node's Task state (one transition) and its invocation
+    delivery = MappingProxyType({"sfn_transition": 1, "lambda_invoke": 1})
+
     def __init__(self, state_machines: Mapping[str, str], client: SFNClient | None = None) -> None:
         self.state_machines = dict(state_machines)
-        self._client = client
+        self._client = instrument(client)
         self.started: list[str] = []  # execution names, in order (tests look at them)
 
     @property
@@ -76,7 +81,7 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
             from botocore.config import Config
 
             # inject_host_prefix=False: SendTaskSuccess / StartSyncExecution work on emulators too
-            self._client = boto3.client("stepfunctions", config=Config(inject_host_prefix=False))
+            self._client = instrument(boto3.client("stepfunctions", config=Config(inject_host_prefix=False)))
         return self._client
 
     def state_machine_for(self, workflow: str) -> str:

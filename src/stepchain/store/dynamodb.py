@@ -40,6 +40,7 @@ from stepchain.records import (
     run_pk,
     split_history_sk,
 )
+from stepchain.requests import instrument
 from stepchain.store.base import (
     ACTIVE_RUN,
     CheckpointStore,
@@ -201,7 +202,7 @@ class DynamoDBStore(CheckpointStore):
         self, table: str, client: DynamoDBClient | None = None, *, retention_s: int | None = 30 * 86400
     ) -> None:
         self.table = table
-        self._client = client
+        self._client = instrument(client)  # counts requests per run (stepchain.requests)
         self.retention_s = retention_s
 
     @property
@@ -209,7 +210,7 @@ class DynamoDBStore(CheckpointStore):
         if self._client is None:
             import boto3
 
-            self._client = boto3.client("dynamodb")
+            self._client = instrument(boto3.client("dynamodb"))
         return self._client
 
     def _key(self, pk: str, sk: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepchain.records import HistoryPush, NodeRecord, NodeStatus, RunStatus
+from stepchain.requests import STORED_PREFIX, take_for_node_write
 from stepchain.store.base import ACTIVE_RUN, ClaimKind, ClaimResult, NodeChanges, RunChanges
 
 
@@ -58,6 +59,8 @@ def node_field_changes(c: NodeChanges) -> FieldChanges:
         )
         if inc
     }
+    # the AWS requests of the activation so far, this write included (stepchain.requests)
+    adds.update({STORED_PREFIX + k: v for k, v in take_for_node_write(c.status.value).items()})
     # a new error replaces the old one; clear_error without one removes it
     removes = ("owner", "error") if c.clear_error and c.error is None else ("owner",)
     return FieldChanges(sets, adds, removes)

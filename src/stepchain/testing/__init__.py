@@ -2,8 +2,9 @@
 
 Four harnesses, one interface (same names, same arguments, same results):
 
-* ``Harness(*workflows, backend="moto"|"memory")``: the engine with the real DynamoDB and S3
-  adapters on moto (or in memory), activations in an in-process time-ordered queue.
+* ``Harness(*workflows, backend="memory"|"moto")``: the engine with the in-memory store (default,
+  fast: the same store contract as DynamoDB) or the real DynamoDB and S3 adapters on moto,
+  activations in an in-process time-ordered queue. ``SqsHarness``/``SfnHarness`` default to moto.
 * ``SqsHarness(...)``: activations travel over moto SQS queues (one per node, a DLQ), served by
   the deployed SQS worker (``handle_sqs_batch``) in batches, with visibility timeouts.
 * ``SfnHarness(...)``: the generated state machine runs in moto's Step Functions interpreter;

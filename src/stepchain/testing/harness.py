@@ -1,4 +1,10 @@
-"""``Harness``: run workflows in-process, on moto-backed AWS or in memory, in virtual time.
+"""``Harness``: run workflows in-process, in memory (default) or on moto-backed AWS, in virtual time.
+
+In memory by default: the in-memory store passes the same store contract tests as the DynamoDB
+adapter (tests/functional/test_store_contract.py) at 0.2-0.7 ms per step, 100x+ less than moto
+(25-40 ms per step on a quiet machine: 98% inside moto's request dispatch, expression parsing and
+evaluation; bench/RESULTS.md measures both and AWS's durable functions local runner in one run).
+``backend="moto"`` runs the real DynamoDB and S3 adapters on moto (what the adapter tests use).
 
 from stepchain.testing import Harness
 
@@ -108,7 +114,8 @@ def moto_aws(config: dict[str, Any] | None = None) -> Iterator[None]:
 
 
 class Harness(RunsApi):
-    """Runs workflows with real adapters (``backend="moto"``) or in memory, in virtual time.
+    """Runs workflows in memory (default) or with the real adapters on moto (``backend="moto"``), in
+    virtual time.
 
     ``budget_ms`` is each simulated invocation's time limit (default: the node's ``timeout_s``).
     Steps spend virtual time with ``time.sleep(s)`` (patched while a step runs, unless
@@ -132,7 +139,7 @@ class Harness(RunsApi):
     def __init__(
         self,
         *workflows: Workflow,
-        backend: str = "moto",
+        backend: str = "memory",
         budget_ms: int | None = None,
         inline_limit: int = DEFAULT_INLINE_LIMIT,
         duplicate_delivery: bool = False,

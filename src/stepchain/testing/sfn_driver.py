@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from stepchain.asl import function_names, substitute, to_asl
-from stepchain.aws.sfn_worker import handle_sfn_task, parse_event
+from stepchain.aws.sfn_worker import TaskSignal, handle_sfn_task, parse_event
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn, execution_name
 from stepchain.messages import Activation
@@ -153,7 +153,7 @@ class SfnHarness(Harness):
             self._inflight += 1
             try:
                 result = self._invoke_once(function, event)
-                if self.duplicate_delivery and not result[1]:
+                if self.duplicate_delivery and (not result[1] or result[0].startswith('{"errorType": "stepchain.')):
                     result = self._invoke_once(function, event)
                 return result
             finally:
@@ -182,6 +182,9 @@ class SfnHarness(Harness):
             self.state_sizes.append(len(body))
             result = str(state["status"])
             return body, False, ""
+        except TaskSignal as exc:  # a non-DONE outcome: the task's Catch routes it by the error name
+            result = exc.status
+            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}), True, ""
         except InjectedCrash as exc:
             elapsed = ctx.elapsed_ms()  # the dead invocation's own time, not the wait for its lease
             # Step Functions retries after its interval; the node's lease must be over by then.

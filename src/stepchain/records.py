@@ -299,6 +299,8 @@ class RunRecord:
     #: (``CheckpointStore.list_crash_events`` returns all of them)
     crash_events: tuple[CrashEvent, ...] = ()
     redrives: int = 0
+    #: the caller who started the run (API Gateway identity); None: before ownership, or a harness
+    owner: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RunRecord:
@@ -318,6 +320,7 @@ class RunRecord:
             idempotency_key=item.get("idempotency_key"),
             crash_events=tuple(CrashEvent.from_dict(c) for c in item.get("crashes", [])),
             redrives=int(item.get("redrives", 0)),
+            owner=item.get("owner"),
         )
 
 

@@ -13,8 +13,9 @@ The caller is read from API Gateway's request context (never from a header the c
 * ``on``: the run is recorded with its caller (``RunRecord.owner``); a run's routes answer its owner and
   the operators only, anyone else gets the same 404 as for a missing run; listing returns the caller's
   own runs (operators: all); idempotency keys are per caller. A request without an identity is a 403.
-* unset (local runs, harnesses, tests): the same, except that a request without an identity is the
-  fixed identity ``local``, which is an operator, so a local tool sees everything as before.
+* unset (the embedded/local runtime, harnesses, tests): every request is the fixed identity ``local``,
+  an operator, whatever identity the event carries: runs are recorded as ``local``'s, every run
+  (a harness's too) is visible, one idempotency scope: the behaviour before ownership.
 * ``off``: no owner is recorded and every caller sees every run (the behaviour before ownership).
 
 Operators are named by ``STEPCHAIN_OPERATORS`` (the ``OperatorPrincipals`` parameter): a comma list of
@@ -111,11 +112,11 @@ def caller_of(event: Mapping[str, Any], env: Mapping[str, str] | None = None) ->
     mode = ownership_mode(env)
     if mode == "off":
         return Caller(None, operator=True)
+    if mode == "local":
+        return Caller(LOCAL_IDENTITY, operator=True)
     identity = identity_of(event)
     if identity is None:
-        if mode == "on":
-            raise ApiError(403, "no_caller_identity", "the request carries no caller identity")
-        return Caller(LOCAL_IDENTITY, operator=True)
+        raise ApiError(403, "no_caller_identity", "the request carries no caller identity")
     return Caller(identity, operator=is_operator(identity, env))
 
 

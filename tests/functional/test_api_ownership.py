@@ -177,9 +177,16 @@ def test_api_key_and_cognito_identities_own_runs(h: Harness) -> None:
     assert call(h, "GET", f"/runs/{body['run_id']}", {}, authorizer=sub)[0] == 200
 
 
-def test_a_request_without_identity_is_refused_when_ownership_is_on(h: Harness) -> None:
-    status, body = call(h, "GET", "/runs", None)
-    assert status == 403 and body["error"]["code"] == "no_caller_identity"
+def test_requests_without_identity_are_one_anonymous_caller_who_is_never_an_operator(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an emulator that does not authenticate (LocalStack under IAM) sends: no identity at all."""
+    monkeypatch.setenv("STEPCHAIN_OPERATORS", "anonymous")  # even named, anonymous is no operator
+    mine, theirs = start(h, {}), start(h, ALICE)
+    status, page = call(h, "GET", "/runs", None)
+    assert status == 200 and [r["run_id"] for r in page["runs"]] == [mine]
+    assert call(h, "GET", f"/runs/{theirs}", None)[0] == 404
+    assert call(h, "GET", f"/runs/{mine}", ALICE)[0] == 404
 
 
 def test_identity_resolution_and_operator_matching(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,10 @@ The caller is read from API Gateway's request context (never from a header the c
 
 * ``on``: the run is recorded with its caller (``RunRecord.owner``); a run's routes answer its owner and
   the operators only, anyone else gets the same 404 as for a missing run; listing returns the caller's
-  own runs (operators: all); idempotency keys are per caller. A request without an identity is a 403.
+  own runs (operators: all); idempotency keys are per caller. A request without an identity (API Gateway
+  always supplies one under the template's IAM and API-key modes; an emulator that does not authenticate,
+  such as LocalStack under IAM, does not) is the fixed caller ``anonymous``: not an operator, it sees only
+  the runs it started itself.
 * unset (the embedded/local runtime, harnesses, tests): every request is the fixed identity ``local``,
   an operator, whatever identity the event carries: runs are recorded as ``local``'s, every run
   (a harness's too) is visible, one idempotency scope: the behaviour before ownership.
@@ -38,15 +41,25 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
-from stepchain.api.errors import ApiError
 from stepchain.api.models import RUN_ID_PATTERN
 from stepchain.exceptions import RunNotFound
 from stepchain.records import RunRecord
 
-__all__ = ["LOCAL_IDENTITY", "Caller", "caller_of", "guard", "identity_of", "is_operator", "ownership_mode"]
+__all__ = [
+    "ANONYMOUS",
+    "LOCAL_IDENTITY",
+    "Caller",
+    "caller_of",
+    "guard",
+    "identity_of",
+    "is_operator",
+    "ownership_mode",
+]
 
 #: who a request without an identity is when ``STEPCHAIN_OWNERSHIP`` is unset (an operator)
 LOCAL_IDENTITY = "local"
+#: who a request without an identity is when ownership is ``on`` (not an operator)
+ANONYMOUS = "anonymous"
 MODES = ("on", "off", "local")
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 _SESSION = re.compile(r"^(arn:[a-z-]+:sts::\d{12}:assumed-role/[^/]+)/[^/]+$")
@@ -106,18 +119,15 @@ def is_operator(owner: str, env: Mapping[str, str] | None = None) -> bool:
 
 
 def caller_of(event: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Caller:
-    """The :class:`Caller` of ``event`` under the configured mode (403 ``no_caller_identity`` when
-    ownership is ``on`` and API Gateway supplied no identity)."""
+    """The :class:`Caller` of ``event`` under the configured mode."""
     env = os.environ if env is None else env
     mode = ownership_mode(env)
     if mode == "off":
         return Caller(None, operator=True)
     if mode == "local":
         return Caller(LOCAL_IDENTITY, operator=True)
-    identity = identity_of(event)
-    if identity is None:
-        raise ApiError(403, "no_caller_identity", "the request carries no caller identity")
-    return Caller(identity, operator=is_operator(identity, env))
+    identity = identity_of(event) or ANONYMOUS
+    return Caller(identity, operator=identity != ANONYMOUS and is_operator(identity, env))
 
 
 def guard(app: Any, next_middleware: NextMiddleware) -> Response[Any]:

@@ -243,6 +243,13 @@ def test_list_runs_by_owner_returns_that_callers_runs_only_in_pages(sut: StoreUn
     assert {r.run_id for r in sut.store.list_runs("wf", owner="bob").runs} == {"run1", "run4"}
     assert len(sut.store.list_runs("wf", limit=20).runs) == 7  # no owner: every run (operators)
     assert sut.store.list_runs("wf", owner="carol").runs == []
+    # another caller's cursor never pages through the first caller's runs (DynamoDB refuses it)
+    try:
+        stolen = sut.store.list_runs("wf", owner="bob", limit=2, cursor=mine.cursor)
+    except ValueError:
+        assert isinstance(sut.store, DynamoDBStore)
+    else:
+        assert {r.owner for r in stolen.runs} <= {"bob"}
 
 
 def test_spend_token_is_single_use(sut: StoreUnderTest) -> None:

@@ -13,7 +13,7 @@ SETS ?=
 ENDPOINT ?=
 DEPLOY_TIMEOUT ?= 600
 
-.PHONY: deploy-local destroy-local
+.PHONY: deploy-local destroy-local api-key
 
 deploy-local: venv localstack-venv sam build ## deploy to LocalStack: STACK=, PARAMS='Transport=sqs ApiAuth=apikey', ENDPOINT=
 	@if [ -z "$(ENDPOINT)" ] && [ -z "$$AWS_ENDPOINT_URL" ]; then $(MAKE) --no-print-directory localstack-up; fi
@@ -22,3 +22,7 @@ deploy-local: venv localstack-venv sam build ## deploy to LocalStack: STACK=, PA
 
 destroy-local: venv ## delete a stack deployed with deploy-local (STACK=, ENDPOINT=)
 	$(PY) -m tools.deploy_local --stack '$(STACK)' --delete $(if $(ENDPOINT),--endpoint '$(ENDPOINT)')
+
+api-key: venv ## ApiAuth=apikey: a new API key for a team or caller in the stack's usage plan (STACK=, NAME=, ENDPOINT=)
+	@test -n "$(NAME)" || { echo "usage: make api-key NAME=<team> [STACK=stepchain] [ENDPOINT=...]"; exit 2; }
+	$(PY) -m tools.api_keys --stack '$(STACK)' --name '$(NAME)' $(if $(ENDPOINT),--endpoint '$(ENDPOINT)')

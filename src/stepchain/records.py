@@ -319,6 +319,8 @@ class RunRecord:
     redrives: int = 0
     #: a child run's parent: ``<parent run id>/<node key>/<branch>`` (engine/nodes/children.py)
     parent: str | None = None
+    #: the caller who started the run (API Gateway identity); None: before ownership, or a harness
+    owner: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RunRecord:
@@ -339,6 +341,7 @@ class RunRecord:
             crash_events=tuple(CrashEvent.from_dict(c) for c in item.get("crashes", [])),
             redrives=int(item.get("redrives", 0)),
             parent=item.get("parent"),
+            owner=item.get("owner"),
         )
 
 

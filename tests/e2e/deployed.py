@@ -103,11 +103,20 @@ class Api:
         SigV4Auth(Credentials("test", "test"), "execute-api", self.region).add_auth(request)
         return dict(request.headers.items())
 
-    def call(self, method: str, path: str, body: Any = None, *, timeout_s: float = 60.0) -> requests.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout_s: float = 60.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         url = f"{self.base_url}/{path.lstrip('/')}"
         check_local(url)
         data = None if body is None else json.dumps(body).encode()
-        return self.session.request(method, url, data=data, headers=self._headers(method, url, data), timeout=timeout_s)
+        signed = {**self._headers(method, url, data), **(headers or {})}  # extra headers are not signed
+        return self.session.request(method, url, data=data, headers=signed, timeout=timeout_s)
 
     def json(self, method: str, path: str, body: Any = None, *, expect: Sequence[int] = (200,)) -> Any:
         resp = self.call(method, path, body)

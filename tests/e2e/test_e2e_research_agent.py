@@ -24,8 +24,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.e2e.deployed import Stack, deploy_stacks, node, until
+from tests.e2e.deployed import WORKFLOW, Api, Stack, deploy_stacks, node, until
 from tests.template.samshell import ALL_FUNCTIONS, TEMPLATE
+from tools.api_keys import add_api_key
 
 from research_agent.planner import Bm25Planner
 
@@ -66,6 +67,10 @@ FETCH_SETS = (
 RECORD_SETS = tuple(f"{fn}.Environment.Variables.STEPCHAIN_RECORD_CALLS=1" for fn in ALL_FUNCTIONS)
 #: the heartbeat at LocalStack speed: a killed invocation's message (SQS) and lease (both) end ~1 s after it
 HEARTBEAT = {"MessageVisibilitySeconds": "1", "HeartbeatSeconds": "0.25"}
+# Run ownership is on (the template's default) on both stacks. On the API-key stack LocalStack validates
+# x-api-key and puts the key's id in requestContext.identity.apiKeyId, as API Gateway does: two keys are two
+# owners (test_two_api_keys_...). LocalStack (community) does not authenticate SigV4 and leaves
+# requestContext.identity.userArn empty, so on the IAM stack every request is the one caller `anonymous`.
 STACKS = {
     "sc-e2e-sfn": ({"Transport": "stepfunctions", "ApiAuth": "iam", **HEARTBEAT}, FETCH_SETS + RECORD_SETS),
     "sc-e2e-sqs": ({"Transport": "sqs", "ApiAuth": "apikey", **HEARTBEAT}, FETCH_SETS + RECORD_SETS),
@@ -265,6 +270,54 @@ def test_malformed_message_ends_in_the_dead_letter_queue(stacks: dict[str, Stack
         sqs.set_queue_attributes(
             QueueUrl=queue, Attributes={"VisibilityTimeout": attrs["Attributes"]["VisibilityTimeout"]}
         )
+
+
+# ------------------------------------------------------------- two callers: ownership and approval tokens
+def test_two_api_keys_are_two_owners_and_an_approval_token_works_once(stacks: dict[str, Stack]) -> None:
+    """Issue 11 on the deployed API-key stack: team B's key (tools/api_keys.py, as `make api-key` adds it)
+    gets the 404 of a missing run on everything of team A's run and does not list it; the same
+    Idempotency-Key starts B's own run; A mints an approval token and B, who cannot read the run,
+    completes the wait with it, once."""
+    stack = stacks["sc-e2e-sqs"]
+    assert stack.params.get("RunOwnership", "on") == "on"
+    team_a = stack.api()
+    new_key = add_api_key(stack.client("apigateway"), stack.outputs["ApiUsagePlanId"], f"team-b-{uuid.uuid4().hex[:6]}")
+    team_b = Api(stack.outputs["ApiUrl"], "apikey", new_key["value"])
+    key = {"Idempotency-Key": f"e2e-{uuid.uuid4().hex[:12]}"}
+    body = {"workflow": WORKFLOW, "input": {"question": HAPPY_QUESTION, "max_sources": 1}}
+    start_a = team_a.call("POST", "/runs", body, headers=key)
+    assert start_a.status_code == 202, start_a.text
+    run_id = start_a.json()["run_id"]
+    start_b = team_b.call("POST", "/runs", body, headers=key)  # same key, other caller: B's own run
+    assert start_b.status_code == 202 and start_b.json()["run_id"] != run_id, start_b.text
+    assert team_a.call("POST", "/runs", body, headers=key).json()["run_id"] == run_id  # A's replay: A's run
+    team_a.wait_status(run_id, ["WAITING"], timeout_s=RUN_TIMEOUT_S)
+
+    missing = team_b.call("GET", f"/runs/{'0' * 24}")
+    for method, path, payload in [
+        ("GET", f"/runs/{run_id}", None),
+        ("GET", f"/runs/{run_id}/steps/plan", None),
+        ("POST", f"/runs/{run_id}/events/approval", {"approved": True}),
+        ("POST", f"/runs/{run_id}/approvals", {"event": "approval"}),
+        ("POST", f"/runs/{run_id}/cancel", None),
+        ("POST", f"/runs/{run_id}/redrive", {}),
+    ]:
+        resp = team_b.call(method, path, payload)
+        assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
+        assert resp.json() == json.loads(missing.text.replace("0" * 24, run_id)), (method, path)
+    listed_b = team_b.json("GET", f"/runs?workflow={WORKFLOW}&limit=100")["runs"]
+    listed_a = team_a.json("GET", f"/runs?workflow={WORKFLOW}&limit=100")["runs"]
+    assert run_id not in {r["run_id"] for r in listed_b} and run_id in {r["run_id"] for r in listed_a}
+    assert start_b.json()["run_id"] in {r["run_id"] for r in listed_b}
+
+    minted = team_a.json("POST", f"/runs/{run_id}/approvals", {"event": "approval", "ttl_s": 600}, expect=(201,))
+    ack = team_b.json("POST", f"/approvals/{minted['token']}", {"approved": True, "reviewer": "team-b"}, expect=(202,))
+    assert ack == {"run_id": run_id, "event": "approval", "status": "delivered"}
+    replay = team_b.call("POST", f"/approvals/{minted['token']}", {"approved": False})
+    assert replay.status_code == 409 and replay.json()["error"]["code"] == "token_used"
+    done = team_a.wait_status(run_id, ["SUCCEEDED"], timeout_s=RUN_TIMEOUT_S)
+    assert team_a.step(run_id, "draft")["output"]["reviewer"] == "team-b" and done["error"] is None
+    assert team_b.call("GET", f"/runs/{run_id}").status_code == 404  # approving gave B no read access
 
 
 # ------------------------------------------------------------------------------- least privilege, deployed

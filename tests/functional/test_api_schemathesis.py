@@ -35,10 +35,11 @@ from tests.lambda_context import ApiLambdaContext
 from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
 from stepchain.api.models import EVENT_PATTERN, STEP_PATTERN, WORKFLOW_PATTERN
+from stepchain.api.tokens import TOKEN_PATTERN, mint_token
 from stepchain.testing import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
-#: generated examples per operation in the fuzzing phase (8 operations; the coverage phase adds its
+#: generated examples per operation in the fuzzing phase (10 operations; the coverage phase adds its
 #: own deterministic cases). STEPCHAIN_FUZZ_EXAMPLES / STEPCHAIN_FUZZ_SEED run a longer or another search.
 EXAMPLES = int(os.environ.get("STEPCHAIN_FUZZ_EXAMPLES", "100"))
 SEED = int(os.environ.get("STEPCHAIN_FUZZ_SEED", "20261130"))
@@ -80,9 +81,10 @@ def _pick(value: str, options: list[str]) -> str:
 class ApiGatewayAdapter:
     """A WSGI app that forwards each request as an API Gateway REST proxy event to the handler."""
 
-    def __init__(self, h: Harness, runs: Iterable[str]) -> None:
+    def __init__(self, h: Harness, runs: Iterable[str], tokens: Iterable[str] = ()) -> None:
         self.h = h
         self.runs = list(runs)
+        self.tokens = list(tokens)
         self.statuses: Counter[int] = Counter()
         self.n = 0
 
@@ -95,17 +97,23 @@ class ApiGatewayAdapter:
             parts[4] = _pick(parts[4], list(STEPS))
         if len(parts) == 5 and parts[3] == "events" and re.match(EVENT_PATTERN, parts[4]):
             parts[4] = _pick(parts[4], ["approve"])
+        if len(parts) == 3 and parts[1] == "approvals" and re.match(TOKEN_PATTERN, parts[2]):
+            parts[2] = _pick(parts[2], self.tokens)  # mostly a token this API minted (usable once)
         return "/".join(parts)
 
     @staticmethod
     def _body(path: str, raw: bytes) -> bytes:
-        """POST /runs: a valid workflow name is mostly swapped for the one that exists."""
-        if path != "/runs":
+        """POST /runs: a valid workflow name is mostly swapped for the one that exists (and
+        POST /runs/{id}/approvals: a valid event name for the one the workflow waits for)."""
+        if path != "/runs" and not path.endswith("/approvals"):
             return raw
         try:
             doc = json.loads(raw)
         except ValueError:
             return raw
+        if isinstance(doc, dict) and isinstance(doc.get("event"), str) and re.match(EVENT_PATTERN, doc["event"]):
+            doc["event"] = _pick(doc["event"], ["approve"])
+            return json.dumps(doc).encode()
         if (
             isinstance(doc, dict)
             and isinstance(doc.get("workflow"), str)
@@ -195,6 +203,16 @@ enabled = true
 [[operations]]
 include-operation-id = "listRuns"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+# An approval token that fits the pattern but that this API did not sign is a 403; a used one a 409.
+[[operations]]
+include-operation-id = "approve"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "409", "410"]
+
+# Minting for a finished run is a 409 (the run takes no events), for another event name a 404.
+[[operations]]
+include-operation-id = "mintApproval"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409"]
 """
 )
 schema = schemathesis.openapi.from_path(ROOT / "openapi.json", config=CONFIG)
@@ -219,7 +237,9 @@ def adapter(request: pytest.FixtureRequest) -> Iterator[ApiGatewayAdapter]:
             "CANCELLED",
         ]
         t0 = time.monotonic()
-        api = ApiGatewayAdapter(h, [waiting, done, failed, cancelled])
+        far = h.engine.clock.now_ms() + 86_400_000
+        tokens = [mint_token(r, "approve", far)[0] for r in (waiting, waiting, done)]
+        api = ApiGatewayAdapter(h, [waiting, done, failed, cancelled], tokens)
         yield api
         line = (
             f"schemathesis: {sum(TOTAL.values())} generated cases over {len(TOTAL)} operations, "
@@ -243,7 +263,7 @@ def test_every_check_is_on() -> None:
     names = {c.__name__ for c in CHECKS_ALL}
     assert {"not_a_server_error", "response_schema_conformance", "status_code_conformance"} <= names
     assert {"negative_data_rejection", "positive_data_acceptance", "unsupported_method"} <= names
-    assert len([r for r in schema.get_all_operations()]) == 8
+    assert len([r for r in schema.get_all_operations()]) == 10
 
 
 @schema.parametrize()

@@ -7,6 +7,7 @@ claim, TTL attributes) are checked through a botocore event counter and raw ``Ge
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -215,6 +216,47 @@ def test_idempotency_keys_are_per_workflow(sut: StoreUnderTest) -> None:
     _, a = sut.store.create_run(new_run("run1", workflow="wf-a", key="k", request_hash="h1"))
     _, b = sut.store.create_run(new_run("run2", workflow="wf-b", key="k", request_hash="h2"))
     assert a is True and b is True
+
+
+def test_idempotency_keys_are_per_owner(sut: StoreUnderTest) -> None:
+    """Caller B's key never returns caller A's run, nor conflicts with it (issue 11.1)."""
+    owned = lambda run_id, owner, h: dataclasses.replace(new_run(run_id, key="k", request_hash=h), owner=owner)  # noqa: E731
+    run_a, created_a = sut.store.create_run(owned("run1", "alice", "h1"))
+    run_b, created_b = sut.store.create_run(owned("run2", "bob", "h2"))  # same key, another body: no 409
+    assert created_a and created_b and (run_a.owner, run_b.owner) == ("alice", "bob")
+    again, created = sut.store.create_run(owned("run3", "bob", "h2"))
+    assert not created and again.run_id == "run2"
+    with pytest.raises(IdempotencyConflict):
+        sut.store.create_run(owned("run4", "alice", "h2"))
+    _, unowned = sut.store.create_run(new_run("run5", key="k", request_hash="h9"))  # no owner: its own scope
+    assert unowned
+
+
+def test_list_runs_by_owner_returns_that_callers_runs_only_in_pages(sut: StoreUnderTest) -> None:
+    for i in range(7):
+        owner = ("alice", "bob", None)[i % 3]
+        sut.store.create_run(dataclasses.replace(new_run(f"run{i}", now=T0 + i), owner=owner))
+    mine = sut.store.list_runs("wf", owner="alice", limit=2)
+    assert [r.run_id for r in mine.runs] == ["run6", "run3"] and mine.cursor is not None
+    rest = sut.store.list_runs("wf", owner="alice", limit=2, cursor=mine.cursor)
+    assert [r.run_id for r in rest.runs] == ["run0"] and rest.cursor is None
+    assert {r.run_id for r in sut.store.list_runs("wf", owner="bob").runs} == {"run1", "run4"}
+    assert len(sut.store.list_runs("wf", limit=20).runs) == 7  # no owner: every run (operators)
+    assert sut.store.list_runs("wf", owner="carol").runs == []
+    # another caller's cursor never pages through the first caller's runs (DynamoDB refuses it)
+    try:
+        stolen = sut.store.list_runs("wf", owner="bob", limit=2, cursor=mine.cursor)
+    except ValueError:
+        assert isinstance(sut.store, DynamoDBStore)
+    else:
+        assert {r.owner for r in stolen.runs} <= {"bob"}
+
+
+def test_spend_token_is_single_use(sut: StoreUnderTest) -> None:
+    sut.store.create_run(new_run("run1"))
+    assert sut.store.spend_token("run1", "t1", T0, T0 // 1000 + 60) is True
+    assert sut.store.spend_token("run1", "t1", T0 + 1, T0 // 1000 + 60) is False
+    assert sut.store.spend_token("run1", "t2", T0, T0 // 1000 + 60) is True
 
 
 # ------------------------------------------------------------------------------------ claim

@@ -36,6 +36,9 @@ OWN_ENV = {
     "ApiFunction": {
         "STEPCHAIN_OUTPUT_URL_TTL_S": {"Ref": "OutputUrlTtlSeconds"},
         "STEPCHAIN_CURSOR_KEY_SECRET_ARN": {"Ref": "CursorKeySecret"},
+        "STEPCHAIN_APPROVAL_KEY_SECRET_ARN": {"Ref": "ApprovalKeySecret"},
+        "STEPCHAIN_OWNERSHIP": {"Ref": "RunOwnership"},
+        "STEPCHAIN_OPERATORS": {"Ref": "OperatorPrincipals"},
     },
 }
 

@@ -28,7 +28,8 @@ so a change of the code's calls fails there with the measured difference, and th
 * ApiFunction (``api/app.py`` -> ``engine.start``, ``get_run``, ``store.list_runs`` (gsi1), ``describe``,
   ``deliver_event``, ``cancel``, ``redrive``): checkpoint items, gsi1, payload objects, StartExecution
   (start, redrive), StopExecution (cancel), SendTaskSuccess (an event completing a wait), SendMessage (SQS),
-  and GetSecretValue for the cursor key (``api/secrets.py``). Never: DescribeExecution, RedriveExecution.
+  and GetSecretValue for the cursor and approval-token keys (``api/security.py``, ``api/tokens.py``); a
+  caller's own runs are listed from index ``owner`` (``store/access.py``). Never: DescribeExecution, RedriveExecution.
 * SweeperFunction (``sweeper.py``: ``list_active_runs`` on index ``active``, ``handoff.recover``
   (DescribeExecution, StartExecution or SendMessage), ``finish_cancel`` (StopExecution), ``finish_event``
   (SendTaskSuccess), ``fail_node``): no S3.
@@ -138,7 +139,7 @@ ACTIONS = {
     "ApiGatewayCloudWatchRole": set(),  # only the AWS managed AmazonAPIGatewayPushToCloudWatchLogs
 }
 #: role -> the table indexes it may query (no other index, and no other action on an index)
-INDEXES = {"ApiFunctionRole": {"gsi1"}, "SweeperFunctionRole": {"active"}}
+INDEXES = {"ApiFunctionRole": {"gsi1", "owner"}, "SweeperFunctionRole": {"active"}}
 
 
 def role_statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:

@@ -90,3 +90,34 @@ def test_the_cursor_key_is_a_generated_secret_never_an_environment_value(templat
     assert '"STEPCHAIN_CURSOR_KEY"' not in text  # the plain-value variable is for local runs only
     api_env = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
     assert api_env["STEPCHAIN_CURSOR_KEY_SECRET_ARN"] == {"Ref": "CursorKeySecret"}
+
+
+def test_the_approval_key_is_a_generated_secret_readable_by_the_api_only(
+    template: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    secret = template["Resources"]["ApprovalKeySecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    assert secret["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32
+    assert "SecretString" not in secret["Properties"]
+    assert '"STEPCHAIN_APPROVAL_KEY"' not in json.dumps(template)  # the plain-value variable is local only
+    api_env = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert api_env["STEPCHAIN_APPROVAL_KEY_SECRET_ARN"] == {"Ref": "ApprovalKeySecret"}
+    readers = [
+        (lid, s)
+        for lid, r in transformed["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role"
+        for p in r["Properties"].get("Policies", [])
+        for s in p.get("PolicyDocument", {}).get("Statement", [])
+        if isinstance(s, dict) and s.get("Resource") == {"Ref": "ApprovalKeySecret"}
+    ]
+    assert [(lid, s["Action"]) for lid, s in readers] == [("ApiFunctionRole", "secretsmanager:GetSecretValue")]
+
+
+def test_run_ownership_is_on_by_default_with_an_owner_index(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    assert params["RunOwnership"]["Default"] == "on" and params["OperatorPrincipals"]["Default"] == ""
+    api_env = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert api_env["STEPCHAIN_OWNERSHIP"] == {"Ref": "RunOwnership"}
+    assert api_env["STEPCHAIN_OPERATORS"] == {"Ref": "OperatorPrincipals"}
+    gsis = {g["IndexName"]: g for g in template["Resources"]["CheckpointTable"]["Properties"]["GlobalSecondaryIndexes"]}
+    assert [k["AttributeName"] for k in gsis["owner"]["KeySchema"]] == ["owner_pk", "gsi1sk"]

@@ -8,6 +8,7 @@ ROUTES = {
     ("/runs", "post"), ("/runs", "get"), ("/runs/{run_id}", "get"), ("/runs/{run_id}/steps/{step}", "get"),
     ("/runs/{run_id}/events/{name}", "post"), ("/runs/{run_id}/cancel", "post"),
     ("/runs/{run_id}/redrive", "post"), ("/openapi.json", "get"),
+    ("/runs/{run_id}/approvals", "post"), ("/approvals/{token}", "post"),
 }  # fmt: skip
 AUTH = {"Fn::If": ["UseApiKey", [{"api_key": []}], [{"sigv4": []}]]}
 

@@ -9,6 +9,8 @@ Routes (the OpenAPI document, ``openapi.json`` at the repository root, is genera
     POST /runs/{run_id}/events/{name}        deliver an event (body: any JSON)            202
     POST /runs/{run_id}/cancel               cancel an active run                         200
     POST /runs/{run_id}/redrive              resume a FAILED run ({"input", "keep_progress"}) 202
+    POST /runs/{run_id}/approvals            mint an approval token ({"event", "ttl_s"})   201
+    POST /approvals/{token}                  deliver the token's event, once (api/approvals.py) 202
     GET  /openapi.json                       this API's OpenAPI document                  200
 
 Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
@@ -20,7 +22,7 @@ Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
   served back (nested over 64 levels, an integer over 4,300 digits, a lone surrogate):
   ``validation_error``;
 * 404: unknown route, run, step, event name, or workflow (an unknown workflow in ``POST /runs``
-  is 404 ``workflow_not_found`` too: the name refers to a resource that does not exist);
+  is 404 ``workflow_not_found`` too); a run of another caller is the same 404 (api/ownership.py);
 * 405 wrong method (with ``Allow``), 409 wrong run state, idempotency conflict, or a run whose
   workflow version this deployment does not register (``version_not_registered``, the run is
   failed), 413 body over 256 KiB, 415 a body that is not ``application/json``;
@@ -49,6 +51,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
+from stepchain.api.approvals import router as approvals_router
 from stepchain.api.cursors import decode_cursor, encode_cursor, is_cursor_rejection
 from stepchain.api.decoding import (
     MAX_BODY_BYTES,
@@ -57,7 +60,7 @@ from stepchain.api.decoding import (
     body_specs,
     normalize,
 )
-from stepchain.api.errors import ApiError
+from stepchain.api.errors import ApiError, rejected_response
 from stepchain.api.models import (
     EVENT_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
@@ -75,6 +78,7 @@ from stepchain.api.models import (
     StartRunRequest,
     StepDetail,
 )
+from stepchain.api.ownership import caller_of, guard
 from stepchain.api.security import check_input_size
 from stepchain.api.views import output_fields, output_if_done, step_fields
 from stepchain.engine import Engine
@@ -98,6 +102,7 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "s
 
 # Bodies reach Powertools already decoded and re-serialized by stepchain.api.decoding.
 app = APIGatewayRestResolver(enable_validation=True)
+app.use(middlewares=[guard])  # every route with a {run_id}: the owner or an operator, else 404
 
 
 def get_runs() -> RunService:
@@ -196,7 +201,8 @@ def start_run(
     ] = None,
 ) -> Response[RunHandle]:
     check_input_size(body.input)  # 413 limit_exceeded over STEPCHAIN_MAX_INPUT_BYTES
-    run, created = runs.start(body.workflow, body.input, idempotency_key=idempotency_key)
+    owner = caller_of(app.current_event.raw_event).owner
+    run, created = runs.start(body.workflow, body.input, idempotency_key=idempotency_key, owner=owner)
     if created:
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
     handle = _handle(run)
@@ -231,7 +237,8 @@ def list_runs(
         workflow = names[0]
     inner = None if cursor is None else decode_cursor(cursor, workflow, status)
     try:
-        page = runs.list_runs(workflow, status=status, limit=limit, cursor=inner)
+        owner = caller_of(app.current_event.raw_event).list_owner  # None: an operator lists every run
+        page = runs.list_runs(workflow, status=status, limit=limit, cursor=inner, owner=owner)
     except Exception as exc:
         if inner is None or not is_cursor_rejection(exc):
             raise
@@ -353,6 +360,9 @@ def redrive_run(
     return _handle(run)
 
 
+app.include_router(approvals_router)
+
+
 @app.get(
     "/openapi.json",
     summary="This API's OpenAPI document",
@@ -458,24 +468,11 @@ def _serve(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             normalize(event, _routes())  # the one request-decoding layer: see stepchain.api.decoding
         except RequestRejected as rej:
-            return _rejected(rej)
+            return rejected_response(rej)
         return app.resolve(event, context)
     finally:
         if metrics.metric_set:
             metrics.flush_metrics()
-
-
-def _rejected(rej: RequestRejected) -> dict[str, Any]:
-    """A request the decoding layer refused, as an API Gateway proxy response (no route ran)."""
-    body = ErrorResponse.model_validate(
-        {"error": {"code": rej.code, "message": rej.message, "details": rej.details}}
-    ).model_dump_json(exclude_none=True)
-    return {
-        "statusCode": rej.status,
-        "body": body,
-        "isBase64Encoded": False,
-        "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]},
-    }
 
 
 def handle_api_event(engine: Engine, event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from stepchain.api.security import redact, redact_error
 from stepchain.records import NodeStatus, RunStatus
@@ -42,7 +42,7 @@ class RedriveRequest(_Closed):
     input: Any = Field(
         default=None, description="When present, the failed step starts over with this input instead of its own."
     )
-    keep_progress: bool | None = Field(
+    keep_progress: StrictBool | None = Field(
         default=None,
         description="Keep the failed step's partial progress (ctx.each items, ctx.once results). "
         "Default: kept, unless a new input is given.",

@@ -61,8 +61,13 @@ class RunService:
     def lifecycle(self) -> RunLifecycle:
         return self.worker.lifecycle
 
-    def start(self, workflow: str, input: Any, *, idempotency_key: str | None = None) -> tuple[RunRecord, bool]:
-        """Start a run (or, with a known idempotency key and the same input, return that run)."""
+    def start(
+        self, workflow: str, input: Any, *, idempotency_key: str | None = None, owner: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Start a run (or, with a known idempotency key and the same input, return that run).
+
+        ``owner`` (the caller's identity) is recorded on the run and scopes ``idempotency_key``: the
+        same key from another owner starts that owner's own run."""
         wf = self.registry.get(workflow)
         now = self.clock.now_ms()
         run_id = new_run_id(now)
@@ -81,6 +86,7 @@ class RunService:
                 NodeInit(run_id, first.id, first.id, input_ref),
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
+                owner=owner,
             )
         )
         if not created:
@@ -264,10 +270,17 @@ class RunService:
         return self.worker.fail_node(run_id, node, err)
 
     def list_runs(
-        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
+        self,
+        workflow: str,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        owner: str | None = None,
     ) -> RunPage:
-        """A page of the workflow's runs, newest first (``cursor``: the page's store cursor)."""
-        return self.store.list_runs(workflow, status=status, limit=limit, cursor=cursor)
+        """A page of the workflow's runs, newest first (``cursor``: the page's store cursor); with
+        ``owner``, only the runs that caller started."""
+        return self.store.list_runs(workflow, status=status, limit=limit, cursor=cursor, owner=owner)
 
     def describe(self, run_id: str) -> RunView:
         """The run with its nodes, ledger and timeline."""

@@ -142,6 +142,8 @@ class NewRun:
     idempotency_key: str | None = None
     request_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the caller starting the run: recorded on it, and it scopes ``idempotency_key`` (store/access.py)
+    owner: str | None = None
 
 
 class CheckpointStore(ABC):
@@ -171,8 +173,15 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def list_runs(
-        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
-    ) -> RunPage: ...
+        self,
+        workflow: str,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        owner: str | None = None,
+    ) -> RunPage:
+        """The workflow's runs, newest first; with ``owner`` only that caller's (one index query)."""
 
     @abstractmethod
     def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
@@ -285,6 +294,10 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def get_event(self, run_id: str, name: str) -> str | None: ...
+
+    @abstractmethod
+    def spend_token(self, run_id: str, token_id: str, now_ms: int, expires_at: int) -> bool:
+        """Record an approval token as used (ONE conditional put); ``False`` if it was used before."""
 
     @abstractmethod
     def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:

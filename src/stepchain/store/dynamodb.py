@@ -41,6 +41,7 @@ from stepchain.records import (
     split_history_sk,
 )
 from stepchain.requests import instrument
+from stepchain.store.access import OWNER_GSI, OWNER_INDEX, OWNER_PK, idem_pk, owner_fields, owner_pk, token_sk
 from stepchain.store.base import (
     ACTIVE_RUN,
     CheckpointStore,
@@ -242,6 +243,7 @@ class DynamoDBStore(CheckpointStore):
             ACTIVE_SK: active_sk(new.now_ms, new.run_id),
             "idempotency_key": new.idempotency_key,
             "expires_at": exp,
+            **owner_fields(new.owner, new.workflow),
             **new.extra,
         }
         first = {"pk": pk, "sk": node_sk(new.first.key), **new.first.item(new.now_ms, exp)}
@@ -255,10 +257,10 @@ class DynamoDBStore(CheckpointStore):
                 }
             },
         ]
-        idem_pk = f"IDEM#{new.workflow}#{new.idempotency_key}"
+        idem_key = idem_pk(new.workflow, new.idempotency_key or "", new.owner)
         if new.idempotency_key is not None:
             idem = {
-                "pk": idem_pk,
+                "pk": idem_key,
                 "sk": "IDEM",
                 "run_id": new.run_id,
                 "request_hash": new.request_hash,
@@ -281,7 +283,7 @@ class DynamoDBStore(CheckpointStore):
             reasons = exc.response.get("CancellationReasons", [])
             if new.idempotency_key is None or not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
                 raise
-            old = from_item(reasons[0]["Item"]) if "Item" in reasons[0] else self._get_item(idem_pk, "IDEM")
+            old = from_item(reasons[0]["Item"]) if "Item" in reasons[0] else self._get_item(idem_key, "IDEM")
             if old is None or old.get("request_hash") != new.request_hash:
                 raise IdempotencyConflict(
                     f"idempotency key {new.idempotency_key!r} was used with a different request"
@@ -310,13 +312,24 @@ class DynamoDBStore(CheckpointStore):
         return RunRecord.from_item(from_item(resp["Attributes"]))
 
     def list_runs(
-        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
+        self,
+        workflow: str,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        owner: str | None = None,
     ) -> RunPage:
+        hash_key = (
+            ("gsi1", "gsi1pk", f"WF#{workflow}")
+            if owner is None
+            else (OWNER_INDEX, OWNER_PK, owner_pk(owner, workflow))
+        )
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": "gsi1",
-            "KeyConditionExpression": "gsi1pk = :wf",
-            "ExpressionAttributeValues": {":wf": {"S": f"WF#{workflow}"}},
+            "IndexName": hash_key[0],
+            "KeyConditionExpression": f"{hash_key[1]} = :wf",
+            "ExpressionAttributeValues": {":wf": {"S": hash_key[2]}},
             "ScanIndexForward": False,
         }
         if status is not None:
@@ -324,7 +337,7 @@ class DynamoDBStore(CheckpointStore):
             kwargs["ExpressionAttributeNames"] = {"#s": "status"}
             kwargs["ExpressionAttributeValues"][":s"] = {"S": status.value}
         if cursor:
-            kwargs["ExclusiveStartKey"] = _start_key(cursor, workflow)
+            kwargs["ExclusiveStartKey"] = _start_key(cursor, workflow, hash_key[1:])
         runs: list[RunRecord] = []
         last: dict[str, Any] | None = None
         # A filter may leave pages short: keep reading (bounded) until the page is full.
@@ -633,6 +646,11 @@ class DynamoDBStore(CheckpointStore):
         item = self._get_item(run_pk(run_id), event_sk(name))
         return None if item is None else str(item["value"])
 
+    def spend_token(self, run_id: str, token_id: str, now_ms: int, expires_at: int) -> bool:
+        return self._put_if_absent(
+            {"pk": run_pk(run_id), "sk": token_sk(token_id), "at": now_ms, "expires_at": expires_at}
+        )
+
 
 def create_table(client: DynamoDBClient, table: str) -> None:
     """Create the checkpoint table with the same schema as template.yaml (tests, local runtime)."""
@@ -640,7 +658,8 @@ def create_table(client: DynamoDBClient, table: str) -> None:
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
-            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk", ACTIVE_PK, ACTIVE_SK)
+            {"AttributeName": n, "AttributeType": "S"}
+            for n in ("pk", "sk", "gsi1pk", "gsi1sk", ACTIVE_PK, ACTIVE_SK, OWNER_PK)
         ],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         GlobalSecondaryIndexes=[
@@ -660,28 +679,28 @@ def create_table(client: DynamoDBClient, table: str) -> None:
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             },
+            OWNER_GSI,
         ],
         SSESpecification={"Enabled": True},
     )
     client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
 
 
-_CURSOR_KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk"})
-
-
-def _start_key(cursor: str, workflow: str) -> dict[str, Any]:
+def _start_key(cursor: str, workflow: str, hash_key: tuple[str, str] | None = None) -> dict[str, Any]:
     """A :meth:`DynamoDBStore.list_runs` cursor back to its ExclusiveStartKey. ValueError unless it
-    has exactly the shape this store returns (string / number key attributes of this workflow's index)."""
+    has exactly the shape this store returns (string / number key attributes of this workflow's index,
+    and of this caller's part of the ``owner`` index: another caller's cursor is refused)."""
+    attr, value = hash_key or ("gsi1pk", f"WF#{workflow}")
     try:
         key: Any = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, RecursionError, binascii.Error):
         raise ValueError("malformed cursor") from None
     ok = (
         isinstance(key, dict)
-        and key.keys() <= _CURSOR_KEYS
+        and key.keys() <= {"pk", "sk", "gsi1sk", attr}
         and "pk" in key
         and all(isinstance(v, dict) and len(v) == 1 and isinstance(v.get("S", v.get("N")), str) for v in key.values())
-        and key.get("gsi1pk", {"S": f"WF#{workflow}"}) == {"S": f"WF#{workflow}"}
+        and key.get(attr, {"S": value}) == {"S": value}
     )
     if not ok:
         raise ValueError("malformed cursor")

@@ -37,6 +37,7 @@ from stepchain.records import (
     run_pk,
     split_history_sk,
 )
+from stepchain.store.access import idem_pk, owner_fields, token_sk
 from stepchain.store.base import (
     CheckpointStore,
     ClaimKind,
@@ -75,15 +76,16 @@ class MemoryStore(CheckpointStore):
     def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
         with self._lock:
             self.calls += 1
+            idem_key = (idem_pk(new.workflow, new.idempotency_key or "", new.owner), "IDEM")
             if new.idempotency_key is not None:
-                idem = self._items.get((f"IDEM#{new.workflow}#{new.idempotency_key}", "IDEM"))
+                idem = self._items.get(idem_key)
                 if idem is not None:
                     if idem["request_hash"] != new.request_hash:
                         raise IdempotencyConflict(
                             f"idempotency key {new.idempotency_key!r} was used with a different request"
                         )
                     return RunRecord.from_item(self._items[(run_pk(idem["run_id"]), RUN_SK)]), False
-                self._items[(f"IDEM#{new.workflow}#{new.idempotency_key}", "IDEM")] = {
+                self._items[idem_key] = {
                     "run_id": new.run_id,
                     "request_hash": new.request_hash,
                 }
@@ -97,6 +99,7 @@ class MemoryStore(CheckpointStore):
                 "created": new.now_ms,
                 "updated": new.now_ms,
                 "current": new.first.key,
+                **owner_fields(new.owner, new.workflow),
                 **new.extra,
             }
             if new.idempotency_key is not None:
@@ -120,14 +123,20 @@ class MemoryStore(CheckpointStore):
             return RunRecord.from_item(copy.deepcopy(item))
 
     def list_runs(
-        self, workflow: str, *, status: RunStatus | None = None, limit: int = 20, cursor: str | None = None
+        self,
+        workflow: str,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        owner: str | None = None,
     ) -> RunPage:
         with self._lock:
             self.calls += 1
             runs = [
                 RunRecord.from_item(copy.deepcopy(v))
                 for (pk, sk), v in self._items.items()
-                if sk == RUN_SK and v["workflow"] == workflow
+                if sk == RUN_SK and v["workflow"] == workflow and (owner is None or v.get("owner") == owner)
             ]
         runs.sort(key=lambda r: (r.created_ms, r.run_id), reverse=True)
         if cursor is not None:
@@ -376,3 +385,12 @@ class MemoryStore(CheckpointStore):
         with self._lock:
             item = self._get(run_pk(run_id), event_sk(name))
             return None if item is None else str(item["value"])
+
+    def spend_token(self, run_id: str, token_id: str, now_ms: int, expires_at: int) -> bool:
+        with self._lock:
+            self.calls += 1
+            k = (run_pk(run_id), token_sk(token_id))
+            if k in self._items:
+                return False
+            self._items[k] = {"at": now_ms, "expires_at": expires_at}
+            return True

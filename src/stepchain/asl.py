@@ -289,4 +289,4 @@ def substitute(doc: dict[str, Any], arns: dict[str, str]) -> str:
 
 
 __all__ = ["RETURNED", "SIGNALLED", "SIGNAL_ERRORS", "STATE_FIELDS", "asl_path", "dumps", "function_names"]
-__all__ += ["placeholder", "signal_error", "substitute", "to_asl", "write_asl", "CONTROL_FUNCTION", "ROUTE_FIELDS"]
+__all__ += ["CONTROL_FUNCTION", "ROUTE_FIELDS", "placeholder", "signal_error", "substitute", "to_asl", "write_asl"]

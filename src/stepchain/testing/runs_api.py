@@ -22,9 +22,11 @@ class RunsApi:
     registry: Registry
     run_ids: list[str]  # runs started through :meth:`start`, in order
 
-    def start(self, workflow: str, input: Any = None, *, idempotency_key: str | None = None) -> str:
-        """Start a run (what ``POST /runs`` does); returns its id."""
-        run, _ = self.engine.runs.start(workflow, input, idempotency_key=idempotency_key)
+    def start(
+        self, workflow: str, input: Any = None, *, idempotency_key: str | None = None, owner: str | None = None
+    ) -> str:
+        """Start a run (what ``POST /runs`` does, as caller ``owner``); returns its id."""
+        run, _ = self.engine.runs.start(workflow, input, idempotency_key=idempotency_key, owner=owner)
         if run.run_id not in self.run_ids:
             self.run_ids.append(run.run_id)
         return run.run_id

@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from stepchain.engine.shared import LEASE_GRACE_MS, error_of
+from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.handoff.base import RunLifecycle
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.ledger import RunView, describe
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, parse_node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit, RunChanges
 from stepchain.workflow import CHILD_KINDS, Node, Registry, Workflow
 
@@ -72,19 +72,13 @@ def child_runs(wf: Workflow, run_id: str, recs: Iterable[NodeRecord]) -> list[st
     return out
 
 
-def _node_of(key: str) -> tuple[str, int | None]:
-    """The node id and map index of a node key (``node``, ``node#00003``; ``~`` iterations too)."""
-    head, _, idx = key.partition("#")
-    return head.partition("~")[0], int(idx) if idx else None
-
-
 # ---------------------------------------------------------------------------------- the parent node
 def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike, judge: Judge) -> Outcome:
     """First activation: wait (WAITING, the task token kept), start the children, try the join.
     Met again (a duplicate, a takeover, Step Functions' retry with a new token): the same, idempotently."""
     if msg.action == "join":
         return join(w, wf, node, msg, judge)[0]
-    key = node_key(node.id, msg.index)
+    key = key_of(msg)
     rec, early = w.claim(wf, node, msg, key, lctx)
     if rec is None:
         assert early is not None
@@ -127,6 +121,7 @@ def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord
     """Start every branch's child run unless it exists (then re-issue its first activation only if
     that may have been lost, as a retried start does)."""
     assert rec.input_ref is not None
+    owner: str | None = None  # a child run is its parent's caller's (who may then read it)
     for branch, cid in child_ids(node, run_id, key, rec.generation).items():
         workflow = dict(node.branches)[branch]
         existing = w.store.get_run(cid)
@@ -136,6 +131,8 @@ def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord
         first = child_wf.first()
         now = w.clock.now_ms()
         if existing is None:
+            if owner is None and (parent := w.store.get_run(run_id)) is not None:
+                owner = parent.owner
             new = NewRun(
                 cid,
                 child_wf.name,
@@ -146,6 +143,7 @@ def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord
                 idempotency_key=f"child-{cid}",
                 request_hash=hashlib.sha256(f"{cid}|{rec.input_ref}".encode()).hexdigest(),
                 extra={"parent": f"{run_id}/{key}/{branch}"},
+                owner=owner,
             )
             existing, created = w.store.create_run(new)
             if created:
@@ -187,7 +185,7 @@ def join(
     """Commit the node if its children say so (one conditional write, WAITING -> SUCCEEDED or
     FAILED); else DROPPED. A node already joined is served from its checkpoint (a late join
     re-issues its successor)."""
-    key = node_key(node.id, msg.index)
+    key = key_of(msg)
     rec = rec or w.store.get_node(msg.run_id, key)
     if rec is None:
         return Outcome(OutcomeKind.DROPPED, detail="node missing"), None
@@ -244,8 +242,10 @@ def run_ended(w: Worker, run: RunRecord) -> None:
     parent = w.store.get_run(parent_id)
     if parent is None or parent.status.finished:
         return
-    node_id, index = _node_of(key)
-    rejoin(w, Activation(parent_id, parent.workflow, parent.version, node_id, index, action="join"))
+    node_id, iteration, index = parse_node_key(key)
+    rejoin(
+        w, Activation(parent_id, parent.workflow, parent.version, node_id, index, action="join", iteration=iteration)
+    )
 
 
 def rejoin(w: Worker, msg: Activation) -> None:

@@ -132,14 +132,16 @@ class Outcome:
             out["items"] = list(range(self.items))
         if self.error is not None:
             out["error"] = self.error
+        out["iteration"] = msg.iteration  # every task state has it (the next task's payload reads it)
         if self.kind is OutcomeKind.DONE:
-            out.update(route_state(self.then))
+            out.update(route_state(self.then, msg.iteration))
         return out
 
 
-def route_state(then: Activation | None) -> dict[str, Any]:
+def route_state(then: Activation | None, iteration: int = 0) -> dict[str, Any]:
     """The task-state fields naming a node's successor: its node (``route``; ``__end__`` when the
-    run ended), iteration, input's node and input."""
+    run ended), iteration, input's node and input. ``then`` unknown: the chain's successor in
+    ``iteration`` (the current node's) reads its input."""
     if then is None:  # nothing to hand on (or not known here): a successor reads its input
-        return {"route": "__end__", "src": None, "input": None}
+        return {"route": "__end__", "iteration": iteration, "src": None, "input": None}
     return {"route": then.node, "iteration": then.iteration, "src": then.src, "input": then.input}

@@ -119,7 +119,7 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
         if not wait.token:
             logger.warning("wait completed without a task token", extra={"run_id": wait.run_id, "node": wait.node})
             return
-        state = {**wait.with_(token=None).to_dict(), "status": "DONE", **route_state(successor)}
+        state = {**wait.with_(token=None).to_dict(), "status": "DONE", **route_state(successor, wait.iteration)}
         self.send_task_success(wait.token, state)
 
     def send_task_success(self, token: str, state: Mapping[str, Any]) -> bool:

@@ -41,18 +41,31 @@ from research_agent.workflow import wf as research_agent
 from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
 from stepchain.api import security as api_security
+from stepchain.api import tokens as api_tokens
 from stepchain.asl import CONTROL_FUNCTION
+from stepchain.engine.nodes import children
 from stepchain.heartbeat import HeartbeatPolicy
 from stepchain.samgen import plan
 from stepchain.sweeper import Sweeper, SweepPolicy
 from stepchain.testing import InjectedCrash, SfnHarness, sfn_driver, sqs_driver
 from stepchain.testing.sqs_driver import SqsHarness
+from tool_agent import tools as tool_agent_tools
+from tool_agent.llm import OfflineToolLLM
+from tool_agent.workflow import lookup as tool_lookup
+from tool_agent.workflow import services as tool_agent_services
+from tool_agent.workflow import wf as tool_agent
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 INLINE_LIMIT = 64
 GRACE_S = SweepPolicy().grace_s
 API, SWEEPER = "ApiFunction", "SweeperFunction"
 BOX: dict[str, Any] = {}
+#: the deployed API runs with RunOwnership=on: requests come from a team's principal (``TEAM``: its own
+#: runs, listed from the ``owner`` index) or from an operator (``OPERATOR``: every run, from ``gsi1``)
+TEAM, OPERATOR = "arn:aws:iam::123456789012:user/team-a", "arn:aws:iam::123456789012:user/oncall"
+TOOL_QUESTION = (
+    "By what percent did trips per station grow from 2024 to 2025? Email the answer to ops@northvale.example"
+)
 QUESTION = "What is the global installed capacity of grid-scale battery storage and how much do battery packs cost?"
 
 # ------------------------------------------------------------------------------------ workflows
@@ -111,7 +124,7 @@ def f_risky(ctx: StepContext, x: Any) -> Any:
     return {"x": x, "pad": "f" * 100}
 
 
-WORKFLOWS = (research_agent, chain, approval, failing)
+WORKFLOWS = (research_agent, tool_agent, tool_lookup, chain, approval, failing)
 
 
 # ------------------------------------------------------------------------------------ deployment
@@ -127,6 +140,9 @@ class Deployment:
             for node in wf.nodes:
                 self.node_fn[node.id] = app.served_by[(wf.name, node.function_name)]
         self.workers = {fn.logical_id for fn in app.functions} - {CONTROL_FUNCTION}
+        children = {name for wf in WORKFLOWS for node in wf.nodes for _, name in node.branches}
+        #: the workers that may end a child run (they serve a child workflow's steps)
+        self.child_workers = {lid for (wf, _), lid in app.served_by.items() if wf in children} - {CONTROL_FUNCTION}
         self.invoked: dict[str, set[str]] = {}  # workflow -> functions its state machine invoked
         if transport == "sfn":
             harness: Any = SfnHarness(*WORKFLOWS, inline_limit=INLINE_LIMIT)
@@ -135,7 +151,10 @@ class Deployment:
         self.h = stack.enter_context(harness)
         BOX["h"] = self.h
         self._attribute_workers(stack)
-        self._cursor_key_secret(stack)
+        self._key_secrets(stack)
+        tool_agent_services.llm = OfflineToolLLM(rate_limit_iteration=1, retry_after_s=2)  # a 429 once: a retry
+        stack.callback(setattr, tool_agent_services, "llm", None)
+        stack.callback(tool_agent_tools.OUTBOX.clear)
         services.fetcher = CorpusFetcher(latency_ms=1200, sleep=lambda s: self.h.clock.advance(s * 1000))
         stack.callback(setattr, services, "fetcher", None)
 
@@ -160,16 +179,30 @@ class Deployment:
 
             stack.enter_context(mock.patch.object(sqs_driver, "handle_sqs_batch", batch))
 
-    def _cursor_key_secret(self, stack: ExitStack) -> None:
+    def _key_secrets(self, stack: ExitStack) -> None:
+        """The API's configuration as the template deploys it: the cursor and approval-token keys in
+        Secrets Manager (read on first use, as a cold API would), run ownership on, one operator."""
         import boto3
 
-        arn = boto3.client("secretsmanager").create_secret(Name="cursor-key", SecretString="k" * 64)["ARN"]
-        stack.enter_context(mock.patch.dict("os.environ", {"STEPCHAIN_CURSOR_KEY_SECRET_ARN": arn}))
-        stack.enter_context(mock.patch.object(api_security, "_key", None))  # read it, as a cold API would
+        sm = boto3.client("secretsmanager")
+        cursor = sm.create_secret(Name="cursor-key", SecretString="k" * 64)["ARN"]
+        approval = sm.create_secret(Name="approval-key", SecretString="a" * 64)["ARN"]
+        env = {
+            "STEPCHAIN_CURSOR_KEY_SECRET_ARN": cursor,
+            "STEPCHAIN_APPROVAL_KEY_SECRET_ARN": approval,
+            "STEPCHAIN_OWNERSHIP": "on",
+            "STEPCHAIN_OPERATORS": OPERATOR,
+        }
+        stack.enter_context(mock.patch.dict("os.environ", env))
+        stack.enter_context(mock.patch.object(api_security, "_key", None))
+        stack.enter_context(mock.patch.object(api_tokens, "_key", None))
 
     # -- the API (ApiFunction) -----------------------------------------------------------------------
-    def api(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> tuple[int, Any]:
+    def api(
+        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None, caller: str = TEAM
+    ) -> tuple[int, Any]:
         event = json.loads((EVENTS / "api-get-run.json").read_text())
+        event["requestContext"]["identity"]["userArn"] = caller
         event["httpMethod"] = event["requestContext"]["httpMethod"] = method
         event["path"] = path
         event["requestContext"]["path"] = "/v1" + path
@@ -252,6 +285,86 @@ def path_research_agent(d: Deployment) -> None:
     assert status == 200 and step["status"] == "SUCCEEDED", step
 
 
+def path_tool_agent(d: Deployment) -> None:
+    """The tool agent through the API, twice: an async routed loop (``goto``, a rate-limited model call
+    retried after its Retry-After), a child run of ``tool-lookup`` (``wf.call``: started by the control
+    function, its end completes the parent's node), and the approval wait, answered once through
+    ``POST /runs/{id}/events/approval`` and once with a minted single-use token (``POST /approvals/{token}``)."""
+    by_event = d.start("tool-agent", {"question": TOOL_QUESTION})
+    assert d.run(by_event) == "WAITING", d.h.engine.get_run(by_event).error
+    assert d.event(by_event, "approval", {"approved": True, "by": "qa"}) == "delivered"
+    assert d.run(by_event) == "SUCCEEDED", d.h.engine.get_run(by_event).error
+    assert d.h.output(by_event)["emailed"]["status"] == "sent"
+    children = [r for r in d.h.runs() if d.h.engine.get_run(r).workflow == "tool-lookup"]
+    assert children and all(d.h.status(r) == "SUCCEEDED" for r in children), children
+    d.h.run_ids.extend(children)  # started by the engine, not through the API
+
+    by_token = d.start("tool-agent", {"question": TOOL_QUESTION})
+    assert d.run(by_token) == "WAITING", d.h.engine.get_run(by_token).error
+    status, minted = d.api("POST", f"/runs/{by_token}/approvals", {"event": "approval", "ttl_s": 600})
+    assert status == 201, minted
+    status, used = d.api("POST", f"/approvals/{minted['token']}", {"approved": False, "by": "approver"})
+    assert status == 202 and used["status"] == "delivered", used
+    assert d.run(by_token) == "SUCCEEDED", d.h.engine.get_run(by_token).error
+    assert d.h.output(by_token)["emailed"]["status"] == "denied"
+    d.h.run_ids.extend(r for r in d.h.runs() if r not in d.h.run_ids)  # its child run
+
+
+def path_cancel_while_starting_a_child(d: Deployment) -> None:
+    """The run is cancelled (API) while the control function starts the call node's child run: the
+    cancel found no child to cascade to, so the control function stops the child it just started."""
+    real_start, runs = children.start_children, list[str]()
+
+    def start(w: Any, node: Any, run_id: str, key: str, rec: Any) -> None:
+        if not runs:
+            runs.append(run_id)
+            status, body = d.api("POST", f"/runs/{run_id}/cancel")  # the API, meanwhile
+            assert status == 200, body
+        real_start(w, node, run_id, key, rec)
+
+    with mock.patch.object(children, "start_children", start):
+        run_id = d.start("tool-agent", {"question": TOOL_QUESTION})
+        d._drop_stopped_waits()
+        assert d.run(run_id) == "CANCELLED", d.h.engine.get_run(run_id).error
+    [child] = [r for r in d.h.runs() if r not in d.h.run_ids]
+    d.h.run_ids.append(child)
+    assert d.h.engine.get_run(child).status.value == "CANCELLED"
+    if d.transport == "sfn":  # moto's StopExecution of an execution started a moment ago fails (its interpreter
+        d.sweep_later()  # thread has no environment yet; AWS stops it): the sweeper finishes that cancel
+
+
+def path_listing_by_owner(d: Deployment) -> None:
+    """A team lists its own runs (the ``owner`` index), another caller sees none of them (404), an
+    operator lists every run (``gsi1``)."""
+    run_id = d.start("iam-approval", "listed")
+    assert d.run(run_id) == "WAITING"
+    status, mine = d.api("GET", "/runs", query={"workflow": "iam-approval"})
+    assert status == 200 and run_id in [r["run_id"] for r in mine["runs"]], mine
+    stranger = "arn:aws:iam::123456789012:user/team-b"
+    status, theirs = d.api("GET", "/runs", query={"workflow": "iam-approval"}, caller=stranger)
+    assert status == 200 and theirs["runs"] == [], theirs
+    status, _ = d.api("GET", f"/runs/{run_id}", caller=stranger)
+    assert status == 404
+    status, every = d.api("GET", "/runs", query={"workflow": "iam-approval", "limit": "100"}, caller=OPERATOR)
+    assert status == 200 and run_id in [r["run_id"] for r in every["runs"]], every
+    status, minted = d.api("POST", f"/runs/{run_id}/approvals", {"event": "a_go"})
+    assert status == 201, minted
+    status, used = d.api("POST", f"/approvals/{minted['token']}", {"ok": 5}, caller=stranger)  # the token suffices
+    assert status == 202, used
+    status, replay = d.api("POST", f"/approvals/{minted['token']}", {"ok": 6}, caller=stranger)
+    assert status == 409, replay  # single use
+    assert d.run(run_id) == "SUCCEEDED", d.h.engine.get_run(run_id).error
+
+
+def path_operator_cancels(d: Deployment) -> None:
+    run_id = d.start("iam-approval", "operator cancels")
+    assert d.run(run_id) == "WAITING"
+    status, _ = d.api("POST", f"/runs/{run_id}/cancel", caller=OPERATOR)
+    assert status == 200
+    d._drop_stopped_waits()
+    assert d.run(run_id) == "CANCELLED"
+
+
 def path_chain(d: Deployment) -> None:
     """ctx.once, ctx.each with continuations, a map, a sleep, ctx.output_of."""
     run_id = d.start("iam-chain", 5)
@@ -332,9 +445,10 @@ def path_state_machine_gives_up(d: Deployment) -> None:
     """Invocations failing outside the engine exhaust the task's Retry; the Catch path's ``fail`` task
     (ControlFunction) marks the node and the run FAILED; the run is redriven."""
     store, real_claim = d.h.engine.store, d.h.engine.store.claim
+    broken = {"f_risky"}
 
     def broken_claim(run_id: str, key: str, **kw: Any) -> Any:
-        if key == "f_risky":
+        if key in broken:
             raise RuntimeError("store unavailable")
         return real_claim(run_id, key, **kw)
 
@@ -344,6 +458,14 @@ def path_state_machine_gives_up(d: Deployment) -> None:
     assert [i.outcome for i in d.h.invocations if i.action == "fail"][-1:] == ["FAILED"]
     d.redrive(run_id)
     assert d.run(run_id) == "SUCCEEDED"
+    # a child run's state machine gives up the same way: its fail task ends the child, which fails the parent
+    broken.add("locate")
+    with mock.patch.object(store, "claim", side_effect=broken_claim):
+        parent = d.start("tool-agent", {"question": TOOL_QUESTION})
+        assert d.run(parent) == "FAILED"
+    [child] = [r for r in d.h.runs() if r not in d.h.run_ids]
+    d.h.run_ids.append(child)
+    assert d.h.status(child) == "FAILED" and "delegate" in str(d.h.engine.get_run(parent).error)
 
 
 @dataclass(frozen=True)
@@ -355,6 +477,10 @@ class CodePath:
 
 PATHS = (
     CodePath("research_agent", path_research_agent),
+    CodePath("tool_agent", path_tool_agent),
+    CodePath("cancel_while_starting_a_child", path_cancel_while_starting_a_child),
+    CodePath("listing_by_owner", path_listing_by_owner),
+    CodePath("operator_cancels", path_operator_cancels),
     CodePath("chain", path_chain),
     CodePath("event_delivered_and_buffered", path_event_delivered_and_buffered),
     CodePath("event_timeout", path_event_timeout),

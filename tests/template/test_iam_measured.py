@@ -43,14 +43,24 @@ LOG_DELIVERY = {
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
 }  # fmt: skip
-STATE_MACHINE_ROLE = "ResearchAgentStateMachineRole"
-AWS_SIDE = {STATE_MACHINE_ROLE: {"lambda:InvokeFunction"} | LOG_DELIVERY, "ApiGatewayCloudWatchRole": set()}
+#: each workflow's state machine role (a call node's child run is started by the control function, not by
+#: the parent's state machine: no states:StartExecution here)
+STATE_MACHINE_ROLES = {
+    "research-agent": "ResearchAgentStateMachineRole",
+    "tool-agent": "ToolAgentStateMachineRole",
+    "tool-lookup": "ToolLookupStateMachineRole",
+}
+AWS_SIDE = {
+    **{role: {"lambda:InvokeFunction"} | LOG_DELIVERY for role in STATE_MACHINE_ROLES.values()},
+    "ApiGatewayCloudWatchRole": set(),
+}
 
 
 class Measurement:
     def __init__(self) -> None:
         self.recorder = CallRecorder()
         self.workers: set[str] = set()
+        self.child_workers: set[str] = set()
         self.invoked: dict[str, set[str]] = {}
         self.paths: dict[tuple[str, str], set[str]] = {}  # (transport, path) -> functions that made calls
 
@@ -77,6 +87,7 @@ def measured() -> Iterator[Measurement]:
                     m.paths[(transport, path.name)] = {c.function for c in rec.calls[first:]}
         m.recorder.calls += rec.calls
         m.workers |= d.workers
+        m.child_workers |= d.child_workers
         for wf, fns in d.invoked.items():
             m.invoked.setdefault(wf, set()).update(fns)
     yield m
@@ -97,7 +108,9 @@ def declared_by_steps(transformed: dict[str, Any], role: str) -> set[str]:
 SAMGEN_SIDS = {
     "CheckpointItems", "PayloadObjects", "SendToStepQueues", "PollOwnQueue", "CompleteTaskTokens", "ListRunsIndex",
     "StartRunExecutions", "StopRunExecutions", "ReadCursorKey", "SweepCheckpoints", "ActiveRunsIndex",
-    "ResumeRunExecutions", "InspectRunExecutions",
+    "ResumeRunExecutions", "InspectRunExecutions", "ReadApprovalKey",
+    # samgen_children.py
+    "StartChildRuns", "StopChildRuns", "CancelChildNodes", "CompleteParentTokens", "ChildPayloads",
 }  # fmt: skip
 
 
@@ -111,12 +124,25 @@ def function_roles(transformed: dict[str, Any]) -> dict[str, str]:
     }
 
 
+#: what a worker calls only when it ends a child run (it joins the parent node and, on Step Functions,
+#: completes the parent task's token): expected of the workers serving a child workflow's steps only
+ENDING_A_CHILD = {"states:SendTaskSuccess"}
+
+
 def expected(m: Measurement, function: str) -> set[str]:
     if function in m.workers:  # the engine's calls, whichever steps the function serves
-        return m.actions(m.workers) | ESM_POLL
+        engine = m.actions(m.workers) - ENDING_A_CHILD
+        ending = m.actions(m.child_workers) & ENDING_A_CHILD if function in m.child_workers else set()
+        return engine | ending | ESM_POLL
     if function == CONTROL_FUNCTION:
         return m.actions({function}) | ESM_POLL
     return m.actions({function})
+
+
+def test_only_the_workers_serving_a_child_workflow_end_child_runs(measured: Measurement) -> None:
+    assert measured.child_workers == {"ToolLookupFunction"}
+    assert measured.actions(measured.child_workers) >= ENDING_A_CHILD  # measured: the premise holds
+    assert not measured.actions(measured.workers - measured.child_workers) & ENDING_A_CHILD
 
 
 def test_every_path_made_calls_as_the_functions_it_exercises(measured: Measurement) -> None:
@@ -152,12 +178,13 @@ def test_roles_that_no_function_has_are_aws_side_only(transformed: dict[str, Any
         assert granted(transformed, role) == allowed, role
 
 
-def test_the_state_machine_may_invoke_exactly_the_functions_its_executions_invoked(
+def test_each_state_machine_may_invoke_exactly_the_functions_its_executions_invoked(
     measured: Measurement, transformed: dict[str, Any]
 ) -> None:
-    [stmt] = [s for s in role_statements(transformed, STATE_MACHINE_ROLE) if s.get("Sid") == "InvokeStepFunctions"]
-    allowed = {r["Fn::GetAtt"][0] for r in as_list(stmt["Resource"])}
-    assert allowed == measured.invoked["research-agent"]
+    for workflow, role in STATE_MACHINE_ROLES.items():
+        [stmt] = [s for s in role_statements(transformed, role) if s.get("Sid") == "InvokeStepFunctions"]
+        allowed = {r["Fn::GetAtt"][0] for r in as_list(stmt["Resource"])}
+        assert allowed == measured.invoked[workflow], workflow
 
 
 def test_index_queries_are_granted_exactly_on_the_indexes_queried(

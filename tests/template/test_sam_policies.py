@@ -23,8 +23,9 @@ so a change of the code's calls fails there with the measured difference, and th
   event source mapping receives, deletes and reads attributes of their own queue. They never start, stop or
   signal executions: the state machine drives itself (``handoff/stepfunctions.py`` ``_send`` is a no-op).
 * ControlFunction serves waits, wait deadlines and ``fail`` tasks (``aws/sfn_worker.py``, ``engine._wait``,
-  ``_wait_deadline``, ``fail_node``): checkpoint items and SendTaskSuccess (``send_task_success``); it never
-  encodes or decodes a payload, so no S3, and never reads a run's partition, so no Query (measured).
+  ``_wait_deadline``, ``fail_node``) and call nodes (``engine/nodes/children.py``): checkpoint items and
+  SendTaskSuccess (``send_task_success``), StartExecution of child runs and, cancelling one, StopExecution
+  and a Query of its partition (``finish_cancel``); it never encodes or decodes a payload, so no S3 (measured).
 * ApiFunction (``api/app.py`` -> ``engine.start``, ``get_run``, ``store.list_runs`` (gsi1), ``describe``,
   ``deliver_event``, ``cancel``, ``redrive``): checkpoint items, gsi1, payload objects, StartExecution
   (start, redrive), StopExecution (cancel), SendTaskSuccess (an event completing a wait), SendMessage (SQS),
@@ -109,23 +110,26 @@ LOG_DELIVERY = {
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
 }  # fmt: skip
-#: ChildRunsPolicy (the app has a call node: the tool agent's delegate): every worker may start, stop and
-#: join child runs (a call node runs in ControlFunction; any step function may end a child run and
-#: complete its parent's task token), and read and write their payloads
-CHILD_RUNS = {"states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"} | PAYLOADS
+#: the app has a call node (the tool agent's delegate, a child run of tool-lookup; samgen_children.py):
+#: ChildRunsPolicy: ControlFunction serves the call node, so it starts the child run (StartExecution on the
+#: tool-lookup state machine only) and cancels it if the parent was cancelled meanwhile (StopExecution;
+#: ``RunService.finish_cancel`` lists the child's nodes: Query on the table); no payloads (a call node's join
+#: passes the child's output reference on; only a parallel node's join decodes and encodes outputs).
+#: EndChildRunsPolicy: the worker of tool-lookup's steps ends the child run and, on Step Functions, joins
+#: the parent node and completes its task token (SendTaskSuccess). No other worker starts, stops or joins
+#: a child run (measured in test_iam_measured.py).
+CHILD_RUNS = {"states:StartExecution", "states:StopExecution", "dynamodb:Query"}
+ENDS_CHILD_RUNS = {"states:SendTaskSuccess"}
 #: role -> every action its statements allow (inline and our own managed policies; AWS managed ones apart)
 ACTIONS = {
-    "PlanFunctionRole": STEP | CHILD_RUNS,
-    "FetchFunctionRole": STEP | CHILD_RUNS,
-    "SummarizeFunctionRole": LLM_STEP | CHILD_RUNS,
-    "CrossrefFunctionRole": LLM_STEP | CHILD_RUNS,
-    "DraftFunctionRole": LLM_STEP | CHILD_RUNS,
-    "ToolAgentFunctionRole": STEP | CHILD_RUNS,  # the tool agent's steps (functions/tool_agent): no Bedrock
-    "ToolLookupFunctionRole": STEP | CHILD_RUNS,  # its delegate's steps
-    "ControlFunctionRole": CHECKPOINTS - {"dynamodb:Query"}
-    | POLL
-    | {"sqs:SendMessage", "states:SendTaskSuccess"}
-    | CHILD_RUNS,
+    "PlanFunctionRole": STEP,
+    "FetchFunctionRole": STEP,
+    "SummarizeFunctionRole": LLM_STEP,
+    "CrossrefFunctionRole": LLM_STEP,
+    "DraftFunctionRole": LLM_STEP,
+    "ToolAgentFunctionRole": STEP,  # the tool agent's steps (functions/tool_agent): no Bedrock
+    "ToolLookupFunctionRole": STEP | ENDS_CHILD_RUNS,  # its delegate's steps: they end the child run
+    "ControlFunctionRole": CHECKPOINTS | POLL | {"sqs:SendMessage", "states:SendTaskSuccess"} | CHILD_RUNS,
     "ApiFunctionRole": CHECKPOINTS
     | PAYLOADS
     | {"sqs:SendMessage", "states:StartExecution", "states:StopExecution", "states:SendTaskSuccess"}

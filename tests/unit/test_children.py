@@ -116,13 +116,55 @@ def test_the_template_holds_the_child_workflows_and_their_permissions() -> None:
     res = tpl["Resources"]
     for name in ("Orders", "Email", "Charge", "Inventory"):
         assert res[f"{name}StateMachine"]["Type"] == "AWS::Serverless::StateMachine"
-    policy = res["ChildRunsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    actions = {s["Sid"]: s["Action"] for s in policy}
-    assert actions["StartChildRuns"] == "states:StartExecution" and actions["StopChildRuns"] == "states:StopExecution"
-    assert len(policy[0]["Resource"]) == 4  # every state machine of the app
-    for lid in ("ControlFunction", "PriceFunction"):
-        assert {"Ref": "ChildRunsPolicy"} in res[lid]["Properties"]["Policies"]
+
+    def sids(policy: str) -> dict[str, Any]:
+        return {s["Sid"]: s for s in res[policy]["Properties"]["PolicyDocument"]["Statement"]}
+
+    def attached(lid: str) -> list[Any]:
+        return list(res[lid]["Properties"]["Policies"])
+
+    # the control function serves call/parallel nodes: it starts the children (their state machines only),
+    # cancels them (StopExecution, a Query of the child's partition) and, for a parallel join, reads and
+    # writes their outputs
+    control = sids("ChildRunsPolicy")
+    assert set(control) == {"StartChildRuns", "StopChildRuns", "CancelChildNodes", "ChildPayloads"}
+    started = {r["Fn::Sub"].rsplit("-", 1)[1] for r in control["StartChildRuns"]["Resource"]}
+    assert started == {"email", "charge", "inventory"}  # not the parent's own state machine
+    assert control["StartChildRuns"]["Action"] == "states:StartExecution"
+    assert control["StopChildRuns"]["Action"] == "states:StopExecution"
+    assert {"Ref": "ChildRunsPolicy"} in attached("ControlFunction")
+    # the worker of the children's steps ends child runs: it completes the parent's token and, when a
+    # parallel branch failed, stops the other branches
+    ending = sids("EndChildRunsPolicy")
+    assert set(ending) == {"CompleteParentTokens", "StopChildRuns"}
+    assert {"Ref": "EndChildRunsPolicy"} in attached("PriceFunction")  # "work" shares the steps' function
+    assert {"Ref": "ChildRunsPolicy"} not in attached("PriceFunction")
+    assert {"Ref": "EndChildRunsPolicy"} not in attached("ControlFunction")
+    # the sweeper re-joins a parallel node: it reads and writes the outputs
+    assert [s["Sid"] for p in attached("SweeperFunction") if isinstance(p, dict) for s in p.get("Statement", [])][
+        -1:
+    ] == ["ChildPayloads"]
     assert "ChildRunsPolicy" not in build([child("solo")], code_uri="src/")["Resources"]
+
+
+def test_with_call_nodes_only_the_children_s_workers_may_complete_a_parent_token() -> None:
+    """A call node's join passes the child's output on (no payloads); only the functions serving the
+    child's steps end child runs; a step function of the parent alone gets no child permission."""
+    top = Workflow("top")
+    top.step(name="first", function="TopFunction")(noop)
+    top.call(child("kid"), name="delegate")
+    res = build([top], code_uri="src/")["Resources"]
+    control = {s["Sid"] for s in res["ChildRunsPolicy"]["Properties"]["PolicyDocument"]["Statement"]}
+    assert control == {"StartChildRuns", "StopChildRuns", "CancelChildNodes"}
+    ending = res["EndChildRunsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert [(s["Sid"], s["Action"], s["Resource"]) for s in ending] == [
+        ("CompleteParentTokens", "states:SendTaskSuccess", "*")
+    ]
+    kid_fn = [
+        lid for lid, r in res.items() if {"Ref": "EndChildRunsPolicy"} in r.get("Properties", {}).get("Policies", [])
+    ]
+    assert kid_fn == ["WorkFunction"]
+    assert not [p for p in res["TopFunction"]["Properties"]["Policies"] if "Child" in str(p)]
 
 
 def test_a_child_named_but_not_in_the_app_is_an_error() -> None:

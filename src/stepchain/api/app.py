@@ -6,7 +6,7 @@ Routes (the OpenAPI document, ``openapi.json`` at the repository root, is genera
     GET  /runs?workflow=&status=&limit=&cursor=   list runs, newest first                 200
     GET  /runs/{run_id}                      the run's ledger and its output              200
     GET  /runs/{run_id}/steps/{step}?index=  one step (or map item) and its output        200
-    POST /runs/{run_id}/events/{name}        deliver an event (body: any JSON)            202
+    POST /runs/{run_id}/events/{name}?iteration=  deliver an event (body: any JSON)       202
     POST /runs/{run_id}/cancel               cancel an active run                         200
     POST /runs/{run_id}/redrive              resume a FAILED run ({"input", "keep_progress"}) 202
     POST /runs/{run_id}/approvals            mint an approval token ({"event", "ttl_s"})   201

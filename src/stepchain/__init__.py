@@ -9,6 +9,7 @@ from stepchain.context import StepContext
 from stepchain.engine import Engine
 from stepchain.exceptions import (
     BlobUnavailable,
+    EventIterationError,
     EventNotFound,
     IdempotencyConflict,
     InvalidRunState,
@@ -46,6 +47,7 @@ __all__ = [
     "CheckpointStore",
     "DynamoDBStore",
     "Engine",
+    "EventIterationError",
     "EventNotFound",
     "IdempotencyConflict",
     "InvalidRunState",

@@ -111,6 +111,21 @@ class InvalidRunState(StepchainError):
     http_status = 409
 
 
+class EventIterationError(InvalidRunState):
+    """An event delivery whose loop iteration is missing or wrong (``stepchain.engine.events``): ``code``
+    is ``event_iteration_required`` (a wait inside a loop, no iteration named, and the run is past its
+    first iteration's wait), ``event_iteration_passed`` (the named iteration's wait is over without
+    this event) or ``event_iteration_unknown`` (the wait never has that iteration). ``iteration`` is
+    the one the run waits in, or will wait in next (None when unknown)."""
+
+    def __init__(self, code: str, message: str, event: str, iteration: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.event = event
+        self.iteration = iteration
+        self.details = [{"event": event, "iteration": iteration}]
+
+
 class IdempotencyConflict(StepchainError):
     """The same idempotency key was used with a different request body."""
 

@@ -139,8 +139,10 @@ class Api:
     def step(self, run_id: str, step: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/runs/{run_id}/steps/{step}"))
 
-    def event(self, run_id: str, name: str, payload: Any) -> dict[str, Any]:
-        return dict(self.json("POST", f"/runs/{run_id}/events/{name}", payload, expect=(202,)))
+    def event(self, run_id: str, name: str, payload: Any, *, iteration: int | None = None) -> dict[str, Any]:
+        """Deliver event ``name`` (for loop iteration ``iteration``: the run detail's ``waiting_for``)."""
+        query = "" if iteration is None else f"?iteration={iteration}"
+        return dict(self.json("POST", f"/runs/{run_id}/events/{name}{query}", payload, expect=(202,)))
 
     def redrive(self, run_id: str, body: Any) -> dict[str, Any]:
         return dict(self.json("POST", f"/runs/{run_id}/redrive", body, expect=(202,)))

@@ -56,12 +56,17 @@ def test_tool_agent_loops_asks_for_approval_delegates_and_answers(stack: Stack) 
     # the model wants to send an e-mail: the run waits for a human, in loop iteration 4
     waiting = api.wait_status(run_id, ["WAITING"], timeout_s=RUN_TIMEOUT_S)
     assert waiting["current"] == "approve~00004", waiting["current"]
+    assert waiting["waiting_for"] == {"event": "approval", "iteration": 4}, waiting["waiting_for"]
     before = keys(waiting)
     assert before["delegate"] == "SUCCEEDED"  # the child run of tool-lookup answered the first fact
     assert all(before[k] == "SUCCEEDED" for k in ("think", "act", "think~00001", "act~00003"))
 
-    ack = api.event(run_id, "approval", {"approved": True, "by": "e2e"})
-    assert ack["status"] in ("delivered", "buffered")
+    # the approval is inside the loop: it names the iteration the run view reports (a retry is then idempotent)
+    it = waiting["waiting_for"]["iteration"]
+    ack = api.event(run_id, "approval", {"approved": True, "by": "e2e"}, iteration=it)
+    assert ack["status"] in ("delivered", "buffered") and ack["iteration"] == it
+    again = api.event(run_id, "approval", {"approved": True, "by": "e2e"}, iteration=it)  # a client retry
+    assert again["status"] == "delivered" and again["iteration"] == it
     done = api.wait_status(run_id, ["SUCCEEDED"], timeout_s=RUN_TIMEOUT_S)
     assert done["error"] is None
 

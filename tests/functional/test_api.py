@@ -69,6 +69,7 @@ def total(ctx: StepContext, squares: list[int]) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------- plumbing
 
+
 @dataclasses.dataclass
 class Reply:
     status: int
@@ -190,7 +191,7 @@ def test_event_delivery_completes_the_run(h: Harness) -> None:
     waiting = call(h, "get-run", path=f"/runs/{run_id}")
     assert waiting.json["status"] == "WAITING" and waiting.json["has_output"] is False
     r = call(h, "send-event", path=f"/runs/{run_id}/events/approve", body={"ok": True})
-    assert r.status == 202 and r.json == {"run_id": run_id, "event": "approve", "status": "delivered"}
+    assert r.status == 202 and r.json == {"run_id": run_id, "event": "approve", "iteration": 0, "status": "delivered"}
     h.run()
     done = call(h, "get-run", path=f"/runs/{run_id}").json
     assert done["status"] == "SUCCEEDED"

@@ -217,7 +217,7 @@ def test_an_approval_token_works_once_for_an_approver_without_run_access(h: Harn
     assert status == 201 and minted["approve"] == f"/v1/approvals/{minted['token']}"
     assert minted["expires_ms"] == h.engine.clock.now_ms() + 600_000
     status, body = call(h, "POST", f"/approvals/{minted['token']}", APPROVER, {"approved": True})
-    assert (status, body) == (202, {"run_id": run_id, "event": "approval", "status": "delivered"})
+    assert (status, body) == (202, {"run_id": run_id, "event": "approval", "iteration": 0, "status": "delivered"})
     h.run()
     assert h.status(run_id) == "SUCCEEDED"
     assert h.output(run_id) == {"published": {"approved": True}}

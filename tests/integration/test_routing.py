@@ -150,11 +150,11 @@ def test_events_maps_and_sleeps_inside_a_loop() -> None:
     with Harness(guess, backend="moto") as h:
         rid = h.start("guess-loop", "ann")
         assert h.run(rid) == "WAITING"
-        for n in (1, 2):
-            assert h.send_event(rid, "guess", {"n": n}) == "delivered"
+        for n in (1, 2):  # inside a loop an event names its iteration (the wait of iteration n - 1)
+            assert h.send_event(rid, "guess", {"n": n}, iteration=n - 1) == "delivered"
             assert h.run(rid) == "WAITING"
             assert h.store.get_run(rid).current == node_key("guess", None, n)  # waiting in iteration n
-        assert h.send_event(rid, "guess", {"n": SECRET}) == "delivered"
+        assert h.send_event(rid, "guess", {"n": SECRET}, iteration=2) == "delivered"
         assert h.run(rid) == "SUCCEEDED"
         assert h.output(rid) == {"sum": 2 * sum(range(SECRET))}
         c = counts(rid)
@@ -170,6 +170,6 @@ def test_an_event_sent_before_its_iteration_waits_is_buffered_for_it() -> None:
         h.run(rid)
         assert h.send_event(rid, "guess", {"n": 1}) == "delivered"
         # the next iteration's wait is not reached yet (nothing ran): the event waits for it
-        assert h.send_event(rid, "guess", {"n": SECRET}) == "buffered"
+        assert h.send_event(rid, "guess", {"n": SECRET}, iteration=1) == "buffered"
         assert h.run(rid) == "SUCCEEDED"
         assert counts(rid)["check~00001"] == 1

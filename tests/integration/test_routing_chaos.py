@@ -88,7 +88,7 @@ def test_guess_loop_survives_a_crash_inside_an_iteration(kind: str, boundary: st
         rid = h.start("guess-loop", "di")
         for n in (1, 2, SECRET):
             assert h.run(rid) == "WAITING"
-            h.send_event(rid, "guess", {"n": n})
+            h.send_event(rid, "guess", {"n": n}, iteration=h.waiting_for(rid)["iteration"])
         assert h.run(rid) == "SUCCEEDED", h.view(rid).error
         assert h.output(rid) == {"sum": 2 * sum(range(SECRET))}
         assert (boundary, node) in h.probe.crashes  # the crash did happen, inside the loop iteration

@@ -43,7 +43,8 @@ def test_a_loop_whose_every_handoff_is_lost_completes_on_the_sweeper_alone(kind:
                 if not swept:  # what a worker hands on is lost; the sweeper's re-issues are not
                     lose_messages(h)
             if h.status(runs[1]) == "WAITING":
-                h.send_event(runs[1], "guess", {"n": next(guesses)})
+                it = h.waiting_for(runs[1])["iteration"]  # the iteration the run waits in
+                h.send_event(runs[1], "guess", {"n": next(guesses)}, iteration=it)
                 lose_messages(h)
             swept = False
             if not batch:

@@ -46,7 +46,9 @@ def fresh() -> Iterator[None]:
 def drive(h: Harness, *, approved: bool = True) -> tuple[str, Any]:
     rid = h.start("tool-agent", {"question": QUESTION})
     assert h.run(rid) == "WAITING"  # the model asked to send an e-mail: a human decides
-    assert h.send_event(rid, "approval", {"approved": approved, "by": "qa"}) == "delivered"
+    # the approval is inside the loop: it names the iteration the run waits in (think routed there in 4)
+    assert h.waiting_for(rid) == {"event": "approval", "iteration": 4}
+    assert h.send_event(rid, "approval", {"approved": approved, "by": "qa"}, iteration=4) == "delivered"
     assert h.run(rid) == "SUCCEEDED"
     return rid, h.output(rid)
 

@@ -10,7 +10,10 @@ tool-agent::
 routes there with ``goto``: ``act`` runs a tool (``search`` reads documents with ``ctx.each``, one
 checkpoint per document; ``calculator`` in a ``ctx.once``) and loops back to ``think``; ``send_email``
 is risky, so ``think`` routes to the ``approve`` wait and ``send`` mails only if a human approved
-(``ctx.once`` whose ``reconcile`` asks the outbox). Every pass through the loop is a new iteration
+(``ctx.once`` whose ``reconcile`` asks the outbox). The approval wait is inside the loop, so the
+approval names the iteration the run waits in (``POST /runs/{id}/events/approval?iteration=N``, N from
+the run detail's ``waiting_for``): a retried approval never approves a later iteration's e-mail.
+Every pass through the loop is a new iteration
 with its own checkpoints (``think~00003``): a crash never re-runs a completed one. A rate-limited
 model call raises ``RetryableError(retry_after_s=...)``.
 """

@@ -6,7 +6,7 @@ Routes (the OpenAPI document, ``openapi.json`` at the repository root, is genera
     GET  /runs?workflow=&status=&limit=&cursor=   list runs, newest first                 200
     GET  /runs/{run_id}                      the run's ledger and its output              200
     GET  /runs/{run_id}/steps/{step}?index=  one step (or map item) and its output        200
-    POST /runs/{run_id}/events/{name}        deliver an event (body: any JSON)            202
+    POST /runs/{run_id}/events/{name}?iteration=  deliver an event (body: any JSON)       202
     POST /runs/{run_id}/cancel               cancel an active run                         200
     POST /runs/{run_id}/redrive              resume a FAILED run ({"input", "keep_progress"}) 202
     POST /runs/{run_id}/approvals            mint an approval token ({"event", "ttl_s"})   201
@@ -80,7 +80,7 @@ from stepchain.api.models import (
 )
 from stepchain.api.ownership import caller_of, guard
 from stepchain.api.security import check_input_size
-from stepchain.api.views import output_fields, output_if_done, step_fields
+from stepchain.api.views import IterationQuery, accepted, output_fields, output_if_done, step_fields, waiting_for
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import (
@@ -271,7 +271,8 @@ def get_run(runs: RunsDep, run_id: RunId) -> RunDetail:
     run = runs.get_run(run_id)
     view = runs.describe_run(run).to_dict()
     out = output_fields(runs, run.output_ref) if run.status is RunStatus.SUCCEEDED else {}
-    return RunDetail.model_validate({**view, **out, "links": _links(run_id)})
+    waiting = waiting_for(runs.registry.find(run.workflow, run.version), run)
+    return RunDetail.model_validate({**view, **out, "waiting_for": waiting, "links": _links(run_id)})
 
 
 @app.get(
@@ -315,6 +316,7 @@ def send_event(
     run_id: RunId,
     name: Annotated[str, Path(pattern=EVENT_PATTERN)],
     payload: Annotated[AnyJson, Body(description="The event's payload (any JSON); an empty body is null.")] = None,
+    iteration: IterationQuery = None,
 ) -> EventAccepted:
     run = runs.get_run(run_id)
     if run.status.finished:
@@ -322,9 +324,9 @@ def send_event(
     wf = runs.registry.find(run.workflow, run.version)  # None: deliver_event fails the run, 409
     if wf is not None and not any(n.kind is NodeKind.WAIT and n.event == name for n in wf.nodes):
         raise ApiError(404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {name!r}")
-    result = runs.deliver_event(run_id, name, payload)
+    result = runs.deliver_event(run_id, name, payload, iteration=iteration)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
-    return EventAccepted(run_id=run_id, event=name, status="delivered" if result == "delivered" else "buffered")
+    return EventAccepted(run_id=run_id, event=name, iteration=iteration or 0, status=accepted(result))
 
 
 @app.post(
@@ -410,7 +412,7 @@ def _on(exc: type[Exception] | list[type[Exception]]) -> Callable[[_Handler], _H
 def _stepchain_error(exc: StepchainError) -> Response[Any]:
     if exc.http_status >= 500:
         return _internal(exc)
-    return _error(exc.http_status, exc.code, str(exc))
+    return _error(exc.http_status, exc.code, str(exc), getattr(exc, "details", None))
 
 
 @_on(RequestValidationError)

@@ -173,6 +173,11 @@ class OutputFields(BaseModel):
     )
 
 
+class WaitingFor(BaseModel):
+    event: str
+    iteration: int = Field(description="The loop iteration of the waiting node (0 outside loops).")
+
+
 class RunDetail(OutputFields):
     run_id: str
     workflow: str
@@ -188,6 +193,9 @@ class RunDetail(OutputFields):
     totals: RunTotals
     restart_tax_avoided: RestartTaxView
     crash_events: list[CrashEventView]
+    waiting_for: WaitingFor | None = Field(
+        default=None, description="While the run waits for an event: what to deliver (POST events/{event}?iteration=)."
+    )
     parent: str | None = Field(default=None, description="A child run's parent: <run id>/<node key>/<branch>.")
     children: list[dict[str, Any]] = Field(
         default_factory=list, description="Child runs (call/parallel nodes): id, node, branch, status, totals."
@@ -223,6 +231,7 @@ class StepDetail(OutputFields):
 class EventAccepted(BaseModel):
     run_id: str
     event: str
+    iteration: int = Field(default=0, description="The loop iteration whose wait the event is for.")
     status: Literal["delivered", "buffered"] = Field(
         description="delivered: the run was waiting and resumes; buffered: kept until the run reaches the wait."
     )

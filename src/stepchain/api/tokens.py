@@ -1,7 +1,9 @@
 """Approval tokens: single-use, expiring capabilities to deliver one event to one run.
 
 A token is ``<payload>.<mac>`` (both unpadded base64url): the payload is the compact JSON
-``{"r": run id, "e": event name, "x": expiry (epoch ms), "n": token id (128 random bits)}`` and the
+``{"r": run id, "e": event name, "x": expiry (epoch ms), "n": token id (128 random bits), "i": loop
+iteration}`` (a token minted before iterations were bound has no ``"i"``: it delivers as an event
+that names no iteration) and the
 mac is HMAC-SHA256 over ``b"stepchain-approval-v1\\0" + payload`` with :func:`approval_key`. Anyone can
 read what a token is for; nobody without the key can make or change one (``hmac.compare_digest``).
 
@@ -43,12 +45,14 @@ TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,400}\.[A-Za-z0-9_-]{43}$"
 
 @dataclass(frozen=True)
 class Approval:
-    """What a valid token grants: deliver ``event`` to ``run_id`` once, until ``expires_ms``."""
+    """What a valid token grants: deliver ``event`` to ``run_id`` once, for the wait of loop iteration
+    ``iteration`` (None: a token without one, delivered naming no iteration), until ``expires_ms``."""
 
     run_id: str
     event: str
     expires_ms: int
     token_id: str
+    iteration: int | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -63,10 +67,13 @@ def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()
 
 
-def mint_token(run_id: str, event: str, expires_ms: int, key: bytes | None = None) -> tuple[str, Approval]:
-    """A new token for ``event`` of ``run_id``, valid until ``expires_ms``."""
-    approval = Approval(run_id, event, expires_ms, secrets.token_hex(16))
-    doc = {"r": run_id, "e": event, "x": expires_ms, "n": approval.token_id}
+def mint_token(
+    run_id: str, event: str, expires_ms: int, key: bytes | None = None, *, iteration: int = 0
+) -> tuple[str, Approval]:
+    """A new token for ``event`` of ``run_id`` (the wait of loop iteration ``iteration``), valid until
+    ``expires_ms``."""
+    approval = Approval(run_id, event, expires_ms, secrets.token_hex(16), iteration)
+    doc = {"r": run_id, "e": event, "x": expires_ms, "n": approval.token_id, "i": iteration}
     payload = json.dumps(doc, separators=(",", ":")).encode()
     return f"{_b64(payload)}.{_b64(_mac(key or approval_key(), payload))}", approval
 
@@ -88,14 +95,15 @@ def read_token(token: str, now_ms: int, key: bytes | None = None) -> Approval:
         raise invalid from None
     if not (
         isinstance(doc, dict)
-        and set(doc) == {"r", "e", "x", "n"}
+        and set(doc) - {"i"} == {"r", "e", "x", "n"}
         and all(isinstance(doc[k], str) for k in ("r", "e", "n"))
         and isinstance(doc["x"], int)
+        and (type(doc.get("i", 0)) is int and doc.get("i", 0) >= 0)
     ):
         raise invalid
     if now_ms >= doc["x"]:
         raise ApiError(410, "token_expired", "the approval token has expired")
-    return Approval(doc["r"], doc["e"], doc["x"], doc["n"])
+    return Approval(doc["r"], doc["e"], doc["x"], doc["n"], doc.get("i"))
 
 
 # ------------------------------------------------------------------------------ the signing key

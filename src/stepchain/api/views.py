@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from stepchain.api.decoding import MAX_SERVED_DEPTH, depth
 from stepchain.api.security import output_url_ttl_s
+from stepchain.engine.events import waiting_for
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import BlobUnavailable
 from stepchain.payloads import PayloadCodec
 from stepchain.records import NodeRecord, NodeStatus
+
+#: ``?iteration=N`` of an event delivery (bad values: 400 ``invalid_parameter``, like every query parameter)
+IterationQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=2**31,
+        description=(
+            "The loop iteration whose wait the event is for (the run's waiting_for.iteration). Idempotent per "
+            "(event, iteration). Required for a wait inside a loop once the run is past its first iteration's wait."
+        ),
+    ),
+]
+
+
+def accepted(result: str) -> Literal["delivered", "buffered"]:
+    """An event delivery's answer (``RunService.deliver_event``) as the API reports it."""
+    return "delivered" if result == "delivered" else "buffered"
 
 
 def output_fields(runs: RunService, ref: str | None) -> dict[str, Any]:
@@ -64,4 +85,4 @@ def output_if_done(runs: RunService, rec: NodeRecord) -> dict[str, Any]:
     return output_fields(runs, rec.output_ref) if rec.status is NodeStatus.SUCCEEDED else {}
 
 
-__all__ = ["output_fields", "output_if_done", "step_fields"]
+__all__ = ["IterationQuery", "accepted", "output_fields", "output_if_done", "step_fields", "waiting_for"]

@@ -120,8 +120,8 @@ class Engine:
     def output_of(self, run_id: str, step: str) -> Any:
         return self.runs.output_of(run_id, step)
 
-    def deliver_event(self, run_id: str, name: str, payload: Any) -> str:
-        return self.runs.deliver_event(run_id, name, payload)
+    def deliver_event(self, run_id: str, name: str, payload: Any, *, iteration: int | None = None) -> str:
+        return self.runs.deliver_event(run_id, name, payload, iteration=iteration)
 
     def finish_event(self, run_id: str, name: str) -> str:
         return self.runs.finish_event(run_id, name)

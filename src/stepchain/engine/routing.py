@@ -12,7 +12,6 @@ from stepchain.exceptions import IterationLimitExceeded, UnknownRoute
 from stepchain.messages import Activation
 from stepchain.records import NodeRecord, NodeStatus, node_key
 from stepchain.routing import END, Route
-from stepchain.store.base import CheckpointStore
 from stepchain.workflow import Node, Workflow
 
 #: an output reference up to this size travels in the successor's activation (no read for its input)
@@ -28,21 +27,6 @@ def split_event_key(stored: str) -> tuple[str, int]:
     """``(event name, iteration)`` of a name made by :func:`event_key`."""
     name, _, it = stored.partition("~")
     return name, int(it) if it else 0
-
-
-def event_iteration(store: CheckpointStore, wf: Workflow, run_id: str, wait: Node) -> int:
-    """The loop iteration whose wait an event delivered now is for: the run's latest iteration, or
-    the next one when that iteration's wait has completed already. Always 0 for a workflow without
-    routes (no read); otherwise one query of the run's node items."""
-    if not any(n.routes for n in wf.nodes):
-        return 0
-    latest, waits = 0, {}
-    for rec in store.list_nodes(run_id):
-        latest = max(latest, rec.iteration)
-        if rec.node == wait.id and rec.index is None:
-            waits[rec.iteration] = rec
-    done = waits.get(latest)
-    return latest + 1 if done is not None and done.status.finished else latest
 
 
 def successor(wf: Workflow, node: Node, iteration: int, route: str | None) -> tuple[Node, int] | None:
@@ -99,7 +83,6 @@ def source_of(wf: Workflow, key: str, nodes: dict[str, NodeRecord]) -> str | Non
 __all__ = [
     "MAX_INPUT_IN_MESSAGE",
     "chosen_route",
-    "event_iteration",
     "event_key",
     "next_activation",
     "source_of",

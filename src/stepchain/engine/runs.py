@@ -13,9 +13,10 @@ import json
 from typing import Any
 
 from stepchain.clock import Clock
+from stepchain.engine.events import event_target
 from stepchain.engine.nodes.children import child_runs, roll_up, run_ended
 from stepchain.engine.nodes.wait import complete_wait
-from stepchain.engine.routing import event_iteration, event_key, next_activation, source_of, split_event_key
+from stepchain.engine.routing import event_key, next_activation, source_of, split_event_key
 from stepchain.engine.shared import key_of, new_run_id
 from stepchain.engine.worker import Worker
 from stepchain.exceptions import InvalidRunState, StepNotFound
@@ -108,14 +109,18 @@ class RunService:
             raise StepNotFound(f"run {run_id!r} has no completed step {step!r}")
         return self.codec.decode(rec.output_ref)
 
-    def deliver_event(self, run_id: str, name: str, payload: Any) -> str:
-        """Deliver an event. Returns ``delivered`` (a wait consumed it) or ``buffered`` (kept for later)."""
+    def deliver_event(self, run_id: str, name: str, payload: Any, *, iteration: int | None = None) -> str:
+        """Deliver an event. Returns ``delivered`` (a wait consumed it) or ``buffered`` (kept for later).
+
+        ``iteration``: the loop iteration whose wait the event is for; idempotent per (event, iteration).
+        Without it, a wait inside a loop takes the event only in the run's first iteration: see
+        :mod:`stepchain.engine.events` (:class:`~stepchain.exceptions.EventIterationError`, 409)."""
         run = self.get_run(run_id)
         if run.status.finished:
             raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
         wf = self.worker.pinned(run)
         node = wf.wait_node(name)
-        it = event_iteration(self.store, wf, run_id, node)  # in a loop: the wait of the run's iteration
+        it = event_target(self.store, wf, run_id, node, iteration)  # raises EventIterationError
         key, stored = node_key(node.id, None, it), event_key(name, it)
         ref = self.codec.encode(payload, scope=f"{run_id}/events/{stored}")
         if not self.store.put_event(run_id, stored, ref, self.clock.now_ms()):

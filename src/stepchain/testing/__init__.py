@@ -26,7 +26,10 @@ asyncio.sleep(s)`` in an ``async def`` step: its event loop runs on the virtual 
 Methods (all four):
 
 * ``start(workflow, input=None, *, idempotency_key=None) -> run_id``: what ``POST /runs`` does.
-* ``send_event(run_id, name, payload=None) -> "delivered" | "buffered"``.
+* ``send_event(run_id, name, payload=None, *, iteration=None) -> "delivered" | "buffered"``: ``iteration``
+  names the loop iteration whose wait the event is for (idempotent per event and iteration); a wait
+  inside a loop needs it once the run is past its first iteration's wait (``EventIterationError``).
+* ``waiting_for(run_id) -> {"event": name, "iteration": n} | None``: what the run waits for.
 * ``cancel(run_id)``; ``redrive(run_id, *, input=None, replace_input=False, keep_progress=None)``.
 * ``run(run_id=None) -> status``: deliver everything that is due, skipping virtual time to
   each next delivery, until nothing moves on its own (the runs ended, or wait for an event).

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepchain.engine import Engine
+from stepchain.engine.events import waiting_for
 from stepchain.ledger import RunView
 from stepchain.payloads import PayloadCodec
 from stepchain.records import RunStatus
@@ -31,10 +32,18 @@ class RunsApi:
             self.run_ids.append(run.run_id)
         return run.run_id
 
-    def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
-        """Deliver event ``name``: ``"delivered"`` (a wait consumed it) or ``"buffered"`` (kept for
-        the wait to come)."""
-        return self.engine.runs.deliver_event(run_id, name, payload)
+    def send_event(self, run_id: str, name: str, payload: Any = None, *, iteration: int | None = None) -> str:
+        """Deliver event ``name`` (for the wait of loop iteration ``iteration``; see ``POST
+        /runs/{id}/events/{name}?iteration=``): ``"delivered"`` (a wait consumed it) or ``"buffered"``
+        (kept for the wait to come). Raises :class:`~stepchain.exceptions.EventIterationError` where the
+        API answers 409 ``event_iteration_*``."""
+        return self.engine.runs.deliver_event(run_id, name, payload, iteration=iteration)
+
+    def waiting_for(self, run_id: str) -> dict[str, Any] | None:
+        """``{"event": name, "iteration": n}`` while the run waits for an event (the API's run
+        detail ``waiting_for``), else None."""
+        run = self.engine.get_run(run_id)
+        return waiting_for(self.engine.registry.find(run.workflow, run.version), run)
 
     def cancel(self, run_id: str) -> None:
         """Cancel an active run: nodes not started never will; a node running now finishes."""

@@ -211,9 +211,9 @@ class SfnHarness(Harness):
         with self._lock:
             return super().start(workflow, input, idempotency_key=idempotency_key, owner=owner)
 
-    def send_event(self, run_id: str, name: str, payload: Any = None) -> str:
+    def send_event(self, run_id: str, name: str, payload: Any = None, *, iteration: int | None = None) -> str:
         with self._lock:
-            return super().send_event(run_id, name, payload)
+            return super().send_event(run_id, name, payload, iteration=iteration)
 
     def cancel(self, run_id: str) -> None:
         """Cancel the run (StopExecution). moto's StopExecution does not interrupt a task waiting

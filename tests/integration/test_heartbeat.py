@@ -219,7 +219,7 @@ def test_step_functions_lease_heartbeat_bounds_the_takeover_by_v(policy: Heartbe
     """Step Functions sees a killed invocation at once (the Lambda task fails) and retries it; the
     retry is BUSY until the dead worker's lease ends, then takes over. With the lease heartbeat the
     lease ends V - margin after the last beat; without it, after the whole function timeout + 2 s."""
-    from stepchain.aws.sfn_worker import handle_sfn_task
+    from stepchain.aws.sfn_worker import TaskSignal, handle_sfn_task
     from stepchain.testing import Harness
     from stepchain.testing.clock import VirtualLambdaContext
     from stepchain.testing.probe import InjectedCrash
@@ -236,7 +236,9 @@ def test_step_functions_lease_heartbeat_bounds_the_takeover_by_v(policy: Heartbe
         killed_at = h.clock.now_ms()
         assert killed_at == t0 + 15_000
         h.clock.set_to(killed_at + 1000)  # the task's Retry (IntervalSeconds = 1)
-        retry = handle_sfn_task(h.engine, event, VirtualLambdaContext(h.clock, 900_000, "sfn-2"), heartbeat=policy)
+        with pytest.raises(TaskSignal) as busy:  # BUSY leaves the task through its Catch (one transition per step)
+            handle_sfn_task(h.engine, event, VirtualLambdaContext(h.clock, 900_000, "sfn-2"), heartbeat=policy)
+        retry = busy.value.state
         assert retry["status"] == "BUSY"
         wake = int(datetime.fromisoformat(retry["wake_at"]).timestamp() * 1000)  # the Wait state's, whole s
         lease = h.store.get_node(run_id, "slow")

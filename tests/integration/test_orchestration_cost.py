@@ -51,11 +51,11 @@ def test_the_ledger_counts_every_dynamodb_and_s3_request_moto_served(big: bool) 
     rq = totals["requests"]
     reads = ("GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems")
     writes = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
-    assert rq["ddb_read"] == served(calls, "dynamodb", reads), calls
+    assert rq.get("ddb_read", 0) == served(calls, "dynamodb", reads), calls  # 0: the input travels with the activation
     assert rq["ddb_write"] == served(calls, "dynamodb", writes), calls
     assert rq.get("s3_put", 0) == served(calls, "s3", ("PutObject",)) == (3 if big else 0)
     assert rq.get("s3_get", 0) == served(calls, "s3", ("GetObject",)) == (3 if big else 0)  # incl. the retry's read
-    assert rq["ddb_wru"] >= rq["ddb_write"] and rq["ddb_rru"] >= rq["ddb_read"]
+    assert rq["ddb_wru"] >= rq["ddb_write"] and rq.get("ddb_rru", 0) >= rq.get("ddb_read", 0)
     assert totals["orchestration_usd"] == orchestration_usd(load_prices(), rq) > 0
     assert set(totals["orchestration_by_service"]) == ({"dynamodb", "s3"} if big else {"dynamodb"})
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from tests.e2e.deployed import WORKFLOW, Api, Stack, deploy_stacks, node, until
-from tests.template.samshell import ALL_FUNCTIONS, TEMPLATE
+from tests.template.samshell import ALL_FUNCTIONS, TEMPLATE, TOOL_FUNCTIONS
 from tools.api_keys import add_api_key
 
 from research_agent.planner import Bm25Planner
@@ -312,7 +312,7 @@ def test_two_api_keys_are_two_owners_and_an_approval_token_works_once(stacks: di
 
     minted = team_a.json("POST", f"/runs/{run_id}/approvals", {"event": "approval", "ttl_s": 600}, expect=(201,))
     ack = team_b.json("POST", f"/approvals/{minted['token']}", {"approved": True, "reviewer": "team-b"}, expect=(202,))
-    assert ack == {"run_id": run_id, "event": "approval", "status": "delivered"}
+    assert ack == {"run_id": run_id, "event": "approval", "iteration": 0, "status": "delivered"}
     replay = team_b.call("POST", f"/approvals/{minted['token']}", {"approved": False})
     assert replay.status_code == 409 and replay.json()["error"]["code"] == "token_used"
     done = team_a.wait_status(run_id, ["SUCCEEDED"], timeout_s=RUN_TIMEOUT_S)
@@ -358,6 +358,7 @@ def test_every_call_a_deployed_function_made_is_granted_by_its_role(stacks: dict
                 call = Call(fn, service, operation, presign=line["presign"], parts=tuple(line.get("parts") or ()))
                 used.setdefault(fn, set()).update(call.actions)
     print("\n[e2e] AWS calls by function: " + "; ".join(f"{fn}: {sorted(a)}" for fn, a in sorted(used.items())))
-    assert set(ALL_FUNCTIONS) - {"SweeperFunction"} <= set(used)  # the sweeper runs only when scheduled
+    # the sweeper runs only when scheduled; the tool agent's functions run in test_e2e_tool_agent.py's stacks
+    assert set(ALL_FUNCTIONS) - {"SweeperFunction", *TOOL_FUNCTIONS} <= set(used)
     denied = {fn: sorted(actions - granted[fn]) for fn, actions in used.items() if actions - granted[fn]}
     assert not denied

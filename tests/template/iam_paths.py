@@ -220,8 +220,9 @@ class Deployment:
         self.h.run_ids.append(run_id)
         return run_id
 
-    def event(self, run_id: str, name: str, payload: Any) -> str:
-        status, body = self.api("POST", f"/runs/{run_id}/events/{name}", payload)
+    def event(self, run_id: str, name: str, payload: Any, iteration: int | None = None) -> str:
+        query = None if iteration is None else {"iteration": str(iteration)}
+        status, body = self.api("POST", f"/runs/{run_id}/events/{name}", payload, query)
         assert status == 202, body
         return str(body["status"])
 
@@ -292,7 +293,10 @@ def path_tool_agent(d: Deployment) -> None:
     ``POST /runs/{id}/events/approval`` and once with a minted single-use token (``POST /approvals/{token}``)."""
     by_event = d.start("tool-agent", {"question": TOOL_QUESTION})
     assert d.run(by_event) == "WAITING", d.h.engine.get_run(by_event).error
-    assert d.event(by_event, "approval", {"approved": True, "by": "qa"}) == "delivered"
+    status, detail = d.api("GET", f"/runs/{by_event}")
+    waiting = detail["waiting_for"]  # a wait inside a loop: the event names its iteration
+    assert status == 200 and waiting["event"] == "approval", detail
+    assert d.event(by_event, "approval", {"approved": True, "by": "qa"}, waiting["iteration"]) == "delivered"
     assert d.run(by_event) == "SUCCEEDED", d.h.engine.get_run(by_event).error
     assert d.h.output(by_event)["emailed"]["status"] == "sent"
     children = [r for r in d.h.runs() if d.h.engine.get_run(r).workflow == "tool-lookup"]

@@ -21,7 +21,9 @@ visible again at ``b + V <= t + V``, and the lease ended at ``b + V - margin``: 
 
 Cost: per ``H`` seconds of step time, 1 ``ChangeMessageVisibilityBatch`` + 1 ``UpdateItem``
 (at ``H`` = 5 s: 24 requests per minute of step time); plus one ``ChangeMessageVisibilityBatch`` per
-batch invocation when it arrives.
+batch invocation when it arrives. These requests go to the run's ledger with the claiming
+activation's next node write (:func:`stepchain.requests.attach`). A function whose queue's own
+visibility is short enough runs no heartbeat at all (:mod:`stepchain.short_queues`).
 
 The timer is a daemon thread on a real clock; it is stopped and joined before the handler returns
 (Lambda freezes the sandbox between invocations: nothing may run then). On a virtual clock (the
@@ -35,12 +37,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from stepchain import requests
 from stepchain.clock import Clock
 from stepchain.exceptions import ValidationError
 from stepchain.logs import logger
@@ -54,25 +58,6 @@ ENV_VISIBILITY = "STEPCHAIN_SQS_VISIBILITY_S"
 ENV_INTERVAL = "STEPCHAIN_HEARTBEAT_S"
 #: the largest visibility timeout SQS takes (12 h)
 MAX_VISIBILITY_S = 43_200
-#: env var: the queue's own VisibilityTimeout Q (set by the template generator on the functions whose
-#: queue got a short one, see :func:`queue_visibility_s`); Q <= V: no heartbeat (:func:`sqs_policy_from_env`)
-ENV_QUEUE_VISIBILITY = "STEPCHAIN_SQS_QUEUE_VISIBILITY_S"
-#: the deployed default of V (template parameter ``MessageVisibilitySeconds``)
-DEFAULT_VISIBILITY_S = 20
-#: a queue's short visibility is the function timeout + this: the lease grace (2 s, the lease of an
-#: invocation without heartbeat ends 2 s after its deadline) + 3 s for the receive -> handler start
-#: (the mapping's invoke and a cold start), so the message comes back after the lease has ended
-SHORT_QUEUE_SLACK_S = 5
-
-
-def queue_visibility_s(timeout_s: int, visibility_s: int = DEFAULT_VISIBILITY_S) -> int:
-    """The VisibilityTimeout of the queue of a function with timeout ``timeout_s``: ``timeout + 5 s``
-    when that is <= ``visibility_s`` (V: a killed invocation's message then comes back by itself no
-    later than the heartbeat would bring it back, so the worker skips the heartbeat and its receive-time
-    ``ChangeMessageVisibilityBatch``), else 6 x the timeout (AWS's guidance for SQS event sources; the
-    heartbeat bounds the resume). AWS requires >= the function timeout either way."""
-    short = timeout_s + SHORT_QUEUE_SLACK_S
-    return short if short <= visibility_s else 6 * timeout_s
 
 
 @dataclass(frozen=True)
@@ -128,24 +113,6 @@ class HeartbeatPolicy:
     def writes_per_minute(self) -> float:
         """Heartbeat requests per minute of step time (1 visibility change + 1 lease write per beat)."""
         return 2 * 60 / self.interval_s
-
-
-def sqs_policy_from_env(env: Mapping[str, str] | None = None) -> HeartbeatPolicy | None:
-    """The SQS worker's heartbeat: :meth:`HeartbeatPolicy.from_env`, but None (no receive-time
-    visibility change, no beats) when the function's queue visibility Q (``STEPCHAIN_SQS_QUEUE_VISIBILITY_S``)
-    is <= V: its messages come back by themselves within Q of their receipt, no later than within V of
-    a kill. The lease then comes from the invocation's remaining time (deadline + 2 s), which ends
-    before the message returns (Q = timeout + 5 s, :func:`queue_visibility_s`)."""
-    e = os.environ if env is None else env
-    policy = HeartbeatPolicy.from_env(e)
-    raw = e.get(ENV_QUEUE_VISIBILITY, "").strip()
-    if policy is None or not raw:
-        return policy
-    try:
-        q = int(raw)
-    except ValueError as exc:
-        raise ValidationError(f"{ENV_QUEUE_VISIBILITY}: {exc}") from exc
-    return None if 0 < q <= policy.visibility_s else policy
 
 
 @runtime_checkable
@@ -219,6 +186,7 @@ class SqsHeartbeat:
         self.beats = 0
         self.lost = False
         self._redelivered = False
+        self._uncounted: Counter[str] = Counter()  # requests not yet in an activation's ledger
 
     @classmethod
     def lease_only(cls, policy: HeartbeatPolicy, store: CheckpointStore, clock: Clock) -> SqsHeartbeat:
@@ -230,10 +198,25 @@ class SqsHeartbeat:
         """The lease a claim takes now: it ends ``margin`` before the message can come back. None
         when the message's visibility could not be shortened (the lease comes from the invocation's
         remaining time then, as without a heartbeat)."""
+        requests.attach(self._drain)  # the claiming activation's node writes carry this batch's requests
         with self._lock:
             if not self.visible_at_ms:
                 return None
             return max(now_ms, self.visible_at_ms - self.policy.margin_ms)
+
+    def _drain(self) -> dict[str, int]:
+        with self._lock:
+            out = dict(self._uncounted)
+            self._uncounted.clear()
+        return out
+
+    def _count(self, name: str) -> None:
+        if requests.metered():  # a beat on the activation's own thread (a virtual clock): already counted
+            return
+        with self._lock:
+            self._uncounted[name] += 1
+            if name == "ddb_write":
+                self._uncounted["ddb_wru"] += 1
 
     def hold(self, run_id: str, key: str, owner: str) -> None:
         """From now on, heartbeats extend this node's lease (the node this worker just claimed)."""
@@ -306,6 +289,7 @@ class SqsHeartbeat:
         if held is not None:  # the lease first, then the visibility: the lease ends before the message returns
             run_id, key, owner = held
             try:
+                self._count("ddb_write")
                 ok = self.store.extend_lease(run_id, key, owner=owner, lease_until_ms=at_ms + self.policy.lease_ms)
             except Exception:  # a store hiccup: the next beat tries again; a lease that ends is fenced
                 logger.warning("heartbeat could not extend the lease", exc_info=True, extra={"node": key})
@@ -322,6 +306,7 @@ class SqsHeartbeat:
             # would come back while the lease still looks live (and be dropped as BUSY)
             run_id, key, owner = held
             try:
+                self._count("ddb_write")
                 self.store.extend_lease(
                     run_id, key, owner=owner, lease_until_ms=self.visible_at_ms - self.policy.margin_ms
                 )
@@ -343,6 +328,7 @@ class SqsHeartbeat:
                     for i, r in enumerate(group[start : start + 10])
                 ]
                 try:
+                    self._count("sqs_other")
                     failed = self.sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries).get("Failed")
                 except Exception:
                     logger.warning("heartbeat could not change message visibility", exc_info=True)
@@ -368,9 +354,7 @@ def queue_url_for_arn(arn: str, known: Sequence[str]) -> str:
 
 
 __all__ = [
-    "DEFAULT_VISIBILITY_S",
     "ENV_INTERVAL",
-    "ENV_QUEUE_VISIBILITY",
     "ENV_VISIBILITY",
     "HeartbeatPolicy",
     "InFlight",
@@ -380,6 +364,4 @@ __all__ = [
     "TickingClock",
     "active",
     "queue_url_for_arn",
-    "queue_visibility_s",
-    "sqs_policy_from_env",
 ]

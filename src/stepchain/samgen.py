@@ -31,9 +31,9 @@ from typing import Any
 
 from stepchain.asl import CONTROL_FUNCTION, asl_path
 from stepchain.exceptions import ValidationError
-from stepchain.heartbeat import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
 from stepchain.samgen_base import arn, base_template, dump_template, handoff_policy, merge, ref, tls_policy
 from stepchain.samgen_children import add_child_runs_policy, with_children
+from stepchain.short_queues import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
 from stepchain.workflow import Node, Workflow
 
 CONTROL_TIMEOUT_S = 30
@@ -217,7 +217,7 @@ def _add_function(tpl: dict[str, Any], fn: FunctionPlan, control: bool) -> None:
         "Type": "AWS::SQS::Queue",
         "Properties": {
             "SqsManagedSseEnabled": True,
-            # 6 x the timeout (AWS's guidance), or timeout + 5 s when that is <= V (stepchain.heartbeat)
+            # 6 x the timeout (AWS's guidance), or timeout + 5 s when that is <= V (stepchain.short_queues)
             "VisibilityTimeout": queue_visibility_s(fn.timeout_s),
             "RedrivePolicy": {"deadLetterTargetArn": arn("DeadLetterQueue"), "maxReceiveCount": MAX_RECEIVE_COUNT},
         },

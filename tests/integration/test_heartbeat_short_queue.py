@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 
 from stepchain import Workflow
-from stepchain.heartbeat import ENV_INTERVAL, ENV_QUEUE_VISIBILITY, ENV_VISIBILITY, queue_visibility_s
+from stepchain.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
 from stepchain.records import NodeStatus
+from stepchain.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s
 from stepchain.testing.sqs_driver import SqsHarness
 
 CMVB = "sqs.ChangeMessageVisibilityBatch"
@@ -94,3 +95,35 @@ def test_queue_visibility_rule() -> None:
             assert q >= t + 2 + 3 and q + 2 <= 30
         else:
             assert q == 6 * t
+
+
+def test_the_heartbeats_requests_are_in_the_runs_ledger() -> None:
+    """The heartbeat's ChangeMessageVisibilityBatch (at receipt and per beat) and its lease writes run
+    outside the activation's thread; the claiming activation's node writes carry them to the ledger
+    (before: the ledger missed them, so it showed $2.65 per million steps where SQS billed $3.05)."""
+    from stepchain.heartbeat import HeartbeatPolicy
+
+    ref: dict[str, SqsHarness] = {}
+    wf = Workflow("beats")
+
+    @wf.step(timeout_s=60)
+    def slow(ctx: object, x: dict[str, int]) -> dict[str, int]:
+        ref["h"].clock.advance(12_000)  # beats at 5 s and 10 s
+        return x
+
+    @wf.step(timeout_s=60)
+    def quick(ctx: object, x: dict[str, int]) -> dict[str, int]:
+        return x
+
+    with SqsHarness(wf, heartbeat=HeartbeatPolicy(20, 5), batch_size=1) as h:
+        ref["h"] = h
+        run_id = h.start("beats", {"i": 0})
+        h.run()
+        assert h.status(run_id) == "SUCCEEDED"
+        served = h.api_calls
+        assert served[CMVB] == 2 + 2  # one per received batch (2 steps) + one per beat (2)
+        totals = h.view(run_id).totals["requests"]
+        assert totals["sqs_other"] == served[CMVB]
+        writes = sum(v for k, v in served.items() if k.split(".")[1] in ("UpdateItem", "PutItem", "TransactWriteItems"))
+        assert served["dynamodb.UpdateItem"] >= 2 + 2 + 1  # claim, checkpoint x 2, 2 lease writes, run done
+        assert totals["ddb_write"] == writes

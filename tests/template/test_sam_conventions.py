@@ -97,7 +97,7 @@ def test_kill_to_resume_is_bounded_by_the_message_visibility_not_the_function_ti
     assert policy == HeartbeatPolicy(v, h)  # valid as deployed: no fallback
     poll_s, cold_start_s = 1, 1
     assert v + poll_s + cold_start_s <= 30
-    from stepchain.heartbeat import ENV_QUEUE_VISIBILITY, queue_visibility_s, sqs_policy_from_env
+    from stepchain.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s, sqs_policy_from_env
 
     for fn, queue in QUEUE_OF.items():
         timeout = resources[fn]["Properties"]["Timeout"]

@@ -248,7 +248,8 @@ def test_a_short_timeout_function_gets_a_short_queue_visibility_and_no_heartbeat
     """Issue 10.1/10.6: T + 5 s <= V (20 s) -> the queue's VisibilityTimeout is T + 5 s and the function is
     told so (its worker skips the heartbeat); longer functions keep 6 x T and the heartbeat. Kill -> resumed
     <= 30 s for every function either way (+ ~1 s poll, ~1 s cold start)."""
-    from stepchain.heartbeat import ENV_QUEUE_VISIBILITY, HeartbeatPolicy, sqs_policy_from_env
+    from stepchain.heartbeat import HeartbeatPolicy
+    from stepchain.short_queues import ENV_QUEUE_VISIBILITY, sqs_policy_from_env
 
     wf = Workflow("mixed")
     wf.step(name="quick", timeout_s=10)(noop)

@@ -26,10 +26,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from stepchain.engine import Engine
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.sqs import NOT_BEFORE, SqsHandoff
-from stepchain.heartbeat import HeartbeatPolicy, InFlight, SqsHeartbeat, queue_url_for_arn, sqs_policy_from_env
+from stepchain.heartbeat import HeartbeatPolicy, InFlight, SqsHeartbeat, queue_url_for_arn
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation
 from stepchain.serve import serve
+from stepchain.short_queues import sqs_policy_from_env
 
 
 def not_before_ms(record: SQSRecord) -> int | None:

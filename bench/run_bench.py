@@ -192,7 +192,7 @@ def main() -> int:
     n1, n2 = (int(s) for s in args.transport_sizes.split(","))
     transport_rows, transport_results = transports.table(n1, n2)
     per_service = "; ".join(
-        f"{r['transport']}: " + ", ".join(f"{k} ${v:.3f}" for k, v in sorted(r["by_service"].items()))
+        f"{r['label']}: " + ", ".join(f"{k} ${v:.3f}" for k, v in sorted(r["by_service"].items()))
         for r in transport_results
     )
     at = {n: (mem[n]["ms_per_step"], moto[n]["ms_per_step"] if n in moto else None) for n in sizes}

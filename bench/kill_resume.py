@@ -173,7 +173,9 @@ def main() -> int:
             "standby: a second worker already polls (Lambda's event source mapping always polls); respawn: one "
             "worker, a fresh process started right after the kill (includes its start-up; `make demo` keeps a "
             "second worker polling instead); "
-            "no-heartbeat: before this change (4 s budget, the queue's 7 s visibility timeout decides).",
+            "no-heartbeat: before this change (4 s budget, the queue's 7 s visibility timeout decides); this is also "
+            "how a short-timeout function resumes on AWS, where the generator gives its queue timeout + 5 s and "
+            "no heartbeat (stepchain.short_queues; ARCHITECTURE.md, *Resuming after a kill*).",
             END,
         ]
     )

@@ -192,7 +192,7 @@ def main() -> int:
     n1, n2 = (int(s) for s in args.transport_sizes.split(","))
     transport_rows, transport_results = transports.table(n1, n2)
     per_service = "; ".join(
-        f"{r['transport']}: " + ", ".join(f"{k} ${v:.3f}" for k, v in sorted(r["by_service"].items()))
+        f"{r['label']}: " + ", ".join(f"{k} ${v:.3f}" for k, v in sorted(r["by_service"].items()))
         for r in transport_results
     )
     at = {n: (mem[n]["ms_per_step"], moto[n]["ms_per_step"] if n in moto else None) for n in sizes}
@@ -241,9 +241,16 @@ def main() -> int:
             "",
             *transport_rows,
             "",
-            f"By service, $ per million steps: {per_service}. SQS meets its target once a step makes 2 "
-            "DynamoDB calls (claim and checkpoint, issue 10.3): 2 x $0.625 + 3 x $0.40 + $0.20 = $2.65. "
-            "Kill -> resume is measured by bench/kill_resume.py (its own section, when `make bench` runs it).",
+            f"By service, $ per million steps: {per_service}. SQS rows: the worker as deployed (V = 20 s, "
+            "H = 5 s). A function whose timeout + 5 s is <= V (timeout <= 15 s) gets that as its queue's "
+            "visibility and no heartbeat: 2 x $0.625 + 3 x $0.40 + $0.20 = $2.65 (target met). Longer steps keep "
+            "the heartbeat: + 1 ChangeMessageVisibilityBatch at receipt (batch size 1: one per step, +$0.40) = "
+            "$3.05 (target missed by $0.35), plus, past the first H = 5 s of step time, 1 UpdateItem + 1 "
+            "ChangeMessageVisibilityBatch per 5 s (24 requests per minute, ~$12 per million step-minutes; these "
+            "trivial steps make none). The heartbeat's requests (its own thread) reach the ledger with the claiming "
+            "activation's node writes; checked against the ChangeMessageVisibilityBatch calls moto served. "
+            "Kill -> resume is measured by bench/kill_resume.py "
+            "(its own section, when `make bench` runs it).",
             "",
             "## A crash at step k of n: work done again",
             "",

@@ -21,7 +21,9 @@ visible again at ``b + V <= t + V``, and the lease ended at ``b + V - margin``: 
 
 Cost: per ``H`` seconds of step time, 1 ``ChangeMessageVisibilityBatch`` + 1 ``UpdateItem``
 (at ``H`` = 5 s: 24 requests per minute of step time); plus one ``ChangeMessageVisibilityBatch`` per
-batch invocation when it arrives.
+batch invocation when it arrives. These requests go to the run's ledger with the claiming
+activation's next node write (:func:`stepchain.requests.attach`). A function whose queue's own
+visibility is short enough runs no heartbeat at all (:mod:`stepchain.short_queues`).
 
 The timer is a daemon thread on a real clock; it is stopped and joined before the handler returns
 (Lambda freezes the sandbox between invocations: nothing may run then). On a virtual clock (the
@@ -35,12 +37,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from stepchain import requests
 from stepchain.clock import Clock
 from stepchain.exceptions import ValidationError
 from stepchain.logs import logger
@@ -182,6 +186,7 @@ class SqsHeartbeat:
         self.beats = 0
         self.lost = False
         self._redelivered = False
+        self._uncounted: Counter[str] = Counter()  # requests not yet in an activation's ledger
 
     @classmethod
     def lease_only(cls, policy: HeartbeatPolicy, store: CheckpointStore, clock: Clock) -> SqsHeartbeat:
@@ -193,10 +198,25 @@ class SqsHeartbeat:
         """The lease a claim takes now: it ends ``margin`` before the message can come back. None
         when the message's visibility could not be shortened (the lease comes from the invocation's
         remaining time then, as without a heartbeat)."""
+        requests.attach(self._drain)  # the claiming activation's node writes carry this batch's requests
         with self._lock:
             if not self.visible_at_ms:
                 return None
             return max(now_ms, self.visible_at_ms - self.policy.margin_ms)
+
+    def _drain(self) -> dict[str, int]:
+        with self._lock:
+            out = dict(self._uncounted)
+            self._uncounted.clear()
+        return out
+
+    def _count(self, name: str) -> None:
+        if requests.metered():  # a beat on the activation's own thread (a virtual clock): already counted
+            return
+        with self._lock:
+            self._uncounted[name] += 1
+            if name == "ddb_write":
+                self._uncounted["ddb_wru"] += 1
 
     def hold(self, run_id: str, key: str, owner: str) -> None:
         """From now on, heartbeats extend this node's lease (the node this worker just claimed)."""
@@ -269,6 +289,7 @@ class SqsHeartbeat:
         if held is not None:  # the lease first, then the visibility: the lease ends before the message returns
             run_id, key, owner = held
             try:
+                self._count("ddb_write")
                 ok = self.store.extend_lease(run_id, key, owner=owner, lease_until_ms=at_ms + self.policy.lease_ms)
             except Exception:  # a store hiccup: the next beat tries again; a lease that ends is fenced
                 logger.warning("heartbeat could not extend the lease", exc_info=True, extra={"node": key})
@@ -285,6 +306,7 @@ class SqsHeartbeat:
             # would come back while the lease still looks live (and be dropped as BUSY)
             run_id, key, owner = held
             try:
+                self._count("ddb_write")
                 self.store.extend_lease(
                     run_id, key, owner=owner, lease_until_ms=self.visible_at_ms - self.policy.margin_ms
                 )
@@ -306,6 +328,7 @@ class SqsHeartbeat:
                     for i, r in enumerate(group[start : start + 10])
                 ]
                 try:
+                    self._count("sqs_other")
                     failed = self.sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries).get("Failed")
                 except Exception:
                     logger.warning("heartbeat could not change message visibility", exc_info=True)

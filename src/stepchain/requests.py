@@ -2,7 +2,9 @@
 
 Counted (botocore ``after-call`` events on the clients the adapters use, :func:`instrument`):
 DynamoDB read and write requests, S3 PUT/GET, SQS calls other than SendMessage (made on
-the activation's thread), Step Functions API calls. Estimated: DynamoDB request units (write:
+the activation's thread), Step Functions API calls; requests made for an activation on another
+thread (the SQS heartbeat's visibility changes and lease writes) are counted by their maker and
+handed over with :func:`attach`. Estimated: DynamoDB request units (write:
 the size of the key and values it sends per KB, at least 1, x2 in a transaction; read: the
 response's size per 4 KB, at least 1, i.e. strongly consistent; the real units depend on the
 whole item), and the delivery of
@@ -28,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -68,9 +70,12 @@ class Meter:
         self.sfn = bool(delivery.get("sfn_transition"))
         self.dynamodb = False  # the store is DynamoDB (a call was seen): a node write counts itself
         self.self_counted = 0  # node writes counted ahead of their own after-call
+        self.sources: list[Callable[[], Mapping[str, int]]] = []  # requests made on other threads
 
     def take(self, status: str) -> dict[str, int]:
         """The counts for the node write about to be made (itself included); the meter restarts."""
+        for source in self.sources:
+            self.counts.update(source())
         if self.dynamodb:
             self.counts["ddb_write"] += 1
             self.counts["ddb_wru"] += 1
@@ -94,6 +99,19 @@ def metering(delivery: Mapping[str, int] = {}) -> Iterator[Meter]:
         yield meter
     finally:
         _METER.reset(token)
+
+
+def attach(source: Callable[[], Mapping[str, int]]) -> None:
+    """Let this activation's node writes also take what ``source`` returns (and resets): requests made
+    for it on another thread (the SQS heartbeat's visibility changes and lease writes)."""
+    meter = _METER.get()
+    if meter is not None and source not in meter.sources:
+        meter.sources.append(source)
+
+
+def metered() -> bool:
+    """True while this thread's requests are counted (inside :func:`metering`)."""
+    return _METER.get() is not None
 
 
 def take_for_node_write(status: str) -> dict[str, int]:

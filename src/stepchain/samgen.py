@@ -33,6 +33,7 @@ from stepchain.asl import CONTROL_FUNCTION, asl_path
 from stepchain.exceptions import ValidationError
 from stepchain.samgen_base import arn, base_template, dump_template, handoff_policy, merge, ref, tls_policy
 from stepchain.samgen_children import add_child_runs_policy, with_children
+from stepchain.short_queues import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
 from stepchain.workflow import Node, Workflow
 
 CONTROL_TIMEOUT_S = 30
@@ -216,11 +217,16 @@ def _add_function(tpl: dict[str, Any], fn: FunctionPlan, control: bool) -> None:
         "Type": "AWS::SQS::Queue",
         "Properties": {
             "SqsManagedSseEnabled": True,
-            "VisibilityTimeout": 6 * fn.timeout_s,  # the AWS guidance for SQS event sources
+            # 6 x the timeout (AWS's guidance), or timeout + 5 s when that is <= V (stepchain.short_queues)
+            "VisibilityTimeout": queue_visibility_s(fn.timeout_s),
             "RedrivePolicy": {"deadLetterTargetArn": arn("DeadLetterQueue"), "maxReceiveCount": MAX_RECEIVE_COUNT},
         },
     }
     res[fn.logical_id] = _function(fn, control)
+    if queue_visibility_s(fn.timeout_s) <= DEFAULT_VISIBILITY_S:  # its messages come back by themselves
+        res[fn.logical_id]["Properties"]["Environment"]["Variables"][ENV_QUEUE_VISIBILITY] = str(
+            queue_visibility_s(fn.timeout_s)
+        )
     res[f"{stem}EventSource"] = {
         "Type": "AWS::Lambda::EventSourceMapping",
         "Properties": {

@@ -97,9 +97,19 @@ def test_kill_to_resume_is_bounded_by_the_message_visibility_not_the_function_ti
     assert policy == HeartbeatPolicy(v, h)  # valid as deployed: no fallback
     poll_s, cold_start_s = 1, 1
     assert v + poll_s + cold_start_s <= 30
+    from stepchain.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s, sqs_policy_from_env
+
     for fn, queue in QUEUE_OF.items():
         timeout = resources[fn]["Properties"]["Timeout"]
-        assert resources[queue]["Properties"]["VisibilityTimeout"] >= timeout  # AWS refuses the mapping otherwise
+        q = resources[queue]["Properties"]["VisibilityTimeout"]
+        assert q >= timeout  # AWS refuses the mapping otherwise
+        assert q == queue_visibility_s(timeout)  # the rule: timeout + 5 s if that is <= V, else 6 x timeout
+        own = {k: str(x) for k, x in resources[fn]["Properties"]["Environment"]["Variables"].items()}
+        deployed = {"STEPCHAIN_SQS_VISIBILITY_S": str(v), "STEPCHAIN_HEARTBEAT_S": str(h), **own}
+        if sqs_policy_from_env(deployed) is None:  # no heartbeat: the queue's own visibility bounds it
+            assert own[ENV_QUEUE_VISIBILITY] == str(q) and q >= timeout + 2 + 3 and q + poll_s + cold_start_s <= 30
+        else:  # the heartbeat: <= V after the kill
+            assert ENV_QUEUE_VISIBILITY not in own and q > v
 
 
 @pytest.mark.parametrize("fn", list(QUEUE_OF))
@@ -112,7 +122,7 @@ def test_each_step_function_consumes_its_own_queue(resources: dict[str, Any], fn
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert esm["Enabled"] == {"Fn::If": ["UseSqs", True, False]}
     props = resources[queue]["Properties"]
-    assert props["VisibilityTimeout"] == 6 * FUNCTIONS[fn][1]
+    assert props["VisibilityTimeout"] == 6 * FUNCTIONS[fn][1]  # no function here has timeout + 5 s <= V = 20 s
     assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
                                       "maxReceiveCount": 5}  # fmt: skip
     polls = [s for p in resources[fn]["Properties"]["Policies"] if "Statement" in p for s in p["Statement"]

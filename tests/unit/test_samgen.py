@@ -242,3 +242,38 @@ def test_check_fails_when_the_template_is_missing(project: Path, capsys: pytest.
     assert run("--out", "nothere.yaml", "--check") == 1
     assert "nothere.yaml is stale" in capsys.readouterr().err
     assert not (project / "nothere.yaml").exists()
+
+
+def test_a_short_timeout_function_gets_a_short_queue_visibility_and_no_heartbeat() -> None:
+    """Issue 10.1/10.6: T + 5 s <= V (20 s) -> the queue's VisibilityTimeout is T + 5 s and the function is
+    told so (its worker skips the heartbeat); longer functions keep 6 x T and the heartbeat. Kill -> resumed
+    <= 30 s for every function either way (+ ~1 s poll, ~1 s cold start)."""
+    from stepchain.heartbeat import HeartbeatPolicy
+    from stepchain.short_queues import ENV_QUEUE_VISIBILITY, sqs_policy_from_env
+
+    wf = Workflow("mixed")
+    wf.step(name="quick", timeout_s=10)(noop)
+    wf.step(name="edge", timeout_s=15)(noop)
+    wf.step(name="slow", timeout_s=60)(noop)
+    tpl = build([wf], code_uri="src/")
+    res = tpl["Resources"]
+    got = {q: res[q]["Properties"]["VisibilityTimeout"] for q in ("QuickQueue", "EdgeQueue", "SlowQueue")}
+    assert got == {"QuickQueue": 15, "EdgeQueue": 20, "SlowQueue": 360}
+    v = tpl["Parameters"]["MessageVisibilitySeconds"]["Default"]
+    h = tpl["Parameters"]["HeartbeatSeconds"]["Default"]
+    for fn in resources_of(tpl, "AWS::Lambda::EventSourceMapping").values():
+        lid = fn["Properties"]["FunctionName"]["Ref"]
+        props = res[lid]["Properties"]
+        q = res[fn["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]]["Properties"]["VisibilityTimeout"]
+        assert q >= props["Timeout"]  # AWS refuses the mapping otherwise
+        env = {"STEPCHAIN_SQS_VISIBILITY_S": str(v), "STEPCHAIN_HEARTBEAT_S": str(h)}
+        env.update({k: str(x) for k, x in props["Environment"]["Variables"].items()})
+        policy = sqs_policy_from_env(env)
+        if ENV_QUEUE_VISIBILITY in props["Environment"]["Variables"]:
+            assert int(env[ENV_QUEUE_VISIBILITY]) == q and policy is None
+            assert q >= props["Timeout"] + 2 + 3  # the lease (deadline + 2 s) ends before the message returns
+            assert q + 1 + 1 <= 30
+        else:
+            assert policy == HeartbeatPolicy(v, h) and policy.visibility_s + 1 + 1 <= 30
+    assert {lid for lid, r in res.items() if ENV_QUEUE_VISIBILITY in r["Properties"].get("Environment", {})
+            .get("Variables", {})} == {"QuickFunction", "EdgeFunction"}  # fmt: skip

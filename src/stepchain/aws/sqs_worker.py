@@ -30,6 +30,7 @@ from stepchain.heartbeat import HeartbeatPolicy, InFlight, SqsHeartbeat, queue_u
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation
 from stepchain.serve import serve
+from stepchain.short_queues import sqs_policy_from_env
 
 
 def not_before_ms(record: SQSRecord) -> int | None:
@@ -75,8 +76,9 @@ def handle_sqs_batch(
 
     With a heartbeat policy (default: from ``STEPCHAIN_SQS_VISIBILITY_S`` / ``STEPCHAIN_HEARTBEAT_S``)
     each record's visibility is V and a heartbeat keeps the unfinished ones and the running node's
-    lease alive (:mod:`stepchain.heartbeat`); it is stopped before this returns."""
-    policy = HeartbeatPolicy.from_env() if heartbeat == "env" else heartbeat
+    lease alive (:mod:`stepchain.heartbeat`); it is stopped before this returns. From the environment,
+    a function whose queue's own visibility is <= V runs none (:func:`~stepchain.heartbeat.sqs_policy_from_env`)."""
+    policy = sqs_policy_from_env() if heartbeat == "env" else heartbeat
     hb = _heartbeat(engine, event, policy) if isinstance(policy, HeartbeatPolicy) else None
 
     def record_handler(record: SQSRecord) -> str:

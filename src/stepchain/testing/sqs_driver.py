@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from stepchain.aws.sqs_worker import handle_sqs_batch
 from stepchain.context import LambdaContextLike
@@ -185,7 +185,7 @@ class SqsHarness(Harness):
         duplicate_delivery: bool = False,
         max_receive_count: int = 3,
         batch_size: int = 10,
-        heartbeat: HeartbeatPolicy | None = None,
+        heartbeat: HeartbeatPolicy | Literal["env"] | None = None,
     ) -> None:
         if not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be 1..10 (the event source mapping's BatchSize for SQS)")
@@ -196,7 +196,8 @@ class SqsHarness(Harness):
         import boto3
 
         self.batch_size = batch_size
-        self.heartbeat = heartbeat  # the SQS heartbeat (per-message visibility V); None: off
+        # the SQS heartbeat (per-message visibility V); None: off; "env": as deployed (sqs_policy_from_env)
+        self.heartbeat = heartbeat
         self.visibility = VisibilityModel(self.clock, 3600)  # real seconds: within SQS's 12 h total
         self.sent: list[SentMessage] = []
         self.batches: list[BatchLog] = []

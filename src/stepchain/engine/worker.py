@@ -83,7 +83,7 @@ class Worker:
 
     def claim(
         self, wf: Workflow, node: Node, msg: Activation, key: str, lctx: LambdaContextLike
-    ) -> tuple[NodeRecord | None, Outcome | None]:
+    ) -> NodeRecord | Outcome:
         """Claim the node, taking it over if its worker died. Returns the record, or the outcome
         to report instead (the node is done, busy, gone ...)."""
         now = self.clock.now_ms()
@@ -97,7 +97,7 @@ class Worker:
         rec = res.record
         if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RUNNING:
             if rec.lease_until_ms >= now:
-                return None, Outcome(OutcomeKind.BUSY, wake_at_ms=rec.lease_until_ms + 1)
+                return Outcome(OutcomeKind.BUSY, wake_at_ms=rec.lease_until_ms + 1)
             # Its worker died (crash, timeout, kill): the lease ran out. Take over, or give up.
             if rec.attempts >= node.retry.max_attempts:
                 err = {
@@ -112,26 +112,26 @@ class Worker:
                 inv = Invocation(rec.current_started_ms or now, rec.lease_until_ms, "crashed")
                 changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
                 self.fail(msg, key, err, changes, owner=rec.owner)
-                return None, Outcome(OutcomeKind.FAILED, error=err)
+                return Outcome(OutcomeKind.FAILED, error=err)
             res = self.store.takeover(msg.run_id, key, stale=rec, owner=owner, now_ms=now, lease_until_ms=lease)
             if res.kind is ClaimKind.CLAIMED:
                 self.store.add_crash_event(msg.run_id, now, key, "takeover")
                 self.probe.reached("takeover", msg.run_id, key)
                 logger.warning("took over a node whose worker died", extra={"run_id": msg.run_id, "node": key})
             rec = res.record
-        if res.kind is ClaimKind.CLAIMED:
+        if res.kind is ClaimKind.CLAIMED and rec is not None:
             if keeper is not None and short is not None:
                 keeper.hold(msg.run_id, key, owner)  # its beats extend this lease from now on
             self.probe.reached("after_claim", msg.run_id, key)
-            return rec, None
+            return rec
         if res.kind is ClaimKind.DONE and rec is not None:
-            return None, self.served_from_checkpoint(wf, node, msg, rec)
+            return self.served_from_checkpoint(wf, node, msg, rec)
         if res.kind is ClaimKind.BUSY and rec is not None:
             busy = handler_for(node).on_busy(self, node, msg, rec)  # a map fanned out, a sleep, a wait
             if busy is not None:
                 return busy
         status = rec.status.value if rec else "missing"
-        return None, Outcome(OutcomeKind.DROPPED, detail=f"node {key} is {status}")
+        return Outcome(OutcomeKind.DROPPED, detail=f"node {key} is {status}")
 
     def input_of(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> str | None:
         """The node's input reference: its own (first node, map item, redrive), the one its activation

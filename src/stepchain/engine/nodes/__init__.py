@@ -6,10 +6,9 @@ The worker looks a node's handler up here by its kind: adding a kind is one modu
 
 from __future__ import annotations
 
+from stepchain.engine.nodes import call, parallel
 from stepchain.engine.nodes.base import NodeKindHandler
-from stepchain.engine.nodes.call import CallHandler
 from stepchain.engine.nodes.map import MapHandler
-from stepchain.engine.nodes.parallel import ParallelHandler
 from stepchain.engine.nodes.sleep import SleepHandler
 from stepchain.engine.nodes.step import StepHandler
 from stepchain.engine.nodes.wait import WaitHandler
@@ -20,8 +19,8 @@ HANDLERS: dict[NodeKind, NodeKindHandler] = {
     NodeKind.MAP: MapHandler(),
     NodeKind.SLEEP: SleepHandler(),
     NodeKind.WAIT: WaitHandler(),
-    NodeKind.CALL: CallHandler(),
-    NodeKind.PARALLEL: ParallelHandler(),
+    NodeKind.CALL: call.HANDLER,
+    NodeKind.PARALLEL: parallel.HANDLER,
 }
 
 

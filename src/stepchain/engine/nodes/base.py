@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from stepchain.logs import LambdaContextLike
 from stepchain.messages import Activation, Outcome
-from stepchain.records import NodeRecord
+from stepchain.records import NodeRecord, NodeStatus
 from stepchain.workflow import Node, Workflow
 
 if TYPE_CHECKING:
@@ -17,17 +17,20 @@ class NodeKindHandler:
     """What one node kind does; the shared path (claim, commit, served-from-checkpoint) is the
     :class:`~stepchain.engine.worker.Worker`'s, which calls these hooks."""
 
+    #: the status this kind holds a node in between activations (a sleep's SLEEPING, a wait's or a
+    #: call's WAITING): meeting it, the claim goes on with the record (:meth:`on_busy`)
+    held: NodeStatus | None = None
+
     def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
         """Make progress on one activation of ``node`` and name what comes next."""
         raise NotImplementedError
 
-    def on_busy(
-        self, w: Worker, node: Node, msg: Activation, rec: NodeRecord
-    ) -> tuple[NodeRecord | None, Outcome | None] | None:
+    def on_busy(self, w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> NodeRecord | Outcome | None:
         """The claim found the node held in a state of this kind (fanned out, sleeping, waiting):
         the claim's answer (the record to go on with, or the outcome to report). ``None``: not a
-        state of this kind (the claim reports the node as dropped)."""
-        return None
+        state of this kind (the claim reports the node as dropped). By default: the record, when it
+        is in :attr:`held`."""
+        return rec if self.held is not None and rec.status is self.held else None
 
     def owns_successor(self, node: Node, msg: Activation) -> bool:
         """True when, after this activation's checkpoint, the kind (not the chain) says what comes

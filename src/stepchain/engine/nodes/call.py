@@ -11,11 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stepchain.engine.nodes import children
-from stepchain.engine.nodes.base import NodeKindHandler
-from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome
-from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus
-from stepchain.workflow import Node, Workflow
+from stepchain.records import RunRecord, RunStatus
+from stepchain.workflow import Node
 
 if TYPE_CHECKING:
     from stepchain.engine.worker import Worker
@@ -31,13 +28,5 @@ def judge(w: Worker, node: Node, key: str, kids: dict[str, RunRecord]) -> childr
     return "fail", children.child_error(key, branch, child)
 
 
-class CallHandler(NodeKindHandler):
-    judge = staticmethod(judge)
-
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        return children.activate(w, wf, node, msg, lctx, judge)
-
-    def on_busy(
-        self, w: Worker, node: Node, msg: Activation, rec: NodeRecord
-    ) -> tuple[NodeRecord | None, Outcome | None] | None:
-        return (rec, None) if rec.status is NodeStatus.WAITING else None
+#: the call/parallel handler with this kind's verdict on its children
+HANDLER = children.ChildrenHandler(judge)

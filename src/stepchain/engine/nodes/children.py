@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.handoff.base import RunLifecycle
@@ -73,16 +74,28 @@ def child_runs(wf: Workflow, run_id: str, recs: Iterable[NodeRecord]) -> list[st
 
 
 # ---------------------------------------------------------------------------------- the parent node
+class ChildrenHandler(NodeKindHandler):
+    """A call or parallel node: it waits (WAITING) while its children run; ``judge`` says what their
+    ends make of it (:mod:`stepchain.engine.nodes.call`, :mod:`stepchain.engine.nodes.parallel`)."""
+
+    held = NodeStatus.WAITING
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+
+    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+        return activate(w, wf, node, msg, lctx, self.judge)
+
+
 def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike, judge: Judge) -> Outcome:
     """First activation: wait (WAITING, the task token kept), start the children, try the join.
     Met again (a duplicate, a takeover, Step Functions' retry with a new token): the same, idempotently."""
     if msg.action == "join":
         return join(w, wf, node, msg, judge)[0]
     key = key_of(msg)
-    rec, early = w.claim(wf, node, msg, key, lctx)
-    if rec is None:
-        assert early is not None
-        return early
+    rec = w.claim(wf, node, msg, key, lctx)
+    if isinstance(rec, Outcome):
+        return rec
     now = w.clock.now_ms()
     current = rec
     if rec.status is NodeStatus.RUNNING:

@@ -25,10 +25,9 @@ if TYPE_CHECKING:
 
 def fan_out(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     key = key_of(msg)
-    rec, early = w.claim(wf, node, msg, key, lctx)
-    if rec is None:
-        assert early is not None
-        return early
+    rec = w.claim(wf, node, msg, key, lctx)
+    if isinstance(rec, Outcome):
+        return rec
     input_ref = w.input_of(wf, node, msg, rec)
     if input_ref is None:
         return w.release(msg, key, rec, "predecessor not finished")
@@ -132,12 +131,8 @@ class MapHandler(NodeKindHandler):
             return join(w, wf, node, msg)
         return fan_out(w, wf, node, msg, lctx)
 
-    def on_busy(
-        self, w: Worker, node: Node, msg: Activation, rec: NodeRecord
-    ) -> tuple[NodeRecord | None, Outcome | None] | None:
-        if rec.status is NodeStatus.FANNED_OUT:
-            return None, resume_fan_out(w, node, msg, rec)
-        return None
+    def on_busy(self, w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> NodeRecord | Outcome | None:
+        return resume_fan_out(w, node, msg, rec) if rec.status is NodeStatus.FANNED_OUT else None
 
     def owns_successor(self, node: Node, msg: Activation) -> bool:
         return msg.index is not None

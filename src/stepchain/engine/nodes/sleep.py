@@ -8,7 +8,7 @@ from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.shared import key_of
 from stepchain.logs import LambdaContextLike
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus
+from stepchain.records import Invocation, NodeStatus
 from stepchain.store.base import NodeChanges
 from stepchain.workflow import Node, Workflow
 
@@ -18,10 +18,9 @@ if TYPE_CHECKING:
 
 def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     key = key_of(msg)
-    rec, early = w.claim(wf, node, msg, key, lctx)
-    if rec is None:
-        assert early is not None
-        return early
+    rec = w.claim(wf, node, msg, key, lctx)
+    if isinstance(rec, Outcome):
+        return rec
     now = w.clock.now_ms()
     if rec.status is NodeStatus.RUNNING:  # first activation: start sleeping
         input_ref = w.input_of(wf, node, msg, rec)
@@ -41,10 +40,7 @@ def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaCont
 
 
 class SleepHandler(NodeKindHandler):
+    held = NodeStatus.SLEEPING
+
     def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
         return sleep(w, wf, node, msg, lctx)
-
-    def on_busy(
-        self, w: Worker, node: Node, msg: Activation, rec: NodeRecord
-    ) -> tuple[NodeRecord | None, Outcome | None] | None:
-        return (rec, None) if rec.status is NodeStatus.SLEEPING else None

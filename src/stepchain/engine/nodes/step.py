@@ -36,10 +36,9 @@ if TYPE_CHECKING:
 
 def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     key = key_of(msg)
-    rec, early = w.claim(wf, node, msg, key, lctx)
-    if rec is None:
-        assert early is not None
-        return early
+    rec = w.claim(wf, node, msg, key, lctx)
+    if isinstance(rec, Outcome):
+        return rec
     input_ref = w.input_of(wf, node, msg, rec)
     if input_ref is None:
         return w.release(msg, key, rec, "predecessor not finished")

@@ -26,10 +26,9 @@ def wait(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaConte
     if msg.action in ("timeout", "expire"):
         return wait_deadline(w, wf, node, msg)
     key = key_of(msg)
-    rec, early = w.claim(wf, node, msg, key, lctx)
-    if rec is None:
-        assert early is not None
-        return early
+    rec = w.claim(wf, node, msg, key, lctx)
+    if isinstance(rec, Outcome):
+        return rec
     now = w.clock.now_ms()
     if rec.status is NodeStatus.RUNNING:  # first activation: start waiting
         if w.input_of(wf, node, msg, rec) is None and wf.prev_of(node.id) is not None:
@@ -46,14 +45,14 @@ def wait(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaConte
         w.store.finish(msg.run_id, key, changes, expect=(NodeStatus.WAITING,))
     elif rec.status is not NodeStatus.WAITING:
         return Outcome(OutcomeKind.DROPPED, detail=f"wait node is {rec.status.value}")
-    rec = w.store.get_node(msg.run_id, key)
-    if rec is None or rec.status is not NodeStatus.WAITING:
+    waiting = w.store.get_node(msg.run_id, key)
+    if waiting is None or waiting.status is not NodeStatus.WAITING:
         return Outcome(OutcomeKind.DROPPED)
     assert node.event is not None
     buffered = w.store.get_event(msg.run_id, event_key(node.event, msg.iteration))
     if buffered is not None:
-        complete_wait(w, wf, w.get_run(msg.run_id), rec, buffered)
-    return Outcome(OutcomeKind.SUSPENDED, wake_at_ms=rec.wake_at_ms)
+        complete_wait(w, wf, w.get_run(msg.run_id), waiting, buffered)
+    return Outcome(OutcomeKind.SUSPENDED, wake_at_ms=waiting.wake_at_ms)
 
 
 def wait_deadline(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
@@ -99,10 +98,7 @@ def complete_wait(
 
 
 class WaitHandler(NodeKindHandler):
+    held = NodeStatus.WAITING
+
     def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
         return wait(w, wf, node, msg, lctx)
-
-    def on_busy(
-        self, w: Worker, node: Node, msg: Activation, rec: NodeRecord
-    ) -> tuple[NodeRecord | None, Outcome | None] | None:
-        return (rec, None) if rec.status is NodeStatus.WAITING else None

@@ -194,8 +194,8 @@ class Deployment:
             "STEPCHAIN_OPERATORS": OPERATOR,
         }
         stack.enter_context(mock.patch.dict("os.environ", env))
-        stack.enter_context(mock.patch.object(api_security, "_key", None))
-        stack.enter_context(mock.patch.object(api_tokens, "_key", None))
+        for key in (api_security.CURSOR_KEY, api_tokens.APPROVAL_KEY):  # read them, as a cold API would
+            stack.enter_context(mock.patch.object(key, "cached", None))
 
     # -- the API (ApiFunction) -----------------------------------------------------------------------
     def api(

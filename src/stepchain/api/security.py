@@ -97,9 +97,7 @@ def check_input_size(value: Any, limits: RunLimits | None = None) -> None:
     limits.check_input_bytes(len(data))
 
 
-# ------------------------------------------------------------------------------ cursor key
-_key_lock = threading.Lock()
-_key: bytes | None = None
+# ------------------------------------------------------------------------------ signing keys
 #: makes the Secrets Manager client (tests inject one)
 SecretsClientFactory = Callable[[], Any]
 
@@ -110,27 +108,48 @@ def _secrets_client() -> Any:
     return boto3.client("secretsmanager")
 
 
+class SigningKey:
+    """An HMAC key of the API (list cursors, approval tokens): the Secrets Manager secret named by the
+    ``arn_env`` variable, read on first use, then cached for the life of the execution environment. A
+    failed read raises (the API answers 500) and is retried on the next request: a configured secret is
+    never silently replaced by a weaker key. Without ``arn_env`` (local runs, tests): the ``key_env``
+    value, else the public ``local`` constant."""
+
+    def __init__(self, what: str, arn_env: str, key_env: str, local: str) -> None:
+        self.what, self.arn_env, self.key_env, self.local = what, arn_env, key_env, local
+        self.cached: bytes | None = None
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, env: Mapping[str, str] | None = None, client_factory: SecretsClientFactory | None = None
+    ) -> bytes:
+        if self.cached is not None:
+            return self.cached
+        env = os.environ if env is None else env
+        arn = env.get(self.arn_env)
+        if not arn:
+            return (env.get(self.key_env) or self.local).encode()
+        with self._lock:
+            if self.cached is None:
+                secret = (client_factory or _secrets_client)().get_secret_value(SecretId=arn)["SecretString"]
+                if len(secret) < 32:
+                    raise RuntimeError(f"the {self.what} key secret is shorter than 32 characters")
+                self.cached = secret.encode()
+            return self.cached
+
+    def reset(self) -> None:
+        """Forget the cached key (tests; a rotated secret takes effect in new execution environments)."""
+        self.cached = None
+
+
+#: the list-cursor key (its public local constant is documented in app.py)
+CURSOR_KEY = SigningKey("cursor", "STEPCHAIN_CURSOR_KEY_SECRET_ARN", "STEPCHAIN_CURSOR_KEY", "stepchain-cursor-v1")
+
+
 def cursor_key(env: Mapping[str, str] | None = None, client_factory: SecretsClientFactory | None = None) -> bytes:
-    """The list-cursor signing key; read from Secrets Manager on first use, then cached for the life of
-    the execution environment. A failed read raises (the API answers 500) and is retried on the next
-    request: a configured secret is never silently replaced by a weaker key."""
-    global _key
-    if _key is not None:
-        return _key
-    env = os.environ if env is None else env
-    arn = env.get("STEPCHAIN_CURSOR_KEY_SECRET_ARN")
-    if not arn:  # local runs and tests: an explicit key, else the public constant (documented in app.py)
-        return (env.get("STEPCHAIN_CURSOR_KEY") or "stepchain-cursor-v1").encode()
-    with _key_lock:
-        if _key is None:
-            secret = (client_factory or _secrets_client)().get_secret_value(SecretId=arn)["SecretString"]
-            if len(secret) < 32:
-                raise RuntimeError("the cursor key secret is shorter than 32 characters")
-            _key = secret.encode()
-        return _key
+    """The list-cursor signing key (:class:`SigningKey`)."""
+    return CURSOR_KEY(env, client_factory)
 
 
 def reset_cursor_key() -> None:
-    """Forget the cached key (tests; a rotated secret takes effect in new execution environments)."""
-    global _key
-    _key = None
+    CURSOR_KEY.reset()

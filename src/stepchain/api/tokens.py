@@ -20,24 +20,22 @@ Single use is the store's job (``CheckpointStore.spend_token``, one conditional 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stepchain.api.cursors import b64, unb64
 from stepchain.api.errors import ApiError
+from stepchain.api.security import SecretsClientFactory, SigningKey
 
 __all__ = ["Approval", "approval_key", "mint_token", "read_token", "reset_approval_key"]
 
 _DOMAIN = b"stepchain-approval-v1\0"
-_LOCAL_KEY = "stepchain-approval-local-v1"
 #: longest token the route accepts (a 24-char run id and a 63-char event name make ~190)
 MAX_TOKEN_CHARS = 512
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,400}\.[A-Za-z0-9_-]{43}$"
@@ -55,14 +53,6 @@ class Approval:
     iteration: int | None = None
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()
 
@@ -75,7 +65,7 @@ def mint_token(
     approval = Approval(run_id, event, expires_ms, secrets.token_hex(16), iteration)
     doc = {"r": run_id, "e": event, "x": expires_ms, "n": approval.token_id, "i": iteration}
     payload = json.dumps(doc, separators=(",", ":")).encode()
-    return f"{_b64(payload)}.{_b64(_mac(key or approval_key(), payload))}", approval
+    return f"{b64(payload)}.{b64(_mac(key or approval_key(), payload))}", approval
 
 
 def read_token(token: str, now_ms: int, key: bytes | None = None) -> Approval:
@@ -84,7 +74,7 @@ def read_token(token: str, now_ms: int, key: bytes | None = None) -> Approval:
     invalid = ApiError(403, "invalid_token", "the approval token is not valid")
     body, _, tag = token.partition(".")
     try:
-        payload, mac = _unb64(body), _unb64(tag)
+        payload, mac = unb64(body), unb64(tag)
     except (ValueError, binascii.Error):
         raise invalid from None
     if not hmac.compare_digest(mac, _mac(key or approval_key(), payload)):
@@ -107,37 +97,15 @@ def read_token(token: str, now_ms: int, key: bytes | None = None) -> Approval:
 
 
 # ------------------------------------------------------------------------------ the signing key
-_key_lock = threading.Lock()
-_key: bytes | None = None
+APPROVAL_KEY = SigningKey(
+    "approval", "STEPCHAIN_APPROVAL_KEY_SECRET_ARN", "STEPCHAIN_APPROVAL_KEY", "stepchain-approval-local-v1"
+)
 
 
-def _secrets_client() -> Any:
-    import boto3
-
-    return boto3.client("secretsmanager")
-
-
-def approval_key(env: Mapping[str, str] | None = None, client_factory: Callable[[], Any] | None = None) -> bytes:
-    """The token signing key: the Secrets Manager secret, read on first use and cached for the life of
-    the execution environment. A failed read raises (500) and is retried on the next request; a
-    configured secret is never replaced by a weaker key."""
-    global _key
-    if _key is not None:
-        return _key
-    env = os.environ if env is None else env
-    arn = env.get("STEPCHAIN_APPROVAL_KEY_SECRET_ARN")
-    if not arn:
-        return (env.get("STEPCHAIN_APPROVAL_KEY") or _LOCAL_KEY).encode()
-    with _key_lock:
-        if _key is None:
-            secret = (client_factory or _secrets_client)().get_secret_value(SecretId=arn)["SecretString"]
-            if len(secret) < 32:
-                raise RuntimeError("the approval key secret is shorter than 32 characters")
-            _key = secret.encode()
-        return _key
+def approval_key(env: Mapping[str, str] | None = None, client_factory: SecretsClientFactory | None = None) -> bytes:
+    """The token signing key (:class:`~stepchain.api.security.SigningKey`, like the cursor key)."""
+    return APPROVAL_KEY(env, client_factory)
 
 
 def reset_approval_key() -> None:
-    """Forget the cached key (tests; a rotated secret takes effect in new execution environments)."""
-    global _key
-    _key = None
+    APPROVAL_KEY.reset()

@@ -153,27 +153,34 @@ def _add_node(states: dict[str, Any], node: Node, nxt: str) -> None:
         raise AssertionError(node.kind)
 
 
-def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
-    """The wait task sleeps in Step Functions until SendTaskSuccess (the event) or its timeout."""
-    expire = f"{node.id}.expire"
+def _callback_task(
+    states: dict[str, Any], node: Node, nxt: str, payload: dict[str, Any], catch: list[Any], **extra: Any
+) -> None:
+    """A ``.waitForTaskToken`` task (a wait, a call, a parallel) whose state comes back through
+    SendTaskSuccess: a Choice on ``$.status`` routes it (its Wait state loops back to the task)."""
     states[node.id] = {
         "Type": "Task",
         "Resource": LAMBDA_INVOKE_CALLBACK,
-        "Parameters": {
-            "FunctionName": placeholder(node.function_name),
-            "Payload": _input({"node": node.id, "token.$": "$$.Task.Token"}),
-        },
-        "TimeoutSeconds": node.seconds,
-        # not States.Timeout: that is the event's deadline
+        "Parameters": {"FunctionName": placeholder(node.function_name), "Payload": payload},
+        **extra,
         "Retry": _retry(node.retry, LAMBDA_ERRORS),
-        "Catch": [
-            {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": expire},
-            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed},
-        ],
+        "Catch": catch,
         "Next": f"{node.id}.route",
     }
     states[f"{node.id}.route"] = _choice(node.id, nxt, wait=f"{node.id}.wait", failed=FAILED, dropped=DROPPED)
     states[f"{node.id}.wait"] = _wait(node.id)
+
+
+def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+    """The wait task sleeps in Step Functions until SendTaskSuccess (the event) or its timeout."""
+    expire = f"{node.id}.expire"
+    # Retry: not States.Timeout (that is the event's deadline: it goes to <wait>.expire)
+    catch = [
+        {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": expire},
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed},
+    ]
+    payload = _input({"node": node.id, "token.$": "$$.Task.Token"})
+    _callback_task(states, node, nxt, payload, catch, TimeoutSeconds=node.seconds)
     timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
     # DONE: the event did arrive (its SendTaskSuccess was lost); any signal: the run failed
     states[expire] = _task(
@@ -190,19 +197,8 @@ def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None
 def _add_children(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
     """A call/parallel node: its task starts the child runs (their own executions) and waits for
     its token, which the join completes when the children have ended (engine/nodes/children.py)."""
-    states[node.id] = {
-        "Type": "Task",
-        "Resource": LAMBDA_INVOKE_CALLBACK,
-        "Parameters": {
-            "FunctionName": placeholder(node.function_name),
-            "Payload": _ids({"node": node.id, "token.$": "$$.Task.Token"}),
-        },
-        "Retry": _retry(node.retry, LAMBDA_ERRORS),
-        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}],
-        "Next": f"{node.id}.route",
-    }
-    states[f"{node.id}.route"] = _choice(node.id, nxt, wait=f"{node.id}.wait", failed=FAILED, dropped=DROPPED)
-    states[f"{node.id}.wait"] = _wait(node.id)
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}]
+    _callback_task(states, node, nxt, _ids({"node": node.id, "token.$": "$$.Task.Token"}), catch)
 
 
 def to_asl(wf: Workflow) -> dict[str, Any]:

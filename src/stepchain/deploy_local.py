@@ -22,6 +22,7 @@ extra (``pip install 'stepchain[deploy]'``: aws-sam-translator, PyYAML).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -30,34 +31,39 @@ import shlex
 import sys
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stepchain import deploy_stack
 from stepchain.exceptions import DeployError
 
-CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
+DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
 MAX_TEMPLATE_BODY = 51_200  # larger templates go through S3 (TemplateURL)
-DONE_OK = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
-RECREATE = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED"}
 
 
-def _client(service: str, endpoint: str, region: str) -> Any:
-    import boto3
-    from botocore.config import Config
+@dataclass
+class Deployment:
+    """What :func:`deploy` did: the stack's outputs (``ApiUrl`` in LocalStack's form) and whether it changed."""
 
-    key = os.environ.get("AWS_ACCESS_KEY_ID") or "test"
-    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or "test"
-    config = Config(retries={"max_attempts": 3}, read_timeout=120, inject_host_prefix=False)
-    make: Any = boto3.client  # the service name is a runtime value: no per-service overload applies
-    return make(
-        service,
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=config,
-    )
+    stack: str
+    endpoint: str
+    status: str
+    outputs: dict[str, str]
+    parameters: dict[str, str]
+    seconds: float
+    changed: bool
+
+
+def default_endpoint() -> str:
+    """``AWS_ENDPOINT_URL``, else the port ``make localstack-up`` wrote (``.localstack/localstack.port``), else 4566."""
+    if url := os.environ.get("AWS_ENDPOINT_URL"):
+        return url.rstrip("/")
+    try:
+        return f"http://127.0.0.1:{int(Path('.localstack/localstack.port').read_text())}"
+    except (OSError, ValueError):
+        return DEFAULT_ENDPOINT
 
 
 def parse_params(spec: str) -> dict[str, str]:
@@ -160,131 +166,158 @@ def sam_transform(template: dict[str, Any], params: Mapping[str, str], region: s
             os.environ["AWS_DEFAULT_REGION"] = previous
 
 
-def _stack(cfn: Any, name: str) -> dict[str, Any] | None:
+def apply_sets(template: dict[str, Any], specs: Iterable[str]) -> None:
+    """``--set Resource.Property[.Sub...]=VALUE``: set a property of a resource in the deployed template (not in
+    template.yaml), e.g. ``FetchFunction.Timeout=10``; integers stay integers except under ``Variables``."""
+    resources = template.get("Resources", {})
+    for spec in specs:
+        path_text, sep, raw = spec.partition("=")
+        path = [p for p in path_text.split(".") if p]
+        if not sep or len(path) < 2:
+            raise DeployError(f"--set {spec!r} is not Resource.Property[.Sub...]=VALUE")
+        if path[0] not in resources:
+            raise DeployError(f"--set: no resource {path[0]!r} in the template")
+        node = resources[path[0]].setdefault("Properties", {})
+        for part in path[1:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DeployError(f"--set: {path_text} goes through a non-mapping")
+        as_text = "Variables" in path[:-1] or not raw.lstrip("-").isdigit()
+        node[path[-1]] = raw if as_text else int(raw)
+
+
+def _create_or_update(
+    cfn: Any, apigw: Any, stack: str, args: dict[str, Any], template: dict[str, Any], timeout_s: float
+) -> tuple[dict[str, Any], bool]:
+    """(final stack, changed). See stepchain.deploy_stack for why an update is checked event by event."""
+    existing = deploy_stack.find_stack(cfn, stack)
+    if existing is not None and existing["StackStatus"] in deploy_stack.RECREATE:
+        print(
+            f"deploy-local: stack {stack} is {existing['StackStatus']} (a failed create): deleting it", file=sys.stderr
+        )
+        cfn.delete_stack(StackName=stack)
+        deploy_stack.wait_stack(cfn, stack, timeout_s, deleted=True)
+        existing = None
+    if existing is not None and existing["StackStatus"].endswith("_IN_PROGRESS"):
+        existing = deploy_stack.wait_stack(cfn, stack, timeout_s)  # another deploy is running: let it finish
+    if existing is None:
+        cfn.create_stack(**args)
+        created = deploy_stack.wait_stack(cfn, stack, timeout_s)
+        assert created is not None
+        return created, True
+    since = deploy_stack.last_event_id(cfn, stack)
     try:
-        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+        cfn.update_stack(**args)
     except Exception as exc:
-        if "does not exist" in str(exc) or "ValidationError" in str(exc):
-            return None
-        raise
-    live = [s for s in stacks if s.get("StackStatus") != "DELETE_COMPLETE"]
-    return dict(live[0]) if live else None
-
-
-def _failures(cfn: Any, name: str) -> str:
-    try:
-        events = cfn.describe_stack_events(StackName=name)["StackEvents"]
-    except Exception as exc:
-        return f"(no events: {exc})"
-    bad = [e for e in events if "FAILED" in str(e.get("ResourceStatus"))]
-    return "\n".join(f"  {e.get('LogicalResourceId')}: {e.get('ResourceStatusReason')}" for e in bad[:15])
-
-
-def wait_stack(cfn: Any, name: str, timeout_s: float, *, deleted: bool = False) -> dict[str, Any] | None:
-    """Poll (bounded) until the stack is COMPLETE (or gone, with ``deleted``); DeployError otherwise."""
-    deadline = time.monotonic() + timeout_s
-    status = "?"
-    while time.monotonic() < deadline:
-        stack = _stack(cfn, name)
-        status = stack["StackStatus"] if stack else "DELETE_COMPLETE"
-        if deleted and stack is None:
-            return None
-        if not deleted and status in DONE_OK:
-            return stack
-        if not status.endswith("_IN_PROGRESS") and not (deleted and status in RECREATE):
-            raise DeployError(f"stack {name} is {status}\n{_failures(cfn, name)}")
-        time.sleep(1.0)
-    raise DeployError(f"stack {name} still {status} after {timeout_s:.0f}s\n{_failures(cfn, name)}")
+        if "No updates are to be performed" not in str(exc):
+            raise
+        return existing, False
+    updated = deploy_stack.wait_stack(cfn, stack, timeout_s)
+    assert updated is not None
+    deploy_stack.check_update(cfn, stack, since)
+    deploy_stack.redeploy_apis(cfn, apigw, stack, template)
+    return updated, True
 
 
 def deploy(
-    stack: str, params: Mapping[str, str], *, endpoint: str, build_dir: Path, region: str, timeout_s: float = 600.0
-) -> dict[str, str]:
-    """Deploy ``build_dir/template.yaml`` as ``stack``; returns its outputs (see the module docstring)."""
+    stack: str,
+    params: Mapping[str, str] | str = "",
+    *,
+    endpoint: str | None = None,
+    build_dir: Path = Path(".aws-sam/build"),
+    region: str | None = None,
+    sets: Sequence[str] = (),
+    timeout_s: float = 600.0,
+) -> Deployment:
+    """Deploy ``build_dir/template.yaml`` as ``stack`` (see the module docstring)."""
     from stepchain.samgen_base import load_cfn
 
+    started = time.monotonic()
+    endpoint = (endpoint or default_endpoint()).rstrip("/")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    params = parse_params(params) if isinstance(params, str) else dict(params)
     built = build_dir / "template.yaml"
     if not built.is_file():
         raise DeployError(f"{built} not found: run `make build` first")
     template = load_cfn(built.read_text())
-    unknown = sorted(set(params) - set(template.get("Parameters", {})))
+    declared = template.get("Parameters", {})
+    unknown = sorted(set(params) - set(declared))
     if unknown:
-        raise DeployError(f"unknown template parameters: {', '.join(unknown)}")
-    cfn = _client("cloudformation", endpoint, region)
-    account = _client("sts", endpoint, region).get_caller_identity()["Account"]
-    artifacts = Artifacts(_client("s3", endpoint, region), f"stepchain-artifacts-{account}-{region}")
+        raise DeployError(f"unknown template parameters: {', '.join(unknown)} (known: {', '.join(declared)})")
+    aws = functools.partial(deploy_stack.client, endpoint=endpoint, region=region)
+    cfn, apigw = aws("cloudformation"), aws("apigateway")
+    artifacts = Artifacts(aws("s3"), f"stepchain-artifacts-{aws('sts').get_caller_identity()['Account']}-{region}")
     artifacts.ensure_bucket(region)
     package(template, build_dir, artifacts)
-    body = json.dumps(sam_transform(template, params, region), separators=(",", ":"))
+    apply_sets(template, sets)
+    transformed = sam_transform(template, params, region)
+    deploy_stack.stable_api_deployments(transformed)
+    body = json.dumps(transformed, separators=(",", ":"))
     args: dict[str, Any] = {"TemplateBody": body}
     if len(body) > MAX_TEMPLATE_BODY:
         loc = artifacts.put(f"stepchain/template-{hashlib.sha256(body.encode()).hexdigest()[:20]}.json", body.encode())
         args = {"TemplateURL": f"{endpoint}/{loc['Bucket']}/{loc['Key']}"}
     args.update(
         StackName=stack,
-        Capabilities=CAPABILITIES,
+        Capabilities=deploy_stack.CAPABILITIES,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
     )
-    existing = _stack(cfn, stack)
-    if existing is not None and existing["StackStatus"] in RECREATE:
-        cfn.delete_stack(StackName=stack)
-        wait_stack(cfn, stack, timeout_s, deleted=True)
-        existing = None
-    if existing is None:
-        cfn.create_stack(**args)
-        final = wait_stack(cfn, stack, timeout_s)
-    else:
-        try:
-            cfn.update_stack(**args)
-            final = wait_stack(cfn, stack, timeout_s)
-        except DeployError:
-            raise
-        except Exception as exc:
-            if "No updates are to be performed" not in str(exc):
-                raise
-            final = existing
-    assert final is not None
+    if deploy_stack.find_stack(cfn, stack) is None:
+        for name in deploy_stack.clear_orphan_log_groups(aws("logs"), transformed, stack):
+            print(f"deploy-local: deleted the log group {name} left by an earlier {stack}", file=sys.stderr)
+    final, changed = _create_or_update(cfn, apigw, stack, args, transformed, timeout_s)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in final.get("Outputs", [])}
     if "ApiId" in outputs:
-        stage = params.get("StageName") or "v1"
+        stage = params.get("StageName") or str(declared.get("StageName", {}).get("Default", "v1"))
         if "ApiUrl" in outputs:
             outputs["ApiUrlAws"] = outputs["ApiUrl"]
-        outputs["ApiUrl"] = f"{endpoint.rstrip('/')}/_aws/execute-api/{outputs['ApiId']}/{stage}"
+        outputs["ApiUrl"] = f"{endpoint}/_aws/execute-api/{outputs['ApiId']}/{stage}"
+    elif "ApiId" in transformed.get("Outputs", {}):
+        raise DeployError(f"stack {stack} is {final['StackStatus']} but has no outputs: destroy it and deploy again")
     if "ApiKeyId" in outputs:
-        key = _client("apigateway", endpoint, region).get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)
-        outputs["ApiKeyValue"] = key["value"]
-    return outputs
+        outputs["ApiKeyValue"] = apigw.get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)["value"]
+    seconds = time.monotonic() - started
+    return Deployment(stack, endpoint, final["StackStatus"], outputs, params, seconds, changed)
 
 
 def _run(args: argparse.Namespace) -> int:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    endpoint = args.endpoint.rstrip("/")
-    started = time.monotonic()
+    endpoint = (args.endpoint or default_endpoint()).rstrip("/")
     try:
         if args.delete:
-            cfn = _client("cloudformation", endpoint, region)
-            cfn.delete_stack(StackName=args.stack)
-            wait_stack(cfn, args.stack, args.timeout, deleted=True)
+            for name in deploy_stack.delete_stack(endpoint, region, args.stack, args.timeout):
+                print(f"deploy-local: deleted the log group {name}", file=sys.stderr)
             print(f"deploy-local: deleted {args.stack}", file=sys.stderr)
             return 0
-        outputs = deploy(
-            args.stack,
-            parse_params(args.params),
-            endpoint=endpoint,
-            build_dir=args.build_dir,
-            region=region,
-            timeout_s=args.timeout,
+        sets = [*args.sets, *shlex.split(os.environ.get("SETS", ""))]
+        result = deploy(
+            args.stack, args.params, endpoint=endpoint, build_dir=args.build_dir, sets=sets, timeout_s=args.timeout
         )
     except (DeployError, ImportError) as exc:
         print(f"deploy-local: {exc}", file=sys.stderr)
         return 1
     if args.outputs:
         args.outputs.parent.mkdir(parents=True, exist_ok=True)
-        args.outputs.write_text(json.dumps(outputs, indent=2, sort_keys=True) + "\n")
-    print(f"deploy-local: {args.stack} deployed in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    print(f"deploy-local: API {outputs.get('ApiUrl', '-')}", file=sys.stderr)
-    print(json.dumps(outputs, indent=2, sort_keys=True))
+        args.outputs.write_text(json.dumps(result.outputs, indent=2, sort_keys=True) + "\n")
+    state = "deployed" if result.changed else "unchanged"
+    print(f"deploy-local: {args.stack} {result.status} ({state}) in {result.seconds:.1f}s", file=sys.stderr)
+    print(f"deploy-local: API {result.outputs.get('ApiUrl', '-')}", file=sys.stderr)
+    print(json.dumps(result.outputs, indent=2, sort_keys=True))
     return 0
+
+
+def configure(p: argparse.ArgumentParser, *, build_dir: Path = Path(".aws-sam/build")) -> None:
+    """The options of ``stepchain deploy-local`` (the repository's ``python -m tools.deploy_local`` too)."""
+    p.add_argument("--stack", required=True)
+    p.add_argument("--endpoint", default=None, help="default: AWS_ENDPOINT_URL, else make localstack-up's port")
+    p.add_argument("--params", default="", help="template parameters: 'Key=Value Key2=Value2'")
+    p.add_argument("--set", action="append", default=[], dest="sets", metavar="RES.PROP=VALUE",
+                   help="a resource property in the deployed template only (tests; also SETS='...')")  # fmt: skip
+    p.add_argument("--build-dir", type=Path, default=build_dir)
+    p.add_argument("--outputs", type=Path, help="also write the outputs (JSON) to this file")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the stack")
+    p.add_argument("--delete", action="store_true", help="delete the stack, its buckets' objects and its log groups")
+    p.set_defaults(func=_run)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -293,11 +326,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="deploy `sam build`'s output to LocalStack through CloudFormation",
         description=(__doc__ or "").split("\n\n")[0],
     )
-    p.add_argument("--stack", required=True)
-    p.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL") or "http://127.0.0.1:4566")
-    p.add_argument("--params", default="", help="template parameters: 'Key=Value Key2=Value2'")
-    p.add_argument("--build-dir", type=Path, default=Path(".aws-sam/build"))
-    p.add_argument("--outputs", type=Path, help="also write the outputs (JSON) to this file")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the stack")
-    p.add_argument("--delete", action="store_true", help="delete the stack instead")
-    p.set_defaults(func=_run)
+    configure(p)

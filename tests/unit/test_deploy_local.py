@@ -4,6 +4,7 @@ tests/e2e/test_e2e_scaffold.py against LocalStack."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from stepchain.deploy_local import Artifacts, package, parse_params, zip_tree
+from stepchain.deploy_local import Artifacts, apply_sets, package, parse_params, zip_tree
+from stepchain.deploy_stack import _fixed_log_group_names, check_update, stable_api_deployments
 from stepchain.exceptions import DeployError
 
 
@@ -66,3 +68,87 @@ def test_package_points_the_built_template_at_s3(tmp_path: Path, monkeypatch: py
         assert "CodeUri" not in template["Globals"]["Function"]  # every built function has its own
         with pytest.raises(DeployError, match="run `make build` first"):
             artifacts.directory(tmp_path / "missing")
+
+
+def _sam_api_template() -> dict[str, Any]:
+    """The shape samtranslator gives an API: a hash-named deployment, a stage that refers to it."""
+    return {
+        "Resources": {
+            "Api": {"Type": "AWS::ApiGateway::RestApi", "Properties": {}},
+            "ApiDeployment0123abcd": {
+                "Type": "AWS::ApiGateway::Deployment",
+                "Properties": {"Description": "RestApi deployment id: 0123abcd", "RestApiId": {"Ref": "Api"}},
+            },
+            "ApiStage": {
+                "Type": "AWS::ApiGateway::Stage",
+                "Properties": {"DeploymentId": {"Ref": "ApiDeployment0123abcd"}, "RestApiId": {"Ref": "Api"}},
+                "DependsOn": ["ApiDeployment0123abcd"],
+            },
+            "Other": {"Type": "X", "Properties": {"Text": {"Fn::Sub": "id ${ApiDeployment0123abcd} of ${Api}"}}},
+        },
+        "Outputs": {"Deployment": {"Value": {"Ref": "ApiDeployment0123abcd"}}},
+    }
+
+
+def test_api_deployment_gets_a_stable_name_so_an_update_never_touches_the_stage() -> None:
+    # LocalStack cannot update an AWS::ApiGateway::Stage: a new deployment hash made every update that changed
+    # the API roll back (stage and outputs lost). Two different API definitions now give the same stage.
+    first, second = _sam_api_template(), json.loads(json.dumps(_sam_api_template()).replace("0123abcd", "99ff"))
+    assert stable_api_deployments(first) == {"ApiDeployment": "ApiDeployment0123abcd"}
+    stable_api_deployments(second)
+    assert first == second
+    res = first["Resources"]
+    assert "Description" not in res["ApiDeployment"]["Properties"]
+    assert res["ApiStage"]["Properties"]["DeploymentId"] == {"Ref": "ApiDeployment"}
+    assert res["ApiStage"]["DependsOn"] == ["ApiDeployment"]
+    assert res["Other"]["Properties"]["Text"] == {"Fn::Sub": "id ${ApiDeployment} of ${Api}"}
+    assert first["Outputs"]["Deployment"]["Value"] == {"Ref": "ApiDeployment"}
+
+
+class _Events:
+    def __init__(self, events: list[dict[str, str]]) -> None:
+        self.events = events
+
+    def describe_stack_events(self, StackName: str) -> dict[str, Any]:
+        return {"StackEvents": self.events}
+
+
+def test_an_update_that_rolled_back_is_an_error_even_if_the_stack_says_update_complete() -> None:
+    # what LocalStack reported for the transport change: UPDATE_COMPLETE after a rollback
+    events = [
+        {"EventId": "9", "LogicalResourceId": "s", "ResourceStatus": "UPDATE_COMPLETE"},
+        {"EventId": "8", "LogicalResourceId": "s", "ResourceStatus": "ROLLBACK_COMPLETE"},
+        {
+            "EventId": "7",
+            "LogicalResourceId": "ApiStage",
+            "ResourceStatus": "UPDATE_FAILED",
+            "ResourceStatusReason": "Stage already exists",
+        },
+        {"EventId": "6", "LogicalResourceId": "s", "ResourceStatus": "UPDATE_IN_PROGRESS"},
+        {"EventId": "5", "LogicalResourceId": "Old", "ResourceStatus": "CREATE_FAILED"},  # before this update
+    ]
+    with pytest.raises(DeployError, match=r"(?s)rolled back.*ApiStage: Stage already exists.*destroy-local"):
+        check_update(_Events(events), "s", since_event_id="5")
+    check_update(_Events([{"EventId": "2", "ResourceStatus": "UPDATE_COMPLETE"}, *events[4:]]), "s", "5")
+
+
+def test_fixed_log_group_names_of_a_stack_are_found_for_cleanup() -> None:
+    template = {
+        "Resources": {
+            "Access": {
+                "Type": "AWS::Logs::LogGroup",
+                "Properties": {"LogGroupName": {"Fn::Sub": "/aws/x/${AWS::StackName}-a"}},
+            },
+            "Fn": {"Type": "AWS::Logs::LogGroup", "Properties": {"LogGroupName": {"Fn::Sub": "/aws/lambda/${Fn}"}}},
+            "Plain": {"Type": "AWS::Logs::LogGroup", "Properties": {"LogGroupName": "fixed"}},
+        }
+    }
+    assert _fixed_log_group_names(template, "st") == ["/aws/x/st-a", "fixed"]
+
+
+def test_set_overrides_a_property_of_the_deployed_template() -> None:
+    template: dict[str, Any] = {"Resources": {"Fn": {"Type": "AWS::Serverless::Function", "Properties": {}}}}
+    apply_sets(template, ["Fn.Timeout=10", "Fn.Environment.Variables.N=15"])
+    assert template["Resources"]["Fn"]["Properties"] == {"Timeout": 10, "Environment": {"Variables": {"N": "15"}}}
+    with pytest.raises(DeployError, match="no resource"):
+        apply_sets(template, ["Missing.Timeout=1"])

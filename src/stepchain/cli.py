@@ -3,7 +3,8 @@
     stepchain asl MODULE:ATTR [--out statemachine/] [--check] [--pythonpath DIR]
     stepchain template MODULE:ATTR [MODULE:ATTR ...] [--out template.yaml] [--check] [--code-uri DIR]
     stepchain new PATH [--name NAME] [--transport sqs|stepfunctions] [--wheel stepchain-<v>.whl]
-    stepchain deploy-local --stack NAME [--endpoint URL] [--params 'K=V ...'] [--build-dir DIR]
+    stepchain deploy-local --stack NAME [--endpoint URL] [--params 'K=V ...'] [--build-dir DIR] [--delete]
+    stepchain invoke FUNCTION EVENT.json [--stack NAME --endpoint URL] [--run-id ID]
 
 ``asl`` writes the workflow's state machine to ``<out>/<workflow name>.asl.json``; with
 ``--check`` it writes nothing and exits 1 when the file on disk differs (for CI).
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepchain import deploy_local, samgen_cli, scaffold, show
+from stepchain import deploy_local, local_invoke, samgen_cli, scaffold, show
 from stepchain.asl import asl_path, dumps, to_asl, write_asl
 from stepchain.samgen_children import with_children
 from stepchain.workflow import Workflow
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_parser(sub)
     scaffold.add_parser(sub)
     deploy_local.add_parser(sub)
+    local_invoke.add_parser(sub)
     return parser
 
 

@@ -86,6 +86,7 @@ def test_stepchain_new_project_tests_builds_deploys_and_runs(
     try:
         body = json.loads(shlex.split(commands[4])[-1])  # curl ... -d '<body>'
         _deploy_and_run(make, project, localstack_endpoint, aws, timings, body)
+        _iterate(make, project, localstack_endpoint, aws, timings, body)
         tests.wait(timeout=600)
     finally:
         if tests.poll() is None:  # a failure above: stop make and its pytest (their own process group)
@@ -161,3 +162,61 @@ def _deploy_and_run(
     assert invoke("api-send-event.json", sample).get("statusCode") == 202
     until(lambda: sample_status() == "SUCCEEDED", timeout_s=120, what="the sample's end")
     timings["sample events"] = time.monotonic() - t0
+
+
+def _iterate(
+    make: list[str],
+    project: Path,
+    localstack_endpoint: str,
+    aws: Callable[[str], Any],
+    timings: dict[str, float],
+    body: dict[str, Any],
+) -> None:
+    """Issue 17: iterating on LocalStack. A redeploy with nothing changed, then with another transport, keeps a
+    working API and its outputs (it used to roll back the API stage and say "deployed" with no outputs);
+    `make destroy-local` removes the stack and its log groups, and a deploy after it works."""
+    deploy = [*make, "deploy-local", f"ENDPOINT={localstack_endpoint}", f"STACK={STACK}"]
+    http = requests.Session()
+    http.trust_env = False
+
+    def starts_a_run(label: str) -> None:
+        api = _run([*make, "-s", "api-url"], project, timings, f"api-url after {label}").strip()
+        resp = http.post(f"{api}/runs", json=body, timeout=60)
+        assert resp.status_code == 202, f"after {label}: {resp.status_code} {resp.text[:2000]}"
+        run_id = resp.json()["run_id"]
+        until(lambda: http.get(f"{api}/runs/{run_id}", timeout=60).json()["status"] == "WAITING",
+              timeout_s=120, what=f"a run's wait after {label}")  # fmt: skip
+
+    _run(deploy, project, timings, "make deploy-local (warm, unchanged)", timeout=900)
+    starts_a_run("an unchanged redeploy")
+    out = _run([*deploy, "PARAMS=Transport=sqs"], project, timings, "make deploy-local PARAMS=Transport=sqs (update)")
+    assert '"ApiUrl"' in out and '"ControlQueueUrl"' in out, out[-3000:]
+    env = aws("lambda").get_function_configuration(FunctionName=_physical(aws, "ApiFunction"))["Environment"]
+    assert env["Variables"]["STEPCHAIN_TRANSPORT"] == "sqs", env
+    starts_a_run("a transport change")
+
+    groups = [g for g in _log_groups(aws) if STACK in g]
+    assert groups, "the deployed functions wrote no log groups"
+    _run([*make, "destroy-local", f"ENDPOINT={localstack_endpoint}", f"STACK={STACK}"], project, timings,
+         "make destroy-local")  # fmt: skip
+    assert [g for g in _log_groups(aws) if STACK in g] == []
+    _run(deploy, project, timings, "make deploy-local (after destroy)", timeout=900)
+    starts_a_run("destroy and deploy")
+
+    # the sample events through `make invoke` (no Docker): run locally against the deployed stack
+    invoke = [*make, "-s", "invoke", "FN=ApiFunction", f"ENDPOINT={localstack_endpoint}", f"STACK={STACK}"]
+    started = json.loads(_run([*invoke, "EVENT=events/api-start-run.json"], project, timings, "make invoke"))
+    assert started["statusCode"] in (200, 202), started
+    run_id = json.loads(started["body"])["run_id"]
+    got = json.loads(_run([*invoke, "EVENT=events/api-get-run.json", f"RUN_ID={run_id}"], project, timings, "invoke"))
+    assert got["statusCode"] == 200, got
+
+
+def _physical(aws: Callable[[str], Any], logical: str) -> str:
+    res = aws("cloudformation").describe_stack_resource(StackName=STACK, LogicalResourceId=logical)
+    return str(res["StackResourceDetail"]["PhysicalResourceId"])
+
+
+def _log_groups(aws: Callable[[str], Any]) -> list[str]:
+    pages = aws("logs").get_paginator("describe_log_groups").paginate()
+    return [g["logGroupName"] for page in pages for g in page["logGroups"]]

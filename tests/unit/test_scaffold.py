@@ -80,7 +80,8 @@ def test_every_rendered_file_parses_and_no_placeholder_is_left(
     assert start["workflow"] == "my-agent"
     # the project's Makefile has the targets the README promises, and its layer installs the vendored wheel
     makefile = (root / "Makefile").read_text()
-    for target in ("test", "template", "template-check", "validate", "build", "deploy-local", "api-url"):
+    targets = ("test", "template", "template-check", "validate", "build", "deploy-local", "destroy-local", "invoke")
+    for target in (*targets, "api-url"):
         assert f"\n{target}:" in makefile, target
     assert "vendor/stepchain-*.whl" in (root / "layers" / "stepchain" / "Makefile").read_text()
 

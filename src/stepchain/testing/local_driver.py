@@ -99,7 +99,7 @@ class LocalHarness(RunsApi):
     ``pythonpath``: directories to make them importable; ``budget_ms``: each invocation's budget
     (the queue's visibility timeout follows it); ``duplicate_delivery``: every message is sent
     twice; ``workers``: worker processes; ``poll_timeout_s``: :meth:`run` raises TimeoutError
-    after this many real seconds without progress.
+    after this many real seconds without progress; ``virtual_sleep``: only False (real time).
     """
 
     def __init__(
@@ -111,7 +111,10 @@ class LocalHarness(RunsApi):
         pythonpath: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         poll_timeout_s: float = POLL_TIMEOUT_S,
+        virtual_sleep: bool = False,
     ) -> None:
+        if virtual_sleep:  # accepted like the other harnesses' option, but its workers are real processes
+            raise ValueError("LocalHarness runs in real time (real worker processes): virtual_sleep must be False")
         from stepchain.aws import AwsClients, build_engine
         from stepchain.cli import load_workflow
         from stepchain.settings import Settings

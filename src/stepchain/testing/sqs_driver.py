@@ -186,13 +186,13 @@ class SqsHarness(Harness):
         max_receive_count: int = 3,
         batch_size: int = 10,
         heartbeat: HeartbeatPolicy | Literal["env"] | None = None,
+        virtual_sleep: bool = True,
     ) -> None:
         if not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be 1..10 (the event source mapping's BatchSize for SQS)")
         kwargs: dict[str, Any] = {} if inline_limit is None else {"inline_limit": inline_limit}
-        super().__init__(
-            *workflows, backend=backend, budget_ms=budget_ms, duplicate_delivery=duplicate_delivery, **kwargs
-        )
+        super().__init__(*workflows, backend=backend, budget_ms=budget_ms, duplicate_delivery=duplicate_delivery,
+                         virtual_sleep=virtual_sleep, **kwargs)  # fmt: skip
         import boto3
 
         self.batch_size = batch_size

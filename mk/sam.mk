@@ -38,6 +38,7 @@ build: $(SAM_VENV)/.installed ## sam build (no container) into .aws-sam/build
 	PATH="$(SAM_PATH)" $(SAM) build --template-file $(SAM_TEMPLATE) --build-dir $(SAM_BUILD_DIR)
 
 # make invoke FN=PlanFunction EVENT=events/plan.json [ENV_VARS=env.json] [PARAMS="Transport=sqs"]
+# Without Docker, ON_STACK=<a deploy-local stack> [ENDPOINT=] runs it against that stack; RUN_ID= fills RUN_ID.
 invoke: $(VENV)/.installed ## run one function: FN=<LogicalId> EVENT=events/<file>.json (Docker, else local)
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json [ENV_VARS=f.json] [PARAMS='K=V ...']" >&2; exit 2; }
 	@if docker info >/dev/null 2>&1; then \
@@ -47,5 +48,6 @@ invoke: $(VENV)/.installed ## run one function: FN=<LogicalId> EVENT=events/<fil
 	else \
 		echo "invoke: no Docker engine, running $(FN) with tools/local_invoke.py" >&2; \
 		$(PY) tools/local_invoke.py $(FN) $(EVENT) --template $(SAM_TEMPLATE) --build-dir $(SAM_BUILD_DIR) \
-			$(if $(ENV_VARS),--env-vars $(ENV_VARS)) $(if $(PARAMS),--parameter-overrides $(PARAMS)); \
+			$(if $(ENV_VARS),--env-vars $(ENV_VARS)) $(if $(PARAMS),--parameter-overrides $(PARAMS)) \
+			$(if $(ON_STACK),--stack '$(ON_STACK)' $(if $(ENDPOINT),--endpoint '$(ENDPOINT)')) $(if $(RUN_ID),--run-id '$(RUN_ID)'); \
 	fi

@@ -7,7 +7,8 @@ template declares it (Runtime, Handler, Timeout, MemorySize, Environment, Layers
 With ``--stack``, the template's resources resolve to that deployed stack's (``make deploy-local``) and the
 handler talks to ``--endpoint``: the project's sample events work against LocalStack. Without it, resources
 are local placeholders; a function that uses any of them needs an endpoint or credentials, and the command
-says so instead of letting the handler fail (``--no-aws``: run anyway, for a handler that makes no AWS call). ``RUN_ID`` in an event is replaced by ``--run-id``.
+says so instead of letting the handler fail (``--no-aws``: run anyway, for a handler that makes no AWS
+call). ``RUN_ID`` in an event is replaced by ``--run-id``.
 stdout: the handler's JSON result or a Lambda-style error; stderr: logs and START/END/REPORT lines.
 Exit status: 0 success, 1 handler error or timeout, 2 bad usage, template or missing endpoint.
 """
@@ -281,8 +282,9 @@ def _check_aws_reachable(fn: str, used: list[str]) -> None:
         pass
     raise UsageError(
         f"{fn} uses {', '.join(used)}, and there is no AWS endpoint or credentials to find them at. Deploy first "
-        f"(make deploy-local), then `make invoke FN={fn} EVENT=...` runs it against that stack "
-        f"(stepchain invoke {fn} EVENT --stack NAME --endpoint URL); or set AWS_ENDPOINT_URL and credentials"
+        f"(make deploy-local), then run it against that stack: `make invoke FN={fn} EVENT=...` in a project made "
+        f"by stepchain new (ON_STACK=<stack> in the stepchain repository), or stepchain invoke {fn} EVENT "
+        "--stack NAME --endpoint URL; or set AWS_ENDPOINT_URL and credentials"
     )
 
 

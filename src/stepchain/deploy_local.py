@@ -1,17 +1,20 @@
 """``stepchain deploy-local``: deploy ``sam build``'s output to LocalStack (or any CloudFormation endpoint).
 
-What a project made by ``stepchain new`` runs for ``make deploy-local`` (this repository's own
-``tools/deploy_local.py`` does the same for the research agent, with test-only extras). Offline, no
-``samlocal``, no ``sam deploy``:
+The one deploy tool: what a project made by ``stepchain new`` runs for ``make deploy-local``, and what this
+repository's ``tools/deploy_local.py`` runs with its own build directory. Offline, no ``samlocal``, no
+``sam deploy``:
 
 1. read ``<build dir>/template.yaml`` (local ``CodeUri``/``ContentUri``/``DefinitionUri`` paths);
 2. zip every function and layer directory and upload the zips and the state machine definitions to an
    artifacts bucket (``stepchain-artifacts-<account>-<region>``, created if missing) under content-hashed
    keys: an unchanged artifact is not uploaded again, a changed one changes the key (so the function updates);
-3. run the SAM transform here (``samtranslator``; LocalStack's CloudFormation rejects SAM's generated
-   references such as ``StepchainApi.Stage`` before it transforms);
+3. apply ``--set Resource.Property=VALUE`` overrides (tests), run the SAM transform here (``samtranslator``;
+   LocalStack's CloudFormation rejects SAM's generated references such as ``StepchainApi.Stage`` before it
+   transforms) and give the API deployment a stable name (stepchain.deploy_stack says why);
 4. create the stack, or update it ("No updates are to be performed" is success; a stack left in
-   ROLLBACK_COMPLETE by a failed create is deleted and created again); wait, bounded by ``--timeout``;
+   ROLLBACK_COMPLETE by a failed create is deleted and created again; an update that failed or rolled back
+   anything is an error; after an update each API stage gets a fresh deployment); wait, bounded by
+   ``--timeout``. ``--delete`` removes the stack, its buckets' objects and its log groups;
 5. print the outputs as JSON (``--outputs FILE`` also writes them), ``ApiUrl`` in the form LocalStack serves
    (``{endpoint}/_aws/execute-api/{api_id}/{stage}``; the AWS form stays in ``ApiUrlAws``).
 

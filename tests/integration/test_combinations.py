@@ -127,3 +127,54 @@ def test_goto_lands_on_a_node_kind_on_moto(kind: str) -> None:
         run_id = h.start("grading", {"round": 0, "marks": [4, 8]})
         assert drive(h, run_id) == "SUCCEEDED"
         assert h.output(run_id) == {"final": expected(kind)}
+
+
+def late_call() -> tuple[Workflow, Workflow]:
+    """``pick`` skips the call node in iteration 0 and takes it in iteration 1; then the run waits
+    for a ``stamp`` event (long: the sweeper passes many times)."""
+    double = Workflow("double-it")
+
+    @double.step()
+    def twice(ctx: StepContext, n: int) -> int:
+        return 2 * n
+
+    wf = Workflow("latecall", max_iterations=4)
+
+    @wf.step(routes=("kid", "hold"))
+    def pick(ctx: StepContext, n: int) -> Any:
+        return goto("kid" if ctx.key != "pick" else "hold", n)
+
+    wf.call(double, name="kid")
+
+    @wf.step()
+    def after(ctx: StepContext, n: int) -> int:
+        return n + 1
+
+    wf.wait_for_event("stamp", name="hold", timeout_s=86_400)
+
+    @wf.step(routes=("pick", END))
+    def again(ctx: StepContext, stamp: Any) -> Any:
+        return goto("pick", 5) if ctx.key == "again" else goto(END, stamp)
+
+    return wf, double
+
+
+@pytest.mark.parametrize("where", HARNESSES)
+def test_a_call_node_first_taken_in_a_later_iteration_is_left_alone_by_the_sweeper(where: str) -> None:
+    """The sweeper looked for a joined call node's successor in iteration 0: never created there, so it
+    re-joined the node at every sweep and, after ``max_reissues``, failed a healthy waiting run."""
+    wf, double = late_call()
+    h: Harness = {"memory": Harness, "sqs": SqsHarness, "sfn": SfnHarness}[where](wf, double)
+    with h:
+        run_id = h.start("latecall", 1)
+        h.run(run_id)
+        h.send_event(run_id, "stamp", "first", iteration=0)
+        assert h.run(run_id) == "WAITING"  # hold~00001, after kid~00001 and after~00001
+        for _ in range(12):
+            h.advance(361)
+            h.sweep()
+            assert h.run(run_id) == "WAITING", h.engine.get_run(run_id).error
+        assert not [c for c in h.store.list_crash_events(run_id) if c.kind == "swept"]
+        h.send_event(run_id, "stamp", "second", iteration=1)
+        assert h.run(run_id) == "SUCCEEDED"
+        assert h.output(run_id) == "second"

@@ -198,7 +198,8 @@ def _add_children(states: dict[str, Any], node: Node, nxt: str, failed: str) -> 
     """A call/parallel node: its task starts the child runs (their own executions) and waits for
     its token, which the join completes when the children have ended (engine/nodes/children.py)."""
     catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}]
-    _callback_task(states, node, nxt, _ids({"node": node.id, "token.$": "$$.Task.Token"}), catch)
+    # its input as every node's (``_input``): a routed-to node's predecessor is not its chain's
+    _callback_task(states, node, nxt, _input({"node": node.id, "token.$": "$$.Task.Token"}), catch)
 
 
 def to_asl(wf: Workflow) -> dict[str, Any]:

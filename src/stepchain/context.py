@@ -16,7 +16,7 @@ from stepchain.exceptions import StepNotFound, ValidationError
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import NoProbe, Probe
-from stepchain.records import NodeStatus
+from stepchain.records import NodeRecord, NodeStatus, node_key, parse_node_key
 from stepchain.steplocal import Scopes, run_each, run_each_async, run_once, run_once_async
 from stepchain.store.base import CheckpointStore
 
@@ -65,6 +65,8 @@ class StepContext:
     generation: int = 0
     #: the lease owner of this invocation (written into ``ctx.once`` in-progress markers)
     owner: str | None = None
+    #: the loop iteration this step runs in (0 until a routing step sends the run back)
+    iteration: int = 0
     #: ``ctx.each`` items checkpointed by this invocation (each invocation gets a fresh context)
     _items_done: int = field(default=0, init=False)
     _ops: Scopes = field(default_factory=Scopes, init=False)
@@ -119,12 +121,32 @@ class StepContext:
         self.cost.input_tokens += input_tokens
         self.cost.output_tokens += output_tokens
 
-    def output_of(self, step: str) -> Any:
-        """The checkpointed output of an earlier node of this run."""
-        rec = self._services.store.get_node(self.run_id, step)
-        if rec is None or rec.status is not NodeStatus.SUCCEEDED:
-            raise StepNotFound(f"run {self.run_id!r} has no completed step {step!r}")
+    def output_of(self, step: str, *, iteration: int | None = None) -> Any:
+        """The checkpointed output of node ``step`` of this run: of its latest iteration at or before
+        this step's (inside a loop and after one), or of loop iteration ``iteration``. Raises
+        :class:`StepNotFound` when that node has not completed. Costs one read when the node ran in
+        this step's iteration (or ``iteration`` is given), else one prefix query on its keys more."""
+        rec = self._latest(step, self.iteration if iteration is None else iteration, exact=iteration is not None)
+        if rec is None:
+            where = f" in iteration {iteration}" if iteration is not None else f" by iteration {self.iteration}"
+            raise StepNotFound(f"run {self.run_id!r} has no completed step {step!r}{where}")
         return self._services.codec.decode(rec.output_ref)
+
+    def _latest(self, step: str, iteration: int, *, exact: bool) -> NodeRecord | None:
+        store = self._services.store
+        rec = store.get_node(self.run_id, node_key(step, None, iteration))
+        if rec is not None and rec.status is not NodeStatus.SUCCEEDED:
+            rec = None
+        if rec is not None or exact or iteration == 0:
+            return rec
+        done: dict[int, NodeRecord] = {}  # earlier iterations (not map items, not other nodes ``<step>~...``)
+        for r in store.list_nodes(self.run_id, f"{step}~"):
+            node, it, index = parse_node_key(r.key)
+            if node == step and index is None and it < iteration and r.status is NodeStatus.SUCCEEDED:
+                done[it] = r
+        if done:
+            return done[max(done)]
+        return self._latest(step, 0, exact=True)
 
     @overload
     def once(

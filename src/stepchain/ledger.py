@@ -15,7 +15,7 @@ from typing import Any
 
 from stepchain.payloads import PayloadCodec
 from stepchain.pricing import Prices, load_prices
-from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, full_history, node_key
+from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, RunStatus, full_history, node_key
 from stepchain.store.base import CheckpointStore
 from stepchain.workflow import Registry, Workflow
 
@@ -177,6 +177,26 @@ def node_kind(rec: NodeRecord, wf: Workflow | None, maps: Collection[str] = ()) 
     return "sleep" if rec.wake_at_ms is not None else "step"
 
 
+def current_of(run: RunRecord, nodes: list[NodeView], wf: Workflow | None) -> str | None:
+    """The key of the node the run is at (a step's commit does not write the run: no extra write):
+    the one that failed (FAILED); else the latest node (in iteration and chain order) that runs,
+    waits or is about to, or the successor of the latest one done; else the run's own ``current``."""
+    if run.status is RunStatus.FAILED and run.error and run.error.get("node"):
+        return str(run.error["node"])
+    if run.status.finished or not nodes:
+        return run.current or None
+    last = nodes[-1]
+    if last.status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+        return last.key
+    if last.status == "SUCCEEDED" and wf is not None and wf.has_node(last.node):
+        from stepchain.engine.routing import successor  # the engine sits above the ledger
+
+        nxt = successor(wf, wf.node(last.node), last.iteration, last.route)
+        if nxt is not None:
+            return node_key(nxt[0].id, None, nxt[1])
+    return run.current or None
+
+
 def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices: Prices | None = None) -> RunView:
     """The run's ledger. Works from the records alone when the run's version is not registered
     (node kinds inferred from the records, nodes in the order they were created). ``prices``:
@@ -274,7 +294,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
         created_ms=run.created_ms,
         updated_ms=run.updated_ms,
         ended_ms=run.ended_ms,
-        current=run.current or None,
+        current=current_of(run, nodes, wf),
         error=run.error,
         redrives=run.redrives,
         nodes=nodes,

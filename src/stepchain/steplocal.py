@@ -230,7 +230,6 @@ def _once(
         ctx._effect_restarted = start.restarted
         try:
             if start.restarted:
-                ctx.cost.effect_reruns += 1
                 if reconcile is not None:
                     value = yield reconcile
                 else:
@@ -240,6 +239,8 @@ def _once(
                         extra={"operation": op, "previous_owner": start.previous_owner},
                     )
             if value is None:
+                if start.restarted:  # a real re-run (not one ``reconcile`` answered)
+                    ctx.cost.effect_reruns += 1
                 value = yield fn
                 probe.reached("once_executed", run_id, key, op)
                 probe.reached("effect_window", run_id, key, op)

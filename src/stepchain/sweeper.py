@@ -53,6 +53,7 @@ stuck run moves at most ``grace + interval`` (300 s + 60 s) after the moment it 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -62,7 +63,7 @@ from stepchain.engine.nodes.children import rejoin, stuck_join
 from stepchain.engine.routing import event_key, source_of, split_event_key, successor
 from stepchain.engine.runs import RunService
 from stepchain.engine.shared import key_of
-from stepchain.exceptions import VersionMismatch, WorkflowNotFound
+from stepchain.exceptions import ValidationError, VersionMismatch, WorkflowNotFound
 from stepchain.messages import Activation
 from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, RunChanges
@@ -80,10 +81,20 @@ class SweepPolicy:
     #: how long past its due moment a handoff must be missing before the sweeper acts
     grace_s: float = 300.0
     #: re-issues of one node since its last progress (recorded crash events ``swept``) after
-    #: which the run is failed instead
+    #: which the run is failed instead (``SweeperGaveUp``): no run strands
     max_reissues: int = 10
     #: runs read from the active-run index per page
     page_size: int = 100
+
+    @classmethod
+    def from_env(cls) -> SweepPolicy:
+        """``STEPCHAIN_SWEEP_GRACE_S`` and ``STEPCHAIN_SWEEP_MAX_REISSUES`` (the sweeper function's)."""
+        grace = os.environ.get("STEPCHAIN_SWEEP_GRACE_S")
+        bound = os.environ.get("STEPCHAIN_SWEEP_MAX_REISSUES")
+        policy = cls(float(grace) if grace else cls.grace_s, int(bound) if bound else cls.max_reissues)
+        if policy.max_reissues < 1 or policy.grace_s < 0:
+            raise ValidationError("STEPCHAIN_SWEEP_MAX_REISSUES must be >= 1 and STEPCHAIN_SWEEP_GRACE_S >= 0")
+        return policy
 
 
 @dataclass
@@ -159,14 +170,16 @@ class Sweeper:
         # the sweeper's earlier re-issues are C# crash events (read only for a run with something to re-issue)
         events = self.runs.store.list_crash_events(run.run_id) if plan.msgs or plan.joins else []
         for key in {key_of(m) for m in [*plan.msgs, *plan.joins]}:
-            rec = nodes.get(key)
-            since = 0 if rec is None else max(rec.created_ms, rec.updated_ms or 0)  # its last progress
+            since = _progress_ms(nodes.get(key))
             reissues = sum(1 for c in events if c.kind == SWEPT and c.node == key and c.at_ms > since)
             if reissues >= self.policy.max_reissues:
                 err = {
                     "node": key,
                     "type": "SweeperGaveUp",
-                    "message": f"re-issued {reissues} times by the sweeper without progress",
+                    "message": (
+                        f"node {key} was re-issued {reissues} times by the sweeper without progress "
+                        f"(max_reissues={self.policy.max_reissues}, STEPCHAIN_SWEEP_MAX_REISSUES); giving up"
+                    ),
                 }
                 self._fail_run(run, key, err, report)
                 return
@@ -292,6 +305,17 @@ def _input_ready(wf: Workflow, node: Node, rec: NodeRecord, nodes: dict[str, Nod
     prev_key = src or (None if prev is None else node_key(prev.id, None, rec.iteration))
     done = prev_key is not None and (p := nodes.get(prev_key)) is not None and p.status is NodeStatus.SUCCEEDED
     return rec.input_ref is not None or prev_key is None or done
+
+
+def _progress_ms(rec: NodeRecord | None) -> int:
+    """When the node last made progress. A PENDING node has made none since it was created (or
+    ended: a redrive's reset of a failed node), whatever wrote it since: an activation that came
+    too early and released it again (nothing to read its input from) is no progress."""
+    if rec is None:
+        return 0
+    if rec.status is NodeStatus.PENDING:
+        return max(rec.created_ms, rec.ended_ms or 0)
+    return max(rec.created_ms, rec.updated_ms or 0)
 
 
 def _lost(rec: NodeRecord, overdue: _Overdue) -> bool:

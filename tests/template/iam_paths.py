@@ -263,12 +263,8 @@ class Deployment:
 
     def _drop_stopped_waits(self) -> None:
         """moto's StopExecution leaves a callback wait running (AWS ends it): the harness ends it."""
-        if self.transport != "sfn":
-            return
-        for run_id in self.h.runs():
-            if self.h.status(run_id) == "CANCELLED" and self.h._execution_running(run_id):
-                for token in self.h._wait_tokens(run_id, any_status=True):
-                    self.h.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+        if self.transport == "sfn":
+            self.h._stop_cancelled()
 
 
 # ------------------------------------------------------------------------------------------ paths

@@ -175,14 +175,15 @@ def sweeper_handler(
     *workflows: Workflow, settings: Settings | None = None, clients: AwsClients | None = None
 ) -> Handler:
     """The scheduled recovery sweeper (``stepchain.sweeper``; template.yaml runs it every minute).
-    ``STEPCHAIN_SWEEP_GRACE_S`` overrides the grace period (default 300 s)."""
+    ``STEPCHAIN_SWEEP_GRACE_S`` overrides the grace period (default 300 s),
+    ``STEPCHAIN_SWEEP_MAX_REISSUES`` the re-issues of one node without progress before the run
+    is failed (default 10)."""
     from stepchain.sweeper import Sweeper, SweepPolicy
 
     lazy = _Lazy(workflows, settings, clients)
 
     def handler(event: dict[str, Any], context: Any) -> Any:
-        policy = SweepPolicy(grace_s=float(os.environ.get("STEPCHAIN_SWEEP_GRACE_S") or SweepPolicy.grace_s))
-        report = Sweeper(lazy.engine, policy).sweep()
+        report = Sweeper(lazy.engine, SweepPolicy.from_env()).sweep()
         return {**report.__dict__, "acted": report.acted}
 
     return handler

@@ -287,6 +287,7 @@ class Worker:
             return self.registry.get(run.workflow, run.version)
         except VersionNotRegistered as exc:
             self.fail_unregistered(run.run_id, run.current, exc)
+            self.lifecycle.cancel(run)  # Step Functions: stop its execution (it waits for a callback)
             raise
 
     def fail_unregistered(self, run_id: str, key: str | None, exc: VersionNotRegistered) -> Outcome:

@@ -52,14 +52,16 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     return ":".join([*parts[:5], "execution", parts[6], name])
 
 
-def execution_input(run: RunRecord, start_at: str) -> str:
+def execution_input(run: RunRecord, start_at: str, src: str | None = None) -> str:
     """Deterministic JSON (StartExecution is idempotent only for an identical input string).
 
-    ``start_at`` is the node the ``Route`` Choice jumps to: the first node, or a redrive's.
+    ``start_at`` is the node the ``Route`` Choice jumps to: the first node, or a redrive's or the
+    sweeper's; ``src`` the node whose output is its input (a routing step's goto target: not its
+    chain predecessor, which may never have run).
     """
     node, iteration, _ = parse_node_key(start_at)  # a redrive inside a loop starts at its iteration
     doc = {"run_id": run.run_id, "workflow": run.workflow, "version": run.version, "start_at": node}
-    doc.update(route_state(Activation(run.run_id, run.workflow, run.version, node, iteration=iteration)))
+    doc.update(route_state(Activation(run.run_id, run.workflow, run.version, node, iteration=iteration, src=src)))
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
@@ -94,12 +96,12 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
         """Nothing to send: the state machine runs the next task itself (see the module doc)."""
         return None
 
-    def _start_execution(self, run: RunRecord, name: str, start_at: str) -> None:
+    def _start_execution(self, run: RunRecord, name: str, start_at: str, src: str | None = None) -> None:
         try:
             self.client.start_execution(
                 stateMachineArn=self.state_machine_for(run.workflow),
                 name=name,
-                input=execution_input(run, start_at),
+                input=execution_input(run, start_at, src),
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
@@ -160,12 +162,13 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
             logger.warning("the run's execution ended while the run is active", extra={"execution": name})
             return None
         self.dispatch(msgs)  # no message, but the before_handoff boundary is reached
-        self._start_execution(run, name, node_key(msgs[0].node, None, msgs[0].iteration))
+        self._start_execution(run, name, node_key(msgs[0].node, None, msgs[0].iteration), msgs[0].src)
         return len(msgs)
 
     def redrive(self, run: RunRecord, msgs: Sequence[Activation], top_node: str) -> None:
         self.dispatch(msgs)
-        self._start_execution(run, execution_name(run.run_id, run.redrives), top_node)
+        src = next((m.src for m in msgs if m.index is None and node_key(m.node, None, m.iteration) == top_node), None)
+        self._start_execution(run, execution_name(run.run_id, run.redrives), top_node, src)
 
 
 __all__ = ["StepFunctionsHandoff", "execution_arn", "execution_input", "execution_name"]

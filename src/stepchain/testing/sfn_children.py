@@ -3,6 +3,7 @@ wait themselves (for an event, or for their own children)? Then it does not move
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from stepchain.engine.nodes.children import child_ids
@@ -12,37 +13,60 @@ from stepchain.workflow import CHILD_KINDS
 
 class _Driver(Protocol):
     _inflight: int
+    _lock: Any
     engine: Any
     registry: Any
     store: Any
 
     def _moving(self, run_id: str) -> str | None: ...
 
+    def history(self, run_id: str, redrive: int | None = None) -> list[dict[str, Any]]: ...
+
 
 def waiting_for_children(h: _Driver, run_id: str) -> bool:
+    """:func:`_waiting_for_children` under the invocation lock: an invocation that ends a child
+    between the reads of the node and of its children would make them disagree."""
+    with h._lock:
+        return _waiting_for_children(h, run_id)
+
+
+def _waiting_for_children(h: _Driver, run_id: str) -> bool:
     """True when no invocation runs, a call/parallel node of the run waits, and none of its
     children's executions moves on its own (a child that ended while the node still waits is the
-    sweeper's to join: a lost notification)."""
+    sweeper's to join: a lost notification). The run's own execution must be parked on the
+    callback of the task the node recorded: one whose task invocation died (a crash after the node
+    went WAITING) runs the task again on its own (a new token), and that starts a child whose start
+    was lost."""
     if h._inflight:
         return False
     run = h.engine.get_run(run_id)
     if run.status.finished:
         return False
+    token = parked_on(h.history(run_id))
+    if token is None:
+        return False
     waiting = False
     for node in h.registry.get(run.workflow, run.version).nodes:
         if node.kind not in CHILD_KINDS:
             continue
-        rec = h.store.get_node(run_id, node.id)
-        if rec is None or rec.status is not NodeStatus.WAITING:
-            continue
-        waiting = True
-        for cid in child_ids(node, run_id, rec.key, rec.generation).values():
-            child = h.store.get_run(cid)
-            if child is None or child.status.finished:
-                continue
-            try:
-                if h._moving(cid) is not None:
+        # every loop iteration of the node has its own key (``<node>~00002``)
+        recs = [r for r in h.store.list_nodes(run_id, node.id) if r.node == node.id and r.index is None]
+        for rec in (r for r in recs if r.status is NodeStatus.WAITING and r.task_token == token):
+            waiting = True
+            for cid in child_ids(node, run_id, rec.key, rec.generation).values():
+                child = h.store.get_run(cid)
+                if child is None or child.status.finished:
+                    continue
+                if h._moving(cid) is not None:  # None too when it never started (the sweeper starts it)
                     return False
-            except Exception:  # its execution never started (the sweeper starts it)
-                continue
     return waiting
+
+
+def parked_on(events: list[dict[str, Any]]) -> str | None:
+    """The task token an execution waits on (its last task submitted, no event since), else None."""
+    if not events or events[-1]["type"] != "TaskSubmitted":
+        return None
+    scheduled = next(e for e in reversed(events) if e["type"] == "TaskScheduled")
+    payload = json.loads(scheduled["taskScheduledEventDetails"]["parameters"]).get("Payload", {})
+    token = payload.get("token")
+    return str(token) if token else None

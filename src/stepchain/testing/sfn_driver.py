@@ -216,12 +216,10 @@ class SfnHarness(Harness):
             return super().send_event(run_id, name, payload, iteration=iteration)
 
     def cancel(self, run_id: str) -> None:
-        """Cancel the run (StopExecution). moto's StopExecution does not interrupt a task waiting
-        for its callback (AWS does): the driver ends that wait, so the execution ends ABORTED."""
+        """Cancel the run (StopExecution, its child runs' too)."""
         with self._lock:
             self.engine.cancel(run_id)
-        for token in self._wait_tokens(run_id, any_status=True):
-            self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+        self._stop_cancelled()
 
     def sweep(self, policy: SweepPolicy | None = None) -> int:
         """Run the recovery sweeper once at the current virtual time (it starts executions and
@@ -229,17 +227,16 @@ class SfnHarness(Harness):
         with self._lock:
             acted = Sweeper(self.engine, policy).sweep().acted
         self.run_ids.extend(r for r in self.runs() if r not in self.run_ids)
-        for run_id in self.run_ids:  # moto's StopExecution leaves a callback wait running (see cancel)
-            if self.status(run_id) == "CANCELLED" and self._execution_running(run_id):
-                for token in self._wait_tokens(run_id, any_status=True):
-                    self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+        self._stop_cancelled()
         return acted
 
-    def _execution_running(self, run_id: str) -> bool:
-        try:
-            return self.execution_status(run_id) == "RUNNING"
-        except self.sfn.exceptions.ExecutionDoesNotExist:
-            return False
+    def _stop_cancelled(self) -> None:
+        """moto's StopExecution does not interrupt a task waiting for its callback (AWS does): end
+        those waits of every cancelled run (a cancel cascades to child runs), so they end ABORTED."""
+        for run_id in self.runs():
+            if self.status(run_id) == "CANCELLED" and self._moving(run_id, waiting=True):
+                for token in self._wait_tokens(run_id, any_status=True):
+                    self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
 
     def redeliver(self, msg: Activation, at_ms: int | None = None) -> None:
         """A late duplicate: invoke ``msg``'s function once more, outside any execution (a stale or
@@ -297,12 +294,15 @@ class SfnHarness(Harness):
                 )
             time.sleep(0.005)
 
-    def _moving(self, run_id: str) -> str | None:
-        """The status of the run's execution while it still moves on its own, else None."""
-        status = self.execution_status(run_id)
-        if status in TERMINAL or self._waiting_for_event(run_id) or waiting_for_children(self, run_id):
+    def _moving(self, run_id: str, *, waiting: bool = False) -> str | None:
+        """The status of the run's execution while it still moves on its own (``waiting``: or waits
+        for a callback), else None (also when it never started: the sweeper starts it)."""
+        try:
+            status = self.execution_status(run_id)
+        except self.sfn.exceptions.ExecutionDoesNotExist:
             return None
-        return status
+        stays = not waiting and (self._waiting_for_event(run_id) or waiting_for_children(self, run_id))
+        return None if status in TERMINAL or stays else status
 
     def _waiting_for_event(self, run_id: str) -> bool:
         """No invocation runs and the run waits for an event whose task has not been timed out."""

@@ -27,6 +27,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.routing import successor
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.handoff.base import RunLifecycle
@@ -34,7 +35,7 @@ from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.ledger import RunView, describe
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, parse_node_key
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key, parse_node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit, RunChanges
 from stepchain.workflow import CHILD_KINDS, Node, Registry, Workflow
 
@@ -292,8 +293,8 @@ def stuck_join(w: Worker, wf: Workflow, node: Node, run_id: str, rec: NodeRecord
     node's activation), ``"join"`` (its children ended long ago, or it joined long ago and its
     successor never started: :func:`rejoin`), or ``""``."""
     if rec.status is NodeStatus.SUCCEEDED:
-        succ = wf.next_of(node.id)
-        started = succ is not None and w.store.get_node(run_id, succ.id) is not None
+        succ = successor(wf, node, rec.iteration, rec.route)  # in the node's own iteration
+        started = succ is not None and w.store.get_node(run_id, node_key(succ[0].id, None, succ[1])) is not None
         return "join" if not started and overdue(rec.ended_ms, rec.updated_ms) else ""
     if rec.status is not NodeStatus.WAITING:
         return ""

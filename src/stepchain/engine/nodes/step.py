@@ -54,6 +54,7 @@ def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
         w,
         generation=rec.generation,
         owner=rec.owner,
+        iteration=msg.iteration,
     )
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()

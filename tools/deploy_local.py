@@ -22,7 +22,10 @@ What it does, offline (no ``samlocal``, no ``sam deploy``):
 5. waits (bounded: ``--timeout`` seconds) for CREATE_COMPLETE / UPDATE_COMPLETE, printing the failed
    resource events otherwise, and prints the outputs as JSON, with ``ApiUrl`` in the form LocalStack
    serves (``{endpoint}/_aws/execute-api/{api_id}/{stage}``; the AWS form stays in ``ApiUrlAws``) and,
-   with ``ApiAuth=apikey``, the key's value as ``ApiKeyValue``.
+   with ``ApiAuth=apikey``, ``ApiKeyValue``: the deployment's own key ``<stack>-local``, created once in the
+   usage plan (the template ships no shared key; ``make api-key NAME=...`` adds one per further caller).
+   ``ApiAuth=iam`` on LocalStack deploys ``RunOwnership=off`` unless ``PARAMS`` names it: LocalStack puts no
+   caller identity in the request, and ownership refuses requests without one (401).
 
 Endpoint: ``--endpoint``, else ``AWS_ENDPOINT_URL``, else the port of ``make localstack-up``
 (``.localstack/localstack.port``), else ``http://127.0.0.1:4566``. Without credentials in the environment the
@@ -38,7 +41,7 @@ host-mode plugins.
 API authentication: ``ApiAuth=iam`` (the default) makes API Gateway require SigV4-signed requests on AWS.
 LocalStack does not enforce IAM by default, but the e2e tests sign anyway (botocore's ``SigV4Auth``,
 service ``execute-api``, dummy credentials), so the same client code works unchanged against AWS.
-``ApiAuth=apikey`` needs the ``x-api-key`` header (its value is printed as ``ApiKeyValue``).
+``ApiAuth=apikey`` needs the ``x-api-key`` header (the local key's value is printed as ``ApiKeyValue``).
 
 ``--set`` (tests only; template.yaml is not changed): ``Resource.Property.Sub.Path=VALUE`` sets a property of a
 resource in the deployed template, e.g. ``--set FetchFunction.Timeout=10`` or
@@ -61,6 +64,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from stepchain.deploy_local import local_api_key, local_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUILD_DIR = REPO / ".aws-sam" / "build"
@@ -438,6 +443,7 @@ def deploy(
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise DeployError(f"unknown template parameters: {', '.join(unknown)} (known: {', '.join(declared)})")
+    parameters = local_parameters(parameters, declared)
 
     s3 = _client("s3", endpoint, region)
     cfn = _client("cloudformation", endpoint, region)
@@ -459,9 +465,10 @@ def deploy(
         outputs["ApiUrl"] = (
             local_api_url(endpoint, outputs["ApiId"], stage) if _is_local(endpoint) else outputs["ApiUrl"]
         )
-    if "ApiKeyId" in outputs:
-        apigw = _client("apigateway", endpoint, region)
-        outputs["ApiKeyValue"] = apigw.get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)["value"]
+    if "ApiUsagePlanId" in outputs:  # the template ships no shared key: this deployment's own one
+        outputs["ApiKeyValue"] = local_api_key(
+            _client("apigateway", endpoint, region), stack, outputs["ApiUsagePlanId"]
+        )
     return Deployment(
         stack=stack,
         endpoint=endpoint,

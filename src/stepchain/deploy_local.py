@@ -13,7 +13,10 @@ What a project made by ``stepchain new`` runs for ``make deploy-local`` (this re
 4. create the stack, or update it ("No updates are to be performed" is success; a stack left in
    ROLLBACK_COMPLETE by a failed create is deleted and created again); wait, bounded by ``--timeout``;
 5. print the outputs as JSON (``--outputs FILE`` also writes them), ``ApiUrl`` in the form LocalStack serves
-   (``{endpoint}/_aws/execute-api/{api_id}/{stage}``; the AWS form stays in ``ApiUrlAws``).
+   (``{endpoint}/_aws/execute-api/{api_id}/{stage}``; the AWS form stays in ``ApiUrlAws``) and, with
+   ``ApiAuth=apikey``, ``ApiKeyValue``: the deployment's own key ``<stack>-local`` (:func:`local_api_key`).
+
+``ApiAuth=iam`` on LocalStack: ``RunOwnership=off`` unless given (:func:`local_parameters`).
 
 Credentials: the environment's, else the dummy ``test``/``test`` pair LocalStack accepts. Needs the ``deploy``
 extra (``pip install 'stepchain[deploy]'``: aws-sam-translator, PyYAML).
@@ -197,6 +200,30 @@ def wait_stack(cfn: Any, name: str, timeout_s: float, *, deleted: bool = False) 
     raise DeployError(f"stack {name} still {status} after {timeout_s:.0f}s\n{_failures(cfn, name)}")
 
 
+def local_parameters(params: Mapping[str, str], declared: Mapping[str, Any]) -> dict[str, str]:
+    """``params`` for a LocalStack stack: LocalStack (community) does not authenticate SigV4 and never puts a
+    caller in ``requestContext.identity`` (its API Gateway leaves ``userArn`` None), so under ``ApiAuth=iam``
+    ownership (which refuses a request without an identity, 401) could serve nobody: such a stack gets
+    ``RunOwnership=off`` unless the parameters name it. A deployment to AWS keeps the template's ``on``."""
+    out = dict(params)
+    if "RunOwnership" in declared and "RunOwnership" not in out and out.get("ApiAuth", "iam") == "iam":
+        out["RunOwnership"] = "off"
+        print("deploy-local: ApiAuth=iam on LocalStack carries no caller identity: RunOwnership=off", file=sys.stderr)
+    return out
+
+
+def local_api_key(apigateway: Any, stack: str, plan_id: str) -> str:
+    """The value of this local deployment's own API key ``<stack>-local`` in the stack's usage plan (created
+    once, then reused): the template ships no shared key; other callers get theirs with ``make api-key``."""
+    name = f"{stack}-local"
+    found = [k for k in apigateway.get_api_keys(nameQuery=name, includeValues=True)["items"] if k["name"] == name]
+    if found:
+        return str(found[0]["value"])
+    key = apigateway.create_api_key(name=name, enabled=True)
+    apigateway.create_usage_plan_key(usagePlanId=plan_id, keyId=key["id"], keyType="API_KEY")
+    return str(key["value"])
+
+
 def deploy(
     stack: str, params: Mapping[str, str], *, endpoint: str, build_dir: Path, region: str, timeout_s: float = 600.0
 ) -> dict[str, str]:
@@ -210,6 +237,7 @@ def deploy(
     unknown = sorted(set(params) - set(template.get("Parameters", {})))
     if unknown:
         raise DeployError(f"unknown template parameters: {', '.join(unknown)}")
+    params = local_parameters(params, template.get("Parameters", {}))
     cfn = _client("cloudformation", endpoint, region)
     account = _client("sts", endpoint, region).get_caller_identity()["Account"]
     artifacts = Artifacts(_client("s3", endpoint, region), f"stepchain-artifacts-{account}-{region}")
@@ -250,9 +278,10 @@ def deploy(
         if "ApiUrl" in outputs:
             outputs["ApiUrlAws"] = outputs["ApiUrl"]
         outputs["ApiUrl"] = f"{endpoint.rstrip('/')}/_aws/execute-api/{outputs['ApiId']}/{stage}"
-    if "ApiKeyId" in outputs:
-        key = _client("apigateway", endpoint, region).get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)
-        outputs["ApiKeyValue"] = key["value"]
+    if "ApiUsagePlanId" in outputs:
+        outputs["ApiKeyValue"] = local_api_key(
+            _client("apigateway", endpoint, region), stack, outputs["ApiUsagePlanId"]
+        )
     return outputs
 
 

@@ -467,7 +467,7 @@ def test_openapi_route_serves_the_checked_in_document(h: Harness) -> None:
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/redrive",
         "/runs/{run_id}/approvals",
-        "/approvals/{token}",
+        "/approvals",
         "/openapi.json",
     }
     assert paths["/runs"]["post"]["responses"]["202"]["content"]["application/json"]["schema"] == {

@@ -10,7 +10,7 @@ Routes (the OpenAPI document, ``openapi.json`` at the repository root, is genera
     POST /runs/{run_id}/cancel               cancel an active run                         200
     POST /runs/{run_id}/redrive              resume a FAILED run ({"input", "keep_progress"}) 202
     POST /runs/{run_id}/approvals            mint an approval token ({"event", "ttl_s"})   201
-    POST /approvals/{token}                  deliver the token's event, once (api/approvals.py) 202
+    POST /approvals                          deliver the Approval-Token header's event, once      202
     GET  /openapi.json                       this API's OpenAPI document                  200
 
 Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
@@ -78,7 +78,7 @@ from stepchain.api.models import (
     StartRunRequest,
     StepDetail,
 )
-from stepchain.api.ownership import caller_of, guard
+from stepchain.api.ownership import caller_of, check_configuration, guard
 from stepchain.api.security import check_input_size
 from stepchain.api.views import IterationQuery, accepted, output_fields, output_if_done, step_fields, waiting_for
 from stepchain.engine import Engine
@@ -479,6 +479,7 @@ def _serve(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def handle_api_event(engine: Engine, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Serve one API Gateway (REST, Lambda proxy) event with ``engine``."""
+    check_configuration()  # fails closed: a deployment without keys or with a bad mode serves nothing
     append_context: Callable[..., None] = app.append_context
     append_context(engine=engine)
     return _serve(event, context)

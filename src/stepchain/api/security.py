@@ -9,7 +9,7 @@
 * :func:`check_input_size`: a run input (start or redrive) over ``STEPCHAIN_MAX_INPUT_BYTES`` is a 413.
 * :func:`cursor_key`: the key that signs list cursors, read once per execution environment from the
   Secrets Manager secret named by ``STEPCHAIN_CURSOR_KEY_SECRET_ARN`` (template.yaml generates it); without
-  that, ``STEPCHAIN_CURSOR_KEY`` (local runs, tests), else a public constant (see ``stepchain.api.app``).
+  that, ``STEPCHAIN_CURSOR_KEY``; a public constant only in the explicit local mode (:class:`SigningKey`).
 """
 
 from __future__ import annotations
@@ -112,8 +112,7 @@ class SigningKey:
     """An HMAC key of the API (list cursors, approval tokens): the Secrets Manager secret named by the
     ``arn_env`` variable, read on first use, then cached for the life of the execution environment. A
     failed read raises (the API answers 500) and is retried on the next request: a configured secret is
-    never silently replaced by a weaker key. Without ``arn_env`` (local runs, tests): the ``key_env``
-    value, else the public ``local`` constant."""
+    never silently replaced by a weaker key. Without ``arn_env``: :meth:`fallback`."""
 
     def __init__(self, what: str, arn_env: str, key_env: str, local: str) -> None:
         self.what, self.arn_env, self.key_env, self.local = what, arn_env, key_env, local
@@ -128,7 +127,7 @@ class SigningKey:
         env = os.environ if env is None else env
         arn = env.get(self.arn_env)
         if not arn:
-            return (env.get(self.key_env) or self.local).encode()
+            return self.fallback(env)
         with self._lock:
             if self.cached is None:
                 secret = (client_factory or _secrets_client)().get_secret_value(SecretId=arn)["SecretString"]
@@ -136,6 +135,30 @@ class SigningKey:
                     raise RuntimeError(f"the {self.what} key secret is shorter than 32 characters")
                 self.cached = secret.encode()
             return self.cached
+
+    def fallback(self, env: Mapping[str, str]) -> bytes:
+        """The key without a secret: ``key_env`` (at least 32 characters), else, in the explicit local
+        mode only (``STEPCHAIN_OWNERSHIP=local``), the public constant. Anything else refuses to serve
+        (:class:`~stepchain.api.identity.ConfigurationError`): a deployment never signs with a constant."""
+        from stepchain.api.identity import ConfigurationError
+        from stepchain.api.ownership import ownership_mode
+
+        value = env.get(self.key_env)
+        local = ownership_mode(env) == "local"
+        if value and (local or len(value) >= 32):
+            return value.encode()
+        if local:
+            return self.local.encode()
+        raise ConfigurationError(
+            f"no {self.what} signing key: set {self.arn_env} (a Secrets Manager secret) or {self.key_env}"
+            " (32+ characters); the public local key is used only with STEPCHAIN_OWNERSHIP=local"
+        )
+
+    def configured(self, env: Mapping[str, str]) -> None:
+        """Raise :class:`~stepchain.api.identity.ConfigurationError` unless this key can be had (a secret
+        is named, or :meth:`fallback` works), without reading the secret."""
+        if not env.get(self.arn_env):
+            self.fallback(env)
 
     def reset(self) -> None:
         """Forget the cached key (tests; a rotated secret takes effect in new execution environments)."""

@@ -2,8 +2,9 @@
 
 * :func:`redact` / :func:`redact_error`: a step's error is stored and logged in full, but what the API
   returns of it (run view, step view, list, and every error body) has AWS account ids, ARNs, access key
-  ids and secret-looking tokens replaced by ``<redacted:...>`` markers. The response models apply it
-  (``stepchain.api.models``), so no route can forget it.
+  ids, provider keys, URL passwords, table names, paths and secret-looking tokens replaced by
+  ``<redacted:...>`` markers (the one pattern set: ``stepchain.api.redaction``). The response models apply
+  it (``stepchain.api.models``), so no route can forget it.
 * :func:`output_url_ttl_s`: the lifetime of presigned output URLs (``STEPCHAIN_OUTPUT_URL_TTL_S``, default
   300 s, at most :data:`~stepchain.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.payloads``).
 * :func:`check_input_size`: a run input (start or redrive) over ``STEPCHAIN_MAX_INPUT_BYTES`` is a 413.
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from stepchain.api.redaction import redact
 from stepchain.exceptions import ValidationError
 from stepchain.limits import RunLimits
 from stepchain.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
@@ -34,42 +36,6 @@ __all__ = [
     "redact_error",
     "reset_cursor_key",
 ]
-
-_TOKEN_CHARS = r"A-Za-z0-9+/=_\-"
-#: (pattern, replacement), applied in this order: ARNs before the account ids inside them
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # arn:partition:service:region:account:resource (the resource may hold / : and more)
-    (re.compile(r"\barn:aws[a-z-]*:[^\s\"'<>,;()\[\]{}]+"), "<redacted:arn>"),
-    # access key ids: long-term (AKIA), temporary (ASIA) and the other unique-id prefixes IAM uses
-    (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA|APKA|ABIA|ACCA)[A-Z0-9]{16}\b"), "<redacted:key-id>"),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 <redacted:secret>"),
-    # name=value / name: value where the name says secret (password=..., X-Amz-Signature=..., "token": "...")
-    (
-        re.compile(
-            r"(?i)([\w-]*(?:secret|password|passwd|token|api[_-]?key|access[_-]?key|signature|credential"
-            r"|authorization)[\w-]*)([\"']?\s*[:=]\s*[\"']?)(?!<redacted)([^\s\"'&,;]+)"
-        ),
-        r"\1\2<redacted:secret>",
-    ),
-    # a 32+ character run of base64/url-safe characters mixing digits, lower and upper case: a secret
-    # access key, a session token, a signature or a JWT part (hex digests and words do not match)
-    (
-        re.compile(
-            rf"(?<![{_TOKEN_CHARS}])(?=[{_TOKEN_CHARS}]*\d)(?=[{_TOKEN_CHARS}]*[a-z])(?=[{_TOKEN_CHARS}]*[A-Z])"
-            rf"[{_TOKEN_CHARS}]{{32,}}(?![{_TOKEN_CHARS}])"
-        ),
-        "<redacted:secret>",
-    ),
-    # a 12-digit number standing alone: an AWS account id
-    (re.compile(r"(?<!\d)\d{12}(?!\d)"), "<redacted:account>"),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with AWS account ids, ARNs, access key ids and secret-looking tokens replaced."""
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def redact_error(error: Mapping[str, str] | None) -> dict[str, str] | None:

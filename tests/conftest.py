@@ -63,3 +63,14 @@ def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert where.startswith(site), f"stepchain imported from {where}, not the wheel in {site}"
     (venv / ".installed").touch()  # what a project's Makefile checks before installing into VENV
     return venv
+
+
+@pytest.fixture(autouse=True)
+def _explicit_local_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs API fails closed (ownership on, signing keys required) unless told otherwise: tests that
+    call it in process run in the explicit local mode, as the embedded runtime and the demo do. A test
+    of ownership sets ``STEPCHAIN_OWNERSHIP=on`` (and keys) itself."""
+    import os
+
+    if not os.environ.get("STEPCHAIN_OWNERSHIP"):
+        monkeypatch.setenv("STEPCHAIN_OWNERSHIP", "local")

@@ -4,8 +4,10 @@
 
 Creates an enabled API key named ``<stack>-<name>``, adds it to the stack's usage plan (output
 ``ApiUsagePlanId``: the plan's throttle and quota apply to each key), and prints ``{"name", "id", "value"}``.
-Hand the value to the team as a secret. The key's id is the owner of every run that key starts (issue 11,
-README "Security model"); to make a key an operator, add its id to the stack's ``OperatorPrincipals``.
+Hand the value to the team as a secret. The template creates no key (a key shared by every consumer would
+make them one caller): each consumer gets its own here. ``apikey:<the key's id>`` is the owner of every run
+that key starts (README "Security model"); to make a key an operator, add ``apikey:<id>`` to the stack's
+``OperatorPrincipals``.
 Without ``--endpoint`` the client talks to AWS (the default credential chain); with one, to that endpoint
 (LocalStack). Revoke a key with ``aws apigateway update-api-key --api-key <id> --patch-operations
 op=replace,path=/enabled,value=false`` (its runs stay its own).

@@ -16,7 +16,10 @@ repository's ``tools/deploy_local.py`` runs with its own build directory. Offlin
    anything is an error; after an update each API stage gets a fresh deployment); wait, bounded by
    ``--timeout``. ``--delete`` removes the stack, its buckets' objects and its log groups;
 5. print the outputs as JSON (``--outputs FILE`` also writes them), ``ApiUrl`` in the form LocalStack serves
-   (``{endpoint}/_aws/execute-api/{api_id}/{stage}``; the AWS form stays in ``ApiUrlAws``).
+   (``{endpoint}/_aws/execute-api/{api_id}/{stage}``; the AWS form stays in ``ApiUrlAws``) and, with
+   ``ApiAuth=apikey``, ``ApiKeyValue``: the deployment's own key ``<stack>-local`` (:func:`local_api_key`).
+
+``ApiAuth=iam`` on LocalStack: ``RunOwnership=off`` unless given (:func:`local_parameters`).
 
 Credentials: the environment's, else the dummy ``test``/``test`` pair LocalStack accepts. Needs the ``deploy``
 extra (``pip install 'stepchain[deploy]'``: aws-sam-translator, PyYAML).
@@ -222,6 +225,30 @@ def _create_or_update(
     return updated, True
 
 
+def local_parameters(params: Mapping[str, str], declared: Mapping[str, Any]) -> dict[str, str]:
+    """``params`` for a LocalStack stack: LocalStack (community) does not authenticate SigV4 and never puts a
+    caller in ``requestContext.identity`` (its API Gateway leaves ``userArn`` None), so under ``ApiAuth=iam``
+    ownership (which refuses a request without an identity, 401) could serve nobody: such a stack gets
+    ``RunOwnership=off`` unless the parameters name it. A deployment to AWS keeps the template's ``on``."""
+    out = dict(params)
+    if "RunOwnership" in declared and "RunOwnership" not in out and out.get("ApiAuth", "iam") == "iam":
+        out["RunOwnership"] = "off"
+        print("deploy-local: ApiAuth=iam on LocalStack carries no caller identity: RunOwnership=off", file=sys.stderr)
+    return out
+
+
+def local_api_key(apigateway: Any, stack: str, plan_id: str) -> str:
+    """The value of this local deployment's own API key ``<stack>-local`` in the stack's usage plan (created
+    once, then reused): the template ships no shared key; other callers get theirs with ``make api-key``."""
+    name = f"{stack}-local"
+    found = [k for k in apigateway.get_api_keys(nameQuery=name, includeValues=True)["items"] if k["name"] == name]
+    if found:
+        return str(found[0]["value"])
+    key = apigateway.create_api_key(name=name, enabled=True)
+    apigateway.create_usage_plan_key(usagePlanId=plan_id, keyId=key["id"], keyType="API_KEY")
+    return str(key["value"])
+
+
 def deploy(
     stack: str,
     params: Mapping[str, str] | str = "",
@@ -247,6 +274,7 @@ def deploy(
     unknown = sorted(set(params) - set(declared))
     if unknown:
         raise DeployError(f"unknown template parameters: {', '.join(unknown)} (known: {', '.join(declared)})")
+    params = local_parameters(params, declared)
     aws = functools.partial(deploy_stack.client, endpoint=endpoint, region=region)
     cfn, apigw = aws("cloudformation"), aws("apigateway")
     artifacts = Artifacts(aws("s3"), f"stepchain-artifacts-{aws('sts').get_caller_identity()['Account']}-{region}")
@@ -277,8 +305,8 @@ def deploy(
         outputs["ApiUrl"] = f"{endpoint}/_aws/execute-api/{outputs['ApiId']}/{stage}"
     elif "ApiId" in transformed.get("Outputs", {}):
         raise DeployError(f"stack {stack} is {final['StackStatus']} but has no outputs: destroy it and deploy again")
-    if "ApiKeyId" in outputs:
-        outputs["ApiKeyValue"] = apigw.get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)["value"]
+    if "ApiUsagePlanId" in outputs:  # the template ships no shared key: this deployment's own one
+        outputs["ApiKeyValue"] = local_api_key(apigw, stack, outputs["ApiUsagePlanId"])
     seconds = time.monotonic() - started
     return Deployment(stack, endpoint, final["StackStatus"], outputs, params, seconds, changed)
 

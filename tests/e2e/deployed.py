@@ -118,8 +118,16 @@ class Api:
         signed = {**self._headers(method, url, data), **(headers or {})}  # extra headers are not signed
         return self.session.request(method, url, data=data, headers=signed, timeout=timeout_s)
 
-    def json(self, method: str, path: str, body: Any = None, *, expect: Sequence[int] = (200,)) -> Any:
-        resp = self.call(method, path, body)
+    def json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        expect: Sequence[int] = (200,),
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        resp = self.call(method, path, body, headers=headers)
         assert resp.status_code in expect, f"{method} {path}: {resp.status_code} {resp.text[:2000]}"
         return resp.json()
 

@@ -23,7 +23,6 @@ import pytest
 from tests.e2e.deployed import Stack, deploy_stacks, until
 
 from research_agent.workflow import wf
-from stepchain.api.ownership import ANONYMOUS
 from stepchain.aws import AwsClients, build_engine
 from stepchain.engine import Engine
 from stepchain.settings import Settings
@@ -80,8 +79,8 @@ def test_deployed_sweeper_finishes_a_dead_start_and_a_dead_event_delivery(stack:
     api = stack.api()
 
     probe.crash("api_start")  # after the run and its first node are written, before StartExecution
-    with pytest.raises(InjectedCrash):  # as the API starts it for a caller: LocalStack's IAM mode gives none
-        engine.runs.start(wf.name, {"question": QUESTION, "max_sources": 2}, owner=ANONYMOUS)
+    with pytest.raises(InjectedCrash):  # as the API starts it: LocalStack's IAM stack runs with RunOwnership=off
+        engine.runs.start(wf.name, {"question": QUESTION, "max_sources": 2}, owner=None)
     [run] = [r for r in engine.store.list_active_runs().runs if r.workflow == wf.name]
     assert api.run(run.run_id)["status"] == "RUNNING"
     sfn = stack.client("stepfunctions")

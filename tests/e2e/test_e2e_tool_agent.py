@@ -10,11 +10,13 @@ test delivers over HTTP. Poll loops are bounded; all traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.e2e.deployed import Stack, deploy_stacks
+from tests.e2e.deployed import Api, Stack, deploy_stacks
+from tools.api_keys import add_api_key
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +107,36 @@ def test_the_research_agent_runs_beside_it_on_the_same_stack(stack: Stack) -> No
     api.event(run_id, "approval", {"approved": True, "reviewer": "e2e"})
     done = api.wait_status(run_id, ["SUCCEEDED"], timeout_s=RUN_TIMEOUT_S)
     assert keys(done) == dict.fromkeys(["plan", "fetch", "summarize", "crossref", "approval", "draft"], "SUCCEEDED")
+
+
+def test_two_api_keys_are_two_callers_and_the_token_travels_in_a_header(tool_stacks: dict[str, Stack]) -> None:
+    """Issue 16 on the deployed API-key stack: the template ships no shared key (each consumer has its own:
+    the deployment's `<stack>-local` key and one `make api-key` adds); a second key is another caller (404 on
+    the first's run, not in its list); a request without a key never reaches the function; the approval
+    token goes in the Approval-Token header (never in a path, which the access log records) and works once.
+    Two sessions of one IAM role cannot be shown on LocalStack: its API Gateway never fills
+    requestContext.identity.userArn (tests/functional/test_api_ownership.py shows them at the handler)."""
+    stack = tool_stacks["sc-tool-sqs"]
+    assert "ApiKeyId" not in stack.outputs  # no shared key in the template
+    owner = stack.api()
+    other_key = add_api_key(stack.client("apigateway"), stack.outputs["ApiUsagePlanId"], f"b-{uuid.uuid4().hex[:6]}")
+    other = Api(stack.outputs["ApiUrl"], "apikey", other_key["value"])
+    keyless = Api(stack.outputs["ApiUrl"], "apikey", "not-a-key-of-this-plan")
+    run_id = str(
+        owner.json("POST", "/runs", {"workflow": "tool-agent", "input": {"question": QUESTION}}, expect=(202,))[
+            "run_id"
+        ]
+    )
+    waiting = owner.wait_status(run_id, ["WAITING"], timeout_s=RUN_TIMEOUT_S)
+    assert other.call("GET", f"/runs/{run_id}").status_code == 404
+    assert run_id not in {r["run_id"] for r in other.json("GET", "/runs?workflow=tool-agent&limit=100")["runs"]}
+    assert keyless.call("GET", f"/runs/{run_id}").status_code == 403  # API Gateway: no valid key, no call
+    it = waiting["waiting_for"]["iteration"]
+    minted = owner.json("POST", f"/runs/{run_id}/approvals", {"event": "approval", "iteration": it}, expect=(201,))
+    assert minted["approve"].endswith("/approvals") and minted["token"] not in minted["approve"]
+    token = {"Approval-Token": minted["token"]}
+    ack = other.json("POST", "/approvals", {"approved": True, "by": "b"}, expect=(202,), headers=token)
+    assert ack["run_id"] == run_id and ack["iteration"] == it
+    assert other.call("POST", "/approvals", {"approved": False}, headers=token).status_code == 409
+    assert owner.wait_status(run_id, ["SUCCEEDED"], timeout_s=RUN_TIMEOUT_S)["error"] is None
+    assert other.call("GET", f"/runs/{run_id}").status_code == 404  # approving gave no read access

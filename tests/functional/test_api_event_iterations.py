@@ -101,7 +101,7 @@ def mint(h: Harness, rid: str, **body: Any) -> Reply:
 
 
 def approve(h: Harness, token: str, payload: Any) -> Reply:
-    return call(h, "send-event", path=f"/approvals/{token}", body=payload, query=None)
+    return call(h, "send-event", path="/approvals", body=payload, query=None, headers={"Approval-Token": token})
 
 
 def test_an_approval_token_is_bound_to_the_iteration_it_was_minted_for(h: Harness) -> None:

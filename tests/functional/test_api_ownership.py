@@ -17,7 +17,8 @@ from tests.lambda_context import ApiLambdaContext
 
 from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
-from stepchain.api.ownership import LOCAL_IDENTITY, caller_of, identity_of, is_operator
+from stepchain.api.identity import ConfigurationError, Identity, identity_of
+from stepchain.api.ownership import LOCAL_IDENTITY, caller_of, is_operator
 from stepchain.api.tokens import mint_token
 from stepchain.testing import Harness
 
@@ -52,7 +53,9 @@ def publish(ctx: StepContext, decision: Any) -> Any:
 @pytest.fixture
 def h(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     monkeypatch.setenv("STEPCHAIN_OWNERSHIP", "on")
-    monkeypatch.setenv("STEPCHAIN_OPERATORS", f" {OPERATOR_ROLE}, key-ops ")
+    monkeypatch.setenv("STEPCHAIN_OPERATORS", f" {OPERATOR_ROLE}, apikey:key-ops ")
+    monkeypatch.setenv("STEPCHAIN_CURSOR_KEY", "k" * 32)  # ownership on: no public constant key
+    monkeypatch.setenv("STEPCHAIN_APPROVAL_KEY", "a" * 32)
     with Harness(review, backend="memory") as harness:
         yield harness
 
@@ -162,7 +165,7 @@ def test_idempotency_keys_are_scoped_per_caller(h: Harness) -> None:
     status, body = call(h, "POST", "/runs", BOB, {"workflow": "review", "input": "x"}, headers=_key("order-7"))
     assert status == 409 and a not in json.dumps(body)
     owners = {r: h.engine.store.get_run(r).owner for r in (a, b)}  # type: ignore[union-attr]
-    assert owners == {a: ALICE["userArn"], b: BOB["userArn"]}
+    assert owners == {a: "iam:" + ALICE["userArn"], b: "iam:" + BOB["userArn"]}
 
 
 def test_api_key_and_cognito_identities_own_runs(h: Harness) -> None:
@@ -177,32 +180,139 @@ def test_api_key_and_cognito_identities_own_runs(h: Harness) -> None:
     assert call(h, "GET", f"/runs/{body['run_id']}", {}, authorizer=sub)[0] == 200
 
 
-def test_requests_without_identity_are_one_anonymous_caller_who_is_never_an_operator(
+def test_requests_without_identity_are_refused_never_a_shared_bucket(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What an emulator that does not authenticate (LocalStack under IAM) sends: no identity at all."""
-    monkeypatch.setenv("STEPCHAIN_OPERATORS", "anonymous")  # even named, anonymous is no operator
-    mine, theirs = start(h, {}), start(h, ALICE)
-    status, page = call(h, "GET", "/runs", None)
-    assert status == 200 and [r["run_id"] for r in page["runs"]] == [mine]
-    assert call(h, "GET", f"/runs/{theirs}", None)[0] == 404
-    assert call(h, "GET", f"/runs/{mine}", ALICE)[0] == 404
+    """Issue 16.7: what an emulator that does not authenticate (LocalStack under IAM) sends: no identity at
+    all. Before: one shared caller `anonymous` that read every other anonymous run. Now 401 on every route."""
+    theirs = start(h, ALICE)
+    h.run()
+    anywhere = [("POST", "/runs", {"workflow": "review", "input": 1}), ("GET", "/runs", None)]
+    for method, path, body in anywhere + run_routes(theirs):
+        status, answer = call(h, method, path, None, body)
+        assert (status, answer["error"]["code"]) == (401, "unauthenticated"), (method, path)
+    assert h.status(theirs) == "WAITING"
+
+
+def test_ownership_fails_closed_when_unset(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16.5: without STEPCHAIN_OWNERSHIP the mode was `local`, where every caller is an operator."""
+    monkeypatch.delenv("STEPCHAIN_OWNERSHIP")
+    mine = start(h, ALICE)
+    assert call(h, "GET", f"/runs/{mine}", BOB)[0] == 404
+    assert call(h, "GET", "/runs", None)[0] == 401
+    assert caller_of({"requestContext": {"identity": ALICE}}, {}).owner == "iam:" + ALICE["userArn"]
+    monkeypatch.setenv("STEPCHAIN_OWNERSHIP", "local")  # the explicit local mode: the old behaviour
+    assert call(h, "GET", f"/runs/{mine}", BOB)[0] == 200
+
+
+def test_two_sessions_of_one_role_are_two_callers_unless_shared(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16.1: everyone behind one SSO permission set assumed the same role; each session is its own
+    caller. LocalStack (community) never fills requestContext.identity.userArn (its API Gateway parse
+    handler sets it to None), so this is shown here, at the handler, and not in the e2e tier."""
+    role = f"arn:aws:sts::{ACCT}:assumed-role/AWSReservedSSO_Dev_0123456789abcdef"
+    ann, ben = {"userArn": f"{role}/ann@example.com"}, {"userArn": f"{role}/ben@example.com"}
+    run_id = start(h, ann, key="k1")
+    assert call(h, "GET", f"/runs/{run_id}", ben)[0] == 404
+    assert call(h, "POST", f"/runs/{run_id}/cancel", ben)[0] == 404
+    assert start(h, ben, key="k1") != run_id  # idempotency keys per session too
+    assert [r["run_id"] for r in call(h, "GET", "/runs", ben)[1]["runs"]] != [run_id]
+    assert call(h, "GET", f"/runs/{run_id}", ann)[0] == 200
+    monkeypatch.setenv("STEPCHAIN_ASSUMED_ROLE_CALLER", "role")  # the documented opt-in: the role shares
+    shared = start(h, ann)
+    assert call(h, "GET", f"/runs/{shared}", ben)[0] == 200
+    assert h.engine.store.get_run(shared).owner == f"sts-role:{role}"  # type: ignore[union-attr]
+
+
+def test_cognito_identities_behind_one_role_are_separate_callers(h: Harness) -> None:
+    """Issue 16.1: a Cognito identity pool gives every app user a session of ONE role (same session name)."""
+    session = f"arn:aws:sts::{ACCT}:assumed-role/app-authenticated/CognitoIdentityCredentials"
+    user1 = {"userArn": session, "cognitoIdentityId": "us-east-1:11111111-aaaa-4bbb-8ccc-000000000001"}
+    user2 = {"userArn": session, "cognitoIdentityId": "us-east-1:11111111-aaaa-4bbb-8ccc-000000000002"}
+    run_id = start(h, user1)
+    for method, path, body in run_routes(run_id):
+        assert call(h, method, path, user2, body)[0] == 404, (method, path)
+    assert call(h, "GET", f"/runs/{run_id}", user1)[0] == 200
+    assert h.engine.store.get_run(run_id).owner == "cognito:" + user1["cognitoIdentityId"]  # type: ignore[union-attr]
+
+
+def test_identity_sources_do_not_share_a_namespace(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16.6: a Lambda authorizer's principalId equal to an IAM ARN, `anonymous` or `local`, or
+    shaped like an assumed-role session of the operator role, is none of those callers."""
+    alice_run = start(h, ALICE)
+    for principal in (ALICE["userArn"], "anonymous", "local", OPERATOR["userArn"], f"iam:{ALICE['userArn']}"):
+        auth = {"principalId": principal}
+        assert call(h, "GET", f"/runs/{alice_run}", {}, authorizer=auth)[0] == 404, principal
+        assert call(h, "GET", "/runs", {}, authorizer=auth)[1]["runs"] == [], principal
+    forged = {"claims": {"sub": f"arn:aws:sts::{ACCT}:assumed-role/stepchain-operators/x"}}
+    assert call(h, "GET", f"/runs/{alice_run}", {}, authorizer=forged)[0] == 404
+    assert call(h, "GET", f"/runs/{alice_run}", {"apiKeyId": ALICE["userArn"]})[0] == 404
 
 
 def test_identity_resolution_and_operator_matching(monkeypatch: pytest.MonkeyPatch) -> None:
     session = {"requestContext": {"identity": OPERATOR}}
-    assert identity_of(session) == f"arn:aws:sts::{ACCT}:assumed-role/stepchain-operators"
-    assert identity_of({"requestContext": {"identity": {"apiKeyId": "k1", "userArn": None}}}) == "k1"
-    assert identity_of({"requestContext": {"authorizer": {"claims": {"sub": "s"}}, "identity": ALICE}}) == "s"
+    assert identity_of(session) == Identity("sts-session", OPERATOR["userArn"])
+    role = f"arn:aws:sts::{ACCT}:assumed-role/stepchain-operators"
+    assert identity_of(session, {"STEPCHAIN_ASSUMED_ROLE_CALLER": "role"}) == Identity("sts-role", role)
+    assert str(identity_of({"requestContext": {"identity": {"apiKeyId": "k1", "userArn": None}}})) == "apikey:k1"
+    assert str(identity_of({"requestContext": {"authorizer": {"claims": {"sub": "s"}}, "identity": ALICE}})) == "jwt:s"
     assert identity_of({"requestContext": {"identity": {}}}) is None
-    env = {"STEPCHAIN_OPERATORS": f"{OPERATOR_ROLE},k1"}
-    assert is_operator(f"arn:aws:sts::{ACCT}:assumed-role/stepchain-operators", env)
-    assert not is_operator(f"arn:aws:sts::{ACCT}:assumed-role/stepchain-operators-2", env)
-    assert not is_operator("arn:aws:sts::999999999999:assumed-role/stepchain-operators", env)
-    assert is_operator("k1", env) and not is_operator("k2", env)
-    # unset: the fixed local identity, an operator, whatever the event says; off: no owner at all
-    assert caller_of(session, {}).owner == LOCAL_IDENTITY and caller_of(session, {}).operator
+    env = {"STEPCHAIN_OPERATORS": f"{OPERATOR_ROLE},apikey:k1,iam:arn:aws:iam::{ACCT}:user/root-ops"}
+    assert is_operator(f"sts-session:{role}/anyone", env) and is_operator(f"sts-role:{role}", env)
+    assert not is_operator(f"sts-session:arn:aws:sts::{ACCT}:assumed-role/stepchain-operators-2/x", env)
+    assert not is_operator("sts-session:arn:aws:sts::999999999999:assumed-role/stepchain-operators/x", env)
+    assert not is_operator(f"authorizer:{role}/anyone", env)  # an authorizer principal never folds into a role
+    assert is_operator("apikey:k1", env) and not is_operator("apikey:k2", env) and not is_operator("authorizer:k1", env)
+    assert is_operator(f"iam:arn:aws:iam::{ACCT}:user/root-ops", env)
+    with pytest.raises(ConfigurationError, match="names no source"):
+        is_operator("apikey:k1", {"STEPCHAIN_OPERATORS": "k1"})  # bare: which source? refused
+    # local: the fixed local identity, an operator, whatever the event says; off: no owner at all
+    local = caller_of(session, {"STEPCHAIN_OWNERSHIP": "local"})
+    assert local.owner == LOCAL_IDENTITY and local.operator
     assert caller_of(session, {"STEPCHAIN_OWNERSHIP": "off"}).owner is None
+
+
+def test_the_api_refuses_to_serve_without_signing_keys(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16.4: without the secrets' variables, tokens and cursors were signed with a constant from the
+    source, and a token forged with it was accepted (202, delivered)."""
+    run_id = start(h, ALICE)
+    h.run()
+    public = b"stepchain-approval-local-v1"
+    forged = mint_token(run_id, "approval", h.engine.clock.now_ms() + 60_000, key=public)[0]
+    assert approve(h, forged, {"ok": True})[0] == 403  # a configured key: the constant signs nothing
+    monkeypatch.delenv("STEPCHAIN_APPROVAL_KEY")
+    with pytest.raises(ConfigurationError, match="no approval signing key"):
+        approve(h, forged, {"ok": True})
+    monkeypatch.setenv("STEPCHAIN_APPROVAL_KEY", "short")  # a weak key is no key either
+    with pytest.raises(ConfigurationError):
+        call(h, "GET", "/runs", ALICE)
+    monkeypatch.setenv("STEPCHAIN_APPROVAL_KEY", "a" * 32)
+    monkeypatch.delenv("STEPCHAIN_CURSOR_KEY")
+    with pytest.raises(ConfigurationError, match="no cursor signing key"):
+        call(h, "GET", "/runs", ALICE)
+    assert h.status(run_id) == "WAITING"
+
+
+def test_not_yours_and_missing_cost_the_same_store_reads(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16.9: a 404 for someone else's run cost one store read, a missing run two."""
+    run_id = start(h, ALICE)
+    h.run()
+    store = h.engine.store
+    reads: list[str] = []
+    real_get = store.get_run
+
+    def counted(rid: str) -> Any:
+        reads.append(rid)
+        return real_get(rid)
+
+    monkeypatch.setattr(store, "get_run", counted)
+    for method, path, body in run_routes(run_id):
+        costs = []
+        for rid in (run_id, MISSING_RUN):
+            reads.clear()
+            status, _ = call(h, method, path.replace(run_id, rid), BOB, body)
+            assert status == 404
+            costs.append(len(reads))
+        assert costs[0] == costs[1] == 1, (method, path, costs)
 
 
 # ------------------------------------------------------------------------------- approvals
@@ -210,13 +320,18 @@ def mint(h: Harness, run_id: str, who: dict[str, Any], **body: Any) -> tuple[int
     return call(h, "POST", f"/runs/{run_id}/approvals", who, {"event": "approval", **body})
 
 
+def approve(h: Harness, token: str, payload: Any) -> tuple[int, Any]:
+    """Use an approval token: in the Approval-Token header (issue 16.3: never in a URL)."""
+    return call(h, "POST", "/approvals", APPROVER, payload, headers={"Approval-Token": token})
+
+
 def test_an_approval_token_works_once_for_an_approver_without_run_access(h: Harness) -> None:
     run_id = start(h, ALICE)
     h.run()
     status, minted = mint(h, run_id, ALICE, ttl_s=600)
-    assert status == 201 and minted["approve"] == f"/v1/approvals/{minted['token']}"
+    assert status == 201 and minted["approve"] == "/v1/approvals"
     assert minted["expires_ms"] == h.engine.clock.now_ms() + 600_000
-    status, body = call(h, "POST", f"/approvals/{minted['token']}", APPROVER, {"approved": True})
+    status, body = approve(h, minted["token"], {"approved": True})
     assert (status, body) == (202, {"run_id": run_id, "event": "approval", "iteration": 0, "status": "delivered"})
     h.run()
     assert h.status(run_id) == "SUCCEEDED"
@@ -224,7 +339,7 @@ def test_an_approval_token_works_once_for_an_approver_without_run_access(h: Harn
     # the approver could approve, but cannot read the run
     assert call(h, "GET", f"/runs/{run_id}", APPROVER)[0] == 404
     # replayed: 409, and nothing changes
-    status, body = call(h, "POST", f"/approvals/{minted['token']}", APPROVER, {"approved": False})
+    status, body = approve(h, minted["token"], {"approved": False})
     assert status == 409 and body["error"]["code"] == "token_used"
     assert h.output(run_id) == {"published": {"approved": True}}
 
@@ -241,12 +356,12 @@ def test_expired_tampered_foreign_and_other_run_tokens_are_rejected(h: Harness) 
     flipped = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
     foreign = mint_token(run_a, "approval", h.engine.clock.now_ms() + 60_000, key=b"another-deployment-key" * 2)[0]
     for bad in (f"{forged}.{mac}", flipped, foreign):
-        status, err = call(h, "POST", f"/approvals/{bad}", APPROVER, {"ok": True})
+        status, err = approve(h, bad, {"ok": True})
         assert (status, err["error"]["code"]) == (403, "invalid_token")
-    status, err = call(h, "POST", "/approvals/not-a-token", APPROVER, {"ok": True})
+    status, err = approve(h, "not-a-token", {"ok": True})
     assert status == 400 and err["error"]["code"] == "invalid_parameter"
     h.clock.advance(60_000)  # expired
-    status, err = call(h, "POST", f"/approvals/{token}", APPROVER, {"ok": True})
+    status, err = approve(h, token, {"ok": True})
     assert (status, err["error"]["code"]) == (410, "token_expired")
     assert (h.status(run_a), h.status(run_b)) == ("WAITING", "WAITING")
 
@@ -272,7 +387,34 @@ def test_a_use_that_died_after_spending_the_token_can_be_retried(h: Harness) -> 
     _, minted = mint(h, run_id, ALICE)
     doc = json.loads(base64.urlsafe_b64decode(minted["token"].split(".")[0] + "=="))
     assert h.engine.store.spend_token(run_id, doc["n"], h.engine.clock.now_ms(), 0)
-    assert call(h, "POST", f"/approvals/{minted['token']}", APPROVER, "yes")[0] == 202
-    assert call(h, "POST", f"/approvals/{minted['token']}", APPROVER, "yes")[0] == 409
+    assert approve(h, minted["token"], "yes")[0] == 202
+    assert approve(h, minted["token"], "yes")[0] == 409
     h.run()
     assert h.output(run_id) == {"published": "yes"}
+
+
+def test_approval_tokens_never_reach_the_function_logs(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16.3: a use that fails before the token is spent (here a 5xx: the store fails) must not leave
+    the token in a log; neither does a use that succeeds, nor minting. The token is a header, never a path."""
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    caplog.set_level("DEBUG")
+    run_id = start(h, ALICE)
+    h.run()
+    _, minted = mint(h, run_id, ALICE)
+    token = minted["token"]
+    assert token not in minted["approve"]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the store is down")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(h.engine.store, "spend_token", broken)
+        assert approve(h, token, {"ok": 1})[0] == 500
+    assert approve(h, token, {"ok": 1})[0] == 202  # it was not spent: the retry works
+    out = capsys.readouterr()
+    logged = out.out + out.err + caplog.text
+    assert "the store is down" in logged  # the failure was logged...
+    for part in (token, *token.split(".")):  # ...and nothing of the token
+        assert part not in logged

@@ -199,9 +199,17 @@ class Deployment:
 
     # -- the API (ApiFunction) -----------------------------------------------------------------------
     def api(
-        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None, caller: str = TEAM
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        caller: str = TEAM,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         event = json.loads((EVENTS / "api-get-run.json").read_text())
+        for k, v in (headers or {}).items():
+            event["headers"][k], event["multiValueHeaders"][k] = v, [v]
         event["requestContext"]["identity"]["userArn"] = caller
         event["httpMethod"] = event["requestContext"]["httpMethod"] = method
         event["path"] = path
@@ -286,7 +294,8 @@ def path_tool_agent(d: Deployment) -> None:
     """The tool agent through the API, twice: an async routed loop (``goto``, a rate-limited model call
     retried after its Retry-After), a child run of ``tool-lookup`` (``wf.call``: started by the control
     function, its end completes the parent's node), and the approval wait, answered once through
-    ``POST /runs/{id}/events/approval`` and once with a minted single-use token (``POST /approvals/{token}``)."""
+    ``POST /runs/{id}/events/approval`` and once with a minted single-use token (``POST /approvals``, the
+    token in the ``Approval-Token`` header)."""
     by_event = d.start("tool-agent", {"question": TOOL_QUESTION})
     assert d.run(by_event) == "WAITING", d.h.engine.get_run(by_event).error
     status, detail = d.api("GET", f"/runs/{by_event}")
@@ -303,7 +312,9 @@ def path_tool_agent(d: Deployment) -> None:
     assert d.run(by_token) == "WAITING", d.h.engine.get_run(by_token).error
     status, minted = d.api("POST", f"/runs/{by_token}/approvals", {"event": "approval", "ttl_s": 600})
     assert status == 201, minted
-    status, used = d.api("POST", f"/approvals/{minted['token']}", {"approved": False, "by": "approver"})
+    status, used = d.api(
+        "POST", "/approvals", {"approved": False, "by": "approver"}, headers={"Approval-Token": minted["token"]}
+    )
     assert status == 202 and used["status"] == "delivered", used
     assert d.run(by_token) == "SUCCEEDED", d.h.engine.get_run(by_token).error
     assert d.h.output(by_token)["emailed"]["status"] == "denied"
@@ -349,9 +360,10 @@ def path_listing_by_owner(d: Deployment) -> None:
     assert status == 200 and run_id in [r["run_id"] for r in every["runs"]], every
     status, minted = d.api("POST", f"/runs/{run_id}/approvals", {"event": "a_go"})
     assert status == 201, minted
-    status, used = d.api("POST", f"/approvals/{minted['token']}", {"ok": 5}, caller=stranger)  # the token suffices
+    token = {"Approval-Token": minted["token"]}
+    status, used = d.api("POST", "/approvals", {"ok": 5}, caller=stranger, headers=token)  # the token suffices
     assert status == 202, used
-    status, replay = d.api("POST", f"/approvals/{minted['token']}", {"ok": 6}, caller=stranger)
+    status, replay = d.api("POST", "/approvals", {"ok": 6}, caller=stranger, headers=token)
     assert status == 409, replay  # single use
     assert d.run(run_id) == "SUCCEEDED", d.h.engine.get_run(run_id).error
 

@@ -36,6 +36,7 @@ class Call:
     resource: str = ""  # what IAM scopes it to, where the test checks that: "index/<name>", an S3 key prefix
     presign: bool = False  # a presigned URL: no call now, the URL's user is authorized as this role later
     parts: tuple[str, ...] = ()  # TransactWriteItems: the kind of each item (Put, Update, Delete, ...)
+    keys: tuple[str, ...] = ()  # DynamoDB: the partition keys it reads or writes (IAM's dynamodb:LeadingKeys)
 
     @property
     def actions(self) -> set[str]:
@@ -52,6 +53,19 @@ class Call:
         return {f"{self.service}:{self.operation}"}
 
 
+def leading_keys(params: dict[str, Any]) -> tuple[str, ...]:
+    """The table partition keys (``pk``) a low-level DynamoDB request names: its Key / Item, each item of a
+    transaction, or the ``pk = :v`` of a table Query (what ``dynamodb:LeadingKeys`` is evaluated on)."""
+    import re
+
+    bodies = [params, *(body for item in params.get("TransactItems", []) for body in item.values())]
+    keys = [str(b[f]["pk"]["S"]) for b in bodies for f in ("Key", "Item") if "pk" in b.get(f, {})]
+    match = re.search(r"\bpk\s*=\s*(:\w+)", str(params.get("KeyConditionExpression", "")))
+    if match and not params.get("IndexName"):
+        keys.append(str(params["ExpressionAttributeValues"][match.group(1)]["S"]))
+    return tuple(keys)
+
+
 class CallRecorder:
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -62,13 +76,15 @@ class CallRecorder:
             return
         service = model.service_model.signing_name
         resource, parts = "", ()
+        keys: tuple[str, ...] = ()
         if service == "dynamodb":
             resource = f"index/{params['IndexName']}" if params.get("IndexName") else "table"
             parts = tuple(kind for item in params.get("TransactItems", []) for kind in item)
+            keys = leading_keys(params)
         elif service == "s3" and "Key" in params:
             resource = str(params["Key"]).split("/", 1)[0] + "/*"
         presign = bool((context or {}).get("is_presign_request"))
-        self.calls.append(Call(function, service, model.name, resource, presign, parts))
+        self.calls.append(Call(function, service, model.name, resource, presign, parts, keys))
 
     def by_function(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}

@@ -39,6 +39,7 @@ OWN_ENV = {
         "STEPCHAIN_APPROVAL_KEY_SECRET_ARN": {"Ref": "ApprovalKeySecret"},
         "STEPCHAIN_OWNERSHIP": {"Ref": "RunOwnership"},
         "STEPCHAIN_OPERATORS": {"Ref": "OperatorPrincipals"},
+        "STEPCHAIN_ASSUMED_ROLE_CALLER": {"Ref": "AssumedRoleCallers"},
     },
 }
 

@@ -46,6 +46,27 @@ def test_api_access_log_is_json_with_caller_request_status_and_route(
     assert account["CloudWatchRoleArn"] == {"Fn::GetAtt": ["ApiGatewayCloudWatchRole", "Arn"]}
 
 
+def test_approval_tokens_never_reach_the_access_log(resources: dict[str, Any], transformed: dict[str, Any]) -> None:
+    """Issue 16.3: the token travelled in the path of POST /approvals/{token}, and the access log records
+    the path: a use refused before the token was spent (403/429 at API Gateway, a 5xx) left a live token
+    in the log. Now no route has a path parameter but run ids, steps and event names, and the access-log
+    line, rendered for an approval request, holds nothing of its headers or body."""
+    body = transformed["Resources"]["StepchainApi"]["Properties"]["Body"]
+    params = {p for path in body["paths"] for p in re.findall(r"\{(\w+)\}", path)}
+    assert params == {"run_id", "step", "name"}, params
+    events = resources["ApiFunction"]["Properties"]["Events"]
+    assert events["Approve"]["Properties"]["Path"] == "/approvals"
+    line = json.loads(resources["StepchainApi"]["Properties"]["AccessLogSetting"]["Format"])
+    token = "eyJyIjoiMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwIn0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXI"
+    request = {  # what API Gateway substitutes for each $context variable of an approval request
+        "$context.path": "/v1/approvals", "$context.resourcePath": "/approvals", "$context.httpMethod": "POST",
+    }  # fmt: skip
+    for value in line.values():
+        assert not re.search(r"header|input|requestOverride|body|querystring|authorizer", value, re.I), value
+    rendered = json.dumps({k: request.get(v, "-") for k, v in line.items()})
+    assert token not in rendered and "approvals/" not in rendered
+
+
 def test_every_log_group_has_retention_and_the_optional_kms_key(resources: dict[str, Any]) -> None:
     groups = {lid: r["Properties"] for lid, r in resources.items() if r["Type"] == "AWS::Logs::LogGroup"}
     assert len(groups) == len(ALL_FUNCTIONS) + 4  # the functions, the 3 state machines, the API access log

@@ -8,7 +8,7 @@ ROUTES = {
     ("/runs", "post"), ("/runs", "get"), ("/runs/{run_id}", "get"), ("/runs/{run_id}/steps/{step}", "get"),
     ("/runs/{run_id}/events/{name}", "post"), ("/runs/{run_id}/cancel", "post"),
     ("/runs/{run_id}/redrive", "post"), ("/openapi.json", "get"),
-    ("/runs/{run_id}/approvals", "post"), ("/approvals/{token}", "post"),
+    ("/runs/{run_id}/approvals", "post"), ("/approvals", "post"),
 }  # fmt: skip
 AUTH = {"Fn::If": ["UseApiKey", [{"api_key": []}], [{"sigv4": []}]]}
 
@@ -49,10 +49,15 @@ def test_every_route_is_a_lambda_proxy_that_requires_auth(transformed: dict[str,
     assert body["securityDefinitions"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
 
 
-def test_api_key_mode_adds_a_usage_plan_and_key(transformed: dict[str, Any]) -> None:
+def test_api_key_mode_adds_a_usage_plan_and_no_shared_key(transformed: dict[str, Any]) -> None:
+    """Issue 16.2: ownership keys on the API key id, so one key for everyone made everyone one caller: the
+    template creates the plan only; each consumer gets its own key (`make api-key`, tools/api_keys.py)."""
     res = transformed["Resources"]
-    for lid in ("ApiUsagePlan", "ApiKey", "ApiUsagePlanKey"):
-        assert res[lid]["Condition"] == "UseApiKey", lid
+    assert res["ApiUsagePlan"]["Condition"] == "UseApiKey"
+    assert not [
+        lid for lid, r in res.items() if r["Type"] in ("AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlanKey")
+    ]
+    assert "ApiKeyId" not in transformed.get("Outputs", {})
     plan = res["ApiUsagePlan"]["Properties"]
     assert plan["Throttle"] and plan["Quota"]
     assert plan["ApiStages"] == [{"ApiId": {"Ref": "StepchainApi"}, "Stage": {"Ref": "StepchainApiStage"}}]

@@ -152,3 +152,41 @@ def test_set_overrides_a_property_of_the_deployed_template() -> None:
     assert template["Resources"]["Fn"]["Properties"] == {"Timeout": 10, "Environment": {"Variables": {"N": "15"}}}
     with pytest.raises(DeployError, match="no resource"):
         apply_sets(template, ["Missing.Timeout=1"])
+
+
+def test_a_localstack_iam_stack_runs_without_ownership_unless_told() -> None:
+    """LocalStack puts no caller identity in an IAM request, and ownership answers such a request 401: an
+    ApiAuth=iam stack on LocalStack gets RunOwnership=off unless the parameters name it (issue 16)."""
+    from stepchain.deploy_local import local_parameters
+
+    declared = {"RunOwnership": {}, "ApiAuth": {}}
+    assert local_parameters({}, declared) == {"RunOwnership": "off"}
+    assert local_parameters({"ApiAuth": "apikey"}, declared) == {"ApiAuth": "apikey"}
+    assert local_parameters({"RunOwnership": "on"}, declared) == {"RunOwnership": "on"}
+    assert local_parameters({}, {}) == {}  # a template without ownership
+
+
+def test_the_local_api_key_is_made_once_then_reused() -> None:
+    from stepchain.deploy_local import local_api_key
+
+    class FakeApiGateway:
+        def __init__(self) -> None:
+            self.keys: list[dict[str, str]] = []
+            self.plan_keys: list[tuple[str, str]] = []
+
+        def get_api_keys(self, nameQuery: str, includeValues: bool) -> dict[str, Any]:
+            return {"items": [k for k in self.keys if k["name"].startswith(nameQuery)]}
+
+        def create_api_key(self, name: str, enabled: bool) -> dict[str, str]:
+            key = {"name": name, "id": f"id{len(self.keys)}", "value": f"value{len(self.keys)}"}
+            self.keys.append(key)
+            return key
+
+        def create_usage_plan_key(self, usagePlanId: str, keyId: str, keyType: str) -> None:
+            self.plan_keys.append((usagePlanId, keyId))
+
+    apigw = FakeApiGateway()
+    assert local_api_key(apigw, "s", "plan") == "value0"
+    assert local_api_key(apigw, "s", "plan") == "value0"
+    assert local_api_key(apigw, "s2", "plan") == "value1"
+    assert apigw.plan_keys == [("plan", "id0"), ("plan", "id1")]

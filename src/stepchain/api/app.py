@@ -10,13 +10,13 @@ Routes (the OpenAPI document, ``openapi.json`` at the repository root, is genera
     POST /runs/{run_id}/cancel               cancel an active run                         200
     POST /runs/{run_id}/redrive              resume a FAILED run ({"input", "keep_progress"}) 202
     POST /runs/{run_id}/approvals            mint an approval token ({"event", "ttl_s"})   201
-    POST /approvals/{token}                  deliver the token's event, once (api/approvals.py) 202
+    POST /approvals                          deliver the Approval-Token header's event, once      202
     GET  /openapi.json                       this API's OpenAPI document                  200
 
 Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
 
 * 400: the request line or headers are wrong (malformed run id, bad query parameter, bad
-  ``Idempotency-Key``, bad cursor, ``workflow`` missing while several are registered) or the body
+  ``Idempotency-Key``, bad cursor) or the body
   is not JSON (``malformed_json``) or not base64 / UTF-8 (``malformed_body``);
 * 422: the body is JSON but not of the expected shape, or not a value that can be stored and
   served back (nested over 64 levels, an integer over 4,300 digits, a lone surrogate):
@@ -61,6 +61,7 @@ from stepchain.api.decoding import (
     normalize,
 )
 from stepchain.api.errors import ApiError, rejected_response
+from stepchain.api.listing import list_all
 from stepchain.api.models import (
     EVENT_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
@@ -78,7 +79,7 @@ from stepchain.api.models import (
     StartRunRequest,
     StepDetail,
 )
-from stepchain.api.ownership import caller_of, guard
+from stepchain.api.ownership import caller_of, check_configuration, guard
 from stepchain.api.security import check_input_size
 from stepchain.api.views import IterationQuery, accepted, output_fields, output_if_done, step_fields, waiting_for
 from stepchain.engine import Engine
@@ -224,7 +225,7 @@ def list_runs(
     runs: RunsDep,
     workflow: Annotated[
         str | None,
-        Query(pattern=WORKFLOW_PATTERN, description="Required when more than one workflow is deployed."),
+        Query(pattern=WORKFLOW_PATTERN, description="Default: the runs of every deployed workflow."),
     ] = None,
     status: Annotated[RunStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
@@ -232,8 +233,10 @@ def list_runs(
 ) -> RunList:
     if workflow is None:
         names = runs.registry.names()
-        if len(names) != 1:
-            raise ApiError(400, "workflow_required", f"pass ?workflow= (one of {names})")
+        if len(names) != 1:  # every workflow's runs, merged newest first (api/listing.py)
+            owner = caller_of(app.current_event.raw_event).list_owner
+            found, nxt = list_all(runs, status, limit, cursor, owner, _summary)
+            return RunList(runs=found, next_cursor=nxt)
         workflow = names[0]
     inner = None if cursor is None else decode_cursor(cursor, workflow, status)
     try:
@@ -245,19 +248,17 @@ def list_runs(
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
     if not page.runs and inner is None and workflow not in runs.registry.names():
         runs.registry.get(workflow)  # no such workflow, and no runs of a retired one: 404
-    return RunList(
-        runs=[
-            RunSummary(
-                **_handle(r).model_dump(),
-                created_ms=r.created_ms,
-                updated_ms=r.updated_ms,
-                ended_ms=r.ended_ms,
-                current=r.current or None,
-                error=r.error,
-            )
-            for r in page.runs
-        ],
-        next_cursor=encode_cursor(workflow, status, page.cursor),
+    return RunList(runs=[_summary(r) for r in page.runs], next_cursor=encode_cursor(workflow, status, page.cursor))
+
+
+def _summary(r: RunRecord) -> RunSummary:
+    return RunSummary(
+        **_handle(r).model_dump(),
+        created_ms=r.created_ms,
+        updated_ms=r.updated_ms,
+        ended_ms=r.ended_ms,
+        current=r.current or None,
+        error=r.error,
     )
 
 
@@ -479,6 +480,7 @@ def _serve(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def handle_api_event(engine: Engine, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Serve one API Gateway (REST, Lambda proxy) event with ``engine``."""
+    check_configuration()  # fails closed: a deployment without keys or with a bad mode serves nothing
     append_context: Callable[..., None] = app.append_context
     append_context(engine=engine)
     return _serve(event, context)

@@ -1,7 +1,11 @@
 """Approvals as capabilities: the two approval routes (included into ``stepchain.api.app``).
 
     POST /runs/{run_id}/approvals   {"event": "approval", "ttl_s": 3600, "iteration": 2}   mint a token   201
-    POST /approvals/{token}         body: the event's payload (any JSON)   use it once    202
+    POST /approvals                 header Approval-Token: <token>; body: the event's payload   use it once   202
+
+The token travels in the ``Approval-Token`` header, never in a URL path or query: API Gateway's access
+log records the path (template: ``AccessLogSetting``), and a use that fails before the token is spent
+(a 403 or 429 at API Gateway, a 5xx) would otherwise leave a live token in the logs.
 
 Minting is a run route: only the run's owner or an operator may mint (``stepchain.api.ownership``),
 for an event the run's workflow waits for, on an active run. Using a token needs no permission on
@@ -28,18 +32,19 @@ event is stored once: a token never delivers two events, and never a second payl
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.depends import Depends
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from pydantic import BaseModel, ConfigDict, Field
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from stepchain.api.errors import ApiError
 from stepchain.api.models import EVENT_PATTERN, RUN_ID_PATTERN, ErrorResponse
-from stepchain.api.tokens import TOKEN_PATTERN, mint_token, read_token
+from stepchain.api.tokens import MAX_TOKEN_CHARS, TOKEN_PATTERN, mint_token, read_token
 from stepchain.engine import Engine
 from stepchain.engine.events import event_target, mint_iteration
 from stepchain.engine.routing import event_key
@@ -80,7 +85,10 @@ class ApprovalToken(BaseModel):
     iteration: int = Field(description="The loop iteration whose wait the token delivers to (0 outside loops).")
     token: str = Field(description="Single use. Whoever holds it can deliver this event once: share it as a secret.")
     expires_ms: int
-    approve: str = Field(description="POST the event's payload here (no other permission needed).")
+    approve: str = Field(
+        description="POST the event's payload here with the token in the Approval-Token header "
+        "(no other permission needed)."
+    )
 
 
 class ApprovalAccepted(BaseModel):
@@ -137,13 +145,13 @@ def mint_approval(
         iteration=it,
         token=token,
         expires_ms=grant.expires_ms,
-        approve=f"{_prefix()}/approvals/{token}",
+        approve=f"{_prefix()}/approvals",
     )
     return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=out)
 
 
 @router.post(
-    "/approvals/<token>",
+    "/approvals",
     summary="Deliver the event an approval token is for (once)",
     operation_id="approve",
     responses=_responses(
@@ -153,13 +161,24 @@ def mint_approval(
 )
 def approve(
     runs: RunsDep,
-    token: Annotated[str, Path(pattern=TOKEN_PATTERN, description="A token from POST /runs/{run_id}/approvals.")],
+    token: Annotated[
+        SecretStr,  # Powertools logs a route's arguments at DEBUG: a SecretStr shows as '**********'
+        Header(
+            alias="Approval-Token",
+            min_length=1,
+            max_length=MAX_TOKEN_CHARS,
+            description="A token from POST /runs/{run_id}/approvals (a header: never in a URL, so never in a log). "
+            f"Pattern: {TOKEN_PATTERN}",
+        ),
+    ],
     payload: Annotated[
         Any | list[Any], Body(description="The event's payload (any JSON); an empty body is null.")
     ] = None,
 ) -> ApprovalAccepted:
     now = runs.clock.now_ms()
-    grant = read_token(token, now)  # 403 invalid, 410 expired
+    if not re.match(TOKEN_PATTERN, token.get_secret_value()):
+        raise ApiError(400, "invalid_parameter", "the Approval-Token header is not an approval token")
+    grant = read_token(token.get_secret_value(), now)  # 403 invalid, 410 expired
     if runs.store.get_run(grant.run_id) is None:
         raise RunNotFound(f"no run {grant.run_id!r}")
     spent = runs.store.spend_token(grant.run_id, grant.token_id, now, grant.expires_ms // 1000 + 86400)

@@ -47,6 +47,10 @@ _JSON_MEDIA = re.compile(r"^application/(?:[a-z0-9.+-]+\+)?json$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
+#: a control character in the (decoded) path: no route has one
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class RequestRejected(Exception):
     """A request the decoding layer refuses: its HTTP status, error code and message."""
 
@@ -108,6 +112,8 @@ def normalize(event: dict[str, Any], routes: Iterable[tuple[re.Pattern[str], str
     """Decode and check ``event``'s body in place for its route (see the module docstring)."""
     method = str(event.get("httpMethod") or "").upper()
     path = str(event.get("path") or "")
+    if _CONTROL.search(path):  # /events/approve%0A: a router's `$` matches before a final newline
+        raise RequestRejected(404, "route_not_found", f"no route {method} {path!r}")
     spec = None
     matched = False
     for rx, m, s in routes:

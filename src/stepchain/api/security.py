@@ -2,25 +2,26 @@
 
 * :func:`redact` / :func:`redact_error`: a step's error is stored and logged in full, but what the API
   returns of it (run view, step view, list, and every error body) has AWS account ids, ARNs, access key
-  ids and secret-looking tokens replaced by ``<redacted:...>`` markers. The response models apply it
-  (``stepchain.api.models``), so no route can forget it.
+  ids, provider keys, URL passwords, table names, paths and secret-looking tokens replaced by
+  ``<redacted:...>`` markers (the one pattern set: ``stepchain.api.redaction``). The response models apply
+  it (``stepchain.api.models``), so no route can forget it.
 * :func:`output_url_ttl_s`: the lifetime of presigned output URLs (``STEPCHAIN_OUTPUT_URL_TTL_S``, default
   300 s, at most :data:`~stepchain.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.payloads``).
 * :func:`check_input_size`: a run input (start or redrive) over ``STEPCHAIN_MAX_INPUT_BYTES`` is a 413.
 * :func:`cursor_key`: the key that signs list cursors, read once per execution environment from the
   Secrets Manager secret named by ``STEPCHAIN_CURSOR_KEY_SECRET_ARN`` (template.yaml generates it); without
-  that, ``STEPCHAIN_CURSOR_KEY`` (local runs, tests), else a public constant (see ``stepchain.api.app``).
+  that, ``STEPCHAIN_CURSOR_KEY``; a public constant only in the explicit local mode (:class:`SigningKey`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from stepchain.api.redaction import redact
 from stepchain.exceptions import ValidationError
 from stepchain.limits import RunLimits
 from stepchain.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
@@ -34,42 +35,6 @@ __all__ = [
     "redact_error",
     "reset_cursor_key",
 ]
-
-_TOKEN_CHARS = r"A-Za-z0-9+/=_\-"
-#: (pattern, replacement), applied in this order: ARNs before the account ids inside them
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # arn:partition:service:region:account:resource (the resource may hold / : and more)
-    (re.compile(r"\barn:aws[a-z-]*:[^\s\"'<>,;()\[\]{}]+"), "<redacted:arn>"),
-    # access key ids: long-term (AKIA), temporary (ASIA) and the other unique-id prefixes IAM uses
-    (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA|APKA|ABIA|ACCA)[A-Z0-9]{16}\b"), "<redacted:key-id>"),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 <redacted:secret>"),
-    # name=value / name: value where the name says secret (password=..., X-Amz-Signature=..., "token": "...")
-    (
-        re.compile(
-            r"(?i)([\w-]*(?:secret|password|passwd|token|api[_-]?key|access[_-]?key|signature|credential"
-            r"|authorization)[\w-]*)([\"']?\s*[:=]\s*[\"']?)(?!<redacted)([^\s\"'&,;]+)"
-        ),
-        r"\1\2<redacted:secret>",
-    ),
-    # a 32+ character run of base64/url-safe characters mixing digits, lower and upper case: a secret
-    # access key, a session token, a signature or a JWT part (hex digests and words do not match)
-    (
-        re.compile(
-            rf"(?<![{_TOKEN_CHARS}])(?=[{_TOKEN_CHARS}]*\d)(?=[{_TOKEN_CHARS}]*[a-z])(?=[{_TOKEN_CHARS}]*[A-Z])"
-            rf"[{_TOKEN_CHARS}]{{32,}}(?![{_TOKEN_CHARS}])"
-        ),
-        "<redacted:secret>",
-    ),
-    # a 12-digit number standing alone: an AWS account id
-    (re.compile(r"(?<!\d)\d{12}(?!\d)"), "<redacted:account>"),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with AWS account ids, ARNs, access key ids and secret-looking tokens replaced."""
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def redact_error(error: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -112,8 +77,7 @@ class SigningKey:
     """An HMAC key of the API (list cursors, approval tokens): the Secrets Manager secret named by the
     ``arn_env`` variable, read on first use, then cached for the life of the execution environment. A
     failed read raises (the API answers 500) and is retried on the next request: a configured secret is
-    never silently replaced by a weaker key. Without ``arn_env`` (local runs, tests): the ``key_env``
-    value, else the public ``local`` constant."""
+    never silently replaced by a weaker key. Without ``arn_env``: :meth:`fallback`."""
 
     def __init__(self, what: str, arn_env: str, key_env: str, local: str) -> None:
         self.what, self.arn_env, self.key_env, self.local = what, arn_env, key_env, local
@@ -128,7 +92,7 @@ class SigningKey:
         env = os.environ if env is None else env
         arn = env.get(self.arn_env)
         if not arn:
-            return (env.get(self.key_env) or self.local).encode()
+            return self.fallback(env)
         with self._lock:
             if self.cached is None:
                 secret = (client_factory or _secrets_client)().get_secret_value(SecretId=arn)["SecretString"]
@@ -136,6 +100,30 @@ class SigningKey:
                     raise RuntimeError(f"the {self.what} key secret is shorter than 32 characters")
                 self.cached = secret.encode()
             return self.cached
+
+    def fallback(self, env: Mapping[str, str]) -> bytes:
+        """The key without a secret: ``key_env`` (at least 32 characters), else, in the explicit local
+        mode only (``STEPCHAIN_OWNERSHIP=local``), the public constant. Anything else refuses to serve
+        (:class:`~stepchain.api.identity.ConfigurationError`): a deployment never signs with a constant."""
+        from stepchain.api.identity import ConfigurationError
+        from stepchain.api.ownership import ownership_mode
+
+        value = env.get(self.key_env)
+        local = ownership_mode(env) == "local"
+        if value and (local or len(value) >= 32):
+            return value.encode()
+        if local:
+            return self.local.encode()
+        raise ConfigurationError(
+            f"no {self.what} signing key: set {self.arn_env} (a Secrets Manager secret) or {self.key_env}"
+            " (32+ characters); the public local key is used only with STEPCHAIN_OWNERSHIP=local"
+        )
+
+    def configured(self, env: Mapping[str, str]) -> None:
+        """Raise :class:`~stepchain.api.identity.ConfigurationError` unless this key can be had (a secret
+        is named, or :meth:`fallback` works), without reading the secret."""
+        if not env.get(self.arn_env):
+            self.fallback(env)
 
     def reset(self) -> None:
         """Forget the cached key (tests; a rotated secret takes effect in new execution environments)."""

@@ -10,9 +10,9 @@ read what a token is for; nobody without the key can make or change one (``hmac.
 :func:`approval_key` is read once per execution environment from the Secrets Manager secret named by
 ``STEPCHAIN_APPROVAL_KEY_SECRET_ARN`` (template.yaml generates it; only the API function may read it),
 the same way as the list-cursor key (``stepchain.api.security.cursor_key``): never in code, in an
-environment value or in a log. Without that variable (local runs, tests) the key is
-``STEPCHAIN_APPROVAL_KEY``, else a fixed local constant: local tokens are then forgeable by anyone who
-reads this code, which is why a deployed stack always sets the secret.
+environment value or in a log. Without that variable the key is ``STEPCHAIN_APPROVAL_KEY`` (32+
+characters); the fixed public constant (tokens forgeable by anyone who reads this code) is used only in
+the explicit local mode (``STEPCHAIN_OWNERSHIP=local``): otherwise the API refuses to serve.
 
 Single use is the store's job (``CheckpointStore.spend_token``, one conditional put of ``T#<id>``): see
 ``stepchain.api.approvals``.

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from stepchain.exceptions import IdempotencyConflict
+from stepchain.exceptions import IdempotencyConflict, StoreConflict
 from stepchain.records import (
     HISTORY_WINDOW,
     RUN_SK,
@@ -46,7 +46,7 @@ from stepchain.store.base import (
 )
 from stepchain.store.dynamodb import DynamoDBStore, create_table, from_item, to_item
 from stepchain.store.memory import MemoryStore
-from stepchain.store.port import StoreConflict, StorePort
+from stepchain.store.port import StorePort
 from stepchain.testing import moto_aws
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from stepchain.exceptions import IdempotencyConflict
+from stepchain.exceptions import IdempotencyConflict, StoreConflict
 from stepchain.records import (
     CLAIMABLE,
     RUN_SK,
@@ -46,7 +46,7 @@ from stepchain.store.items import (
     node_update,
     run_update,
 )
-from stepchain.store.port import ABSENT, EXISTS, Cond, StoreConflict, Update
+from stepchain.store.port import ABSENT, EXISTS, Cond, Update
 from stepchain.store.steps import StepLocalStore
 
 

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stepchain.exceptions import StepchainError
-
 if TYPE_CHECKING:
     from stepchain.records import RunStatus
     from stepchain.store.base import RunPage
@@ -77,10 +75,6 @@ class Update:
             item.setdefault(name, value)
         for name, inc in self.adds.items():
             item[name] = item.get(name, 0) + inc
-
-
-class StoreConflict(StepchainError):
-    """A transaction's condition failed where the caller expected none (e.g. a run id already used)."""
 
 
 class StorePort(ABC):
@@ -148,4 +142,4 @@ class StorePort(ABC):
         carry ``active_pk``): reads no finished run."""
 
 
-__all__ = ["ABSENT", "EXISTS", "Clause", "Cond", "StoreConflict", "StorePort", "Update"]
+__all__ = ["ABSENT", "EXISTS", "Clause", "Cond", "StorePort", "Update"]

@@ -133,6 +133,13 @@ class IdempotencyConflict(StepchainError):
     http_status = 409
 
 
+class StoreConflict(StepchainError):
+    """A store transaction's condition failed where none was expected (a run id used twice)."""
+
+    code = "store_conflict"
+    http_status = 409
+
+
 class VersionMismatch(StepchainError):
     """A message for a run pinned to a workflow version this worker does not have."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from stepchain.exceptions import IdempotencyConflict
+from stepchain.exceptions import IdempotencyConflict, StoreConflict
 from stepchain.records import (
     HISTORY_WINDOW,
     RUN_SK,
@@ -46,6 +46,7 @@ from stepchain.store.base import (
 )
 from stepchain.store.dynamodb import DynamoDBStore, create_table, from_item, to_item
 from stepchain.store.memory import MemoryStore
+from stepchain.store.port import StorePort
 from stepchain.testing import moto_aws
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -1125,3 +1126,22 @@ def test_active_index_lists_active_runs_and_cancels_until_settled(sut: StoreUnde
     assert active_ids(sut.store) == ["run0", "run2", "run4"]
     [listed] = [r for r in sut.store.list_active_runs().runs if r.run_id == "run0"]
     assert listed.status is RunStatus.WAITING and listed.updated_ms == t  # the whole record, current
+
+
+# ------------------------------------------------------------------------------------ the port
+def test_the_store_port_has_at_most_ten_abstract_methods() -> None:
+    """Issue 15: an adapter implements a handful of primitives; every operation above them is
+    written once in CheckpointStore (both adapters inherit it unchanged)."""
+    assert len(StorePort.__abstractmethods__) <= 10, sorted(StorePort.__abstractmethods__)
+    assert CheckpointStore.__abstractmethods__ == StorePort.__abstractmethods__
+    shared = {"create_run", "update_run", "claim", "takeover", "finish", "extend_lease", "start_once", "put_once"}
+    for adapter in (MemoryStore, DynamoDBStore):
+        assert not shared & set(vars(adapter)), adapter
+
+
+def test_create_run_with_a_used_run_id_raises_store_conflict(sut: StoreUnderTest) -> None:
+    """The run and its first node are put if absent: a second run with the same id is refused
+    with a typed error on both adapters (the memory store used to overwrite the first run)."""
+    sut.store.create_run(new_run())
+    with pytest.raises(StoreConflict):
+        sut.store.create_run(new_run())

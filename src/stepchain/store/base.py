@@ -1,31 +1,53 @@
-"""The checkpoint-store port.
+"""The checkpoint store: the engine's durable state.
 
-The engine's durable state goes through this small interface. Each method is ONE atomic
-operation in the store (a conditional write, a transaction, a query), so the DynamoDB adapter
-maps each onto a single API call and the in-memory adapter onto one locked dict update.
+:class:`CheckpointStore` holds every operation the engine calls (claim, takeover, finish,
+update_run, ...), written once above the storage primitives of :mod:`stepchain.store.port`
+(get, put, conditional update, prefix query, transaction): the record <-> item codecs and the
+change tables (:mod:`stepchain.store.items`) are shared, so an adapter is only those primitives.
+Each operation is ONE primitive call (one DynamoDB request) unless its docstring says otherwise.
 Both adapters pass the same contract suite (``tests/functional/test_store_contract.py``).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from stepchain.exceptions import IdempotencyConflict, StoreConflict
 from stepchain.records import (
+    CLAIMABLE,
+    RUN_SK,
     CrashEvent,
-    EachRecord,
+    HistoryPush,
     Invocation,
     NodeRecord,
     NodeStatus,
-    OnceStart,
     RunRecord,
     RunStatus,
+    crash_sk,
     full_history,
+    history_prefix,
+    history_sk,
+    node_sk,
+    push_history,
+    run_pk,
+    split_history_sk,
 )
-
-ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+from stepchain.store.access import idem_pk, owner_fields
+from stepchain.store.items import (
+    ACTIVE,
+    ACTIVE_PK,
+    ACTIVE_RUN,
+    ACTIVE_SK,
+    active_sk,
+    history_fields,
+    node_update,
+    run_update,
+)
+from stepchain.store.port import ABSENT, EXISTS, Cond, Update
+from stepchain.store.steps import StepLocalStore
 
 
 class ClaimKind(StrEnum):
@@ -146,69 +168,90 @@ class NewRun:
     owner: str | None = None
 
 
-class CheckpointStore(ABC):
-    """Port: durable run state. See the module docstring for the item layout."""
-
-    #: seconds a finished run's items are kept (TTL); None keeps them forever
-    retention_s: int | None = None
-
-    def expires_at(self, now_ms: int) -> int | None:
-        return None if self.retention_s is None else now_ms // 1000 + self.retention_s
+class CheckpointStore(StepLocalStore):
+    """Durable run state above the port's primitives (adapters: ``memory``, ``dynamodb``)."""
 
     # -- runs --------------------------------------------------------------------------------
-    @abstractmethod
     def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
-        """Create the run and its first node atomically.
+        """Create the run and its first node atomically (one transaction).
 
         With an idempotency key: if the key was used before, return that run and ``False`` when
         the request hash matches, else raise :class:`~stepchain.exceptions.IdempotencyConflict`.
         """
+        exp = self.expires_at(new.now_ms)
+        pk = run_pk(new.run_id)
+        run: dict[str, Any] = {
+            "pk": pk,
+            "sk": RUN_SK,
+            "run_id": new.run_id,
+            "workflow": new.workflow,
+            "version": new.version,
+            "status": RunStatus.RUNNING.value,
+            "input": new.input_ref,
+            "created": new.now_ms,
+            "updated": new.now_ms,
+            "current": new.first.key,
+            "gsi1pk": f"WF#{new.workflow}",
+            "gsi1sk": f"{new.now_ms:015d}#{new.run_id}",
+            ACTIVE_PK: ACTIVE,
+            ACTIVE_SK: active_sk(new.now_ms, new.run_id),
+            "idempotency_key": new.idempotency_key,
+            "expires_at": exp,
+            **owner_fields(new.owner, new.workflow),
+            **new.extra,
+        }
+        first = {"pk": pk, "sk": node_sk(new.first.key), **new.first.item(new.now_ms, exp)}
+        puts: list[tuple[dict[str, Any], Cond]] = [(run, ABSENT), (first, ABSENT)]
+        idem_key = idem_pk(new.workflow, new.idempotency_key or "", new.owner)
+        if new.idempotency_key is not None:
+            idem = {"pk": idem_key, "sk": "IDEM", "run_id": new.run_id, "request_hash": new.request_hash}
+            puts.insert(0, ({**idem, "expires_at": exp}, ABSENT))
+        failed = self._transact_put(puts)
+        if failed is None:
+            return RunRecord.from_item({k: v for k, v in run.items() if v is not None}), True
+        if new.idempotency_key is None or failed[0] != 0:
+            raise StoreConflict(f"run {new.run_id!r} exists")
+        old = failed[1] or self._get(idem_key, "IDEM")
+        if old is None or old.get("request_hash") != new.request_hash:
+            raise IdempotencyConflict(f"idempotency key {new.idempotency_key!r} was used with a different request")
+        existing = self.get_run(str(old["run_id"]))
+        assert existing is not None
+        return existing, False
 
-    @abstractmethod
-    def get_run(self, run_id: str) -> RunRecord | None: ...
+    def get_run(self, run_id: str) -> RunRecord | None:
+        item = self._get(run_pk(run_id), RUN_SK)
+        return None if item is None else RunRecord.from_item(item)
 
-    @abstractmethod
     def update_run(self, run_id: str, changes: RunChanges, *, expect: tuple[RunStatus, ...]) -> RunRecord | None:
         """Conditionally update the run; ``None`` when its status is not one of ``expect``."""
+        cond = _status_in(expect, absent=False)
+        done, item = self._update(run_pk(run_id), RUN_SK, run_update(changes, run_id), cond, return_new=True)
+        return RunRecord.from_item(item) if done and item is not None else None
 
-    @abstractmethod
-    def list_runs(
-        self,
-        workflow: str,
-        *,
-        status: RunStatus | None = None,
-        limit: int = 20,
-        cursor: str | None = None,
-        owner: str | None = None,
-    ) -> RunPage:
-        """The workflow's runs, newest first; with ``owner`` only that caller's (one index query)."""
-
-    @abstractmethod
     def add_crash_event(self, run_id: str, at_ms: int, node: str, kind: str) -> None:
         """Record a crash event as its own ``C#`` item (one write; the RUN item does not grow)."""
+        sk = crash_sk(at_ms, node, kind, secrets.token_hex(4))
+        item = {"pk": run_pk(run_id), "sk": sk, "at_ms": at_ms, "node": node, "kind": kind}
+        self._put({**item, "expires_at": self.expires_at(at_ms)})
 
-    @abstractmethod
     def list_crash_events(self, run_id: str) -> list[CrashEvent]:
         """The run's ``C#`` crash events in time order (a RUN item written before crash events were
         items may hold older ones: ``RunRecord.crash_events``)."""
-
-    @abstractmethod
-    def list_active_runs(self, *, limit: int = 100, cursor: str | None = None) -> RunPage:
-        """Runs of every workflow the sweeper must look at: PENDING/RUNNING/WAITING, and CANCELLED
-        until their cancel finished (``RunChanges.settled``). A sparse index: reads no finished run."""
+        return sorted(CrashEvent.from_dict(i) for i in self._query(run_pk(run_id), "C#"))
 
     # -- nodes -------------------------------------------------------------------------------
-    @abstractmethod
-    def get_node(self, run_id: str, key: str) -> NodeRecord | None: ...
+    def get_node(self, run_id: str, key: str) -> NodeRecord | None:
+        item = self._get(run_pk(run_id), node_sk(key))
+        return None if item is None else NodeRecord.from_item(item)
 
-    @abstractmethod
     def list_nodes(self, run_id: str, prefix: str = "") -> list[NodeRecord]:
         """Nodes of the run whose key starts with ``prefix`` (map items: ``"<node>#"``), by key."""
+        return [NodeRecord.from_item(i) for i in self._query(run_pk(run_id), node_sk(prefix))]
 
-    @abstractmethod
-    def put_node_if_absent(self, init: NodeInit, now_ms: int) -> bool: ...
+    def put_node_if_absent(self, init: NodeInit, now_ms: int) -> bool:
+        item = {"pk": run_pk(init.run_id), "sk": node_sk(init.key), **init.item(now_ms, self.expires_at(now_ms))}
+        return self._put(item, ABSENT)[0]
 
-    @abstractmethod
     def claim(
         self, run_id: str, key: str, *, node: str, index: int | None, owner: str, now_ms: int, lease_until_ms: int
     ) -> ClaimResult:
@@ -217,19 +260,55 @@ class CheckpointStore(ABC):
         An absent node is created by its claim (its input is its predecessor's output). On
         conflict the current record comes back with the failure (no second read).
         """
+        u = Update(
+            sets={
+                "status": NodeStatus.RUNNING.value,
+                "owner": owner,
+                "lease_until": lease_until_ms,
+                "cur_started": now_ms,
+            },
+            adds={"invocations": 1},
+        )
+        # run_id, key, node and index derive from pk/sk: a claim that creates the node only
+        # initialises what cannot be derived.
+        for name, value in (("started", now_ms), ("attempts", 1), ("expires_at", self.expires_at(now_ms))):
+            if value is not None:
+                u.inits[name] = value
+        return self._claim(run_id, key, u, _status_in(CLAIMABLE, absent=True))
 
-    @abstractmethod
     def takeover(
         self, run_id: str, key: str, *, stale: NodeRecord, owner: str, now_ms: int, lease_until_ms: int
     ) -> ClaimResult:
         """Take a RUNNING node whose lease has expired (its worker died); counts a crash and an attempt."""
+        started = stale.current_started_ms or stale.started_ms or now_ms
+        push = push_history(stale, Invocation(started, stale.lease_until_ms, "crashed"))
+        self._evict(run_id, key, push)
+        u = Update(
+            sets={"owner": owner, "lease_until": lease_until_ms, "cur_started": now_ms, **history_fields(push)},
+            adds={"invocations": 1, "attempts": 1, "crashes": 1},
+        )
+        clauses = (("status", "=", NodeStatus.RUNNING.value), ("owner", "=", stale.owner), ("lease_until", "<", now_ms))
+        return self._claim(run_id, key, u, Cond(clauses=clauses))
 
-    @abstractmethod
+    def _claim(self, run_id: str, key: str, u: Update, cond: Cond) -> ClaimResult:
+        done, item = self._update(run_pk(run_id), node_sk(key), u, cond, return_new=True, old_on_failure=True)
+        if done and item is not None:
+            return ClaimResult(ClaimKind.CLAIMED, NodeRecord.from_item(item))
+        if item is None:
+            return ClaimResult(ClaimKind.GONE, None)
+        rec = NodeRecord.from_item(item)
+        if rec.status is NodeStatus.SUCCEEDED:
+            return ClaimResult(ClaimKind.DONE, rec)
+        if rec.status in (NodeStatus.FAILED, NodeStatus.CANCELLED):
+            return ClaimResult(ClaimKind.GONE, rec)
+        return ClaimResult(ClaimKind.BUSY, rec)
+
     def extend_lease(self, run_id: str, key: str, *, owner: str, lease_until_ms: int) -> bool:
         """ONE conditional write: set the node's ``lease_until`` if it is RUNNING and ``owner`` holds
         it (a heartbeat). False when the lease was lost (taken over, finished, cancelled, absent)."""
+        cond = Cond(clauses=(("status", "=", NodeStatus.RUNNING.value), ("owner", "=", owner)))
+        return self._update(run_pk(run_id), node_sk(key), Update(sets={"lease_until": lease_until_ms}), cond)[0]
 
-    @abstractmethod
     def finish(
         self,
         run_id: str,
@@ -241,14 +320,40 @@ class CheckpointStore(ABC):
     ) -> FinishResult:
         """Update the node if it is in ``expect`` and, when given, owned by ``owner``: one
         conditional write (this is how a step's output is checkpointed)."""
+        push = None
+        if changes.invocation is not None:
+            prior = changes.prior or self.get_node(run_id, key)  # the engine always passes prior
+            if prior is None:
+                return FinishResult.LOST
+            push = push_history(prior, changes.invocation)
+            self._evict(run_id, key, push)
+        cond = _status_in(expect, absent=False)
+        if owner is not None:
+            cond = Cond(absent=False, clauses=(*cond.clauses, ("owner", "=", owner)))
+        done, _ = self._update(run_pk(run_id), node_sk(key), node_update(changes, push), cond)
+        return FinishResult.OK if done else FinishResult.LOST
 
-    @abstractmethod
-    def add_checkpoint_hit(self, run_id: str, key: str) -> None: ...
+    def _evict(self, run_id: str, key: str, push: HistoryPush) -> None:
+        """Write the invocations leaving the window BEFORE the node update that drops them: a crash
+        in between leaves an H# item still inside the window (ignored by readers, rewritten with the
+        same content by the next eviction), never a lost invocation."""
+        for n, inv in push.evicted:
+            sk = history_sk(key, n)
+            self._put({"pk": run_pk(run_id), "sk": sk, **inv.to_dict(), "expires_at": self.expires_at(inv.started_ms)})
 
-    @abstractmethod
+    def add_checkpoint_hit(self, run_id: str, key: str) -> None:
+        # no such node: nothing to count
+        self._update(run_pk(run_id), node_sk(key), Update(adds={"checkpoint_hits": 1}), EXISTS)
+
     def list_history(self, run_id: str, key: str | None = None) -> dict[str, dict[int, Invocation]]:
         """The invocations moved out of node windows (``H#`` items), by node key and number; only
         node ``key``'s with a key. Join them with a record's window with ``records.full_history``."""
+        out: dict[str, dict[int, Invocation]] = {}
+        for item in self._query(run_pk(run_id), history_prefix(key)):
+            k, n = split_history_sk(str(item["sk"]))
+            if key is None or k == key:
+                out.setdefault(k, {})[n] = Invocation.from_dict(item)
+        return out
 
     def node_history(self, run_id: str, rec: NodeRecord) -> tuple[Invocation, ...]:
         """Every invocation of ``rec``: its window alone (no call) unless it has ``H#`` items."""
@@ -256,49 +361,20 @@ class CheckpointStore(ABC):
             return rec.history
         return full_history(rec, self.list_history(run_id, rec.key).get(rec.key, {}))
 
-    # -- ctx.each / ctx.once / buffered events -----------------------------------------------
-    # ``loop`` / ``name`` is the operation id (see ``stepchain.steplocal``); ``generation`` the
-    # node's progress generation (a discarding redrive starts a new one; old items expire by TTL).
-    @abstractmethod
-    def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord, *, generation: int = 0) -> bool:
-        """Checkpoint one item (or, ``rec.complete``, the loop's summary) unless it is there (one conditional write)."""
 
-    @abstractmethod
-    def last_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> EachRecord | None:
-        """The loop's summary if it has one, else its checkpointed item with the highest index: ONE
-        item read (a resume costs O(1)). ``list_each``/``list_each_all`` return items only."""
+def _status_in(statuses: tuple[NodeStatus, ...] | tuple[RunStatus, ...], *, absent: bool) -> Cond:
+    return Cond(absent=absent, clauses=(("status", "in", tuple(s.value for s in statuses)),))
 
-    @abstractmethod
-    def list_each(self, run_id: str, key: str, loop: str, *, generation: int = 0) -> list[EachRecord]: ...
 
-    @abstractmethod
-    def get_once(self, run_id: str, key: str, name: str, *, generation: int = 0) -> str | None:
-        """The effect's checkpointed result (``None`` when absent or only started)."""
-
-    @abstractmethod
-    def start_once(
-        self, run_id: str, key: str, name: str, *, owner: str, now_ms: int, generation: int = 0
-    ) -> OnceStart:
-        """ONE conditional write: put the in-progress marker if absent or still in progress.
-
-        A checkpointed result comes back with the failure (no read); a replaced marker comes back
-        as ``restarted`` (an earlier attempt started the effect and never checkpointed it).
-        """
-
-    @abstractmethod
-    def put_once(self, run_id: str, key: str, name: str, value_ref: str, now_ms: int, *, generation: int = 0) -> str:
-        """Store the effect's result unless one is there; return the stored one."""
-
-    @abstractmethod
-    def put_event(self, run_id: str, name: str, payload_ref: str, now_ms: int) -> bool: ...
-
-    @abstractmethod
-    def get_event(self, run_id: str, name: str) -> str | None: ...
-
-    @abstractmethod
-    def spend_token(self, run_id: str, token_id: str, now_ms: int, expires_at: int) -> bool:
-        """Record an approval token as used (ONE conditional put); ``False`` if it was used before."""
-
-    @abstractmethod
-    def list_each_all(self, run_id: str) -> dict[str, list[EachRecord]]:
-        """Every ``ctx.each`` checkpoint of the run, keyed by node key (for the ledger)."""
+__all__ = [
+    "ACTIVE_RUN",
+    "CheckpointStore",
+    "ClaimKind",
+    "ClaimResult",
+    "FinishResult",
+    "NewRun",
+    "NodeChanges",
+    "NodeInit",
+    "RunChanges",
+    "RunPage",
+]

@@ -1,35 +1,39 @@
-"""A store item (a dict of stored fields) and the changes the engine makes to it: how each
-:class:`~stepchain.store.base.NodeChanges` / :class:`~stepchain.store.base.RunChanges` becomes
-stored fields. :func:`node_field_changes` is the one translation of a node change: the in-memory
-adapter applies it to a dict, the DynamoDB adapter turns it into an update expression. Both share
-the claim conflict classification too."""
+"""The change tables, written once for every adapter: how a
+:class:`~stepchain.store.base.NodeChanges` / :class:`~stepchain.store.base.RunChanges` becomes an
+adapter-neutral :class:`~stepchain.store.port.Update` (the DynamoDB adapter renders it as an
+UpdateExpression, the in-memory adapter applies it to a dict), and the active-run index fields."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stepchain.records import HistoryPush, NodeRecord, NodeStatus, RunStatus
+from stepchain.records import HistoryPush, RunStatus
 from stepchain.requests import STORED_PREFIX, take_for_node_write
-from stepchain.store.base import ACTIVE_RUN, ClaimKind, ClaimResult, NodeChanges, RunChanges
+from stepchain.store.port import Update
+
+if TYPE_CHECKING:
+    from stepchain.store.base import NodeChanges, RunChanges
+
+#: the sparse index of runs the sweeper looks at (``list_active_runs``): only active runs, and
+#: cancelled ones until their cancel finished, carry its key attributes
+ACTIVE_INDEX = "active"
+ACTIVE_PK = "active_pk"
+ACTIVE_SK = "active_sk"
+ACTIVE = "ACTIVE"
+ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 
 
-def set_history(item: dict[str, Any], push: HistoryPush) -> None:
-    item["history"] = [h.to_dict() for h in push.window]
-    item["hist_n"] = push.count
+def active_sk(now_ms: int, run_id: str) -> str:
+    return f"{now_ms:015d}#{run_id}"
 
 
-@dataclass(frozen=True)
-class FieldChanges:
-    """What a change does to a stored item, adapter-neutral: fields SET, counters ADDed, fields REMOVEd."""
-
-    sets: dict[str, Any]
-    adds: dict[str, int]
-    removes: tuple[str, ...]
+def history_fields(push: HistoryPush) -> dict[str, Any]:
+    """SET the node's new history window as a value (no list_append: simpler to evaluate)."""
+    return {"history": [h.to_dict() for h in push.window], "hist_n": push.count}
 
 
-def node_field_changes(c: NodeChanges) -> FieldChanges:
-    """The one translation of :class:`NodeChanges` into stored fields (both adapters use it)."""
+def node_update(c: NodeChanges, push: HistoryPush | None = None) -> Update:
+    """The one translation of :class:`NodeChanges` into stored fields."""
     sets: dict[str, Any] = {"status": c.status.value, "lease_until": 0, "updated": c.now_ms}
     for name, value in (
         ("output", c.output_ref),
@@ -62,21 +66,15 @@ def node_field_changes(c: NodeChanges) -> FieldChanges:
     # the AWS requests of the activation so far, this write included (stepchain.requests)
     adds.update({STORED_PREFIX + k: v for k, v in take_for_node_write(c.status.value).items()})
     # a new error replaces the old one; clear_error without one removes it
-    removes = ("owner", "error") if c.clear_error and c.error is None else ("owner",)
-    return FieldChanges(sets, adds, removes)
+    removes = ["owner", "error"] if c.clear_error and c.error is None else ["owner"]
+    if push is not None:
+        sets.update(history_fields(push))
+    return Update(sets=sets, adds=adds, removes=removes)
 
 
-def apply_node_changes(item: dict[str, Any], c: NodeChanges) -> None:
-    fields = node_field_changes(c)
-    for name in fields.removes:
-        item.pop(name, None)
-    item.update(fields.sets)
-    for name, inc in fields.adds.items():
-        item[name] = item.get(name, 0) + inc
-
-
-def apply_run_changes(item: dict[str, Any], c: RunChanges) -> None:
-    item["updated"] = c.now_ms
+def run_update(c: RunChanges, run_id: str) -> Update:
+    """The one translation of :class:`RunChanges` into stored fields (and the active-run index)."""
+    u = Update(sets={"updated": c.now_ms})
     for name, value in (
         ("status", None if c.status is None else c.status.value),
         ("current", c.current),
@@ -84,34 +82,29 @@ def apply_run_changes(item: dict[str, Any], c: RunChanges) -> None:
         ("error", c.error),
     ):
         if value is not None:
-            item[name] = value
-    if c.clear_error and c.error is None:  # a new error replaces the old one (as in DynamoDB)
-        item.pop("error", None)
+            u.sets[name] = value
+    if c.clear_error and c.error is None:  # a new error replaces the old one
+        u.removes.append("error")
     if c.ended:
-        item["ended"] = c.now_ms
+        u.sets["ended"] = c.now_ms
     if c.add_redrive:
-        item["redrives"] = item.get("redrives", 0) + 1
-    if c.settled:
-        item["settled"] = True
-    elif c.status is not None and c.status in ACTIVE_RUN:
-        item.pop("settled", None)
+        u.adds["redrives"] = 1
+    if c.settled or c.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        u.removes += [ACTIVE_PK, ACTIVE_SK]  # leaves the sparse active-run index
+    elif c.status is not None and c.status in ACTIVE_RUN:  # (back) in the index, e.g. a redrive
+        u.sets[ACTIVE_PK] = ACTIVE
+        u.inits[ACTIVE_SK] = active_sk(c.now_ms, run_id)
+    return u
 
 
-def needs_sweeping(item: dict[str, Any]) -> bool:
-    """Is the run in the active-run index (``CheckpointStore.list_active_runs``)?"""
-    status = RunStatus(item["status"])
-    return status in ACTIVE_RUN or (status is RunStatus.CANCELLED and not item.get("settled"))
-
-
-def classify_conflict(old: dict[str, Any] | None) -> ClaimResult:
-    if old is None:
-        return ClaimResult(ClaimKind.GONE, None)
-    rec = NodeRecord.from_item(old)
-    if rec.status is NodeStatus.SUCCEEDED:
-        return ClaimResult(ClaimKind.DONE, rec)
-    if rec.status in (NodeStatus.FAILED, NodeStatus.CANCELLED):
-        return ClaimResult(ClaimKind.GONE, rec)
-    return ClaimResult(ClaimKind.BUSY, rec)
-
-
-__all__ = ["apply_node_changes", "apply_run_changes", "classify_conflict", "needs_sweeping", "set_history"]
+__all__ = [
+    "ACTIVE",
+    "ACTIVE_INDEX",
+    "ACTIVE_PK",
+    "ACTIVE_RUN",
+    "ACTIVE_SK",
+    "active_sk",
+    "history_fields",
+    "node_update",
+    "run_update",
+]

@@ -27,8 +27,8 @@ RUNNING node whose lease ended ``grace`` ago   its activation is re-issued (the 
 SLEEPING / RETRYING ``grace`` past its wake    its activation is re-issued
 WAITING ``grace`` past its deadline            its deadline check (``timeout``) is re-issued
 WAITING with the event stored                  the event's delivery is finished
-call/parallel WAITING, its children ended      the node is joined (:func:`~stepchain.engine.nodes.
-``grace`` ago (or SUCCEEDED, successor never   children.rejoin`: a ``join`` activation, or on Step
+call/parallel WAITING, its children ended      the node is joined (:func:`~stepchain.engine.
+``grace`` ago (or SUCCEEDED, successor never   lifecycle.rejoin`: a ``join`` activation, or on Step
 created): the child's notification was lost    Functions the join and its task token completed)
 call/parallel WAITING, a child never created   its activation is re-issued (it starts the child)
 SUCCEEDED ``grace`` ago, successor never       the node's activation is re-issued: a late
@@ -58,7 +58,8 @@ from dataclasses import dataclass, field
 
 from stepchain.context import logger
 from stepchain.engine import Engine
-from stepchain.engine.nodes.children import rejoin, stuck_join
+from stepchain.engine.lifecycle import rejoin
+from stepchain.engine.nodes.children import stuck_join
 from stepchain.engine.routing import event_key, source_of, split_event_key, successor
 from stepchain.engine.runs import RunService
 from stepchain.engine.shared import key_of

@@ -11,12 +11,12 @@ idempotency key), so a crashed or duplicate parent activation finds the same chi
 RUN item carries ``parent`` (``<parent run id>/<node key>/<branch>``).
 
 When a run with a parent ends (any path: its last checkpoint, a failure, a transport's give-up,
-a cancel through the API), :func:`run_ended` notifies the parent node: on a queue transport it
-sends the node's ``join`` activation; on Step Functions (no messages) it joins right there and
-completes the parent task's token. The join reads the children's RUN items (the durable truth)
-and commits the parent node with one conditional write (WAITING -> SUCCEEDED/FAILED): repeated
-notifications are harmless. A notification lost to a crash is re-sent by the sweeper
-(:func:`stuck_join`).
+a cancel through the API), :func:`stepchain.engine.lifecycle.run_ended` notifies the parent node,
+the transport's way (``RunLifecycle.rejoin``): on a queue the node's ``join`` activation; on Step
+Functions (no messages) the join right there and the parent task's token completed. The join
+reads the children's RUN items (the durable truth) and commits the parent node with one
+conditional write (WAITING -> SUCCEEDED/FAILED): repeated notifications are harmless. A
+notification lost to a crash is re-sent by the sweeper (:func:`stuck_join`).
 """
 
 from __future__ import annotations
@@ -24,26 +24,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
-from stepchain.handoff.base import RunLifecycle
-from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 from stepchain.ledger import RunView, describe
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, parse_node_key
-from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit, RunChanges
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
+from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit
 from stepchain.workflow import CHILD_KINDS, Node, Registry, Workflow
-
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
 #: what a kind makes of its children: None (wait), ("ok", output ref) or ("fail", error)
 Verdict = tuple[str, Any] | None
-Judge = Callable[["Worker", Node, str, dict[str, RunRecord]], Verdict]
+Judge = Callable[[KindServices, Node, str, dict[str, RunRecord]], Verdict]
 
 
 def child_run_id(run_id: str, key: str, branch: str, generation: int = 0) -> str:
@@ -83,11 +79,17 @@ class ChildrenHandler(NodeKindHandler):
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
 
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        return activate(w, wf, node, msg, lctx, self.judge)
+    def join_here(self, scope: ActivationScope) -> tuple[Outcome, NodeRecord | None] | None:
+        return join(scope.services, scope.wf, scope.node, scope.msg, self.judge)
+
+    def activate(self, scope: ActivationScope) -> Outcome:
+        assert scope.lctx is not None
+        return activate(scope.services, scope.wf, scope.node, scope.msg, scope.lctx, self.judge)
 
 
-def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike, judge: Judge) -> Outcome:
+def activate(
+    w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike, judge: Judge
+) -> Outcome:
     """First activation: wait (WAITING, the task token kept), start the children, try the join.
     Met again (a duplicate, a takeover, Step Functions' retry with a new token): the same, idempotently."""
     if msg.action == "join":
@@ -124,13 +126,13 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
     after = w.store.get_node(msg.run_id, key)
     if after is not None and after.status is NodeStatus.CANCELLED:  # the run was cancelled meanwhile: its
         # cancel may have cascaded before these children existed
-        cancel_runs(w, child_ids(node, msg.run_id, key, current.generation).values())
+        w.cancel_runs(list(child_ids(node, msg.run_id, key, current.generation).values()))
         return Outcome(OutcomeKind.DROPPED, detail="cancelled")
     out = join(w, wf, node, msg, judge, after)[0]
     return Outcome(OutcomeKind.SUSPENDED) if out.kind is OutcomeKind.DROPPED else out
 
 
-def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord) -> None:
+def start_children(w: KindServices, node: Node, run_id: str, key: str, rec: NodeRecord) -> None:
     """Start every branch's child run unless it exists (then re-issue its first activation only if
     that may have been lost, as a retried start does)."""
     assert rec.input_ref is not None
@@ -168,7 +170,7 @@ def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord
             w.lifecycle.start(existing, Activation(cid, existing.workflow, existing.version, first.id))
 
 
-def children_of(w: Worker, node: Node, run_id: str, rec: NodeRecord) -> dict[str, RunRecord] | None:
+def children_of(w: KindServices, node: Node, run_id: str, rec: NodeRecord) -> dict[str, RunRecord] | None:
     """Branch -> child run of the node's current generation; None while one is not created yet."""
     out = {}
     for branch, cid in child_ids(node, run_id, rec.key, rec.generation).items():
@@ -193,7 +195,7 @@ def child_error(key: str, branch: str, child: RunRecord) -> dict[str, str]:
 
 
 def join(
-    w: Worker, wf: Workflow, node: Node, msg: Activation, judge: Judge, rec: NodeRecord | None = None
+    w: KindServices, wf: Workflow, node: Node, msg: Activation, judge: Judge, rec: NodeRecord | None = None
 ) -> tuple[Outcome, NodeRecord | None]:
     """Commit the node if its children say so (one conditional write, WAITING -> SUCCEEDED or
     FAILED); else DROPPED. A node already joined is served from its checkpoint (a late join
@@ -219,7 +221,7 @@ def join(
         inv = Invocation(rec.started_ms or rec.created_ms, now, "failed")
         changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
         w.fail(msg, key, err, changes, expect=(NodeStatus.WAITING,))
-        cancel_runs(w, [c.run_id for c in kids.values() if c.status in ACTIVE_RUN])
+        w.cancel_runs([c.run_id for c in kids.values() if c.status in ACTIVE_RUN])
         return Outcome(OutcomeKind.FAILED, error=err), rec
     inv = Invocation(rec.started_ms or rec.created_ms, now, "joined")
     changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=verdict[1], ended=True, invocation=inv, prior=rec)
@@ -229,68 +231,12 @@ def join(
     return out, rec
 
 
-def cancel_runs(w: Worker, run_ids: Iterable[str]) -> None:
-    """Cancel these (child) runs: the run service's cancel, without notifying their parent."""
-    from stepchain.engine.runs import RunService  # the run service sits above the node kinds
-
-    runs = RunService(w)
-    for cid in run_ids:
-        child = w.store.update_run(
-            cid, RunChanges(w.clock.now_ms(), status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
-        )
-        if child is None:
-            continue
-        try:
-            runs.finish_cancel(child)
-        except Exception:  # the child is CANCELLED and in the active index: the sweeper finishes the cancel
-            logger.warning("finishing a child's cancel failed; the sweeper finishes it", exc_info=True)
-
-
-# ---------------------------------------------------------------------------- child -> parent
-def run_ended(w: Worker, run: RunRecord) -> None:
-    """``run`` ended (SUCCEEDED, FAILED or CANCELLED): if it is a child, notify its parent node."""
-    if not run.parent:
-        return
-    parent_id, key, _ = split_parent(run.parent)
-    parent = w.store.get_run(parent_id)
-    if parent is None or parent.status.finished:
-        return
-    node_id, iteration, index = parse_node_key(key)
-    rejoin(
-        w, Activation(parent_id, parent.workflow, parent.version, node_id, index, action="join", iteration=iteration)
-    )
-
-
-def rejoin(w: Worker, msg: Activation) -> None:
-    """Have the parent node ``msg`` names joined: a ``join`` activation through the handoff (queue
-    transports), or, where the transport drives runs itself (Step Functions), the join here and
-    the node's task token completed with its result."""
-    if not isinstance(w.handoff, RunLifecycle):
-        w.handoff.dispatch([msg])
-        return
-    wf = w.registry.find(msg.workflow, msg.version)
-    if wf is None:
-        return
-    node = wf.node(msg.node)
-    from stepchain.engine.nodes import handler_for
-
-    judge = getattr(handler_for(node), "judge", None)
-    if judge is None:
-        return
-    out, rec = join(w, wf, node, msg, judge)
-    if rec is None or not rec.task_token:
-        return
-    token_msg = msg.with_(action="run", token=rec.task_token)
-    if out.kind is OutcomeKind.DONE:
-        w.lifecycle.resume_wait(token_msg, out.next[0] if out.next else None)
-    elif out.kind is OutcomeKind.FAILED and isinstance(w.handoff, StepFunctionsHandoff):
-        w.handoff.send_task_success(rec.task_token, {**out.to_state(msg.with_(action="run")), "status": "FAILED"})
-
-
-def stuck_join(w: Worker, wf: Workflow, node: Node, run_id: str, rec: NodeRecord, overdue: Callable[..., bool]) -> str:
+def stuck_join(
+    w: KindServices, wf: Workflow, node: Node, run_id: str, rec: NodeRecord, overdue: Callable[..., bool]
+) -> str:
     """The sweeper's view of a parent node: ``"start"`` (a child was never created: re-issue the
     node's activation), ``"join"`` (its children ended long ago, or it joined long ago and its
-    successor never started: :func:`rejoin`), or ``""``."""
+    successor never started: :func:`stepchain.engine.lifecycle.rejoin`), or ``""``."""
     if rec.status is NodeStatus.SUCCEEDED:
         succ = wf.next_of(node.id)
         started = succ is not None and w.store.get_node(run_id, succ.id) is not None

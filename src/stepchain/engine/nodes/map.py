@@ -8,9 +8,8 @@ join); the join commits the map node like any other, so the chain goes on from t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.nodes.step import run_step
 from stepchain.engine.shared import activation, key_of
 from stepchain.logs import LambdaContextLike
@@ -19,11 +18,8 @@ from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
 from stepchain.store.base import NodeChanges, NodeInit
 from stepchain.workflow import Node, Workflow
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def fan_out(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     key = key_of(msg)
     rec = w.claim(wf, node, msg, key, lctx)
     if isinstance(rec, Outcome):
@@ -54,7 +50,7 @@ def fan_out(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaCo
     return Outcome(OutcomeKind.FANOUT, next=first, items=len(items))
 
 
-def resume_fan_out(w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
+def resume_fan_out(w: KindServices, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
     """The map was fanned out before (then the worker died, or this is a duplicate): re-activate
     the head of every lane whose previous item is done but whose next item never started."""
     total = rec.items_total or 0
@@ -68,7 +64,7 @@ def resume_fan_out(w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> O
     return Outcome(OutcomeKind.FANOUT, next=tuple(heads), items=total)
 
 
-def after_item(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+def after_item(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     """An item is done: the map runs ``max_concurrency`` lanes (item i, i+w, i+2w ...); start
     the next item of this lane, or, at a lane's end, try the join."""
     assert msg.index is not None
@@ -85,7 +81,7 @@ def after_item(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     return Outcome(OutcomeKind.DONE, next=joined.next if joined.kind is OutcomeKind.DONE else ())
 
 
-def join(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+def join(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     """Fan-in: when every item succeeded, the map's output is the list of their outputs."""
     key = node_key(node.id, None, msg.iteration)
     parent = w.store.get_node(msg.run_id, key)
@@ -124,18 +120,22 @@ def join(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
 
 
 class MapHandler(NodeKindHandler):
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        if msg.index is not None:  # an item: a step
-            return run_step(w, wf, node, msg, lctx)
+    def activate(self, scope: ActivationScope) -> Outcome:
+        w, wf, node, msg = scope.services, scope.wf, scope.node, scope.msg
         if msg.action == "join":
             return join(w, wf, node, msg)
-        return fan_out(w, wf, node, msg, lctx)
+        assert scope.lctx is not None
+        if msg.index is not None:  # an item: a step
+            return run_step(w, wf, node, msg, scope.lctx)
+        return fan_out(w, wf, node, msg, scope.lctx)
 
-    def on_busy(self, w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> NodeRecord | Outcome | None:
-        return resume_fan_out(w, node, msg, rec) if rec.status is NodeStatus.FANNED_OUT else None
+    def on_busy(self, scope: ActivationScope, rec: NodeRecord) -> NodeRecord | Outcome | None:
+        if rec.status is not NodeStatus.FANNED_OUT:
+            return None
+        return resume_fan_out(scope.services, scope.node, scope.msg, rec)
 
-    def owns_successor(self, node: Node, msg: Activation) -> bool:
-        return msg.index is not None
+    def owns_successor(self, scope: ActivationScope) -> bool:
+        return scope.msg.index is not None
 
-    def after_checkpoint(self, w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
-        return after_item(w, wf, node, msg)
+    def after_checkpoint(self, scope: ActivationScope) -> Outcome:
+        return after_item(scope.services, scope.wf, scope.node, scope.msg)

@@ -7,9 +7,8 @@ waiting (:func:`complete_wait`, also called by :class:`~stepchain.engine.runs.Ru
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import event_key
 from stepchain.engine.shared import key_of
 from stepchain.logs import LambdaContextLike
@@ -18,11 +17,8 @@ from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, Run
 from stepchain.store.base import NodeChanges, RunChanges
 from stepchain.workflow import Node, Workflow
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def wait(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     if msg.action in ("timeout", "expire"):
         return wait_deadline(w, wf, node, msg)
     key = key_of(msg)
@@ -55,7 +51,7 @@ def wait(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaConte
     return Outcome(OutcomeKind.SUSPENDED, wake_at_ms=waiting.wake_at_ms)
 
 
-def wait_deadline(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+def wait_deadline(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     key = key_of(msg)
     rec = w.store.get_node(msg.run_id, key)
     if rec is None or rec.status is not NodeStatus.WAITING or rec.wake_at_ms is None:
@@ -75,7 +71,7 @@ def wait_deadline(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outco
 
 
 def complete_wait(
-    w: Worker, wf: Workflow, run: RunRecord, rec: NodeRecord, payload_ref: str, *, api: bool = False
+    w: KindServices, wf: Workflow, run: RunRecord, rec: NodeRecord, payload_ref: str, *, api: bool = False
 ) -> bool:
     node = wf.node(rec.node)
     now = w.clock.now_ms()
@@ -100,5 +96,6 @@ def complete_wait(
 class WaitHandler(NodeKindHandler):
     held = NodeStatus.WAITING
 
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        return wait(w, wf, node, msg, lctx)
+    def activate(self, scope: ActivationScope) -> Outcome:
+        assert scope.lctx is not None
+        return wait(scope.services, scope.wf, scope.node, scope.msg, scope.lctx)

@@ -15,20 +15,21 @@ from typing import Any
 from stepchain.clock import Clock
 from stepchain.engine.events import event_target
 from stepchain.engine.lifecycle import finish_cancel, run_ended
-from stepchain.engine.nodes.children import roll_up
+from stepchain.engine.nodes import handler_for
+from stepchain.engine.nodes.views import run_view
 from stepchain.engine.nodes.wait import complete_wait
 from stepchain.engine.routing import event_key, next_activation, source_of, split_event_key
 from stepchain.engine.shared import key_of, new_run_id
 from stepchain.engine.worker import Worker
 from stepchain.exceptions import InvalidRunState, StepNotFound
 from stepchain.handoff.base import RunLifecycle
-from stepchain.ledger import RunView, describe
+from stepchain.ledger import RunView
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
 from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
-from stepchain.workflow import CHILD_KINDS, Registry, Workflow
+from stepchain.workflow import Registry, Workflow
 
 
 class RunService:
@@ -235,7 +236,7 @@ class RunService:
                     attempts=1,
                     input_ref=new_input,
                     new_generation=not (new_input is None if keep_progress is None else keep_progress)
-                    or wf.node(rec.node).kind in CHILD_KINDS,  # a call/parallel starts new children
+                    or handler_for(wf.node(rec.node)).children_per_generation,  # a call/parallel: new children
                 ),
                 expect=(NodeStatus.FAILED,),
             )
@@ -270,7 +271,7 @@ class RunService:
 
     def describe_run(self, run: RunRecord) -> RunView:
         """:meth:`describe` for a run already read (its child runs' costs rolled up into it)."""
-        return roll_up(self.store, self.registry, describe(self.store, self.registry, run))
+        return run_view(self.store, self.registry, run)
 
     def node(self, run_id: str, key: str) -> NodeRecord | None:
         """The run's node (or map item) record under ``key``, if it has started."""

@@ -7,7 +7,6 @@ from typing import Any, Protocol
 
 from stepchain.engine.nodes.children import child_ids
 from stepchain.records import NodeStatus
-from stepchain.workflow import CHILD_KINDS
 
 
 class _Driver(Protocol):
@@ -30,7 +29,7 @@ def waiting_for_children(h: _Driver, run_id: str) -> bool:
         return False
     waiting = False
     for node in h.registry.get(run.workflow, run.version).nodes:
-        if node.kind not in CHILD_KINDS:
+        if not node.branches:  # not a call/parallel node
             continue
         rec = h.store.get_node(run_id, node.id)
         if rec is None or rec.status is not NodeStatus.WAITING:

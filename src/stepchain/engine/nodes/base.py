@@ -6,9 +6,27 @@ for this node), never the worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stepchain.asl_parts import TASK_TIMEOUT_MARGIN_S, _input, _loop
+from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery
 from stepchain.engine.nodes.scope import ActivationScope
+from stepchain.ledger import NodeView, RunView
 from stepchain.messages import Outcome
-from stepchain.records import NodeRecord, NodeStatus
+from stepchain.records import NodeRecord, NodeStatus, RunRecord
+from stepchain.store.base import CheckpointStore
+from stepchain.workflow import Node
+
+
+@dataclass(frozen=True)
+class ViewScope:
+    """What a kind may read to add its rows to a run's view."""
+
+    store: CheckpointStore
+    view: RunView  #: the run's view (the kind appends to ``children`` and adds to ``totals``)
+    describe_child: Callable[[RunRecord], RunView]  #: another run's view, its kinds' rows included
 
 
 class NodeKindHandler:
@@ -18,6 +36,12 @@ class NodeKindHandler:
     #: the status this kind holds a node in between activations (a sleep's SLEEPING, a wait's or a
     #: call's WAITING): meeting it, the claim goes on with the record (:meth:`on_busy`)
     held: NodeStatus | None = None
+    #: its Step Functions task waits for a task token (``.waitForTaskToken``): SendTaskSuccess resumes it
+    callback_task: bool = False
+    #: a redrive of a failed node of this kind starts a new generation (new child runs)
+    children_per_generation: bool = False
+    #: its join reads its children's outputs and writes its own (the deploy grants it the payloads)
+    reads_child_outputs: bool = False
 
     def activate(self, scope: ActivationScope) -> Outcome:
         """Make progress on one activation of ``scope.node`` and name what comes next."""
@@ -45,3 +69,23 @@ class NodeKindHandler:
         """What comes after the checkpoint when :meth:`owns_successor` is True (also when a
         completed activation is met again late: its handoff may have been lost)."""
         raise NotImplementedError
+
+    def recover(self, view: RecoveryView) -> Recovery:
+        """The sweeper's rule for a node of this kind in an active run: what to re-issue (see
+        :mod:`stepchain.engine.nodes.recovery`). By default: a lost activation, a missing successor."""
+        return default_recovery(view)
+
+    def view_rows(self, scope: ViewScope, node: Node, nv: NodeView) -> None:
+        """Add this node's own rows to the run's view (``nv`` is the ledger's row of the node). By
+        default none."""
+        return None
+
+    def asl_states(self, states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+        """Add the node's Step Functions states to ``states`` (its main state is named ``node.id``;
+        ``nxt``: the state after it; ``failed``: the Catch target that marks the run failed). By
+        default one Task on the node's function whose signals loop back to it (a step, a sleep)."""
+        timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
+        ref = _input({"node": node.id})
+        _loop(
+            states, node.id, node.function_name, ref, on_done=nxt, timeout_s=timeout, policy=node.retry, catch_to=failed
+        )

@@ -26,16 +26,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.asl_parts import _callback_task, _ids
+from stepchain.engine.nodes.base import NodeKindHandler, ViewScope
+from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
-from stepchain.ledger import RunView, describe
+from stepchain.ledger import NodeView
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
-from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit
-from stepchain.workflow import CHILD_KINDS, Node, Registry, Workflow
+from stepchain.store.base import ACTIVE_RUN, FinishResult, NewRun, NodeChanges, NodeInit
+from stepchain.workflow import CHILD_KINDS, Node, Workflow
 
 #: what a kind makes of its children: None (wait), ("ok", output ref) or ("fail", error)
 Verdict = tuple[str, Any] | None
@@ -75,12 +77,36 @@ class ChildrenHandler(NodeKindHandler):
     ends make of it (:mod:`stepchain.engine.nodes.call`, :mod:`stepchain.engine.nodes.parallel`)."""
 
     held = NodeStatus.WAITING
+    callback_task = True
+    children_per_generation = True
 
-    def __init__(self, judge: Judge) -> None:
+    def __init__(self, judge: Judge, *, reads_child_outputs: bool = False) -> None:
         self.judge = judge
+        self.reads_child_outputs = reads_child_outputs
 
     def join_here(self, scope: ActivationScope) -> tuple[Outcome, NodeRecord | None] | None:
         return join(scope.services, scope.wf, scope.node, scope.msg, self.judge)
+
+    def recover(self, view: RecoveryView) -> Recovery:
+        """WAITING or SUCCEEDED: a child never created (re-issue the node: it creates it), or a
+        child's notification lost (join the node: :func:`stepchain.engine.lifecycle.rejoin`)."""
+        if view.rec.status not in (NodeStatus.WAITING, NodeStatus.SUCCEEDED):
+            return default_recovery(view)
+        stuck = stuck_join(view.services, view.wf, view.node, view.run.run_id, view.rec, view.overdue)
+        if stuck == "start":  # a child run was never created: the node's activation creates it
+            return Recovery(msgs=[view.act])
+        if stuck == "join":
+            return Recovery(joins=[view.act.with_(action="join")])
+        return Recovery()
+
+    def view_rows(self, scope: ViewScope, node: Node, nv: NodeView) -> None:
+        roll_up(scope, node, nv)
+
+    def asl_states(self, states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+        """A call/parallel node: its task starts the child runs (their own executions) and waits for
+        its token, which the join completes when the children have ended (engine/nodes/children.py)."""
+        catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}]
+        _callback_task(states, node, nxt, _ids({"node": node.id, "token.$": "$$.Task.Token"}), catch)
 
     def activate(self, scope: ActivationScope) -> Outcome:
         assert scope.lctx is not None
@@ -259,36 +285,28 @@ def stuck_join(
 ROLLED_UP = ("invocations", "compute_ms", "cost_usd", "compute_usd", "input_tokens", "output_tokens")
 
 
-def roll_up(store: CheckpointStore, registry: Registry, view: RunView) -> RunView:
-    """Add the run's child runs (every generation, recursively) to ``view``: listed in
+def roll_up(scope: ViewScope, node: Node, nv: NodeView) -> None:
+    """Add the node's child runs (every generation, recursively) to the run's view: listed in
     ``children`` (id, node, branch, status, their totals) and their costs added to ``totals``."""
-    wf = registry.find(view.workflow, view.version)
-    if wf is None:
-        return view
-    for nv in view.nodes:
-        if not wf.has_node(nv.node) or (node := wf.node(nv.node)).kind not in CHILD_KINDS:
-            continue
-        rec = store.get_node(view.run_id, nv.key)
-        for gen in range((rec.generation if rec else 0) + 1):
-            for branch, cid in child_ids(node, view.run_id, nv.key, gen).items():
-                child = store.get_run(cid)
-                if child is None:
-                    continue
-                cv = roll_up(store, registry, describe(store, registry, child))
-                sub = {k: cv.totals[k] for k in ROLLED_UP}
-                view.children.append(
-                    {
-                        "run_id": cid,
-                        "workflow": child.workflow,
-                        "node": nv.key,
-                        "branch": branch,
-                        "generation": gen,
-                        "status": child.status.value,
-                        "totals": sub,
-                    }
-                )
-                for k in ROLLED_UP:
-                    view.totals[k] += sub[k]
-    for k in ("cost_usd", "compute_usd"):
-        view.totals[k] = round(view.totals[k], 9)
-    return view
+    view = scope.view
+    rec = scope.store.get_node(view.run_id, nv.key)
+    for gen in range((rec.generation if rec else 0) + 1):
+        for branch, cid in child_ids(node, view.run_id, nv.key, gen).items():
+            child = scope.store.get_run(cid)
+            if child is None:
+                continue
+            cv = scope.describe_child(child)
+            sub = {k: cv.totals[k] for k in ROLLED_UP}
+            view.children.append(
+                {
+                    "run_id": cid,
+                    "workflow": child.workflow,
+                    "node": nv.key,
+                    "branch": branch,
+                    "generation": gen,
+                    "status": child.status.value,
+                    "totals": sub,
+                }
+            )
+            for k in ROLLED_UP:
+                view.totals[k] += sub[k]

@@ -44,4 +44,4 @@ def judge(w: KindServices, node: Node, key: str, kids: dict[str, RunRecord]) -> 
 
 
 #: the call/parallel handler with this kind's verdict on its children
-HANDLER = children.ChildrenHandler(judge)
+HANDLER = children.ChildrenHandler(judge, reads_child_outputs=True)

@@ -7,7 +7,11 @@ waiting (:func:`complete_wait`, also called by :class:`~stepchain.engine.runs.Ru
 
 from __future__ import annotations
 
+from typing import Any
+
+from stepchain.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery, has_successor
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import event_key
 from stepchain.engine.shared import key_of
@@ -95,7 +99,48 @@ def complete_wait(
 
 class WaitHandler(NodeKindHandler):
     held = NodeStatus.WAITING
+    callback_task = True
 
     def activate(self, scope: ActivationScope) -> Outcome:
         assert scope.lctx is not None
         return wait(scope.services, scope.wf, scope.node, scope.msg, scope.lctx)
+
+    def recover(self, view: RecoveryView) -> Recovery:
+        """WAITING with its event stored: finish the event's delivery; past its deadline: the
+        deadline check. SUCCEEDED, its successor never created: also finish the event's delivery
+        (it moves the run out of WAITING and completes a Step Functions callback)."""
+        rec, node = view.rec, view.node
+        assert node.event is not None
+        name = event_key(node.event, rec.iteration)
+        if rec.status is NodeStatus.WAITING:
+            if view.services.store.get_event(view.run.run_id, name) is not None:
+                return Recovery(events=[name])
+            if rec.wake_at_ms is not None and view.overdue(rec.wake_at_ms):
+                return Recovery(msgs=[view.act.with_(action="timeout")])
+            return Recovery()
+        out = default_recovery(view)
+        if rec.status is NodeStatus.SUCCEEDED and out.msgs and has_successor(view):
+            out.events.append(name)
+        return out
+
+    def asl_states(self, states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+        """The wait task sleeps in Step Functions until SendTaskSuccess (the event) or its timeout."""
+        expire = f"{node.id}.expire"
+        # Retry: not States.Timeout (that is the event's deadline: it goes to <wait>.expire)
+        catch = [
+            {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": expire},
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed},
+        ]
+        payload = _input({"node": node.id, "token.$": "$$.Task.Token"})
+        _callback_task(states, node, nxt, payload, catch, TimeoutSeconds=node.seconds)
+        timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
+        # DONE: the event did arrive (its SendTaskSuccess was lost); any signal: the run failed
+        states[expire] = _task(
+            node.function_name,
+            _ids({"node": node.id, "action": "expire"}),
+            next_state=nxt,
+            timeout_s=timeout,
+            policy=node.retry,
+            catch_to=failed,
+            signals=[{"ErrorEquals": list(SIGNAL_ERRORS), "ResultPath": "$.error", "Next": FAILED}],
+        )

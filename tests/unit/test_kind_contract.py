@@ -111,6 +111,7 @@ def test_the_worker_and_the_kinds_import_no_cycle() -> None:
     assert kinds and "stepchain.engine.worker" in graph
     assert not cycle_between(graph, {"stepchain.engine.worker"}, kinds)
     assert not any(m in graph[k] for k in kinds for m in ("stepchain.engine.worker", "stepchain.engine.runs"))
+    assert not [k for k in kinds if k in reaches(graph, k)], "an import cycle through the kinds' package"
 
 
 def test_the_run_service_and_the_children_import_no_cycle() -> None:

@@ -92,7 +92,7 @@ class ChildrenHandler(NodeKindHandler):
         child's notification lost (join the node: :func:`stepchain.engine.lifecycle.rejoin`)."""
         if view.rec.status not in (NodeStatus.WAITING, NodeStatus.SUCCEEDED):
             return default_recovery(view)
-        stuck = stuck_join(view.services, view.wf, view.node, view.run.run_id, view.rec, view.overdue)
+        stuck = stuck_join(view.services, view.wf, view.node, view.run.run_id, view.rec, view.overdue, self.judge)
         if stuck == "start":  # a child run was never created: the node's activation creates it
             return Recovery(msgs=[view.act])
         if stuck == "join":
@@ -258,7 +258,13 @@ def join(
 
 
 def stuck_join(
-    w: KindServices, wf: Workflow, node: Node, run_id: str, rec: NodeRecord, overdue: Callable[..., bool]
+    w: KindServices,
+    wf: Workflow,
+    node: Node,
+    run_id: str,
+    rec: NodeRecord,
+    overdue: Callable[..., bool],
+    judge: Judge,
 ) -> str:
     """The sweeper's view of a parent node: ``"start"`` (a child was never created: re-issue the
     node's activation), ``"join"`` (its children ended long ago, or it joined long ago and its
@@ -272,10 +278,7 @@ def stuck_join(
     kids = children_of(w, node, run_id, rec)
     if kids is None:
         return "start" if overdue(rec.updated_ms) else ""
-    from stepchain.engine.nodes import handler_for
-
-    judge = getattr(handler_for(node), "judge", None)
-    if judge is None or judge(w, node, rec.key, kids) is None:
+    if judge(w, node, rec.key, kids) is None:
         return ""
     return "join" if overdue(*(c.ended_ms or c.updated_ms for c in kids.values() if c.status.finished)) else ""
 

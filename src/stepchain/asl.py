@@ -65,7 +65,8 @@ from stepchain.asl_parts import (  # noqa: F401  (re-exported: the names callers
     placeholder,
     signal_error,
 )
-from stepchain.workflow import Node, NodeKind, RetryPolicy, Workflow
+from stepchain.engine.nodes import handler_for
+from stepchain.workflow import Node, RetryPolicy, Workflow
 
 
 def _failed_pass(node: Node) -> dict[str, Any]:
@@ -77,129 +78,14 @@ def _failed_pass(node: Node) -> dict[str, Any]:
     }
 
 
-def _item_processor(node: Node) -> dict[str, Any]:
-    states: dict[str, Any] = {}
-    item = f"{node.id}.item"
-    _loop(
-        states,
-        item,
-        node.function_name,
-        _ids({"node": node.id, "index.$": "$.index"}),
-        on_done=f"{item}.done",
-        timeout_s=node.timeout_s + TASK_TIMEOUT_MARGIN_S,
-        policy=node.retry,
-        catch_to=None,  # the error fails the Map state, whose Catch marks the run failed
-        failed=f"{item}.failed",
-        dropped=f"{item}.failed",
-    )
-    states[f"{item}.done"] = {"Type": "Succeed"}
-    states[f"{item}.failed"] = {"Type": "Fail", "Error": "stepchain.ItemFailed", "Cause": f"an item of {node.id}"}
-    return {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": item, "States": states}
-
-
 def _add_node(states: dict[str, Any], node: Node, nxt: str) -> None:
+    """The node's states: its kind's fragment (:meth:`~stepchain.engine.nodes.base.NodeKindHandler.
+    asl_states`), after its routes' ``.goto`` Choice and with its ``.failed`` Catch target."""
     failed = f"{node.id}.failed"
     states[failed] = _failed_pass(node)
-    timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
-    ref = _input({"node": node.id})
     if node.routes:
         nxt = _add_goto(states, node, nxt)
-    if node.kind in (NodeKind.STEP, NodeKind.SLEEP):
-        _loop(
-            states, node.id, node.function_name, ref, on_done=nxt, timeout_s=timeout, policy=node.retry, catch_to=failed
-        )
-    elif node.kind is NodeKind.MAP:
-        items, join = f"{node.id}.items", f"{node.id}.join"
-        _loop(
-            states,
-            node.id,
-            node.function_name,
-            ref,
-            on_done=f"{node.id}.route",  # FANOUT and DONE are both returned
-            timeout_s=timeout,
-            policy=node.retry,
-            catch_to=failed,
-        )
-        states[f"{node.id}.route"] = {
-            "Type": "Choice",
-            "Choices": [{"Variable": "$.status", "StringEquals": "FANOUT", "Next": items}],
-            "Default": nxt,  # DONE: no items, or joined before: go on
-        }
-        states[items] = {
-            "Type": "Map",
-            "ItemsPath": "$.items",
-            "MaxConcurrency": node.max_concurrency,
-            "ItemSelector": _ids({"index.$": "$$.Map.Item.Value"}),
-            "ItemProcessor": _item_processor(node),
-            "ResultPath": None,
-            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}],
-            "Next": join,
-        }
-        _loop(
-            states,
-            join,
-            node.function_name,
-            _ids({"node": node.id, "action": "join"}),
-            on_done=nxt,
-            timeout_s=timeout,
-            policy=node.retry,
-            catch_to=failed,
-        )
-    elif node.kind is NodeKind.WAIT:
-        _add_wait(states, node, nxt, failed)
-    elif node.kind in (NodeKind.CALL, NodeKind.PARALLEL):
-        _add_children(states, node, nxt, failed)
-    else:  # pragma: no cover - NodeKind is closed
-        raise AssertionError(node.kind)
-
-
-def _callback_task(
-    states: dict[str, Any], node: Node, nxt: str, payload: dict[str, Any], catch: list[Any], **extra: Any
-) -> None:
-    """A ``.waitForTaskToken`` task (a wait, a call, a parallel) whose state comes back through
-    SendTaskSuccess: a Choice on ``$.status`` routes it (its Wait state loops back to the task)."""
-    states[node.id] = {
-        "Type": "Task",
-        "Resource": LAMBDA_INVOKE_CALLBACK,
-        "Parameters": {"FunctionName": placeholder(node.function_name), "Payload": payload},
-        **extra,
-        "Retry": _retry(node.retry, LAMBDA_ERRORS),
-        "Catch": catch,
-        "Next": f"{node.id}.route",
-    }
-    states[f"{node.id}.route"] = _choice(node.id, nxt, wait=f"{node.id}.wait", failed=FAILED, dropped=DROPPED)
-    states[f"{node.id}.wait"] = _wait(node.id)
-
-
-def _add_wait(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
-    """The wait task sleeps in Step Functions until SendTaskSuccess (the event) or its timeout."""
-    expire = f"{node.id}.expire"
-    # Retry: not States.Timeout (that is the event's deadline: it goes to <wait>.expire)
-    catch = [
-        {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": expire},
-        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed},
-    ]
-    payload = _input({"node": node.id, "token.$": "$$.Task.Token"})
-    _callback_task(states, node, nxt, payload, catch, TimeoutSeconds=node.seconds)
-    timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
-    # DONE: the event did arrive (its SendTaskSuccess was lost); any signal: the run failed
-    states[expire] = _task(
-        node.function_name,
-        _ids({"node": node.id, "action": "expire"}),
-        next_state=nxt,
-        timeout_s=timeout,
-        policy=node.retry,
-        catch_to=failed,
-        signals=[{"ErrorEquals": list(SIGNAL_ERRORS), "ResultPath": "$.error", "Next": FAILED}],
-    )
-
-
-def _add_children(states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
-    """A call/parallel node: its task starts the child runs (their own executions) and waits for
-    its token, which the join completes when the children have ended (engine/nodes/children.py)."""
-    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}]
-    # its input as every node's (``_input``): a routed-to node's predecessor is not its chain's
-    _callback_task(states, node, nxt, _input({"node": node.id, "token.$": "$$.Task.Token"}), catch)
+    handler_for(node).asl_states(states, node, nxt, failed)
 
 
 def to_asl(wf: Workflow) -> dict[str, Any]:

@@ -185,3 +185,21 @@ def _loop(
     parse = {"cause.$": "States.StringToJson($.error.Cause)"}
     states[wake] = {"Type": "Pass", "Parameters": parse, "ResultPath": "$.signal", "Next": wait}
     states[wait] = _wait(name, "$.signal.cause.errorMessage")
+
+
+def _callback_task(
+    states: dict[str, Any], node: Node, nxt: str, payload: dict[str, Any], catch: list[Any], **extra: Any
+) -> None:
+    """A ``.waitForTaskToken`` task (a wait, a call, a parallel) whose state comes back through
+    SendTaskSuccess: a Choice on ``$.status`` routes it (its Wait state loops back to the task)."""
+    states[node.id] = {
+        "Type": "Task",
+        "Resource": LAMBDA_INVOKE_CALLBACK,
+        "Parameters": {"FunctionName": placeholder(node.function_name), "Payload": payload},
+        **extra,
+        "Retry": _retry(node.retry, LAMBDA_ERRORS),
+        "Catch": catch,
+        "Next": f"{node.id}.route",
+    }
+    states[f"{node.id}.route"] = _choice(node.id, nxt, wait=f"{node.id}.wait", failed=FAILED, dropped=DROPPED)
+    states[f"{node.id}.wait"] = _wait(node.id)

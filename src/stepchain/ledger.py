@@ -15,7 +15,16 @@ from typing import Any
 
 from stepchain.payloads import PayloadCodec
 from stepchain.pricing import Prices, load_prices
-from stepchain.records import EachRecord, Invocation, NodeRecord, RunRecord, RunStatus, full_history, node_key
+from stepchain.records import (
+    CrashEvent,
+    EachRecord,
+    Invocation,
+    NodeRecord,
+    RunRecord,
+    RunStatus,
+    full_history,
+    node_key,
+)
 from stepchain.store.base import CheckpointStore
 from stepchain.workflow import Registry, Workflow
 
@@ -85,7 +94,7 @@ class RunView:
     crash_events: list[dict[str, Any]]
     #: a child run's parent (``<parent run id>/<node key>/<branch>``)
     parent: str | None = None
-    #: child runs of call/parallel nodes (engine/nodes/children.py ``roll_up``): their totals are in ``totals``
+    #: child runs of call/parallel nodes (engine/nodes/views.py: each kind's rows): their totals are in ``totals``
     children: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,15 +213,6 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
     prices = prices or load_prices()
     wf = registry.find(run.workflow, run.version)
     records = store.list_nodes(run.run_id)
-    if wf is not None:
-        order = {n.id: i for i, n in enumerate(wf.nodes)}
-    else:
-        first_seen = sorted(
-            (r for r in records if r.index is None),
-            key=lambda r: (r.created_ms, r.ended_ms if r.ended_ms is not None else 2**63, r.key),
-        )
-        order = {r.node: i for i, r in enumerate(first_seen)}
-    maps = {r.node for r in records if r.index is not None}
 
     def memory_mb(node: str) -> int:
         return wf.node(node).memory_mb if wf is not None and wf.has_node(node) else DEFAULT_MEMORY_MB
@@ -223,24 +223,66 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
     crash_events = sorted((*run.crash_events, *store.list_crash_events(run.run_id)))
     generation = {r.key: r.generation for r in records}  # progress discarded by a redrive is not counted
     each = {k: [e for e in v if e.generation == generation.get(k, 0)] for k, v in each.items()}
-    top: dict[str, NodeView] = {}
-    items: list[NodeView] = []
-    for rec in records:
-        kind = node_kind(rec, wf, maps)
-        view = _node_view(rec, kind, memory_mb(rec.node), each.get(rec.key, []), older.get(rec.key, {}), prices)
-        (items if rec.index is not None else []).append(view)
-        if rec.index is None:
-            top[rec.key] = view
+    maps = {r.node for r in records if r.index is not None}
+    views = [
+        _node_view(
+            rec, node_kind(rec, wf, maps), memory_mb(rec.node), each.get(rec.key, []), older.get(rec.key, {}), prices
+        )
+        for rec in records
+    ]
+    nodes, items = _tree(views, _order(wf, records))
+    leaves = [v for v in nodes if not v.items] + items
+    memory = {rec.key: memory_mb(rec.node) for rec in records}
+    tax_s, tax_usd = _restart_tax(crash_events, leaves, each, memory)
+    totals = _totals(run, nodes, leaves, len(crash_events))
+    totals.update(_request_totals(run, records, prices))
+    return RunView(
+        run_id=run.run_id,
+        workflow=run.workflow,
+        version=run.version,
+        status=run.status.value,
+        created_ms=run.created_ms,
+        updated_ms=run.updated_ms,
+        ended_ms=run.ended_ms,
+        current=current_of(run, nodes, wf),
+        error=run.error,
+        redrives=run.redrives,
+        nodes=nodes,
+        totals=totals,
+        restart_tax_avoided=RestartTax(len(crash_events), round(tax_s, 3), round(tax_usd, 9)),
+        crash_events=[c.to_dict() for c in crash_events],
+        parent=run.parent,
+    )
+
+
+def _order(wf: Workflow | None, records: list[NodeRecord]) -> dict[str, int]:
+    """Node id -> its position: in the workflow, or (its version not registered) first created first."""
+    if wf is not None:
+        return {n.id: i for i, n in enumerate(wf.nodes)}
+    first_seen = sorted(
+        (r for r in records if r.index is None),
+        key=lambda r: (r.created_ms, r.ended_ms if r.ended_ms is not None else 2**63, r.key),
+    )
+    return {r.node: i for i, r in enumerate(first_seen)}
+
+
+def _tree(views: list[NodeView], order: dict[str, int]) -> tuple[list[NodeView], list[NodeView]]:
+    """The top nodes in run order (each map with its items), and every map item."""
+    top = {v.key: v for v in views if v.index is None}
+    items = [v for v in views if v.index is not None]
     for item in items:
         parent = top.get(node_key(item.node, None, item.iteration))
         if parent is not None:
             parent.items.append(item)
-    nodes = sorted(top.values(), key=lambda v: (v.iteration, order.get(v.node, 0)))
+    return sorted(top.values(), key=lambda v: (v.iteration, order.get(v.node, 0))), items
 
-    # A naive restart at a crash re-runs every finished leaf (nodes; map items rather than their
-    # parent) and every checkpointed ctx.each iteration of leaves that had not finished yet.
-    leaves = [v for v in nodes if not v.items] + items
-    memory = {rec.key: memory_mb(rec.node) for rec in records}
+
+def _restart_tax(
+    crash_events: list[CrashEvent], leaves: list[NodeView], each: dict[str, list[EachRecord]], memory: dict[str, int]
+) -> tuple[float, float]:
+    """A naive restart at a crash re-runs every finished leaf (nodes; map items rather than their
+    parent) and every checkpointed ctx.each iteration of leaves that had not finished yet: its
+    seconds and dollars, summed over the crashes."""
     tax_s = tax_usd = 0.0
     for crash in crash_events:
         t = crash.at_ms
@@ -262,13 +304,17 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
             for v in finished
         )
         tax_usd += sum(compute_usd(r.duration_ms, 0, mb) for r, mb in partial)
-    totals: dict[str, Any] = {
+    return tax_s, tax_usd
+
+
+def _totals(run: RunRecord, nodes: list[NodeView], leaves: list[NodeView], crashes: int) -> dict[str, Any]:
+    return {
         "nodes": len(nodes),
         "iterations": 1 + max((v.iteration for v in nodes), default=0),  # loop iterations the run reached
         "succeeded": sum(1 for v in nodes if v.status == "SUCCEEDED"),
         "invocations": sum(v.invocations for v in leaves),
         "attempts": sum(v.attempts for v in leaves),
-        "crashes": len(crash_events),
+        "crashes": crashes,
         "resumed_nodes": sum(1 for v in leaves if v.resumed),
         "checkpoint_hits": sum(v.checkpoint_hits for v in leaves),
         "compute_ms": sum(v.duration_ms for v in leaves),
@@ -278,28 +324,16 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
         "output_tokens": sum(v.output_tokens for v in leaves),
         "wall_ms": (run.ended_ms or run.updated_ms) - run.created_ms,
     }
+
+
+def _request_totals(run: RunRecord, records: list[NodeRecord], prices: Prices) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     for rec in records:  # map parents too (fan-out, join)
         counts.update(rec.requests)
     counts.update(run_requests(run, counts))
-    totals["requests"] = dict(sorted(counts.items()))
-    totals["orchestration_by_service"] = {k: v for k, v in prices.cost(counts).items() if k != "lambda"}
-    totals["orchestration_usd"] = orchestration_usd(prices, counts)
-    totals["prices"] = f"{prices.region}, {prices.version}"
-    return RunView(
-        run_id=run.run_id,
-        workflow=run.workflow,
-        version=run.version,
-        status=run.status.value,
-        created_ms=run.created_ms,
-        updated_ms=run.updated_ms,
-        ended_ms=run.ended_ms,
-        current=current_of(run, nodes, wf),
-        error=run.error,
-        redrives=run.redrives,
-        nodes=nodes,
-        totals=totals,
-        restart_tax_avoided=RestartTax(len(crash_events), round(tax_s, 3), round(tax_usd, 9)),
-        crash_events=[c.to_dict() for c in crash_events],
-        parent=run.parent,
-    )
+    return {
+        "requests": dict(sorted(counts.items())),
+        "orchestration_by_service": {k: v for k, v in prices.cost(counts).items() if k != "lambda"},
+        "orchestration_usd": orchestration_usd(prices, counts),
+        "prices": f"{prices.region}, {prices.version}",
+    }

@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stepchain.asl import CONTROL_FUNCTION
+from stepchain.engine.nodes import handler_for
 from stepchain.exceptions import ValidationError
-from stepchain.workflow import NodeKind, Workflow
+from stepchain.workflow import Workflow
 
 if TYPE_CHECKING:
     from stepchain.samgen import AppPlan
@@ -55,7 +56,7 @@ def add_child_runs_policy(tpl: dict[str, Any], app: AppPlan, states_arn: Callabl
       which re-joins a parent node whose notification was lost, gets the payloads too.
     """
     children = {name for wf in app.workflows for node in wf.nodes for _, name in node.branches}
-    parallel = any(node.kind is NodeKind.PARALLEL for wf in app.workflows for node in wf.nodes)
+    parallel = any(handler_for(node).reads_child_outputs for wf in app.workflows for node in wf.nodes)
     kids = [wf for wf in app.workflows if wf.name in children]
     machines, executions = [states_arn("stateMachine", wf) for wf in kids], [states_arn("execution", wf) for wf in kids]
     stop = {"Sid": "StopChildRuns", "Effect": "Allow", "Action": "states:StopExecution", "Resource": _one(executions)}

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from stepchain.exceptions import ValidationError
-from stepchain.ledger import RunView, describe
+from stepchain.ledger import RunView
 from stepchain.timeline import render_html, render_text
 
 
@@ -71,10 +71,10 @@ def load_view(args: argparse.Namespace) -> RunView:
     run = store.get_run(args.run_id)
     if run is None:
         raise SystemExit(f"stepchain show: no run {args.run_id!r} in table {settings.table!r}")
-    from stepchain.engine.nodes.children import roll_up  # child runs and their costs
+    from stepchain.engine.nodes.views import run_view  # child runs and their costs
 
     registry = Registry([load_workflow(w) for w in args.workflow])
-    return roll_up(store, registry, describe(store, registry, run))
+    return run_view(store, registry, run)
 
 
 def template_workflows(template: Path) -> list[str]:

@@ -27,8 +27,8 @@ RUNNING node whose lease ended ``grace`` ago   its activation is re-issued (the 
 SLEEPING / RETRYING ``grace`` past its wake    its activation is re-issued
 WAITING ``grace`` past its deadline            its deadline check (``timeout``) is re-issued
 WAITING with the event stored                  the event's delivery is finished
-call/parallel WAITING, its children ended      the node is joined (:func:`~stepchain.engine.nodes.
-``grace`` ago (or SUCCEEDED, successor never   children.rejoin`: a ``join`` activation, or on Step
+call/parallel WAITING, its children ended      the node is joined (:func:`~stepchain.engine.
+``grace`` ago (or SUCCEEDED, successor never   lifecycle.rejoin`: a ``join`` activation, or on Step
 created): the child's notification was lost    Functions the join and its task token completed)
 call/parallel WAITING, a child never created   its activation is re-issued (it starts the child)
 SUCCEEDED ``grace`` ago, successor never       the node's activation is re-issued: a late
@@ -54,23 +54,22 @@ stuck run moves at most ``grace + interval`` (300 s + 60 s) after the moment it 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from stepchain.context import logger
 from stepchain.engine import Engine
-from stepchain.engine.nodes.children import rejoin, stuck_join
-from stepchain.engine.routing import event_key, source_of, split_event_key, successor
+from stepchain.engine.lifecycle import rejoin
+from stepchain.engine.nodes import handler_for
+from stepchain.engine.nodes.recovery import Recovery, RecoveryView
+from stepchain.engine.routing import source_of, split_event_key
 from stepchain.engine.runs import RunService
 from stepchain.engine.shared import key_of
 from stepchain.exceptions import ValidationError, VersionMismatch, WorkflowNotFound
 from stepchain.messages import Activation
 from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, RunChanges
-from stepchain.workflow import CHILD_KINDS, Node, NodeKind, Workflow
-
-#: "is the later of these moments (and the run's last update) more than the grace period ago?"
-_Overdue = Callable[..., bool]
+from stepchain.workflow import Workflow
 
 #: the crash-event kind a re-issue by the sweeper is recorded as (``CheckpointStore.list_crash_events``)
 SWEPT = "swept"
@@ -112,10 +111,7 @@ class SweepReport:
 
 
 @dataclass
-class _Plan:
-    msgs: list[Activation] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
-    joins: list[Activation] = field(default_factory=list)  # call/parallel nodes to join (children ended)
+class _Plan(Recovery):
     fail: dict[str, str] | None = None
     fail_node: str = ""
 
@@ -223,16 +219,20 @@ class Sweeper:
 
     # -- what is stuck -----------------------------------------------------------------------------
     def _plan(self, wf: Workflow, run: RunRecord, nodes: dict[str, NodeRecord], now: int, grace: int) -> _Plan:
+        """Each node's kind says what moves it on (:meth:`~stepchain.engine.nodes.base.
+        NodeKindHandler.recover`); a FAILED node fails the run first."""
         plan = _Plan()
 
         def overdue(*times: int | None) -> bool:
             return now - max([run.updated_ms, *(t for t in times if t is not None)]) > grace
 
-        for failed in nodes.values():
-            if failed.status is NodeStatus.FAILED and overdue(failed.updated_ms, failed.ended_ms):
-                plan.fail_node = failed.key
-                plan.fail = failed.error or {"node": failed.key, "type": "Failed", "message": "node failed"}
-                return plan
+        failed = next(
+            (r for r in nodes.values() if r.status is NodeStatus.FAILED and overdue(r.updated_ms, r.ended_ms)), None
+        )
+        if failed is not None:
+            plan.fail_node = failed.key
+            plan.fail = failed.error or {"node": failed.key, "type": "Failed", "message": "node failed"}
+            return plan
         routed = any(n.routes for n in wf.nodes)
         order = {n.id: i for i, n in enumerate(wf.nodes)}
         # every node record (each loop iteration has its own), in run order
@@ -242,69 +242,9 @@ class Sweeper:
             # in a routed workflow the node whose output is this one's input is found from the routes
             src = source_of(wf, rec.key, nodes) if routed else None
             act = Activation(run.run_id, run.workflow, run.version, node.id, iteration=rec.iteration, src=src)
-            if node.kind in CHILD_KINDS and rec.status in (NodeStatus.WAITING, NodeStatus.SUCCEEDED):
-                stuck = stuck_join(self.runs.worker, wf, node, run.run_id, rec, overdue)
-                if stuck == "start":  # a child run was never created: the node's activation creates it
-                    plan.msgs.append(act)
-                elif stuck == "join":
-                    plan.joins.append(act.with_(action="join"))
-            elif rec.status is NodeStatus.FANNED_OUT:
-                plan.msgs.extend(self._map_items(node, act, rec, nodes, overdue))
-            elif rec.status is NodeStatus.WAITING:
-                assert node.event is not None
-                if self.runs.store.get_event(run.run_id, event_key(node.event, rec.iteration)) is not None:
-                    plan.events.append(event_key(node.event, rec.iteration))
-                elif rec.wake_at_ms is not None and overdue(rec.wake_at_ms):
-                    plan.msgs.append(act.with_(action="timeout"))
-            elif rec.status is NodeStatus.SUCCEEDED:
-                succ = successor(wf, node, rec.iteration, rec.route)  # the route it took, if it chose one
-                missing = succ is None or node_key(succ[0].id, None, succ[1]) not in nodes
-                if missing and overdue(rec.ended_ms, rec.updated_ms):
-                    if node.kind is NodeKind.WAIT and succ is not None and node.event is not None:
-                        plan.events.append(event_key(node.event, rec.iteration))  # also moves the run out of WAITING
-                    plan.msgs.append(act)
-            elif rec.status is NodeStatus.PENDING and not _input_ready(wf, node, rec, nodes, src):
-                continue  # released by an early activation: its predecessor hands on when it is done
-            elif _lost(rec, overdue):
-                plan.msgs.append(act)
+            view = RecoveryView(self.runs.worker, wf, run, node, rec, nodes, act, src, overdue)
+            plan.add(handler_for(node).recover(view))
         return plan
-
-    @staticmethod
-    def _map_items(
-        node: Node, act: Activation, parent: NodeRecord, nodes: dict[str, NodeRecord], overdue: _Overdue
-    ) -> list[Activation]:
-        total = parent.items_total or 0
-        window = node.max_concurrency or total
-        its = (r for r in nodes.values() if r.node == node.id and r.iteration == parent.iteration)
-        items = {r.index: r for r in its if r.index is not None}
-        msgs = []
-        for i, item in sorted(items.items()):
-            if item.status is NodeStatus.PENDING:
-                prev = items.get(i - window)
-                if i < window:
-                    due = item.created_ms
-                elif prev is not None and prev.status is NodeStatus.SUCCEEDED:
-                    due = prev.ended_ms or prev.created_ms
-                else:
-                    continue  # waits for its lane's previous item
-                if overdue(due, item.updated_ms):
-                    msgs.append(act.with_(index=i))
-            elif _lost(item, overdue):
-                msgs.append(act.with_(index=i))
-        done = [r for r in items.values() if r.status is NodeStatus.SUCCEEDED]
-        if total and len(done) == total:
-            last = max(done, key=lambda r: r.ended_ms or 0)
-            ends = [r for r in done if r.index is not None and r.index + window >= total]
-            if overdue(last.ended_ms) and ends:
-                msgs.append(act.with_(index=max(ends, key=lambda r: r.ended_ms or 0).index))  # it joins
-        return msgs
-
-
-def _input_ready(wf: Workflow, node: Node, rec: NodeRecord, nodes: dict[str, NodeRecord], src: str | None) -> bool:
-    prev = wf.prev_of(node.id)
-    prev_key = src or (None if prev is None else node_key(prev.id, None, rec.iteration))
-    done = prev_key is not None and (p := nodes.get(prev_key)) is not None and p.status is NodeStatus.SUCCEEDED
-    return rec.input_ref is not None or prev_key is None or done
 
 
 def _progress_ms(rec: NodeRecord | None) -> int:
@@ -316,17 +256,6 @@ def _progress_ms(rec: NodeRecord | None) -> int:
     if rec.status is NodeStatus.PENDING:
         return max(rec.created_ms, rec.ended_ms or 0)
     return max(rec.created_ms, rec.updated_ms or 0)
-
-
-def _lost(rec: NodeRecord, overdue: _Overdue) -> bool:
-    """Is this node's own activation lost (a node with nothing else to wait for)?"""
-    if rec.status in (NodeStatus.PENDING, NodeStatus.CONTINUING):
-        return overdue(rec.created_ms, rec.updated_ms)
-    if rec.status in (NodeStatus.SLEEPING, NodeStatus.RETRYING):
-        return overdue(rec.wake_at_ms, rec.updated_ms)
-    if rec.status is NodeStatus.RUNNING:
-        return overdue(rec.lease_until_ms)
-    return False
 
 
 __all__ = ["SWEPT", "SweepPolicy", "SweepReport", "Sweeper"]

@@ -72,6 +72,16 @@ class Node:
         return self.kind in (NodeKind.STEP, NodeKind.MAP)
 
     @property
+    def has_items(self) -> bool:
+        """A map: its items are addressed by index."""
+        return self.kind is NodeKind.MAP
+
+    @property
+    def waits_for_event(self) -> bool:
+        """A wait node (its ``event`` names what it waits for)."""
+        return self.kind is NodeKind.WAIT and bool(self.event)
+
+    @property
     def function_name(self) -> str:
         """Logical id of the Lambda function that executes this node."""
         if self.function:
@@ -292,6 +302,10 @@ class Workflow:
     def prev_of(self, node_id: str) -> Node | None:
         i = self._position(node_id)
         return self._nodes[i - 1] if i > 0 else None
+
+    def waits_for(self, event: str) -> bool:
+        """Does a wait node of this workflow wait for ``event``?"""
+        return any(n.waits_for_event and n.event == event for n in self._nodes)
 
     def wait_node(self, event: str) -> Node:
         for n in self._nodes:

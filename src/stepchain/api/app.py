@@ -91,7 +91,6 @@ from stepchain.exceptions import (
 )
 from stepchain.ledger import node_kind
 from stepchain.records import RunRecord, RunStatus, node_key, parse_node_key
-from stepchain.workflow import NodeKind
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "app", "handle_api_event", "main", "openapi_json"]
 
@@ -294,7 +293,8 @@ def get_step(
         raise StepNotFound(f"workflow {run.workflow!r} has no step {step!r}")
     top = runs.node(run_id, node_key(step, None, iteration)) if wf is None else None
     kind = wf.node(step).kind.value if wf is not None else None if top is None else node_kind(top, None)
-    if index is not None and kind is not None and kind != NodeKind.MAP.value:
+    maps = wf.node(step).has_items if wf is not None else top is None or top.items_total is not None
+    if index is not None and not maps:
         raise StepNotFound(f"step {step!r} is not a map: it has no item {index}")
     rec = top if top is not None and index is None else runs.node(run_id, node_key(step, index, iteration))
     if rec is None:
@@ -323,7 +323,7 @@ def send_event(
     if run.status.finished:
         raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
     wf = runs.registry.find(run.workflow, run.version)  # None: deliver_event fails the run, 409
-    if wf is not None and not any(n.kind is NodeKind.WAIT and n.event == name for n in wf.nodes):
+    if wf is not None and not wf.waits_for(name):
         raise ApiError(404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {name!r}")
     result = runs.deliver_event(run_id, name, payload, iteration=iteration)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)

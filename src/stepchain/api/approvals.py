@@ -50,7 +50,6 @@ from stepchain.engine.events import event_target, mint_iteration
 from stepchain.engine.routing import event_key
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import InvalidRunState, RunNotFound
-from stepchain.workflow import NodeKind
 
 __all__ = ["MAX_TTL_S", "router"]
 
@@ -129,7 +128,7 @@ def mint_approval(
     if run.status.finished:
         raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
     wf = runs.registry.find(run.workflow, run.version)
-    if wf is None or not any(n.kind is NodeKind.WAIT and n.event == body.event for n in wf.nodes):
+    if wf is None or not wf.waits_for(body.event):
         raise ApiError(
             404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {body.event!r}"
         )

@@ -28,7 +28,7 @@ from stepchain.engine.routing import event_key
 from stepchain.exceptions import EventIterationError
 from stepchain.records import NodeRecord, RunRecord, RunStatus, parse_node_key
 from stepchain.store.base import CheckpointStore
-from stepchain.workflow import Node, NodeKind, Workflow
+from stepchain.workflow import Node, Workflow
 
 __all__ = ["event_target", "in_loop", "mint_iteration", "next_wait_iteration", "waiting_for"]
 
@@ -136,6 +136,6 @@ def waiting_for(wf: Workflow | None, run: RunRecord) -> dict[str, Any] | None:
     if index is not None or not wf.has_node(node_id):
         return None
     node = wf.node(node_id)
-    if node.kind is not NodeKind.WAIT or not node.event:
+    if not node.waits_for_event:
         return None
     return {"event": node.event, "iteration": iteration}

@@ -14,20 +14,22 @@ from typing import Any
 
 from stepchain.clock import Clock
 from stepchain.engine.events import event_target
-from stepchain.engine.nodes.children import child_runs, roll_up, run_ended
+from stepchain.engine.lifecycle import finish_cancel, run_ended
+from stepchain.engine.nodes import handler_for
+from stepchain.engine.nodes.views import run_view
 from stepchain.engine.nodes.wait import complete_wait
 from stepchain.engine.routing import event_key, next_activation, source_of, split_event_key
 from stepchain.engine.shared import key_of, new_run_id
 from stepchain.engine.worker import Worker
 from stepchain.exceptions import InvalidRunState, StepNotFound
 from stepchain.handoff.base import RunLifecycle
-from stepchain.ledger import RunView, describe
+from stepchain.ledger import RunView
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
 from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
-from stepchain.workflow import CHILD_KINDS, Registry, Workflow
+from stepchain.workflow import Registry, Workflow
 
 
 class RunService:
@@ -185,31 +187,7 @@ class RunService:
     def finish_cancel(self, run: RunRecord, *, api: bool = False) -> None:
         """The rest of a cancel, once the run is CANCELLED: tombstones, stop the transport, and
         leave the sweeper's index. Idempotent (the sweeper calls it for a cancel that died)."""
-        run_id, now = run.run_id, self.clock.now_ms()
-        wf = self.registry.find(run.workflow, run.version)  # None: a retired version still cancels
-        existing = {r.key: r for r in self.store.list_nodes(run_id)}
-        for rec in existing.values():
-            if not rec.status.finished and rec.status is not NodeStatus.RUNNING:
-                self.store.finish(
-                    run_id, rec.key, NodeChanges(NodeStatus.CANCELLED, now, ended=True), expect=(rec.status,)
-                )
-        # a node running now hands on within its iteration or to the next: cover the latest and the next
-        latest = max((r.iteration for r in existing.values()), default=0)
-        its = (latest, latest + 1) if wf and any(n.routes for n in wf.nodes) else (0,)
-        for node, it in ((n, i) for n in (wf.nodes if wf else ()) for i in its):
-            key = node_key(node.id, None, it)  # tombstones: a late claim of a node never started finds CANCELLED
-            if key not in existing:
-                self.store.put_node_if_absent(NodeInit(run_id, key, node.id, None, status=NodeStatus.CANCELLED), now)
-        if api:
-            self.probe.reached("api_cancel", run_id, run.current or "")
-        for child_id in child_runs(wf, run_id, existing.values()) if wf else ():  # the cancel cascades
-            child = self.store.update_run(
-                child_id, RunChanges(now, status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
-            )
-            if child is not None:
-                self.finish_cancel(child)
-        self.lifecycle.cancel(run)
-        self.store.update_run(run_id, RunChanges(now, settled=True), expect=(RunStatus.CANCELLED,))
+        finish_cancel(self.worker, run, api=api)
 
     def redrive(
         self, run_id: str, *, input: Any = None, replace_input: bool = False, keep_progress: bool | None = None
@@ -258,7 +236,7 @@ class RunService:
                     attempts=1,
                     input_ref=new_input,
                     new_generation=not (new_input is None if keep_progress is None else keep_progress)
-                    or wf.node(rec.node).kind in CHILD_KINDS,  # a call/parallel starts new children
+                    or handler_for(wf.node(rec.node)).children_per_generation,  # a call/parallel: new children
                 ),
                 expect=(NodeStatus.FAILED,),
             )
@@ -293,7 +271,7 @@ class RunService:
 
     def describe_run(self, run: RunRecord) -> RunView:
         """:meth:`describe` for a run already read (its child runs' costs rolled up into it)."""
-        return roll_up(self.store, self.registry, describe(self.store, self.registry, run))
+        return run_view(self.store, self.registry, run)
 
     def node(self, run_id: str, key: str) -> NodeRecord | None:
         """The run's node (or map item) record under ``key``, if it has started."""

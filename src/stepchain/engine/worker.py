@@ -16,13 +16,15 @@ by the node's kind.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from stepchain import heartbeat
 from stepchain.clock import Clock, SystemClock
 from stepchain.context import CostMeter
+from stepchain.engine.lifecycle import cancel_runs, run_ended
 from stepchain.engine.nodes import handler_for
-from stepchain.engine.nodes.children import run_ended
+from stepchain.engine.nodes.scope import ActivationScope
 from stepchain.engine.routing import next_activation
 from stepchain.engine.shared import LEASE_GRACE_MS, key_of
 from stepchain.exceptions import RunNotFound, VersionNotRegistered
@@ -79,7 +81,7 @@ class Worker:
         except VersionNotRegistered as exc:
             return self.fail_unregistered(msg.run_id, key_of(msg), exc)
         node = wf.node(msg.node)
-        return handler_for(node).activate(self, wf, node, msg, lambda_context)
+        return handler_for(node).activate(ActivationScope(self, wf, node, msg, lambda_context))
 
     def claim(
         self, wf: Workflow, node: Node, msg: Activation, key: str, lctx: LambdaContextLike
@@ -127,7 +129,9 @@ class Worker:
         if res.kind is ClaimKind.DONE and rec is not None:
             return self.served_from_checkpoint(wf, node, msg, rec)
         if res.kind is ClaimKind.BUSY and rec is not None:
-            busy = handler_for(node).on_busy(self, node, msg, rec)  # a map fanned out, a sleep, a wait
+            busy = handler_for(node).on_busy(
+                ActivationScope(self, wf, node, msg, lctx), rec
+            )  # a map fanned out, a sleep, a wait
             if busy is not None:
                 return busy
         status = rec.status.value if rec else "missing"
@@ -175,10 +179,10 @@ class Worker:
             if nxt is None and msg.index is None:
                 self.finish_run(msg, rec.output_ref)
             return Outcome(OutcomeKind.DONE, detail="duplicate", then=nxt)
-        handler = handler_for(node)
-        if handler.owns_successor(node, msg):  # a map item: the map starts the next item or joins
+        handler, scope = handler_for(node), ActivationScope(self, wf, node, msg)
+        if handler.owns_successor(scope):  # a map item: the map starts the next item or joins
             self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
-            return handler.after_checkpoint(self, wf, node, msg)
+            return handler.after_checkpoint(scope)
         if nxt is None:
             # the worker may have died right before marking the run SUCCEEDED
             if self.finish_run(msg, rec.output_ref):
@@ -221,9 +225,9 @@ class Worker:
         if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
         self.probe.reached("after_checkpoint", msg.run_id, key)
-        handler = handler_for(node)
-        if handler.owns_successor(node, msg):  # a map item: the map starts the next item or joins
-            return handler.after_checkpoint(self, wf, node, msg)
+        handler, scope = handler_for(node), ActivationScope(self, wf, node, msg)
+        if handler.owns_successor(scope):  # a map item: the map starts the next item or joins
+            return handler.after_checkpoint(scope)
         nxt = next_activation(wf, node, msg, changes.route, changes.output_ref)
         if nxt is None:
             self.finish_run(msg, changes.output_ref)
@@ -279,6 +283,10 @@ class Worker:
             run_ended(self, failed)  # a child run notifies its parent
         logger.warning("run failed by its transport", extra={"run_id": run_id, "node": node, "error": err})
         return Outcome(OutcomeKind.FAILED, error=err)
+
+    def cancel_runs(self, run_ids: Sequence[str]) -> None:
+        """Cancel these (child) runs without notifying their parent (:mod:`stepchain.engine.lifecycle`)."""
+        cancel_runs(self, run_ids)
 
     def pinned(self, run: RunRecord) -> Workflow:
         """The run's workflow at its pinned version. When this deployment does not register that

@@ -13,13 +13,17 @@ drives runs itself (Step Functions) implements both; queue transports get
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.probe import NoProbe, Probe
-from stepchain.records import RunRecord, node_key
+from stepchain.records import NodeRecord, RunRecord, node_key
+
+#: the engine's join of a parent node, run where the transport asks for it: its outcome and the
+#: node's record (None: nothing to join)
+JoinHere = Callable[[], tuple[Outcome, NodeRecord | None] | None]
 
 
 class Handoff(ABC):
@@ -67,6 +71,12 @@ class RunLifecycle(Protocol):
         """An event completed a wait node: continue with ``successor`` (None: it was the last node)."""
         ...
 
+    def rejoin(self, join: Activation, here: JoinHere) -> None:
+        """A child run of the parent node ``join`` names ended: have the node joined (a queue
+        sends the ``join`` activation; Step Functions joins ``here`` and completes the node's
+        task token with the outcome)."""
+        ...
+
     def cancel(self, run: RunRecord) -> None:
         """The run was cancelled (Step Functions stops its execution)."""
         ...
@@ -97,6 +107,10 @@ class QueueLifecycle:
         """An event completed a wait node: continue with ``successor`` (None: it was the last node)."""
         if successor is not None:
             self.handoff.dispatch([successor])
+
+    def rejoin(self, join: Activation, here: JoinHere) -> None:
+        """A child run ended: the parent node's ``join`` activation (its worker joins it)."""
+        self.handoff.dispatch([join])
 
     def cancel(self, run: RunRecord) -> None:
         """The run was cancelled (Step Functions stops its execution)."""

@@ -10,6 +10,7 @@ does is everything that happens *outside* an execution:
   returns the same execution; a finished one with that name raises ExecutionAlreadyExists,
   which is what a late retry should find).
 * ``resume_wait``: an event arrived for a wait node: SendTaskSuccess to its task token.
+* ``rejoin``: a child run ended: the parent node is joined here and its task token completed.
 * ``cancel``: StopExecution of the run's latest execution.
 * ``recover`` (the sweeper): DescribeExecution of the run's latest execution; one that never
   started (the API died before StartExecution) is started now, at the earliest stuck node; one
@@ -29,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from stepchain.exceptions import ValidationError
-from stepchain.handoff.base import Handoff, RunLifecycle
+from stepchain.handoff.base import Handoff, JoinHere, RunLifecycle
 from stepchain.logs import logger
-from stepchain.messages import Activation, route_state
+from stepchain.messages import Activation, OutcomeKind, route_state
 from stepchain.records import RunRecord, node_key, parse_node_key
 from stepchain.requests import instrument
 
@@ -123,6 +124,21 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
             return
         state = {**wait.with_(token=None).to_dict(), "status": "DONE", **route_state(successor, wait.iteration)}
         self.send_task_success(wait.token, state)
+
+    def rejoin(self, join: Activation, here: JoinHere) -> None:
+        """No message to send: join the parent node here and complete its task token (SUCCEEDED:
+        as an event completes a wait; FAILED: the state the route Choice sends to MarkFailed)."""
+        joined = here()
+        if joined is None:
+            return
+        out, rec = joined
+        if rec is None or not rec.task_token:
+            return
+        run = join.with_(action="run")
+        if out.kind is OutcomeKind.DONE:
+            self.resume_wait(run.with_(token=rec.task_token), out.next[0] if out.next else None)
+        elif out.kind is OutcomeKind.FAILED:
+            self.send_task_success(rec.task_token, {**out.to_state(run), "status": "FAILED"})
 
     def send_task_success(self, token: str, state: Mapping[str, Any]) -> bool:
         """SendTaskSuccess; a token that timed out or is unknown is logged, not raised."""

@@ -8,7 +8,6 @@ from typing import Any, Protocol
 
 from stepchain.engine.nodes.children import child_ids
 from stepchain.records import NodeStatus
-from stepchain.workflow import CHILD_KINDS
 
 
 class _Driver(Protocol):
@@ -47,7 +46,7 @@ def _waiting_for_children(h: _Driver, run_id: str) -> bool:
         return False
     waiting = False
     for node in h.registry.get(run.workflow, run.version).nodes:
-        if node.kind not in CHILD_KINDS:
+        if not node.branches:  # not a call/parallel node
             continue
         # every loop iteration of the node has its own key (``<node>~00002``)
         recs = [r for r in h.store.list_nodes(run_id, node.id) if r.node == node.id and r.index is None]

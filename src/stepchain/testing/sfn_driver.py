@@ -28,6 +28,7 @@ from typing import Any
 from stepchain.asl import function_names, substitute, to_asl
 from stepchain.aws.sfn_worker import TaskSignal, handle_sfn_task, parse_event
 from stepchain.engine import LEASE_GRACE_MS, Engine
+from stepchain.engine.nodes import handler_for
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn, execution_name
 from stepchain.messages import Activation
 from stepchain.payloads import DEFAULT_INLINE_LIMIT
@@ -38,7 +39,7 @@ from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import InjectedCrash
 from stepchain.testing.sfn_children import waiting_for_children
 from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams, time_out_callback
-from stepchain.workflow import NodeKind, Workflow
+from stepchain.workflow import Workflow
 
 #: the Lambda error types a dead invocation reports
 CRASH_ERROR = "Runtime.ExitError"
@@ -321,9 +322,8 @@ class SfnHarness(Harness):
         """Task tokens of the run's WAITING wait nodes (whose deadline is ``<= due_by_ms``, if given)."""
         run = self.engine.get_run(run_id)
         tokens = []
-        for node in self.registry.get(run.workflow, run.version).nodes:
-            if node.kind not in (NodeKind.WAIT, NodeKind.CALL, NodeKind.PARALLEL):  # tasks waiting for a token
-                continue
+        nodes = self.registry.get(run.workflow, run.version).nodes
+        for node in (n for n in nodes if handler_for(n).callback_task):  # tasks waiting for a token
             for rec in self.store.list_nodes(run_id, node.id):  # each loop iteration has its own wait
                 if rec.node != node.id or rec.index is not None or not rec.task_token:
                     continue

@@ -8,17 +8,13 @@ cancelled fails the node (terminal, like a step raising ``TerminalError``) and s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from stepchain.engine.nodes import children
+from stepchain.engine.nodes.scope import KindServices
 from stepchain.records import RunRecord, RunStatus
 from stepchain.workflow import Node
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def judge(w: Worker, node: Node, key: str, kids: dict[str, RunRecord]) -> children.Verdict:
+def judge(w: KindServices, node: Node, key: str, kids: dict[str, RunRecord]) -> children.Verdict:
     """The child's output once it succeeded; its error once it failed or was cancelled."""
     ((branch, child),) = kids.items()
     if not child.status.finished:

@@ -11,12 +11,12 @@ idempotency key), so a crashed or duplicate parent activation finds the same chi
 RUN item carries ``parent`` (``<parent run id>/<node key>/<branch>``).
 
 When a run with a parent ends (any path: its last checkpoint, a failure, a transport's give-up,
-a cancel through the API), :func:`run_ended` notifies the parent node: on a queue transport it
-sends the node's ``join`` activation; on Step Functions (no messages) it joins right there and
-completes the parent task's token. The join reads the children's RUN items (the durable truth)
-and commits the parent node with one conditional write (WAITING -> SUCCEEDED/FAILED): repeated
-notifications are harmless. A notification lost to a crash is re-sent by the sweeper
-(:func:`stuck_join`).
+a cancel through the API), :func:`stepchain.engine.lifecycle.run_ended` notifies the parent node,
+the transport's way (``RunLifecycle.rejoin``): on a queue the node's ``join`` activation; on Step
+Functions (no messages) the join right there and the parent task's token completed. The join
+reads the children's RUN items (the durable truth) and commits the parent node with one
+conditional write (WAITING -> SUCCEEDED/FAILED): repeated notifications are harmless. A
+notification lost to a crash is re-sent by the sweeper (:func:`stuck_join`).
 """
 
 from __future__ import annotations
@@ -24,27 +24,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.asl_parts import _callback_task, _input
+from stepchain.engine.nodes.base import NodeKindHandler, ViewScope
+from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import successor
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
-from stepchain.handoff.base import RunLifecycle
-from stepchain.handoff.stepfunctions import StepFunctionsHandoff
-from stepchain.ledger import RunView, describe
+from stepchain.ledger import NodeView
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key, parse_node_key
-from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit, RunChanges
-from stepchain.workflow import CHILD_KINDS, Node, Registry, Workflow
-
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
+from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.store.base import ACTIVE_RUN, FinishResult, NewRun, NodeChanges, NodeInit
+from stepchain.workflow import CHILD_KINDS, Node, Workflow
 
 #: what a kind makes of its children: None (wait), ("ok", output ref) or ("fail", error)
 Verdict = tuple[str, Any] | None
-Judge = Callable[["Worker", Node, str, dict[str, RunRecord]], Verdict]
+Judge = Callable[[KindServices, Node, str, dict[str, RunRecord]], Verdict]
 
 
 def child_run_id(run_id: str, key: str, branch: str, generation: int = 0) -> str:
@@ -80,15 +78,46 @@ class ChildrenHandler(NodeKindHandler):
     ends make of it (:mod:`stepchain.engine.nodes.call`, :mod:`stepchain.engine.nodes.parallel`)."""
 
     held = NodeStatus.WAITING
+    callback_task = True
+    children_per_generation = True
 
-    def __init__(self, judge: Judge) -> None:
+    def __init__(self, judge: Judge, *, reads_child_outputs: bool = False) -> None:
         self.judge = judge
+        self.reads_child_outputs = reads_child_outputs
 
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        return activate(w, wf, node, msg, lctx, self.judge)
+    def join_here(self, scope: ActivationScope) -> tuple[Outcome, NodeRecord | None] | None:
+        return join(scope.services, scope.wf, scope.node, scope.msg, self.judge)
+
+    def recover(self, view: RecoveryView) -> Recovery:
+        """WAITING or SUCCEEDED: a child never created (re-issue the node: it creates it), or a
+        child's notification lost (join the node: :func:`stepchain.engine.lifecycle.rejoin`)."""
+        if view.rec.status not in (NodeStatus.WAITING, NodeStatus.SUCCEEDED):
+            return default_recovery(view)
+        stuck = stuck_join(view.services, view.wf, view.node, view.run.run_id, view.rec, view.overdue, self.judge)
+        if stuck == "start":  # a child run was never created: the node's activation creates it
+            return Recovery(msgs=[view.act])
+        if stuck == "join":
+            return Recovery(joins=[view.act.with_(action="join")])
+        return Recovery()
+
+    def view_rows(self, scope: ViewScope, node: Node, nv: NodeView) -> None:
+        roll_up(scope, node, nv)
+
+    def asl_states(self, states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+        """A call/parallel node: its task starts the child runs (their own executions) and waits for
+        its token, which the join completes when the children have ended (engine/nodes/children.py)."""
+        catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}]
+        # its input as every node's (``_input``): a routed-to node's predecessor is not its chain's
+        _callback_task(states, node, nxt, _input({"node": node.id, "token.$": "$$.Task.Token"}), catch)
+
+    def activate(self, scope: ActivationScope) -> Outcome:
+        assert scope.lctx is not None
+        return activate(scope.services, scope.wf, scope.node, scope.msg, scope.lctx, self.judge)
 
 
-def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike, judge: Judge) -> Outcome:
+def activate(
+    w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike, judge: Judge
+) -> Outcome:
     """First activation: wait (WAITING, the task token kept), start the children, try the join.
     Met again (a duplicate, a takeover, Step Functions' retry with a new token): the same, idempotently."""
     if msg.action == "join":
@@ -125,13 +154,13 @@ def activate(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
     after = w.store.get_node(msg.run_id, key)
     if after is not None and after.status is NodeStatus.CANCELLED:  # the run was cancelled meanwhile: its
         # cancel may have cascaded before these children existed
-        cancel_runs(w, child_ids(node, msg.run_id, key, current.generation).values())
+        w.cancel_runs(list(child_ids(node, msg.run_id, key, current.generation).values()))
         return Outcome(OutcomeKind.DROPPED, detail="cancelled")
     out = join(w, wf, node, msg, judge, after)[0]
     return Outcome(OutcomeKind.SUSPENDED) if out.kind is OutcomeKind.DROPPED else out
 
 
-def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord) -> None:
+def start_children(w: KindServices, node: Node, run_id: str, key: str, rec: NodeRecord) -> None:
     """Start every branch's child run unless it exists (then re-issue its first activation only if
     that may have been lost, as a retried start does)."""
     assert rec.input_ref is not None
@@ -169,7 +198,7 @@ def start_children(w: Worker, node: Node, run_id: str, key: str, rec: NodeRecord
             w.lifecycle.start(existing, Activation(cid, existing.workflow, existing.version, first.id))
 
 
-def children_of(w: Worker, node: Node, run_id: str, rec: NodeRecord) -> dict[str, RunRecord] | None:
+def children_of(w: KindServices, node: Node, run_id: str, rec: NodeRecord) -> dict[str, RunRecord] | None:
     """Branch -> child run of the node's current generation; None while one is not created yet."""
     out = {}
     for branch, cid in child_ids(node, run_id, rec.key, rec.generation).items():
@@ -194,7 +223,7 @@ def child_error(key: str, branch: str, child: RunRecord) -> dict[str, str]:
 
 
 def join(
-    w: Worker, wf: Workflow, node: Node, msg: Activation, judge: Judge, rec: NodeRecord | None = None
+    w: KindServices, wf: Workflow, node: Node, msg: Activation, judge: Judge, rec: NodeRecord | None = None
 ) -> tuple[Outcome, NodeRecord | None]:
     """Commit the node if its children say so (one conditional write, WAITING -> SUCCEEDED or
     FAILED); else DROPPED. A node already joined is served from its checkpoint (a late join
@@ -220,7 +249,7 @@ def join(
         inv = Invocation(rec.started_ms or rec.created_ms, now, "failed")
         changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
         w.fail(msg, key, err, changes, expect=(NodeStatus.WAITING,))
-        cancel_runs(w, [c.run_id for c in kids.values() if c.status in ACTIVE_RUN])
+        w.cancel_runs([c.run_id for c in kids.values() if c.status in ACTIVE_RUN])
         return Outcome(OutcomeKind.FAILED, error=err), rec
     inv = Invocation(rec.started_ms or rec.created_ms, now, "joined")
     changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=verdict[1], ended=True, invocation=inv, prior=rec)
@@ -230,68 +259,18 @@ def join(
     return out, rec
 
 
-def cancel_runs(w: Worker, run_ids: Iterable[str]) -> None:
-    """Cancel these (child) runs: the run service's cancel, without notifying their parent."""
-    from stepchain.engine.runs import RunService  # the run service sits above the node kinds
-
-    runs = RunService(w)
-    for cid in run_ids:
-        child = w.store.update_run(
-            cid, RunChanges(w.clock.now_ms(), status=RunStatus.CANCELLED, ended=True), expect=ACTIVE_RUN
-        )
-        if child is None:
-            continue
-        try:
-            runs.finish_cancel(child)
-        except Exception:  # the child is CANCELLED and in the active index: the sweeper finishes the cancel
-            logger.warning("finishing a child's cancel failed; the sweeper finishes it", exc_info=True)
-
-
-# ---------------------------------------------------------------------------- child -> parent
-def run_ended(w: Worker, run: RunRecord) -> None:
-    """``run`` ended (SUCCEEDED, FAILED or CANCELLED): if it is a child, notify its parent node."""
-    if not run.parent:
-        return
-    parent_id, key, _ = split_parent(run.parent)
-    parent = w.store.get_run(parent_id)
-    if parent is None or parent.status.finished:
-        return
-    node_id, iteration, index = parse_node_key(key)
-    rejoin(
-        w, Activation(parent_id, parent.workflow, parent.version, node_id, index, action="join", iteration=iteration)
-    )
-
-
-def rejoin(w: Worker, msg: Activation) -> None:
-    """Have the parent node ``msg`` names joined: a ``join`` activation through the handoff (queue
-    transports), or, where the transport drives runs itself (Step Functions), the join here and
-    the node's task token completed with its result."""
-    if not isinstance(w.handoff, RunLifecycle):
-        w.handoff.dispatch([msg])
-        return
-    wf = w.registry.find(msg.workflow, msg.version)
-    if wf is None:
-        return
-    node = wf.node(msg.node)
-    from stepchain.engine.nodes import handler_for
-
-    judge = getattr(handler_for(node), "judge", None)
-    if judge is None:
-        return
-    out, rec = join(w, wf, node, msg, judge)
-    if rec is None or not rec.task_token:
-        return
-    token_msg = msg.with_(action="run", token=rec.task_token)
-    if out.kind is OutcomeKind.DONE:
-        w.lifecycle.resume_wait(token_msg, out.next[0] if out.next else None)
-    elif out.kind is OutcomeKind.FAILED and isinstance(w.handoff, StepFunctionsHandoff):
-        w.handoff.send_task_success(rec.task_token, {**out.to_state(msg.with_(action="run")), "status": "FAILED"})
-
-
-def stuck_join(w: Worker, wf: Workflow, node: Node, run_id: str, rec: NodeRecord, overdue: Callable[..., bool]) -> str:
+def stuck_join(
+    w: KindServices,
+    wf: Workflow,
+    node: Node,
+    run_id: str,
+    rec: NodeRecord,
+    overdue: Callable[..., bool],
+    judge: Judge,
+) -> str:
     """The sweeper's view of a parent node: ``"start"`` (a child was never created: re-issue the
     node's activation), ``"join"`` (its children ended long ago, or it joined long ago and its
-    successor never started: :func:`rejoin`), or ``""``."""
+    successor never started: :func:`stepchain.engine.lifecycle.rejoin`), or ``""``."""
     if rec.status is NodeStatus.SUCCEEDED:
         succ = successor(wf, node, rec.iteration, rec.route)  # in the node's own iteration
         started = succ is not None and w.store.get_node(run_id, node_key(succ[0].id, None, succ[1])) is not None
@@ -301,10 +280,7 @@ def stuck_join(w: Worker, wf: Workflow, node: Node, run_id: str, rec: NodeRecord
     kids = children_of(w, node, run_id, rec)
     if kids is None:
         return "start" if overdue(rec.updated_ms) else ""
-    from stepchain.engine.nodes import handler_for
-
-    judge = getattr(handler_for(node), "judge", None)
-    if judge is None or judge(w, node, rec.key, kids) is None:
+    if judge(w, node, rec.key, kids) is None:
         return ""
     return "join" if overdue(*(c.ended_ms or c.updated_ms for c in kids.values() if c.status.finished)) else ""
 
@@ -314,36 +290,28 @@ def stuck_join(w: Worker, wf: Workflow, node: Node, run_id: str, rec: NodeRecord
 ROLLED_UP = ("invocations", "compute_ms", "cost_usd", "compute_usd", "input_tokens", "output_tokens")
 
 
-def roll_up(store: CheckpointStore, registry: Registry, view: RunView) -> RunView:
-    """Add the run's child runs (every generation, recursively) to ``view``: listed in
+def roll_up(scope: ViewScope, node: Node, nv: NodeView) -> None:
+    """Add the node's child runs (every generation, recursively) to the run's view: listed in
     ``children`` (id, node, branch, status, their totals) and their costs added to ``totals``."""
-    wf = registry.find(view.workflow, view.version)
-    if wf is None:
-        return view
-    for nv in view.nodes:
-        if not wf.has_node(nv.node) or (node := wf.node(nv.node)).kind not in CHILD_KINDS:
-            continue
-        rec = store.get_node(view.run_id, nv.key)
-        for gen in range((rec.generation if rec else 0) + 1):
-            for branch, cid in child_ids(node, view.run_id, nv.key, gen).items():
-                child = store.get_run(cid)
-                if child is None:
-                    continue
-                cv = roll_up(store, registry, describe(store, registry, child))
-                sub = {k: cv.totals[k] for k in ROLLED_UP}
-                view.children.append(
-                    {
-                        "run_id": cid,
-                        "workflow": child.workflow,
-                        "node": nv.key,
-                        "branch": branch,
-                        "generation": gen,
-                        "status": child.status.value,
-                        "totals": sub,
-                    }
-                )
-                for k in ROLLED_UP:
-                    view.totals[k] += sub[k]
-    for k in ("cost_usd", "compute_usd"):
-        view.totals[k] = round(view.totals[k], 9)
-    return view
+    view = scope.view
+    rec = scope.store.get_node(view.run_id, nv.key)
+    for gen in range((rec.generation if rec else 0) + 1):
+        for branch, cid in child_ids(node, view.run_id, nv.key, gen).items():
+            child = scope.store.get_run(cid)
+            if child is None:
+                continue
+            cv = scope.describe_child(child)
+            sub = {k: cv.totals[k] for k in ROLLED_UP}
+            view.children.append(
+                {
+                    "run_id": cid,
+                    "workflow": child.workflow,
+                    "node": nv.key,
+                    "branch": branch,
+                    "generation": gen,
+                    "status": child.status.value,
+                    "totals": sub,
+                }
+            )
+            for k in ROLLED_UP:
+                view.totals[k] += sub[k]

@@ -8,9 +8,12 @@ join); the join commits the map node like any other, so the chain goes on from t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+from stepchain.asl_parts import TASK_TIMEOUT_MARGIN_S, _ids, _input, _loop
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.recovery import Overdue, Recovery, RecoveryView, default_recovery, lost
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.nodes.step import run_step
 from stepchain.engine.shared import activation, key_of
 from stepchain.logs import LambdaContextLike
@@ -19,11 +22,8 @@ from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
 from stepchain.store.base import NodeChanges, NodeInit
 from stepchain.workflow import Node, Workflow
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def fan_out(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     key = key_of(msg)
     rec = w.claim(wf, node, msg, key, lctx)
     if isinstance(rec, Outcome):
@@ -54,7 +54,7 @@ def fan_out(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaCo
     return Outcome(OutcomeKind.FANOUT, next=first, items=len(items))
 
 
-def resume_fan_out(w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
+def resume_fan_out(w: KindServices, node: Node, msg: Activation, rec: NodeRecord) -> Outcome:
     """The map was fanned out before (then the worker died, or this is a duplicate): re-activate
     the head of every lane whose previous item is done but whose next item never started."""
     total = rec.items_total or 0
@@ -68,7 +68,7 @@ def resume_fan_out(w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> O
     return Outcome(OutcomeKind.FANOUT, next=tuple(heads), items=total)
 
 
-def after_item(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+def after_item(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     """An item is done: the map runs ``max_concurrency`` lanes (item i, i+w, i+2w ...); start
     the next item of this lane, or, at a lane's end, try the join."""
     assert msg.index is not None
@@ -85,7 +85,7 @@ def after_item(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     return Outcome(OutcomeKind.DONE, next=joined.next if joined.kind is OutcomeKind.DONE else ())
 
 
-def join(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+def join(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     """Fan-in: when every item succeeded, the map's output is the list of their outputs."""
     key = node_key(node.id, None, msg.iteration)
     parent = w.store.get_node(msg.run_id, key)
@@ -123,19 +123,131 @@ def join(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     return out
 
 
+def lost_items(view: RecoveryView) -> list[Activation]:
+    """The sweeper's view of a fanned-out map: the items whose activation was lost (a lane's head,
+    an item after its lane's previous one), and the lane-end item to re-issue when every item
+    succeeded long ago but the map never joined (served from its checkpoint, it joins)."""
+    parent, node = view.rec, view.node
+    total = parent.items_total or 0
+    window = node.max_concurrency or total
+    its = (r for r in view.nodes.values() if r.node == node.id and r.iteration == parent.iteration)
+    items = {r.index: r for r in its if r.index is not None}
+    msgs = [
+        view.act.with_(index=i) for i, item in sorted(items.items()) if _item_lost(i, item, items, window, view.overdue)
+    ]
+    joining = _joining_item(items, total, window, view.overdue)
+    if joining is not None:
+        msgs.append(view.act.with_(index=joining))
+    return msgs
+
+
+def _item_lost(i: int, item: NodeRecord, items: dict[int, NodeRecord], window: int, overdue: Overdue) -> bool:
+    if item.status is not NodeStatus.PENDING:
+        return lost(item, overdue)
+    prev = items.get(i - window)
+    if i < window:
+        due = item.created_ms
+    elif prev is not None and prev.status is NodeStatus.SUCCEEDED:
+        due = prev.ended_ms or prev.created_ms
+    else:
+        return False  # waits for its lane's previous item
+    return overdue(due, item.updated_ms)
+
+
+def _joining_item(items: dict[int, NodeRecord], total: int, window: int, overdue: Overdue) -> int | None:
+    done = [r for r in items.values() if r.status is NodeStatus.SUCCEEDED]
+    if not total or len(done) != total:
+        return None
+    last = max(done, key=lambda r: r.ended_ms or 0)
+    ends = [r for r in done if r.index is not None and r.index + window >= total]
+    if not ends or not overdue(last.ended_ms):
+        return None
+    return max(ends, key=lambda r: r.ended_ms or 0).index  # it joins
+
+
+def _item_processor(node: Node) -> dict[str, Any]:
+    states: dict[str, Any] = {}
+    item = f"{node.id}.item"
+    _loop(
+        states,
+        item,
+        node.function_name,
+        _ids({"node": node.id, "index.$": "$.index"}),
+        on_done=f"{item}.done",
+        timeout_s=node.timeout_s + TASK_TIMEOUT_MARGIN_S,
+        policy=node.retry,
+        catch_to=None,  # the error fails the Map state, whose Catch marks the run failed
+        failed=f"{item}.failed",
+        dropped=f"{item}.failed",
+    )
+    states[f"{item}.done"] = {"Type": "Succeed"}
+    states[f"{item}.failed"] = {"Type": "Fail", "Error": "stepchain.ItemFailed", "Cause": f"an item of {node.id}"}
+    return {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": item, "States": states}
+
+
 class MapHandler(NodeKindHandler):
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        if msg.index is not None:  # an item: a step
-            return run_step(w, wf, node, msg, lctx)
+    def activate(self, scope: ActivationScope) -> Outcome:
+        w, wf, node, msg = scope.services, scope.wf, scope.node, scope.msg
         if msg.action == "join":
             return join(w, wf, node, msg)
-        return fan_out(w, wf, node, msg, lctx)
+        assert scope.lctx is not None
+        if msg.index is not None:  # an item: a step
+            return run_step(w, wf, node, msg, scope.lctx)
+        return fan_out(w, wf, node, msg, scope.lctx)
 
-    def on_busy(self, w: Worker, node: Node, msg: Activation, rec: NodeRecord) -> NodeRecord | Outcome | None:
-        return resume_fan_out(w, node, msg, rec) if rec.status is NodeStatus.FANNED_OUT else None
+    def on_busy(self, scope: ActivationScope, rec: NodeRecord) -> NodeRecord | Outcome | None:
+        if rec.status is not NodeStatus.FANNED_OUT:
+            return None
+        return resume_fan_out(scope.services, scope.node, scope.msg, rec)
 
-    def owns_successor(self, node: Node, msg: Activation) -> bool:
-        return msg.index is not None
+    def owns_successor(self, scope: ActivationScope) -> bool:
+        return scope.msg.index is not None
 
-    def after_checkpoint(self, w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
-        return after_item(w, wf, node, msg)
+    def after_checkpoint(self, scope: ActivationScope) -> Outcome:
+        return after_item(scope.services, scope.wf, scope.node, scope.msg)
+
+    def recover(self, view: RecoveryView) -> Recovery:
+        if view.rec.status is NodeStatus.FANNED_OUT:
+            return Recovery(msgs=lost_items(view))
+        return default_recovery(view)
+
+    def asl_states(self, states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+        """The fan-out Task (FANOUT + items, or DONE) -> ``.route`` Choice -> ``.items`` Map (an
+        item: a Task each) -> ``.join`` Task (action "join") -> next."""
+        timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
+        items, join = f"{node.id}.items", f"{node.id}.join"
+        _loop(
+            states,
+            node.id,
+            node.function_name,
+            _input({"node": node.id}),
+            on_done=f"{node.id}.route",  # FANOUT and DONE are both returned
+            timeout_s=timeout,
+            policy=node.retry,
+            catch_to=failed,
+        )
+        states[f"{node.id}.route"] = {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.status", "StringEquals": "FANOUT", "Next": items}],
+            "Default": nxt,  # DONE: no items, or joined before: go on
+        }
+        states[items] = {
+            "Type": "Map",
+            "ItemsPath": "$.items",
+            "MaxConcurrency": node.max_concurrency,
+            "ItemSelector": _ids({"index.$": "$$.Map.Item.Value"}),
+            "ItemProcessor": _item_processor(node),
+            "ResultPath": None,
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}],
+            "Next": join,
+        }
+        _loop(
+            states,
+            join,
+            node.function_name,
+            _ids({"node": node.id, "action": "join"}),
+            on_done=nxt,
+            timeout_s=timeout,
+            policy=node.retry,
+            catch_to=failed,
+        )

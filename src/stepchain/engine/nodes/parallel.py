@@ -10,17 +10,15 @@ waited for and a failed one's value is ``{"error": {"run_id", "status", "type", 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stepchain.engine.nodes import children
+from stepchain.engine.nodes.scope import KindServices
 from stepchain.records import RunRecord, RunStatus
 from stepchain.workflow import Node
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def judge(w: Worker, node: Node, key: str, kids: dict[str, RunRecord]) -> children.Verdict:
+def judge(w: KindServices, node: Node, key: str, kids: dict[str, RunRecord]) -> children.Verdict:
     if node.on_error == "fail":
         for branch, child in kids.items():
             if child.status in (RunStatus.FAILED, RunStatus.CANCELLED):
@@ -46,4 +44,4 @@ def judge(w: Worker, node: Node, key: str, kids: dict[str, RunRecord]) -> childr
 
 
 #: the call/parallel handler with this kind's verdict on its children
-HANDLER = children.ChildrenHandler(judge)
+HANDLER = children.ChildrenHandler(judge, reads_child_outputs=True)

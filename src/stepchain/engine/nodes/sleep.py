@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.shared import key_of
 from stepchain.logs import LambdaContextLike
 from stepchain.messages import Activation, Outcome, OutcomeKind
@@ -12,11 +11,8 @@ from stepchain.records import Invocation, NodeStatus
 from stepchain.store.base import NodeChanges
 from stepchain.workflow import Node, Workflow
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+def sleep(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     key = key_of(msg)
     rec = w.claim(wf, node, msg, key, lctx)
     if isinstance(rec, Outcome):
@@ -42,5 +38,6 @@ def sleep(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaCont
 class SleepHandler(NodeKindHandler):
     held = NodeStatus.SLEEPING
 
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        return sleep(w, wf, node, msg, lctx)
+    def activate(self, scope: ActivationScope) -> Outcome:
+        assert scope.lctx is not None
+        return sleep(scope.services, scope.wf, scope.node, scope.msg, scope.lctx)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import inspect
 import traceback
-from typing import TYPE_CHECKING
 
 from stepchain.aio import budget_ms, run_coroutine
 from stepchain.context import CostMeter, StepContext
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import chosen_route
 from stepchain.engine.shared import error_of, key_of
 from stepchain.exceptions import (
@@ -30,11 +30,8 @@ from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.records import Invocation, NodeRecord, NodeStatus
 from stepchain.workflow import Node, Workflow
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     key = key_of(msg)
     rec = w.claim(wf, node, msg, key, lctx)
     if isinstance(rec, Outcome):
@@ -92,7 +89,7 @@ def run_step(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaC
 
 
 def step_failed(
-    w: Worker,
+    w: KindServices,
     node: Node,
     msg: Activation,
     key: str,
@@ -145,5 +142,6 @@ def step_failed(
 
 
 class StepHandler(NodeKindHandler):
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        return run_step(w, wf, node, msg, lctx)
+    def activate(self, scope: ActivationScope) -> Outcome:
+        assert scope.lctx is not None
+        return run_step(scope.services, scope.wf, scope.node, scope.msg, scope.lctx)

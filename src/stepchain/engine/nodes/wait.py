@@ -7,9 +7,12 @@ waiting (:func:`complete_wait`, also called by :class:`~stepchain.engine.runs.Ru
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+from stepchain.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
 from stepchain.engine.nodes.base import NodeKindHandler
+from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery, has_successor
+from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import event_key
 from stepchain.engine.shared import key_of
 from stepchain.logs import LambdaContextLike
@@ -18,11 +21,8 @@ from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, Run
 from stepchain.store.base import NodeChanges, RunChanges
 from stepchain.workflow import Node, Workflow
 
-if TYPE_CHECKING:
-    from stepchain.engine.worker import Worker
 
-
-def wait(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
+def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
     if msg.action in ("timeout", "expire"):
         return wait_deadline(w, wf, node, msg)
     key = key_of(msg)
@@ -55,7 +55,7 @@ def wait(w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaConte
     return Outcome(OutcomeKind.SUSPENDED, wake_at_ms=waiting.wake_at_ms)
 
 
-def wait_deadline(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outcome:
+def wait_deadline(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     key = key_of(msg)
     rec = w.store.get_node(msg.run_id, key)
     if rec is None or rec.status is not NodeStatus.WAITING or rec.wake_at_ms is None:
@@ -75,7 +75,7 @@ def wait_deadline(w: Worker, wf: Workflow, node: Node, msg: Activation) -> Outco
 
 
 def complete_wait(
-    w: Worker, wf: Workflow, run: RunRecord, rec: NodeRecord, payload_ref: str, *, api: bool = False
+    w: KindServices, wf: Workflow, run: RunRecord, rec: NodeRecord, payload_ref: str, *, api: bool = False
 ) -> bool:
     node = wf.node(rec.node)
     now = w.clock.now_ms()
@@ -99,6 +99,48 @@ def complete_wait(
 
 class WaitHandler(NodeKindHandler):
     held = NodeStatus.WAITING
+    callback_task = True
 
-    def activate(self, w: Worker, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:
-        return wait(w, wf, node, msg, lctx)
+    def activate(self, scope: ActivationScope) -> Outcome:
+        assert scope.lctx is not None
+        return wait(scope.services, scope.wf, scope.node, scope.msg, scope.lctx)
+
+    def recover(self, view: RecoveryView) -> Recovery:
+        """WAITING with its event stored: finish the event's delivery; past its deadline: the
+        deadline check. SUCCEEDED, its successor never created: also finish the event's delivery
+        (it moves the run out of WAITING and completes a Step Functions callback)."""
+        rec, node = view.rec, view.node
+        assert node.event is not None
+        name = event_key(node.event, rec.iteration)
+        if rec.status is NodeStatus.WAITING:
+            if view.services.store.get_event(view.run.run_id, name) is not None:
+                return Recovery(events=[name])
+            if rec.wake_at_ms is not None and view.overdue(rec.wake_at_ms):
+                return Recovery(msgs=[view.act.with_(action="timeout")])
+            return Recovery()
+        out = default_recovery(view)
+        if rec.status is NodeStatus.SUCCEEDED and out.msgs and has_successor(view):
+            out.events.append(name)
+        return out
+
+    def asl_states(self, states: dict[str, Any], node: Node, nxt: str, failed: str) -> None:
+        """The wait task sleeps in Step Functions until SendTaskSuccess (the event) or its timeout."""
+        expire = f"{node.id}.expire"
+        # Retry: not States.Timeout (that is the event's deadline: it goes to <wait>.expire)
+        catch = [
+            {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": expire},
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed},
+        ]
+        payload = _input({"node": node.id, "token.$": "$$.Task.Token"})
+        _callback_task(states, node, nxt, payload, catch, TimeoutSeconds=node.seconds)
+        timeout = node.timeout_s + TASK_TIMEOUT_MARGIN_S
+        # DONE: the event did arrive (its SendTaskSuccess was lost); any signal: the run failed
+        states[expire] = _task(
+            node.function_name,
+            _ids({"node": node.id, "action": "expire"}),
+            next_state=nxt,
+            timeout_s=timeout,
+            policy=node.retry,
+            catch_to=failed,
+            signals=[{"ErrorEquals": list(SIGNAL_ERRORS), "ResultPath": "$.error", "Next": FAILED}],
+        )

@@ -1,0 +1,156 @@
+"""Run one conformance case on one transport and compare it with the pure model (cells.expect).
+
+A case is (kind, position, transport, boundary, duplicate). The driver starts the cell's root run,
+crashes the worker (or the API call) once at ``boundary`` of node ``x`` where the position puts it,
+delivers every message twice when ``duplicate``, answers every event wait, lets sleeps pass (the
+harnesses skip virtual time) and, when the run stops short, lets time pass and runs the recovery
+sweeper, as a deployment's schedule would. It returns the differences from the model (empty: the
+case conforms).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.conformance.cells import EVENT, INPUT, ROOT, WORLD, build, crash_key, expect
+
+from stepchain.testing import Harness, InjectedCrash, SfnHarness, SqsHarness
+
+#: the transports: the in-memory harness, the real DynamoDB/S3 adapters on moto, SQS, Step Functions
+TRANSPORTS = ("memory", "moto", "sqs", "sfn")
+FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
+SETTLE_ROUNDS = 6
+SWEEP_STEP_S = 600
+SFN_POLL_S = 8.0  # real seconds SfnHarness.run polls without progress before the case is declared stuck
+
+
+@contextmanager
+def harness(transport: str, workflows: list[Any], duplicate: bool) -> Iterator[Any]:
+    if transport == "memory":
+        h: Any = Harness(*workflows, duplicate_delivery=duplicate)
+    elif transport == "moto":
+        h = Harness(*workflows, backend="moto", duplicate_delivery=duplicate)
+    elif transport == "sqs":
+        h = SqsHarness(*workflows, backend="memory", duplicate_delivery=duplicate)
+    elif transport == "sfn":
+        h = SfnHarness(*workflows, backend="memory", duplicate_delivery=duplicate, poll_timeout_s=SFN_POLL_S)
+    else:
+        raise ValueError(f"unknown transport {transport!r}")
+    with h:
+        yield h
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str
+    position: str
+    transport: str
+    boundary: str
+    duplicate: bool
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}-{self.position}-{self.transport}-{self.boundary}-{'dup' if self.duplicate else 'once'}"
+
+
+@dataclass
+class Drive:
+    case: Case
+    h: Any
+    run_id: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        try:
+            self.run_id = self.h.start(ROOT, list(INPUT))
+        except InjectedCrash:  # the client never got the run id: find it as an operator would
+            self.notes.append("start crashed")
+            (self.run_id,) = [r.run_id for r in self.h.store.list_runs(ROOT, limit=10).runs]
+            if self.run_id not in self.h.run_ids:
+                self.h.run_ids.append(self.run_id)
+
+    def drain(self) -> None:
+        try:
+            if self.case.transport == "sfn":
+                self.h.run(self.run_id, timeout_s=SFN_POLL_S)
+            else:
+                self.h.run(self.run_id)
+        except TimeoutError as exc:
+            self.notes.append(f"stuck: {str(exc)[:160]}")
+
+    def answer_waits(self) -> bool:
+        sent = False
+        for rid in self.h.runs():
+            w = self.h.waiting_for(rid)
+            if w is None or w["event"] != EVENT:
+                continue
+            try:
+                self.h.send_event(rid, EVENT, [50 + w["iteration"]], iteration=w["iteration"])
+            except InjectedCrash:  # not retried by the client: the sweeper finishes the delivery
+                self.notes.append("send_event crashed")
+            sent = True
+        return sent
+
+    def settle(self) -> str:
+        status, quiet = "", False
+        for _ in range(SETTLE_ROUNDS):
+            self.drain()
+            status = self.h.status(self.run_id)
+            if status not in FINISHED and self.answer_waits():  # also a child's wait (its parent RUNNING)
+                quiet = False
+                continue
+            if status in FINISHED:
+                if quiet:
+                    return status
+                quiet = True  # the schedule runs the sweeper once more: it may finish a half-done call
+            else:
+                quiet = False
+            self.h.advance(SWEEP_STEP_S)
+            self.h.sweep()
+        self.notes.append(f"gave up settling at {status}")
+        return status
+
+
+def run_case(case: Case) -> list[str]:
+    """Run the case; the differences from the model (empty when it conforms)."""
+    WORLD.reset()
+    model = expect(case.kind, case.position, case.boundary)
+    with harness(case.transport, build(case.kind, case.position), case.duplicate) as h:
+        if case.boundary != "none":
+            h.crash_at(case.boundary, node=crash_key(case.position))
+        d = Drive(case, h)
+        d.start()
+        status = d.settle()
+        problems: list[str] = []
+        if status != "SUCCEEDED":
+            problems.append(f"root run {status}: {h.engine.get_run(d.run_id).error}; notes {d.notes}")
+        else:
+            out = h.output(d.run_id)
+            if out != model.output:
+                problems.append(f"output {out} != model {model.output}")
+        target = crash_key(case.position)
+        if case.boundary != "none" and not any(
+            b == case.boundary and (k == target or k.startswith((target + "#", target + "~")))
+            for b, k in h.probe.crashes
+        ):
+            problems.append(f"the crash at {case.boundary} of {target} never happened (crashes: {h.probe.crashes})")
+        runs = h.runs()
+        statuses = {r: h.status(r) for r in runs}
+        if len(runs) != model.runs or set(statuses.values()) != {"SUCCEEDED"}:
+            problems.append(f"runs {statuses} (model: {model.runs} runs, all SUCCEEDED)")
+        if Counter(WORLD.ran) != model.ran:
+            problems.append(f"step executions {_diff(WORLD.ran, model.ran)}")
+        if Counter(WORLD.effects) != model.effects:
+            problems.append(f"effects {_diff(WORLD.effects, model.effects)}")
+        reruns = sum(n.effect_reruns for r in runs for n in h.view(r).nodes)
+        if reruns != model.effect_reruns:
+            problems.append(f"effect_reruns {reruns} != model {model.effect_reruns}")
+        return problems
+
+
+def _diff(got: Counter[Any], want: Counter[Any]) -> dict[str, tuple[int, int]]:
+    return {"/".join(k): (got[k], want[k]) for k in sorted(set(got) | set(want)) if got[k] != want[k]}

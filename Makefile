@@ -73,7 +73,7 @@ test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit ..
 
 # The normal run (make test) holds the in-memory matrix and an all-pairs sample of the others (tests/conformance).
 conformance: venv ## the whole conformance matrix (issue 15): every kind x position x boundary x duplicate, on every transport
-	$(PY) -m pytest -q -p no:cacheprovider -m conformance tests/conformance
+	$(PY) -m pytest -q -p no:cacheprovider -m conformance tests/conformance $(CONFORMANCE_ARGS)
 
 e2e: venv $(LS_VENV)/.installed ## end-to-end tests on a LocalStack the fixture starts and stops
 	$(PY) -m pytest -q tests/e2e

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
 from tests.conformance.cells import EVENT, INPUT, ROOT, WORLD, build, crash_key, expect
 
 from stepchain.testing import Harness, InjectedCrash, SfnHarness, SqsHarness
@@ -79,8 +80,11 @@ class Drive:
                 self.h.run(self.run_id, timeout_s=SFN_POLL_S)
             else:
                 self.h.run(self.run_id)
-        except TimeoutError as exc:
-            self.notes.append(f"stuck: {str(exc)[:160]}")
+        except (
+            TimeoutError,
+            ClientError,
+        ) as exc:  # stuck, or no execution yet (a start that died: the sweeper starts it)
+            self.notes.append(f"drain: {type(exc).__name__}: {str(exc)[:160]}")
 
     def answer_waits(self) -> bool:
         sent = False

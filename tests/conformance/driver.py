@@ -64,6 +64,7 @@ class Drive:
     h: Any
     run_id: str = ""
     notes: list[str] = field(default_factory=list)
+    swept: int = 0  # what the sweeper re-issued or failed
 
     def start(self) -> None:
         try:
@@ -114,7 +115,7 @@ class Drive:
             else:
                 quiet = False
             self.h.advance(SWEEP_STEP_S)
-            self.h.sweep()
+            self.swept += int(self.h.sweep() or 0)
         self.notes.append(f"gave up settling at {status}")
         return status
 
@@ -142,6 +143,8 @@ def run_case(case: Case) -> list[str]:
             for b, k in h.probe.crashes
         ):
             problems.append(f"the crash at {case.boundary} of {target} never happened (crashes: {h.probe.crashes})")
+        if d.swept and not needs_sweeper(case):
+            problems.append(f"the sweeper had to act ({d.swept}): a worker crash is recovered by redelivery alone")
         runs = h.runs()
         statuses = {r: h.status(r) for r in runs}
         if len(runs) != model.runs or set(statuses.values()) != {"SUCCEEDED"}:
@@ -154,6 +157,13 @@ def run_case(case: Case) -> list[str]:
         if reruns != model.effect_reruns:
             problems.append(f"effect_reruns {reruns} != model {model.effect_reruns}")
         return problems
+
+
+def needs_sweeper(case: Case) -> bool:
+    """Only an API call that died (no client retry) or a start that died before its first handoff
+    (``before_handoff`` of the first node happens inside ``start``) needs the sweeper; a worker that
+    dies anywhere else is redelivered (a queue's visibility timeout, Step Functions' task Retry)."""
+    return case.boundary.startswith("api_") or (case.boundary == "before_handoff" and case.position == "first")
 
 
 def _diff(got: Counter[Any], want: Counter[Any]) -> dict[str, tuple[int, int]]:

@@ -233,9 +233,13 @@ KINDS: dict[str, Kind] = {
             boundaries=("effect_window",),
             reconciled=True,
         ),
-        # reads its predecessor's checkpoint: there is none at the first position
+        # reads its predecessor's checkpoint: there is none at a run's first node
         Kind(
-            "output_of", _output_of, lambda xs, _it: [v + 4 for v in xs], ran=lambda key, _xs: [key], not_at=("first",)
+            "output_of",
+            _output_of,
+            lambda xs, _it: [v + 4 for v in xs],
+            ran=lambda key, _xs: [key],
+            not_at=("first", "child_first", "branch_first"),
         ),
         # the driver answers a wait with [50 + the wait's iteration]
         Kind("wait", _wait, lambda _xs, it: [50 + it], boundaries=("api_event",)),
@@ -248,8 +252,19 @@ KINDS: dict[str, Kind] = {
 # ============================================================================ the positions
 #: first: x is the root's first node; after_route: a routing step chose x; loop_iter: x inside
 #: iteration 1 of a loop (crashed there); after_loop: a loop's last routing step chose x;
-#: in_child: x inside a called child run; in_parallel: x inside a parallel branch's run
-POSITIONS = ("first", "after_route", "loop_iter", "after_loop", "in_child", "in_parallel")
+#: in_child: x inside a called child run (after its first step); in_parallel: x inside a parallel
+#: branch's run (after its first step); child_first, branch_first: x is the child's (branch's) first node
+POSITIONS = (
+    "first",
+    "after_route",
+    "loop_iter",
+    "after_loop",
+    "in_child",
+    "in_parallel",
+    "child_first",
+    "branch_first",
+)
+CHILD = ("in_child", "in_parallel", "child_first", "branch_first")
 ROOT = "cf-root"
 INPUT = [1, 2]
 
@@ -301,13 +316,16 @@ def build(kind: str, position: str) -> list[Workflow]:
         _plain(root, "judge", 7, ("spin", "x"), lambda it: "spin" if it < 1 else "x")
         k.build(Place(root, "tail", "judge"))
         _plain(root, "tail", 1000)
-    elif position in ("in_child", "in_parallel"):
+    elif position in CHILD:
         child = Workflow("cf-child")
-        _plain(child, "c_pre", 30)
-        k.build(Place(child, "c_post", "c_pre"))
+        if position in ("in_child", "in_parallel"):
+            _plain(child, "c_pre", 30)
+            k.build(Place(child, "c_post", "c_pre"))
+        else:
+            k.build(Place(child, "c_post", None))
         _plain(child, "c_post", 40)
         _plain(root, "head", 10)
-        if position == "in_child":
+        if position in ("in_child", "child_first"):
             root.call(child, name="sub")
         else:
             root.parallel({"a": child, "b": _callee("cf-other", "other", lambda v: v - 1)}, name="sub")
@@ -370,9 +388,10 @@ def expect(kind: str, position: str, boundary: str = "none") -> Expected:
         xs = plain(ROOT, "tail", 1, x(ROOT, 1, xs), 1000)
     else:
         xs = plain(ROOT, "head", 0, xs, 10)
-        child = plain("cf-child", "c_post", 0, x("cf-child", 0, plain("cf-child", "c_pre", 0, xs, 30)), 40)
+        pre = plain("cf-child", "c_pre", 0, xs, 30) if position in ("in_child", "in_parallel") else xs
+        child = plain("cf-child", "c_post", 0, x("cf-child", 0, pre), 40)
         runs += 1
-        if position == "in_parallel":
+        if position in ("in_parallel", "branch_first"):
             runs += 1
             ran[("cf-other", "other")] += 1
             child = child + [v - 1 for v in xs]

@@ -65,6 +65,7 @@ class Drive:
     run_id: str = ""
     notes: list[str] = field(default_factory=list)
     swept: int = 0  # what the sweeper re-issued or failed
+    stalls: int = 0  # run() returned with the run RUNNING and no event to answer
 
     def start(self) -> None:
         try:
@@ -108,6 +109,8 @@ class Drive:
             if status not in FINISHED and self.answer_waits():  # also a child's wait (its parent RUNNING)
                 quiet = False
                 continue
+            if status == "RUNNING":
+                self.stalls += 1
             if status in FINISHED:
                 if quiet:
                     return status
@@ -143,6 +146,8 @@ def run_case(case: Case) -> list[str]:
             for b, k in h.probe.crashes
         ):
             problems.append(f"the crash at {case.boundary} of {target} never happened (crashes: {h.probe.crashes})")
+        if d.stalls and not needs_sweeper(case):
+            problems.append(f"run() returned {d.stalls}x with the run RUNNING and nothing to wait for")
         if d.swept and not needs_sweeper(case):
             problems.append(f"the sweeper had to act ({d.swept}): a worker crash is recovered by redelivery alone")
         runs = h.runs()

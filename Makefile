@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean asl template template-check wheel
+.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean asl template template-check wheel conformance
 
 # Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets).
 -include mk/*.mk
@@ -70,6 +70,10 @@ integration: venv ## whole chains in process: in-process, SQS and Step Functions
 test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit .. e2e on LocalStack)
 	$(MAKE) --no-print-directory check
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+
+# The normal run (make test) holds the in-memory matrix and an all-pairs sample of the others (tests/conformance).
+conformance: venv ## the whole conformance matrix (issue 15): every kind x position x boundary x duplicate, on every transport
+	$(PY) -m pytest -q -p no:cacheprovider -m conformance tests/conformance $(CONFORMANCE_ARGS)
 
 e2e: venv $(LS_VENV)/.installed ## end-to-end tests on a LocalStack the fixture starts and stops
 	$(PY) -m pytest -q tests/e2e

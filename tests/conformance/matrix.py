@@ -75,19 +75,6 @@ def sample_cases(seed: int = SEED) -> list[Case]:
 
 def known_bug(case: Case) -> str | None:
     """The issue-15 item whose bug breaks ``case`` (another engineer fixes those), or None."""
-    if case.kind == "once_reconcile" and case.boundary == "effect_window":
-        return "issue 15 item 5: effect_reruns counts a re-run when reconcile() answered (the ledger says 1, not 0)"
-    if case.kind == "output_of" and case.position in ("loop_iter", "after_loop"):
-        return "issue 15 item 2: ctx.output_of(step) inside/after a loop reads iteration 0's record (stale)"
-    if (
-        case.transport == "sfn"
-        and case.boundary == "before_handoff"
-        and case.position in ("child_first", "branch_first")
-    ):
-        return (
-            "issue 15 item 4: SfnHarness.run() returns RUNNING early after a crash at before_handoff of a child's "
-            "(parallel branch's or called child's) first node; only the sweeper moves the run on"
-        )
     return None
 
 

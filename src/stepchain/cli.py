@@ -4,6 +4,7 @@
     stepchain template MODULE:ATTR [MODULE:ATTR ...] [--out template.yaml] [--check] [--code-uri DIR]
     stepchain new PATH [--name NAME] [--transport sqs|stepfunctions] [--wheel stepchain-<v>.whl]
     stepchain deploy-local --stack NAME [--endpoint URL] [--params 'K=V ...'] [--build-dir DIR]
+    stepchain ui|watch ...  (a live view of runs: stepchain.ui.cli)
 
 ``asl`` writes the workflow's state machine to ``<out>/<workflow name>.asl.json``; with
 ``--check`` it writes nothing and exits 1 when the file on disk differs (for CI).
@@ -21,6 +22,7 @@ from pathlib import Path
 from stepchain import deploy_local, samgen_cli, scaffold, show
 from stepchain.asl import asl_path, dumps, to_asl, write_asl
 from stepchain.samgen_children import with_children
+from stepchain.ui import cli as ui_cli
 from stepchain.workflow import Workflow
 
 
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_parser(sub)
     scaffold.add_parser(sub)
     deploy_local.add_parser(sub)
+    ui_cli.add_parsers(sub, load_workflow)
     return parser
 
 

@@ -36,8 +36,7 @@ def _static(name: str) -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+    server: _Server  # HTTP/1.0: one request per connection, so no handler thread outlives stop()
 
     def log_message(self, format: str, *args: Any) -> None:  # no line per request
         pass

@@ -104,6 +104,13 @@ class _Server(ThreadingHTTPServer):
         self.backend = backend
         self.poll_ms = poll_ms
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that went away mid-answer (closed tab, reload) is no error worth a traceback."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class UiServer:
     """The live view's server in a background thread: ``with UiServer(backend) as ui: print(ui.url)``.

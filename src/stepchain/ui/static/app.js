@@ -218,6 +218,7 @@ function openRun(runId) {
   $("btn-cancel").addEventListener("click", () => steer("cancel", "POST", `/runs/${runId}/cancel`));
   $("btn-redrive").addEventListener("click", () => steer("redrive", "POST", `/runs/${runId}/redrive`, {}));
   $("legend").innerHTML = STATUSES.map((s) => `<li><span class="status" data-status="${s}">${s}</span></li>`).join("");
+  $("live").textContent = "loading...";
   state.stop = source.watch(runId, renderRun, onError);
 }
 

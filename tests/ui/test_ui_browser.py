@@ -133,3 +133,59 @@ def test_the_live_page_shows_a_run_updating_while_it_runs(
                     worker.kill()
                     worker.wait()
     assert engine.get_run(run.run_id).status.value == "SUCCEEDED"
+
+
+def test_child_runs_nest_and_link_and_the_steering_buttons_work(page: Any) -> None:
+    """On an in-memory harness (the API in process, moved by the test): a parallel node's child runs
+    are nested and linked, expand in place, and Redrive / Cancel change the run on the page."""
+    from tests.ui import ui_flows
+
+    from stepchain.testing import Harness
+
+    ui_flows.FAIL_FINISH["on"] = True
+    with Harness(ui_flows.parent, backend="memory") as h:
+        backend = EngineBackend(h.engine)
+
+        def move() -> None:
+            with backend.lock:  # the page's reads wait while the harness writes
+                h.run()
+
+        run_id = h.start("parent", {"order": 7})
+        move()
+        assert h.status(run_id) == "FAILED"
+        with UiServer(backend, port=0, poll_ms=200) as ui:
+            page.goto(ui.run_url(run_id))
+            page.wait_for_selector('#run-status[data-status="FAILED"]', timeout=WAIT_MS)
+            page.evaluate("window.__notReloaded = true")
+            assert "finish was told to fail" in page.locator("#run-error").inner_text()
+            assert page.locator('tr[data-key="both"] td.progress').inner_text() == "2/2 child runs"
+            children = page.locator("tr.child")
+            assert children.count() == 2
+            child_id = children.first.get_attribute("data-child")
+            assert page.locator(f'tr.child a[href="/?run={child_id}"]').count() == 1
+            page.click(f'button.expand[data-child="{child_id}"]')  # the child's own nodes, nested
+            page.wait_for_selector(f'tr.node.depth-2[data-run="{child_id}"][data-key="work"]', timeout=WAIT_MS)
+
+            ui_flows.FAIL_FINISH["on"] = False
+            page.click("#btn-redrive")  # POST /runs/{id}/redrive
+            page.wait_for_selector('#action-msg:text("redrive: RUNNING")', timeout=WAIT_MS)
+            move()
+            page.wait_for_selector('#run-status[data-status="SUCCEEDED"]', timeout=WAIT_MS)
+            page.wait_for_selector('tr[data-key="finish"][data-status="SUCCEEDED"]', timeout=WAIT_MS)
+            assert page.evaluate("window.__notReloaded") is True
+            assert page.locator("#btn-cancel").is_hidden() and page.locator("#btn-redrive").is_hidden()
+
+            page.click(f'tr.child a[href="/?run={child_id}"]')  # the link: the child's page names its parent
+            page.wait_for_selector('#run-status[data-status="SUCCEEDED"]', timeout=WAIT_MS)
+            assert page.locator("#run-id").inner_text() == child_id
+            assert page.locator("#parent-link").inner_text().startswith(f"{run_id}/both/")
+
+            other = h.start("parent", {"order": 8})  # not moved: the run is active
+            page.goto(ui.run_url(other))
+            page.click("#btn-cancel")  # POST /runs/{id}/cancel
+            page.wait_for_selector('#run-status[data-status="CANCELLED"]', timeout=WAIT_MS)
+            assert h.status(other) == "CANCELLED"
+
+            page.goto(ui.url + "?workflow=parent")  # the runs list (same virtual millisecond: any order)
+            page.wait_for_selector("#runs-body tr", timeout=WAIT_MS)
+            assert sorted(page.locator("#runs-body a").all_inner_texts()) == sorted([other, run_id])

@@ -152,11 +152,15 @@ def test_render_shows_each_progress_items_children_and_the_wait(harness: Harness
     harness.run()
     doc = EngineBackend(harness.engine).request("GET", f"/runs/{run_id}").json()
     doc["nodes"][0]["items_checkpointed"] = 7  # a ctx.each inside gather
-    doc["children"] = [{"run_id": "c" * 24, "workflow": "kid", "node": "gather", "branch": 0, "status": "RUNNING"}]
+    doc["children"] = [  # the node was redriven once: generation 0 failed, generation 1 runs
+        {"run_id": "b" * 24, "workflow": "kid", "node": "gather", "branch": 0, "generation": 0, "status": "FAILED"},
+        {"run_id": "c" * 24, "workflow": "kid", "node": "gather", "branch": 0, "generation": 1, "status": "RUNNING"},
+    ]
     text = "\n".join(render(doc))
     assert f"slow {run_id}  WAITING" in text
     assert "each: 7 checkpointed" in text and "3/3 items" in text and "item 2" in text
-    assert f"child run {'c' * 24} (0) kid RUNNING" in text
+    assert f"child run {'b' * 24} (0) kid FAILED" in text and f"child run {'c' * 24} (0) gen 1 kid RUNNING" in text
+    assert "0/1 child runs" in text  # the latest generation's
     assert "waiting for event 'approval'" in text
 
 

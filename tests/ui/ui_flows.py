@@ -35,3 +35,32 @@ def report(ctx: StepContext, decision: Any) -> dict[str, Any]:
     if isinstance(decision, dict) and decision.get("fail"):
         raise TerminalError("asked to fail")
     return {"decision": decision}
+
+
+kid = Workflow("kid")
+
+
+@kid.step()
+def work(ctx: StepContext, doc: Any) -> dict[str, Any]:
+    return {"kid": doc}
+
+
+#: the parent's last step fails while this is set (the browser test redrives it after clearing it)
+FAIL_FINISH = {"on": False}
+
+parent = Workflow("parent")
+
+
+@parent.step()
+def begin(ctx: StepContext, doc: Any) -> Any:
+    return doc
+
+
+parent.parallel({"left": kid, "right": kid}, name="both")
+
+
+@parent.step()
+def finish(ctx: StepContext, branches: dict[str, Any]) -> dict[str, Any]:
+    if FAIL_FINISH["on"]:
+        raise TerminalError("finish was told to fail")
+    return {"branches": sorted(branches)}

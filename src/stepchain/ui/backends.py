@@ -156,18 +156,19 @@ def proxy_event(method: str, path: str, body: bytes | None, headers: Mapping[str
 
 class EngineBackend:
     """The runs API handler served in this process over ``engine`` (the embedded runtime has no API
-    process). Requests are served one at a time: the API's resolver keeps per-request state globally."""
+    process). Requests are served one at a time (the API's resolver keeps per-request state globally)
+    under :attr:`lock`; a caller that moves the engine in another thread may hold it meanwhile."""
 
     def __init__(self, engine: Engine, label: str = "embedded runtime") -> None:
         self.engine = engine
         self.label = label
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def request(self, method: str, path: str, body: bytes | None = None) -> ApiReply:
         from stepchain.api import handle_api_event
 
         event = proxy_event(method, path, body)
-        with self._lock:
+        with self.lock:
             out = handle_api_event(self.engine, event, _ApiContext(event["requestContext"]["requestId"]))
         headers = {k.lower(): v for k, v in (out.get("headers") or {}).items()}
         for k, vs in (out.get("multiValueHeaders") or {}).items():

@@ -45,14 +45,16 @@ def render(run: dict[str, Any]) -> list[str]:
     if run.get("current") and run["status"] not in FINISHED:
         head += f"  at {run['current']}"
     lines = [head, f"  {'node':<28} {'kind':<9} {'status':<10} {'progress':<30} {'time':>8} cost"]
-    kids = [c for c in run.get("children") or [] if c.get("generation", 1) == 1]
+    kids = run.get("children") or []  # direct children; a redriven node has one generation per redrive
     for n in run.get("nodes") or []:
         mine = [c for c in kids if c.get("node") == n["key"]]
-        lines.append(_line(n["key"], n, 0, _progress(n, mine)))
+        latest = max((c.get("generation", 0) for c in mine), default=0)
+        lines.append(_line(n["key"], n, 0, _progress(n, [c for c in mine if c.get("generation", 0) == latest])))
         for i in n.get("items") or []:
             lines.append(_line(f"item {i['index']}", i, 1, ""))
         for c in mine:
             branch = f" ({c['branch']})" if c.get("branch") is not None else ""
+            branch += f" gen {c['generation']}" if c.get("generation") else ""
             lines.append(f"    child run {c['run_id']}{branch} {c.get('workflow', '')} {c['status']}")
     if run.get("waiting_for"):
         w = run["waiting_for"]

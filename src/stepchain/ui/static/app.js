@@ -90,17 +90,18 @@ function childRow(c, depth) {
   const open = state.expanded.has(c.run_id);
   return `<tr class="child depth-${depth}" data-child="${esc(c.run_id)}" data-status="${esc(c.status)}">
     <td class="name"><button type="button" class="expand" data-child="${esc(c.run_id)}">${open ? "▾" : "▸"}</button>
-      child run <a href="/?run=${esc(c.run_id)}">${esc(c.run_id)}</a>${c.branch != null ? ` (${esc(c.branch)})` : ""}</td>
+      child run <a href="/?run=${esc(c.run_id)}">${esc(c.run_id)}</a>${c.branch != null ? ` (${esc(c.branch)})` : ""}${c.generation ? ` gen ${esc(c.generation)}` : ""}</td>
     <td>${esc(c.workflow)}</td><td><span class="status" data-status="${esc(c.status)}">${esc(c.status)}</span></td>
     <td></td><td></td><td></td><td>${esc(fmtUsd((c.totals || {}).cost_usd))}</td></tr>`;
 }
 
 function rowsOf(run, depth, t0, t1) {
   const out = [];
-  const kids = (run.children || []).filter((c) => (c.generation ?? 1) === 1);
+  const kids = run.children || [];  // direct children; a redriven node has one generation per redrive
   for (const n of run.nodes) {
     const mine = kids.filter((c) => c.node === n.key);
-    out.push(nodeRow(run.run_id, n, depth, t0, t1, mine));
+    const latest = Math.max(0, ...mine.map((c) => c.generation || 0));
+    out.push(nodeRow(run.run_id, n, depth, t0, t1, mine.filter((c) => (c.generation || 0) === latest)));
     for (const i of n.items || []) out.push(nodeRow(run.run_id, i, depth + 1, t0, t1, []));
     for (const c of mine) {
       out.push(childRow(c, depth + 1));

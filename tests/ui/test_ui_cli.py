@@ -1,4 +1,4 @@
-"""``stepchain watch --local``: follows a run of the embedded runtime to its end (the CLI path, end to end)."""
+"""The CLI: ``stepchain watch --local`` follows an embedded run to its end; ``stepchain ui`` serves until stopped."""
 
 from __future__ import annotations
 
@@ -51,3 +51,27 @@ def test_watch_follows_an_embedded_run_to_its_end(tmp_path: Path, capsys: pytest
 def test_watch_without_an_emulator_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match=r"no embedded runtime at http://127\.0\.0\.1:9 "):
         main(["watch", "0" * 24, "--local", "http://127.0.0.1:9"])
+
+
+def test_ui_serves_on_loopback_until_stopped() -> None:
+    """``stepchain ui`` prints its URL, answers there, and stops on SIGINT (here: by its PID)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    cmd = [sys.executable, "-m", "stepchain.cli", "ui", "--api", "http://127.0.0.1:9/v1", "--port", "0"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("stepchain ui: http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "config.json", timeout=10) as resp:
+            assert json.loads(resp.read())["source"] == "http://127.0.0.1:9/v1"
+        with pytest.raises(urllib.error.HTTPError) as err:  # the API is unreachable: 502, said so
+            urllib.request.urlopen(url + "api/runs?workflow=x", timeout=30)
+        assert err.value.code == 502 and b"source_unreachable" in err.value.read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0

@@ -34,6 +34,7 @@ from stepchain.aws import AwsClients, build_engine  # noqa: E402
 from stepchain.ledger import RunView, describe  # noqa: E402
 from stepchain.local import LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
 from stepchain.settings import Settings  # noqa: E402
+from stepchain.ui import EngineBackend, UiServer  # noqa: E402
 
 QUESTION = (
     "What is the global installed capacity of grid-scale battery storage, how much do battery packs cost, "
@@ -154,6 +155,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / ".demo"), help="where the report and timeline go")
     parser.add_argument("--timeout", type=float, default=180, help="give up after this many seconds")
+    parser.add_argument("--ui-port", type=int, default=8765, help="port of the live view on 127.0.0.1 (0: any)")
+    parser.add_argument("--no-ui", action="store_true", help="do not start the live view (stepchain ui)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,6 +182,9 @@ def main() -> int:
         engine = build_engine([wf], Settings.from_env(env), clients=clients)
         run, _ = engine.start("research-agent", {"question": QUESTION, "max_sources": 8})
         print(f"emulated AWS at {aws.endpoint}; run {run.run_id} started\n")
+        ui = None if args.no_ui else start_ui(engine, args.ui_port)
+        if ui is not None:
+            print(f"live view (open it in a browser while the demo runs): {ui.run_url(run.run_id)}\n")
         progress = Progress()
         workers.extend(spawn_worker(env, audit, log) for _ in range(2))
         progress.say(f"workers 1 and 2 started (pids {workers[0].pid}, {workers[1].pid})")
@@ -227,6 +233,8 @@ def main() -> int:
                     break
                 time.sleep(0.25)
         finally:
+            if ui is not None:
+                ui.stop()
             for w in workers:
                 if w.poll() is None:
                     w.send_signal(signal.SIGTERM)
@@ -236,6 +244,15 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     w.kill()
         return report(engine, view, out, audit, kills)
+
+
+def start_ui(engine: Any, port: int) -> UiServer:
+    """The live view (stepchain ui) over the demo's engine, on ``port`` or, if taken, any free one."""
+    backend = EngineBackend(engine, label="the demo's embedded runtime")
+    try:
+        return UiServer(backend, port=port).start()
+    except OSError:
+        return UiServer(backend, port=0).start()
 
 
 def report(engine: Any, view: RunView, out: Path, audit_path: Path, kills: int) -> int:

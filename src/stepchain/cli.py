@@ -5,6 +5,7 @@
     stepchain new PATH [--name NAME] [--transport sqs|stepfunctions] [--wheel stepchain-<v>.whl]
     stepchain deploy-local --stack NAME [--endpoint URL] [--params 'K=V ...'] [--build-dir DIR] [--delete]
     stepchain invoke FUNCTION EVENT.json [--stack NAME --endpoint URL] [--run-id ID]
+    stepchain ui|watch ...  (a live view of runs: stepchain.ui.cli)
 
 ``asl`` writes the workflow's state machine to ``<out>/<workflow name>.asl.json``; with
 ``--check`` it writes nothing and exits 1 when the file on disk differs (for CI).
@@ -22,6 +23,7 @@ from pathlib import Path
 from stepchain import deploy_local, local_invoke, samgen_cli, scaffold, show
 from stepchain.asl import asl_path, dumps, to_asl, write_asl
 from stepchain.samgen_children import with_children
+from stepchain.ui import cli as ui_cli
 from stepchain.workflow import Workflow
 
 
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     scaffold.add_parser(sub)
     deploy_local.add_parser(sub)
     local_invoke.add_parser(sub)
+    ui_cli.add_parsers(sub, load_workflow)
     return parser
 
 

@@ -1,0 +1,250 @@
+// stepchain live run view: plain JS, no build step. Data comes from the runs API through /api/
+// (the local server proxies it). All reads go through `source`, so a progress stream
+// (GET /runs/{id}/stream?after=) can replace polling without touching the rendering.
+"use strict";
+
+const STATUSES = ["PENDING", "RUNNING", "CONTINUING", "RETRYING", "SLEEPING", "WAITING", "FANNED_OUT",
+  "SUCCEEDED", "FAILED", "CANCELLED"];
+const FINISHED = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+const $ = (id) => document.getElementById(id);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+
+async function api(method, path, body) {
+  const init = {method, headers: {"Accept": "application/json"}};
+  if (method !== "GET") {
+    init.headers["X-Stepchain-UI"] = "1";  // the server refuses steering requests without it
+    init.headers["Content-Type"] = "application/json";
+    init.body = body === undefined ? "" : JSON.stringify(body);
+  }
+  const resp = await fetch("/api" + path, init);
+  const text = await resp.text();
+  const doc = text ? JSON.parse(text) : null;
+  if (!resp.ok) {
+    const err = (doc && doc.error) || {};
+    throw new Error(`${resp.status} ${err.code || ""}: ${err.message || text}`);
+  }
+  return doc;
+}
+
+// The data source. Today: polling GET /runs/{id}. Later: a stream with the same callbacks.
+const source = {
+  config: {poll_ms: 1000, stream: false},
+  watch(runId, onRun, onError) {
+    let stopped = false, timer = null;
+    const tick = async () => {
+      if (stopped) return;
+      let run = null;
+      try { run = await api("GET", `/runs/${runId}`); await onRun(run); }
+      catch (e) { onError(e); }
+      if (!stopped && !(run && FINISHED.has(run.status))) timer = setTimeout(tick, this.config.poll_ms);
+      else if (!stopped) $("live").textContent = "finished: not polling";
+    };
+    tick();
+    return () => { stopped = true; clearTimeout(timer); };
+  },
+};
+
+const fmtMs = (ms) => ms == null ? "" : ms < 1000 ? `${ms} ms` : ms < 120000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60000).toFixed(1)} min`;
+const fmtUsd = (u) => u ? `$${u.toFixed(u < 0.01 ? 6 : 4)}` : "";
+const stepPath = (n) => n.iteration ? `${n.node}~${String(n.iteration).padStart(5, "0")}` : n.node;
+
+const state = {runId: null, run: null, selected: null, expanded: new Set(), childViews: {}, stop: null};
+
+function progress(n, children) {
+  const parts = [];
+  if (n.items && n.items.length) {
+    parts.push(`${n.items.filter((i) => i.status === "SUCCEEDED").length}/${n.items.length} items`);
+  }
+  if (children.length) {
+    parts.push(`${children.filter((c) => c.status === "SUCCEEDED").length}/${children.length} child runs`);
+  }
+  if (n.items_checkpointed) parts.push(`each: ${n.items_checkpointed} checkpointed`);
+  return parts.join(", ");
+}
+
+function bar(n, t0, t1) {
+  if (n.started_ms == null) return `<div class="track"></div>`;
+  const span = Math.max(1, t1 - t0);
+  const left = Math.max(0, (n.started_ms - t0) / span * 100);
+  const end = n.ended_ms ?? t1;
+  const width = Math.max(0.3, (end - n.started_ms) / span * 100);
+  const crashes = (n.history || []).filter((h) => h.outcome === "crashed" && h.ended_ms)
+    .map((h) => `<span class="crash" style="left:${((h.ended_ms - t0) / span * 100).toFixed(2)}%" title="worker lost"></span>`).join("");
+  return `<div class="track"><div class="bar" data-status="${esc(n.status)}" style="left:${left.toFixed(2)}%;width:${Math.min(width, 100 - left).toFixed(2)}%"
+    title="${esc(n.invocations)} invocation(s), ${esc(n.attempts)} attempt(s)"></div>${crashes}</div>`;
+}
+
+function nodeRow(runId, n, depth, t0, t1, children) {
+  const key = `${runId}/${n.key}`;
+  const sel = state.selected === key ? " selected" : "";
+  const dur = n.duration_ms || (n.started_ms != null && !n.ended_ms ? Math.max(0, t1 - n.started_ms) : 0);
+  return `<tr class="node depth-${depth}${sel}" data-key="${esc(n.key)}" data-run="${esc(runId)}" data-status="${esc(n.status)}"
+      data-step="${esc(stepPath(n))}" data-index="${n.index ?? ""}">
+    <td class="name">${esc(n.index != null ? `item ${n.index}` : n.key)}${n.route ? ` → ${esc(n.route)}` : ""}</td>
+    <td>${esc(n.kind)}</td><td><span class="status" data-status="${esc(n.status)}">${esc(n.status)}</span></td>
+    <td class="progress">${esc(progress(n, children))}</td><td>${bar(n, t0, t1)}</td>
+    <td>${esc(fmtMs(dur))}</td><td>${esc(fmtUsd(n.cost_usd + n.compute_usd))}</td></tr>`;
+}
+
+function childRow(c, depth) {
+  const open = state.expanded.has(c.run_id);
+  return `<tr class="child depth-${depth}" data-child="${esc(c.run_id)}" data-status="${esc(c.status)}">
+    <td class="name"><button type="button" class="expand" data-child="${esc(c.run_id)}">${open ? "▾" : "▸"}</button>
+      child run <a href="/?run=${esc(c.run_id)}">${esc(c.run_id)}</a>${c.branch != null ? ` (${esc(c.branch)})` : ""}${c.generation ? ` gen ${esc(c.generation)}` : ""}</td>
+    <td>${esc(c.workflow)}</td><td><span class="status" data-status="${esc(c.status)}">${esc(c.status)}</span></td>
+    <td></td><td></td><td></td><td>${esc(fmtUsd((c.totals || {}).cost_usd))}</td></tr>`;
+}
+
+function rowsOf(run, depth, t0, t1) {
+  const out = [];
+  const kids = run.children || [];  // direct children; a redriven node has one generation per redrive
+  for (const n of run.nodes) {
+    const mine = kids.filter((c) => c.node === n.key);
+    const latest = Math.max(0, ...mine.map((c) => c.generation || 0));
+    out.push(nodeRow(run.run_id, n, depth, t0, t1, mine.filter((c) => (c.generation || 0) === latest)));
+    for (const i of n.items || []) out.push(nodeRow(run.run_id, i, depth + 1, t0, t1, []));
+    for (const c of mine) {
+      out.push(childRow(c, depth + 1));
+      const view = state.childViews[c.run_id];
+      if (state.expanded.has(c.run_id) && view) out.push(...rowsOf(view, depth + 2, t0, t1));
+    }
+  }
+  return out;
+}
+
+function axis(t0, t1) {
+  const span = t1 - t0;
+  $("axis").innerHTML = [0, 0.25, 0.5, 0.75, 1].map((f) => `<span style="left:${f * 100}%">${esc(fmtMs(Math.round(span * f)))}</span>`).join("");
+}
+
+async function renderRun(run) {
+  state.run = run;
+  for (const id of state.expanded) {  // expanded child runs refresh with their parent
+    try { state.childViews[id] = await api("GET", `/runs/${id}`); } catch (e) { /* shown on next poll */ }
+  }
+  document.title = `${run.workflow} ${run.status} · stepchain`;
+  $("run-workflow").textContent = run.workflow;
+  $("run-id").textContent = run.run_id;
+  $("run-status").textContent = run.status;
+  $("run-status").dataset.status = run.status;
+  const t = run.totals || {};
+  $("run-summary").textContent = `${t.succeeded ?? 0}/${t.nodes ?? 0} nodes done · ${t.invocations ?? 0} invocations · ` +
+    `${t.crashes ?? 0} crashes · cost ${fmtUsd((t.cost_usd || 0) + (t.compute_usd || 0) + (t.orchestration_usd || 0)) || "$0"}` +
+    (run.redrives ? ` · ${run.redrives} redrive(s)` : "");
+  $("run-error").hidden = !run.error;
+  $("run-error").textContent = run.error ? JSON.stringify(run.error) : "";
+  if (run.parent) {
+    const parentId = run.parent.split("/")[0];
+    $("run-parent").hidden = false;
+    $("parent-link").href = `/?run=${parentId}`;
+    $("parent-link").textContent = run.parent;
+  }
+  const waiting = run.waiting_for;
+  $("approve-box").hidden = !waiting;
+  if (waiting) $("wait-event").textContent = waiting.event + (waiting.iteration ? ` (iteration ${waiting.iteration})` : "");
+  $("btn-cancel").hidden = FINISHED.has(run.status);
+  $("btn-redrive").hidden = run.status !== "FAILED";
+  const t0 = run.created_ms;
+  const t1 = run.ended_ms ?? Math.max(Date.now(), run.updated_ms);
+  axis(t0, t1);
+  $("rows").innerHTML = rowsOf(run, 0, t0, t1).join("");
+  $("live").textContent = FINISHED.has(run.status) ? "finished" : `live · polling every ${source.config.poll_ms} ms`;
+}
+
+function field(name, value, pre) {
+  if (value === undefined || value === null || value === "") return "";
+  const body = pre ? `<pre>${esc(typeof value === "string" ? value : JSON.stringify(value, null, 2))}</pre>` : esc(value);
+  return `<dt>${esc(name)}</dt><dd>${body}</dd>`;
+}
+
+async function showDetails(tr) {
+  const runId = tr.dataset.run, step = tr.dataset.step, index = tr.dataset.index;
+  state.selected = `${runId}/${tr.dataset.key}`;
+  document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
+  tr.classList.add("selected");
+  $("details").hidden = false;
+  $("details-title").textContent = `${tr.dataset.key} (loading)`;
+  try {
+    const d = await api("GET", `/runs/${runId}/steps/${step}` + (index !== "" ? `?index=${index}` : ""));
+    $("details-title").textContent = d.key;
+    $("details-fields").innerHTML = [
+      field("status", d.status), field("kind", d.kind), field("attempts", d.attempts),
+      field("invocations", d.invocations), field("crashes", d.crashes), field("duration", fmtMs(d.duration_ms)),
+      field("cost (step)", fmtUsd(d.cost_usd)), field("tokens", d.input_tokens || d.output_tokens ? `${d.input_tokens} in / ${d.output_tokens} out` : ""),
+      field("waits for", d.event_name), field("wakes at", d.wake_at_ms ? new Date(d.wake_at_ms).toISOString() : ""),
+      field("input", "not exposed by the runs API yet (a step's input is the previous step's output)"),
+      field("error", d.error, true),
+      field("output", d.has_output ? (d.output_url ? `offloaded: ${d.output_url}` : d.output) : (d.output_omitted || ""), true),
+      field("history", (d.history || []).map((h) => `${h.outcome} ${fmtMs((h.ended_ms || Date.now()) - h.started_ms)}`).join("\n"), true),
+    ].join("");
+  } catch (e) {
+    $("details-title").textContent = tr.dataset.key;
+    $("details-fields").innerHTML = field("error", e.message, true);
+  }
+}
+
+async function steer(label, method, path, body) {
+  $("action-msg").textContent = `${label}...`;
+  try {
+    const out = await api(method, path, body);
+    $("action-msg").textContent = `${label}: ${out.status || "done"}`;
+    if (state.stop) state.stop();  // a redriven run is live again
+    state.stop = source.watch(state.runId, renderRun, onError);
+  } catch (e) { $("action-msg").textContent = `${label} failed: ${e.message}`; }
+}
+
+function onError(e) { $("live").textContent = `error: ${e.message}`; }
+
+function openRun(runId) {
+  state.runId = runId;
+  $("run-view").hidden = false;
+  $("rows").addEventListener("click", (ev) => {
+    const exp = ev.target.closest("button.expand");
+    if (exp) {
+      const id = exp.dataset.child;
+      if (state.expanded.has(id)) state.expanded.delete(id); else state.expanded.add(id);
+      return renderRun(state.run);
+    }
+    if (ev.target.closest("a")) return;
+    const tr = ev.target.closest("tr.node");
+    if (tr) showDetails(tr);
+  });
+  $("btn-approve").addEventListener("click", () => {
+    let payload;
+    try { payload = JSON.parse($("event-payload").value || "null"); }
+    catch (e) { $("action-msg").textContent = `payload is not JSON: ${e.message}`; return; }
+    const w = state.run.waiting_for;
+    steer("approve", "POST", `/runs/${runId}/events/${w.event}` + (w.iteration ? `?iteration=${w.iteration}` : ""), payload);
+  });
+  $("btn-cancel").addEventListener("click", () => steer("cancel", "POST", `/runs/${runId}/cancel`));
+  $("btn-redrive").addEventListener("click", () => steer("redrive", "POST", `/runs/${runId}/redrive`, {}));
+  $("legend").innerHTML = STATUSES.map((s) => `<li><span class="status" data-status="${s}">${s}</span></li>`).join("");
+  $("live").textContent = "loading...";
+  state.stop = source.watch(runId, renderRun, onError);
+}
+
+async function openList(params) {
+  $("runs-view").hidden = false;
+  const wf = params.get("workflow") || "", status = params.get("status") || "";
+  $("wf-input").value = wf;
+  const q = new URLSearchParams();
+  if (wf) q.set("workflow", wf);
+  if (status) q.set("status", status);
+  try {
+    const page = await api("GET", `/runs?${q}`);
+    $("runs-body").innerHTML = page.runs.map((r) => `<tr><td><a href="/?run=${esc(r.run_id)}">${esc(r.run_id)}</a></td>
+      <td>${esc(r.workflow)}</td><td><span class="status" data-status="${esc(r.status)}">${esc(r.status)}</span></td>
+      <td>${esc(new Date(r.created_ms).toLocaleString())}</td><td>${esc(r.current || "")}</td></tr>`).join("");
+    $("runs-msg").textContent = page.runs.length ? "" : "no runs";
+  } catch (e) { $("runs-msg").textContent = e.message; }
+}
+
+async function main() {
+  try { Object.assign(source.config, await (await fetch("/config.json")).json()); } catch (e) { /* defaults */ }
+  $("source").textContent = `source: ${source.config.source || "?"}`;
+  const params = new URLSearchParams(location.search);
+  const run = params.get("run");
+  if (run) openRun(run); else openList(params);
+}
+
+main();

@@ -18,10 +18,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepchain import deploy_local, samgen_cli, scaffold, show
-from stepchain.asl import asl_path, dumps, to_asl, write_asl
-from stepchain.samgen_children import with_children
-from stepchain.workflow import Workflow
+from stepchain.define.workflow import Workflow
+from stepchain.deploy import deploy_local, samgen_cli, scaffold
+from stepchain.deploy.asl import asl_path, dumps, to_asl, write_asl
+from stepchain.deploy.samgen_children import with_children
+from stepchain.observe import show
 
 
 def load_workflow(spec: str) -> Workflow:

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from stepchain.deploy_local import Artifacts, package, parse_params, zip_tree
+from stepchain.deploy.deploy_local import Artifacts, package, parse_params, zip_tree
 from stepchain.exceptions import DeployError
 
 

@@ -81,6 +81,7 @@ from stepchain.api.models import (
 from stepchain.api.ownership import caller_of, guard
 from stepchain.api.security import check_input_size
 from stepchain.api.views import IterationQuery, accepted, output_fields, output_if_done, step_fields, waiting_for
+from stepchain.define.workflow import NodeKind
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import (
@@ -88,9 +89,8 @@ from stepchain.exceptions import (
     StepchainError,
     StepNotFound,
 )
-from stepchain.ledger import node_kind
-from stepchain.records import RunRecord, RunStatus, node_key, parse_node_key
-from stepchain.workflow import NodeKind
+from stepchain.observe.ledger import node_kind
+from stepchain.store.records import RunRecord, RunStatus, node_key, parse_node_key
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "app", "handle_api_event", "main", "openapi_json"]
 

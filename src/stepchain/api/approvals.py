@@ -40,12 +40,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepchain.api.errors import ApiError
 from stepchain.api.models import EVENT_PATTERN, RUN_ID_PATTERN, ErrorResponse
 from stepchain.api.tokens import TOKEN_PATTERN, mint_token, read_token
+from stepchain.define.workflow import NodeKind
 from stepchain.engine import Engine
 from stepchain.engine.events import event_target, mint_iteration
 from stepchain.engine.routing import event_key
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import InvalidRunState, RunNotFound
-from stepchain.workflow import NodeKind
 
 __all__ = ["MAX_TTL_S", "router"]
 

@@ -43,7 +43,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
 from stepchain.api.models import RUN_ID_PATTERN
 from stepchain.exceptions import RunNotFound
-from stepchain.records import RunRecord
+from stepchain.store.records import RunRecord
 
 __all__ = [
     "ANONYMOUS",

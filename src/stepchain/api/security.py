@@ -5,7 +5,7 @@
   ids and secret-looking tokens replaced by ``<redacted:...>`` markers. The response models apply it
   (``stepchain.api.models``), so no route can forget it.
 * :func:`output_url_ttl_s`: the lifetime of presigned output URLs (``STEPCHAIN_OUTPUT_URL_TTL_S``, default
-  300 s, at most :data:`~stepchain.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.payloads``).
+  300 s, at most :data:`~stepchain.store.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.store.payloads``).
 * :func:`check_input_size`: a run input (start or redrive) over ``STEPCHAIN_MAX_INPUT_BYTES`` is a 413.
 * :func:`cursor_key`: the key that signs list cursors, read once per execution environment from the
   Secrets Manager secret named by ``STEPCHAIN_CURSOR_KEY_SECRET_ARN`` (template.yaml generates it); without
@@ -21,10 +21,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from stepchain.define.limits import RunLimits
 from stepchain.exceptions import ValidationError
-from stepchain.limits import RunLimits
-from stepchain.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
 from stepchain.settings import env_int
+from stepchain.store.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
 
 __all__ = [
     "check_input_size",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from stepchain.records import (
+from stepchain.store.records import (
     CrashEvent,
     EachRecord,
     Invocation,
@@ -257,7 +257,7 @@ class CheckpointStore(ABC):
         return full_history(rec, self.list_history(run_id, rec.key).get(rec.key, {}))
 
     # -- ctx.each / ctx.once / buffered events -----------------------------------------------
-    # ``loop`` / ``name`` is the operation id (see ``stepchain.steplocal``); ``generation`` the
+    # ``loop`` / ``name`` is the operation id (see ``stepchain.define.steplocal``); ``generation`` the
     # node's progress generation (a discarding redrive starts a new one; old items expire by TTL).
     @abstractmethod
     def put_each(self, run_id: str, key: str, loop: str, rec: EachRecord, *, generation: int = 0) -> bool:

@@ -13,7 +13,22 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from stepchain.exceptions import IdempotencyConflict
-from stepchain.records import (
+from stepchain.observe.requests import instrument
+from stepchain.store.access import OWNER_GSI, OWNER_INDEX, OWNER_PK, idem_pk, owner_fields, owner_pk, token_sk
+from stepchain.store.base import (
+    ACTIVE_RUN,
+    CheckpointStore,
+    ClaimKind,
+    ClaimResult,
+    FinishResult,
+    NewRun,
+    NodeChanges,
+    NodeInit,
+    RunChanges,
+    RunPage,
+)
+from stepchain.store.items import classify_conflict, node_field_changes
+from stepchain.store.records import (
     CLAIMABLE,
     RUN_SK,
     CrashEvent,
@@ -40,21 +55,6 @@ from stepchain.records import (
     run_pk,
     split_history_sk,
 )
-from stepchain.requests import instrument
-from stepchain.store.access import OWNER_GSI, OWNER_INDEX, OWNER_PK, idem_pk, owner_fields, owner_pk, token_sk
-from stepchain.store.base import (
-    ACTIVE_RUN,
-    CheckpointStore,
-    ClaimKind,
-    ClaimResult,
-    FinishResult,
-    NewRun,
-    NodeChanges,
-    NodeInit,
-    RunChanges,
-    RunPage,
-)
-from stepchain.store.items import classify_conflict, node_field_changes
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -203,7 +203,7 @@ class DynamoDBStore(CheckpointStore):
         self, table: str, client: DynamoDBClient | None = None, *, retention_s: int | None = 30 * 86400
     ) -> None:
         self.table = table
-        self._client = instrument(client)  # counts requests per run (stepchain.requests)
+        self._client = instrument(client)  # counts requests per run (stepchain.observe.requests)
         self.retention_s = retention_s
 
     @property

@@ -10,7 +10,26 @@ import threading
 from typing import Any
 
 from stepchain.exceptions import IdempotencyConflict
-from stepchain.records import (
+from stepchain.store.access import idem_pk, owner_fields, token_sk
+from stepchain.store.base import (
+    CheckpointStore,
+    ClaimKind,
+    ClaimResult,
+    FinishResult,
+    NewRun,
+    NodeChanges,
+    NodeInit,
+    RunChanges,
+    RunPage,
+)
+from stepchain.store.items import (
+    apply_node_changes,
+    apply_run_changes,
+    classify_conflict,
+    needs_sweeping,
+    set_history,
+)
+from stepchain.store.records import (
     CLAIMABLE,
     RUN_SK,
     CrashEvent,
@@ -36,25 +55,6 @@ from stepchain.records import (
     push_history,
     run_pk,
     split_history_sk,
-)
-from stepchain.store.access import idem_pk, owner_fields, token_sk
-from stepchain.store.base import (
-    CheckpointStore,
-    ClaimKind,
-    ClaimResult,
-    FinishResult,
-    NewRun,
-    NodeChanges,
-    NodeInit,
-    RunChanges,
-    RunPage,
-)
-from stepchain.store.items import (
-    apply_node_changes,
-    apply_run_changes,
-    classify_conflict,
-    needs_sweeping,
-    set_history,
 )
 
 

@@ -1,6 +1,6 @@
 """An asyncio event loop whose timers run on the harness's virtual clock.
 
-``VirtualClock.new_event_loop()`` makes one; :mod:`stepchain.aio` runs every ``async def`` step on
+``VirtualClock.new_event_loop()`` makes one; :mod:`stepchain.define.aio` runs every ``async def`` step on
 the loop its engine's clock makes. ``loop.time()`` reads the virtual clock, and when the loop has
 nothing to do but wait for a timer (``asyncio.sleep``, ``asyncio.timeout``, the step's budget), the
 clock jumps to it instead of the process sleeping. So in the harness ``await asyncio.sleep(s)``

@@ -1,7 +1,7 @@
-"""``LocalHarness``: the embedded runtime (:mod:`stepchain.local`) behind the harnesses' interface.
+"""``LocalHarness``: the embedded runtime (:mod:`stepchain.runtimes.local`) behind the harnesses' interface.
 
 moto's server runs in this process on 127.0.0.1 (DynamoDB, S3, SQS); workers are separate
-processes (``python -m stepchain.local worker``) serving the step queue as Lambda would. Time is
+processes (``python -m stepchain.runtimes.local worker``) serving the step queue as Lambda would. Time is
 REAL here: sleeps, event deadlines and visibility timeouts take their real length, so keep them
 short. A crash is real too: the worker process exits at the boundary (``os._exit``), and the
 harness starts a fresh worker, as Lambda starts a fresh environment.
@@ -35,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from stepchain.local import AuditProbe, EmbeddedAws, visibility_timeout_for
+from stepchain.runtimes.local import AuditProbe, EmbeddedAws, visibility_timeout_for
 from stepchain.testing.probe import BOUNDARIES, CrashRule, HarnessProbe
 from stepchain.testing.runs_api import RunsApi
 
@@ -112,8 +112,8 @@ class LocalHarness(RunsApi):
         env: Mapping[str, str] | None = None,
         poll_timeout_s: float = POLL_TIMEOUT_S,
     ) -> None:
-        from stepchain.aws import AwsClients, build_engine
         from stepchain.cli import load_workflow
+        from stepchain.runtimes.aws import AwsClients, build_engine
         from stepchain.settings import Settings
         from stepchain.testing.sqs_driver import _DuplicatingSqsHandoff
 
@@ -161,7 +161,7 @@ class LocalHarness(RunsApi):
 
     # -- workers -----------------------------------------------------------------------------------
     def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "stepchain.local", "worker", "--budget-ms", str(self.budget_ms)]
+        cmd = [sys.executable, "-m", "stepchain.runtimes.local", "worker", "--budget-ms", str(self.budget_ms)]
         for spec in self.specs:
             cmd += ["--workflow", spec]
         cmd += ["--audit", self.audit_path, "--crash-plan", self.plan_path]

@@ -2,7 +2,7 @@
 
 It creates one queue per node (plus ``*``) and a dead-letter queue, and drives them like a Lambda
 event source mapping: receive up to 10 messages, call the real
-:func:`stepchain.aws.sqs_worker.handle_sqs_batch` with a :class:`VirtualLambdaContext`, delete the
+:func:`stepchain.runtimes.aws.sqs_worker.handle_sqs_batch` with a :class:`VirtualLambdaContext`, delete the
 records that succeeded and leave the failed ones, which come back after the visibility timeout.
 
 Time is virtual. moto applies ``DelaySeconds`` and visibility timeouts in real time, so:
@@ -30,18 +30,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from stepchain.aws.sqs_worker import handle_sqs_batch
-from stepchain.context import LambdaContextLike
+from stepchain.define.context import LambdaContextLike
+from stepchain.define.workflow import Workflow
 from stepchain.engine import LEASE_GRACE_MS, Engine
+from stepchain.engine.heartbeat import HeartbeatPolicy
 from stepchain.exceptions import ValidationError
+from stepchain.handoff.messages import Activation, Outcome
 from stepchain.handoff.sqs import MAX_DELAY_S, SqsHandoff
-from stepchain.heartbeat import HeartbeatPolicy
-from stepchain.messages import Activation, Outcome
+from stepchain.runtimes.aws.sqs_worker import handle_sqs_batch
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.harness import MAX_ACTIVATIONS, Harness, InvocationLog
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
 from stepchain.testing.sqs_visibility import VisibilityModel
-from stepchain.workflow import Workflow
 
 REGION = "us-east-1"
 #: the message attribute the send hook uses to carry a stripped delay (virtual epoch ms)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stepchain.define.workflow import Node, Workflow
+from stepchain.handoff.messages import Activation, Outcome
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome
-from stepchain.records import NodeRecord, NodeStatus
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import NodeRecord, NodeStatus
 
 if TYPE_CHECKING:
     from stepchain.engine.worker import Worker

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stepchain.define.workflow import Node
 from stepchain.engine.nodes import children
-from stepchain.records import RunRecord, RunStatus
-from stepchain.workflow import Node
+from stepchain.store.records import RunRecord, RunStatus
 
 if TYPE_CHECKING:
     from stepchain.engine.worker import Worker

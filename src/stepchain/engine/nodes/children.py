@@ -26,17 +26,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from stepchain.define.workflow import CHILD_KINDS, Node, Registry, Workflow
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
 from stepchain.handoff.base import RunLifecycle
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
-from stepchain.ledger import RunView, describe
 from stepchain.logs import LambdaContextLike, logger
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, parse_node_key
+from stepchain.observe.ledger import RunView, describe
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, FinishResult, NewRun, NodeChanges, NodeInit, RunChanges
-from stepchain.workflow import CHILD_KINDS, Node, Registry, Workflow
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, parse_node_key
 
 if TYPE_CHECKING:
     from stepchain.engine.worker import Worker

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.step import run_step
 from stepchain.engine.shared import activation, key_of
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
 from stepchain.store.base import NodeChanges, NodeInit
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, node_key
 
 if TYPE_CHECKING:
     from stepchain.engine.worker import Worker

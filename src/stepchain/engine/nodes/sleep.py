@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.shared import key_of
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeStatus
 from stepchain.store.base import NodeChanges
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import Invocation, NodeStatus
 
 if TYPE_CHECKING:
     from stepchain.engine.worker import Worker

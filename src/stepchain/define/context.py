@@ -7,17 +7,15 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from aws_lambda_powertools import Logger
 
-from stepchain.clock import Clock
+from stepchain.define.step_state import CostMeter, StepServices
 from stepchain.define.steplocal import Scopes, run_each, run_each_async, run_once, run_once_async
 from stepchain.exceptions import StepNotFound, ValidationError
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.probe import NoProbe, Probe
-from stepchain.store.base import CheckpointStore
-from stepchain.store.payloads import PayloadCodec
 from stepchain.store.records import NodeStatus
 
 T = TypeVar("T")
@@ -25,26 +23,6 @@ R = TypeVar("R")
 
 #: the smallest safety margin kept free at the end of an invocation, in ms
 MIN_MARGIN_MS = 1_000
-
-
-class StepServices(Protocol):
-    """What a running step needs from the worker (the engine's worker core provides it)."""
-
-    store: CheckpointStore
-    codec: PayloadCodec
-    clock: Clock
-    probe: Probe
-
-
-@dataclass
-class CostMeter:
-    """What one invocation of a step spent (money, tokens) and reused (checkpoints, effect reruns)."""
-
-    usd_nano: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    checkpoint_hits: int = 0  # ctx.each items and ctx.once results served from their checkpoints
-    effect_reruns: int = 0  # ctx.once effects an earlier attempt started and never checkpointed
 
 
 @dataclass

@@ -30,8 +30,11 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from aws_lambda_powertools import Logger
+
+from stepchain.define.step_state import CostMeter, StepServices
 from stepchain.exceptions import (
     ContinueInNewInvocation,
     EachItemsChanged,
@@ -39,11 +42,9 @@ from stepchain.exceptions import (
     StepCancelled,
     ValidationError,
 )
+from stepchain.logs import LambdaContextLike
 from stepchain.store.payloads import _json_default
 from stepchain.store.records import EachRecord, RunStatus
-
-if TYPE_CHECKING:
-    from stepchain.define.context import StepContext
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -109,6 +110,40 @@ class Scopes:
             self._stack.pop()
 
 
+class OpContext(Protocol):
+    """What the step-local operations read and update of the step's context
+    (:class:`stepchain.define.context.StepContext` has it; named here so this module does not import it)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def margin_ms(self) -> int: ...
+    @property
+    def lambda_context(self) -> LambdaContextLike: ...
+    @property
+    def logger(self) -> Logger: ...
+    @property
+    def cost(self) -> CostMeter: ...
+    @property
+    def _services(self) -> StepServices: ...
+    @property
+    def _ops(self) -> Scopes: ...
+
+    _items_done: int
+    _cancel_checked_ms: int
+    _effect_restarted: bool
+    _each_completed: dict[str, tuple[str, Sequence[Any], list[Any], int]]
+    _op_task: object | None
+
+    def remaining_ms(self) -> int: ...
+
+
 def _check_resume(op: str, last: EachRecord, items: Sequence[Any]) -> None:
     if last.index >= len(items):
         raise EachItemsChanged(
@@ -126,7 +161,7 @@ def _check_item(op: str, rec: EachRecord, item: Any) -> None:
         )
 
 
-def check_cancelled(ctx: StepContext) -> None:
+def check_cancelled(ctx: OpContext) -> None:
     """Stop the step if its run was cancelled (one consistent read, at most once per second)."""
     engine = ctx._services
     now = engine.clock.now_ms()
@@ -138,7 +173,7 @@ def check_cancelled(ctx: StepContext) -> None:
         raise StepCancelled(f"run {ctx.run_id} was cancelled")
 
 
-def _each(ctx: StepContext, items: Sequence[T], name: str | None) -> Generator[T, Any, list[Any]]:
+def _each(ctx: OpContext, items: Sequence[T], name: str | None) -> Generator[T, Any, list[Any]]:
     """The loop of ``ctx.each`` without its item function: it yields each item to run and is sent
     the item's result (or thrown its exception); a sync and an async driver run it."""
     engine = ctx._services
@@ -195,7 +230,7 @@ def _each(ctx: StepContext, items: Sequence[T], name: str | None) -> Generator[T
     return out
 
 
-def _summarize_completed_loops(ctx: StepContext) -> None:
+def _summarize_completed_loops(ctx: OpContext) -> None:
     """Before continuing: write a summary of every loop this invocation completed that the next
     invocation runs through again (those of the scopes still open), so it reads one item for each.
     Loops inside items that are already checkpointed are never run again: no summary for them."""
@@ -212,7 +247,7 @@ def _summarize_completed_loops(ctx: StepContext) -> None:
 
 
 def _once(
-    ctx: StepContext, name: str, fn: Callable[[], Any], reconcile: Callable[[], Any] | None
+    ctx: OpContext, name: str, fn: Callable[[], Any], reconcile: Callable[[], Any] | None
 ) -> Generator[Callable[[], Any], Any, Any]:
     """``ctx.once`` without calling its functions: it yields ``reconcile`` or ``fn`` and is sent what
     it returned (or thrown its exception); a sync and an async driver run it."""
@@ -280,7 +315,7 @@ def _drive(gen: Generator[Any, Any, Any], call: Callable[[Any], Any]) -> Any:
         return stop.value
 
 
-async def _drive_async(ctx: StepContext, gen: Generator[Any, Any, Any], call: Callable[[Any], Any]) -> Any:
+async def _drive_async(ctx: OpContext, gen: Generator[Any, Any, Any], call: Callable[[Any], Any]) -> Any:
     """As :func:`_drive`, awaiting what ``call`` returns when it is awaitable. Operations of one step
     run one at a time: their ids come from call order (an operation started from another task while
     one is in progress, e.g. two under ``asyncio.gather``, is a ``ValidationError``)."""
@@ -309,22 +344,22 @@ async def _drive_async(ctx: StepContext, gen: Generator[Any, Any, Any], call: Ca
         ctx._op_task = outer
 
 
-def run_each(ctx: StepContext, items: Sequence[T], fn: Callable[[T], R], name: str | None) -> list[R]:
+def run_each(ctx: OpContext, items: Sequence[T], fn: Callable[[T], R], name: str | None) -> list[R]:
     return _drive(_each(ctx, items, name), lambda item: _not_awaitable(fn(item), "ctx.each item function"))  # type: ignore[no-any-return]
 
 
 async def run_each_async(
-    ctx: StepContext, items: Sequence[T], fn: Callable[[T], Awaitable[R]], name: str | None
+    ctx: OpContext, items: Sequence[T], fn: Callable[[T], Awaitable[R]], name: str | None
 ) -> list[R]:
     return await _drive_async(ctx, _each(ctx, items, name), fn)  # type: ignore[no-any-return]
 
 
-def run_once(ctx: StepContext, name: str, fn: Callable[[], R], reconcile: Callable[[], R | None] | None) -> R:
+def run_once(ctx: OpContext, name: str, fn: Callable[[], R], reconcile: Callable[[], R | None] | None) -> R:
     return _drive(_once(ctx, name, fn, reconcile), lambda f: _not_awaitable(f(), "ctx.once function"))  # type: ignore[no-any-return]
 
 
 async def run_once_async(
-    ctx: StepContext,
+    ctx: OpContext,
     name: str,
     fn: Callable[[], Awaitable[R]],
     reconcile: Callable[[], Awaitable[R | None] | R | None] | None,

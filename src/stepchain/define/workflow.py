@@ -10,90 +10,20 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
+from stepchain.define.branches import call_node, child_name, parallel_node  # the node kinds' builders
+from stepchain.define.nodes import CHILD_KINDS as CHILD_KINDS  # re-exported: the node definitions
+from stepchain.define.nodes import Node as Node
+from stepchain.define.nodes import NodeKind as NodeKind
 from stepchain.define.routing import END
 from stepchain.define.step_options import RetryPolicy as RetryPolicy  # re-exported
 from stepchain.define.step_options import deploy_settings as deploy_settings
 from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
 
-if TYPE_CHECKING:
-    from stepchain.define.context import StepContext
-
 F = TypeVar("F", bound=Callable[..., Any])
-StepFn = Callable[["StepContext", Any], Any]
-
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-
-
-class NodeKind(StrEnum):
-    STEP = "step"
-    MAP = "map"
-    SLEEP = "sleep"
-    WAIT = "wait"
-    CALL = "call"  # run another workflow as a child run (engine/nodes/call.py)
-    PARALLEL = "parallel"  # one child run per branch, joined into {branch: output} (engine/nodes/parallel.py)
-
-
-#: node kinds whose work is done by child runs (engine/nodes/children.py)
-CHILD_KINDS = (NodeKind.CALL, NodeKind.PARALLEL)
-#: what a parallel node does with a failed branch: fail the node, or collect ``{"error": ...}``
-ON_ERROR = ("fail", "collect")
-
-
-@dataclass(frozen=True)
-class Node:
-    id: str
-    kind: NodeKind
-    fn: StepFn | None = None
-    retry: RetryPolicy = RetryPolicy()  # noqa: RUF009  (a frozen dataclass: immutable)
-    timeout_s: int = 60
-    max_concurrency: int = 0  # map only; 0 = unlimited
-    seconds: int = 0  # sleep only
-    event: str | None = None  # wait only
-    function: str | None = None  # Lambda function (logical id) that runs it; default derived
-    memory_mb: int = 512  # the function's memory (compute-cost ledger, `stepchain template`)
-    # Function settings `stepchain template` deploys (stepchain.deploy.samgen): reserved concurrency (the default of
-    # the function's <Name>ReservedConcurrency parameter), extra environment values, extra IAM policies
-    # (SAM `Policies` items, CloudFormation intrinsics in long form). Not part of the chain's shape.
-    reserved_concurrency: int | None = None
-    environment: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
-    policies: tuple[Any, ...] = field(default=(), compare=False)
-    #: the successors a routing step may choose (node ids or ``END``); empty: the chain's next node
-    routes: tuple[str, ...] = ()
-    #: call / parallel only: (branch, workflow name) of each child run; a call has one branch, "call"
-    branches: tuple[tuple[str, str], ...] = ()
-    on_error: str = "fail"  # parallel only: "fail" | "collect"
-
-    @property
-    def runs_user_code(self) -> bool:
-        return self.kind in (NodeKind.STEP, NodeKind.MAP)
-
-    @property
-    def function_name(self) -> str:
-        """Logical id of the Lambda function that executes this node."""
-        if self.function:
-            return self.function
-        if not self.runs_user_code:
-            return "ControlFunction"
-        return "".join(part.capitalize() for part in self.id.split("_")) + "Function"
-
-    def signature(self) -> dict[str, Any]:
-        sig: dict[str, Any] = {
-            "id": self.id,
-            "kind": self.kind.value,
-            "seconds": self.seconds,
-            "event": self.event,
-            "max_concurrency": self.max_concurrency,
-        }
-        if self.routes:  # absent otherwise: the versions of workflows without routes do not change
-            sig["routes"] = list(self.routes)
-        if self.kind in CHILD_KINDS:  # only then: the versions of other workflows stay what they were
-            sig["branches"] = [list(b) for b in self.branches]
-            sig["on_error"] = self.on_error
-        return sig
 
 
 class Workflow:
@@ -223,9 +153,7 @@ class Workflow:
     def call(self, workflow: str | Workflow, *, name: str | None = None) -> None:
         """Run ``workflow`` (a name, or a Workflow: registered with this one) as a child run on this
         node's input; the output is the child's. A failed or cancelled child fails the node (terminal)."""
-        from stepchain.define.branches import call_node  # the node kinds' definitions, out of this module
-
-        self._add(call_node(self, workflow, name))
+        self._add(call_node(self._child_name(workflow), name))
 
     def parallel(
         self, branches: Mapping[str, str | Workflow], *, name: str | None = None, on_error: str = "fail"
@@ -233,9 +161,10 @@ class Workflow:
         """One child run per branch, all at once, on this node's input; the output is ``{branch:
         output}``. ``on_error``: ``"fail"`` (a failed branch fails the node, the others are
         cancelled) or ``"collect"`` (its value is ``{"error": {...}}``)."""
-        from stepchain.define.branches import parallel_node
+        self._add(parallel_node(branches, self._child_name, len(self.nodes), name, on_error))
 
-        self._add(parallel_node(self, branches, name, on_error))
+    def _child_name(self, workflow: str | Workflow) -> str:
+        return child_name(workflow, self._children, Workflow)
 
     @property
     def children(self) -> dict[str, Workflow]:

@@ -329,7 +329,7 @@ def build(
             env.update(_routing_env(app, machines))
     glob["Environment"]["Variables"] = env
     if any(n.branches for wf in app.workflows for n in wf.nodes):
-        add_child_runs_policy(tpl, app, _states_arn)
+        add_child_runs_policy(tpl, app.workflows, app.served_by, _states_arn)
     fns = [fn.logical_id for fn in app.functions]
     res["StepHandoffPolicy"] = handoff_policy([fn.queue for fn in app.functions])
     res["QueuesTlsOnlyPolicy"] = tls_policy([fn.queue for fn in app.functions])

@@ -5,15 +5,12 @@ functions), and the functions whose code starts, joins or cancels child runs get
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from stepchain.define.workflow import NodeKind, Workflow
 from stepchain.deploy.asl import CONTROL_FUNCTION
 from stepchain.exceptions import ValidationError
-
-if TYPE_CHECKING:
-    from stepchain.deploy.samgen import AppPlan
 
 
 def with_children(workflows: Sequence[Workflow]) -> list[Workflow]:
@@ -37,7 +34,12 @@ def with_children(workflows: Sequence[Workflow]) -> list[Workflow]:
     return list(out.values())
 
 
-def add_child_runs_policy(tpl: dict[str, Any], app: AppPlan, states_arn: Callable[[str, Workflow], Any]) -> None:
+def add_child_runs_policy(
+    tpl: dict[str, Any],
+    workflows: Sequence[Workflow],
+    served_by: Mapping[tuple[str, str], str],
+    states_arn: Callable[[str, Workflow], Any],
+) -> None:
     """The permissions of call/parallel nodes, for the functions whose code makes the calls (measured
     by tests/template/test_iam_measured.py):
 
@@ -53,10 +55,12 @@ def add_child_runs_policy(tpl: dict[str, Any], app: AppPlan, states_arn: Callabl
       (payloads, which the workers have already: the control function gets them) and, when a branch
       failed, stops the other branches (StopExecution: the workers ending a child get it); the sweeper,
       which re-joins a parent node whose notification was lost, gets the payloads too.
+
+    ``served_by``: (workflow, node function name) -> the function that serves it (the app's plan).
     """
-    children = {name for wf in app.workflows for node in wf.nodes for _, name in node.branches}
-    parallel = any(node.kind is NodeKind.PARALLEL for wf in app.workflows for node in wf.nodes)
-    kids = [wf for wf in app.workflows if wf.name in children]
+    children = {name for wf in workflows for node in wf.nodes for _, name in node.branches}
+    parallel = any(node.kind is NodeKind.PARALLEL for wf in workflows for node in wf.nodes)
+    kids = [wf for wf in workflows if wf.name in children]
     machines, executions = [states_arn("stateMachine", wf) for wf in kids], [states_arn("execution", wf) for wf in kids]
     stop = {"Sid": "StopChildRuns", "Effect": "Allow", "Action": "states:StopExecution", "Resource": _one(executions)}
     control = [
@@ -79,9 +83,7 @@ def add_child_runs_policy(tpl: dict[str, Any], app: AppPlan, states_arn: Callabl
     res[CONTROL_FUNCTION]["Properties"]["Policies"].append({"Ref": "ChildRunsPolicy"})
     if parallel:
         res["SweeperFunction"]["Properties"]["Policies"].append({"Statement": [copy.deepcopy(payloads)]})
-    enders = sorted(
-        {app.served_by[(wf.name, node.function_name)] for wf in kids for node in wf.nodes} - {CONTROL_FUNCTION}
-    )
+    enders = sorted({served_by[(wf.name, node.function_name)] for wf in kids for node in wf.nodes} - {CONTROL_FUNCTION})
     if enders:
         res["EndChildRunsPolicy"] = _policy("stepchain - a child run that ends joins its parent node", ending)
         for fn in enders:

@@ -123,13 +123,13 @@ def _target(rel: tuple[str, ...], package: str) -> Path:
 
 def _generate(root: Path, package: str) -> list[Path]:
     """statemachine/<name>.asl.json and template.yaml, by the generator (as ``make template`` does)."""
-    from stepchain import cli
+    from stepchain.define.load import load_workflow
 
     spec = f"{package}.workflow:wf"
     before = set(sys.modules)
     sys.path.insert(0, str(root / "app"))
     try:
-        wf = cli.load_workflow(spec)
+        wf = load_workflow(spec)
         from stepchain.deploy import samgen
         from stepchain.deploy.asl import write_asl
 

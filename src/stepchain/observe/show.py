@@ -36,7 +36,7 @@ def load_view(args: argparse.Namespace) -> RunView:
         raise SystemExit("stepchain show: give RUN_ID and --workflow MODULE:ATTR, or --json FILE")
     import boto3
 
-    from stepchain.cli import load_workflow
+    from stepchain.define.load import load_workflow
     from stepchain.define.workflow import Registry
     from stepchain.settings import Settings
     from stepchain.store.dynamodb import DynamoDBStore

@@ -30,6 +30,7 @@ from typing import Any
 from stepchain.define.context import FakeLambdaContext, Probe
 from stepchain.define.workflow import Workflow
 from stepchain.engine import LEASE_GRACE_MS
+from stepchain.runtimes.local_probes import AuditProbe, CrashPlanProbe, DuplicatingSqsHandoff
 
 TABLE = "stepchain-local"
 BUCKET = "stepchain-local-payloads"
@@ -150,40 +151,6 @@ def visibility_timeout_for(budget_ms: int) -> int:
     return math.ceil((budget_ms + LEASE_GRACE_MS) / 1000) + 1
 
 
-AUDITED = (
-    "step_executed",
-    "after_checkpoint",
-    "item_executed",
-    "item_checkpointed",
-    "once_executed",
-    "once_checkpointed",
-)
-
-
-class AuditProbe:
-    """Appends what actually executed (steps, ctx.each items, ctx.once effects) and when each was
-    checkpointed to a JSON-lines file: work re-executed after its checkpoint would be a bug."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def reached(self, boundary: str, run_id: str, key: str, detail: str = "") -> None:
-        if boundary in AUDITED:
-            line = json.dumps(
-                {
-                    "event": boundary,
-                    "run_id": run_id,
-                    "key": key,
-                    "detail": detail,
-                    "pid": os.getpid(),
-                    "at": time.time(),
-                }
-            )
-            with self._lock, open(self.path, "a") as f:
-                f.write(line + "\n")
-
-
 def run_worker(
     workflows: list[Workflow],
     queue_url: str,
@@ -207,9 +174,7 @@ def run_worker(
     settings = Settings.from_env(env)
     handoff = None
     if duplicate_delivery:
-        from stepchain.testing.sqs_driver import _DuplicatingSqsHandoff
-
-        handoff = _DuplicatingSqsHandoff(settings.queues)
+        handoff = DuplicatingSqsHandoff(settings.queues)
         handoff.duplicate = True
     engine = build_engine(workflows, settings, handoff=handoff)
     if probe is not None:
@@ -289,13 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--crash-plan", help="exit at the boundaries this JSON file names (stepchain.testing.LocalHarness)")
     w.add_argument("--duplicate-delivery", action="store_true", help="send every message twice")
     args = parser.parse_args(argv)
-    from stepchain.cli import load_workflow
+    from stepchain.define.load import load_workflow
 
     queue_url = json.loads(os.environ["STEPCHAIN_QUEUES"])["*"]
     probe: Probe | None = AuditProbe(args.audit) if args.audit else None
     if args.crash_plan:
-        from stepchain.testing.local_driver import CrashPlanProbe
-
         probe = CrashPlanProbe(args.audit or os.devnull, args.crash_plan)
     run_worker(
         [load_workflow(s) for s in args.workflow],

@@ -26,7 +26,6 @@ with SqsHarness(wf, duplicate_delivery=True) as h:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,8 +35,9 @@ from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.engine.heartbeat import HeartbeatPolicy
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.messages import Activation, Outcome
-from stepchain.handoff.sqs import MAX_DELAY_S, SqsHandoff
+from stepchain.handoff.sqs import MAX_DELAY_S
 from stepchain.runtimes.aws.sqs_worker import handle_sqs_batch
+from stepchain.runtimes.local_probes import DuplicatingSqsHandoff
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.harness import MAX_ACTIVATIONS, Harness, InvocationLog
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
@@ -106,17 +106,6 @@ class _Timeline:
         if boundary in ("after_claim", "after_checkpoint"):
             self.events.append((self.clock.now_ms(), boundary, key))
         self.inner.reached(boundary, run_id, key, detail)
-
-
-class _DuplicatingSqsHandoff(SqsHandoff):
-    duplicate = False
-
-    def _send(self, msgs: Sequence[Activation], at_ms: int | None) -> None:
-        fresh = self._fresh(msgs, at_ms)
-        if fresh:
-            self._post(fresh, at_ms)
-            if self.duplicate:  # every message the engine issues is delivered twice (forwarded hops are not)
-                self._post(fresh, at_ms)
 
 
 class _LoggedEngine(Engine):
@@ -211,7 +200,7 @@ class SqsHarness(Harness):
         self._count_calls(self.sqs)
         self.visibility.install(self.sqs)
         self.dlq_url, self.queues, self._arns = self._create_queues(max_receive_count)
-        self.handoff_sqs = _DuplicatingSqsHandoff(self.queues, self.sqs, clock=self.clock)
+        self.handoff_sqs = DuplicatingSqsHandoff(self.queues, self.sqs, clock=self.clock)
         self.handoff_sqs.duplicate = duplicate_delivery
         engine = _LoggedEngine(
             self.registry,

@@ -233,7 +233,7 @@ def main() -> int:
             "",
             f"Chains of {n1} and {n2} trivial steps on moto; per step = the difference / {n2 - n1} (the per-run "
             "start transaction, final write and the execution's first/last states are apart). Requests and "
-            "transitions from the runs' ledgers (stepchain.observe.requests), DynamoDB checked against the calls moto "
+            "transitions from the runs' ledgers (stepchain.requests), DynamoDB checked against the calls moto "
             "served (SQS) and transitions against the execution history (Step Functions). Prices: "
             "stepchain.observe.pricing, us-east-1, Lambda's request charge included. AWS Lambda durable functions: "
             "$8 per million operations (one step = one operation; its Lambda requests and compute come on top). Step "

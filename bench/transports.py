@@ -6,7 +6,7 @@ each task served by the deployed worker) twice, with N1 and N2 steps; per-step f
 difference divided by N2 - N1, so the per-run requests (start transaction, final write, the
 execution's first and last states) do not blur them; the per-run overhead is reported apart.
 
-Counts come from the run's ledger (stepchain.observe.requests: DynamoDB and S3 counted from the SDK's calls,
+Counts come from the run's ledger (stepchain.requests: DynamoDB and S3 counted from the SDK's calls,
 SQS send/receive/delete and Lambda invocations one per message, Step Functions transitions one per
 task plus the rarer paths) and are checked against what moto served: DynamoDB calls against the
 harness's call counter, transitions against the execution history (StateEntered events).

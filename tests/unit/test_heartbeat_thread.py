@@ -53,7 +53,7 @@ def test_real_clock_heartbeat_beats_every_h_and_stops_before_the_block_ends() ->
 def test_a_real_threads_beats_reach_the_claiming_activations_node_write() -> None:
     """The heartbeat thread is outside the activation's request meter: it counts its own requests and
     the activation's next node write takes them (the run's ledger shows what the heartbeat cost)."""
-    from stepchain.observe import requests
+    from stepchain import requests
 
     store, sqs = FakeStore(), FakeSqs()
     policy = HeartbeatPolicy(visibility_s=1, interval_s=0.05)

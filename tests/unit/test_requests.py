@@ -1,4 +1,4 @@
-"""The request meter (stepchain.observe.requests): what a node write takes, and how units are estimated."""
+"""The request meter (stepchain.requests): what a node write takes, and how units are estimated."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import boto3
 
-from stepchain.observe.requests import _item_sizes, _record, instrument, metering, take_for_node_write
+from stepchain.requests import _item_sizes, _record, instrument, metering, take_for_node_write
 
 
 def test_a_node_write_takes_the_counts_so_far_plus_itself_and_the_meter_restarts() -> None:

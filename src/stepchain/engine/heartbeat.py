@@ -22,7 +22,7 @@ visible again at ``b + V <= t + V``, and the lease ended at ``b + V - margin``: 
 Cost: per ``H`` seconds of step time, 1 ``ChangeMessageVisibilityBatch`` + 1 ``UpdateItem``
 (at ``H`` = 5 s: 24 requests per minute of step time); plus one ``ChangeMessageVisibilityBatch`` per
 batch invocation when it arrives. These requests go to the run's ledger with the claiming
-activation's next node write (:func:`stepchain.observe.requests.attach`). A function whose queue's own
+activation's next node write (:func:`stepchain.requests.attach`). A function whose queue's own
 visibility is short enough runs no heartbeat at all (:mod:`stepchain.engine.short_queues`).
 
 The timer is a daemon thread on a real clock; it is stopped and joined before the handler returns
@@ -44,10 +44,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from stepchain import requests
 from stepchain.clock import Clock
 from stepchain.exceptions import ValidationError
 from stepchain.logs import logger
-from stepchain.observe import requests
 
 if TYPE_CHECKING:
     from stepchain.store.base import CheckpointStore

@@ -26,7 +26,7 @@ class Handoff(ABC):
     """Port. Delivery is at-least-once: a duplicate activation is harmless to the engine."""
 
     probe: Probe = NoProbe()
-    #: requests each activation's delivery costs (estimated, see stepchain.observe.requests); the harness's queue: none
+    #: requests each activation's delivery costs (estimated, see stepchain.requests); the harness's queue: none
     delivery: Mapping[str, int] = MappingProxyType({})
 
     def dispatch(self, msgs: Sequence[Activation], *, at_ms: int | None = None) -> None:

@@ -30,7 +30,7 @@ from stepchain.clock import Clock, SystemClock
 from stepchain.exceptions import StepchainError, ValidationError
 from stepchain.handoff.base import Handoff
 from stepchain.handoff.messages import Activation
-from stepchain.observe.requests import instrument
+from stepchain.requests import instrument
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -32,7 +32,7 @@ from stepchain.exceptions import ValidationError
 from stepchain.handoff.base import Handoff, RunLifecycle
 from stepchain.handoff.messages import Activation, route_state
 from stepchain.logs import logger
-from stepchain.observe.requests import instrument
+from stepchain.requests import instrument
 from stepchain.store.records import RunRecord, node_key, parse_node_key
 
 if TYPE_CHECKING:

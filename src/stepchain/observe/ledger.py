@@ -53,7 +53,7 @@ class NodeView:
     error: dict[str, str] | None
     history: list[dict[str, Any]]
     effect_reruns: int = 0  # ctx.once effects run again (an earlier attempt never checkpointed them)
-    requests: dict[str, int] = field(default_factory=dict)  # AWS requests by counter (stepchain.observe.requests)
+    requests: dict[str, int] = field(default_factory=dict)  # AWS requests by counter (stepchain.requests)
     orchestration_usd: float = 0.0  # their price, Lambda's request charge excepted (in compute_usd)
     items: list[NodeView] = field(default_factory=list)
     iteration: int = 0  # the loop iteration (each iteration of a node is its own row)

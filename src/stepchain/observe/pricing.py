@@ -1,4 +1,4 @@
-"""Prices of the AWS requests a run makes (:mod:`stepchain.observe.requests`): a versioned, region-aware table.
+"""Prices of the AWS requests a run makes (:mod:`stepchain.requests`): a versioned, region-aware table.
 
 Prices are on-demand list prices in USD, per request or per request unit, without free tiers or
 volume discounts, from the public pricing pages (retrieved for :data:`PRICES_VERSION`):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from stepchain.engine import Engine
 from stepchain.handoff.messages import Activation, Outcome
 from stepchain.logs import LambdaContextLike
-from stepchain.observe.requests import metering
+from stepchain.requests import metering
 
 #: a transport's adjustment of an outcome before it is applied (e.g. Step Functions' ``expire``)
 Settle = Callable[[Activation, Outcome], Outcome]

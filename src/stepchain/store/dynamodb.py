@@ -13,7 +13,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from stepchain.exceptions import IdempotencyConflict
-from stepchain.observe.requests import instrument
+from stepchain.requests import instrument
 from stepchain.store.access import OWNER_GSI, OWNER_INDEX, OWNER_PK, idem_pk, owner_fields, owner_pk, token_sk
 from stepchain.store.base import (
     ACTIVE_RUN,
@@ -203,7 +203,7 @@ class DynamoDBStore(CheckpointStore):
         self, table: str, client: DynamoDBClient | None = None, *, retention_s: int | None = 30 * 86400
     ) -> None:
         self.table = table
-        self._client = instrument(client)  # counts requests per run (stepchain.observe.requests)
+        self._client = instrument(client)  # counts requests per run (stepchain.requests)
         self.retention_s = retention_s
 
     @property

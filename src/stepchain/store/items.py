@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stepchain.observe.requests import STORED_PREFIX, take_for_node_write
+from stepchain.requests import STORED_PREFIX, take_for_node_write
 from stepchain.store.base import ACTIVE_RUN, ClaimKind, ClaimResult, NodeChanges, RunChanges
 from stepchain.store.records import HistoryPush, NodeRecord, NodeStatus, RunStatus
 
@@ -59,7 +59,7 @@ def node_field_changes(c: NodeChanges) -> FieldChanges:
         )
         if inc
     }
-    # the AWS requests of the activation so far, this write included (stepchain.observe.requests)
+    # the AWS requests of the activation so far, this write included (stepchain.requests)
     adds.update({STORED_PREFIX + k: v for k, v in take_for_node_write(c.status.value).items()})
     # a new error replaces the old one; clear_error without one removes it
     removes = ("owner", "error") if c.clear_error and c.error is None else ("owner",)

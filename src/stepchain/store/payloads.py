@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from stepchain.exceptions import BlobUnavailable, PayloadError, ValidationError
-from stepchain.observe.requests import instrument
+from stepchain.requests import instrument
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

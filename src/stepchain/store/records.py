@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from stepchain.define.steplocal_records import EachRecord as EachRecord  # re-exported: step-local records
-from stepchain.define.steplocal_records import OnceStart as OnceStart
-from stepchain.define.steplocal_records import OnceState as OnceState
-from stepchain.observe.requests import stored
+from stepchain.requests import stored
+from stepchain.store.steplocal_records import EachRecord as EachRecord  # re-exported: step-local records
+from stepchain.store.steplocal_records import OnceStart as OnceStart
+from stepchain.store.steplocal_records import OnceState as OnceState
 
 RUN_SK = "RUN"
 
@@ -207,7 +207,7 @@ class NodeRecord:
     effect_reruns: int = 0
     iteration: int = 0  # the loop iteration of this node (part of its key, see :func:`node_key`)
     route: str | None = None  # the successor a routing step chose (a node id or END); None: the chain's
-    #: AWS requests made for this node, by counter (:mod:`stepchain.observe.requests`)
+    #: AWS requests made for this node, by counter (:mod:`stepchain.requests`)
     requests: dict[str, int] = field(default_factory=dict)
 
     @classmethod

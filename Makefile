@@ -41,7 +41,7 @@ APP_PATH := --pythonpath functions/research_agent --pythonpath functions/tool_ag
 asl: venv ## regenerate statemachine/*.asl.json from the workflow definitions
 	for wf in $(APP_WORKFLOWS); do $(VENV)/bin/stepchain asl $$wf $(APP_PATH) --out statemachine || exit 1; done
 
-# template.yaml is generated from the workflow definitions (stepchain.samgen); template.overrides.yaml holds
+# template.yaml is generated from the workflow definitions (stepchain.deploy.samgen); template.overrides.yaml holds
 # the hand-written part. tests/template/test_template_generated.py fails when template.yaml is stale.
 TEMPLATE_ARGS := $(APP_WORKFLOWS) $(APP_PATH) --code-uri functions/
 template: asl ## regenerate template.yaml (and the ASL) from the workflow definitions + template.overrides.yaml

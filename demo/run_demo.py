@@ -1,7 +1,7 @@
 """`make demo`: the research agent survives a killed worker, on an embedded AWS (no account, no Docker).
 
 1. moto's server starts in this process on 127.0.0.1: DynamoDB, S3 and SQS, as in the deployed app.
-2. Two worker processes (`python -m stepchain.local worker`) run the steps like Lambda would, with a
+2. Two worker processes (`python -m stepchain.runtimes.local worker`) run the steps like Lambda would, with a
    4-second budget per invocation, so the fetch step has to continue across invocations.
 3. While it fetches, the demo kills the worker running the step with SIGKILL (no goodbye, no cleanup).
 4. The step's message reappears about a second later (its own 1 s visibility, which the dead
@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "functions" / "research_agent"))
 from story import print_files, print_ledger, save_run, verdict  # noqa: E402
 
 from research_agent.workflow import wf  # noqa: E402
-from stepchain.aws import AwsClients, build_engine  # noqa: E402
-from stepchain.ledger import RunView, describe  # noqa: E402
-from stepchain.local import LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
+from stepchain.observe.ledger import RunView, describe  # noqa: E402
+from stepchain.runtimes.aws import AwsClients, build_engine  # noqa: E402
+from stepchain.runtimes.local import LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
 from stepchain.settings import Settings  # noqa: E402
 from stepchain.ui import EngineBackend, UiServer  # noqa: E402
 
@@ -51,7 +51,7 @@ def spawn_worker(env: dict[str, str], audit: Path, log: Path) -> subprocess.Pope
     cmd = [
         sys.executable,
         "-m",
-        "stepchain.local",
+        "stepchain.runtimes.local",
         "worker",
         "--workflow",
         "research_agent.workflow:wf",
@@ -112,7 +112,7 @@ class Progress:
 
 @dataclass
 class Audit:
-    """What the workers really executed, from their audit file (stepchain.local.AuditProbe)."""
+    """What the workers really executed, from their audit file (stepchain.runtimes.local.AuditProbe)."""
 
     executed: Counter[str]  # unit ("step:<key>", "item:<key>/<loop>:<i>", "once:<key>/<name>") -> executions
     after_checkpoint: Counter[str]  # executions that happened after the unit's checkpoint: must stay 0

@@ -15,7 +15,6 @@ Subcommands are argparse subparsers: add one with a ``_add_<name>(subparsers)`` 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path

@@ -1,7 +1,7 @@
 """``async def`` steps, async ``ctx.each``/``ctx.once`` item functions, and their time budget,
 on the in-process, SQS and Step Functions harnesses (virtual time: ``asyncio.sleep`` spends it).
 
-An async step runs on its own event loop per invocation (:mod:`stepchain.aio`); it gets the
+An async step runs on its own event loop per invocation (:mod:`stepchain.define.aio`); it gets the
 invocation's remaining time minus a 1 s margin, and one that outlives it is cancelled and retried
 as ``StepTimedOut`` (a sync step would be killed by Lambda instead).
 """

@@ -53,7 +53,7 @@ from chaos_orders import (
 )
 
 from stepchain import InvalidRunState
-from stepchain.messages import Activation
+from stepchain.handoff.messages import Activation
 from stepchain.testing import BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
 
 SCALE = max(1, int(os.environ.get("CHAOS_SCALE", "1")))

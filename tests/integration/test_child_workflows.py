@@ -435,7 +435,7 @@ def test_a_child_workflow_this_deployment_does_not_know_fails_the_node(kind: str
 
 
 def test_the_text_timeline_lists_the_children() -> None:
-    from stepchain.timeline import render_text
+    from stepchain.observe.timeline import render_text
 
     with harness("memory", orders_wf()) as h:
         run_id = h.start("orders", ORDER)

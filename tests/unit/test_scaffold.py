@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from stepchain.cli import main
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.samgen_base import load_cfn
+from stepchain.deploy.scaffold import installed_wheel, new_project
 from stepchain.exceptions import ScaffoldError
-from stepchain.samgen_base import load_cfn
-from stepchain.scaffold import installed_wheel, new_project
-from stepchain.workflow import Workflow
 
 WHEEL_NAME = "stepchain-0.1.0-py3-none-any.whl"
 

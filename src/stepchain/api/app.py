@@ -28,38 +28,26 @@ Every error is ``{"error": {"code": ..., "message": ..., "details": [...]}}``:
   failed), 413 body over 256 KiB, 415 a body that is not ``application/json``;
 * 500: our fault; the body says only ``internal_error`` and the request id (the log has the rest).
 
-Request bodies are decoded in one place, :mod:`stepchain.api.decoding`, before any route runs.
+Request bodies are decoded in one place, :mod:`stepchain.api.decoding`, before any route runs. This
+module is the entry point and the OpenAPI document; the routes are :mod:`stepchain.api.run_routes` and
+:mod:`stepchain.api.approvals`, the resolver and the exception -> error mapping :mod:`stepchain.api.resolver`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import sys
 from collections.abc import Callable
-from http import HTTPStatus
-from typing import Annotated, Any, TypeVar, cast
+from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 
 from stepchain.api.approvals import router as approvals_router
-from stepchain.api.cursors import decode_cursor, encode_cursor, is_cursor_rejection
-from stepchain.api.decoding import (
-    MAX_BODY_BYTES,
-    BodySpec,
-    RequestRejected,
-    body_specs,
-    normalize,
-)
+from stepchain.api.decoding import MAX_BODY_BYTES, BodySpec, RequestRejected, body_specs, normalize
 from stepchain.api.errors import ApiError, rejected_response
 from stepchain.api.listing import list_all
 from stepchain.api.models import (
@@ -370,7 +358,7 @@ app.include_router(approvals_router)
     "/openapi.json",
     summary="This API's OpenAPI document",
     operation_id="getOpenApi",
-    responses=_responses(200, "OpenAPI 3.1 document"),
+    responses=responses(200, "OpenAPI 3.1 document"),
 )
 def openapi_document() -> Response[Any]:
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_json())
@@ -400,45 +388,16 @@ def openapi_json() -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-# ----------------------------------------------------------------------------- error mapping
-_Handler = TypeVar("_Handler", bound=Callable[..., Response[Any]])
-
-
-def _on(exc: type[Exception] | list[type[Exception]]) -> Callable[[_Handler], _Handler]:
-    """``app.exception_handler``, typed."""
-    return cast(Callable[[_Handler], _Handler], app.exception_handler(exc))
-
-
-@_on(StepchainError)
-def _stepchain_error(exc: StepchainError) -> Response[Any]:
-    if exc.http_status >= 500:
-        return _internal(exc)
-    return _error(exc.http_status, exc.code, str(exc), getattr(exc, "details", None))
-
-
-@_on(RequestValidationError)
-def _validation_error(exc: RequestValidationError) -> Response[Any]:
-    errors = list(exc.errors())
-    if any(e.get("loc", ("",))[0] == "response" for e in errors):
-        return _internal(exc)  # a response that does not match its model is a bug here
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return _error(400, "malformed_json", "request body is not valid JSON")
-    details = [{"loc": list(e.get("loc", ())), "type": e.get("type", ""), "msg": str(e.get("msg", ""))} for e in errors]
-    if all(e["loc"][:1] == ["body"] for e in details):
-        return _error(422, "validation_error", "request body does not match the schema", details)
-    return _error(400, "invalid_parameter", "invalid path, query or header parameter", details)
-
-
 @app.not_found
 def _no_route(exc: NotFoundError) -> Response[Any]:
     method = app.current_event.http_method.upper()
     path = app.context.get("_path") or app.current_event.path
     allowed = sorted(m for rx, m in _route_table() if rx.match(path) and m != method)
     if allowed:
-        resp = _error(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")
+        resp = error_response(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")
         resp.headers["Allow"] = ", ".join(allowed)
         return resp
-    return _error(404, "route_not_found", f"no route {method} {path}")
+    return error_response(404, "route_not_found", f"no route {method} {path}")
 
 
 @functools.cache
@@ -452,19 +411,6 @@ def _route_table() -> list[tuple[re.Pattern[str], str]]:
     return [(rx, m) for rx, m, _ in _routes()]
 
 
-@_on(Exception)
-def _unexpected(exc: Exception) -> Response[Any]:
-    return _internal(exc)
-
-
-def _internal(exc: Exception) -> Response[Any]:
-    logger.exception("internal error", extra={"error_type": type(exc).__name__})
-    metrics.add_metric(name="ApiFaults", unit=MetricUnit.Count, value=1)
-    request_id = app.current_event.request_context.request_id or ""
-    return _error(500, "internal_error", f"internal error (request id {request_id})")
-
-
-# ------------------------------------------------------------------------------- entry point
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def _serve(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:

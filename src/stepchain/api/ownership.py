@@ -42,7 +42,7 @@ from stepchain.api.identity import (
 )
 from stepchain.api.models import RUN_ID_PATTERN
 from stepchain.exceptions import RunNotFound
-from stepchain.records import RunRecord
+from stepchain.store.records import RunRecord
 
 __all__ = [
     "LOCAL_IDENTITY",

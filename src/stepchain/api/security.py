@@ -6,7 +6,7 @@
   ``<redacted:...>`` markers (the one pattern set: ``stepchain.api.redaction``). The response models apply
   it (``stepchain.api.models``), so no route can forget it.
 * :func:`output_url_ttl_s`: the lifetime of presigned output URLs (``STEPCHAIN_OUTPUT_URL_TTL_S``, default
-  300 s, at most :data:`~stepchain.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.payloads``).
+  300 s, at most :data:`~stepchain.store.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.store.payloads``).
 * :func:`check_input_size`: a run input (start or redrive) over ``STEPCHAIN_MAX_INPUT_BYTES`` is a 413.
 * :func:`cursor_key`: the key that signs list cursors, read once per execution environment from the
   Secrets Manager secret named by ``STEPCHAIN_CURSOR_KEY_SECRET_ARN`` (template.yaml generates it); without
@@ -23,9 +23,8 @@ from typing import Any
 
 from stepchain.api.redaction import redact
 from stepchain.exceptions import ValidationError
-from stepchain.limits import RunLimits
-from stepchain.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
 from stepchain.settings import env_int
+from stepchain.store.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
 
 __all__ = [
     "check_input_size",

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepchain.define.workflow import Node, NodeKind, Workflow
 from stepchain.engine.routing import event_key
 from stepchain.exceptions import EventIterationError
-from stepchain.records import NodeRecord, RunRecord, RunStatus, parse_node_key
 from stepchain.store.base import CheckpointStore
 from stepchain.workflow import Node, Workflow
 

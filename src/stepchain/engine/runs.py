@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from stepchain.clock import Clock
+from stepchain.define.workflow import CHILD_KINDS, Registry, Workflow
 from stepchain.engine.events import event_target
 from stepchain.engine.lifecycle import finish_cancel, run_ended
 from stepchain.engine.nodes import handler_for
@@ -27,7 +28,6 @@ from stepchain.ledger import RunView
 from stepchain.messages import Activation, Outcome
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
 from stepchain.workflow import Registry, Workflow
 

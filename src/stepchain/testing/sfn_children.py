@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from stepchain.define.workflow import CHILD_KINDS
 from stepchain.engine.nodes.children import child_ids
 from stepchain.records import NodeStatus
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepchain.define.workflow import Node
 from stepchain.engine.nodes import children
 from stepchain.engine.nodes.scope import KindServices
 from stepchain.records import RunRecord, RunStatus

@@ -15,11 +15,10 @@ from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_reco
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import event_key
 from stepchain.engine.shared import key_of
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
 from stepchain.store.base import NodeChanges, RunChanges
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
 
 
 def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:

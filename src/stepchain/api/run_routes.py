@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from stepchain.api.cursors import decode_cursor, encode_cursor, is_cursor_rejection
 from stepchain.api.errors import ApiError
+from stepchain.api.listing import list_all
 from stepchain.api.models import (
     EVENT_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
@@ -35,7 +36,6 @@ from stepchain.api.ownership import caller_of
 from stepchain.api.resolver import app, metrics
 from stepchain.api.security import check_input_size
 from stepchain.api.views import IterationQuery, accepted, output_fields, output_if_done, step_fields, waiting_for
-from stepchain.define.workflow import NodeKind
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import InvalidRunState, StepNotFound
@@ -158,7 +158,7 @@ def list_runs(
     runs: RunsDep,
     workflow: Annotated[
         str | None,
-        Query(pattern=WORKFLOW_PATTERN, description="Required when more than one workflow is deployed."),
+        Query(pattern=WORKFLOW_PATTERN, description="Default: the runs of every deployed workflow."),
     ] = None,
     status: Annotated[RunStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
@@ -166,8 +166,10 @@ def list_runs(
 ) -> RunList:
     if workflow is None:
         names = runs.registry.names()
-        if len(names) != 1:
-            raise ApiError(400, "workflow_required", f"pass ?workflow= (one of {names})")
+        if len(names) != 1:  # every workflow's runs, merged newest first (api/listing.py)
+            owner = caller_of(router.current_event.raw_event).list_owner
+            found, nxt = list_all(runs, status, limit, cursor, owner, _summary)
+            return RunList(runs=found, next_cursor=nxt)
         workflow = names[0]
     inner = None if cursor is None else decode_cursor(cursor, workflow, status)
     try:
@@ -179,19 +181,17 @@ def list_runs(
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
     if not page.runs and inner is None and workflow not in runs.registry.names():
         runs.registry.get(workflow)  # no such workflow, and no runs of a retired one: 404
-    return RunList(
-        runs=[
-            RunSummary(
-                **_handle(r).model_dump(),
-                created_ms=r.created_ms,
-                updated_ms=r.updated_ms,
-                ended_ms=r.ended_ms,
-                current=r.current or None,
-                error=r.error,
-            )
-            for r in page.runs
-        ],
-        next_cursor=encode_cursor(workflow, status, page.cursor),
+    return RunList(runs=[_summary(r) for r in page.runs], next_cursor=encode_cursor(workflow, status, page.cursor))
+
+
+def _summary(r: RunRecord) -> RunSummary:
+    return RunSummary(
+        **_handle(r).model_dump(),
+        created_ms=r.created_ms,
+        updated_ms=r.updated_ms,
+        ended_ms=r.ended_ms,
+        current=r.current or None,
+        error=r.error,
     )
 
 
@@ -227,7 +227,8 @@ def get_step(
         raise StepNotFound(f"workflow {run.workflow!r} has no step {step!r}")
     top = runs.node(run_id, node_key(step, None, iteration)) if wf is None else None
     kind = wf.node(step).kind.value if wf is not None else None if top is None else node_kind(top, None)
-    if index is not None and kind is not None and kind != NodeKind.MAP.value:
+    maps = wf.node(step).has_items if wf is not None else top is None or top.items_total is not None
+    if index is not None and not maps:
         raise StepNotFound(f"step {step!r} is not a map: it has no item {index}")
     rec = top if top is not None and index is None else runs.node(run_id, node_key(step, index, iteration))
     if rec is None:
@@ -256,7 +257,7 @@ def send_event(
     if run.status.finished:
         raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
     wf = runs.registry.find(run.workflow, run.version)  # None: deliver_event fails the run, 409
-    if wf is not None and not any(n.kind is NodeKind.WAIT and n.event == name for n in wf.nodes):
+    if wf is not None and not wf.waits_for(name):
         raise ApiError(404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {name!r}")
     result = runs.deliver_event(run_id, name, payload, iteration=iteration)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stepchain.api.redaction import redact
+from stepchain.define.limits import RunLimits
 from stepchain.exceptions import ValidationError
 from stepchain.settings import env_int
 from stepchain.store.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
@@ -104,8 +105,7 @@ class SigningKey:
         """The key without a secret: ``key_env`` (at least 32 characters), else, in the explicit local
         mode only (``STEPCHAIN_OWNERSHIP=local``), the public constant. Anything else refuses to serve
         (:class:`~stepchain.api.identity.ConfigurationError`): a deployment never signs with a constant."""
-        from stepchain.api.identity import ConfigurationError
-        from stepchain.api.ownership import ownership_mode
+        from stepchain.api.identity import ConfigurationError, ownership_mode
 
         value = env.get(self.key_env)
         local = ownership_mode(env) == "local"

@@ -16,9 +16,7 @@ from stepchain.define.steplocal import Scopes, run_each, run_each_async, run_onc
 from stepchain.exceptions import StepNotFound, ValidationError
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.probe import NoProbe, Probe
-from stepchain.records import NodeRecord, NodeStatus, node_key, parse_node_key
-from stepchain.steplocal import Scopes, run_each, run_each_async, run_once, run_once_async
-from stepchain.store.base import CheckpointStore
+from stepchain.store.records import NodeRecord, NodeStatus, node_key, parse_node_key
 
 T = TypeVar("T")
 R = TypeVar("R")

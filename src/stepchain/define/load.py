@@ -19,7 +19,9 @@ def load_workflow(spec: str) -> Workflow:
     try:
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
-        raise SystemExit(f"error: cannot import {module_name!r}: {exc}") from exc
+        hint = "its directory goes on the path with --pythonpath DIR (in a project made by `stepchain new`: "
+        hint += "--pythonpath app --code-uri app/, as `make template` runs it)"
+        raise SystemExit(f"error: cannot import {module_name!r}: {exc}; {hint}") from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

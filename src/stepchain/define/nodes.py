@@ -61,6 +61,16 @@ class Node:
         return self.kind in (NodeKind.STEP, NodeKind.MAP)
 
     @property
+    def has_items(self) -> bool:
+        """A map: its items are addressed by index."""
+        return self.kind is NodeKind.MAP
+
+    @property
+    def waits_for_event(self) -> bool:
+        """A wait node (its ``event`` names what it waits for)."""
+        return self.kind is NodeKind.WAIT and bool(self.event)
+
+    @property
     def function_name(self) -> str:
         """Logical id of the Lambda function that executes this node."""
         if self.function:

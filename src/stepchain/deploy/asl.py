@@ -37,7 +37,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stepchain.define.workflow import Node, NodeKind, RetryPolicy, Workflow
+from stepchain.define.workflow import Node, RetryPolicy, Workflow
 from stepchain.deploy.asl_parts import (  # noqa: F401  (re-exported: the names callers import from stepchain.deploy.asl)
     CONTROL_FUNCTION,
     DROPPED,
@@ -67,7 +67,6 @@ from stepchain.deploy.asl_parts import (  # noqa: F401  (re-exported: the names 
     signal_error,
 )
 from stepchain.engine.nodes import handler_for
-from stepchain.workflow import Node, RetryPolicy, Workflow
 
 
 def _failed_pass(node: Node) -> dict[str, Any]:

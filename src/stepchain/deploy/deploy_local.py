@@ -10,7 +10,7 @@ repository's ``tools/deploy_local.py`` runs with its own build directory. Offlin
    keys: an unchanged artifact is not uploaded again, a changed one changes the key (so the function updates);
 3. apply ``--set Resource.Property=VALUE`` overrides (tests), run the SAM transform here (``samtranslator``;
    LocalStack's CloudFormation rejects SAM's generated references such as ``StepchainApi.Stage`` before it
-   transforms) and give the API deployment a stable name (stepchain.deploy_stack says why);
+   transforms) and give the API deployment a stable name (stepchain.deploy.deploy_stack says why);
 4. create the stack, or update it ("No updates are to be performed" is success; a stack left in
    ROLLBACK_COMPLETE by a failed create is deleted and created again; an update that failed or rolled back
    anything is an error; after an update each API stage gets a fresh deployment); wait, bounded by
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepchain import deploy_stack
+from stepchain.deploy import deploy_stack
 from stepchain.exceptions import DeployError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
@@ -195,7 +195,7 @@ def apply_sets(template: dict[str, Any], specs: Iterable[str]) -> None:
 def _create_or_update(
     cfn: Any, apigw: Any, stack: str, args: dict[str, Any], template: dict[str, Any], timeout_s: float
 ) -> tuple[dict[str, Any], bool]:
-    """(final stack, changed). See stepchain.deploy_stack for why an update is checked event by event."""
+    """(final stack, changed). See stepchain.deploy.deploy_stack for why an update is checked event by event."""
     existing = deploy_stack.find_stack(cfn, stack)
     if existing is not None and existing["StackStatus"] in deploy_stack.RECREATE:
         print(
@@ -260,7 +260,7 @@ def deploy(
     timeout_s: float = 600.0,
 ) -> Deployment:
     """Deploy ``build_dir/template.yaml`` as ``stack`` (see the module docstring)."""
-    from stepchain.samgen_base import load_cfn
+    from stepchain.deploy.samgen_base import load_cfn
 
     started = time.monotonic()
     endpoint = (endpoint or default_endpoint()).rstrip("/")

@@ -8,13 +8,10 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stepchain.asl import CONTROL_FUNCTION
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.asl import CONTROL_FUNCTION
 from stepchain.engine.nodes import handler_for
 from stepchain.exceptions import ValidationError
-from stepchain.workflow import Workflow
-
-if TYPE_CHECKING:
-    from stepchain.samgen import AppPlan
 
 
 def with_children(workflows: Sequence[Workflow]) -> list[Workflow]:
@@ -62,9 +59,9 @@ def add_child_runs_policy(
 
     ``served_by``: (workflow, node function name) -> the function that serves it (the app's plan).
     """
-    children = {name for wf in app.workflows for node in wf.nodes for _, name in node.branches}
-    parallel = any(handler_for(node).reads_child_outputs for wf in app.workflows for node in wf.nodes)
-    kids = [wf for wf in app.workflows if wf.name in children]
+    children = {name for wf in workflows for node in wf.nodes for _, name in node.branches}
+    parallel = any(handler_for(node).reads_child_outputs for wf in workflows for node in wf.nodes)
+    kids = [wf for wf in workflows if wf.name in children]
     machines, executions = [states_arn("stateMachine", wf) for wf in kids], [states_arn("execution", wf) for wf in kids]
     stop = {"Sid": "StopChildRuns", "Effect": "Allow", "Action": "states:StopExecution", "Resource": _one(executions)}
     control = [

@@ -58,7 +58,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from stepchain.define.context import logger
-from stepchain.define.workflow import CHILD_KINDS, Node, NodeKind, Workflow
+from stepchain.define.workflow import Workflow
 from stepchain.engine import Engine
 from stepchain.engine.lifecycle import rejoin
 from stepchain.engine.nodes import handler_for
@@ -67,10 +67,9 @@ from stepchain.engine.routing import source_of, split_event_key
 from stepchain.engine.runs import RunService
 from stepchain.engine.shared import key_of
 from stepchain.exceptions import ValidationError, VersionMismatch, WorkflowNotFound
-from stepchain.messages import Activation
-from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.handoff.messages import Activation
 from stepchain.store.base import ACTIVE_RUN, RunChanges
-from stepchain.workflow import Workflow
+from stepchain.store.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 
 #: the crash-event kind a re-issue by the sweeper is recorded as (``CheckpointStore.list_crash_events``)
 SWEPT = "swept"

@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from stepchain.clock import Clock, SystemClock
-from stepchain.context import CostMeter
+from stepchain.define.context import CostMeter
+from stepchain.define.limits import RunLimits
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Registry, Workflow
+from stepchain.engine import heartbeat
 from stepchain.engine.lifecycle import cancel_runs, run_ended
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.scope import ActivationScope

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.probe import NoProbe, Probe
-from stepchain.records import NodeRecord, RunRecord, node_key
+from stepchain.store.records import NodeRecord, RunRecord, node_key
 
 #: the engine's join of a parent node, run where the transport asks for it: its outcome and the
 #: node's record (None: nothing to join)

@@ -31,9 +31,8 @@ from botocore.exceptions import ClientError
 
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.base import Handoff, JoinHere, RunLifecycle
+from stepchain.handoff.messages import Activation, OutcomeKind, route_state
 from stepchain.logs import logger
-from stepchain.messages import Activation, OutcomeKind, route_state
-from stepchain.records import RunRecord, node_key, parse_node_key
 from stepchain.requests import instrument
 from stepchain.store.records import RunRecord, node_key, parse_node_key
 

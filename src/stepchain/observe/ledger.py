@@ -13,9 +13,11 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stepchain.payloads import PayloadCodec
-from stepchain.pricing import Prices, load_prices
-from stepchain.records import (
+from stepchain.define.workflow import Registry, Workflow
+from stepchain.observe.pricing import Prices, load_prices
+from stepchain.store.base import CheckpointStore
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import (
     CrashEvent,
     EachRecord,
     Invocation,
@@ -25,9 +27,6 @@ from stepchain.records import (
     full_history,
     node_key,
 )
-from stepchain.store.base import CheckpointStore
-from stepchain.store.payloads import PayloadCodec
-from stepchain.store.records import EachRecord, Invocation, NodeRecord, RunRecord, full_history, node_key
 
 #: Lambda on-demand price (x86, us-east-1): per GB-second and per request
 LAMBDA_GB_SECOND_USD = 0.0000166667

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from stepchain.exceptions import ValidationError
-from stepchain.ledger import RunView
-from stepchain.timeline import render_html, render_text
+from stepchain.observe.ledger import RunView
+from stepchain.observe.timeline import render_html, render_text
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,7 +99,7 @@ def locate_stack(stack: str | None, endpoint: str | None) -> None:
     if env.get("STEPCHAIN_TABLE") and env.get("STEPCHAIN_BUCKET"):
         return
     if stack:
-        from stepchain.deploy_stack import client, find_stack
+        from stepchain.deploy.deploy_stack import client, find_stack
 
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         url = endpoint or env.get("AWS_ENDPOINT_URL")

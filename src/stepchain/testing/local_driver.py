@@ -66,8 +66,8 @@ class LocalHarness(RunsApi):
     ) -> None:
         if virtual_sleep:  # accepted like the other harnesses' option, but its workers are real processes
             raise ValueError("LocalHarness runs in real time (real worker processes): virtual_sleep must be False")
-        from stepchain.aws import AwsClients, build_engine
-        from stepchain.cli import load_workflow
+        from stepchain.define.load import load_workflow
+        from stepchain.runtimes.aws import AwsClients, build_engine
         from stepchain.settings import Settings
 
         self.specs = list(workflows)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from stepchain.define.workflow import CHILD_KINDS
 from stepchain.engine.nodes.children import child_ids
-from stepchain.records import NodeStatus
+from stepchain.store.records import NodeStatus
 
 
 class _Driver(Protocol):

@@ -25,10 +25,12 @@ import threading
 import time
 from typing import Any
 
-from stepchain.define.workflow import NodeKind, Workflow
+from stepchain.define.workflow import Workflow
 from stepchain.deploy.asl import function_names, substitute, to_asl
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.engine.nodes import handler_for
+from stepchain.engine.sweeper import Sweeper, SweepPolicy
+from stepchain.handoff.messages import Activation
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn, execution_name
 from stepchain.runtimes.aws.sfn_worker import TaskSignal, handle_sfn_task, parse_event
 from stepchain.store.payloads import DEFAULT_INLINE_LIMIT
@@ -38,7 +40,6 @@ from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import InjectedCrash
 from stepchain.testing.sfn_children import waiting_for_children
 from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams, time_out_callback
-from stepchain.workflow import Workflow
 
 #: the Lambda error types a dead invocation reports
 CRASH_ERROR = "Runtime.ExitError"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepchain.asl_parts import TASK_TIMEOUT_MARGIN_S, _ids, _input, _loop
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.asl_parts import TASK_TIMEOUT_MARGIN_S, _ids, _input, _loop
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.recovery import Overdue, Recovery, RecoveryView, default_recovery, lost
 from stepchain.engine.nodes.scope import ActivationScope, KindServices

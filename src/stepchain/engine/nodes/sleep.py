@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Workflow
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.shared import key_of

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepchain.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery, has_successor
 from stepchain.engine.nodes.scope import ActivationScope, KindServices

@@ -174,11 +174,11 @@ def api_handler(*workflows: Workflow, settings: Settings | None = None, clients:
 def sweeper_handler(
     *workflows: Workflow, settings: Settings | None = None, clients: AwsClients | None = None
 ) -> Handler:
-    """The scheduled recovery sweeper (``stepchain.sweeper``; template.yaml runs it every minute).
+    """The scheduled recovery sweeper (``stepchain.engine.sweeper``; template.yaml runs it every minute).
     ``STEPCHAIN_SWEEP_GRACE_S`` overrides the grace period (default 300 s),
     ``STEPCHAIN_SWEEP_MAX_REISSUES`` the re-issues of one node without progress before the run
     is failed (default 10)."""
-    from stepchain.sweeper import Sweeper, SweepPolicy
+    from stepchain.engine.sweeper import Sweeper, SweepPolicy
 
     lazy = _Lazy(workflows, settings, clients)
 

@@ -1,4 +1,4 @@
-"""The process half of ``stepchain invoke`` (stepchain.local_invoke): run one handler in a fresh interpreter,
+"""The process half of ``stepchain invoke`` (stepchain.deploy.local_invoke): run one handler in a fresh interpreter,
 enforce the init limit and the function's Timeout, print the result and Lambda's START/END/REPORT lines.
 
 This file is also the child's script (``python -I -u local_invoke_run.py --child SPEC``): stdlib only.

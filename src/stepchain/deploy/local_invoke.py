@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stepchain.local_invoke_run import ACCOUNT, Function, run
+from stepchain.deploy.local_invoke_run import ACCOUNT, Function, run
 
 NO_VALUE = object()
 HOST_ARCH = {"amd64": "x86_64", "aarch64": "arm64"}.get(platform.machine().lower(), platform.machine().lower())
@@ -252,8 +252,8 @@ def resolve_function(args: argparse.Namespace) -> Function:
 
 def _deployed(stack: str, endpoint: str | None, region: str) -> tuple[dict[str, str], str, dict[str, str]]:
     """(logical -> physical ids of the deployed ``stack``, its account, the handler's endpoint variables)."""
-    from stepchain.deploy_local import default_endpoint
-    from stepchain.deploy_stack import client
+    from stepchain.deploy.deploy_local import default_endpoint
+    from stepchain.deploy.deploy_stack import client
 
     url = (endpoint or default_endpoint()).rstrip("/")
     try:

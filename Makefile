@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv test check lint typecheck unit integration e2e demo bench clean asl template template-check wheel
+.PHONY: help venv lock test check lint typecheck unit integration e2e demo bench clean asl template template-check wheel
 
 # Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets).
 -include mk/*.mk
@@ -18,14 +18,34 @@ export AWS_DEFAULT_REGION ?= us-east-1
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# uv creates and fills every venv from a lock file (requirements/*.lock, infra/localstack/requirements.lock):
+# seconds instead of minutes, the same versions everywhere. `uv` on PATH is used, else a pinned uv is
+# bootstrapped into .venv-uv with pip (a few seconds). uv reads only the package index (not pip.conf).
+UV_VERSION := 0.13.9
+UV ?= $(or $(shell command -v uv 2>/dev/null),.venv-uv/bin/uv)
+UV_DEP := $(if $(filter .venv-uv/bin/uv,$(UV)),.venv-uv/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+UV_LOCK := $(UV) pip compile -q --universal --custom-compile-command 'make lock'
+
+.venv-uv/bin/uv:
 	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
-	$(PY312) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY312) -m venv .venv-uv
+	.venv-uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml requirements/dev.lock | $(UV_DEP)
+	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
+	$(UV) venv -q --allow-existing --python $(PY312) $(VENV)
+	$(UV) pip sync -q --python $(PY) requirements/dev.lock
 	touch $@
 
-venv: $(VENV)/.installed ## create the project virtualenv
+venv: $(VENV)/.installed ## create the project virtualenv (from requirements/dev.lock)
+
+# Regenerate the lock files after changing a dependency (pyproject.toml, the SAM CLI or LocalStack pins).
+lock: | $(UV_DEP) ## re-pin requirements/*.lock and infra/localstack/requirements.lock from their inputs
+	$(UV_LOCK) --python-version 3.12 requirements/dev.in -o requirements/dev.lock
+	$(UV_LOCK) --python-version 3.12 requirements/sam.in -o requirements/sam.lock
+	$(UV) pip compile -q --custom-compile-command 'make lock' --python-version 3.13 \
+		$(LS_DIR)/requirements.in -c $(LS_DIR)/constraints.txt -o $(LS_DIR)/requirements.lock
 
 lint: venv ## ruff
 	$(VENV)/bin/ruff check src tests functions tools demo bench

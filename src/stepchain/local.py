@@ -151,6 +151,8 @@ def visibility_timeout_for(budget_ms: int) -> int:
 
 
 AUDITED = (
+    "after_claim",  # a worker holds the node now (make demo kills a worker only inside an invocation)
+    "mid_item",  # a ctx.each item is about to run
     "step_executed",
     "after_checkpoint",
     "item_executed",

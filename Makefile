@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv lock test check lint typecheck unit integration e2e demo bench clean asl template template-check wheel
+.PHONY: help venv lock test test-full test-fast check lint typecheck unit integration e2e demo bench clean asl template template-check wheel
 
 # Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets).
 -include mk/*.mk
@@ -44,6 +44,7 @@ venv: $(VENV)/.installed ## create the project virtualenv (from requirements/dev
 lock: | $(UV_DEP) ## re-pin requirements/*.lock and infra/localstack/requirements.lock from their inputs
 	$(UV_LOCK) --python-version 3.12 requirements/dev.in -o requirements/dev.lock
 	$(UV_LOCK) --python-version 3.12 requirements/sam.in -o requirements/sam.lock
+	cp requirements/sam.lock src/stepchain/project_template/requirements-sam.lock  # a scaffold's .venv-sam
 	$(UV) pip compile -q --custom-compile-command 'make lock' --python-version 3.13 \
 		$(LS_DIR)/requirements.in -c $(LS_DIR)/constraints.txt -o $(LS_DIR)/requirements.lock
 
@@ -85,11 +86,28 @@ unit: venv ## unit + functional tests (no network, no emulator processes)
 integration: venv ## whole chains in process: in-process, SQS and Step Functions transports on moto
 	$(PY) -m pytest -q tests/integration
 
+# Test runs. pytest-xdist spreads tests over XDIST_WORKERS processes; each e2e test is in the xdist group
+# "localstack" (tests/conftest.py), so --dist loadgroup keeps them in one worker: one LocalStack per session.
+# XDIST_WORKERS=0 runs everything in this process.
+XDIST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(XDIST_WORKERS)),-n $(XDIST_WORKERS) --dist loadgroup)
+# make test-fast: what runs in process on the in-memory store, no moto transports, no real-time tests.
+FAST_SELECT := -m "not slow" -k "not sqs and not sfn and not moto and not stepfunctions and not step_functions and not local and not inprocess"
+
 # The gate: lint, types, then every test tier. The SAM and LocalStack venvs are installed first
-# (their targets are prerequisites), so a fresh clone needs nothing else.
-test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit .. e2e on LocalStack)
+# (their targets are prerequisites), so a fresh clone needs nothing else. The crash matrices on the slow
+# transports run a covering sample here (tests/matrix.py); make test-full runs every case.
+test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit .. e2e on LocalStack), 2 workers
 	$(MAKE) --no-print-directory check
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(PYTEST) --durations=15 tests
+
+test-full: venv $(LS_VENV)/.installed ## make test with every crash-matrix case on every transport (--exhaustive)
+	$(MAKE) --no-print-directory check
+	$(PYTEST) --durations=15 --exhaustive tests
+
+test-fast: venv ## the edit loop: ruff + unit tests + in-memory integration tests (no moto transports, no e2e)
+	$(VENV)/bin/ruff check src tests functions tools demo bench
+	$(PYTEST) tests/unit tests/integration $(FAST_SELECT)
 
 e2e: venv $(LS_VENV)/.installed ## end-to-end tests on a LocalStack the fixture starts and stops
 	$(PY) -m pytest -q tests/e2e

@@ -44,6 +44,7 @@ venv: $(VENV)/.installed ## create the project virtualenv (from requirements/dev
 lock: | $(UV_DEP) ## re-pin requirements/*.lock and infra/localstack/requirements.lock from their inputs
 	$(UV_LOCK) --python-version 3.12 requirements/dev.in -o requirements/dev.lock
 	$(UV_LOCK) --python-version 3.12 requirements/sam.in -o requirements/sam.lock
+	$(UV_LOCK) --python-version 3.12 requirements/checkov.in -o requirements/checkov.lock
 	cp requirements/sam.lock src/stepchain/project_template/requirements-sam.lock  # a scaffold's .venv-sam
 	$(UV) pip compile -q --custom-compile-command 'make lock' --python-version 3.13 \
 		$(LS_DIR)/requirements.in -c $(LS_DIR)/constraints.txt -o $(LS_DIR)/requirements.lock

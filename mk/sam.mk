@@ -27,7 +27,7 @@ $(SAM_VENV)/.installed: requirements/sam.lock | $(UV_DEP)
 sam: $(SAM_VENV)/.installed ## install AWS SAM CLI into .venv-sam
 
 # tests/template runs `sam validate` and `sam build`: make the SAM venv part of `make test`.
-test: $(SAM_VENV)/.installed
+test test-full: $(SAM_VENV)/.installed
 
 validate: $(SAM_VENV)/.installed $(VENV)/.installed ## sam validate --lint + cfn-lint on template.yaml
 	$(SAM) validate --lint --region us-east-1 --template-file $(SAM_TEMPLATE)

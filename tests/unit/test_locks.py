@@ -41,3 +41,8 @@ def test_the_dev_lock_installs_the_project_and_the_test_tools() -> None:
     assert re.search(r"^-e \.$", text, flags=re.MULTILINE)
     for name in ("pytest-xdist", "pip", "moto"):
         pinned(ROOT / "requirements" / "dev.lock", name)
+
+
+def test_the_checkov_version_is_the_locked_one() -> None:
+    locked = pinned(ROOT / "requirements" / "checkov.lock", "checkov")
+    assert re.search(rf"^CHECKOV_VERSION := {re.escape(locked)}$", (ROOT / "mk" / "checkov.mk").read_text(), flags=re.M)

@@ -20,9 +20,9 @@ help: ## list targets
 
 # uv creates and fills every venv from a lock file (requirements/*.lock, infra/localstack/requirements.lock):
 # seconds instead of minutes, the same versions everywhere. `uv` on PATH is used, else a pinned uv is
-# bootstrapped into .venv-uv with pip (a few seconds). uv reads only the package index (not pip.conf).
+# bootstrapped into .venv-uv with pip (a few seconds); a `uv` that does not run (a pyenv shim) is skipped. uv reads only the package index (not pip.conf).
 UV_VERSION := 0.13.9
-UV ?= $(or $(shell command -v uv 2>/dev/null),.venv-uv/bin/uv)
+UV ?= $(or $(shell uv --version >/dev/null 2>&1 && command -v uv),.venv-uv/bin/uv)
 UV_DEP := $(if $(filter .venv-uv/bin/uv,$(UV)),.venv-uv/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 UV_LOCK := $(UV) pip compile -q --universal --custom-compile-command 'make lock'
@@ -87,28 +87,37 @@ unit: venv ## unit + functional tests (no network, no emulator processes)
 integration: venv ## whole chains in process: in-process, SQS and Step Functions transports on moto
 	$(PY) -m pytest -q tests/integration
 
-# Test runs. pytest-xdist spreads tests over XDIST_WORKERS processes; each e2e test is in the xdist group
-# "localstack" (tests/conftest.py), so --dist loadgroup keeps them in one worker: one LocalStack per session.
-# XDIST_WORKERS=0 runs everything in this process.
+# Test runs. pytest-xdist spreads tests over XDIST_WORKERS processes (XDIST_WORKERS=0: all in this process).
+# tests/e2e runs in a pytest process of its own, beside them (it waits on LocalStack most of the time):
+# one LocalStack for all e2e tests; its output follows the rest (.localstack/e2e.log).
 XDIST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(XDIST_WORKERS)),-n $(XDIST_WORKERS) --dist loadgroup)
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+XDIST := $(if $(filter-out 0,$(XDIST_WORKERS)),-n $(XDIST_WORKERS))
+E2E_LOG := .localstack/e2e.log
 # make test-fast: what runs in process on the in-memory store, no moto transports, no real-time tests.
 FAST_SELECT := -m "not slow" -k "not sqs and not sfn and not moto and not stepfunctions and not step_functions and not local and not inprocess"
+define run_all_tiers
+	mkdir -p $(dir $(E2E_LOG))
+	$(PYTEST) --durations=10 $(1) tests/e2e > $(E2E_LOG) 2>&1 & e2e=$$!; \
+	$(PYTEST) $(XDIST) --durations=15 $(1) --ignore=tests/e2e tests; rest=$$?; \
+	wait $$e2e; e2e_rc=$$?; echo "--- tests/e2e:"; cat $(E2E_LOG); \
+	test $$rest -eq 0 -a $$e2e_rc -eq 0
+endef
 
 # The gate: lint, types, then every test tier. The SAM and LocalStack venvs are installed first
 # (their targets are prerequisites), so a fresh clone needs nothing else. The crash matrices on the slow
 # transports run a covering sample here (tests/matrix.py); make test-full runs every case.
-test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit .. e2e on LocalStack), 2 workers
+test: venv $(LS_VENV)/.installed ## the gate: ruff, mypy, and all tests (unit .. e2e on LocalStack), 2 workers + e2e
 	$(MAKE) --no-print-directory check
-	$(PYTEST) --durations=15 tests
+	$(call run_all_tiers,)
 
 test-full: venv $(LS_VENV)/.installed ## make test with every crash-matrix case on every transport (--exhaustive)
 	$(MAKE) --no-print-directory check
-	$(PYTEST) --durations=15 --exhaustive tests
+	$(call run_all_tiers,--exhaustive)
 
 test-fast: venv ## the edit loop: ruff + unit tests + in-memory integration tests (no moto transports, no e2e)
 	$(VENV)/bin/ruff check src tests functions tools demo bench
-	$(PYTEST) tests/unit tests/integration $(FAST_SELECT)
+	$(PYTEST) $(XDIST) tests/unit tests/integration $(FAST_SELECT)
 
 e2e: venv $(LS_VENV)/.installed ## end-to-end tests on a LocalStack the fixture starts and stops
 	$(PY) -m pytest -q tests/e2e

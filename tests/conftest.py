@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # Test tiers (markers in pyproject.toml): `exhaustive` cases (the rest of the crash matrices on slow transports,
-# see tests/matrix.py) run only with --exhaustive (make test-full). Under pytest-xdist (make test: -n 2
-# --dist loadgroup) each e2e test joins one group, so one worker starts the session's one LocalStack.
+# see tests/matrix.py) run only with --exhaustive (make test-full). make test runs tests/e2e in a pytest
+# process of its own (one LocalStack for all of it) beside the xdist workers that run the rest: xdist's
+# --dist loadgroup cannot keep them together on pytest 9 (xdist 3.8 renames item._nodeid, which pytest 9
+# no longer reads).
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--exhaustive", action="store_true", help="also run the exhaustive crash-matrix cases (make test-full)"
@@ -50,8 +52,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(ROOT) and item.path.relative_to(ROOT).as_posix() in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
-        if item.path.is_relative_to(ROOT / "tests" / "e2e"):
-            item.add_marker(pytest.mark.xdist_group("localstack"))
 
 
 @pytest.fixture(scope="session")

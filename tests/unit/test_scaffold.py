@@ -54,6 +54,7 @@ def test_every_rendered_file_parses_and_no_placeholder_is_left(
     assert (project.name, project.package) == ("my-agent", "my_agent")
     expected = {
         ".gitignore", "Makefile", "README.md", "pyproject.toml", "template.yaml", "template.overrides.yaml",
+        "requirements-sam.lock",
         "app/app.py", "app/my_agent/__init__.py", "app/my_agent/workflow.py", "layers/stepchain/Makefile",
         "statemachine/my-agent.asl.json", "tests/test_workflow.py", "tests/test_template.py",
         "events/api-start-run.json", "events/api-send-event.json", "events/api-get-run.json",

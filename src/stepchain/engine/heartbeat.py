@@ -300,7 +300,7 @@ class SqsHeartbeat:
                     if lost:
                         self.lost, self._held = True, None
                 if lost:
-                    logger.warning("heartbeat found the lease lost (taken over)", extra={"run_id": run_id, "node": key})
+                    self._report_lost(run_id, key, owner)
         if not self._change_visibility(at_ms) and held is not None and not self.lost:
             # the message keeps its earlier deadline: bring the lease back under it, or the message
             # would come back while the lease still looks live (and be dropped as BUSY)
@@ -312,6 +312,19 @@ class SqsHeartbeat:
                 )
             except Exception:
                 logger.warning("heartbeat could not shorten the lease back", exc_info=True, extra={"node": key})
+
+    def _report_lost(self, run_id: str, key: str, owner: str) -> None:
+        """Warn only when another worker holds the node now: a lease that ended because the node
+        finished (its commit raced this beat) is no takeover, and is not worth a warning."""
+        try:
+            self._count("ddb_read")
+            rec = self.store.get_node(run_id, key)
+        except Exception:  # cannot tell: say what is known
+            rec = None
+        if rec is not None and rec.owner is not None and rec.owner != owner:
+            logger.warning("heartbeat found the lease lost (taken over)", extra={"run_id": run_id, "node": key})
+        else:
+            logger.debug("heartbeat: the lease ended (the node finished)", extra={"run_id": run_id, "node": key})
 
     def _change_visibility(self, at_ms: int) -> bool:
         """Set every unfinished record's visibility to V; False when SQS refused (they keep the old one)."""

@@ -24,6 +24,8 @@ CRASH_EXIT = 137
 
 
 AUDITED = (
+    "after_claim",  # a worker holds the node now (make demo kills a worker only inside an invocation)
+    "mid_item",  # a ctx.each item is about to run
     "step_executed",
     "after_checkpoint",
     "item_executed",

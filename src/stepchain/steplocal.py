@@ -176,6 +176,8 @@ def _each(ctx: StepContext, items: Sequence[T], name: str | None) -> Generator[T
         ref = codec.encode(value, scope=f"{run_id}/{key}/each")
         slowest = max(slowest, took)
         rec = EachRecord(i, ref, took, clock.now_ms(), slowest, fingerprint(items[i]))
+        if ctx.has_emits:  # the item's emits are written before its checkpoint: a re-run never repeats it
+            ctx.emits.flush()
         store.put_each(run_id, key, op, rec, generation=gen)
         probe.reached("item_checkpointed", run_id, key, detail)
         results[i] = value
@@ -247,6 +249,8 @@ def _once(
         finally:
             ctx._effect_restarted = False
     ref = codec.encode(value, scope=f"{run_id}/{key}/once")
+    if ctx.has_emits:  # the effect's emits are written before its result: a re-run never repeats it
+        ctx.emits.flush()
     winner = store.put_once(run_id, key, op, ref, clock.now_ms(), generation=gen)
     probe.reached("once_checkpointed", run_id, key, op)
     return codec.decode(winner)

@@ -161,7 +161,7 @@ class DynamoDBStore(CheckpointStore):
         return True, _attributes(resp)
 
     def _query(
-        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None
+        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None, after: str | None = None
     ) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -169,17 +169,25 @@ class DynamoDBStore(CheckpointStore):
             "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": prefix}},
             "ConsistentRead": True,
         }
+        if after is not None:  # the prefix's range from ``after`` (BETWEEN is inclusive: one more, dropped below)
+            kwargs["KeyConditionExpression"] = "pk = :pk AND sk BETWEEN :a AND :b"
+            values = {":pk": {"S": pk}, ":a": {"S": max(after, prefix)}, ":b": {"S": prefix + "\U0010ffff"}}
+            kwargs["ExpressionAttributeValues"] = values
         if newest_first:
             kwargs["ScanIndexForward"] = False
-        if limit is not None:
-            kwargs["Limit"] = limit
+        want = None if limit is None else limit + (after is not None)
+        if want is not None:
+            kwargs["Limit"] = want
         out: list[dict[str, Any]] = []
         while True:
             resp = self.client.query(**kwargs)
             out.extend(from_item(i) for i in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp or (limit is not None and len(out) >= limit):
-                return out[:limit]
+            if "LastEvaluatedKey" not in resp or (want is not None and len(out) >= want):
+                break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        if after is not None:
+            out = [i for i in out if str(i["sk"]) > after]
+        return out[:limit]
 
     def _transact_put(self, puts: Sequence[tuple[dict[str, Any], Cond]]) -> tuple[int, dict[str, Any] | None] | None:
         writes: list[Any] = []

@@ -81,6 +81,7 @@ from stepchain.api.models import (
 )
 from stepchain.api.ownership import caller_of, check_configuration, guard
 from stepchain.api.security import check_input_size
+from stepchain.api.stream import router as stream_router
 from stepchain.api.views import IterationQuery, accepted, output_fields, output_if_done, step_fields, waiting_for
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
@@ -364,6 +365,7 @@ def redrive_run(
 
 
 app.include_router(approvals_router)
+app.include_router(stream_router)
 
 
 @app.get(

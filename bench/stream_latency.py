@@ -1,5 +1,5 @@
 """Latency from ``ctx.emit`` to a reader of the run's stream, on the embedded runtime's AWS (moto's
-server on 127.0.0.1, the real DynamoDB adapter over HTTP, as ``stepchain.local`` workers use it).
+server on 127.0.0.1, the real DynamoDB adapter over HTTP, as ``stepchain.runtimes.local`` workers use it).
 
 A writer emits one event every ``--every-ms`` through the same buffer ``ctx.emit`` uses (its flush
 policy included); a reader polls ``read_events(after=)`` every ``POLL_S`` (the API's long-poll
@@ -16,7 +16,7 @@ import threading
 import time
 
 from stepchain.api.stream import POLL_S
-from stepchain.local import EmbeddedAws
+from stepchain.runtimes.local import EmbeddedAws
 from stepchain.store.dynamodb import DynamoDBStore, create_table
 from stepchain.store.stream import EmitBuffer, read_events
 

@@ -26,7 +26,7 @@ from stepchain.api.models import RUN_ID_PATTERN, ErrorResponse
 from stepchain.clock import Clock
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
-from stepchain.records import RunStatus
+from stepchain.store.records import RunStatus
 from stepchain.store.stream import read_events
 
 __all__ = ["MAX_WAIT_S", "POLL_S", "router"]

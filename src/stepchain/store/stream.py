@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepchain.exceptions import StoreConflict, ValidationError
-from stepchain.records import run_pk
 from stepchain.store.port import ABSENT, Cond, StorePort
+from stepchain.store.records import run_pk
 
 EV_PREFIX = "EV#"
 EVID_PREFIX = "EVID#"

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepchain.define.workflow import Registry
 from stepchain.engine import Engine
 from stepchain.engine.events import waiting_for
-from stepchain.ledger import RunView
-from stepchain.payloads import PayloadCodec
-from stepchain.records import RunStatus
+from stepchain.observe.ledger import RunView
 from stepchain.store.base import CheckpointStore
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import RunStatus
 from stepchain.store.stream import read_events
-from stepchain.workflow import Registry
 
 
 class RunsApi:

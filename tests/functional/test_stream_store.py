@@ -12,6 +12,7 @@ from tests.functional.test_store_contract import T0, StoreUnderTest
 
 from stepchain.exceptions import ValidationError
 from stepchain.store.memory import MemoryStore
+from stepchain.store.port import ABSENT
 from stepchain.store.stream import BATCH, EmitBuffer, PendingEvent, append_events, encode_data, head, read_events
 
 # the contract suite's fixtures: both adapters
@@ -89,3 +90,29 @@ def test_emit_validation() -> None:
         buf.emit("k", {1, 2}, "")  # not JSON
     with pytest.raises(ValidationError):
         buf.emit("k", "x" * 20_000, "")
+
+
+class _ConflictOnce:
+    """A DynamoDB client stub whose first transaction is cancelled by a concurrent one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transact_write_items(self, **_: object) -> dict[str, object]:
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.calls == 1:
+            reasons = [{"Code": "None"}, {"Code": "TransactionConflict"}]
+            error = {"Error": {"Code": "TransactionCanceledException"}, "CancellationReasons": reasons}
+            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+        return {}
+
+
+def test_dynamodb_retries_a_transaction_cancelled_by_a_concurrent_one() -> None:
+    from stepchain.store.dynamodb import DynamoDBStore
+
+    client = _ConflictOnce()
+    store = DynamoDBStore("t", client)  # type: ignore[arg-type]
+    assert store._transact_put([({"pk": "p", "sk": "s"}, ABSENT)]) is None
+    assert client.calls == 2

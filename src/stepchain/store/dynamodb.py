@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -100,6 +102,10 @@ class _Expr:
         if self.values:
             out["ExpressionAttributeValues"] = self.values
         return out
+
+
+#: a transaction cancelled by a concurrent one (``TransactionConflict``) is tried again this often
+TRANSACTION_CONFLICT_RETRIES = 4
 
 
 class DynamoDBStore(CheckpointStore):
@@ -194,15 +200,23 @@ class DynamoDBStore(CheckpointStore):
         for item, cond in puts:
             put = {"TableName": self.table, "Item": to_item(item), **_Expr().kwargs(None, cond)}
             writes.append({"Put": {**put, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}})
-        try:
-            self.client.transact_write_items(TransactItems=writes)
-        except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons", [])
-            for i, reason in enumerate(reasons):
-                if reason.get("Code") == "ConditionalCheckFailed":
-                    return i, from_item(reason["Item"]) if "Item" in reason else None
-            raise
-        return None
+        for attempt in range(TRANSACTION_CONFLICT_RETRIES + 1):
+            try:
+                self.client.transact_write_items(TransactItems=writes)
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                for i, reason in enumerate(reasons):
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        return i, from_item(reason["Item"]) if "Item" in reason else None
+                # a concurrent transaction on one of the items (two stream writers racing for the
+                # same sequence number): this one wrote nothing, so trying again is safe
+                conflict = any(r.get("Code") == "TransactionConflict" for r in reasons)
+                if not conflict or attempt == TRANSACTION_CONFLICT_RETRIES:
+                    raise
+                time.sleep(0.01 * (attempt + 1) * (1 + random.random()))
+            else:
+                return None
+        return None  # not reached: the last attempt returns or raises
 
     # -- index queries (each adapter has its own cursor) --------------------------------------------
     def list_runs(

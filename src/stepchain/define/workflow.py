@@ -35,7 +35,9 @@ class Workflow:
     ...     return f"hello {name}"
     """
 
-    def __init__(self, name: str, *, version: str | None = None, max_iterations: int = 100) -> None:
+    def __init__(
+        self, name: str, *, version: str | None = None, max_iterations: int = 100, stream_lifecycle: bool = False
+    ) -> None:
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
         if not isinstance(max_iterations, int) or not 1 <= max_iterations <= 99_999:
@@ -43,6 +45,8 @@ class Workflow:
         self.name = name
         #: per-run cap on loop iterations (iteration numbers 0 .. max_iterations - 1)
         self.max_iterations = max_iterations
+        #: steps add ``node.*`` lifecycle events to the run's progress stream (one more write per invocation)
+        self.stream_lifecycle = stream_lifecycle
         self._version = version
         self._nodes: list[Node] = []
         self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains

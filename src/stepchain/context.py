@@ -17,6 +17,7 @@ from stepchain.logs import LambdaContextLike, logger
 from stepchain.payloads import PayloadCodec
 from stepchain.probe import NoProbe, Probe
 from stepchain.records import NodeRecord, NodeStatus, node_key, parse_node_key
+from stepchain.state import StateBox
 from stepchain.steplocal import Scopes, run_each, run_each_async, run_once, run_once_async
 from stepchain.store.base import CheckpointStore
 
@@ -67,6 +68,8 @@ class StepContext:
     owner: str | None = None
     #: the loop iteration this step runs in (0 until a routing step sends the run back)
     iteration: int = 0
+    #: the run's durable state as this step sees it (None: the workflow declares none, or a map item)
+    state_box: StateBox | None = None
     #: ``ctx.each`` items checkpointed by this invocation (each invocation gets a fresh context)
     _items_done: int = field(default=0, init=False)
     _ops: Scopes = field(default_factory=Scopes, init=False)
@@ -109,6 +112,24 @@ class StepContext:
         """True inside a ``ctx.once`` function (or its ``reconcile``) when an earlier attempt started
         this effect and never checkpointed its result: the effect may already have happened."""
         return self._effect_restarted
+
+    @property
+    def state(self) -> Any:
+        """The run's durable state (the workflow's ``state`` model), with this step's updates so far."""
+        if self.state_box is None:
+            raise ValidationError(
+                f"step {self.key!r} has no durable state: its workflow declares none (Workflow(state=...)), "
+                "or it is a map item (items get their input only)"
+            )
+        return self.state_box.value
+
+    def update_state(self, **changes: Any) -> Any:
+        """Merge ``changes`` into the state (each field by its rule, :mod:`stepchain.state`); the
+        result is checkpointed with this step's output, exactly once. Returns the new state."""
+        if self.state_box is None:
+            self.state  # noqa: B018 -- raises the error saying why there is no state
+        assert self.state_box is not None
+        return self.state_box.update(changes)
 
     def remaining_ms(self) -> int:
         return int(self.lambda_context.get_remaining_time_in_millis())

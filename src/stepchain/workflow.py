@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
 from stepchain.routing import END
+from stepchain.state import check_model
 from stepchain.step_options import RetryPolicy as RetryPolicy  # re-exported
 from stepchain.step_options import deploy_settings as deploy_settings
 
@@ -66,6 +67,8 @@ class Node:
     #: call / parallel only: (branch, workflow name) of each child run; a call has one branch, "call"
     branches: tuple[tuple[str, str], ...] = ()
     on_error: str = "fail"  # parallel only: "fail" | "collect"
+    #: wait only: merge the event's payload (a dict of state fields) into the run's durable state
+    into_state: bool = False
 
     @property
     def runs_user_code(self) -> bool:
@@ -103,6 +106,8 @@ class Node:
         if self.kind in CHILD_KINDS:  # only then: the versions of other workflows stay what they were
             sig["branches"] = [list(b) for b in self.branches]
             sig["on_error"] = self.on_error
+        if self.into_state:  # only then: the versions of other workflows stay what they were
+            sig["into_state"] = True
         return sig
 
 
@@ -115,7 +120,9 @@ class Workflow:
     ...     return f"hello {name}"
     """
 
-    def __init__(self, name: str, *, version: str | None = None, max_iterations: int = 100) -> None:
+    def __init__(
+        self, name: str, *, version: str | None = None, max_iterations: int = 100, state: type[Any] | None = None
+    ) -> None:
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
         if not isinstance(max_iterations, int) or not 1 <= max_iterations <= 99_999:
@@ -123,6 +130,8 @@ class Workflow:
         self.name = name
         #: per-run cap on loop iterations (iteration numbers 0 .. max_iterations - 1)
         self.max_iterations = max_iterations
+        #: the run's durable state model (a pydantic model, :mod:`stepchain.state`); None: no state
+        self.state: type[Any] | None = None if state is None else check_model(state)
         self._version = version
         self._nodes: list[Node] = []
         self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains
@@ -218,16 +227,29 @@ class Workflow:
             raise ValidationError("sleep seconds must be >= 1")
         self._add(Node(name or f"sleep_{len(self._nodes)}", NodeKind.SLEEP, seconds=int(seconds), timeout_s=30))
 
-    def wait_for_event(self, event: str, *, timeout_s: int = 86400, name: str | None = None) -> None:
+    def wait_for_event(
+        self, event: str, *, timeout_s: int = 86400, name: str | None = None, into_state: bool = False
+    ) -> None:
         """Suspend the run until ``event`` is delivered; its payload becomes the next step's input.
 
         If nothing arrives within ``timeout_s`` the run fails with an ``EventTimeout`` error.
+        ``into_state``: the payload (a dict of fields of the workflow's ``state`` model) is also
+        merged into the run's durable state, each field by its rule (:mod:`stepchain.state`).
         """
+        if into_state and self.state is None:
+            raise ValidationError(f"wait_for_event({event!r}, into_state=True) needs Workflow(state=...)")
         if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", event):
             raise ValidationError(f"event name {event!r} must match [a-z][a-z0-9_-]*")
         if timeout_s < 1:
             raise ValidationError("wait_for_event timeout_s must be >= 1")
-        node = Node(name or event.replace("-", "_"), NodeKind.WAIT, event=event, seconds=int(timeout_s), timeout_s=30)
+        node = Node(
+            name or event.replace("-", "_"),
+            NodeKind.WAIT,
+            event=event,
+            seconds=int(timeout_s),
+            timeout_s=30,
+            into_state=into_state,
+        )
         self._add(node)
 
     def call(self, workflow: str | Workflow, *, name: str | None = None) -> None:

@@ -18,6 +18,7 @@ from stepchain.engine.shared import key_of
 from stepchain.logs import LambdaContextLike
 from stepchain.messages import Activation, Outcome, OutcomeKind
 from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
+from stepchain.state import StateBox, state_update
 from stepchain.store.base import NodeChanges, RunChanges
 from stepchain.workflow import Node, Workflow
 
@@ -34,7 +35,15 @@ def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lambd
         if w.input_of(wf, node, msg, rec) is None and wf.prev_of(node.id) is not None:
             return w.release(msg, key, rec, "predecessor not finished")
         deadline = now + node.seconds * 1000
-        changes = NodeChanges(NodeStatus.WAITING, now, wake_at_ms=deadline, event_name=node.event, task_token=msg.token)
+        state = w.state_of(wf, node, msg)  # kept with the wait: its successor goes on from it
+        changes = NodeChanges(
+            NodeStatus.WAITING,
+            now,
+            wake_at_ms=deadline,
+            event_name=node.event,
+            task_token=msg.token,
+            state_ref=state,
+        )
         w.store.finish(msg.run_id, key, changes, owner=rec.owner)
         w.store.update_run(
             msg.run_id, RunChanges(now, status=RunStatus.WAITING, current=key), expect=(RunStatus.RUNNING,)
@@ -81,7 +90,10 @@ def complete_wait(
     now = w.clock.now_ms()
     msg = Activation(run.run_id, run.workflow, run.version, node.id, token=rec.task_token, iteration=rec.iteration)
     inv = Invocation(rec.started_ms or rec.created_ms, now, "event")
-    changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv, prior=rec)
+    state = merged_state(w, wf, node, rec, payload_ref)
+    changes = NodeChanges(
+        NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv, prior=rec, state_ref=state
+    )
     out = w.commit(wf, node, msg, rec.key, changes, owner=None, expect=(NodeStatus.WAITING,))
     if out.kind is not OutcomeKind.DONE:
         return False
@@ -95,6 +107,16 @@ def complete_wait(
         w.probe.reached("api_event", run.run_id, rec.key)
     w.lifecycle.resume_wait(msg, out.next[0] if out.next else None)
     return True
+
+
+def merged_state(w: KindServices, wf: Workflow, node: Node, rec: NodeRecord, payload_ref: str) -> str | None:
+    """The durable state after the wait: the one it waited with, the event's payload merged in
+    (``into_state``). A function of the two references: completing the wait again gives the same."""
+    if wf.state is None or not node.into_state:
+        return None  # the commit passes on the state the wait holds
+    box = StateBox(wf.state, rec.state_ref, w.codec.decode)
+    box.update(state_update(w.codec.decode(payload_ref)))
+    return w.codec.encode(box.dump(), scope=f"{rec.run_id}/{rec.key}/state")
 
 
 class WaitHandler(NodeKindHandler):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -157,3 +158,22 @@ def test_a_state_model_needs_defaults_and_into_state_needs_a_model() -> None:
         Workflow("bad-state", state=NoDefault)
     with pytest.raises(ValidationError):
         Workflow("no-state").wait_for_event("go", into_state=True)
+
+
+def test_the_readme_example_runs() -> None:
+    """README's durable-state block, as written: it loops through the approval three times."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Durable run state")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    ns: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec", dont_inherit=True), ns)  # our own README
+    with Harness(ns["agent"]) as h:
+        rid = h.start("agent", "refunds")
+        h.run(rid)
+        h.send_event(rid, "approve", {"approved_by": "ann"}, iteration=0)  # first approval only:
+        h.run(rid)  # the loop goes on through later iterations' waits
+        for it in (1, 2):
+            h.send_event(rid, "approve", {"approved_by": f"bob{it}"}, iteration=it)
+            h.run(rid)
+        assert h.output(rid)["turns"] == 3 and h.output(rid)["approved_by"] == "bob2"
+        assert h.view(rid).state["notes"] == ["looked into refunds"] * 3

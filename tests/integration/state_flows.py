@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel
 
 from stepchain import END, TerminalError, Workflow, goto
-from stepchain.state import add, append
+from stepchain.define.state import add, append
 
 TURNS = 2
 TOOL_CALLS: Counter[tuple[str, int]] = Counter()  # (run id, iteration) -> real tool executions

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from tests.integration.state_flows import TOOL_CALLS, TURNS, AgentState, agent, expected
 
 from stepchain import ValidationError, Workflow
-from stepchain.state import add
+from stepchain.define.state import add
 from stepchain.testing import API_BOUNDARIES, WORKER_BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
 
 ALL_NODES = ("plan", "act", "approval", "review")

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from stepchain import END, TerminalError, ValidationError, Workflow, goto
-from stepchain.state import append
+from stepchain.define.state import append
 from stepchain.testing import Harness, SfnHarness
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from stepchain import RetryPolicy, Workflow
-from stepchain.asl import (
+from stepchain.cli import main
+from stepchain.deploy.asl import (
     LAMBDA_INVOKE,
     LAMBDA_INVOKE_CALLBACK,
     SIGNAL_ERRORS,
@@ -22,7 +23,6 @@ from stepchain.asl import (
     to_asl,
     write_asl,
 )
-from stepchain.cli import main
 
 STATE_TYPES = {"Task", "Choice", "Wait", "Map", "Pass", "Fail", "Succeed"}
 
@@ -150,7 +150,7 @@ def test_step_task_payload_is_a_reference_and_results_are_selected() -> None:
         "iteration.$": "$.iteration",
         "src.$": "$.src",
         "input.$": "$.input",
-        "state.$": "$.state",  # the run's durable state reference (stepchain.state)
+        "state.$": "$.state",  # the run's durable state reference (stepchain.define.state)
     }
     fields = ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
     assert set(task["ResultSelector"]) == {f"{f}.$" for f in (*fields, "iteration", "src", "input", "state", "route")}

@@ -91,3 +91,24 @@ def test_state_through_the_kinds_with_duplicate_delivery() -> None:
         rid = h.start("state-kinds", None)
         assert h.run(rid) == "SUCCEEDED"
         assert h.output(rid) == EXPECTED
+
+
+inside = Workflow("state-inside-once", state=Trail)
+
+
+@inside.step()
+def effect(ctx: Any, _: Any) -> str:
+    with pytest.raises(ValidationError, match="outside"):  # a replay would not run it again
+        ctx.once("e", lambda: ctx.update_state(seen=["lost on a replay"]))
+    with pytest.raises(ValidationError, match="outside"):
+        ctx.each([1], lambda i: ctx.update_state(seen=[f"item{i}"]))
+    result = ctx.once("e2", lambda: "charged")
+    ctx.update_state(seen=[result])  # the supported way: the checkpointed result, outside
+    return result
+
+
+def test_update_state_inside_once_or_each_is_refused() -> None:
+    with Harness(inside) as h:
+        rid = h.start("state-inside-once", None)
+        assert h.run(rid) == "SUCCEEDED", h.view(rid).error
+        assert h.view(rid).state == {"seen": ["charged"]}

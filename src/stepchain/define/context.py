@@ -107,6 +107,11 @@ class StepContext:
         if self.state_box is None:
             self.state  # noqa: B018 -- raises the error saying why there is no state
         assert self.state_box is not None
+        if self._ops.current:  # a replay serves that function's result from its checkpoint: never re-run
+            raise ValidationError(
+                f"ctx.update_state inside a ctx.each item or ctx.once function ({self._ops.current}) would be "
+                "lost when that result is served from its checkpoint: call it with the result, outside"
+            )
         return self.state_box.update(changes)
 
     def remaining_ms(self) -> int:

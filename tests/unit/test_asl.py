@@ -150,9 +150,10 @@ def test_step_task_payload_is_a_reference_and_results_are_selected() -> None:
         "iteration.$": "$.iteration",
         "src.$": "$.src",
         "input.$": "$.input",
+        "state.$": "$.state",  # the run's durable state reference (stepchain.define.state)
     }
     fields = ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
-    assert set(task["ResultSelector"]) == {f"{f}.$" for f in (*fields, "iteration", "src", "input", "route")}
+    assert set(task["ResultSelector"]) == {f"{f}.$" for f in (*fields, "iteration", "src", "input", "state", "route")}
     assert all(v.startswith("$.Payload.") for v in task["ResultSelector"].values())
     assert task["TimeoutSeconds"] > 120  # the node's timeout plus a margin
     assert task["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "fetch_pages.failed"}

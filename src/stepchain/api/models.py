@@ -200,6 +200,10 @@ class RunDetail(OutputFields):
     children: list[dict[str, Any]] = Field(
         default_factory=list, description="Child runs (call/parallel nodes): id, node, branch, status, totals."
     )
+    state: Any = Field(
+        default=None,
+        description="The run's durable state (Workflow(state=...)): its fields, or {blob, bytes} when stored in S3.",
+    )
     links: Links
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar, overload
 
 from aws_lambda_powertools import Logger
 
+from stepchain.define.state import StateBox
 from stepchain.define.step_state import CostMeter, StepServices
 from stepchain.define.steplocal import Scopes, run_each, run_each_async, run_once, run_once_async
 from stepchain.exceptions import StepNotFound, ValidationError
@@ -48,6 +49,8 @@ class StepContext:
     iteration: int = 0
     #: the node's invocation number (1 for the first; continuations, crashes and retries add one)
     invocation: int = 1
+    #: the run's durable state as this step sees it (None: the workflow declares none, or a map item)
+    state_box: StateBox | None = None
     #: ``ctx.each`` items checkpointed by this invocation (each invocation gets a fresh context)
     _items_done: int = field(default=0, init=False)
     _ops: Scopes = field(default_factory=Scopes, init=False)
@@ -152,6 +155,29 @@ class StepContext:
         if pending:
             self.emit(kind, {"text": "".join(pending)})
         return "".join(parts)
+
+    @property
+    def state(self) -> Any:
+        """The run's durable state (the workflow's ``state`` model), with this step's updates so far."""
+        if self.state_box is None:
+            raise ValidationError(
+                f"step {self.key!r} has no durable state: its workflow declares none (Workflow(state=...)), "
+                "or it is a map item (items get their input only)"
+            )
+        return self.state_box.value
+
+    def update_state(self, **changes: Any) -> Any:
+        """Merge ``changes`` into the state (each field by its rule, :mod:`stepchain.define.state`); the
+        result is checkpointed with this step's output, exactly once. Returns the new state."""
+        if self.state_box is None:
+            self.state  # noqa: B018 -- raises the error saying why there is no state
+        assert self.state_box is not None
+        if self._ops.current:  # a replay serves that function's result from its checkpoint: never re-run
+            raise ValidationError(
+                f"ctx.update_state inside a ctx.each item or ctx.once function ({self._ops.current}) would be "
+                "lost when that result is served from its checkpoint: call it with the result, outside"
+            )
+        return self.state_box.update(changes)
 
     def remaining_ms(self) -> int:
         return int(self.lambda_context.get_remaining_time_in_millis())

@@ -55,6 +55,8 @@ class Node:
     #: call / parallel only: (branch, workflow name) of each child run; a call has one branch, "call"
     branches: tuple[tuple[str, str], ...] = ()
     on_error: str = "fail"  # parallel only: "fail" | "collect"
+    #: wait only: merge the event's payload (a dict of state fields) into the run's durable state
+    into_state: bool = False
 
     @property
     def runs_user_code(self) -> bool:
@@ -92,6 +94,8 @@ class Node:
         if self.kind in CHILD_KINDS:  # only then: the versions of other workflows stay what they were
             sig["branches"] = [list(b) for b in self.branches]
             sig["on_error"] = self.on_error
+        if self.into_state:  # only then: the versions of other workflows stay what they were
+            sig["into_state"] = True
         return sig
 
 

@@ -18,6 +18,7 @@ from stepchain.define.nodes import CHILD_KINDS as CHILD_KINDS  # re-exported: th
 from stepchain.define.nodes import Node as Node
 from stepchain.define.nodes import NodeKind as NodeKind
 from stepchain.define.routing import END
+from stepchain.define.state import check_model
 from stepchain.define.step_options import RetryPolicy as RetryPolicy  # re-exported
 from stepchain.define.step_options import deploy_settings as deploy_settings
 from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
@@ -36,7 +37,13 @@ class Workflow:
     """
 
     def __init__(
-        self, name: str, *, version: str | None = None, max_iterations: int = 100, stream_lifecycle: bool = False
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        max_iterations: int = 100,
+        stream_lifecycle: bool = False,
+        state: type[Any] | None = None,
     ) -> None:
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
@@ -47,6 +54,8 @@ class Workflow:
         self.max_iterations = max_iterations
         #: steps add ``node.*`` lifecycle events to the run's progress stream (one more write per invocation)
         self.stream_lifecycle = stream_lifecycle
+        #: the run's durable state model (a pydantic model, :mod:`stepchain.define.state`); None: no state
+        self.state: type[Any] | None = None if state is None else check_model(state)
         self._version = version
         self._nodes: list[Node] = []
         self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains
@@ -142,16 +151,29 @@ class Workflow:
             raise ValidationError("sleep seconds must be >= 1")
         self._add(Node(name or f"sleep_{len(self._nodes)}", NodeKind.SLEEP, seconds=int(seconds), timeout_s=30))
 
-    def wait_for_event(self, event: str, *, timeout_s: int = 86400, name: str | None = None) -> None:
+    def wait_for_event(
+        self, event: str, *, timeout_s: int = 86400, name: str | None = None, into_state: bool = False
+    ) -> None:
         """Suspend the run until ``event`` is delivered; its payload becomes the next step's input.
 
         If nothing arrives within ``timeout_s`` the run fails with an ``EventTimeout`` error.
+        ``into_state``: the payload (a dict of fields of the workflow's ``state`` model) is also
+        merged into the run's durable state, each field by its rule (:mod:`stepchain.define.state`).
         """
+        if into_state and self.state is None:
+            raise ValidationError(f"wait_for_event({event!r}, into_state=True) needs Workflow(state=...)")
         if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", event):
             raise ValidationError(f"event name {event!r} must match [a-z][a-z0-9_-]*")
         if timeout_s < 1:
             raise ValidationError("wait_for_event timeout_s must be >= 1")
-        node = Node(name or event.replace("-", "_"), NodeKind.WAIT, event=event, seconds=int(timeout_s), timeout_s=30)
+        node = Node(
+            name or event.replace("-", "_"),
+            NodeKind.WAIT,
+            event=event,
+            seconds=int(timeout_s),
+            timeout_s=30,
+            into_state=into_state,
+        )
         self._add(node)
 
     def call(self, workflow: str | Workflow, *, name: str | None = None) -> None:

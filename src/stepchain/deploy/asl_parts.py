@@ -46,8 +46,8 @@ SIGNAL_ERRORS = tuple(signal_error(s) for s in SIGNALLED)
 
 #: the fields of every task result (``stepchain.runtimes.aws.sfn_worker`` always returns all of them)
 STATE_FIELDS = ("run_id", "workflow", "version", "node", "index", "status", "wake_at", "items", "error")
-#: ... and the successor's loop iteration, input's node, input and node (``stepchain.engine.routing``)
-ROUTE_FIELDS = ("iteration", "src", "input", "route")
+#: ... and the successor's loop iteration, input's node, input, state and node (``stepchain.engine.routing``)
+ROUTE_FIELDS = ("iteration", "src", "input", "state", "route")
 
 
 def placeholder(function_name: str) -> str:
@@ -62,7 +62,7 @@ def _ids(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def _input(extra: dict[str, Any]) -> dict[str, Any]:
     """A node's own task payload: its ids, and the input its predecessor handed on (a reference)."""
-    return _ids({"src.$": "$.src", "input.$": "$.input", **extra})
+    return _ids({"src.$": "$.src", "input.$": "$.input", "state.$": "$.state", **extra})
 
 
 def _add_goto(states: dict[str, Any], node: Node, nxt: str) -> str:

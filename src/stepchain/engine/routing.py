@@ -58,15 +58,19 @@ def chosen_route(wf: Workflow, node: Node, iteration: int, output: object) -> tu
 
 
 def next_activation(
-    wf: Workflow, node: Node, msg: Activation, route: str | None, output_ref: str | None
+    wf: Workflow, node: Node, msg: Activation, route: str | None, output_ref: str | None, state_ref: str | None = None
 ) -> Activation | None:
-    """The successor's activation, carrying the key of its input's node and (when short) the input."""
+    """The successor's activation, carrying the key of its input's node and (when short) the input
+    and the run's durable state reference."""
     nxt = successor(wf, node, msg.iteration, route)
     if nxt is None:
         return None
     short = output_ref if output_ref is not None and len(output_ref) <= MAX_INPUT_IN_MESSAGE else None
     src = node_key(node.id, None, msg.iteration)
-    return Activation(msg.run_id, msg.workflow, msg.version, nxt[0].id, iteration=nxt[1], src=src, input=short)
+    state = state_ref if state_ref is not None and len(state_ref) <= MAX_INPUT_IN_MESSAGE else None
+    return Activation(
+        msg.run_id, msg.workflow, msg.version, nxt[0].id, iteration=nxt[1], src=src, input=short, state=state
+    )
 
 
 def source_of(wf: Workflow, key: str, nodes: dict[str, NodeRecord]) -> str | None:

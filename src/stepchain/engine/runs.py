@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from stepchain.clock import Clock
+from stepchain.define.state import check_event
 from stepchain.define.workflow import Registry, Workflow
 from stepchain.engine.events import event_target
 from stepchain.engine.lifecycle import finish_cancel, run_ended
@@ -122,6 +123,8 @@ class RunService:
             raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
         wf = self.worker.pinned(run)
         node = wf.wait_node(name)
+        if node.into_state and wf.state is not None:
+            check_event(wf.state, payload)  # a payload that cannot merge into the state: 400, not stored
         it = event_target(self.store, wf, run_id, node, iteration)  # raises EventIterationError
         key, stored = node_key(node.id, None, it), event_key(name, it)
         ref = self.codec.encode(payload, scope=f"{run_id}/events/{stored}")
@@ -161,7 +164,7 @@ class RunService:
             msg = Activation(
                 run.run_id, run.workflow, run.version, rec.node, token=rec.task_token, iteration=rec.iteration
             )
-            succ = next_activation(wf, wf.node(rec.node), msg, rec.route, rec.output_ref)
+            succ = next_activation(wf, wf.node(rec.node), msg, rec.route, rec.output_ref, rec.state_ref)
             succ_rec = None if succ is None else self.store.get_node(run.run_id, key_of(succ))
             if succ is not None and (succ_rec is None or succ_rec.status is NodeStatus.PENDING):
                 now = self.clock.now_ms()  # the caller may have died before the run left WAITING

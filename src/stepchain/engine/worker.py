@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from stepchain.clock import Clock, SystemClock
@@ -156,6 +157,23 @@ class Worker:
             return None
         return prev_rec.output_ref
 
+    def state_of(self, wf: Workflow, node: Node, msg: Activation) -> str | None:
+        """The durable state reference the node starts from: the one its activation carries (no
+        read), else the one stored with the node it names (``src``) or its chain predecessor.
+        None: the model's defaults (the first node, or a workflow without state)."""
+        if wf.state is None or msg.index is not None:
+            return None
+        if msg.state is not None:
+            return msg.state
+        src = msg.src
+        if src is None:
+            prev = wf.prev_of(node.id)
+            if prev is None:
+                return None
+            src = node_key(prev.id, None, msg.iteration)
+        prev_rec = self.store.get_node(msg.run_id, src)
+        return None if prev_rec is None else prev_rec.state_ref
+
     def release(self, msg: Activation, key: str, rec: NodeRecord, why: str) -> Outcome:
         """Undo a claim made by a message that came too early (its predecessor is not done)."""
         self.store.finish(msg.run_id, key, NodeChanges(NodeStatus.PENDING, self.clock.now_ms()), owner=rec.owner)
@@ -175,7 +193,9 @@ class Worker:
         late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
         keeper = heartbeat.active()  # with an SQS heartbeat a redelivery may come sooner: ask SQS
         late = late or (keeper is not None and keeper.redelivered)
-        nxt = None if msg.index is not None else next_activation(wf, node, msg, rec.route, rec.output_ref)
+        nxt = (
+            None if msg.index is not None else next_activation(wf, node, msg, rec.route, rec.output_ref, rec.state_ref)
+        )
         if not late:
             if nxt is None and msg.index is None:
                 self.finish_run(msg, rec.output_ref)
@@ -222,14 +242,18 @@ class Worker:
         owner: str | None,
         expect: tuple[NodeStatus, ...] = (NodeStatus.RUNNING,),
     ) -> Outcome:
-        """Checkpoint the node's output (one conditional write) and name what comes next."""
+        """Checkpoint the node's output (one conditional write) and name what comes next. With a
+        durable state, a node that did not change it passes on the state it started from."""
+        if wf.state is not None and changes.state_ref is None and msg.index is None:
+            held = changes.prior.state_ref if changes.prior is not None else None
+            changes = replace(changes, state_ref=held if held is not None else self.state_of(wf, node, msg))
         if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
         self.probe.reached("after_checkpoint", msg.run_id, key)
         handler, scope = handler_for(node), ActivationScope(self, wf, node, msg)
         if handler.owns_successor(scope):  # a map item: the map starts the next item or joins
             return handler.after_checkpoint(scope)
-        nxt = next_activation(wf, node, msg, changes.route, changes.output_ref)
+        nxt = next_activation(wf, node, msg, changes.route, changes.output_ref, changes.state_ref)
         if nxt is None:
             self.finish_run(msg, changes.output_ref)
             return Outcome(OutcomeKind.DONE)

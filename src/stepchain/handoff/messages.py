@@ -40,6 +40,8 @@ class Activation:
     src: str | None = None
     #: that output's reference string itself, when short: the worker needs no read for its input
     input: str | None = None
+    #: the run's durable state reference (:mod:`stepchain.define.state`) the node starts from, when short
+    state: str | None = None
 
     def with_(self, **changes: Any) -> Activation:
         return replace(self, **changes)
@@ -63,6 +65,8 @@ class Activation:
             d["src"] = self.src
         if self.input is not None:
             d["input"] = self.input
+        if self.state is not None:
+            d["state"] = self.state
         return d
 
     def to_json(self) -> str:
@@ -83,6 +87,7 @@ class Activation:
                 iteration=int(d.get("iteration") or 0),
                 src=d.get("src"),
                 input=d.get("input"),
+                state=d.get("state"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"not a stepchain activation: {exc}") from exc
@@ -143,5 +148,5 @@ def route_state(then: Activation | None, iteration: int = 0) -> dict[str, Any]:
     run ended), iteration, input's node and input. ``then`` unknown: the chain's successor in
     ``iteration`` (the current node's) reads its input."""
     if then is None:  # nothing to hand on (or not known here): a successor reads its input
-        return {"route": "__end__", "iteration": iteration, "src": None, "input": None}
-    return {"route": then.node, "iteration": then.iteration, "src": then.src, "input": then.input}
+        return {"route": "__end__", "iteration": iteration, "src": None, "input": None, "state": None}
+    return {"route": then.node, "iteration": then.iteration, "src": then.src, "input": then.input, "state": then.state}

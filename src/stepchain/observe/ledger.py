@@ -13,6 +13,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from stepchain.define.state import view_of
 from stepchain.define.workflow import Registry, Workflow
 from stepchain.observe.pricing import Prices, load_prices
 from stepchain.store.base import CheckpointStore
@@ -96,6 +97,8 @@ class RunView:
     parent: str | None = None
     #: child runs of call/parallel nodes (engine/nodes/views.py: each kind's rows): their totals are in ``totals``
     children: list[dict[str, Any]] = field(default_factory=list)
+    #: the run's durable state (:mod:`stepchain.define.state`): inline, or ``{"blob", "bytes"}`` when in S3
+    state: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -252,7 +255,22 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
         restart_tax_avoided=RestartTax(len(crash_events), round(tax_s, 3), round(tax_usd, 9)),
         crash_events=[c.to_dict() for c in crash_events],
         parent=run.parent,
+        state=current_state(records, _order(wf, records)),
     )
+
+
+def current_state(records: list[NodeRecord], order: dict[str, int]) -> Any:
+    """The durable state stored with the run's latest node: the last loop iteration, then the last
+    written, then the furthest down the chain (a waiting node holds the state it waits with)."""
+    held = [r for r in records if r.state_ref is not None and r.index is None]
+    if not held:
+        return None
+
+    def rank(r: NodeRecord) -> tuple[int, int, int]:
+        return r.iteration, r.updated_ms or r.ended_ms or r.created_ms, order.get(r.node, -1)
+
+    last = max(held, key=rank)
+    return view_of(last.state_ref)
 
 
 def _order(wf: Workflow | None, records: list[NodeRecord]) -> dict[str, int]:

@@ -45,6 +45,7 @@ def node_update(c: NodeChanges, push: HistoryPush | None = None) -> Update:
         ("task_token", c.task_token),
         ("items_total", c.items_total),
         ("route", c.route),
+        ("state", c.state_ref),
     ):
         if value is not None:
             sets[name] = value

@@ -209,6 +209,8 @@ class NodeRecord:
     route: str | None = None  # the successor a routing step chose (a node id or END); None: the chain's
     #: AWS requests made for this node, by counter (:mod:`stepchain.requests`)
     requests: dict[str, int] = field(default_factory=dict)
+    #: the run's durable state after this node (or, for a waiting node, the state it waits with)
+    state_ref: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -227,6 +229,7 @@ class NodeRecord:
             status=NodeStatus(item["status"]),
             input_ref=item.get("input"),
             output_ref=item.get("output"),
+            state_ref=item.get("state"),
             attempts=int(item.get("attempts", 1)),
             invocations=int(item.get("invocations", 0)),
             crashes=int(item.get("crashes", 0)),

@@ -132,7 +132,8 @@ def activate(
         input_ref = w.input_of(wf, node, msg, rec)
         if input_ref is None:
             return w.release(msg, key, rec, "predecessor not finished")
-        changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token)
+        state = w.state_of(wf, node, msg)  # kept with the node: its join passes it on (children get input only)
+        changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token, state_ref=state)
         if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
         current = replace(rec, status=NodeStatus.WAITING, input_ref=input_ref, task_token=msg.token, owner=None)

@@ -46,7 +46,10 @@ def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: La
         item_key = node_key(node.id, i, msg.iteration)
         w.store.put_node_if_absent(NodeInit(msg.run_id, item_key, node.id, ref, index=i), now)
     inv = Invocation(now, w.clock.now_ms(), "fanned_out")
-    changes = NodeChanges(NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv, prior=rec)
+    state = w.state_of(wf, node, msg)  # kept with the map: its join passes it on (items only read input)
+    changes = NodeChanges(
+        NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv, prior=rec, state_ref=state
+    )
     w.store.finish(msg.run_id, key, changes, owner=rec.owner)
     if not items:
         return join(w, wf, node, msg)
@@ -117,6 +120,7 @@ def join(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
         add_cost_nano=sum(round(i.cost_usd * 1e9) for i in items),
         add_input_tokens=sum(i.input_tokens for i in items),
         add_output_tokens=sum(i.output_tokens for i in items),
+        state_ref=parent.state_ref,
     )
     out = w.commit(wf, node, msg.with_(index=None), key, changes, owner=None, expect=(NodeStatus.FANNED_OUT,))
     if out.kind is OutcomeKind.DROPPED:

@@ -15,6 +15,7 @@ from typing import Any
 
 from stepchain.define.aio import budget_ms, run_coroutine
 from stepchain.define.context import CostMeter, StepContext
+from stepchain.define.state import StateBox
 from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
@@ -54,6 +55,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         owner=rec.owner,
         iteration=msg.iteration,
         invocation=rec.invocations,
+        state_box=state_box(w, wf, node, msg),
     )
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
@@ -68,6 +70,11 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         output, route = chosen_route(wf, node, msg.iteration, output)
         w.probe.reached("step_executed", msg.run_id, key)
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
+        state_ref = None
+        if ctx.state_box is not None:  # the state after the step, checkpointed with its output
+            box = ctx.state_box
+            keep = box.ref is not None and not box.changed
+            state_ref = box.ref if keep else w.codec.encode(box.dump(), scope=f"{msg.run_id}/{key}/state")
     except ContinueInNewInvocation as sig:
         stream_end(ctx, wf, "continued", {"reason": sig.reason}, f"continued|i{rec.invocations}")
         now = w.clock.now_ms()
@@ -90,9 +97,25 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")
     changes = w.ledger(
-        NodeStatus.SUCCEEDED, now, t0, ctx.cost, inv, output_ref=out_ref, ended=True, prior=rec, route=route
+        NodeStatus.SUCCEEDED,
+        now,
+        t0,
+        ctx.cost,
+        inv,
+        output_ref=out_ref,
+        ended=True,
+        prior=rec,
+        route=route,
+        state_ref=state_ref,
     )
     return w.commit(wf, node, msg, key, changes, owner=owner)
+
+
+def state_box(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> StateBox | None:
+    """The durable state the step sees (decoded on first read); None without a state or in a map item."""
+    if wf.state is None or msg.index is not None:
+        return None
+    return StateBox(wf.state, w.state_of(wf, node, msg), w.codec.decode)
 
 
 def step_failed(

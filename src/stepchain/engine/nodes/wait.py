@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepchain.define.nodes import Node
+from stepchain.define.state import StateBox, state_update
 from stepchain.define.workflow import Workflow
 from stepchain.deploy.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
 from stepchain.engine.nodes.base import NodeKindHandler
@@ -35,7 +36,15 @@ def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lambd
         if w.input_of(wf, node, msg, rec) is None and wf.prev_of(node.id) is not None:
             return w.release(msg, key, rec, "predecessor not finished")
         deadline = now + node.seconds * 1000
-        changes = NodeChanges(NodeStatus.WAITING, now, wake_at_ms=deadline, event_name=node.event, task_token=msg.token)
+        state = w.state_of(wf, node, msg)  # kept with the wait: its successor goes on from it
+        changes = NodeChanges(
+            NodeStatus.WAITING,
+            now,
+            wake_at_ms=deadline,
+            event_name=node.event,
+            task_token=msg.token,
+            state_ref=state,
+        )
         w.store.finish(msg.run_id, key, changes, owner=rec.owner)
         w.store.update_run(
             msg.run_id, RunChanges(now, status=RunStatus.WAITING, current=key), expect=(RunStatus.RUNNING,)
@@ -82,7 +91,10 @@ def complete_wait(
     now = w.clock.now_ms()
     msg = Activation(run.run_id, run.workflow, run.version, node.id, token=rec.task_token, iteration=rec.iteration)
     inv = Invocation(rec.started_ms or rec.created_ms, now, "event")
-    changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv, prior=rec)
+    state = merged_state(w, wf, node, rec, payload_ref)
+    changes = NodeChanges(
+        NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv, prior=rec, state_ref=state
+    )
     out = w.commit(wf, node, msg, rec.key, changes, owner=None, expect=(NodeStatus.WAITING,))
     if out.kind is not OutcomeKind.DONE:
         return False
@@ -96,6 +108,16 @@ def complete_wait(
         w.probe.reached("api_event", run.run_id, rec.key)
     w.lifecycle.resume_wait(msg, out.next[0] if out.next else None)
     return True
+
+
+def merged_state(w: KindServices, wf: Workflow, node: Node, rec: NodeRecord, payload_ref: str) -> str | None:
+    """The durable state after the wait: the one it waited with, the event's payload merged in
+    (``into_state``). A function of the two references: completing the wait again gives the same."""
+    if wf.state is None or not node.into_state:
+        return None  # the commit passes on the state the wait holds
+    box = StateBox(wf.state, rec.state_ref, w.codec.decode)
+    box.update(state_update(w.codec.decode(payload_ref)))
+    return w.codec.encode(box.dump(), scope=f"{rec.run_id}/{rec.key}/state")
 
 
 class WaitHandler(NodeKindHandler):

@@ -145,6 +145,10 @@ class RunTotals(BaseModel):
     )
     orchestration_usd: float = 0.0
     prices: str = Field(default="", description="The price table used: region and version.")
+    budget_usd: float | None = Field(default=None, description="A budgeted run's dollar budget (else absent).")
+    budget_spent_usd: float | None = Field(
+        default=None, description="What the budgeted run's steps spent so far, LLM + compute (checked per step)."
+    )
 
 
 class RestartTaxView(BaseModel):

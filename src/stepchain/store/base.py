@@ -36,6 +36,7 @@ from stepchain.records import (
     split_history_sk,
 )
 from stepchain.store.access import idem_pk, owner_fields
+from stepchain.store.budget import BudgetOps
 from stepchain.store.items import (
     ACTIVE,
     ACTIVE_PK,
@@ -168,7 +169,7 @@ class NewRun:
     owner: str | None = None
 
 
-class CheckpointStore(StepLocalStore):
+class CheckpointStore(StepLocalStore, BudgetOps):
     """Durable run state above the port's primitives (adapters: ``memory``, ``dynamodb``)."""
 
     # -- runs --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import traceback
 
 from stepchain.aio import budget_ms, run_coroutine
 from stepchain.context import CostMeter, StepContext
+from stepchain.engine import budget
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import chosen_route
@@ -39,6 +40,9 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     input_ref = w.input_of(wf, node, msg, rec)
     if input_ref is None:
         return w.release(msg, key, rec, "predecessor not finished")
+    over = budget.check(w, wf, node, msg, key, rec)  # a budgeted run only: one read
+    if over is not None:
+        return over
     assert node.fn is not None
     ctx = StepContext(
         msg.run_id,
@@ -56,15 +60,19 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
     owner = rec.owner
+    spent = False
     try:
         value = w.codec.decode(input_ref)
         output = node.fn(ctx, value)
         if inspect.isawaitable(output):  # an async def step: its own event loop, within the budget
             output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
+        budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)  # before the node write: a crash over-counts
+        spent = True
         output, route = chosen_route(wf, node, msg.iteration, output)
         w.probe.reached("step_executed", msg.run_id, key)
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
     except ContinueInNewInvocation as sig:
+        budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         now = w.clock.now_ms()
         inv = Invocation(started, now, "continued")
         changes = w.ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv, prior=rec)
@@ -73,12 +81,15 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         w.probe.reached("continued", msg.run_id, key)
         return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
     except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
+        budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         now = w.clock.now_ms()
         inv = Invocation(started, now, "cancelled")
         changes = w.ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
         w.store.finish(msg.run_id, key, changes, owner=owner)
         return Outcome(OutcomeKind.DROPPED, detail=str(sig))
     except Exception as exc:  # the step failed: retry or fail the run
+        if not spent:
+            budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost)
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")

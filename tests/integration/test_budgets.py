@@ -73,6 +73,8 @@ def test_a_run_over_its_budget_pauses_before_the_next_step_and_resumes_when_rais
         totals = h.view(rid).totals
         assert totals["budget_usd"] == 0.10 and totals["budget_spent_usd"] == spent
         h.raise_budget(rid, 0.50)
+        if kind == "sfn":  # the held task sleeps in its Wait state until its re-check
+            h.advance(RECHECK_S)
         assert h.run(rid) == "SUCCEEDED"
         assert CALLS == ["plan", "search", "write", "review"]  # each step ran once
         assert h.output(rid) == 4

@@ -209,6 +209,10 @@ class LimitExceeded(TerminalError):
     http_status = 413
 
 
+class BudgetExceeded(LimitExceeded):
+    """A caller's daily dollar budget has no room for another run (``POST /runs``: 429)."""
+
+
 class ScaffoldError(StepchainError):
     """``stepchain new`` refused (a non-empty target directory, an unusable name, no wheel); nothing was
     overwritten. The command exits 2 with the message."""

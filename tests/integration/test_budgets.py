@@ -7,14 +7,16 @@ pauses in its ``budget`` wait (a raised budget resumes it) or fails, as the work
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
 from stepchain import StepContext, Workflow
 from stepchain.engine.budget import NANO, RECHECK_S
-from stepchain.exceptions import ValidationError
+from stepchain.exceptions import BudgetExceeded, ValidationError
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 from stepchain.testing.probe import CrashRule
 
@@ -170,3 +172,23 @@ def test_a_budgeted_step_costs_two_extra_dynamodb_calls_and_an_unbudgeted_one_no
     assert per_step(None) == {"dynamodb.UpdateItem": 2.0}  # claim + checkpoint, as before
     # + the check's GetItem of the RUN item + the spend's UpdateItem (ADD spent_nano)
     assert per_step(1.0) == {"dynamodb.UpdateItem": 3.0, "dynamodb.GetItem": 1.0}
+
+
+@pytest.mark.parametrize("kind", ["memory", "moto", "sqs", "sfn"])
+def test_a_callers_daily_budget_blocks_a_second_run(kind: str) -> None:
+    """Each budgeted run reserves its budget on its caller's (caller, UTC day) counter at its start
+    (one conditional write): $0.15 a day holds one $0.10 run, not two; another caller is not blocked."""
+    with HARNESSES[kind](agent) as h:
+        h.engine.worker.limits = replace(h.engine.worker.limits, caller_daily_budget_usd=0.15)
+        first = h.start("budgeted-agent", 0, owner="iam:alice")
+        with pytest.raises(BudgetExceeded):
+            h.start("budgeted-agent", 0, owner="iam:alice")
+        assert len(h.runs()) == 1  # the refused start created nothing
+        h.start("budgeted-agent", 0, owner="iam:bob", budget_usd=0.15)
+        # a retried start (same idempotency key) is the same run: reserved once
+        again = h.start("budgeted-agent", 0, owner="iam:bob", idempotency_key="k", budget_usd=0.0)
+        assert h.start("budgeted-agent", 0, owner="iam:bob", idempotency_key="k", budget_usd=0.0) == again
+        assert h.run(first) == "WAITING"
+        day = time.strftime("%Y-%m-%d", time.gmtime(h.clock.now_ms() // 1000))
+        assert h.engine.store.caller_day("iam:alice", day) == 100_000_000
+        assert h.engine.store.caller_day("iam:bob", day) == 150_000_000

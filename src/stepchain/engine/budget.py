@@ -23,11 +23,12 @@ Two steps running at once (map items, parallel children) each check alone: not c
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from stepchain.context import CostMeter
 from stepchain.engine.nodes.scope import KindServices
-from stepchain.exceptions import ValidationError
+from stepchain.exceptions import BudgetExceeded, ValidationError
 from stepchain.handoff.base import RECHECK
 from stepchain.ledger import compute_usd
 from stepchain.messages import Activation, Outcome, OutcomeKind
@@ -93,6 +94,24 @@ def start_fields(wf: Workflow, budget_usd: float | None) -> dict[str, Any]:
     return {} if usd is None else {"budget_nano": to_nano(usd)}
 
 
+def reserve(w: KindServices, wf: Workflow, owner: str | None, extra: dict[str, Any]) -> str | None:
+    """At a budgeted run's start: reserve its budget on its caller's daily counter (one conditional
+    write) when the deployment sets ``STEPCHAIN_CALLER_DAILY_BUDGET_USD``; returns the day reserved
+    on (None: nothing reserved). Raises :class:`~stepchain.exceptions.BudgetExceeded` when full.
+    Before the run is created: a crash after it, or a retried start, reserves too much, never too little."""
+    limit = w.limits.caller_daily_budget_usd
+    if owner is None or limit is None or "budget_nano" not in extra:
+        return None
+    now = w.clock.now_ms()
+    day = time.strftime("%Y-%m-%d", time.gmtime(now // 1000))
+    if not w.store.reserve_caller_day(owner, day, extra["budget_nano"], to_nano(limit), now):
+        raise BudgetExceeded(
+            f"caller {owner!r} has no room today for a run of ${extra['budget_nano'] / NANO:.6f} "
+            f"in its daily budget of ${limit:.6f} (STEPCHAIN_CALLER_DAILY_BUDGET_USD)"
+        )
+    return day
+
+
 def set_budget(w: KindServices, run: RunRecord, budget_usd: float) -> bool:
     """Raise (or lower) a budgeted run's budget; False: the run has no budget or is finished."""
     usd = _valid(budget_usd)
@@ -109,4 +128,4 @@ def spend(w: KindServices, wf: Workflow, node: Node, run_id: str, t0: float, cos
     w.store.add_spent(run_id, cost.usd_nano + to_nano(compute_usd(ms, 1, node.memory_mb)))
 
 
-__all__ = ["NANO", "RECHECK_S", "check", "limited", "set_budget", "spend", "start_fields", "to_nano"]
+__all__ = ["NANO", "RECHECK_S", "check", "limited", "reserve", "set_budget", "spend", "start_fields", "to_nano"]

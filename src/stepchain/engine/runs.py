@@ -82,6 +82,7 @@ class RunService:
         same key from another owner starts that owner's own run."""
         wf = self.registry.get(workflow)
         extra = budget.start_fields(wf, budget_usd)
+        day = budget.reserve(self.worker, wf, owner, extra)  # a caller's daily budget: before the run exists
         now = self.clock.now_ms()
         run_id = new_run_id(now)
         request_hash = hashlib.sha256(
@@ -103,6 +104,8 @@ class RunService:
                 extra=extra,
             )
         )
+        if not created and day is not None and owner is not None:  # a retried start: give it back
+            self.store.reserve_caller_day(owner, day, -extra["budget_nano"], 0, now)
         if not created:
             # A retried start: re-issue the first activation only if it may have been lost.
             node = self.store.get_node(run.run_id, first.id)

@@ -2,7 +2,9 @@
 
 ``budget_nano`` (the run's budget, nano-dollars) is written at the run's start; ``spent_nano`` is
 ADDed by each attempt of a step of a budgeted run (LLM + compute), before the attempt's node
-write; ``paused`` marks a run held in its ``budget`` wait. Each operation is ONE primitive call.
+write; ``paused`` marks a run held in its ``budget`` wait. A caller's daily budget is a counter
+item per (caller, UTC day) in the same table (``CALLER#<owner>`` / ``D#<yyyy-mm-dd>``). Each
+operation is ONE primitive call.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from stepchain.records import RUN_SK, RunStatus, run_pk
 from stepchain.store.port import Cond, StorePort, Update
 
 PAUSED = "budget"
+
+
+def caller_pk(owner: str) -> str:
+    """The partition of a caller's daily budget counters (one item per UTC day)."""
+    return f"CALLER#{owner}"
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,20 @@ class BudgetOps(StorePort):
         u = Update(sets={"budget_nano": budget_nano, "updated": now_ms})
         return self._update(run_pk(run_id), RUN_SK, u, cond)[0]
 
+    def reserve_caller_day(self, owner: str, day: str, nano: int, limit_nano: int, now_ms: int) -> bool:
+        """ADD ``nano`` to the caller's ``(owner, day)`` counter if it stays within ``limit_nano``
+        (one conditional write: two concurrent starts cannot both pass); ``nano < 0`` refunds."""
+        if nano > limit_nano:
+            return False
+        cond = Cond(absent=True, clauses=(("reserved_nano", "<", limit_nano - nano + 1),))
+        u = Update(adds={"reserved_nano": nano}, inits={"owner": owner, "expires_at": now_ms // 1000 + 3 * 86_400})
+        return self._update(caller_pk(owner), f"D#{day}", u, None if nano < 0 else cond)[0]
+
+    def caller_day(self, owner: str, day: str) -> int:
+        """What the caller's budgeted runs of ``day`` (UTC) reserved, nano-dollars."""
+        item = self._get(caller_pk(owner), f"D#{day}")
+        return 0 if item is None else int(item.get("reserved_nano", 0))
+
     def pause_for_budget(self, run_id: str, key: str, now_ms: int) -> bool:
         """RUNNING -> WAITING in its ``budget`` wait at node ``key``."""
         cond = Cond(absent=False, clauses=(("status", "=", RunStatus.RUNNING.value),))
@@ -57,4 +78,4 @@ class BudgetOps(StorePort):
         return self._update(run_pk(run_id), RUN_SK, u, Cond(absent=False, clauses=clauses))[0]
 
 
-__all__ = ["PAUSED", "BudgetOps", "RunBudget"]
+__all__ = ["PAUSED", "BudgetOps", "RunBudget", "caller_pk"]

@@ -16,7 +16,7 @@ import pytest
 
 from stepchain import StepContext, Workflow
 from stepchain.engine.budget import NANO, RECHECK_S
-from stepchain.exceptions import BudgetExceeded, ValidationError
+from stepchain.exceptions import BudgetExceeded, InvalidRunState, ValidationError
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 from stepchain.testing.probe import CrashRule
 
@@ -57,6 +57,24 @@ def fresh() -> Iterator[None]:
     CALLS.clear()
 
 
+def recheck(h: Harness, kind: str, moved: Callable[[], bool]) -> None:
+    """Step Functions: a held task wakes from its Wait state at its re-check (virtual time), in
+    moto's thread; wait (real time, bounded) until it ``moved`` before ``run`` looks again."""
+    if kind != "sfn":
+        return
+    h.advance(RECHECK_S)
+    deadline = time.monotonic() + 20
+    while not moved() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def cancel_held(h: Harness) -> None:
+    """Cancel the runs left held (Step Functions: stop their executions before moto goes away)."""
+    for rid in h.runs():
+        if h.status(rid) in ("WAITING", "RUNNING"):
+            h.cancel(rid)
+
+
 def spent_usd(h: Harness, rid: str) -> float:
     return h.engine.get_run(rid).spent_nano / NANO
 
@@ -75,12 +93,25 @@ def test_a_run_over_its_budget_pauses_before_the_next_step_and_resumes_when_rais
         totals = h.view(rid).totals
         assert totals["budget_usd"] == 0.10 and totals["budget_spent_usd"] == spent
         h.raise_budget(rid, 0.50)
-        if kind == "sfn":  # the held task sleeps in its Wait state until its re-check
-            h.advance(RECHECK_S)
+        recheck(h, kind, lambda: "write" in CALLS)  # Step Functions: the held task sleeps until its re-check
         assert h.run(rid) == "SUCCEEDED"
         assert CALLS == ["plan", "search", "write", "review"]  # each step ran once
         assert h.output(rid) == 4
         assert 0.16 <= spent_usd(h, rid) < 0.161
+
+
+@pytest.mark.parametrize("kind", list(HARNESSES))
+def test_an_approval_lets_the_held_step_run_and_only_it(kind: str) -> None:
+    with HARNESSES[kind](agent) as h:
+        rid = h.start("budgeted-agent", 0)
+        assert h.run(rid) == "WAITING"
+        h.approve_budget(rid)
+        recheck(h, kind, lambda: "write" in CALLS)
+        assert h.run(rid) == "WAITING"  # write ran; review is held again
+        assert CALLS.count("write") == 1 and "review" not in CALLS
+        assert h.waiting_for(rid) == {"event": "budget", "iteration": 0}
+        assert spent_usd(h, rid) <= h.engine.get_run(rid).budget_nano / NANO  # within the approved budget
+        cancel_held(h)
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqs"])
@@ -114,6 +145,21 @@ def test_a_budget_given_at_start_overrides_the_workflows() -> None:
         for bad in (-1, "1", True, float("nan")):
             with pytest.raises(ValidationError):
                 h.start("budgeted-agent", 0, budget_usd=bad)
+
+
+def test_only_a_held_run_takes_an_approval_and_only_a_budgeted_active_run_a_budget() -> None:
+    with Harness(agent, free) as h:
+        rid, other = h.start("budgeted-agent", 0), h.start("unbudgeted-agent", 0)
+        with pytest.raises(InvalidRunState):
+            h.approve_budget(rid)  # RUNNING: nothing held
+        with pytest.raises(InvalidRunState):
+            h.raise_budget(other, 1.0)  # no budget
+        with pytest.raises(ValidationError):
+            h.raise_budget(rid, -1)
+        h.raise_budget(rid, 1.0)
+        assert h.run(rid) == "SUCCEEDED"
+        with pytest.raises(InvalidRunState):
+            h.raise_budget(rid, 2.0)  # finished
 
 
 def test_an_unbudgeted_run_makes_no_budget_calls() -> None:
@@ -192,3 +238,4 @@ def test_a_callers_daily_budget_blocks_a_second_run(kind: str) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime(h.clock.now_ms() // 1000))
         assert h.engine.store.caller_day("iam:alice", day) == 100_000_000
         assert h.engine.store.caller_day("iam:bob", day) == 150_000_000
+        cancel_held(h)

@@ -131,6 +131,16 @@ class RunService:
             self.worker.handoff.dispatch([act])  # Step Functions: a no-op, its re-check comes
         return self.get_run(run_id)
 
+    def approve_budget(self, run_id: str) -> RunRecord:
+        """Approve the step a run's budget holds (``POST /runs/{id}/events/budget``): its budget
+        becomes what it spent plus that step's estimate, so that step (and only it) may run."""
+        run = self.get_run(run_id)
+        if run.paused != "budget" or run.status is not RunStatus.WAITING or not run.current:
+            raise InvalidRunState(f"run {run_id!r} is not waiting in its budget wait")
+        node = self.registry.get(run.workflow, run.version).node(parse_node_key(run.current)[0])
+        usd = max(run.budget_nano or 0, run.spent_nano + budget.to_nano(node.estimate_usd)) / budget.NANO
+        return self.raise_budget(run_id, usd)
+
     def output_of(self, run_id: str, step: str) -> Any:
         rec = self.store.get_node(run_id, step)
         if rec is None or rec.status is not NodeStatus.SUCCEEDED:

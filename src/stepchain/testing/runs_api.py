@@ -46,6 +46,11 @@ class RunsApi:
         with getattr(self, "_lock", nullcontext()):  # SfnHarness: the API side takes the invocation lock
             self.engine.runs.raise_budget(run_id, budget_usd)
 
+    def approve_budget(self, run_id: str) -> None:
+        """Approve the step the run's budget holds (what ``POST /runs/{id}/events/budget`` does)."""
+        with getattr(self, "_lock", nullcontext()):
+            self.engine.runs.approve_budget(run_id)
+
     def send_event(self, run_id: str, name: str, payload: Any = None, *, iteration: int | None = None) -> str:
         """Deliver event ``name`` (for the wait of loop iteration ``iteration``; see ``POST
         /runs/{id}/events/{name}?iteration=``): ``"delivered"`` (a wait consumed it) or ``"buffered"``

@@ -210,7 +210,12 @@ class LimitExceeded(TerminalError):
 
 
 class BudgetExceeded(LimitExceeded):
-    """A caller's daily dollar budget has no room for another run (``POST /runs``: 429)."""
+    """A caller's daily dollar budget has no room for another run (``POST /runs``: 429
+    ``budget_exceeded``; ``STEPCHAIN_CALLER_DAILY_BUDGET_USD``), or a step would take its run over
+    its budget (the run's error type with ``Workflow(on_budget="fail")``)."""
+
+    code = "budget_exceeded"
+    http_status = 429
 
 
 class ScaffoldError(StepchainError):

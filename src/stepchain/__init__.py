@@ -9,6 +9,7 @@ from stepchain.context import StepContext
 from stepchain.engine import Engine
 from stepchain.exceptions import (
     BlobUnavailable,
+    BudgetExceeded,
     EventIterationError,
     EventNotFound,
     IdempotencyConflict,
@@ -44,6 +45,7 @@ __all__ = [
     "Activation",
     "BlobStore",
     "BlobUnavailable",
+    "BudgetExceeded",
     "CheckpointStore",
     "DynamoDBStore",
     "Engine",

@@ -239,3 +239,18 @@ def test_a_callers_daily_budget_blocks_a_second_run(kind: str) -> None:
         assert h.engine.store.caller_day("iam:alice", day) == 100_000_000
         assert h.engine.store.caller_day("iam:bob", day) == 150_000_000
         cancel_held(h)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs", "sfn"])
+def test_duplicate_deliveries_run_each_step_once_and_count_each_attempt_once(kind: str) -> None:
+    """Every activation delivered twice (and a raise sent twice): each step runs once, its spend
+    is added once (the duplicate is served from the checkpoint or finds the node busy)."""
+    with HARNESSES[kind](agent, duplicate_delivery=True) as h:
+        rid = h.start("budgeted-agent", 0)
+        assert h.run(rid) == "WAITING"
+        h.raise_budget(rid, 0.50)
+        h.raise_budget(rid, 0.50)
+        recheck(h, kind, lambda: "review" in CALLS)
+        assert h.run(rid) == "SUCCEEDED"
+        assert CALLS == ["plan", "search", "write", "review"]
+        assert 0.16 <= spent_usd(h, rid) < 0.161

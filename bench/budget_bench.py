@@ -12,12 +12,8 @@ from collections import Counter
 from typing import Any
 
 from stepchain import Workflow
+from stepchain.observe.pricing import load_prices
 from stepchain.testing import Harness
-
-try:  # the package re-layout moved the price table
-    from stepchain.observe.pricing import load_prices
-except ImportError:  # pragma: no cover
-    from stepchain.pricing import load_prices  # type: ignore[no-redef]
 
 
 def chain(n: int, budget_usd: float | None) -> Workflow:

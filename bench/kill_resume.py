@@ -1,4 +1,4 @@
-"""Kill -> resume latency on the embedded runtime (`stepchain.local`, the runtime of `make demo`).
+"""Kill -> resume latency on the embedded runtime (`stepchain.runtimes.local`, the runtime of `make demo`).
 
 Each trial starts a run of one long step (ctx.each items of 0.1 s), waits until a worker is in the
 middle of it, SIGKILLs that worker at t_kill, and reads when the node was taken over (the takeover's
@@ -38,8 +38,8 @@ sys.path[:0] = [str(HERE), str(ROOT / "src")]
 
 from kill_resume_flow import wf  # noqa: E402
 
-from stepchain.aws import AwsClients, build_engine  # noqa: E402
-from stepchain.local import LOCAL_HEARTBEAT_S, LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
+from stepchain.runtimes.aws import AwsClients, build_engine  # noqa: E402
+from stepchain.runtimes.local import LOCAL_HEARTBEAT_S, LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
 from stepchain.settings import Settings  # noqa: E402
 
 BEGIN, END = "<!-- kill-resume:begin -->", "<!-- kill-resume:end -->"
@@ -48,7 +48,7 @@ KILL_AFTER_ITEMS = 8
 
 
 def spawn(env: dict[str, str], audit: Path, log: Path, budget_ms: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "stepchain.local", "worker", "--workflow", "kill_resume_flow:wf"]
+    cmd = [sys.executable, "-m", "stepchain.runtimes.local", "worker", "--workflow", "kill_resume_flow:wf"]
     cmd += ["--budget-ms", str(budget_ms), "--audit", str(audit), "--sweep-every", "0"]
     return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -175,7 +175,7 @@ def main() -> int:
             "second worker polling instead); "
             "no-heartbeat: before this change (4 s budget, the queue's 7 s visibility timeout decides); this is also "
             "how a short-timeout function resumes on AWS, where the generator gives its queue timeout + 5 s and "
-            "no heartbeat (stepchain.short_queues; ARCHITECTURE.md, *Resuming after a kill*).",
+            "no heartbeat (stepchain.engine.short_queues; ARCHITECTURE.md, *Resuming after a kill*).",
             END,
         ]
     )

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from stepchain import END, Workflow, goto
-from stepchain.records import node_key, node_sk, run_pk
 from stepchain.store.dynamodb import DynamoDBStore, from_item
 from stepchain.store.memory import MemoryStore
+from stepchain.store.records import node_key, node_sk, run_pk
 from stepchain.testing import Harness
 
 ITERATIONS = 500

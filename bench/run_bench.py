@@ -235,8 +235,8 @@ def main() -> int:
             "start transaction, final write and the execution's first/last states are apart). Requests and "
             "transitions from the runs' ledgers (stepchain.requests), DynamoDB checked against the calls moto "
             "served (SQS) and transitions against the execution history (Step Functions). Prices: "
-            "stepchain.pricing, us-east-1, Lambda's request charge included. AWS Lambda durable functions: $8 per "
-            "million operations (one step = one operation; its Lambda requests and compute come on top). Step "
+            "stepchain.observe.pricing, us-east-1, Lambda's request charge included. AWS Lambda durable functions: "
+            "$8 per million operations (one step = one operation; its Lambda requests and compute come on top). Step "
             "Functions Standard: $25 per million transitions (one Task per step).",
             "",
             *transport_rows,

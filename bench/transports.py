@@ -19,9 +19,9 @@ from collections import Counter
 from typing import Any
 
 from stepchain import Workflow
-from stepchain.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
-from stepchain.pricing import load_prices
-from stepchain.short_queues import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
+from stepchain.engine.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
+from stepchain.engine.short_queues import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
+from stepchain.observe.pricing import load_prices
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 
 #: AWS Lambda durable functions: $8 per million durable operations (one step = one operation)
@@ -33,7 +33,7 @@ DDB_OPS = ("GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "TransactW
 
 
 #: the SQS rows: (label, step timeout_s, queue visibility Q given to the worker or None); the worker runs
-#: as deployed (heartbeat="env", V = 20 s, H = 5 s, stepchain.heartbeat.sqs_policy_from_env)
+#: as deployed (heartbeat="env", V = 20 s, H = 5 s, stepchain.engine.heartbeat.sqs_policy_from_env)
 SQS_KINDS = (
     ("sqs (timeout <= 15 s: no heartbeat)", 10, queue_visibility_s(10)),
     ("sqs (longer steps: heartbeat)", 60, None),

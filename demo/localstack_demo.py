@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from story import print_files, print_ledger, save_run, verdict  # noqa: E402
 
-from stepchain.ledger import NodeView, RunView  # noqa: E402
+from stepchain.observe.ledger import NodeView, RunView  # noqa: E402
 
 QUESTION = (
     "What is the global installed capacity of grid-scale battery storage, how much do battery packs cost, "

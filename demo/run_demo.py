@@ -1,7 +1,7 @@
 """`make demo`: the research agent survives a killed worker, on an embedded AWS (no account, no Docker).
 
 1. moto's server starts in this process on 127.0.0.1: DynamoDB, S3 and SQS, as in the deployed app.
-2. Two worker processes (`python -m stepchain.local worker`) run the steps like Lambda would, with a
+2. Two worker processes (`python -m stepchain.runtimes.local worker`) run the steps like Lambda would, with a
    4-second budget per invocation, so the fetch step has to continue across invocations.
 3. While it fetches, the demo kills the worker running the step with SIGKILL (no goodbye, no cleanup).
 4. The step's message reappears about a second later (its own 1 s visibility, which the dead
@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "functions" / "research_agent"))
 from story import print_files, print_ledger, save_run, verdict  # noqa: E402
 
 from research_agent.workflow import wf  # noqa: E402
-from stepchain.aws import AwsClients, build_engine  # noqa: E402
-from stepchain.ledger import RunView, describe  # noqa: E402
-from stepchain.local import LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
+from stepchain.observe.ledger import RunView, describe  # noqa: E402
+from stepchain.runtimes.aws import AwsClients, build_engine  # noqa: E402
+from stepchain.runtimes.local import LOCAL_VISIBILITY_S, EmbeddedAws, visibility_timeout_for  # noqa: E402
 from stepchain.settings import Settings  # noqa: E402
 from stepchain.ui import EngineBackend, UiServer  # noqa: E402
 
@@ -45,13 +45,14 @@ FETCH_LATENCY_MS = 700
 LLM_LATENCY_MS = 1200
 KILL_AFTER_PAGES = 3
 KILL_AFTER_SUMMARIES = 2
+KILLS = 2  # one in 'fetch', one in 'summarize'
 
 
 def spawn_worker(env: dict[str, str], audit: Path, log: Path) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
         "-m",
-        "stepchain.local",
+        "stepchain.runtimes.local",
         "worker",
         "--workflow",
         "research_agent.workflow:wf",
@@ -60,18 +61,45 @@ def spawn_worker(env: dict[str, str], audit: Path, log: Path) -> subprocess.Pope
         "--audit",
         str(audit),
     ]
-    return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+    with log.open("ab") as out:  # the worker has its own copy of the descriptor
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
-def busy_worker(workers: list[subprocess.Popen[bytes]], audit: Path) -> subprocess.Popen[bytes]:
-    """The live worker that audited the latest execution (the one in the middle of the step)."""
+def worker_mid_work(
+    workers: list[subprocess.Popen[bytes]], audit: Path, event: str, key_prefix: str, within_s: float
+) -> subprocess.Popen[bytes] | None:
+    """A live worker whose latest audited boundary is ``event`` on a node ``key_prefix``*, less than
+    ``within_s`` ago: it is inside an invocation, holding the node's lease, in the middle of the work
+    that follows (a page fetch, an LLM call). Killing it then always leaves a lease to take over; a
+    kill between invocations would leave nothing to recover (and the demo would show one crash less)."""
     live = {w.pid: w for w in workers if w.poll() is None}
-    lines = audit.read_text().splitlines() if audit.exists() else []
-    for line in reversed(lines):
-        pid = json.loads(line).get("pid")
-        if pid in live:
+    latest: dict[int, dict[str, Any]] = {}
+    for line in audit.read_text().splitlines() if audit.exists() else []:
+        e = json.loads(line)
+        if e.get("pid") in live:
+            latest[e["pid"]] = e
+    now = time.time()
+    for pid, e in latest.items():
+        if e["event"] == event and e["key"].startswith(key_prefix) and now - e["at"] < within_s:
             return live[pid]
-    return next(iter(live.values()))
+    return None
+
+
+@dataclass
+class Resumes:
+    """Matches each kill to the first takeover after it, one line per takeover (crash event)."""
+
+    pending: list[float]  # kill times (epoch s) whose takeover is not reported yet, oldest first
+    seen: set[tuple[int, str]]  # crash events already reported
+
+    def reported(self, events: list[Any]) -> list[str]:
+        lines = []
+        for e in sorted(events, key=lambda e: e.at_ms):
+            if not self.pending or (e.at_ms, e.node) in self.seen or e.at_ms / 1000 < self.pending[0]:
+                continue
+            self.seen.add((e.at_ms, e.node))
+            lines.append(f"resumed {e.at_ms / 1000 - self.pending.pop(0):.1f} s after the kill")
+        return lines
 
 
 class Progress:
@@ -112,7 +140,7 @@ class Progress:
 
 @dataclass
 class Audit:
-    """What the workers really executed, from their audit file (stepchain.local.AuditProbe)."""
+    """What the workers really executed, from their audit file (stepchain.runtimes.local.AuditProbe)."""
 
     executed: Counter[str]  # unit ("step:<key>", "item:<key>/<loop>:<i>", "once:<key>/<name>") -> executions
     after_checkpoint: Counter[str]  # executions that happened after the unit's checkpoint: must stay 0
@@ -140,6 +168,8 @@ def read_audit(audit: Path) -> Audit:
     checkpointed: set[str] = set()
     events = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
     for e in sorted(events, key=lambda e: e["at"]):
+        if e["event"] not in kinds:  # where a worker is (after_claim, mid_item): not an execution
+            continue
         kind, is_checkpoint = kinds[e["event"]]
         unit = f"{kind}:{e['key']}" + (f"/{e['detail']}" if e["detail"] else "")
         if is_checkpoint:
@@ -189,18 +219,17 @@ def main() -> int:
         workers.extend(spawn_worker(env, audit, log) for _ in range(2))
         progress.say(f"workers 1 and 2 started (pids {workers[0].pid}, {workers[1].pid})")
         kills = 0
-        killed_at: list[float] = []  # when each kill happened (epoch s), until its resume is reported
+        resumes = Resumes([], set())
         approved = False
         deadline = time.monotonic() + args.timeout
         view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
 
-        def kill_worker(why: str) -> None:
+        def kill_worker(victim: subprocess.Popen[bytes], why: str) -> None:
             nonlocal kills
-            victim = busy_worker(workers, audit)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait()
             kills += 1
-            killed_at.append(time.time())
+            resumes.pending.append(time.time())
             progress.say(f"SIGKILL worker pid {victim.pid} {why}. Its memory is gone.")
             workers.append(spawn_worker(env, audit, log))
             progress.say(
@@ -212,17 +241,22 @@ def main() -> int:
             while time.monotonic() < deadline:
                 view = describe(engine.store, engine.registry, engine.get_run(run.run_id))
                 progress.show(view)
-                if killed_at:  # the takeover (a crash event the resuming worker wrote) after the last kill
-                    back = [e for e in engine.store.list_crash_events(run.run_id) if e.at_ms / 1000 >= killed_at[-1]]
-                    if back:
-                        progress.say(f"resumed {back[0].at_ms / 1000 - killed_at.pop():.1f} s after the kill")
+                if resumes.pending:  # the takeover (a crash event the resuming worker wrote) after a kill
+                    for line in resumes.reported(engine.store.list_crash_events(run.run_id)):
+                        progress.say(line)
                 by_key = {n.key: n for n in view.nodes}
                 fetch, summarize = by_key.get("fetch"), by_key.get("summarize")
                 if kills == 0 and fetch is not None and fetch.items_checkpointed >= KILL_AFTER_PAGES:
-                    kill_worker(f"in the middle of 'fetch' ({fetch.items_checkpointed} pages checkpointed)")
+                    victim = worker_mid_work(workers, audit, "mid_item", "fetch", FETCH_LATENCY_MS / 2000)
+                    if victim is not None:
+                        why = f"in the middle of 'fetch' ({fetch.items_checkpointed} pages checkpointed)"
+                        kill_worker(victim, why)
                 done = sum(1 for i in summarize.items if i.status == "SUCCEEDED") if summarize else 0
                 if kills == 1 and summarize is not None and KILL_AFTER_SUMMARIES <= done < len(summarize.items):
-                    kill_worker(f"in the middle of 'summarize' ({done} of {len(summarize.items)} LLM summaries done)")
+                    victim = worker_mid_work(workers, audit, "after_claim", "summarize#", LLM_LATENCY_MS / 2000)
+                    if victim is not None:
+                        why = f"in the middle of 'summarize' ({done} of {len(summarize.items)} LLM summaries done)"
+                        kill_worker(victim, why)
                 if view.status == "WAITING" and not approved:
                     engine.deliver_event(run.run_id, "approval", {"approved": True, "reviewer": "demo"})
                     approved = True
@@ -231,7 +265,7 @@ def main() -> int:
                     )
                 if view.status in ("SUCCEEDED", "FAILED", "CANCELLED"):
                     break
-                time.sleep(0.25)
+                time.sleep(0.1 if kills < 2 else 0.25)  # finer while waiting for the moment to kill
         finally:
             if ui is not None:
                 ui.stop()
@@ -243,7 +277,7 @@ def main() -> int:
                     w.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     w.kill()
-        return report(engine, view, out, audit, kills)
+        return report(engine, view, out, audit, kills, resumes)
 
 
 def start_ui(engine: Any, port: int) -> UiServer:
@@ -255,8 +289,17 @@ def start_ui(engine: Any, port: int) -> UiServer:
         return UiServer(backend, port=0).start()
 
 
-def report(engine: Any, view: RunView, out: Path, audit_path: Path, kills: int) -> int:
+def report(engine: Any, view: RunView, out: Path, audit_path: Path, kills: int, resumes: Resumes) -> int:
     save_run(view, out)
+    takeovers_logged = sum("lease lost" in line for line in (out / "workers.log").read_text().splitlines())
+    summary = {
+        "status": view.status,
+        "kills": kills,
+        "crashes_recovered": view.totals["crashes"],
+        "resumed_lines": len(resumes.seen),
+        "lease_lost_warnings": takeovers_logged,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))  # what tests/integration/test_demo.py reads
     if view.status != "SUCCEEDED":
         print(f"demo FAILED: run ended {view.status}: {view.error}")
         return 1
@@ -276,7 +319,8 @@ def report(engine: Any, view: RunView, out: Path, audit_path: Path, kills: int) 
     print(f"steps resumed from checkpoints: {len(resumed)} ({', '.join(resumed) or 'none'})")
     print_ledger(view)
     print_files(out)
-    return verdict(kills >= 1 and not rerun and view.totals["crashes"] >= 1)
+    # every kill lands inside an invocation (worker_mid_work), so each one is a crash the run recovers from
+    return verdict(kills == KILLS and not rerun and view.totals["crashes"] == KILLS)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stepchain.ledger import RunView
-from stepchain.timeline import render_html, render_text
+from stepchain.observe.ledger import RunView
+from stepchain.observe.timeline import render_html, render_text
 
 
 def save_run(view: RunView, out: Path) -> None:

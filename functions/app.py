@@ -16,9 +16,9 @@ for _agent in ("tool_agent", "research_agent"):  # each agent's directory holds 
         sys.path.insert(0, str(_HERE / _agent))
 
 from research_agent.workflow import wf as research_agent  # noqa: E402
-from stepchain.aws import api_handler as make_api_handler  # noqa: E402
-from stepchain.aws import step_handler as make_step_handler  # noqa: E402
-from stepchain.aws import sweeper_handler as make_sweeper_handler  # noqa: E402
+from stepchain.runtimes.aws import api_handler as make_api_handler  # noqa: E402
+from stepchain.runtimes.aws import step_handler as make_step_handler  # noqa: E402
+from stepchain.runtimes.aws import sweeper_handler as make_sweeper_handler  # noqa: E402
 from tool_agent.workflow import lookup as tool_lookup  # noqa: E402
 from tool_agent.workflow import wf as tool_agent  # noqa: E402
 

@@ -6,12 +6,11 @@ BENCH_PEER_ARGS ?= --sizes 10,100,1000,10000 --repeats 3 --json bench/.peer.json
 
 .PHONY: bench-peer
 
-$(BENCH_PEER_VENV)/.installed: bench/requirements-peer.txt
+$(BENCH_PEER_VENV)/.installed: bench/requirements-peer.txt | $(UV_DEP)
 	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
 	rm -rf $(BENCH_PEER_VENV)
-	$(PY312) -m venv $(BENCH_PEER_VENV)
-	$(BENCH_PEER_PY) -m pip install -q --upgrade pip
-	$(BENCH_PEER_PY) -m pip install -q -r bench/requirements-peer.txt
+	$(UV) venv -q --python $(PY312) $(BENCH_PEER_VENV)
+	$(UV) pip install -q --python $(BENCH_PEER_PY) -r bench/requirements-peer.txt
 	touch $@
 
 bench-peer: $(BENCH_PEER_VENV)/.installed ## time AWS durable functions' local runner on N sequential steps (peer)

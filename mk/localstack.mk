@@ -12,15 +12,16 @@ LS_LAMBDA_PYTHONS ?= 3.12
 
 .PHONY: localstack-venv localstack-up localstack-down localstack-status localstack-smoke
 
-$(LS_VENV)/.installed: $(LS_DIR)/constraints.txt $(LS_DIR)/pyproject.toml
+# Exact versions: $(LS_DIR)/requirements.lock (from requirements.in + constraints.txt: `make lock`).
+$(LS_VENV)/.installed: $(LS_DIR)/requirements.lock $(LS_DIR)/pyproject.toml | $(UV_DEP)
 	@test -n "$(LS_PY313)" || { echo "error: Python 3.13 not found as $(PYENV_ROOT)/versions/3.13*/bin/python3.13 (LocalStack 2026.3.0 needs it; install with: pyenv install 3.13)"; exit 1; }
-	$(LS_PY313) -m venv $(LS_VENV)
-	$(LS_PY) -m pip install -q -c $(LS_DIR)/constraints.txt \
-	  'localstack-core[runtime]==2026.3.0' 'cbor2<6' 'pyopenssl<26' 'cryptography<47' service_identity \
-	  -e $(LS_DIR)
+	$(UV) venv -q --allow-existing --python $(LS_PY313) $(LS_VENV)
+	$(UV) pip sync -q --python $(LS_PY) $(LS_DIR)/requirements.lock
+	$(UV) pip install -q --python $(LS_PY) --no-deps -e $(LS_DIR)
 	for v in $(LS_LAMBDA_PYTHONS); do \
-	  $(LS_PY) -m pip install -q --target $(LS_VENV)/lambda-site/python$$v --python-version $$v \
-	    --only-binary=:all: --no-compile --upgrade -c $(LS_DIR)/constraints.txt boto3 || exit 1; \
+	  $(UV) pip install -q --target $(LS_VENV)/lambda-site/python$$v --python-version $$v \
+	    --python-platform x86_64-manylinux_2_28 --only-binary :all: --no-compile \
+	    -c $(LS_DIR)/constraints.txt boto3 || exit 1; \
 	done
 	touch $@
 

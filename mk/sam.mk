@@ -1,5 +1,6 @@
 # SAM application shell: validate, build and invoke template.yaml (included by the top-level Makefile).
 # AWS SAM CLI lives in its own venv: it pins boto3/cfn-lint/aws-sam-translator versions of its own.
+# Its exact versions are in requirements/sam.lock (from requirements/sam.in: `make lock`).
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
@@ -16,18 +17,17 @@ $(SAM_VENV)/.installed: sam-venv-outdated
 endif
 sam-venv-outdated: ;
 
-$(SAM_VENV)/.installed:
+$(SAM_VENV)/.installed: requirements/sam.lock | $(UV_DEP)
 	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
 	rm -rf $(SAM_VENV)
-	$(PY312) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION)
+	$(UV) venv -q --python $(PY312) $(SAM_VENV)
+	$(UV) pip sync -q --python $(SAM_VENV)/bin/python requirements/sam.lock
 	echo $(SAM_CLI_VERSION) > $@
 
 sam: $(SAM_VENV)/.installed ## install AWS SAM CLI into .venv-sam
 
 # tests/template runs `sam validate` and `sam build`: make the SAM venv part of `make test`.
-test: $(SAM_VENV)/.installed
+test test-full: $(SAM_VENV)/.installed
 
 validate: $(SAM_VENV)/.installed $(VENV)/.installed ## sam validate --lint + cfn-lint on template.yaml
 	$(SAM) validate --lint --region us-east-1 --template-file $(SAM_TEMPLATE)

@@ -17,6 +17,43 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Test tiers (markers in pyproject.toml): `exhaustive` cases (the rest of the crash matrices on slow transports,
+# see tests/matrix.py) run only with --exhaustive (make test-full). make test runs tests/e2e in a pytest
+# process of its own (one LocalStack for all of it) beside the xdist workers that run the rest: xdist's
+# --dist loadgroup cannot keep them together on pytest 9 (xdist 3.8 renames item._nodeid, which pytest 9
+# no longer reads).
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--exhaustive", action="store_true", help="also run the exhaustive crash-matrix cases (make test-full)"
+    )
+
+
+# Modules whose tests run on moto or in real time without saying so in their names: marked slow, so make
+# test-fast (-m "not slow", and -k without the moto transports) leaves them to make test.
+SLOW_MODULES = {
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_research_agent",
+        "test_heartbeat",
+        "test_heartbeat_short_queue",
+        "test_orchestration_cost",
+        "test_examples",
+        "test_harness_parity",
+    )
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--exhaustive"):
+        kept = [i for i in items if i.get_closest_marker("exhaustive") is None]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("exhaustive")])
+            items[:] = kept
+    for item in items:
+        if item.path.is_relative_to(ROOT) and item.path.relative_to(ROOT).as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """stepchain's wheel, built from a clean copy of the sources (no build/ or egg-info left over from

@@ -1,4 +1,4 @@
-"""The repository's ``make deploy-local``: ``stepchain deploy-local`` (src/stepchain/deploy_local.py, the one
+"""The repository's ``make deploy-local``: ``stepchain deploy-local`` (src/stepchain/deploy/deploy_local.py, the one
 deploy tool) with this checkout's build directory as the default.
 
     make deploy-local [STACK=stepchain] [PARAMS='Transport=sqs ApiAuth=apikey'] [ENDPOINT=http://127.0.0.1:4566]
@@ -15,8 +15,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from stepchain.deploy_local import Deployment, configure
-from stepchain.deploy_local import deploy as _deploy
+from stepchain.deploy.deploy_local import Deployment, configure
+from stepchain.deploy.deploy_local import deploy as _deploy
 from stepchain.exceptions import DeployError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,11 +1,13 @@
 """stepchain: durable, checkpointed agent workflows on AWS Lambda.
 
 Define a workflow with :class:`Workflow`; each step gets a :class:`StepContext`. Run it on AWS
-through :mod:`stepchain.aws` handlers, locally with :mod:`stepchain.local`, and test it with
+through :mod:`stepchain.runtimes.aws` handlers, locally with :mod:`stepchain.runtimes.local`, and test it with
 :mod:`stepchain.testing`.
 """
 
-from stepchain.context import StepContext
+from stepchain.define.context import StepContext
+from stepchain.define.routing import END, Route, goto
+from stepchain.define.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
 from stepchain.engine import Engine
 from stepchain.exceptions import (
     BlobUnavailable,
@@ -28,15 +30,13 @@ from stepchain.exceptions import (
     VersionNotRegistered,
     WorkflowNotFound,
 )
-from stepchain.ledger import RunView, describe
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.payloads import BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
-from stepchain.records import NodeStatus, RunStatus
-from stepchain.routing import END, Route, goto
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
+from stepchain.observe.ledger import RunView, describe
 from stepchain.store.base import CheckpointStore
 from stepchain.store.dynamodb import DynamoDBStore
 from stepchain.store.memory import MemoryStore
-from stepchain.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
+from stepchain.store.payloads import BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
+from stepchain.store.records import NodeStatus, RunStatus
 
 __version__ = "0.1.0"
 

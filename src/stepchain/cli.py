@@ -15,39 +15,16 @@ Subcommands are argparse subparsers: add one with a ``_add_<name>(subparsers)`` 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepchain import deploy_local, local_invoke, samgen_cli, scaffold, show
-from stepchain.asl import asl_path, dumps, to_asl, write_asl
-from stepchain.samgen_children import with_children
+from stepchain.define.load import load_workflow
+from stepchain.deploy import deploy_local, local_invoke, samgen_cli, scaffold
+from stepchain.deploy.asl import asl_path, dumps, to_asl, write_asl
+from stepchain.deploy.samgen_children import with_children
+from stepchain.observe import show
 from stepchain.ui import cli as ui_cli
-from stepchain.workflow import Workflow
-
-
-def load_workflow(spec: str) -> Workflow:
-    """``package.module:attr`` -> the Workflow object it names."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise SystemExit(f"error: expected MODULE:ATTR, got {spec!r}")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
-    try:
-        obj: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = "its directory goes on the path with --pythonpath DIR (in a project made by `stepchain new`: "
-        hint += "--pythonpath app --code-uri app/, as `make template` runs it)"
-        raise SystemExit(f"error: cannot import {module_name!r}: {exc}; {hint}") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise SystemExit(f"error: {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, Workflow):
-        raise SystemExit(f"error: {spec} is a {type(obj).__name__}, not a stepchain Workflow")
-    return obj
 
 
 def _asl(args: argparse.Namespace) -> int:

@@ -54,7 +54,7 @@ MAX_RETRY_AFTER_S = 86_400
 
 class StepTimedOut(StepchainError):
     """An ``async def`` step outlived its invocation's time budget and was cancelled (see
-    :mod:`stepchain.aio`); retried per the step's ``RetryPolicy``."""
+    :mod:`stepchain.define.aio`); retried per the step's ``RetryPolicy``."""
 
     code = "step_timed_out"
 
@@ -201,7 +201,7 @@ class VersionNotRegistered(VersionMismatch):
 
 
 class LimitExceeded(TerminalError):
-    """A per-run limit of the deployment (``stepchain.limits.RunLimits``) was exceeded: a run input over
+    """A per-run limit of the deployment (``stepchain.define.limits.RunLimits``) was exceeded: a run input over
     ``STEPCHAIN_MAX_INPUT_BYTES`` (the API answers 413 ``limit_exceeded``), or a map wider than
     ``STEPCHAIN_MAX_MAP_ITEMS`` (the run fails with this error type; it is not retried)."""
 

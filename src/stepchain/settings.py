@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import overload
 
 from stepchain.exceptions import ValidationError
-from stepchain.payloads import DEFAULT_INLINE_LIMIT
+from stepchain.store.payloads import DEFAULT_INLINE_LIMIT
 
 TRANSPORTS = ("stepfunctions", "sqs", "inprocess")
 

@@ -63,7 +63,7 @@ FETCH_SETS = (
     f"FetchFunction.Timeout={FETCH_TIMEOUT_S}",
     f"FetchFunction.Environment.Variables.RESEARCH_FETCH_LATENCY_MS={json.dumps(latency_map())}",
 )
-# every function logs the AWS calls it makes (stepchain.aws.calls), checked against its role at the end
+# every function logs the AWS calls it makes (stepchain.runtimes.aws.calls), checked against its role at the end
 RECORD_SETS = tuple(f"{fn}.Environment.Variables.STEPCHAIN_RECORD_CALLS=1" for fn in ALL_FUNCTIONS)
 #: the heartbeat at LocalStack speed: a killed invocation's message (SQS) and lease (both) end ~1 s after it
 HEARTBEAT = {"MessageVisibilitySeconds": "1", "HeartbeatSeconds": "0.25"}

@@ -23,8 +23,8 @@ import pytest
 from tests.e2e.deployed import Stack, deploy_stacks, until
 
 from research_agent.workflow import wf
-from stepchain.aws import AwsClients, build_engine
 from stepchain.engine import Engine
+from stepchain.runtimes.aws import AwsClients, build_engine
 from stepchain.settings import Settings
 from stepchain.testing import InjectedCrash
 from stepchain.testing.probe import HarnessProbe

@@ -22,7 +22,7 @@ from stepchain.api import app as api_app
 from stepchain.api.cursors import encode_cursor
 from stepchain.api.decoding import MAX_DEPTH
 from stepchain.api.models import NodeViewModel, RunDetail, RunTotals
-from stepchain.ledger import NodeView, RunView
+from stepchain.observe.ledger import NodeView, RunView
 from stepchain.testing import Harness
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,10 +20,10 @@ from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import security
 from stepchain.api.cursors import cursor_mac as _cursor_mac
 from stepchain.api.cursors import unb64 as _unb64
-from stepchain.aws import AwsClients
+from stepchain.define.limits import RunLimits
 from stepchain.exceptions import LimitExceeded, ValidationError
-from stepchain.limits import RunLimits
-from stepchain.payloads import S3BlobStore
+from stepchain.runtimes.aws import AwsClients
+from stepchain.store.payloads import S3BlobStore
 from stepchain.testing import Harness
 
 ACCOUNT = "123456789012"

@@ -19,7 +19,19 @@ from typing import Any
 import pytest
 
 from stepchain.exceptions import IdempotencyConflict, StoreConflict
-from stepchain.records import (
+from stepchain.store.base import (
+    CheckpointStore,
+    ClaimKind,
+    FinishResult,
+    NewRun,
+    NodeChanges,
+    NodeInit,
+    RunChanges,
+)
+from stepchain.store.dynamodb import DynamoDBStore, create_table, from_item, to_item
+from stepchain.store.memory import MemoryStore
+from stepchain.store.port import StorePort
+from stepchain.store.records import (
     HISTORY_WINDOW,
     RUN_SK,
     CrashEvent,
@@ -35,18 +47,6 @@ from stepchain.records import (
     once_sk,
     run_pk,
 )
-from stepchain.store.base import (
-    CheckpointStore,
-    ClaimKind,
-    FinishResult,
-    NewRun,
-    NodeChanges,
-    NodeInit,
-    RunChanges,
-)
-from stepchain.store.dynamodb import DynamoDBStore, create_table, from_item, to_item
-from stepchain.store.memory import MemoryStore
-from stepchain.store.port import StorePort
 from stepchain.testing import moto_aws
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

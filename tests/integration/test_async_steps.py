@@ -1,7 +1,7 @@
 """``async def`` steps, async ``ctx.each``/``ctx.once`` item functions, and their time budget,
 on the in-process, SQS and Step Functions harnesses (virtual time: ``asyncio.sleep`` spends it).
 
-An async step runs on its own event loop per invocation (:mod:`stepchain.aio`); it gets the
+An async step runs on its own event loop per invocation (:mod:`stepchain.define.aio`); it gets the
 invocation's remaining time minus a 1 s margin, and one that outlives it is cancelled and retried
 as ``StepTimedOut`` (a sync step would be killed by Lambda instead).
 """
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.matrix import spread
 
 from stepchain import RetryPolicy, StepContext, Workflow
 from stepchain.testing import WORKER_BOUNDARIES, Harness, SfnHarness, SqsHarness
@@ -87,8 +88,7 @@ def test_async_workflow_continues_across_invocations(kind: str) -> None:
         assert all(n == 1 for n in h.executions.values()), h.executions
 
 
-@pytest.mark.parametrize("boundary", WORKER_BOUNDARIES)
-@pytest.mark.parametrize("kind", list(HARNESSES))
+@pytest.mark.parametrize(("kind", "boundary"), spread((k, b) for k in HARNESSES for b in WORKER_BOUNDARIES))
 def test_async_workflow_survives_a_crash_at_every_boundary(kind: str, boundary: str) -> None:
     node = {"after_claim": "double", "after_checkpoint": "collect", "before_handoff": "double"}.get(boundary)
     with HARNESSES[kind](flow, duplicate_delivery=True) as h:

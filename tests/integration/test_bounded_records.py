@@ -19,11 +19,11 @@ from tests.lambda_context import ApiLambdaContext
 from stepchain import RetryPolicy, StepContext, Workflow
 from stepchain.api import handle_api_event
 from stepchain.exceptions import ContinueInNewInvocation
-from stepchain.records import HISTORY_WINDOW, RUN_SK, node_sk, run_pk
+from stepchain.observe.timeline import render_html
 from stepchain.store.dynamodb import DynamoDBStore, from_item
 from stepchain.store.memory import MemoryStore
+from stepchain.store.records import HISTORY_WINDOW, RUN_SK, node_sk, run_pk
 from stepchain.testing import Harness
-from stepchain.timeline import render_html
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

@@ -17,8 +17,8 @@ import pytest
 from stepchain import StepContext, Workflow
 from stepchain.engine.budget import NANO, RECHECK_S
 from stepchain.exceptions import BudgetExceeded, InvalidRunState, ValidationError
+from stepchain.probe import CrashRule
 from stepchain.testing import Harness, SfnHarness, SqsHarness
-from stepchain.testing.probe import CrashRule
 
 HARNESSES: dict[str, Callable[..., Harness]] = {
     "memory": lambda *wfs, **kw: Harness(*wfs, backend="memory", **kw),

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from child_orders import BANK, COUNTS, FAILING, expected, orders_wf, reset
+from tests.matrix import spread
 
 from stepchain import Workflow
 from stepchain.engine.nodes.children import child_run_id
@@ -152,7 +153,11 @@ TRANSPORT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "boundary", "node", "skip"), TRANSPORT_CASES)
+# each case on one transport (the join activation's before_handoff exists on SQS only); make test-full: both
+@pytest.mark.parametrize(
+    ("kind", "boundary", "node", "skip"),
+    spread(TRANSPORT_CASES, prefer={("before_handoff", "pay", 1): "sqs", ("before_handoff", "authorize", 0): "sfn"}),
+)
 def test_a_crash_on_a_real_transport_starts_each_child_once(kind: str, boundary: str, node: str, skip: int) -> None:
     with harness(kind, orders_wf()) as h:
         crash_run(h, boundary, node, skip)
@@ -435,7 +440,7 @@ def test_a_child_workflow_this_deployment_does_not_know_fails_the_node(kind: str
 
 
 def test_the_text_timeline_lists_the_children() -> None:
-    from stepchain.timeline import render_text
+    from stepchain.observe.timeline import render_text
 
     with harness("memory", orders_wf()) as h:
         run_id = h.start("orders", ORDER)

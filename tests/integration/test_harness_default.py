@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from stepchain import Workflow
-from stepchain.payloads import MemoryBlobStore, S3BlobStore
 from stepchain.store.dynamodb import DynamoDBStore
 from stepchain.store.memory import MemoryStore
+from stepchain.store.payloads import MemoryBlobStore, S3BlobStore
 from stepchain.testing import Harness
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from stepchain import Workflow
+from stepchain.engine.heartbeat import HeartbeatPolicy, queue_url_for_arn
 from stepchain.exceptions import ValidationError
-from stepchain.heartbeat import HeartbeatPolicy, queue_url_for_arn
-from stepchain.records import NodeStatus
+from stepchain.store.records import NodeStatus
 from stepchain.testing import WORKER_BOUNDARIES
 from stepchain.testing.sqs_driver import SqsHarness
 
@@ -219,7 +219,7 @@ def test_step_functions_lease_heartbeat_bounds_the_takeover_by_v(policy: Heartbe
     """Step Functions sees a killed invocation at once (the Lambda task fails) and retries it; the
     retry is BUSY until the dead worker's lease ends, then takes over. With the lease heartbeat the
     lease ends V - margin after the last beat; without it, after the whole function timeout + 2 s."""
-    from stepchain.aws.sfn_worker import TaskSignal, handle_sfn_task
+    from stepchain.runtimes.aws.sfn_worker import TaskSignal, handle_sfn_task
     from stepchain.testing import Harness
     from stepchain.testing.clock import VirtualLambdaContext
     from stepchain.testing.probe import InjectedCrash

@@ -1,6 +1,6 @@
 """Short-timeout steps on SQS: no heartbeat, the queue's own visibility bounds the resume (issue 10.1/10.6).
 
-A function whose timeout T gives a queue visibility Q = T + 5 s <= V (``stepchain.heartbeat.queue_visibility_s``)
+A function whose timeout T gives a queue visibility Q = T + 5 s <= V (``stepchain.engine.heartbeat.queue_visibility_s``)
 gets ``STEPCHAIN_SQS_QUEUE_VISIBILITY_S`` = Q from the template generator; its worker then makes no
 ``ChangeMessageVisibilityBatch`` at receipt and runs no heartbeat (one SQS request less per step), and a
 killed invocation's message comes back by itself, after the lease (deadline + 2 s) has ended. Real queues
@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from stepchain import Workflow
-from stepchain.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
-from stepchain.records import NodeStatus
-from stepchain.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s
+from stepchain.engine.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
+from stepchain.engine.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s
+from stepchain.store.records import NodeStatus
 from stepchain.testing.sqs_driver import SqsHarness
 
 CMVB = "sqs.ChangeMessageVisibilityBatch"
@@ -101,7 +101,7 @@ def test_the_heartbeats_requests_are_in_the_runs_ledger() -> None:
     """The heartbeat's ChangeMessageVisibilityBatch (at receipt and per beat) and its lease writes run
     outside the activation's thread; the claiming activation's node writes carry them to the ledger
     (before: the ledger missed them, so it showed $2.65 per million steps where SQS billed $3.05)."""
-    from stepchain.heartbeat import HeartbeatPolicy
+    from stepchain.engine.heartbeat import HeartbeatPolicy
 
     ref: dict[str, SqsHarness] = {}
     wf = Workflow("beats")

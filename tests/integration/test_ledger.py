@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from stepchain import StepContext, Workflow
-from stepchain.ledger import RunView
+from stepchain.observe.ledger import RunView
 from stepchain.testing import Harness
 
 #: AWS Lambda on-demand prices (x86): per GB-second and per request; the functions have 512 MB

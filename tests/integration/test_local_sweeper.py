@@ -1,4 +1,4 @@
-"""The embedded runtime (``stepchain.local``, what ``make demo`` runs) sweeps like the deployed schedule:
+"""The embedded runtime (``stepchain.runtimes.local``, what ``make demo`` runs) sweeps like the deployed schedule:
 a run whose start died before its handoff is moved on by a worker's periodic sweep."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from stepchain import StepContext, Workflow
-from stepchain.aws import AwsClients, build_engine
-from stepchain.local import EmbeddedAws, client_env, run_worker
+from stepchain.runtimes.aws import AwsClients, build_engine
+from stepchain.runtimes.local import EmbeddedAws, client_env, run_worker
 from stepchain.settings import Settings
 from stepchain.testing import InjectedCrash
 from stepchain.testing.probe import HarnessProbe

@@ -16,12 +16,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from stepchain import StepContext, Workflow, goto
+from stepchain.engine.sweeper import SweepPolicy
 from stepchain.engine.worker import Worker
 from stepchain.exceptions import ValidationError
+from stepchain.handoff.messages import Activation
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
-from stepchain.messages import Activation
-from stepchain.records import RunRecord, RunStatus
-from stepchain.sweeper import SweepPolicy
+from stepchain.store.records import RunRecord, RunStatus
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 
 GRACE_S = 300

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from stepchain import RetryPolicy, Workflow
-from stepchain.ledger import orchestration_usd
-from stepchain.pricing import load_prices
+from stepchain.observe.ledger import orchestration_usd
+from stepchain.observe.pricing import load_prices
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 
 
@@ -118,7 +118,7 @@ def test_cli_text_and_html_timeline_show_the_orchestration_cost(tmp_path: Any, c
     import json
 
     from stepchain.cli import main
-    from stepchain.timeline import render_html, render_text
+    from stepchain.observe.timeline import render_html, render_text
 
     with Harness(chain("cost-show", big=True), backend="moto") as h:
         run_id = h.start("cost-show", {"v": 0})

@@ -11,7 +11,7 @@ from tests.integration.routing_flows import RAN, SECRET, guess, review
 
 from stepchain import END, Workflow, goto
 from stepchain.exceptions import ValidationError
-from stepchain.records import node_key, parse_node_key
+from stepchain.store.records import node_key, parse_node_key
 from stepchain.testing import Harness
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from tests.integration.routing_flows import RAN, SECRET, guess, review
+from tests.matrix import spread
 
 from stepchain.testing import WORKER_BOUNDARIES, Harness, SfnHarness, SqsHarness
 
@@ -63,8 +64,7 @@ def counts(run_id: str) -> dict[str, int]:
     return {k: n for (r, k), n in RAN.items() if r == run_id}
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("boundary", "node"), REVIEW_CRASHES)
+@pytest.mark.parametrize(("kind", "boundary", "node"), spread((k, *c) for c in REVIEW_CRASHES for k in KINDS))
 def test_reviewer_loop_survives_a_crash_inside_an_iteration(kind: str, boundary: str, node: str) -> None:
     with harness(kind, duplicate=True) as h:
         h.crash_at(boundary, node=node)
@@ -80,8 +80,7 @@ def test_reviewer_loop_survives_a_crash_inside_an_iteration(kind: str, boundary:
         assert all(n == (2 if boundary == "effect_window" and k.startswith(node) else 1) for k, n in runs.items())
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("boundary", "node", "skip"), GUESS_CRASHES)
+@pytest.mark.parametrize(("kind", "boundary", "node", "skip"), spread((k, *c) for c in GUESS_CRASHES for k in KINDS))
 def test_guess_loop_survives_a_crash_inside_an_iteration(kind: str, boundary: str, node: str, skip: int) -> None:
     with harness(kind, duplicate=True) as h:
         h.crash_at(boundary, node=node, skip=skip)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stepchain import END, Workflow, goto
-from stepchain.records import node_key
+from stepchain.store.records import node_key
 from stepchain.testing import Harness
 
 NODES = ["n0", "n1", "n2", "n3", "n4"]

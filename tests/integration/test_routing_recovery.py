@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from tests.integration.routing_flows import RAN, SECRET, guess, review
 
-from stepchain.sweeper import SweepPolicy
+from stepchain.engine.sweeper import SweepPolicy
 from stepchain.testing import Harness
 
 GRACE_S = SweepPolicy().grace_s

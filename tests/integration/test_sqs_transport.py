@@ -17,9 +17,9 @@ import pytest
 
 from stepchain import RetryPolicy, Workflow
 from stepchain.exceptions import ValidationError
+from stepchain.handoff.messages import Activation
 from stepchain.handoff.sqs import MAX_DELAY_S, NOT_BEFORE, SqsHandoff, delay_seconds
-from stepchain.messages import Activation
-from stepchain.records import NodeStatus
+from stepchain.store.records import NodeStatus
 from stepchain.testing import WORKER_BOUNDARIES, moto_aws
 from stepchain.testing.harness import BUCKET
 from stepchain.testing.sqs_driver import SqsHarness

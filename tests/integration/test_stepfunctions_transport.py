@@ -12,8 +12,8 @@ from unittest import mock
 import pytest
 
 from stepchain import RetryPolicy, TerminalError, ValidationError, Workflow
-from stepchain.asl import ROUTE_FIELDS
-from stepchain.aws.sfn_worker import STATE_FIELDS, handle_sfn_task, parse_event
+from stepchain.deploy.asl import ROUTE_FIELDS
+from stepchain.runtimes.aws.sfn_worker import STATE_FIELDS, handle_sfn_task, parse_event
 from stepchain.testing import WORKER_BOUNDARIES, Harness
 from stepchain.testing.sfn_driver import SfnHarness, seams
 
@@ -347,7 +347,7 @@ def test_a_step_is_one_state_transition_and_other_outcomes_leave_through_catch()
 
 def test_worker_raises_the_outcome_as_a_named_error() -> None:
     """What Step Functions' Catch matches: the exception class's name (Lambda's errorType)."""
-    from stepchain.aws.sfn_worker import SIGNALS, TaskSignal
+    from stepchain.runtimes.aws.sfn_worker import SIGNALS, TaskSignal
 
     assert SIGNALS["CONTINUE"].__name__ == "stepchain.Continue" and issubclass(SIGNALS["WAIT"], TaskSignal)
     wf = Workflow("sfn-signal")

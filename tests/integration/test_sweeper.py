@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from stepchain import RetryPolicy, StepContext, TerminalError, Workflow
-from stepchain.records import NodeStatus
-from stepchain.sweeper import SweepPolicy
+from stepchain.engine.sweeper import SweepPolicy
+from stepchain.store.records import NodeStatus
 from stepchain.testing import API_BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
 
 GRACE_S = SweepPolicy().grace_s

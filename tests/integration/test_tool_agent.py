@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.matrix import spread
 
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 from tool_agent import tools
@@ -118,8 +119,7 @@ CRASHES = [
 ]
 
 
-@pytest.mark.parametrize(("boundary", "node", "skip"), CRASHES, ids=[f"{b}-{n}" for b, n, _ in CRASHES])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("kind", "boundary", "node", "skip"), spread((k, *c) for c in CRASHES for k in KINDS))
 def test_a_crash_inside_a_loop_iteration_never_runs_a_completed_iteration_again(
     kind: str, boundary: str, node: str, skip: int
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stepchain import Registry, RunStatus, StepContext, VersionNotRegistered, Workflow
-from stepchain.aws.sqs_worker import handle_sqs_batch
+from stepchain.runtimes.aws.sqs_worker import handle_sqs_batch
 from stepchain.testing import Harness, VirtualLambdaContext
 
 

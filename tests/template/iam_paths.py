@@ -5,11 +5,11 @@ A :class:`Deployment` is one transport's harness on moto (SqsHarness: the deploy
 real queues; SfnHarness: the generated state machine in moto's Step Functions interpreter, tasks served by
 the deployed Step Functions worker) with the calls attributed as the template deploys the code:
 
-* a worker invocation -> the function ``stepchain.samgen.plan`` puts its node in (PlanFunction, ...,
+* a worker invocation -> the function ``stepchain.deploy.samgen.plan`` puts its node in (PlanFunction, ...,
   ControlFunction for sleeps, waits and failures);
 * an API request -> ApiFunction: a REST proxy event through ``stepchain.api.handle_api_event``, the code
   the deployed API runs (secret-backed cursor key, presigned output URLs included);
-* a sweep -> SweeperFunction (``stepchain.sweeper.Sweeper``, what ``sweeper_handler`` runs).
+* a sweep -> SweeperFunction (``stepchain.engine.sweeper.Sweeper``, what ``sweeper_handler`` runs).
 
 Payloads go to S3 from 64 bytes on (``INLINE_LIMIT``), so every path also takes the claim-check.
 
@@ -42,11 +42,11 @@ from stepchain import StepContext, TerminalError, Workflow
 from stepchain.api import handle_api_event
 from stepchain.api import security as api_security
 from stepchain.api import tokens as api_tokens
-from stepchain.asl import CONTROL_FUNCTION
+from stepchain.deploy.asl import CONTROL_FUNCTION
+from stepchain.deploy.samgen import plan
+from stepchain.engine.heartbeat import HeartbeatPolicy
 from stepchain.engine.nodes import children
-from stepchain.heartbeat import HeartbeatPolicy
-from stepchain.samgen import plan
-from stepchain.sweeper import Sweeper, SweepPolicy
+from stepchain.engine.sweeper import Sweeper, SweepPolicy
 from stepchain.testing import InjectedCrash, SfnHarness, sfn_driver, sqs_driver
 from stepchain.testing.sqs_driver import SqsHarness
 from tool_agent import tools as tool_agent_tools
@@ -146,7 +146,7 @@ class Deployment:
         self.invoked: dict[str, set[str]] = {}  # workflow -> functions its state machine invoked
         if transport == "sfn":
             harness: Any = SfnHarness(*WORKFLOWS, inline_limit=INLINE_LIMIT)
-        else:  # the deployed SQS workers run the heartbeat (per-message visibility, stepchain.heartbeat)
+        else:  # the deployed SQS workers run the heartbeat (per-message visibility, stepchain.engine.heartbeat)
             harness = SqsHarness(*WORKFLOWS, inline_limit=INLINE_LIMIT, heartbeat=HeartbeatPolicy(20, 5))
         self.h = stack.enter_context(harness)
         BOX["h"] = self.h

@@ -29,7 +29,7 @@ from tests.template.iam_paths import PATHS, deployed
 from tests.template.iam_record import Call, CallRecorder, recording
 from tests.template.test_sam_policies import as_list, role_statements
 
-from stepchain.asl import CONTROL_FUNCTION
+from stepchain.deploy.asl import CONTROL_FUNCTION
 
 #: What an AWS service calls with a function's role, not our code (there is no boto3 call to record).
 #: - sqs:* on the workers' and the control function's own queue: the Lambda event source mapping polls
@@ -263,7 +263,7 @@ def test_a_deployed_function_logs_its_calls_when_asked() -> None:
     import boto3
     from botocore.handlers import BUILTIN_HANDLERS
 
-    from stepchain.aws import calls
+    from stepchain.runtimes.aws import calls
     from stepchain.testing import moto_aws
 
     assert not calls.install_from_env({})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stepchain.local import EmbeddedAws, LocalStack
+from stepchain.runtimes.local import EmbeddedAws, LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "How much do grid-scale battery packs cost and how efficient are they?"
@@ -108,7 +108,7 @@ def test_sweeper_function_reissues_the_activation_of_a_start_that_died(
     """The API dies between writing a run and sending its first message; the real SweeperFunction
     (as the schedule invokes it) sends that message."""
     from research_agent.workflow import wf
-    from stepchain.aws import AwsClients, build_engine
+    from stepchain.runtimes.aws import AwsClients, build_engine
     from stepchain.settings import Settings
     from stepchain.testing import InjectedCrash
     from stepchain.testing.probe import HarnessProbe

@@ -87,7 +87,7 @@ def test_kill_to_resume_is_bounded_by_the_message_visibility_not_the_function_ti
     """Issue 10.1: with the deployed defaults, a killed worker's step resumes <= 30 s later on every function
     (ARCHITECTURE.md, *Resuming after a kill*: message back <= V after the kill, a poll ~1 s, a cold start
     ~1 s), although every queue's own visibility timeout is >= its function's timeout, as AWS requires."""
-    from stepchain.heartbeat import HeartbeatPolicy
+    from stepchain.engine.heartbeat import HeartbeatPolicy
 
     params = template["Parameters"]
     env = template["Globals"]["Function"]["Environment"]["Variables"]
@@ -98,7 +98,7 @@ def test_kill_to_resume_is_bounded_by_the_message_visibility_not_the_function_ti
     assert policy == HeartbeatPolicy(v, h)  # valid as deployed: no fallback
     poll_s, cold_start_s = 1, 1
     assert v + poll_s + cold_start_s <= 30
-    from stepchain.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s, sqs_policy_from_env
+    from stepchain.engine.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s, sqs_policy_from_env
 
     for fn, queue in QUEUE_OF.items():
         timeout = resources[fn]["Properties"]["Timeout"]

@@ -13,11 +13,11 @@ so a change of the code's calls fails there with the measured difference, and th
   ``active`` in ``list_active_runs``) and ``transact_write_items`` in ``create_run``, which IAM authorizes as
   one PutItem per item (there is no IAM action TransactWriteItems). ``create_table`` is for tests only.
   Never called: Scan, DeleteItem, BatchGetItem, BatchWriteItem, ConditionCheckItem.
-* S3 (``stepchain/payloads.py`` S3BlobStore): ``put_object`` when a value is encoded (``PayloadCodec.encode``:
+* S3 (``stepchain/store/payloads.py`` S3BlobStore): ``put_object`` when a value is encoded (``PayloadCodec.encode``:
   step outputs, map items, large run inputs, event payloads, redrive inputs), ``get_object`` when one is
   decoded, and ``generate_presigned_url("get_object")``, which makes no call but needs GetObject for the URL
   to work. Never called: DeleteObject, ListBucket, any ACL / lifecycle / bucket configuration.
-* the step workers (``step_handler``: ``engine.process`` and ``stepchain/context.py``) claim, finish and
+* the step workers (``step_handler``: ``engine.process`` and ``stepchain/define/context.py``) claim, finish and
   read nodes, write once/each/crash items, query a run's partition, encode and decode payloads; with SQS they
   send the next activation (``handoff/sqs.py``: send_message, send_message_batch = sqs:SendMessage) and their
   event source mapping receives, deletes and reads attributes of their own queue. They never start, stop or

@@ -12,7 +12,7 @@ from tests.template.samshell import ALL_FUNCTIONS, STEP_FUNCTIONS
 from tools.local_invoke import NO_VALUE, Resolver
 
 from stepchain.api.decoding import MAX_BODY_BYTES
-from stepchain.payloads import MAX_URL_TTL_S
+from stepchain.store.payloads import MAX_URL_TTL_S
 
 WORKERS = (*STEP_FUNCTIONS, "ControlFunction")
 

@@ -16,9 +16,9 @@ from tests.integration.chaos_orders import World
 from tests.integration.chaos_orders import build as build_orders
 from tests.template.samshell import ROOT
 
-from stepchain.asl import write_asl
-from stepchain.samgen import render
-from stepchain.samgen_base import load_cfn
+from stepchain.deploy.asl import write_asl
+from stepchain.deploy.samgen import render
+from stepchain.deploy.samgen_base import load_cfn
 
 
 def test_template_yaml_is_generated_and_up_to_date() -> None:
@@ -74,7 +74,7 @@ def child_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An order workflow that calls a child workflow and runs three as parallel branches: five state machines."""
     from tests.integration.child_orders import orders_wf
 
-    from stepchain.samgen_children import with_children
+    from stepchain.deploy.samgen_children import with_children
 
     root = tmp_path_factory.mktemp("children")
     wf = orders_wf()
@@ -187,7 +187,8 @@ def test_the_layer_is_built_from_a_given_wheel_outside_the_repository(wheel: Pat
     site = artifacts / "python"
     [dist_info] = site.glob("stepchain-*.dist-info")
     assert dist_info.name == wheel.name.split("-py3")[0] + ".dist-info"
-    assert (site / "stepchain" / "sam_base.yaml").is_file() and (site / "stepchain" / "aws").is_dir()
+    assert (site / "stepchain" / "deploy" / "sam_base.yaml").is_file()
+    assert (site / "stepchain" / "runtimes" / "aws").is_dir()
     assert (site / "aws_lambda_powertools").is_dir() and (site / "pydantic_core").is_dir()
     assert not list(site.glob("boto3*")) and not list(site.glob("botocore*"))  # the runtime ships them
     assert not list(site.glob("moto*")) and not list(site.glob("yaml"))  # extras are not runtime requirements

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from tests.ui.ui_flows import slow
 
-from stepchain.local import EmbeddedAws, visibility_timeout_for
+from stepchain.runtimes.local import EmbeddedAws, visibility_timeout_for
 from stepchain.ui import EngineBackend, UiServer
 from stepchain.ui.backends import embedded_engine
 
@@ -79,7 +79,7 @@ def spawn_worker(stack: Any, log: Path) -> subprocess.Popen[bytes]:
         **stack.env(PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), UI_TEST_SLOW_S="1.5"),
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
-    cmd = [sys.executable, "-m", "stepchain.local", "worker", "--workflow", "tests.ui.ui_flows:slow"]
+    cmd = [sys.executable, "-m", "stepchain.runtimes.local", "worker", "--workflow", "tests.ui.ui_flows:slow"]
     cmd += ["--budget-ms", "10000", "--sweep-every", "0", "--idle-exit", "60"]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 

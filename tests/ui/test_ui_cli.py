@@ -12,7 +12,7 @@ import pytest
 from tests.ui.ui_flows import slow
 
 from stepchain.cli import main
-from stepchain.local import EmbeddedAws, visibility_timeout_for
+from stepchain.runtimes.local import EmbeddedAws, visibility_timeout_for
 from stepchain.ui.backends import embedded_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def test_watch_follows_an_embedded_run_to_its_end(tmp_path: Path, capsys: pytest
             **os.environ,
             **stack.env(PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), UI_TEST_SLOW_S="0.2"),
         }
-        cmd = [sys.executable, "-m", "stepchain.local", "worker", "--workflow", "tests.ui.ui_flows:slow"]
+        cmd = [sys.executable, "-m", "stepchain.runtimes.local", "worker", "--workflow", "tests.ui.ui_flows:slow"]
         worker = subprocess.Popen(
             [*cmd, "--sweep-every", "0", "--idle-exit", "60"],
             env=env,

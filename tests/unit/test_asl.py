@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from stepchain import RetryPolicy, Workflow
-from stepchain.asl import (
+from stepchain.cli import main
+from stepchain.deploy.asl import (
     LAMBDA_INVOKE,
     LAMBDA_INVOKE_CALLBACK,
     SIGNAL_ERRORS,
@@ -22,7 +23,6 @@ from stepchain.asl import (
     to_asl,
     write_asl,
 )
-from stepchain.cli import main
 
 STATE_TYPES = {"Task", "Choice", "Wait", "Map", "Pass", "Fail", "Succeed"}
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from stepchain import END, Workflow, goto
-from stepchain.asl import to_asl
-from stepchain.aws.sfn_worker import task_state
+from stepchain.deploy.asl import to_asl
 from stepchain.exceptions import ValidationError
-from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
+from stepchain.runtimes.aws.sfn_worker import task_state
 
 
 def loop() -> Workflow:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from stepchain.asl import LAMBDA_INVOKE_CALLBACK, to_asl
 from stepchain.cli import main
+from stepchain.define.workflow import NodeKind, Registry, Workflow
+from stepchain.deploy.asl import LAMBDA_INVOKE_CALLBACK, to_asl
+from stepchain.deploy.samgen import build, plan
 from stepchain.engine.nodes.children import child_run_id, split_parent
 from stepchain.exceptions import ValidationError
-from stepchain.samgen import build, plan
-from stepchain.workflow import NodeKind, Registry, Workflow
 
 
 def noop(ctx: Any, value: Any) -> Any:

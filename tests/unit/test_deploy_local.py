@@ -13,8 +13,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from stepchain.deploy_local import Artifacts, apply_sets, package, parse_params, zip_tree
-from stepchain.deploy_stack import _fixed_log_group_names, check_update, stable_api_deployments
+from stepchain.deploy.deploy_local import Artifacts, apply_sets, package, parse_params, zip_tree
+from stepchain.deploy.deploy_stack import _fixed_log_group_names, check_update, stable_api_deployments
 from stepchain.exceptions import DeployError
 
 
@@ -157,7 +157,7 @@ def test_set_overrides_a_property_of_the_deployed_template() -> None:
 def test_a_localstack_iam_stack_runs_without_ownership_unless_told() -> None:
     """LocalStack puts no caller identity in an IAM request, and ownership answers such a request 401: an
     ApiAuth=iam stack on LocalStack gets RunOwnership=off unless the parameters name it (issue 16)."""
-    from stepchain.deploy_local import local_parameters
+    from stepchain.deploy.deploy_local import local_parameters
 
     declared = {"RunOwnership": {}, "ApiAuth": {}}
     assert local_parameters({}, declared) == {"RunOwnership": "off"}
@@ -167,7 +167,7 @@ def test_a_localstack_iam_stack_runs_without_ownership_unless_told() -> None:
 
 
 def test_the_local_api_key_is_made_once_then_reused() -> None:
-    from stepchain.deploy_local import local_api_key
+    from stepchain.deploy.deploy_local import local_api_key
 
     class FakeApiGateway:
         def __init__(self) -> None:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from stepchain.clock import SystemClock
-from stepchain.heartbeat import HeartbeatPolicy, InFlight, SqsHeartbeat
+from stepchain.engine.heartbeat import HeartbeatPolicy, InFlight, SqsHeartbeat
 
 
 class FakeStore:

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "src" / "stepchain" / "project_template" / "layers" / "stepchain" / "Makefile"
+TEMPLATE = ROOT / "src" / "stepchain" / "deploy" / "project_template" / "layers" / "stepchain" / "Makefile"
 
 
 def _dry_run(layer_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepchain.handoff.base import Handoff, QueueLifecycle
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import NodeRecord, NodeStatus
+from stepchain.store.records import NodeRecord, NodeStatus
 
 JOIN = Activation("r1", "parent", "v1", "pay", action="join")
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from stepchain import MemoryBlobStore, PayloadCodec, PayloadError, ValidationError
 from stepchain.exceptions import BlobUnavailable
-from stepchain.payloads import DEFAULT_INLINE_LIMIT
+from stepchain.store.payloads import DEFAULT_INLINE_LIMIT
 
 
 class Page(BaseModel):

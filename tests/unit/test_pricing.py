@@ -1,4 +1,4 @@
-"""The price table of AWS requests (stepchain.pricing): arithmetic, regions, user overrides."""
+"""The price table of AWS requests (stepchain.observe.pricing): arithmetic, regions, user overrides."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stepchain.pricing import ENV_VAR, PRICES_VERSION, load_prices
+from stepchain.observe.pricing import ENV_VAR, PRICES_VERSION, load_prices
 
 #: one step on each transport, per million steps (2 DynamoDB writes + 1 read, 1 KB items)
 SQS_STEP = {"ddb_write": 2, "ddb_wru": 2, "ddb_read": 1, "ddb_rru": 1, "sqs_send": 1, "sqs_receive": 1}

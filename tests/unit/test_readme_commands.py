@@ -14,7 +14,7 @@ import pytest
 from stepchain.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "src" / "stepchain" / "project_template"
+TEMPLATE = ROOT / "src" / "stepchain" / "deploy" / "project_template"
 READMES = {"README.md": ROOT / "README.md", "project README.md": TEMPLATE / "README.md"}
 
 

@@ -1,4 +1,4 @@
-"""stepchain.samgen: grouping steps into functions, the per-function and per-workflow resources, overrides,
+"""stepchain.deploy.samgen: grouping steps into functions, the per-function and per-workflow resources, overrides,
 and `stepchain template [--check]` (no SAM CLI here: tests/template lints and transforms generated apps)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from stepchain.asl import dumps, to_asl
 from stepchain.cli import main
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.asl import dumps, to_asl
+from stepchain.deploy.samgen import build, overrides_path, plan
+from stepchain.deploy.samgen_base import load_cfn, merge
 from stepchain.exceptions import ValidationError
-from stepchain.samgen import build, overrides_path, plan
-from stepchain.samgen_base import load_cfn, merge
-from stepchain.workflow import Workflow
 
 
 def noop(ctx: Any, value: Any) -> Any:
@@ -248,8 +248,8 @@ def test_a_short_timeout_function_gets_a_short_queue_visibility_and_no_heartbeat
     """Issue 10.1/10.6: T + 5 s <= V (20 s) -> the queue's VisibilityTimeout is T + 5 s and the function is
     told so (its worker skips the heartbeat); longer functions keep 6 x T and the heartbeat. Kill -> resumed
     <= 30 s for every function either way (+ ~1 s poll, ~1 s cold start)."""
-    from stepchain.heartbeat import HeartbeatPolicy
-    from stepchain.short_queues import ENV_QUEUE_VISIBILITY, sqs_policy_from_env
+    from stepchain.engine.heartbeat import HeartbeatPolicy
+    from stepchain.engine.short_queues import ENV_QUEUE_VISIBILITY, sqs_policy_from_env
 
     wf = Workflow("mixed")
     wf.step(name="quick", timeout_s=10)(noop)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from stepchain.cli import main
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.samgen_base import load_cfn
+from stepchain.deploy.scaffold import installed_wheel, new_project
 from stepchain.exceptions import ScaffoldError
-from stepchain.samgen_base import load_cfn
-from stepchain.scaffold import installed_wheel, new_project
-from stepchain.workflow import Workflow
 
 WHEEL_NAME = "stepchain-0.1.0-py3-none-any.whl"
 
@@ -54,6 +54,7 @@ def test_every_rendered_file_parses_and_no_placeholder_is_left(
     assert (project.name, project.package) == ("my-agent", "my_agent")
     expected = {
         ".gitignore", "Makefile", "README.md", "pyproject.toml", "template.yaml", "template.overrides.yaml",
+        "requirements-sam.lock",
         "app/app.py", "app/my_agent/__init__.py", "app/my_agent/workflow.py", "layers/stepchain/Makefile",
         "statemachine/my-agent.asl.json", "tests/test_workflow.py", "tests/test_template.py",
         "events/api-start-run.json", "events/api-send-event.json", "events/api-get-run.json",

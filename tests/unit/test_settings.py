@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stepchain import ValidationError
-from stepchain.payloads import DEFAULT_INLINE_LIMIT
 from stepchain.settings import TRANSPORTS, Settings
+from stepchain.store.payloads import DEFAULT_INLINE_LIMIT
 
 BASE = {"STEPCHAIN_TABLE": "runs", "STEPCHAIN_BUCKET": "payloads"}
 

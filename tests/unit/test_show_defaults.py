@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stepchain import show
 from stepchain.cli import main
+from stepchain.observe import show
 
 
 def test_the_workflows_are_the_ones_template_yaml_was_generated_from(

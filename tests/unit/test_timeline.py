@@ -9,9 +9,9 @@ import pytest
 
 from stepchain import StepContext, Workflow
 from stepchain.cli import main
-from stepchain.ledger import RunView
+from stepchain.observe.ledger import RunView
+from stepchain.observe.timeline import render_html, render_text
 from stepchain.testing import Harness
-from stepchain.timeline import render_html, render_text
 
 
 def make_view() -> RunView:

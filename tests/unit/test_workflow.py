@@ -16,8 +16,8 @@ from stepchain import (
     Workflow,
     WorkflowNotFound,
 )
+from stepchain.define.workflow import NodeKind
 from stepchain.exceptions import EventNotFound
-from stepchain.workflow import NodeKind
 
 
 def noop(ctx: StepContext, value: Any) -> Any:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from stepchain import END, RetryableError, RetryPolicy, Route, StepContext, TerminalError, Workflow, goto
-from stepchain.records import node_key
+from stepchain.store.records import node_key
 from tool_agent.corpus import document, find_quantity, rank
 from tool_agent.llm import OfflineToolLLM, RateLimited, UnsupportedQuestion, fact_key, parse_task
 from tool_agent.tools import STATS, read_document, run_calculator, send_email, sent_email

@@ -1,6 +1,6 @@
 """The runs HTTP API (API Gateway REST API, Lambda proxy integration), built on Powertools' event handler.
 
-``stepchain.aws.api_handler`` serves it through :func:`stepchain.api.app.handle_api_event`;
+``stepchain.runtimes.aws.api_handler`` serves it through :func:`stepchain.api.app.handle_api_event`;
 ``python -m stepchain.api.app --openapi`` prints its OpenAPI document. Names are imported lazily, so
 that ``python -m stepchain.api.app`` does not import the module twice.
 """

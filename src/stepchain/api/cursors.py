@@ -10,7 +10,7 @@ import json
 
 from stepchain.api.errors import ApiError
 from stepchain.api.security import cursor_key
-from stepchain.records import RunStatus
+from stepchain.store.records import RunStatus
 
 
 def cursor_mac(payload: bytes) -> bytes:

@@ -150,3 +150,15 @@ def operator_entries(env: Mapping[str, str] | None = None) -> OperatorEntries:
                 + " or an IAM ARN"
             )
     return OperatorEntries(frozenset(callers), frozenset(roles))
+
+
+MODES = ("on", "off", "local")
+
+
+def ownership_mode(env: Mapping[str, str] | None = None) -> str:
+    """``STEPCHAIN_OWNERSHIP``: ``on`` unless the deployment says ``off`` or ``local`` (fails closed)."""
+    env = os.environ if env is None else env
+    mode = env.get("STEPCHAIN_OWNERSHIP") or "on"
+    if mode not in MODES:  # the deployment's configuration, not the caller's request
+        raise ConfigurationError(f"STEPCHAIN_OWNERSHIP must be one of {MODES}, not {mode!r}")
+    return mode

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from stepchain.api.cursors import decode_cursor, encode_cursor
 from stepchain.api.errors import ApiError
 from stepchain.engine.runs import RunService
-from stepchain.records import RunRecord, RunStatus
+from stepchain.store.records import RunRecord, RunStatus
 
 __all__ = ["ALL_WORKFLOWS", "list_all"]
 

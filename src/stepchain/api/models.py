@@ -1,6 +1,6 @@
 """Request and response bodies of the runs API (pydantic v2; they also make the OpenAPI document).
 
-The run views mirror :class:`stepchain.ledger.RunView` field for field; a test checks they stay in step.
+The run views mirror :class:`stepchain.observe.ledger.RunView` field for field; a test checks they stay in step.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from stepchain.api.security import redact, redact_error
-from stepchain.records import NodeStatus, RunStatus
+from stepchain.store.records import NodeStatus, RunStatus
 
 #: run ids are 24 lowercase hex chars (12 of milliseconds, 12 random): see ``stepchain.engine.new_run_id``
 RUN_ID_PATTERN = r"^[0-9a-f]{24}$"

@@ -35,14 +35,15 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from stepchain.api.errors import ApiError
 from stepchain.api.identity import (
     LOCAL_IDENTITY,
-    ConfigurationError,
+    MODES,
     identity_of,
     operator_entries,
+    ownership_mode,
     role_sessions_shared,
 )
 from stepchain.api.models import RUN_ID_PATTERN
 from stepchain.exceptions import RunNotFound
-from stepchain.records import RunRecord
+from stepchain.store.records import RunRecord
 
 __all__ = [
     "LOCAL_IDENTITY",
@@ -55,7 +56,6 @@ __all__ = [
     "ownership_mode",
 ]
 
-MODES = ("on", "off", "local")
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
@@ -73,15 +73,6 @@ class Caller:
     def list_owner(self) -> str | None:
         """The owner a listing is restricted to (None: every run of the workflow)."""
         return None if self.operator else self.owner
-
-
-def ownership_mode(env: Mapping[str, str] | None = None) -> str:
-    """``STEPCHAIN_OWNERSHIP``: ``on`` unless the deployment says ``off`` or ``local`` (fails closed)."""
-    env = os.environ if env is None else env
-    mode = env.get("STEPCHAIN_OWNERSHIP") or "on"
-    if mode not in MODES:  # the deployment's configuration, not the caller's request
-        raise ConfigurationError(f"STEPCHAIN_OWNERSHIP must be one of {MODES}, not {mode!r}")
-    return mode
 
 
 def is_operator(owner: str, env: Mapping[str, str] | None = None) -> bool:

@@ -6,7 +6,7 @@
   ``<redacted:...>`` markers (the one pattern set: ``stepchain.api.redaction``). The response models apply
   it (``stepchain.api.models``), so no route can forget it.
 * :func:`output_url_ttl_s`: the lifetime of presigned output URLs (``STEPCHAIN_OUTPUT_URL_TTL_S``, default
-  300 s, at most :data:`~stepchain.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.payloads``).
+  300 s, at most :data:`~stepchain.store.payloads.MAX_URL_TTL_S`); the URLs are SigV4 (``stepchain.store.payloads``).
 * :func:`check_input_size`: a run input (start or redrive) over ``STEPCHAIN_MAX_INPUT_BYTES`` is a 413.
 * :func:`cursor_key`: the key that signs list cursors, read once per execution environment from the
   Secrets Manager secret named by ``STEPCHAIN_CURSOR_KEY_SECRET_ARN`` (template.yaml generates it); without
@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stepchain.api.redaction import redact
+from stepchain.define.limits import RunLimits
 from stepchain.exceptions import ValidationError
-from stepchain.limits import RunLimits
-from stepchain.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
 from stepchain.settings import env_int
+from stepchain.store.payloads import DEFAULT_URL_TTL_S, MAX_URL_TTL_S
 
 __all__ = [
     "check_input_size",
@@ -105,8 +105,7 @@ class SigningKey:
         """The key without a secret: ``key_env`` (at least 32 characters), else, in the explicit local
         mode only (``STEPCHAIN_OWNERSHIP=local``), the public constant. Anything else refuses to serve
         (:class:`~stepchain.api.identity.ConfigurationError`): a deployment never signs with a constant."""
-        from stepchain.api.identity import ConfigurationError
-        from stepchain.api.ownership import ownership_mode
+        from stepchain.api.identity import ConfigurationError, ownership_mode
 
         value = env.get(self.key_env)
         local = ownership_mode(env) == "local"

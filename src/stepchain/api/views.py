@@ -11,8 +11,8 @@ from stepchain.api.security import output_url_ttl_s
 from stepchain.engine.events import waiting_for
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import BlobUnavailable
-from stepchain.payloads import PayloadCodec
-from stepchain.records import NodeRecord, NodeStatus
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import NodeRecord, NodeStatus
 
 #: ``?iteration=N`` of an event delivery (bad values: 400 ``invalid_parameter``, like every query parameter)
 IterationQuery = Annotated[

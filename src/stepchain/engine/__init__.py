@@ -14,18 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from stepchain.clock import Clock
+from stepchain.define.limits import RunLimits
+from stepchain.define.workflow import Registry, Workflow
 from stepchain.engine.runs import RunService
 from stepchain.engine.shared import LEASE_GRACE_MS, new_run_id
 from stepchain.engine.worker import Worker
 from stepchain.handoff.base import Handoff
-from stepchain.limits import RunLimits
+from stepchain.handoff.messages import Activation, Outcome
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome
-from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
-from stepchain.records import RunRecord
 from stepchain.store.base import CheckpointStore
-from stepchain.workflow import Registry, Workflow
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import RunRecord
 
 
 class Engine:
@@ -98,7 +98,7 @@ class Engine:
 
     @property
     def limits(self) -> RunLimits:
-        """Per-run limits (:mod:`stepchain.limits`); tests may replace them."""
+        """Per-run limits (:mod:`stepchain.define.limits`); tests may replace them."""
         return self.worker.limits
 
     @limits.setter

@@ -26,15 +26,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stepchain.context import CostMeter
+from stepchain.define.context import CostMeter
+from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.nodes.scope import KindServices
 from stepchain.exceptions import BudgetExceeded, ValidationError
 from stepchain.handoff.base import RECHECK
-from stepchain.ledger import compute_usd
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import NodeRecord, NodeStatus, RunRecord
-from stepchain.store.base import NodeChanges
-from stepchain.workflow import Node, Workflow
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
+from stepchain.observe.ledger import compute_usd
+from stepchain.store.changes import NodeChanges
+from stepchain.store.records import NodeRecord, NodeStatus, RunRecord
 
 #: how often a run paused in its budget wait re-checks its budget (seconds)
 RECHECK_S = 300

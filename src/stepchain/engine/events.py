@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.routing import event_key
 from stepchain.exceptions import EventIterationError
-from stepchain.records import NodeRecord, RunRecord, RunStatus, parse_node_key
 from stepchain.store.base import CheckpointStore
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import NodeRecord, RunRecord, RunStatus, parse_node_key
 
 __all__ = ["event_target", "in_loop", "mint_iteration", "next_wait_iteration", "waiting_for"]
 

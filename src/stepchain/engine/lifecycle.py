@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.children import child_runs, split_parent
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
+from stepchain.handoff.messages import Activation, Outcome
 from stepchain.logs import logger
-from stepchain.messages import Activation, Outcome
-from stepchain.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key, parse_node_key
 from stepchain.store.base import ACTIVE_RUN, NodeChanges, NodeInit, RunChanges
+from stepchain.store.records import NodeRecord, NodeStatus, RunRecord, RunStatus, node_key, parse_node_key
 
 
 def run_ended(s: KindServices, run: RunRecord) -> None:

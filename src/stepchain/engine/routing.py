@@ -8,11 +8,11 @@ successor the first commit did.
 
 from __future__ import annotations
 
+from stepchain.define.routing import END, Route
+from stepchain.define.workflow import Node, Workflow
 from stepchain.exceptions import IterationLimitExceeded, UnknownRoute
-from stepchain.messages import Activation
-from stepchain.records import NodeRecord, NodeStatus, node_key
-from stepchain.routing import END, Route
-from stepchain.workflow import Node, Workflow
+from stepchain.handoff.messages import Activation
+from stepchain.store.records import NodeRecord, NodeStatus, node_key
 
 #: an output reference up to this size travels in the successor's activation (no read for its input)
 MAX_INPUT_IN_MESSAGE = 4096

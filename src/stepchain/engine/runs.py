@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from stepchain.clock import Clock
+from stepchain.define.workflow import Registry, Workflow
 from stepchain.engine import budget
 from stepchain.engine.events import event_target
 from stepchain.engine.lifecycle import finish_cancel, run_ended
@@ -24,13 +25,12 @@ from stepchain.engine.shared import key_of, new_run_id
 from stepchain.engine.worker import Worker
 from stepchain.exceptions import InvalidRunState, StepNotFound
 from stepchain.handoff.base import RunLifecycle
-from stepchain.ledger import RunView
-from stepchain.messages import Activation, Outcome
-from stepchain.payloads import PayloadCodec
+from stepchain.handoff.messages import Activation, Outcome
+from stepchain.observe.ledger import RunView
 from stepchain.probe import Probe
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key, parse_node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
-from stepchain.workflow import Registry, Workflow
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key, parse_node_key
 
 
 class RunService:

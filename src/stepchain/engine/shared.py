@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from stepchain.messages import Activation
-from stepchain.records import node_key
+from stepchain.handoff.messages import Activation
+from stepchain.store.records import node_key
 
 #: added to the invocation's remaining time to form its lease: Lambda has killed it by then
 LEASE_GRACE_MS = 2_000

@@ -1,7 +1,7 @@
 """The worker core: turns one activation into durable progress.
 
 ``Worker.process`` is what every worker (a Lambda behind SQS or Step Functions, or the in-process
-harness) calls for one message, through :func:`stepchain.serve.serve`. On the happy path a step
+harness) calls for one message, through :func:`stepchain.runtimes.serve.serve`. On the happy path a step
 costs two store calls: claim the node (one conditional write that returns the record) and
 checkpoint the output (one conditional write); its input comes with the activation (``msg.input``,
 the predecessor's output reference), read from the node it names (``msg.src``) only when the
@@ -19,9 +19,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from stepchain import heartbeat
 from stepchain.clock import Clock, SystemClock
-from stepchain.context import CostMeter
+from stepchain.define.context import CostMeter
+from stepchain.define.limits import RunLimits
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Registry, Workflow
+from stepchain.engine import heartbeat
 from stepchain.engine.lifecycle import cancel_runs, run_ended
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.scope import ActivationScope
@@ -29,14 +32,12 @@ from stepchain.engine.routing import next_activation
 from stepchain.engine.shared import LEASE_GRACE_MS, key_of
 from stepchain.exceptions import RunNotFound, VersionNotRegistered
 from stepchain.handoff.base import Handoff, RunLifecycle, lifecycle_of
-from stepchain.limits import RunLimits
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike, logger
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.payloads import PayloadCodec
 from stepchain.probe import NoProbe, Probe
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, ClaimKind, FinishResult, NodeChanges, NodeInit, RunChanges
-from stepchain.workflow import Node, Registry, Workflow
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 
 
 class Worker:
@@ -58,7 +59,7 @@ class Worker:
         self.handoff = handoff
         self.clock = clock or SystemClock()
         self.probe: Probe = probe or NoProbe()
-        self.limits = RunLimits.from_env()  # per-run limits (stepchain.limits); tests may replace it
+        self.limits = RunLimits.from_env()  # per-run limits (stepchain.define.limits); tests may replace it
 
     @property
     def lifecycle(self) -> RunLifecycle:

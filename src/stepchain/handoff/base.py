@@ -1,7 +1,7 @@
 """The handoff port: how the next unit of work gets to a worker.
 
 Adapters: in-process (tests, the embedded runtime), SQS, Step Functions. The engine decides
-*what* happens next (an :class:`~stepchain.messages.Outcome`); the handoff decides *how*.
+*what* happens next (an :class:`~stepchain.handoff.messages.Outcome`); the handoff decides *how*.
 
 Two capabilities: :class:`Handoff` sends activations (every transport); :class:`RunLifecycle`
 carries a run's lifecycle (start, resume a wait, cancel, redrive, recover). A transport that
@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from stepchain.messages import Activation, Outcome, OutcomeKind
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.probe import NoProbe, Probe
-from stepchain.records import NodeRecord, RunRecord, node_key
+from stepchain.store.records import NodeRecord, RunRecord, node_key
 
 #: the engine's join of a parent node, run where the transport asks for it: its outcome and the
 #: node's record (None: nothing to join)

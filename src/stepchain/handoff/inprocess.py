@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from stepchain.clock import Clock
 from stepchain.handoff.base import Handoff
-from stepchain.messages import Activation
+from stepchain.handoff.messages import Activation
 
 
 class InProcessHandoff(Handoff):

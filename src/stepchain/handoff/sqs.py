@@ -2,7 +2,7 @@
 
 Delays (sleeps, retry backoffs, event-wait deadlines) use the message's ``DelaySeconds``, which SQS
 caps at 900 s. A message due later also carries its due time in the ``not_before_ms`` message
-attribute; the worker (:mod:`stepchain.aws.sqs_worker`) sends a message that arrives early back
+attribute; the worker (:mod:`stepchain.runtimes.aws.sqs_worker`) sends a message that arrives early back
 with the next delay chunk, so a delay of any length is a chain of at most 15-minute hops.
 
 Queue settings this transport relies on:
@@ -10,7 +10,7 @@ Queue settings this transport relies on:
 * ``VisibilityTimeout`` >= the consuming function's timeout + ``LEASE_GRACE_MS`` (2 s). A worker that
   dies keeps its node's lease until then; its message must not come back before that lease is over
   (a duplicate that meets a live lease is dropped as BUSY, and the owner's own message is the one
-  that comes back). With the heartbeat (:mod:`stepchain.heartbeat`) each message's own visibility
+  that comes back). With the heartbeat (:mod:`stepchain.engine.heartbeat`) each message's own visibility
   is short (V) and the lease ends before it, so a dead worker's message comes back within V.
 * A dead-letter queue with ``maxReceiveCount`` (e.g. 3): a message no worker can handle (malformed,
   unknown workflow) ends there instead of circulating.
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from stepchain.clock import Clock, SystemClock
 from stepchain.exceptions import StepchainError, ValidationError
 from stepchain.handoff.base import Handoff
-from stepchain.messages import Activation
+from stepchain.handoff.messages import Activation
 from stepchain.requests import instrument
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Step Functions handoff: one execution per run; the state machine (``stepchain.asl``) drives it.
+"""Step Functions handoff: one execution per run; the state machine (``stepchain.deploy.asl``) drives it.
 
 Transitions between nodes are the state machine's job: every task returns a small state
 (``status``, ``wake_at``) and the generated Choice/Wait/Map states act on it. So ``_send`` does
@@ -31,10 +31,10 @@ from botocore.exceptions import ClientError
 
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.base import Handoff, JoinHere, RunLifecycle
+from stepchain.handoff.messages import Activation, OutcomeKind, route_state
 from stepchain.logs import logger
-from stepchain.messages import Activation, OutcomeKind, route_state
-from stepchain.records import RunRecord, node_key, parse_node_key
 from stepchain.requests import instrument
+from stepchain.store.records import RunRecord, node_key, parse_node_key
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient

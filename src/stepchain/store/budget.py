@@ -3,23 +3,24 @@
 ``budget_nano`` (the run's budget, nano-dollars) is written at the run's start; ``spent_nano`` is
 ADDed by each attempt of a step of a budgeted run (LLM + compute), before the attempt's node
 write; ``paused`` marks a run held in its ``budget`` wait. A caller's daily budget is a counter
-item per (caller, UTC day) in the same table (``CALLER#<owner>`` / ``D#<yyyy-mm-dd>``). Each
-operation is ONE primitive call.
+item per (caller, UTC day) in the same table (``CALLER#<sha256(owner)[:32]>`` / ``D#<yyyy-mm-dd>``,
+callers scoped as idempotency keys are). Each operation is ONE primitive call.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-from stepchain.records import RUN_SK, RunStatus, run_pk
 from stepchain.store.port import Cond, StorePort, Update
+from stepchain.store.records import RUN_SK, RunStatus, run_pk
 
 PAUSED = "budget"
 
 
 def caller_pk(owner: str) -> str:
     """The partition of a caller's daily budget counters (one item per UTC day)."""
-    return f"CALLER#{owner}"
+    return f"CALLER#{hashlib.sha256(owner.encode()).hexdigest()[:32]}"
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from stepchain.records import RunRecord, RunStatus
 from stepchain.requests import instrument
 from stepchain.store.access import OWNER_GSI, OWNER_INDEX, OWNER_PK, owner_pk
 from stepchain.store.base import CheckpointStore, RunPage
 from stepchain.store.items import ACTIVE, ACTIVE_INDEX, ACTIVE_PK, ACTIVE_SK
 from stepchain.store.port import Cond, Update
+from stepchain.store.records import RunRecord, RunStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stepchain.records import HistoryPush, RunStatus
 from stepchain.requests import STORED_PREFIX, take_for_node_write
 from stepchain.store.port import Update
+from stepchain.store.records import HistoryPush, RunStatus
 
 if TYPE_CHECKING:
-    from stepchain.store.base import NodeChanges, RunChanges
+    from stepchain.store.changes import NodeChanges, RunChanges
 
 #: the sparse index of runs the sweeper looks at (``list_active_runs``): only active runs, and
 #: cancelled ones until their cancel finished, carry its key attributes

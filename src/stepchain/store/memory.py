@@ -10,10 +10,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from stepchain.records import RUN_SK, RunRecord, RunStatus
 from stepchain.store.base import CheckpointStore, RunPage
 from stepchain.store.items import ACTIVE_PK
 from stepchain.store.port import Cond, Update
+from stepchain.store.records import RUN_SK, RunRecord, RunStatus
 
 Key = tuple[str, str]
 

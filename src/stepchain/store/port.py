@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stepchain.records import RunStatus
-    from stepchain.store.base import RunPage
+    from stepchain.store.changes import RunPage
+    from stepchain.store.records import RunStatus
 
 #: a condition's comparisons: ``(field, op, value)`` with op ``"="``, ``"<"`` or ``"in"`` (value a tuple)
 Clause = tuple[str, str, Any]

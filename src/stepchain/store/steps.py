@@ -2,14 +2,16 @@
 iterations (``E#`` items), ``ctx.once`` effects (``O#``), buffered events (``V#``) and spent
 approval tokens (``T#``). Each operation is ONE primitive call (one DynamoDB request).
 
-``loop`` / ``name`` is the operation id (see ``stepchain.steplocal``); ``generation`` the node's
+``loop`` / ``name`` is the operation id (see ``stepchain.define.steplocal``); ``generation`` the node's
 progress generation (a discarding redrive starts a new one; old items expire by TTL)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from stepchain.records import (
+from stepchain.store.access import token_sk
+from stepchain.store.port import ABSENT, Cond, StorePort
+from stepchain.store.records import (
     EachRecord,
     OnceStart,
     OnceState,
@@ -21,8 +23,6 @@ from stepchain.records import (
     parse_each_sk,
     run_pk,
 )
-from stepchain.store.access import token_sk
-from stepchain.store.port import ABSENT, Cond, StorePort
 
 #: a ``ctx.once`` item may be (re)written while it is absent or only a started marker
 _ONCE_OPEN = Cond(absent=True, clauses=(("state", "=", OnceState.STARTED.value),))

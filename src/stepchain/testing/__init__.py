@@ -10,7 +10,7 @@ Four harnesses, one interface (same names, same arguments, same results):
 * ``SfnHarness(...)``: the generated state machine runs in moto's Step Functions interpreter;
   each task is served by the deployed Step Functions worker (``handle_sfn_task``). Every registered
   workflow gets its state machine, the child workflows of ``call``/``parallel`` nodes included.
-* ``LocalHarness("pkg.module:wf", ...)``: the embedded runtime (:mod:`stepchain.local`): moto's
+* ``LocalHarness("pkg.module:wf", ...)``: the embedded runtime (:mod:`stepchain.runtimes.local`): moto's
   server on 127.0.0.1, worker processes serving the SQS queue, in REAL time; a crash makes the
   worker process exit at the boundary and a fresh one takes over. No ``clock``/``invocations``.
 

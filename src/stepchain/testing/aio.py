@@ -1,6 +1,6 @@
 """An asyncio event loop whose timers run on the harness's virtual clock.
 
-``VirtualClock.new_event_loop()`` makes one; :mod:`stepchain.aio` runs every ``async def`` step on
+``VirtualClock.new_event_loop()`` makes one; :mod:`stepchain.define.aio` runs every ``async def`` step on
 the loop its engine's clock makes. ``loop.time()`` reads the virtual clock, and when the loop has
 nothing to do but wait for a timer (``asyncio.sleep``, ``asyncio.timeout``, the step's budget), the
 clock jumps to it instead of the process sleeping. So in the harness ``await asyncio.sleep(s)``
@@ -19,10 +19,15 @@ import math
 import selectors
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from stepchain.testing.clock import VirtualClock
+
+class TimerClock(Protocol):
+    """What the loop needs of the harness's clock (:class:`stepchain.testing.clock.VirtualClock` has it)."""
+
+    def monotonic_ms(self) -> float: ...
+    def advance(self, ms: float) -> None: ...
+
 
 T = TypeVar("T")
 
@@ -30,7 +35,7 @@ T = TypeVar("T")
 class _VirtualSelector(selectors.BaseSelector):
     """The real selector, except that waiting for a timer moves the virtual clock."""
 
-    def __init__(self, clock: VirtualClock, loop_state: VirtualTimeLoop) -> None:
+    def __init__(self, clock: TimerClock, loop_state: VirtualTimeLoop) -> None:
         self._real = selectors.DefaultSelector()
         self._clock = clock
         self._loop_state = loop_state
@@ -65,7 +70,7 @@ class _VirtualSelector(selectors.BaseSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """A selector event loop on ``clock``'s virtual time."""
 
-    def __init__(self, clock: VirtualClock) -> None:
+    def __init__(self, clock: TimerClock) -> None:
         self._vclock = clock
         self.threads_in_flight = 0
         super().__init__(selector=_VirtualSelector(clock, self))

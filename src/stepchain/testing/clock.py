@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from stepchain.engine.heartbeat import TickListener
 from stepchain.exceptions import StepchainSignal
-from stepchain.heartbeat import TickListener
 
 #: 2026-01-01T00:00:00Z, so timestamps in tests are readable
 EPOCH_MS = 1_767_225_600_000
@@ -69,7 +69,7 @@ class VirtualClock:
         self._deadline = deadline_ms
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        """An event loop whose timers run on this clock (``async def`` steps run on it: :mod:`stepchain.aio`)."""
+        """An event loop whose timers run on this clock (``async def`` steps run on it: :mod:`stepchain.define.aio`)."""
         from stepchain.testing.aio import VirtualTimeLoop
 
         return VirtualTimeLoop(self)

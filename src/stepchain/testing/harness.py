@@ -29,18 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
+from stepchain.define.workflow import Registry, Workflow
 from stepchain.engine import LEASE_GRACE_MS, Engine
+from stepchain.engine.sweeper import Sweeper, SweepPolicy
 from stepchain.handoff.inprocess import InProcessHandoff
-from stepchain.messages import Activation, Outcome
-from stepchain.payloads import DEFAULT_INLINE_LIMIT, BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
-from stepchain.serve import serve
+from stepchain.handoff.messages import Activation, Outcome
+from stepchain.runtimes.serve import serve
 from stepchain.store.base import CheckpointStore
 from stepchain.store.memory import MemoryStore
-from stepchain.sweeper import Sweeper, SweepPolicy
+from stepchain.store.payloads import DEFAULT_INLINE_LIMIT, BlobStore, MemoryBlobStore, PayloadCodec, S3BlobStore
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
 from stepchain.testing.runs_api import RunsApi
-from stepchain.workflow import Registry, Workflow
 
 TABLE = "stepchain-test"
 BUCKET = "stepchain-test-payloads"

@@ -1,7 +1,7 @@
-"""``LocalHarness``: the embedded runtime (:mod:`stepchain.local`) behind the harnesses' interface.
+"""``LocalHarness``: the embedded runtime (:mod:`stepchain.runtimes.local`) behind the harnesses' interface.
 
 moto's server runs in this process on 127.0.0.1 (DynamoDB, S3, SQS); workers are separate
-processes (``python -m stepchain.local worker``) serving the step queue as Lambda would. Time is
+processes (``python -m stepchain.runtimes.local worker``) serving the step queue as Lambda would. Time is
 REAL here: sleeps, event deadlines and visibility timeouts take their real length, so keep them
 short. A crash is real too: the worker process exits at the boundary (``os._exit``), and the
 harness starts a fresh worker, as Lambda starts a fresh environment.
@@ -20,7 +20,6 @@ the workers' audit file; ``invocations`` and ``clock`` do not exist here (no vir
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -29,67 +28,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from stepchain.local import AuditProbe, EmbeddedAws, visibility_timeout_for
-from stepchain.testing.probe import BOUNDARIES, CrashRule, HarnessProbe
+from stepchain.probe import BOUNDARIES, CrashRule
+from stepchain.runtimes.local import EmbeddedAws, visibility_timeout_for
+from stepchain.runtimes.local_probes import CRASH_EXIT, DuplicatingSqsHandoff, locked, read_rules, write_rules
+from stepchain.testing.probe import HarnessProbe
 from stepchain.testing.runs_api import RunsApi
 
 #: default of ``LocalHarness(poll_timeout_s=)``: real seconds :meth:`LocalHarness.run` waits without progress
 POLL_TIMEOUT_S = 60.0
-#: the exit status of a worker a crash rule killed
-CRASH_EXIT = 137
-
-
-@contextmanager
-def _locked(path: str) -> Iterator[None]:
-    with open(path + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _read_rules(path: str) -> list[CrashRule]:
-    try:
-        return [CrashRule(**r) for r in json.loads(Path(path).read_text())]
-    except FileNotFoundError:
-        return []
-
-
-def _write_rules(path: str, rules: Sequence[CrashRule]) -> None:
-    Path(path).write_text(json.dumps([asdict(r) for r in rules]))
-
-
-class CrashPlanProbe(AuditProbe):
-    """The worker-side probe of :class:`LocalHarness`: audits like :class:`AuditProbe`, and kills
-    the process at a boundary a rule in the crash-plan file names. The plan is shared by every
-    worker (rules count their matches across processes, under a file lock)."""
-
-    def __init__(self, audit_path: str, plan_path: str) -> None:
-        super().__init__(audit_path)
-        self.plan_path = plan_path
-
-    def reached(self, boundary: str, run_id: str, key: str, detail: str = "") -> None:
-        super().reached(boundary, run_id, key, detail)
-        if boundary not in BOUNDARIES:
-            return
-        with _locked(self.plan_path):
-            rules = _read_rules(self.plan_path)
-            fired = next((r for r in rules if r.matches(boundary, key)), None)
-            if fired is not None:
-                fired.fired += 1
-            _write_rules(self.plan_path, rules)  # skips counted down are kept too
-        if fired is not None:
-            line = {"event": "crashed", "run_id": run_id, "key": key, "detail": boundary, "pid": os.getpid()}
-            with open(self.path, "a") as f:
-                f.write(json.dumps({**line, "at": time.time()}) + "\n")
-            os._exit(CRASH_EXIT)  # the process dies here, as under SIGKILL: no cleanup, no reply
 
 
 class LocalHarness(RunsApi):
@@ -115,10 +66,9 @@ class LocalHarness(RunsApi):
     ) -> None:
         if virtual_sleep:  # accepted like the other harnesses' option, but its workers are real processes
             raise ValueError("LocalHarness runs in real time (real worker processes): virtual_sleep must be False")
-        from stepchain.aws import AwsClients, build_engine
-        from stepchain.cli import load_workflow
+        from stepchain.define.load import load_workflow
+        from stepchain.runtimes.aws import AwsClients, build_engine
         from stepchain.settings import Settings
-        from stepchain.testing.sqs_driver import _DuplicatingSqsHandoff
 
         self.specs = list(workflows)
         self.budget_ms = budget_ms
@@ -132,7 +82,7 @@ class LocalHarness(RunsApi):
         self._stack.callback(shutil.rmtree, self.workdir, True)
         self.audit_path = os.path.join(self.workdir, "audit.jsonl")
         self.plan_path = os.path.join(self.workdir, "crashes.json")
-        _write_rules(self.plan_path, [])
+        write_rules(self.plan_path, [])
         try:
             for p in reversed([str(Path(p).resolve()) for p in pythonpath]):
                 if p not in sys.path:
@@ -149,7 +99,7 @@ class LocalHarness(RunsApi):
             }
             clients = AwsClients(dynamodb=self.aws.client("dynamodb"), s3=self.aws.client("s3"))
             settings = Settings.from_env(self.env)
-            handoff = _DuplicatingSqsHandoff(settings.queues, self.aws.client("sqs"))
+            handoff = DuplicatingSqsHandoff(settings.queues, self.aws.client("sqs"))
             handoff.duplicate = duplicate_delivery
             loaded = [load_workflow(s) for s in self.specs]
             self.engine = build_engine(loaded, settings, clients=clients, handoff=handoff)
@@ -164,7 +114,7 @@ class LocalHarness(RunsApi):
 
     # -- workers -----------------------------------------------------------------------------------
     def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "stepchain.local", "worker", "--budget-ms", str(self.budget_ms)]
+        cmd = [sys.executable, "-m", "stepchain.runtimes.local", "worker", "--budget-ms", str(self.budget_ms)]
         for spec in self.specs:
             cmd += ["--workflow", spec]
         cmd += ["--audit", self.audit_path, "--crash-plan", self.plan_path]
@@ -205,8 +155,8 @@ class LocalHarness(RunsApi):
             return
         if boundary not in BOUNDARIES:
             raise ValueError(f"unknown boundary {boundary!r}; choose from {BOUNDARIES}")
-        with _locked(self.plan_path):
-            _write_rules(self.plan_path, [*_read_rules(self.plan_path), CrashRule(boundary, node, times, skip)])
+        with locked(self.plan_path):
+            write_rules(self.plan_path, [*read_rules(self.plan_path), CrashRule(boundary, node, times, skip)])
 
     def _audit(self) -> list[dict[str, Any]]:
         try:
@@ -280,4 +230,4 @@ class LocalHarness(RunsApi):
         self._stack.close()
 
 
-__all__ = ["CRASH_EXIT", "POLL_TIMEOUT_S", "CrashPlanProbe", "LocalHarness"]
+__all__ = ["CRASH_EXIT", "POLL_TIMEOUT_S", "LocalHarness"]

@@ -6,13 +6,13 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
+from stepchain.define.workflow import Registry
 from stepchain.engine import Engine
 from stepchain.engine.events import waiting_for
-from stepchain.ledger import RunView
-from stepchain.payloads import PayloadCodec
-from stepchain.records import RunStatus
+from stepchain.observe.ledger import RunView
 from stepchain.store.base import CheckpointStore
-from stepchain.workflow import Registry
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import RunStatus
 
 
 class RunsApi:

@@ -7,7 +7,7 @@ import json
 from typing import Any, Protocol
 
 from stepchain.engine.nodes.children import child_ids
-from stepchain.records import NodeStatus
+from stepchain.store.records import NodeStatus
 
 
 class _Driver(Protocol):

@@ -1,8 +1,8 @@
 """``SfnHarness``: run workflows through real Step Functions executions on moto, in virtual time.
 
-The generated state machine (:mod:`stepchain.asl`) runs in moto's Step Functions interpreter
+The generated state machine (:mod:`stepchain.deploy.asl`) runs in moto's Step Functions interpreter
 (``execute_state_machine``); its Lambda tasks invoke moto functions whose invocations are served
-in-process by :func:`stepchain.aws.sfn_worker.handle_sfn_task`, the code a deployed function runs.
+in-process by :func:`stepchain.runtimes.aws.sfn_worker.handle_sfn_task`, the code a deployed function runs.
 
 from stepchain.testing.sfn_driver import SfnHarness
 
@@ -25,21 +25,21 @@ import threading
 import time
 from typing import Any
 
-from stepchain.asl import function_names, substitute, to_asl
-from stepchain.aws.sfn_worker import TaskSignal, handle_sfn_task, parse_event
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.asl import function_names, substitute, to_asl
 from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.engine.nodes import handler_for
+from stepchain.engine.sweeper import Sweeper, SweepPolicy
+from stepchain.handoff.messages import Activation
 from stepchain.handoff.stepfunctions import StepFunctionsHandoff, execution_arn, execution_name
-from stepchain.messages import Activation
-from stepchain.payloads import DEFAULT_INLINE_LIMIT
-from stepchain.records import NodeStatus, RunStatus
-from stepchain.sweeper import Sweeper, SweepPolicy
+from stepchain.runtimes.aws.sfn_worker import TaskSignal, handle_sfn_task, parse_event
+from stepchain.store.payloads import DEFAULT_INLINE_LIMIT
+from stepchain.store.records import NodeStatus, RunStatus
 from stepchain.testing.clock import InvocationTimeout, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog
 from stepchain.testing.probe import InjectedCrash
 from stepchain.testing.sfn_children import waiting_for_children
 from stepchain.testing.sfn_moto import SFN_CONFIG, lambda_zip, moto_sfn, patch_moto, seams, time_out_callback
-from stepchain.workflow import Workflow
 
 #: the Lambda error types a dead invocation reports
 CRASH_ERROR = "Runtime.ExitError"

@@ -2,7 +2,7 @@
 
 It creates one queue per node (plus ``*``) and a dead-letter queue, and drives them like a Lambda
 event source mapping: receive up to 10 messages, call the real
-:func:`stepchain.aws.sqs_worker.handle_sqs_batch` with a :class:`VirtualLambdaContext`, delete the
+:func:`stepchain.runtimes.aws.sqs_worker.handle_sqs_batch` with a :class:`VirtualLambdaContext`, delete the
 records that succeeded and leave the failed ones, which come back after the visibility timeout.
 
 Time is virtual. moto applies ``DelaySeconds`` and visibility timeouts in real time, so:
@@ -26,22 +26,22 @@ with SqsHarness(wf, duplicate_delivery=True) as h:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from stepchain.aws.sqs_worker import handle_sqs_batch
-from stepchain.context import LambdaContextLike
+from stepchain.define.context import LambdaContextLike
+from stepchain.define.workflow import Workflow
 from stepchain.engine import LEASE_GRACE_MS, Engine
+from stepchain.engine.heartbeat import HeartbeatPolicy
 from stepchain.exceptions import ValidationError
-from stepchain.handoff.sqs import MAX_DELAY_S, SqsHandoff
-from stepchain.heartbeat import HeartbeatPolicy
-from stepchain.messages import Activation, Outcome
+from stepchain.handoff.messages import Activation, Outcome
+from stepchain.handoff.sqs import MAX_DELAY_S
+from stepchain.runtimes.aws.sqs_worker import handle_sqs_batch
+from stepchain.runtimes.local_probes import DuplicatingSqsHandoff
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.harness import MAX_ACTIVATIONS, Harness, InvocationLog
 from stepchain.testing.probe import HarnessProbe, InjectedCrash
 from stepchain.testing.sqs_visibility import VisibilityModel
-from stepchain.workflow import Workflow
 
 REGION = "us-east-1"
 #: the message attribute the send hook uses to carry a stripped delay (virtual epoch ms)
@@ -106,17 +106,6 @@ class _Timeline:
         if boundary in ("after_claim", "after_checkpoint"):
             self.events.append((self.clock.now_ms(), boundary, key))
         self.inner.reached(boundary, run_id, key, detail)
-
-
-class _DuplicatingSqsHandoff(SqsHandoff):
-    duplicate = False
-
-    def _send(self, msgs: Sequence[Activation], at_ms: int | None) -> None:
-        fresh = self._fresh(msgs, at_ms)
-        if fresh:
-            self._post(fresh, at_ms)
-            if self.duplicate:  # every message the engine issues is delivered twice (forwarded hops are not)
-                self._post(fresh, at_ms)
 
 
 class _LoggedEngine(Engine):
@@ -211,7 +200,7 @@ class SqsHarness(Harness):
         self._count_calls(self.sqs)
         self.visibility.install(self.sqs)
         self.dlq_url, self.queues, self._arns = self._create_queues(max_receive_count)
-        self.handoff_sqs = _DuplicatingSqsHandoff(self.queues, self.sqs, clock=self.clock)
+        self.handoff_sqs = DuplicatingSqsHandoff(self.queues, self.sqs, clock=self.clock)
         self.handoff_sqs.duplicate = duplicate_delivery
         engine = _LoggedEngine(
             self.registry,

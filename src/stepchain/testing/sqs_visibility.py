@@ -1,7 +1,7 @@
 """Per-message visibility in virtual time, for :class:`stepchain.testing.sqs_driver.SqsHarness`.
 
 The harness's queues have a real visibility timeout of 12 h and the driver decides when a message
-that was not deleted comes back. The SQS heartbeat (:mod:`stepchain.heartbeat`) changes a message's
+that was not deleted comes back. The SQS heartbeat (:mod:`stepchain.engine.heartbeat`) changes a message's
 visibility with ``ChangeMessageVisibility(Batch)``: a botocore hook on the framework's client notes
 the virtual moment each receipt handle becomes visible again (now + its ``VisibilityTimeout``) and
 sends the real queue 12 h instead, so the driver makes it visible at that virtual moment.

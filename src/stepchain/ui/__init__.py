@@ -5,7 +5,7 @@ steer through it (events, cancel, redrive), from one of two :class:`~stepchain.u
 
 * :class:`~stepchain.ui.backends.HttpBackend`: a deployed API (AWS or LocalStack), optionally SigV4-signed
   with the local credentials or with an API key header;
-* :class:`~stepchain.ui.backends.EngineBackend`: the embedded runtime (``stepchain.local``), which has no
+* :class:`~stepchain.ui.backends.EngineBackend`: the embedded runtime (``stepchain.runtimes.local``), which has no
   API process: the API handler runs in this process over an engine pointed at the emulator.
 
 The server (:mod:`stepchain.ui.server`) is stdlib-only, binds to 127.0.0.1, serves the page

@@ -183,12 +183,12 @@ class EngineBackend:
 
 
 def embedded_engine(endpoint: str, workflows: list[Any]) -> Engine:
-    """An engine over the embedded runtime's emulator at ``endpoint`` (``stepchain.local``'s table,
+    """An engine over the embedded runtime's emulator at ``endpoint`` (``stepchain.runtimes.local``'s table,
     bucket and step queue), registering ``workflows`` (needed to deliver events and redrive)."""
     import boto3
 
-    from stepchain.aws import AwsClients, build_engine
-    from stepchain.local import BUCKET, QUEUE, TABLE, client_env
+    from stepchain.runtimes.aws import AwsClients, build_engine
+    from stepchain.runtimes.local import BUCKET, QUEUE, TABLE, client_env
     from stepchain.settings import Settings
 
     creds = client_env(endpoint)

@@ -5,7 +5,7 @@
 
 ``--api``: a deployed runs API (its invoke URL with the stage, e.g. LocalStack's
 ``http://127.0.0.1:4566/_aws/execute-api/<api id>/v1``). ``--local``: the embedded runtime's emulator
-(``stepchain.local``), served by the API handler in this process (``--workflow`` registers the workflows
+(``stepchain.runtimes.local``), served by the API handler in this process (``--workflow`` registers the workflows
 it needs to deliver events and redrive).
 """
 
@@ -27,7 +27,9 @@ __all__ = ["add_parsers", "backend_from_args"]
 def _source_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--api", metavar="URL", help="base URL of a deployed runs API (stage included)")
-    src.add_argument("--local", metavar="URL", help="endpoint of the embedded runtime's emulator (stepchain.local)")
+    src.add_argument(
+        "--local", metavar="URL", help="endpoint of the embedded runtime's emulator (stepchain.runtimes.local)"
+    )
     p.add_argument("--workflow", action="append", default=[], metavar="MODULE:ATTR", help="with --local (repeatable)")
     p.add_argument("--sigv4", metavar="REGION", help="with --api: sign requests with the local AWS credentials")
     p.add_argument("--api-key-env", metavar="VAR", help="with --api: send the API key held in this env variable")

@@ -1,18 +1,18 @@
 """One module per node kind, each behind :class:`~stepchain.engine.nodes.base.NodeKindHandler`.
 
 The worker looks a node's handler up here by its kind: adding a kind is one module, one entry in
-:data:`HANDLERS`, its ASL fragment (:mod:`stepchain.asl`) and its tests.
+:data:`HANDLERS`, its ASL fragment (:mod:`stepchain.deploy.asl`) and its tests.
 """
 
 from __future__ import annotations
 
+from stepchain.define.workflow import Node, NodeKind
 from stepchain.engine.nodes import call, parallel
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.map import MapHandler
 from stepchain.engine.nodes.sleep import SleepHandler
 from stepchain.engine.nodes.step import StepHandler
 from stepchain.engine.nodes.wait import WaitHandler
-from stepchain.workflow import Node, NodeKind
 
 HANDLERS: dict[NodeKind, NodeKindHandler] = {
     NodeKind.STEP: StepHandler(),

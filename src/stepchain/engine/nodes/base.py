@@ -10,14 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stepchain.asl_parts import TASK_TIMEOUT_MARGIN_S, _input, _loop
+from stepchain.define.workflow import Node
+from stepchain.deploy.asl_parts import TASK_TIMEOUT_MARGIN_S, _input, _loop
 from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery
 from stepchain.engine.nodes.scope import ActivationScope
-from stepchain.ledger import NodeView, RunView
-from stepchain.messages import Outcome
-from stepchain.records import NodeRecord, NodeStatus, RunRecord
+from stepchain.handoff.messages import Outcome
+from stepchain.observe.ledger import NodeView, RunView
 from stepchain.store.base import CheckpointStore
-from stepchain.workflow import Node
+from stepchain.store.records import NodeRecord, NodeStatus, RunRecord
 
 
 @dataclass(frozen=True)

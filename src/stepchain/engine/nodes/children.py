@@ -26,19 +26,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from stepchain.asl_parts import _callback_task, _input
+from stepchain.define.workflow import CHILD_KINDS, Node, Workflow
+from stepchain.deploy.asl_parts import _callback_task, _input
 from stepchain.engine.nodes.base import NodeKindHandler, ViewScope
 from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import successor
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
 from stepchain.exceptions import VersionMismatch, WorkflowNotFound
-from stepchain.ledger import NodeView
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike, logger
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.observe.ledger import NodeView
 from stepchain.store.base import ACTIVE_RUN, FinishResult, NewRun, NodeChanges, NodeInit
-from stepchain.workflow import CHILD_KINDS, Node, Workflow
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
 
 #: what a kind makes of its children: None (wait), ("ok", output ref) or ("fail", error)
 Verdict = tuple[str, Any] | None

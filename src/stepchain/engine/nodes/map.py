@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepchain.asl_parts import TASK_TIMEOUT_MARGIN_S, _ids, _input, _loop
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.asl_parts import TASK_TIMEOUT_MARGIN_S, _ids, _input, _loop
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.recovery import Overdue, Recovery, RecoveryView, default_recovery, lost
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.nodes.step import run_step
 from stepchain.engine.shared import activation, key_of
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, node_key
 from stepchain.store.base import NodeChanges, NodeInit
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, node_key
 
 
 def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:

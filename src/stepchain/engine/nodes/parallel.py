@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepchain.define.workflow import Node
 from stepchain.engine.nodes import children
 from stepchain.engine.nodes.scope import KindServices
-from stepchain.records import RunRecord, RunStatus
-from stepchain.workflow import Node
+from stepchain.store.records import RunRecord, RunStatus
 
 
 def judge(w: KindServices, node: Node, key: str, kids: dict[str, RunRecord]) -> children.Verdict:

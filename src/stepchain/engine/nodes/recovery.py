@@ -1,6 +1,6 @@
 """What the sweeper asks a node kind: is this node stuck, and what re-issue moves it on?
 
-The sweeper (:mod:`stepchain.sweeper`) reads a run's node records and, for each node, hands its
+The sweeper (:mod:`stepchain.engine.sweeper`) reads a run's node records and, for each node, hands its
 kind a :class:`RecoveryView`; the kind's
 :meth:`~stepchain.engine.nodes.base.NodeKindHandler.recover` answers with a :class:`Recovery`
 (activations to re-issue, stored events whose delivery to finish, parent nodes to join). The rule
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.nodes.scope import KindServices
 from stepchain.engine.routing import successor
-from stepchain.messages import Activation
-from stepchain.records import NodeRecord, NodeStatus, RunRecord, node_key
-from stepchain.workflow import Node, Workflow
+from stepchain.handoff.messages import Activation
+from stepchain.store.records import NodeRecord, NodeStatus, RunRecord, node_key
 
 #: "is the later of these moments (and the run's last update) more than the grace period ago?"
 Overdue = Callable[..., bool]

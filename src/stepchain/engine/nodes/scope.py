@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stepchain.clock import Clock
-from stepchain.context import CostMeter
+from stepchain.define.context import CostMeter
+from stepchain.define.limits import RunLimits
+from stepchain.define.workflow import Node, Registry, Workflow
 from stepchain.engine.shared import key_of
 from stepchain.handoff.base import RunLifecycle
-from stepchain.limits import RunLimits
+from stepchain.handoff.messages import Activation, Outcome
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome
-from stepchain.payloads import PayloadCodec
 from stepchain.probe import Probe
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord
 from stepchain.store.base import CheckpointStore, NodeChanges
-from stepchain.workflow import Node, Registry, Workflow
+from stepchain.store.payloads import PayloadCodec
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord
 
 
 class KindServices(Protocol):

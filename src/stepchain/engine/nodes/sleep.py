@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Workflow
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.shared import key_of
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeStatus
 from stepchain.store.base import NodeChanges
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import Invocation, NodeStatus
 
 
 def sleep(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:

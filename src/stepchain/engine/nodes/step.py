@@ -1,9 +1,9 @@
 """The step node kind (and each item of a map): run the user's function, checkpoint its output.
 
-A step's function gets a :class:`~stepchain.context.StepContext`; it may continue in a fresh
+A step's function gets a :class:`~stepchain.define.context.StepContext`; it may continue in a fresh
 invocation (``ContinueInNewInvocation``), be stopped by a cancel (``StepCancelled``), or fail
 (retried with the node's policy, or failing the run). An ``async def`` function runs on its own
-event loop within the invocation's time budget (:mod:`stepchain.aio`). A ``RetryableError`` with
+event loop within the invocation's time budget (:mod:`stepchain.define.aio`). A ``RetryableError`` with
 ``retry_after_s`` sets the delay before the next attempt.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 import traceback
 
-from stepchain.aio import budget_ms, run_coroutine
-from stepchain.context import CostMeter, StepContext
+from stepchain.define.aio import budget_ms, run_coroutine
+from stepchain.define.context import CostMeter, StepContext
+from stepchain.define.workflow import Node, Workflow
 from stepchain.engine import budget
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
@@ -26,10 +27,9 @@ from stepchain.exceptions import (
     TerminalError,
     ValidationError,
 )
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike, logger
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus
 
 
 def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:

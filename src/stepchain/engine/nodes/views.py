@@ -4,12 +4,12 @@ child runs and adds their totals to the run's)."""
 
 from __future__ import annotations
 
+from stepchain.define.workflow import Registry
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.base import ViewScope
-from stepchain.ledger import RunView, describe
-from stepchain.records import RunRecord
+from stepchain.observe.ledger import RunView, describe
 from stepchain.store.base import CheckpointStore
-from stepchain.workflow import Registry
+from stepchain.store.records import RunRecord
 
 
 def run_view(store: CheckpointStore, registry: Registry, run: RunRecord) -> RunView:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepchain.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
+from stepchain.define.nodes import Node
+from stepchain.define.workflow import Workflow
+from stepchain.deploy.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery, has_successor
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import event_key
 from stepchain.engine.shared import key_of
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike
-from stepchain.messages import Activation, Outcome, OutcomeKind
-from stepchain.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
 from stepchain.store.base import NodeChanges, RunChanges
-from stepchain.workflow import Node, Workflow
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus
 
 
 def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: LambdaContextLike) -> Outcome:

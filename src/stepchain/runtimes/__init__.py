@@ -1,0 +1,2 @@
+"""Where workers run: the Lambda handlers (``aws/``), the embedded runtime (``local``) and ``serve``,
+the one call every transport makes."""

@@ -47,6 +47,7 @@ class World:
             self.ledger.clear()
 
     def count(self, ctx: StepContext) -> None:
+        ctx.emit("ran")  # the stream column: one "ran" event per execution the model counts (driver.py)
         with self.lock:
             self.ran[(ctx.workflow, ctx.key)] += 1
 

@@ -156,12 +156,31 @@ def run_case(case: Case) -> list[str]:
             problems.append(f"runs {statuses} (model: {model.runs} runs, all SUCCEEDED)")
         if Counter(WORLD.ran) != model.ran:
             problems.append(f"step executions {_diff(WORLD.ran, model.ran)}")
+        problems += stream_problems(h, runs, model.ran)
         if Counter(WORLD.effects) != model.effects:
             problems.append(f"effects {_diff(WORLD.effects, model.effects)}")
         reruns = sum(n.effect_reruns for r in runs for n in h.view(r).nodes)
         if reruns != model.effect_reruns:
             problems.append(f"effect_reruns {reruns} != model {model.effect_reruns}")
         return problems
+
+
+def stream_problems(h: Any, runs: list[str], ran: Counter[tuple[str, str]]) -> list[str]:
+    """The stream column: every run's stream gap-free with one event per id, and one ``ran`` event per
+    step execution the model counts (a re-run's copy dropped, none lost)."""
+    problems: list[str] = []
+    seen: Counter[tuple[str, str]] = Counter()
+    for r in runs:
+        events = h.stream(r, limit=10_000)
+        if [e["seq"] for e in events] != list(range(1, len(events) + 1)) or len({e["id"] for e in events}) != len(
+            events
+        ):
+            problems.append(f"stream of {r}: seqs {[e['seq'] for e in events]}, ids not unique or gaps")
+        workflow = h.engine.get_run(r).workflow
+        seen.update((workflow, e["node"]) for e in events if e["kind"] == "ran")
+    if seen != ran:
+        problems.append(f"stream 'ran' events {_diff(seen, ran)}")
+    return problems
 
 
 def needs_sweeper(case: Case) -> bool:

@@ -103,6 +103,7 @@ def run_routes(run_id: str) -> list[tuple[str, str, Any]]:
     return [
         ("GET", base, None),
         ("GET", f"{base}/steps/prepare", None),
+        ("GET", f"{base}/stream", None),
         ("POST", f"{base}/events/approval", {"ok": True}),
         ("POST", f"{base}/approvals", {"event": "approval"}),
         ("POST", f"{base}/redrive", {}),

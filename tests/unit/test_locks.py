@@ -14,13 +14,13 @@ def pinned(lock: Path, name: str) -> str:
 
 
 def test_the_scaffolds_sam_lock_is_the_repos() -> None:
-    scaffold = ROOT / "src" / "stepchain" / "project_template" / "requirements-sam.lock"
+    scaffold = ROOT / "src" / "stepchain" / "deploy" / "project_template" / "requirements-sam.lock"
     assert scaffold.read_text() == (ROOT / "requirements" / "sam.lock").read_text(), "run make lock"
 
 
 def test_the_sam_cli_version_is_the_locked_one() -> None:
     locked = pinned(ROOT / "requirements" / "sam.lock", "aws-sam-cli")
-    for makefile in (ROOT / "mk" / "sam.mk", ROOT / "src" / "stepchain" / "project_template" / "Makefile"):
+    for makefile in (ROOT / "mk" / "sam.mk", ROOT / "src" / "stepchain" / "deploy" / "project_template" / "Makefile"):
         assert re.search(rf"^SAM_CLI_VERSION := {re.escape(locked)}$", makefile.read_text(), flags=re.MULTILINE), (
             makefile
         )

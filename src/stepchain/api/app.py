@@ -54,12 +54,14 @@ from stepchain.api.ownership import check_configuration
 from stepchain.api.resolver import app, error_response, logger, metrics
 from stepchain.api.run_routes import responses
 from stepchain.api.run_routes import router as runs_router
+from stepchain.api.stream import router as stream_router
 from stepchain.engine import Engine
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "app", "handle_api_event", "main", "openapi_json"]
 
 app.include_router(runs_router)
 app.include_router(approvals_router)
+app.include_router(stream_router)
 
 
 @app.get(

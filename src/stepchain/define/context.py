@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -17,6 +17,7 @@ from stepchain.exceptions import StepNotFound, ValidationError
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.probe import NoProbe, Probe
 from stepchain.store.records import NodeRecord, NodeStatus, node_key, parse_node_key
+from stepchain.store.stream import EmitBuffer
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,6 +46,8 @@ class StepContext:
     owner: str | None = None
     #: the loop iteration this step runs in (0 until a routing step sends the run back)
     iteration: int = 0
+    #: the node's invocation number (1 for the first; continuations, crashes and retries add one)
+    invocation: int = 1
     #: ``ctx.each`` items checkpointed by this invocation (each invocation gets a fresh context)
     _items_done: int = field(default=0, init=False)
     _ops: Scopes = field(default_factory=Scopes, init=False)
@@ -54,6 +57,7 @@ class StepContext:
     _each_completed: dict[str, tuple[str, Sequence[Any], list[Any], int]] = field(default_factory=dict, init=False)
     #: the asyncio task running this step's current ``each``/``once`` (async steps run them one at a time)
     _op_task: object | None = field(default=None, init=False)
+    _emits: EmitBuffer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._cancel_checked_ms = self._services.clock.now_ms()
@@ -87,6 +91,67 @@ class StepContext:
         """True inside a ``ctx.once`` function (or its ``reconcile``) when an earlier attempt started
         this effect and never checkpointed its result: the effect may already have happened."""
         return self._effect_restarted
+
+    @property
+    def emits(self) -> EmitBuffer:
+        """This invocation's progress-stream buffer (``ctx.emit``; the engine flushes it before the checkpoint)."""
+        if self._emits is None:
+            s = self._services
+            rerun = self.invocation > 1 or self.attempt > 1
+            self._emits = EmitBuffer(s.store, self.run_id, self.key, self.generation, s.clock.now_ms, rerun=rerun)
+        return self._emits
+
+    @property
+    def has_emits(self) -> bool:
+        """True once this invocation used the stream buffer."""
+        return self._emits is not None
+
+    def emit(self, kind: str, data: Any = None) -> None:
+        """Add an event to the run's progress stream (``GET /runs/{id}/stream``, ``h.stream``).
+
+        ``data`` must be JSON-serializable (at most 16 KiB). Emits are buffered: the first one (and any
+        at least 200 ms after the last write) writes at once, the rest go with the next such emit or
+        with the step's checkpoint. Each has a stable id (its position in its ``each``/``once`` scope),
+        so a re-run after a crash or a duplicate delivery never shows a reader the same event twice."""
+        self.emits.emit(kind, data, self._ops.current)
+
+    @overload
+    def emit_stream(
+        self, chunks: AsyncIterable[str], *, kind: str = ..., every: int = ...
+    ) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def emit_stream(self, chunks: Iterable[str], *, kind: str = ..., every: int = ...) -> str: ...
+
+    def emit_stream(self, chunks: Iterable[str] | AsyncIterable[str], *, kind: str = "tokens", every: int = 200) -> Any:
+        """Forward an LLM's token stream to the progress stream as ``kind`` events of about ``every``
+        characters (``{"text": ...}``) and return the whole text; ``await`` it for an async iterator."""
+        if isinstance(chunks, AsyncIterable):
+            return self._emit_stream_async(chunks, kind, every)
+        parts: list[str] = []
+        pending: list[str] = []
+        for chunk in chunks:
+            parts.append(chunk)
+            pending.append(chunk)
+            if sum(map(len, pending)) >= every:
+                self.emit(kind, {"text": "".join(pending)})
+                pending = []
+        if pending:
+            self.emit(kind, {"text": "".join(pending)})
+        return "".join(parts)
+
+    async def _emit_stream_async(self, chunks: AsyncIterable[str], kind: str, every: int) -> str:
+        parts: list[str] = []
+        pending: list[str] = []
+        async for chunk in chunks:
+            parts.append(chunk)
+            pending.append(chunk)
+            if sum(map(len, pending)) >= every:
+                self.emit(kind, {"text": "".join(pending)})
+                pending = []
+        if pending:
+            self.emit(kind, {"text": "".join(pending)})
+        return "".join(parts)
 
     def remaining_ms(self) -> int:
         return int(self.lambda_context.get_remaining_time_in_millis())

@@ -45,6 +45,7 @@ from stepchain.exceptions import (
 from stepchain.logs import LambdaContextLike
 from stepchain.store.payloads import _json_default
 from stepchain.store.records import EachRecord, RunStatus
+from stepchain.store.stream import EmitBuffer
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -134,6 +135,10 @@ class OpContext(Protocol):
     def _services(self) -> StepServices: ...
     @property
     def _ops(self) -> Scopes: ...
+    @property
+    def has_emits(self) -> bool: ...
+    @property
+    def emits(self) -> EmitBuffer: ...
 
     _items_done: int
     _cancel_checked_ms: int
@@ -211,6 +216,8 @@ def _each(ctx: OpContext, items: Sequence[T], name: str | None) -> Generator[T, 
         ref = codec.encode(value, scope=f"{run_id}/{key}/each")
         slowest = max(slowest, took)
         rec = EachRecord(i, ref, took, clock.now_ms(), slowest, fingerprint(items[i]))
+        if ctx.has_emits:  # the item's emits are written before its checkpoint: a re-run never repeats it
+            ctx.emits.flush()
         store.put_each(run_id, key, op, rec, generation=gen)
         probe.reached("item_checkpointed", run_id, key, detail)
         results[i] = value
@@ -282,6 +289,8 @@ def _once(
         finally:
             ctx._effect_restarted = False
     ref = codec.encode(value, scope=f"{run_id}/{key}/once")
+    if ctx.has_emits:  # the effect's emits are written before its result: a re-run never repeats it
+        ctx.emits.flush()
     winner = store.put_once(run_id, key, op, ref, clock.now_ms(), generation=gen)
     probe.reached("once_checkpointed", run_id, key, op)
     return codec.decode(winner)

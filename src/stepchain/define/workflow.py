@@ -43,6 +43,7 @@ class Workflow:
         max_iterations: int = 100,
         budget_usd: float | None = None,
         on_budget: str = "pause",
+        stream_lifecycle: bool = False,
     ) -> None:
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
@@ -55,6 +56,8 @@ class Workflow:
             raise ValidationError("budget_usd must be >= 0 and on_budget 'pause' or 'fail'")
         #: a run's default dollar budget (stepchain.engine.budget) and what a step over it does
         self.budget_usd, self.on_budget = budget_usd, on_budget
+        #: steps add ``node.*`` lifecycle events to the run's progress stream (one more write per invocation)
+        self.stream_lifecycle = stream_lifecycle
         self._version = version
         self._nodes: list[Node] = []
         self._index: dict[str, int] = {}  # node id -> position: lookups stay O(1) in long chains

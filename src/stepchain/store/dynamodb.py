@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -102,6 +104,10 @@ class _Expr:
         return out
 
 
+#: a transaction cancelled by a concurrent one (``TransactionConflict``) is tried again this often
+TRANSACTION_CONFLICT_RETRIES = 4
+
+
 class DynamoDBStore(CheckpointStore):
     """The production adapter. ``client`` is injected (or created lazily on first use)."""
 
@@ -161,7 +167,7 @@ class DynamoDBStore(CheckpointStore):
         return True, _attributes(resp)
 
     def _query(
-        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None
+        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None, after: str | None = None
     ) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -169,32 +175,48 @@ class DynamoDBStore(CheckpointStore):
             "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": prefix}},
             "ConsistentRead": True,
         }
+        if after is not None:  # the prefix's range from ``after`` (BETWEEN is inclusive: one more, dropped below)
+            kwargs["KeyConditionExpression"] = "pk = :pk AND sk BETWEEN :a AND :b"
+            values = {":pk": {"S": pk}, ":a": {"S": max(after, prefix)}, ":b": {"S": prefix + "\U0010ffff"}}
+            kwargs["ExpressionAttributeValues"] = values
         if newest_first:
             kwargs["ScanIndexForward"] = False
-        if limit is not None:
-            kwargs["Limit"] = limit
+        want = None if limit is None else limit + (after is not None)
+        if want is not None:
+            kwargs["Limit"] = want
         out: list[dict[str, Any]] = []
         while True:
             resp = self.client.query(**kwargs)
             out.extend(from_item(i) for i in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp or (limit is not None and len(out) >= limit):
-                return out[:limit]
+            if "LastEvaluatedKey" not in resp or (want is not None and len(out) >= want):
+                break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        if after is not None:
+            out = [i for i in out if str(i["sk"]) > after]
+        return out[:limit]
 
     def _transact_put(self, puts: Sequence[tuple[dict[str, Any], Cond]]) -> tuple[int, dict[str, Any] | None] | None:
         writes: list[Any] = []
         for item, cond in puts:
             put = {"TableName": self.table, "Item": to_item(item), **_Expr().kwargs(None, cond)}
             writes.append({"Put": {**put, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}})
-        try:
-            self.client.transact_write_items(TransactItems=writes)
-        except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons", [])
-            for i, reason in enumerate(reasons):
-                if reason.get("Code") == "ConditionalCheckFailed":
-                    return i, from_item(reason["Item"]) if "Item" in reason else None
-            raise
-        return None
+        for attempt in range(TRANSACTION_CONFLICT_RETRIES + 1):
+            try:
+                self.client.transact_write_items(TransactItems=writes)
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                for i, reason in enumerate(reasons):
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        return i, from_item(reason["Item"]) if "Item" in reason else None
+                # a concurrent transaction on one of the items (two stream writers racing for the
+                # same sequence number): this one wrote nothing, so trying again is safe
+                conflict = any(r.get("Code") == "TransactionConflict" for r in reasons)
+                if not conflict or attempt == TRANSACTION_CONFLICT_RETRIES:
+                    raise
+                time.sleep(0.01 * (attempt + 1) * (1 + random.random()))
+            else:
+                return None
+        return None  # not reached: the last attempt returns or raises
 
     # -- index queries (each adapter has its own cursor) --------------------------------------------
     def list_runs(

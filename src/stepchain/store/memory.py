@@ -76,11 +76,13 @@ class MemoryStore(CheckpointStore):
             return True, self._read((pk, sk)) if return_new else None
 
     def _query(
-        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None
+        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None, after: str | None = None
     ) -> list[dict[str, Any]]:
         with self._lock:
             self.calls += 1
-            keys = sorted(k for k in self._items if k[0] == pk and k[1].startswith(prefix))
+            keys = sorted(
+                k for k in self._items if k[0] == pk and k[1].startswith(prefix) and (after is None or k[1] > after)
+            )
             if newest_first:
                 keys.reverse()
             return [item for k in keys[:limit] if (item := self._read(k)) is not None]

@@ -114,9 +114,10 @@ class StorePort(ABC):
 
     @abstractmethod
     def _query(
-        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None
+        self, pk: str, prefix: str, *, newest_first: bool = False, limit: int | None = None, after: str | None = None
     ) -> list[dict[str, Any]]:
-        """The partition's items whose ``sk`` starts with ``prefix``, by ``sk`` (all pages)."""
+        """The partition's items whose ``sk`` starts with ``prefix``, by ``sk`` (all pages); with
+        ``after``, only those whose ``sk`` sorts after it."""
 
     @abstractmethod
     def _transact_put(self, puts: Sequence[tuple[dict[str, Any], Cond]]) -> tuple[int, dict[str, Any] | None] | None:

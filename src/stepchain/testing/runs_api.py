@@ -13,6 +13,7 @@ from stepchain.observe.ledger import RunView
 from stepchain.store.base import CheckpointStore
 from stepchain.store.payloads import PayloadCodec
 from stepchain.store.records import RunStatus
+from stepchain.store.stream import read_events
 
 
 class RunsApi:
@@ -95,6 +96,11 @@ class RunsApi:
     def view(self, run_id: str) -> RunView:
         """The run's ledger: nodes, items, attempts, crashes, costs (what ``GET /runs/{id}`` shows)."""
         return self.engine.runs.describe(run_id)
+
+    def stream(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The run's progress-stream events after sequence ``after`` (``GET /runs/{id}/stream``): dicts
+        with ``seq``, ``id``, ``kind``, ``data``, ``node`` and ``at``, oldest first."""
+        return [e.to_dict() for e in read_events(self.store, run_id, after=after, limit=limit)]
 
     def runs(self) -> list[str]:
         """Ids of every run the store holds (of the registered workflows), oldest first; also the

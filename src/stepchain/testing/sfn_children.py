@@ -24,9 +24,15 @@ class _Driver(Protocol):
 
 def waiting_for_children(h: _Driver, run_id: str) -> bool:
     """:func:`_waiting_for_children` under the invocation lock: an invocation that ends a child
-    between the reads of the node and of its children would make them disagree."""
-    with h._lock:
+    between the reads of the node and of its children would make them disagree. Never waits for the
+    lock: an invocation that holds it is running, so the run moves (and ``run()``'s progress clock,
+    which counts real seconds without progress, must keep ticking meanwhile)."""
+    if not h._lock.acquire(blocking=False):
+        return False
+    try:
         return _waiting_for_children(h, run_id)
+    finally:
+        h._lock.release()
 
 
 def _waiting_for_children(h: _Driver, run_id: str) -> bool:

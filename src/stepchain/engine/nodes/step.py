@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import traceback
+from typing import Any
 
 from stepchain.define.aio import budget_ms, run_coroutine
 from stepchain.define.context import CostMeter, StepContext
@@ -56,11 +57,14 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         generation=rec.generation,
         owner=rec.owner,
         iteration=msg.iteration,
+        invocation=rec.invocations,
     )
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
     owner = rec.owner
     spent = False
+    if wf.stream_lifecycle:
+        ctx.emits.lifecycle("started", {"attempt": rec.attempts}, f"started|a{rec.attempts}|i{rec.invocations}")
     try:
         value = w.codec.decode(input_ref)
         output = node.fn(ctx, value)
@@ -73,6 +77,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
     except ContinueInNewInvocation as sig:
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
+        stream_end(ctx, wf, "continued", {"reason": sig.reason}, f"continued|i{rec.invocations}")
         now = w.clock.now_ms()
         inv = Invocation(started, now, "continued")
         changes = w.ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv, prior=rec)
@@ -82,6 +87,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
     except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
+        stream_end(ctx, wf, "cancelled", {}, "cancelled")
         now = w.clock.now_ms()
         inv = Invocation(started, now, "cancelled")
         changes = w.ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
@@ -90,7 +96,8 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     except Exception as exc:  # the step failed: retry or fail the run
         if not spent:
             budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
-        return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost)
+        return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf)
+    stream_end(ctx, wf, "succeeded", _cost_data(ctx.cost), "succeeded")
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")
     changes = w.ledger(
@@ -109,6 +116,9 @@ def step_failed(
     t0: float,
     started: int,
     cost: CostMeter,
+    *,
+    ctx: StepContext | None = None,
+    wf: Workflow | None = None,
 ) -> Outcome:
     now = w.clock.now_ms()
     err = error_of(exc, key)
@@ -126,7 +136,13 @@ def step_failed(
             "trace": traceback.format_exc(limit=5),
         },
     )
-    if not terminal and rec.attempts < node.retry.max_attempts:
+    retrying = not terminal and rec.attempts < node.retry.max_attempts
+    if ctx is not None and wf is not None:
+        kind = "retrying" if retrying else "failed"
+        stream_end(
+            ctx, wf, kind, {"error": err, "attempt": rec.attempts}, f"retrying|a{rec.attempts}" if retrying else kind
+        )
+    if retrying:
         delay_ms = int(node.retry.delay_s(rec.attempts) * 1000)
         if retry_after_s is not None:
             delay_ms = int(retry_after_s * 1000)
@@ -150,6 +166,19 @@ def step_failed(
     changes = w.ledger(NodeStatus.FAILED, now, t0, cost, inv, error=err, ended=True, prior=rec)
     w.fail(msg, key, err, changes, owner=rec.owner)
     return Outcome(OutcomeKind.FAILED, error=err)
+
+
+def stream_end(ctx: StepContext, wf: Workflow, kind: str, data: dict[str, Any], id_suffix: str) -> None:
+    """Write the invocation's buffered stream events BEFORE the node's checkpoint (no request when there
+    are none): a crash in between leaves them written, and the re-run's copies are dropped by their ids."""
+    if wf.stream_lifecycle:
+        ctx.emits.lifecycle(kind, data, id_suffix)
+    if ctx.has_emits:
+        ctx.emits.flush()
+
+
+def _cost_data(cost: CostMeter) -> dict[str, Any]:
+    return {"usd": cost.usd_nano / 1e9, "input_tokens": cost.input_tokens, "output_tokens": cost.output_tokens}
 
 
 class StepHandler(NodeKindHandler):

@@ -11,6 +11,8 @@ from stepchain.define.workflow import Node, NodeKind, Registry, RetryPolicy, Wor
 from stepchain.engine import Engine
 from stepchain.exceptions import (
     BlobUnavailable,
+    BudgetExceeded,
+    BudgetNotDeclared,
     EventIterationError,
     EventNotFound,
     IdempotencyConflict,
@@ -44,6 +46,8 @@ __all__ = [
     "Activation",
     "BlobStore",
     "BlobUnavailable",
+    "BudgetExceeded",
+    "BudgetNotDeclared",
     "CheckpointStore",
     "DynamoDBStore",
     "Engine",

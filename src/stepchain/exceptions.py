@@ -104,6 +104,15 @@ class BlobUnavailable(StepchainError):
     http_status = 500
 
 
+class BudgetNotDeclared(ValidationError):
+    """A run was given a dollar budget, but its workflow declares none (``Workflow(budget_usd=...)``):
+    only a budgeted workflow's steps check a budget. 409: the request is well formed; the workflow it
+    names does not take it."""
+
+    code = "budget_not_declared"
+    http_status = 409
+
+
 class InvalidRunState(StepchainError):
     """The run (or node) is not in a state that allows the requested operation."""
 
@@ -207,6 +216,15 @@ class LimitExceeded(TerminalError):
 
     code = "limit_exceeded"
     http_status = 413
+
+
+class BudgetExceeded(LimitExceeded):
+    """A caller's daily dollar budget has no room for another run (``POST /runs``: 429
+    ``budget_exceeded``; ``STEPCHAIN_CALLER_DAILY_BUDGET_USD``), or a step would take its run over
+    its budget (the run's error type with ``Workflow(on_budget="fail")``)."""
+
+    code = "budget_exceeded"
+    http_status = 429
 
 
 class ScaffoldError(StepchainError):

@@ -466,6 +466,7 @@ def test_openapi_route_serves_the_checked_in_document(h: Harness) -> None:
         "/runs/{run_id}/events/{name}",
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/redrive",
+        "/runs/{run_id}/budget",
         "/runs/{run_id}/approvals",
         "/runs/{run_id}/stream",
         "/approvals",

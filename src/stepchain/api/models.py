@@ -36,6 +36,20 @@ class _Closed(BaseModel):
 class StartRunRequest(_Closed):
     workflow: str = Field(pattern=WORKFLOW_PATTERN, description="Name of a registered workflow.")
     input: Any = Field(default=None, description="The first step's input: any JSON value.")
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1e9,
+        allow_inf_nan=False,
+        description="This run's dollar budget, instead of its workflow's budget_usd (a workflow without "
+        "one: 400). A retried start with the same Idempotency-Key returns the run with its first budget.",
+    )
+
+
+class BudgetRequest(_Closed):
+    budget_usd: float = Field(
+        ge=0, lt=1e9, allow_inf_nan=False, description="The run's new dollar budget (LLM + compute of its steps)."
+    )
 
 
 class RedriveRequest(_Closed):
@@ -145,6 +159,10 @@ class RunTotals(BaseModel):
     )
     orchestration_usd: float = 0.0
     prices: str = Field(default="", description="The price table used: region and version.")
+    budget_usd: float | None = Field(default=None, description="A budgeted run's dollar budget (else absent).")
+    budget_spent_usd: float | None = Field(
+        default=None, description="What the budgeted run's steps spent so far, LLM + compute (checked per step)."
+    )
 
 
 class RestartTaxView(BaseModel):

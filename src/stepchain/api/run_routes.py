@@ -21,6 +21,7 @@ from stepchain.api.models import (
     RUN_ID_PATTERN,
     STEP_PATTERN,
     WORKFLOW_PATTERN,
+    BudgetRequest,
     ErrorResponse,
     EventAccepted,
     Links,
@@ -136,7 +137,9 @@ def start_run(
 ) -> Response[RunHandle]:
     check_input_size(body.input)  # 413 limit_exceeded over STEPCHAIN_MAX_INPUT_BYTES
     owner = caller_of(router.current_event.raw_event).owner
-    run, created = runs.start(body.workflow, body.input, idempotency_key=idempotency_key, owner=owner)
+    run, created = runs.start(
+        body.workflow, body.input, idempotency_key=idempotency_key, owner=owner, budget_usd=body.budget_usd
+    )
     if created:
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
     handle = _handle(run)
@@ -257,11 +260,24 @@ def send_event(
     if run.status.finished:
         raise InvalidRunState(f"run {run_id} is {run.status.value}; it takes no events")
     wf = runs.registry.find(run.workflow, run.version)  # None: deliver_event fails the run, 409
+    if name == "budget" and run.budget_nano is not None and not (wf is not None and wf.waits_for(name)):
+        runs.approve_budget(run_id)  # approve the step the run's budget holds (409 when none is held)
+        return EventAccepted(run_id=run_id, event=name, iteration=iteration or 0, status="delivered")
     if wf is not None and not wf.waits_for(name):
         raise ApiError(404, "event_not_found", f"workflow {run.workflow!r} does not wait for an event named {name!r}")
     result = runs.deliver_event(run_id, name, payload, iteration=iteration)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     return EventAccepted(run_id=run_id, event=name, iteration=iteration or 0, status=accepted(result))
+
+
+@router.post(
+    "/runs/<run_id>/budget",
+    summary="Set a budgeted run's dollar budget",
+    operation_id="setRunBudget",
+    responses=responses(200, "The budget is set; a run held by its budget goes on", 404, 409, *BODY_ERRORS),
+)
+def set_run_budget(runs: RunsDep, run_id: RunId, body: Annotated[BudgetRequest, Body()]) -> RunHandle:
+    return _handle(runs.raise_budget(run_id, body.budget_usd))
 
 
 @router.post(

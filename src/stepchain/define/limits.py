@@ -7,6 +7,9 @@ template.yaml sets them from its ``MaxMapItems`` / ``MaxInputBytes`` parameters 
                                 a ``LimitExceeded`` error (before any item is written or dispatched)
 ``STEPCHAIN_MAX_INPUT_BYTES``   the largest run input (compact JSON) ``POST /runs`` and a redrive with a
                                 new input accept; larger is a 413 ``limit_exceeded``
+``STEPCHAIN_CALLER_DAILY_``     the dollars one caller's budgeted runs may reserve per UTC day (each run
+``BUDGET_USD``                  reserves its budget at its start; stepchain.engine.budget); over it a start
+                                is refused (``BudgetExceeded``, 429 ``budget_exceeded``)
 ==============================  ========================================================================
 
 Unset (the library's default, e.g. in tests and local runs) means no limit beyond the API's 256 KiB body.
@@ -28,12 +31,18 @@ __all__ = ["RunLimits"]
 class RunLimits:
     max_map_items: int | None = None
     max_input_bytes: int | None = None
+    caller_daily_budget_usd: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunLimits:
         env = os.environ if env is None else env
 
-        return cls(env_int("STEPCHAIN_MAX_MAP_ITEMS", env=env), env_int("STEPCHAIN_MAX_INPUT_BYTES", env=env))
+        daily = env.get("STEPCHAIN_CALLER_DAILY_BUDGET_USD")
+        return cls(
+            env_int("STEPCHAIN_MAX_MAP_ITEMS", env=env),
+            env_int("STEPCHAIN_MAX_INPUT_BYTES", env=env),
+            float(daily) if daily else None,
+        )
 
     def check_input_bytes(self, size: int) -> None:
         if self.max_input_bytes is not None and size > self.max_input_bytes:

@@ -57,6 +57,7 @@ class Node:
     on_error: str = "fail"  # parallel only: "fail" | "collect"
     #: wait only: merge the event's payload (a dict of state fields) into the run's durable state
     into_state: bool = False
+    estimate_usd: float = 0.0  # step only: what one attempt may spend, checked against the run's budget
 
     @property
     def runs_user_code(self) -> bool:

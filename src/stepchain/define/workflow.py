@@ -44,6 +44,8 @@ class Workflow:
         max_iterations: int = 100,
         stream_lifecycle: bool = False,
         state: type[Any] | None = None,
+        budget_usd: float | None = None,
+        on_budget: str = "pause",
     ) -> None:
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
@@ -52,6 +54,10 @@ class Workflow:
         self.name = name
         #: per-run cap on loop iterations (iteration numbers 0 .. max_iterations - 1)
         self.max_iterations = max_iterations
+        if (budget_usd is not None and not budget_usd >= 0) or on_budget not in ("pause", "fail"):
+            raise ValidationError("budget_usd must be >= 0 and on_budget 'pause' or 'fail'")
+        #: a run's default dollar budget (stepchain.engine.budget) and what a step over it does
+        self.budget_usd, self.on_budget = budget_usd, on_budget
         #: steps add ``node.*`` lifecycle events to the run's progress stream (one more write per invocation)
         self.stream_lifecycle = stream_lifecycle
         #: the run's durable state model (a pydantic model, :mod:`stepchain.define.state`); None: no state
@@ -84,6 +90,7 @@ class Workflow:
         environment: Mapping[str, Any] | None = None,
         policies: Iterable[Any] = (),
         routes: Iterable[str] = (),
+        estimate_usd: float = 0.0,
     ) -> Callable[[F], F]:
         """Register ``fn(ctx, input) -> output`` as the next step of the chain.
 
@@ -91,6 +98,7 @@ class Workflow:
         function ``stepchain template`` deploys it in (:func:`deploy_settings`). ``routes``: the
         successors the step may choose by returning ``goto(to, value)`` (node ids or ``END``; see
         :mod:`stepchain.define.routing`); they are checked when the workflow is first used (:meth:`validate`).
+        ``estimate_usd``: what one attempt may spend (checked against the run's ``budget_usd``).
         """
         settings = deploy_settings(memory_mb, reserved_concurrency, environment, policies)
         route_ids = tuple(routes)
@@ -99,7 +107,7 @@ class Workflow:
 
         def register(fn: F) -> F:
             node = Node(name or fn.__name__, NodeKind.STEP, fn, retry or RetryPolicy(), timeout_s, function=function)
-            self._add(replace(node, routes=route_ids, **settings))
+            self._add(replace(node, routes=route_ids, estimate_usd=estimate_usd, **settings))
             return fn
 
         return register

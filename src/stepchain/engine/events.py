@@ -133,6 +133,8 @@ def waiting_for(wf: Workflow | None, run: RunRecord) -> dict[str, Any] | None:
     if wf is None or run.status is not RunStatus.WAITING or not run.current:
         return None
     node_id, iteration, index = parse_node_key(run.current)
+    if run.paused == "budget":  # a step held by the run's dollar budget (stepchain.engine.budget)
+        return {"event": "budget", "iteration": iteration}
     if index is not None or not wf.has_node(node_id):
         return None
     node = wf.node(node_id)

@@ -15,6 +15,7 @@ from typing import Any
 from stepchain.clock import Clock
 from stepchain.define.state import check_event
 from stepchain.define.workflow import Registry, Workflow
+from stepchain.engine import budget
 from stepchain.engine.events import event_target
 from stepchain.engine.lifecycle import finish_cancel, run_ended
 from stepchain.engine.nodes import handler_for
@@ -30,7 +31,7 @@ from stepchain.observe.ledger import RunView
 from stepchain.probe import Probe
 from stepchain.store.base import ACTIVE_RUN, CheckpointStore, NewRun, NodeChanges, NodeInit, RunChanges, RunPage
 from stepchain.store.payloads import PayloadCodec
-from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus, RunRecord, RunStatus, node_key, parse_node_key
 
 
 class RunService:
@@ -66,13 +67,23 @@ class RunService:
         return self.worker.lifecycle
 
     def start(
-        self, workflow: str, input: Any, *, idempotency_key: str | None = None, owner: str | None = None
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+        budget_usd: float | None = None,
     ) -> tuple[RunRecord, bool]:
         """Start a run (or, with a known idempotency key and the same input, return that run).
+
+        ``budget_usd`` overrides the workflow's ``budget_usd`` for this run (stepchain.engine.budget).
 
         ``owner`` (the caller's identity) is recorded on the run and scopes ``idempotency_key``: the
         same key from another owner starts that owner's own run."""
         wf = self.registry.get(workflow)
+        extra = budget.start_fields(wf, budget_usd)
+        day = budget.reserve(self.worker, wf, owner, extra)  # a caller's daily budget: before the run exists
         now = self.clock.now_ms()
         run_id = new_run_id(now)
         request_hash = hashlib.sha256(
@@ -91,8 +102,11 @@ class RunService:
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 owner=owner,
+                extra=extra,
             )
         )
+        if not created and day is not None and owner is not None:  # a retried start: give it back
+            self.store.reserve_caller_day(owner, day, -extra["budget_nano"], 0, now)
         if not created:
             # A retried start: re-issue the first activation only if it may have been lost.
             node = self.store.get_node(run.run_id, first.id)
@@ -105,6 +119,28 @@ class RunService:
 
     def get_run(self, run_id: str) -> RunRecord:
         return self.worker.get_run(run_id)
+
+    def raise_budget(self, run_id: str, budget_usd: float) -> RunRecord:
+        """Set a budgeted run's budget (``POST /runs/{id}/budget``); a run paused in its ``budget``
+        wait is re-activated at once on a queue transport (Step Functions: at its next re-check)."""
+        run = self.get_run(run_id)
+        if not budget.set_budget(self.worker, run, budget_usd):
+            raise InvalidRunState(f"run {run_id!r} is {run.status.value} or has no budget")
+        if run.status is RunStatus.WAITING and run.current:  # a duplicate activation is harmless
+            node_id, iteration, index = parse_node_key(run.current)
+            act = Activation(run.run_id, run.workflow, run.version, node_id, iteration=iteration, index=index)
+            self.worker.handoff.dispatch([act])  # Step Functions: a no-op, its re-check comes
+        return self.get_run(run_id)
+
+    def approve_budget(self, run_id: str) -> RunRecord:
+        """Approve the step a run's budget holds (``POST /runs/{id}/events/budget``): its budget
+        becomes what it spent plus that step's estimate, so that step (and only it) may run."""
+        run = self.get_run(run_id)
+        if run.paused != "budget" or run.status is not RunStatus.WAITING or not run.current:
+            raise InvalidRunState(f"run {run_id!r} is not waiting in its budget wait")
+        node = self.registry.get(run.workflow, run.version).node(parse_node_key(run.current)[0])
+        usd = max(run.budget_nano or 0, run.spent_nano + budget.to_nano(node.estimate_usd)) / budget.NANO
+        return self.raise_budget(run_id, usd)
 
     def output_of(self, run_id: str, step: str) -> Any:
         rec = self.store.get_node(run_id, step)

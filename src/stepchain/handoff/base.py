@@ -26,6 +26,10 @@ from stepchain.store.records import NodeRecord, RunRecord, node_key
 JoinHere = Callable[[], tuple[Outcome, NodeRecord | None] | None]
 
 
+#: the action (and outcome detail) of a held step's periodic re-check (stepchain.engine.budget)
+RECHECK = "recheck"
+
+
 class Handoff(ABC):
     """Port. Delivery is at-least-once: a duplicate activation is harmless to the engine."""
 
@@ -48,8 +52,8 @@ class Handoff(ABC):
         kind = outcome.kind
         if kind is OutcomeKind.CONTINUE:
             self.dispatch([msg])
-        elif kind is OutcomeKind.WAIT:
-            self.dispatch([msg], at_ms=outcome.wake_at_ms)
+        elif kind is OutcomeKind.WAIT:  # a budget hold's re-check: like a deadline, a harness never skips to it
+            self.dispatch([msg.with_(action=RECHECK) if outcome.detail == RECHECK else msg], at_ms=outcome.wake_at_ms)
         elif kind is OutcomeKind.SUSPENDED and outcome.wake_at_ms is not None:
             # the deadline check of an event wait
             self.dispatch([msg.with_(action="timeout", token=None)], at_ms=outcome.wake_at_ms)

@@ -38,7 +38,7 @@ class InProcessHandoff(Handoff):
 
     def only_timeouts_left(self) -> bool:
         with self._lock:
-            return all(m.action == "timeout" for _, _, m in self._heap)
+            return all(m.action in ("timeout", "recheck") for _, _, m in self._heap)
 
     def pop(self) -> tuple[int, Activation] | None:
         with self._lock:

@@ -23,7 +23,9 @@ class Activation:
     """ "Work on node ``node`` (item ``index``) of run ``run_id``": the handoff message.
 
     ``action`` is ``run`` (normal), ``timeout`` (an event wait's deadline check), ``expire``
-    (forced timeout, from Step Functions) or ``join`` (map fan-in, from Step Functions).
+    (forced timeout, from Step Functions), ``join`` (map fan-in, from Step Functions) or ``recheck``
+    (a queue's periodic re-check of a step its run's budget holds: run as ``run``; a harness does not
+    skip time to it, as to a deadline).
     """
 
     run_id: str

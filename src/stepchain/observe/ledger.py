@@ -341,6 +341,9 @@ def _totals(run: RunRecord, nodes: list[NodeView], leaves: list[NodeView], crash
         "input_tokens": sum(v.input_tokens for v in leaves),
         "output_tokens": sum(v.output_tokens for v in leaves),
         "wall_ms": (run.ended_ms or run.updated_ms) - run.created_ms,
+        # a budgeted run (stepchain.engine.budget): its budget and what its steps spent (LLM + compute)
+        "budget_usd": None if run.budget_nano is None else run.budget_nano / 1e9,
+        "budget_spent_usd": None if run.budget_nano is None else run.spent_nano / 1e9,
     }
 
 

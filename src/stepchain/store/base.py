@@ -15,6 +15,7 @@ from typing import Any
 
 from stepchain.exceptions import IdempotencyConflict, StoreConflict
 from stepchain.store.access import idem_pk, owner_fields
+from stepchain.store.budget import BudgetOps
 from stepchain.store.changes import (  # re-exported: the store's operations take and give these
     ClaimKind as ClaimKind,
 )
@@ -72,7 +73,7 @@ from stepchain.store.records import (
 from stepchain.store.steps import StepLocalStore
 
 
-class CheckpointStore(StepLocalStore):
+class CheckpointStore(StepLocalStore, BudgetOps):
     """Durable run state above the port's primitives (adapters: ``memory``, ``dynamodb``)."""
 
     # -- runs --------------------------------------------------------------------------------

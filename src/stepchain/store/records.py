@@ -327,6 +327,11 @@ class RunRecord:
     parent: str | None = None
     #: the caller who started the run (API Gateway identity); None: before ownership, or a harness
     owner: str | None = None
+    #: a budgeted run's budget and what its steps spent (nano-dollars, stepchain.engine.budget);
+    #: ``paused``: "budget" while it waits in its budget wait
+    budget_nano: int | None = None
+    spent_nano: int = 0
+    paused: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RunRecord:
@@ -348,4 +353,7 @@ class RunRecord:
             redrives=int(item.get("redrives", 0)),
             parent=item.get("parent"),
             owner=item.get("owner"),
+            budget_nano=None if item.get("budget_nano") is None else int(item["budget_nano"]),
+            spent_nano=int(item.get("spent_nano", 0)),
+            paused=item.get("paused"),
         )

@@ -3,6 +3,7 @@ harness (:class:`~stepchain.testing.Harness`, ``SqsHarness``, ``SfnHarness``, ``
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from stepchain.define.workflow import Registry
@@ -25,13 +26,31 @@ class RunsApi:
     run_ids: list[str]  # runs started through :meth:`start`, in order
 
     def start(
-        self, workflow: str, input: Any = None, *, idempotency_key: str | None = None, owner: str | None = None
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+        budget_usd: float | None = None,
     ) -> str:
         """Start a run (what ``POST /runs`` does, as caller ``owner``); returns its id."""
-        run, _ = self.engine.runs.start(workflow, input, idempotency_key=idempotency_key, owner=owner)
+        run, _ = self.engine.runs.start(
+            workflow, input, idempotency_key=idempotency_key, owner=owner, budget_usd=budget_usd
+        )
         if run.run_id not in self.run_ids:
             self.run_ids.append(run.run_id)
         return run.run_id
+
+    def raise_budget(self, run_id: str, budget_usd: float) -> None:
+        """Set a budgeted run's budget (what ``POST /runs/{id}/budget`` does); a paused run resumes."""
+        with getattr(self, "_lock", nullcontext()):  # SfnHarness: the API side takes the invocation lock
+            self.engine.runs.raise_budget(run_id, budget_usd)
+
+    def approve_budget(self, run_id: str) -> None:
+        """Approve the step the run's budget holds (what ``POST /runs/{id}/events/budget`` does)."""
+        with getattr(self, "_lock", nullcontext()):
+            self.engine.runs.approve_budget(run_id)
 
     def send_event(self, run_id: str, name: str, payload: Any = None, *, iteration: int | None = None) -> str:
         """Deliver event ``name`` (for the wait of loop iteration ``iteration``; see ``POST

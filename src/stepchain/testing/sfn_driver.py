@@ -206,11 +206,9 @@ class SfnHarness(Harness):
     # -- driving runs ------------------------------------------------------------------------------
     # The API side takes the invocation lock, as the sweeper does: moto's DynamoDB is not thread-safe
     # (a GetItem racing the UpdateItem that creates the item can see it without attributes).
-    def start(
-        self, workflow: str, input: Any = None, *, idempotency_key: str | None = None, owner: str | None = None
-    ) -> str:
+    def start(self, workflow: str, input: Any = None, **kw: Any) -> str:  # idempotency_key, owner, budget_usd
         with self._lock:
-            return super().start(workflow, input, idempotency_key=idempotency_key, owner=owner)
+            return super().start(workflow, input, **kw)
 
     def send_event(self, run_id: str, name: str, payload: Any = None, *, iteration: int | None = None) -> str:
         with self._lock:

@@ -89,7 +89,7 @@ class _Pending:
     @property
     def is_timeout(self) -> bool:
         try:
-            return Activation.from_json(self.body).action == "timeout"
+            return Activation.from_json(self.body).action in ("timeout", "recheck")
         except ValidationError:
             return False
 

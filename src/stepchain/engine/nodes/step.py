@@ -17,6 +17,7 @@ from stepchain.define.aio import budget_ms, run_coroutine
 from stepchain.define.context import CostMeter, StepContext
 from stepchain.define.state import StateBox
 from stepchain.define.workflow import Node, Workflow
+from stepchain.engine import budget
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import chosen_route
@@ -41,6 +42,9 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     input_ref = w.input_of(wf, node, msg, rec)
     if input_ref is None:
         return w.release(msg, key, rec, "predecessor not finished")
+    over = budget.check(w, wf, node, msg, key, rec)  # a budgeted run only: one read
+    if over is not None:
+        return over
     assert node.fn is not None
     ctx = StepContext(
         msg.run_id,
@@ -60,6 +64,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
     owner = rec.owner
+    spent = False
     if wf.stream_lifecycle:
         ctx.emits.lifecycle("started", {"attempt": rec.attempts}, f"started|a{rec.attempts}|i{rec.invocations}")
     try:
@@ -67,6 +72,8 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         output = node.fn(ctx, value)
         if inspect.isawaitable(output):  # an async def step: its own event loop, within the budget
             output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
+        budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)  # before the node write: a crash over-counts
+        spent = True
         output, route = chosen_route(wf, node, msg.iteration, output)
         w.probe.reached("step_executed", msg.run_id, key)
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
@@ -76,6 +83,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
             keep = box.ref is not None and not box.changed
             state_ref = box.ref if keep else w.codec.encode(box.dump(), scope=f"{msg.run_id}/{key}/state")
     except ContinueInNewInvocation as sig:
+        budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         stream_end(ctx, wf, "continued", {"reason": sig.reason}, f"continued|i{rec.invocations}")
         now = w.clock.now_ms()
         inv = Invocation(started, now, "continued")
@@ -85,6 +93,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         w.probe.reached("continued", msg.run_id, key)
         return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
     except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
+        budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         stream_end(ctx, wf, "cancelled", {}, "cancelled")
         now = w.clock.now_ms()
         inv = Invocation(started, now, "cancelled")
@@ -92,6 +101,8 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         w.store.finish(msg.run_id, key, changes, owner=owner)
         return Outcome(OutcomeKind.DROPPED, detail=str(sig))
     except Exception as exc:  # the step failed: retry or fail the run
+        if not spent:
+            budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf)
     stream_end(ctx, wf, "succeeded", _cost_data(ctx.cost), "succeeded")
     now = w.clock.now_ms()

@@ -1,7 +1,7 @@
 """Acceptance of the SQS transport: real queues (moto), the real SQS worker, virtual time.
 
 Every activation travels through SQS and is served by ``handle_sqs_batch`` under a virtual Lambda
-context; ``SqsHarness`` plays the event source mapping (batches of up to 10, deletes what succeeded,
+context; ``SqsHarness`` plays the event source mapping (batches as deployed, deletes what succeeded,
 redelivers the rest after the emulated visibility timeout, dead-letter queue after 3 receives).
 """
 
@@ -129,7 +129,8 @@ def test_full_stack_on_moto_dynamodb_and_s3() -> None:
 # -- (b) a poison message goes to the dead-letter queue; the rest of its batch succeeds --------------
 def test_poison_message_ends_in_dlq_while_its_batch_succeeds() -> None:
     ref: Ref = {}
-    with SqsHarness(agent_workflow(ref), backend="memory", max_receive_count=3) as h:
+    # batches of 10 on a step's queue (deployed: 1; 10 on the control function's): a partial batch failure
+    with SqsHarness(agent_workflow(ref), backend="memory", max_receive_count=3, batch_size=10) as h:
         ref["h"] = h
         run_id = h.start("demo", {"q": 1})
         h.sqs.send_message(QueueUrl=h.queues["plan"], MessageBody="{not an activation")
@@ -173,7 +174,7 @@ def test_step_that_always_raises_fails_the_run_after_delayed_retries() -> None:
 # -- failures of the worker itself ------------------------------------------------------------------
 def test_store_outage_fails_only_that_record_which_sqs_retries() -> None:
     ref: Ref = {}
-    with SqsHarness(agent_workflow(ref, urls=3), backend="memory") as h:
+    with SqsHarness(agent_workflow(ref, urls=3), backend="memory", batch_size=10) as h:  # a partial batch failure
         ref["h"] = h
         real_claim = h.store.claim
         outages: list[str] = []

@@ -1,7 +1,8 @@
 """``SqsHarness``: the :class:`Harness` over REAL SQS queues (moto), in virtual time.
 
 It creates one queue per node (plus ``*``) and a dead-letter queue, and drives them like a Lambda
-event source mapping: receive up to 10 messages, call the real
+event source mapping: receive a batch (as deployed: 1 record on a step's queue, up to 10 on the
+control function's), call the real
 :func:`stepchain.runtimes.aws.sqs_worker.handle_sqs_batch` with a :class:`VirtualLambdaContext`, delete the
 records that succeeded and leave the failed ones, which come back after the visibility timeout.
 
@@ -48,6 +49,7 @@ REGION = "us-east-1"
 VISIBLE_AT = "harness_visible_at_ms"
 #: the queues' real visibility timeout (12 h, the maximum): virtual time decides redelivery
 REAL_VISIBILITY_S = 43_200
+STEP_BATCH_SIZE, CONTROL_BATCH_SIZE = 1, 10  # the deployed BatchSize (stepchain.deploy.samgen)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ def _to_event_record(m: dict[str, Any], arn: str) -> dict[str, Any]:
 class SqsHarness(Harness):
     """The harness, with activations travelling over moto SQS and served by the real SQS worker.
 
+    ``batch_size``: records per invocation, default as deployed (a crash fails the whole batch).
     ``duplicate_delivery``: every message the engine sends is sent twice. ``sent`` lists every
     message the framework sent, ``batches`` every invocation, ``timeline`` claims, checkpoints and
     sends in virtual order, ``dlq_bodies()`` what ended in the dead-letter queue.
@@ -173,18 +176,17 @@ class SqsHarness(Harness):
         inline_limit: int | None = None,
         duplicate_delivery: bool = False,
         max_receive_count: int = 3,
-        batch_size: int = 10,
+        batch_size: int | None = None,
         heartbeat: HeartbeatPolicy | Literal["env"] | None = None,
         virtual_sleep: bool = True,
     ) -> None:
-        if not 1 <= batch_size <= 10:
+        if batch_size is not None and not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be 1..10 (the event source mapping's BatchSize for SQS)")
         kwargs: dict[str, Any] = {} if inline_limit is None else {"inline_limit": inline_limit}
         super().__init__(*workflows, backend=backend, budget_ms=budget_ms, duplicate_delivery=duplicate_delivery,
                          virtual_sleep=virtual_sleep, **kwargs)  # fmt: skip
         import boto3
 
-        self.batch_size = batch_size
         # the SQS heartbeat (per-message visibility V); None: off; "env": as deployed (sqs_policy_from_env)
         self.heartbeat = heartbeat
         self.visibility = VisibilityModel(self.clock, 3600)  # real seconds: within SQS's 12 h total
@@ -200,6 +202,11 @@ class SqsHarness(Harness):
         self._count_calls(self.sqs)
         self.visibility.install(self.sqs)
         self.dlq_url, self.queues, self._arns = self._create_queues(max_receive_count)
+        steps = {n.id for wf in self.registry for n in wf.nodes if n.runs_user_code}
+        self._batch_sizes = {
+            url: batch_size or (STEP_BATCH_SIZE if node in steps else CONTROL_BATCH_SIZE)
+            for node, url in self.queues.items()
+        }
         self.handoff_sqs = DuplicatingSqsHandoff(self.queues, self.sqs, clock=self.clock)
         self.handoff_sqs.duplicate = duplicate_delivery
         engine = _LoggedEngine(
@@ -305,11 +312,12 @@ class SqsHarness(Harness):
         return invoked
 
     def _receive(self, url: str) -> list[dict[str, Any]]:
+        n = self.batch_size_of(url)
         got = self._driver.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=self.batch_size, AttributeNames=["All"], MessageAttributeNames=["All"]
+            QueueUrl=url, MaxNumberOfMessages=n, AttributeNames=["All"], MessageAttributeNames=["All"]
         )
         msgs: list[Any] = list(got.get("Messages", []))
-        if len(msgs) < self.batch_size:
+        if len(msgs) < n:
             self._dirty.discard(url)
         now = self.clock.now_ms()
         ready = []
@@ -322,6 +330,10 @@ class SqsHarness(Harness):
             else:
                 ready.append(m)
         return ready
+
+    def batch_size_of(self, url: str) -> int:
+        """The BatchSize of the event source mapping that polls queue ``url``."""
+        return self._batch_sizes[url]
 
     def _release_due(self) -> None:
         now = self.clock.now_ms()

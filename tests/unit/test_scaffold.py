@@ -162,3 +162,11 @@ def test_an_editable_install_cannot_be_vendored_without_wheel(tmp_path: Path) ->
     # this checkout's venv has stepchain as an editable install: there is no wheel to rebuild
     with pytest.raises(ScaffoldError, match="editable"):
         installed_wheel(tmp_path)
+    # and `stepchain new` without --wheel says so without leaving anything behind (it left vendor/)
+    with pytest.raises(ScaffoldError, match="editable"):
+        new_project(tmp_path / "agent")
+    assert not (tmp_path / "agent").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ScaffoldError, match="editable"):
+        new_project(tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []

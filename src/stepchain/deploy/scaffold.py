@@ -165,10 +165,17 @@ def new_project(
         raise ScaffoldError("stepchain new needs PyYAML: pip install 'stepchain[template]'") from exc
     if package in sys.modules or package in ("stepchain", "app", "tests"):
         raise ScaffoldError(f"the package name {package!r} is taken here: pass another --name")
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     (path / "vendor").mkdir()
     if wheel is None:
-        wheel_path = installed_wheel(path / "vendor")
+        try:
+            wheel_path = installed_wheel(path / "vendor")
+        except ScaffoldError:  # no wheel to vendor (an editable install): leave the target as it was
+            shutil.rmtree(path / "vendor")
+            if created:
+                path.rmdir()
+            raise
     else:
         wheel_path = path / "vendor" / wheel.name
         shutil.copyfile(wheel, wheel_path)

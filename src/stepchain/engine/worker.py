@@ -146,13 +146,7 @@ class Worker:
             return rec.input_ref
         if msg.input is not None:
             return msg.input
-        src = msg.src
-        if src is None:
-            prev = wf.prev_of(node.id)
-            if prev is None:
-                return None
-            src = node_key(prev.id, None, msg.iteration)
-        prev_rec = self.store.get_node(msg.run_id, src)
+        prev_rec = self._source_record(wf, node, msg)
         if prev_rec is None or prev_rec.status is not NodeStatus.SUCCEEDED:
             return None
         return prev_rec.output_ref
@@ -165,14 +159,19 @@ class Worker:
             return None
         if msg.state is not None:
             return msg.state
+        prev_rec = self._source_record(wf, node, msg)
+        return None if prev_rec is None else prev_rec.state_ref
+
+    def _source_record(self, wf: Workflow, node: Node, msg: Activation) -> NodeRecord | None:
+        """The record of the node whose output (and state) this one starts from: the one the activation
+        names (``src``: a routed-from node) or the chain predecessor in its iteration (one read)."""
         src = msg.src
         if src is None:
             prev = wf.prev_of(node.id)
             if prev is None:
                 return None
             src = node_key(prev.id, None, msg.iteration)
-        prev_rec = self.store.get_node(msg.run_id, src)
-        return None if prev_rec is None else prev_rec.state_ref
+        return self.store.get_node(msg.run_id, src)
 
     def release(self, msg: Activation, key: str, rec: NodeRecord, why: str) -> Outcome:
         """Undo a claim made by a message that came too early (its predecessor is not done)."""

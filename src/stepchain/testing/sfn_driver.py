@@ -230,17 +230,19 @@ class SfnHarness(Harness):
         return acted
 
     def _stop_cancelled(self) -> None:
-        """moto's StopExecution does not interrupt a task waiting for its callback (AWS does): end
-        those waits of every cancelled run (a cancel cascades to child runs), so they end ABORTED."""
-        for run_id in self.runs():
-            if self.status(run_id) == "CANCELLED" and self._moving(run_id, waiting=True):
-                for token in self._wait_tokens(run_id, any_status=True):
-                    self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+        """moto's StopExecution does not interrupt a task waiting for its callback (AWS does): end those waits
+        of every cancelled run (children too) and wait (up to poll_timeout_s) for moto's threads to end them."""
+        stopped = [r for r in self.runs() if self.status(r) == "CANCELLED" and self._moving(r, waiting=True)]
+        for run_id in stopped:
+            for token in self._wait_tokens(run_id, any_status=True):
+                self.sfn_handoff.send_task_success(token, {"status": "DROPPED"})
+        deadline = time.monotonic() + self.poll_timeout_s
+        while any(self.execution_status(r) == "RUNNING" for r in stopped) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def redeliver(self, msg: Activation, at_ms: int | None = None) -> None:
-        """A late duplicate: invoke ``msg``'s function once more, outside any execution (a stale or
-        retried invocation; Step Functions ignores its result), after letting virtual time pass to
-        ``at_ms`` (default: now). Call it while no execution of the run is between tasks."""
+        """A late duplicate: ``msg``'s function invoked once more outside any execution (Step Functions ignores
+        its result) at virtual time ``at_ms`` (default: now). Call it while no execution is between tasks."""
         if at_ms is not None:
             self.pass_time_to(at_ms)
         node = self.registry.get(msg.workflow, msg.version).node(msg.node)

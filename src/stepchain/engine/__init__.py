@@ -137,6 +137,11 @@ class Engine:
     ) -> RunRecord:
         return self.runs.redrive(run_id, input=input, replace_input=replace_input, keep_progress=keep_progress)
 
+    def fork(self, run_id: str, node: str, **kw: Any) -> tuple[RunRecord, bool]:
+        """Fork a run at ``node`` (:meth:`RunService.fork`: iteration, input, replace_input, state,
+        idempotency_key, owner)."""
+        return self.runs.fork(run_id, node, **kw)
+
     def fail_node(self, run_id: str, node: str, err: dict[str, str]) -> Outcome:
         return self.runs.fail_node(run_id, node, err)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from stepchain.clock import Clock
@@ -17,6 +18,7 @@ from stepchain.define.state import check_event
 from stepchain.define.workflow import Registry, Workflow
 from stepchain.engine import budget
 from stepchain.engine.events import event_target
+from stepchain.engine.fork import fork
 from stepchain.engine.lifecycle import finish_cancel, run_ended
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.views import run_view
@@ -286,6 +288,33 @@ class RunService:
         self.probe.reached("api_redrive", run_id, top)  # nodes PENDING, no activation: the sweeper re-issues
         self.lifecycle.redrive(updated, msgs, top)
         return updated
+
+    def fork(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        iteration: int = 0,
+        input: Any = None,
+        replace_input: bool = False,
+        state: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """A new run of the same version starting at ``node`` (in loop ``iteration``), the source's
+        checkpoints before it copied by reference; ``input`` (with ``replace_input``) and ``state``
+        (fields to set) edit what the node starts from. See :mod:`stepchain.engine.fork`."""
+        return fork(
+            self.worker,
+            run_id,
+            node,
+            iteration=iteration,
+            input=input,
+            replace_input=replace_input,
+            state=state,
+            idempotency_key=idempotency_key,
+            owner=owner,
+        )
 
     def fail_node(self, run_id: str, node: str, err: dict[str, str]) -> Outcome:
         """A transport gave up on ``node``: fail the node and the run (see :meth:`Worker.fail_node`)."""

@@ -113,7 +113,8 @@ class StepFunctionsHandoff(Handoff, RunLifecycle):
 
     def start(self, run: RunRecord, first: Activation) -> None:
         self.dispatch([first])  # no message, but the before_handoff boundary is reached
-        self._start_execution(run, execution_name(run.run_id), first.node)
+        # a fork starts at its chosen node and iteration, its input from ``src`` (stepchain.engine.fork)
+        self._start_execution(run, execution_name(run.run_id), node_key(first.node, None, first.iteration), first.src)
 
     def resume_wait(self, wait: Activation, successor: Activation | None) -> None:
         """Complete the wait task: its output is the small state the route Choice reads."""

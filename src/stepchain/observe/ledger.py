@@ -68,6 +68,7 @@ class NodeView:
     items: list[NodeView] = field(default_factory=list)
     iteration: int = 0  # the loop iteration (each iteration of a node is its own row)
     route: str | None = None  # the successor a routing step chose
+    copied_from: str | None = None  # a fork's copy of this checkpoint of run ``copied_from`` (not run here)
 
 
 @dataclass
@@ -99,6 +100,8 @@ class RunView:
     children: list[dict[str, Any]] = field(default_factory=list)
     #: the run's durable state (:mod:`stepchain.define.state`): inline, or ``{"blob", "bytes"}`` when in S3
     state: Any = None
+    #: a fork's origin ``{"run_id", "node", "iteration"}`` (stepchain.engine.fork)
+    forked_from: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +173,7 @@ def _node_view(
         history=[h.to_dict() for h in full_history(rec, older)],
         iteration=rec.iteration,
         route=rec.route,
+        copied_from=rec.copied_from,
     )
 
 
@@ -256,6 +260,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
         crash_events=[c.to_dict() for c in crash_events],
         parent=run.parent,
         state=current_state(records, _order(wf, records)),
+        forked_from=run.forked_from,
     )
 
 

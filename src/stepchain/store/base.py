@@ -40,6 +40,7 @@ from stepchain.store.changes import (
 from stepchain.store.changes import (
     RunPage as RunPage,
 )
+from stepchain.store.fork import ForkOps
 from stepchain.store.items import (
     ACTIVE,
     ACTIVE_PK,
@@ -73,7 +74,7 @@ from stepchain.store.records import (
 from stepchain.store.steps import StepLocalStore
 
 
-class CheckpointStore(StepLocalStore, BudgetOps):
+class CheckpointStore(StepLocalStore, BudgetOps, ForkOps):
     """Durable run state above the port's primitives (adapters: ``memory``, ``dynamodb``)."""
 
     # -- runs --------------------------------------------------------------------------------

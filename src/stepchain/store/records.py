@@ -211,6 +211,8 @@ class NodeRecord:
     requests: dict[str, int] = field(default_factory=dict)
     #: the run's durable state after this node (or, for a waiting node, the state it waits with)
     state_ref: str | None = None
+    #: a fork's copy of a checkpoint of run ``copied_from`` (stepchain.store.fork)
+    copied_from: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -257,6 +259,7 @@ class NodeRecord:
             iteration=iteration,
             route=item.get("route"),
             requests=stored(item),
+            copied_from=item.get("copied_from"),
         )
 
     @property
@@ -332,6 +335,8 @@ class RunRecord:
     budget_nano: int | None = None
     spent_nano: int = 0
     paused: str | None = None
+    #: a fork's origin: ``{"run_id", "node", "iteration"}`` (stepchain.engine.fork)
+    forked_from: dict[str, Any] | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RunRecord:
@@ -356,4 +361,5 @@ class RunRecord:
             budget_nano=None if item.get("budget_nano") is None else int(item["budget_nano"]),
             spent_nano=int(item.get("spent_nano", 0)),
             paused=item.get("paused"),
+            forked_from=item.get("forked_from"),
         )

@@ -76,6 +76,36 @@ class RunsApi:
         extra: dict[str, Any] = {} if keep_progress is None else {"keep_progress": keep_progress}
         self.engine.runs.redrive(run_id, input=input, replace_input=replace_input, **extra)
 
+    def fork(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        iteration: int = 0,
+        input: Any = None,
+        replace_input: bool = False,
+        state: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+    ) -> str:
+        """Fork the run at ``node`` in loop ``iteration`` (what ``POST /runs/{id}/fork`` does): a new
+        run starting there with the checkpoints before it copied by reference, ``input`` (with
+        ``replace_input``) and ``state`` (fields to set) edited; returns the new run's id."""
+        with getattr(self, "_lock", nullcontext()):  # SfnHarness: the API side takes the invocation lock
+            run, _ = self.engine.runs.fork(
+                run_id,
+                node,
+                iteration=iteration,
+                input=input,
+                replace_input=replace_input,
+                state=state,
+                idempotency_key=idempotency_key,
+                owner=owner,
+            )
+        if run.run_id not in self.run_ids:
+            self.run_ids.append(run.run_id)
+        return run.run_id
+
     def _status_after_run(self, run_id: str | None) -> str:
         if run_id is None:
             run_id = self.run_ids[-1] if self.run_ids else max(self.runs(), default=None)

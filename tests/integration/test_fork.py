@@ -1,0 +1,193 @@
+"""Fork a run from a step (issue 18): a looping agent with a typed state, forked at ``think`` in
+iteration 2 with an edited state, on every harness, with a crash at every boundary of the fork
+operation (``api_fork_copy``, ``api_fork``) and of the forked run; a fork of a fork; the source's
+node items byte-identical; the refusals; map and call nodes copied by their outputs only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.integration.fork_flows import TOOL_CALLS, TURNS, agent, drive, notes
+
+from stepchain import InvalidRunState, ValidationError, Workflow
+from stepchain.testing import WORKER_BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
+
+HARNESSES: dict[str, Any] = {"memory": Harness, "sqs": SqsHarness, "sfn": SfnHarness}
+FORKED = ("think", "approve", "review")
+RUN_BOUNDARIES = [b for b in WORKER_BOUNDARIES if b not in ("mid_item", "item_window")]
+MEMORY = [("api_fork_copy", "think"), ("api_fork", "think"), ("api_event", "approve")] + [
+    (b, n) for b in RUN_BOUNDARIES for n in FORKED
+]
+#: the transports: the fork's own boundaries, and a crash right after its first node's claim/checkpoint
+TRANSPORT = [("api_fork_copy", "think"), ("api_fork", "think"), ("after_claim", "think"), ("after_checkpoint", "think")]
+CASES = [(k, b, n) for k, cells in (("memory", MEMORY), ("sqs", TRANSPORT), ("sfn", TRANSPORT)) for b, n in cells]
+FORMAL = notes("t", ["plain", "plain", "formal", "formal"])
+
+
+def source_run(h: Any) -> str:
+    run_id = h.start("fork-agent", "t")
+    assert drive(h, run_id) == "SUCCEEDED"
+    assert h.output(run_id)["notes"] == notes("t", ["plain"] * TURNS)
+    return str(run_id)
+
+
+def fork(h: Any, run_id: str, **kw: Any) -> str:
+    """Fork as a client does: a crash inside the call is retried with the same idempotency key."""
+    before = set(h.runs())
+    try:
+        return str(h.fork(run_id, "think", idempotency_key="k1", **kw))
+    except InjectedCrash:
+        assert set(h.runs()) - before == set() or len(set(h.runs()) - before) == 1
+    return str(h.fork(run_id, "think", idempotency_key="k1", **kw))
+
+
+@pytest.mark.parametrize(("kind", "boundary", "node"), CASES)
+def test_a_fork_at_iteration_2_with_an_edited_state_survives_a_crash_at_every_boundary(
+    kind: str, boundary: str, node: str
+) -> None:
+    with HARNESSES[kind](agent) as h:
+        src = source_run(h)
+        items = h.store.node_items(src)
+        h.crash_at(boundary, node=node)
+        fid = fork(h, src, iteration=2, state={"tone": "formal"})
+        assert fid != src and h.engine.get_run(fid).forked_from == {"run_id": src, "node": "think", "iteration": 2}
+        assert drive(h, fid) == "SUCCEEDED", h.view(fid).to_dict()
+        assert h.output(fid)["notes"] == FORMAL and h.view(fid).state["tone"] == "formal"
+        for it in range(TURNS):  # iterations 0, 1 are copies: their tool never runs in the fork
+            ran = TOOL_CALLS[(fid, it)]
+            want = 0 if it < 2 else 1
+            assert ran == want or (ran == 2 and boundary == "effect_window"), (it, ran)
+        assert h.store.node_items(src) == items  # the source untouched, byte for byte
+        assert sorted(h.runs()) == sorted([src, fid])  # a fork that died before its run is invisible
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs", "sfn"])
+def test_a_fork_of_a_fork_and_duplicate_delivery(kind: str) -> None:
+    with HARNESSES[kind](agent, duplicate_delivery=True) as h:
+        src = source_run(h)
+        first = h.fork(src, "think", iteration=2, state={"tone": "formal"})
+        assert drive(h, first) == "SUCCEEDED"
+        second = h.fork(first, "think", iteration=3, state={"tone": "terse"})
+        assert drive(h, second) == "SUCCEEDED"
+        assert h.output(second)["notes"] == notes("t", ["plain", "plain", "formal", "terse"])
+        assert [TOOL_CALLS[(second, it)] for it in range(TURNS)] == [0, 0, 0, 1]
+        view = h.view(second)
+        assert view.forked_from == {"run_id": first, "node": "think", "iteration": 3}
+        copied = {n.key: n.copied_from for n in view.nodes}
+        assert copied["think~00002"] == first and copied["think~00003"] is None
+
+
+def test_the_copies_are_by_reference_and_keep_the_source_expiry() -> None:
+    with Harness(agent, inline_limit=64) as h:  # every output of ~100 bytes goes to the blob store
+        h.store.retention_s = 3600
+        src = source_run(h)
+        puts = h.codec.blobs.puts  # type: ignore[attr-defined]
+        fid = h.fork(src, "think", iteration=2)
+        assert h.codec.blobs.puts == puts  # type: ignore[attr-defined]  # no payload written
+        source = {i["sk"]: i for i in h.store.node_items(src)}
+        copies = [i for i in h.store.node_items(fid) if i.get("copied_from") == src]
+        assert len(copies) == 7  # plan, think, approve, review of iteration 0, and those of iteration 1
+        for c in copies:
+            s = source[c["sk"]]
+            assert (c.get("output"), c.get("state"), c["expires_at"]) == (
+                s.get("output"),
+                s.get("state"),
+                s["expires_at"],
+            )
+            assert c["invocations"] == 0 and "cost_nano" not in c and "owner" not in c
+
+
+def test_a_waiting_source_can_be_forked_and_only_finished_nodes_are_copied() -> None:
+    with Harness(agent) as h:
+        src = h.start("fork-agent", "w")
+        h.run(src)
+        h.send_event(src, "approve", {"approvals": ["ok-0"]}, iteration=0)
+        h.run(src)  # now waiting in iteration 1
+        assert h.waiting_for(src) == {"event": "approve", "iteration": 1}
+        fid = h.fork(src, "approve", iteration=1, input={"edited": True})
+        assert h.run(fid) == "WAITING" and h.waiting_for(fid) == {"event": "approve", "iteration": 1}
+        keys = {n.key for n in h.view(fid).nodes}
+        assert keys == {"plan", "think", "approve", "review", "think~00001", "approve~00001"}
+        assert drive(h, fid) == "SUCCEEDED" and drive(h, src) == "SUCCEEDED"
+        assert h.output(fid)["notes"] == h.output(src)["notes"] == notes("w", ["plain"] * TURNS)
+
+
+def test_refusals() -> None:
+    stateless = Workflow("fork-plain")
+
+    @stateless.step()
+    def one(ctx: Any, x: int) -> int:
+        return x + 1
+
+    with Harness(agent, stateless) as h:
+        src = source_run(h)
+        cases: list[tuple[type[Exception], dict[str, Any]]] = [
+            (ValidationError, {"node": "nope"}),
+            (ValidationError, {"node": "think#00001"}),
+            (ValidationError, {"node": "think", "iteration": TURNS + 1}),
+            (ValidationError, {"node": "think", "iteration": -1}),
+            (ValidationError, {"node": "think", "iteration": 1, "state": {"turns": "many"}}),
+            (ValidationError, {"node": "think", "iteration": 1, "state": {"unknown": 1}}),
+            (ValidationError, {"node": "plan", "state": {"tone": "x"}}),
+        ]
+        for exc, kw in cases:
+            with pytest.raises(exc):
+                h.fork(src, **kw)
+        plain = h.start("fork-plain", 1)
+        h.run(plain)
+        with pytest.raises(ValidationError):
+            h.fork(plain, "one", state={"a": 1})
+        waiting = h.start("fork-agent", "x")
+        h.run(waiting)
+        with pytest.raises(InvalidRunState):  # review never ran in it
+            h.fork(waiting, "review")
+        assert h.runs() == sorted([src, plain, waiting])  # nothing made by a refused fork
+        assert h.fork(plain, "one", input=41, replace_input=True) in h.runs()
+
+
+SQUARE = Workflow("fork-square")
+
+
+@SQUARE.step()
+def total(ctx: Any, xs: list[int]) -> int:
+    return sum(xs)
+
+
+PIPE = Workflow("fork-pipe")
+
+
+@PIPE.step()
+def nums(ctx: Any, n: int) -> list[int]:
+    return list(range(n))
+
+
+@PIPE.map()
+def square(ctx: Any, x: int) -> int:
+    return x * x
+
+
+PIPE.call(SQUARE, name="sum")
+
+
+@PIPE.step()
+def report(ctx: Any, s: int) -> str:
+    return f"sum={s}"
+
+
+def test_map_and_call_nodes_are_copied_by_their_outputs_alone() -> None:
+    with Harness(PIPE, SQUARE) as h:
+        src = h.start("fork-pipe", 4)
+        assert h.run(src) == "SUCCEEDED" and h.output(src) == "sum=14"
+        runs = set(h.runs())
+        fid = h.fork(src, "report", input=99, replace_input=True)
+        assert h.run(fid) == "SUCCEEDED" and h.output(fid) == "sum=99"
+        assert set(h.runs()) - runs == {fid}  # the child run is not copied
+        keys = [i["sk"] for i in h.store.node_items(fid)]
+        assert keys == ["N#nums", "N#report", "N#square", "N#sum"]  # no map items
+        assert h.executions["square#00001"] == 1 and h.executions["total"] == 1
+        view = h.view(fid).to_dict()
+        assert view["forked_from"] == {"run_id": src, "node": "report", "iteration": 0}
+        again = h.fork(src, "square")  # a map node starts again from its input
+        assert h.run(again) == "SUCCEEDED" and h.output(again) == "sum=14"

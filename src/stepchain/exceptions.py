@@ -113,6 +113,15 @@ class BudgetNotDeclared(ValidationError):
     http_status = 409
 
 
+class StateNotDeclared(ValidationError):
+    """A fork was given a state edit, but its workflow declares no state (``Workflow(state=...)``), or
+    the node it starts at has no state to edit (the first node starts from the model's defaults).
+    409: the request is well formed; the run it names does not take it."""
+
+    code = "state_not_declared"
+    http_status = 409
+
+
 class InvalidRunState(StepchainError):
     """The run (or node) is not in a state that allows the requested operation."""
 

@@ -466,6 +466,7 @@ def test_openapi_route_serves_the_checked_in_document(h: Harness) -> None:
         "/runs/{run_id}/events/{name}",
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/redrive",
+        "/runs/{run_id}/fork",
         "/runs/{run_id}/budget",
         "/runs/{run_id}/approvals",
         "/runs/{run_id}/stream",
@@ -487,7 +488,7 @@ def test_openapi_cli() -> None:
 def test_every_event_sample_names_a_route_the_document_has() -> None:
     paths = json.loads(openapi_json())["paths"]
     samples = sorted(EVENTS.glob("api-*.json"))
-    assert len(samples) == 8
+    assert len(samples) == 9
     for f in samples:
         ev = json.loads(f.read_text())
         assert ev["requestContext"]["path"] == "/" + ev["requestContext"]["stage"] + ev["path"]

@@ -107,6 +107,7 @@ def run_routes(run_id: str) -> list[tuple[str, str, Any]]:
         ("POST", f"{base}/events/approval", {"ok": True}),
         ("POST", f"{base}/approvals", {"event": "approval"}),
         ("POST", f"{base}/redrive", {}),
+        ("POST", f"{base}/fork", {"node": "prepare"}),
         ("POST", f"{base}/cancel", None),
     ]
 

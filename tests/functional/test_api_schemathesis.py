@@ -103,12 +103,15 @@ class ApiGatewayAdapter:
     def _body(path: str, raw: bytes) -> bytes:
         """POST /runs: a valid workflow name is mostly swapped for the one that exists (and
         POST /runs/{id}/approvals: a valid event name for the one the workflow waits for)."""
-        if path != "/runs" and not path.endswith("/approvals"):
+        if path != "/runs" and not path.endswith(("/approvals", "/fork")):
             return raw
         try:
             doc = json.loads(raw)
         except ValueError:
             return raw
+        if isinstance(doc, dict) and isinstance(doc.get("node"), str) and re.match(STEP_PATTERN, doc["node"]):
+            doc["node"] = _pick(doc["node"], list(STEPS))  # POST /runs/{id}/fork: mostly a node of the flow
+            return json.dumps(doc).encode()
         if isinstance(doc, dict) and isinstance(doc.get("event"), str) and re.match(EVENT_PATTERN, doc["event"]):
             doc["event"] = _pick(doc["event"], ["approve"])
             return json.dumps(doc).encode()
@@ -267,7 +270,7 @@ def test_every_check_is_on() -> None:
     names = {c.__name__ for c in CHECKS_ALL}
     assert {"not_a_server_error", "response_schema_conformance", "status_code_conformance"} <= names
     assert {"negative_data_rejection", "positive_data_acceptance", "unsupported_method"} <= names
-    assert len([r for r in schema.get_all_operations()]) == 12  # incl. the stream and the budget routes
+    assert len([r for r in schema.get_all_operations()]) == 13  # incl. the stream, budget and fork routes
 
 
 @schema.parametrize()

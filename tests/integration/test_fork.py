@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from tests.integration.fork_flows import TOOL_CALLS, TURNS, agent, drive, notes
 
-from stepchain import InvalidRunState, ValidationError, Workflow
+from stepchain import InvalidRunState, StateNotDeclared, StepNotFound, ValidationError, Workflow
 from stepchain.testing import WORKER_BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
 
 HARNESSES: dict[str, Any] = {"memory": Harness, "sqs": SqsHarness, "sfn": SfnHarness}
@@ -124,20 +124,20 @@ def test_refusals() -> None:
     with Harness(agent, stateless) as h:
         src = source_run(h)
         cases: list[tuple[type[Exception], dict[str, Any]]] = [
-            (ValidationError, {"node": "nope"}),
+            (StepNotFound, {"node": "nope"}),
             (ValidationError, {"node": "think#00001"}),
-            (ValidationError, {"node": "think", "iteration": TURNS + 1}),
+            (InvalidRunState, {"node": "think", "iteration": TURNS + 1}),  # never ran in it
             (ValidationError, {"node": "think", "iteration": -1}),
             (ValidationError, {"node": "think", "iteration": 1, "state": {"turns": "many"}}),
             (ValidationError, {"node": "think", "iteration": 1, "state": {"unknown": 1}}),
-            (ValidationError, {"node": "plan", "state": {"tone": "x"}}),
+            (StateNotDeclared, {"node": "plan", "state": {"tone": "x"}}),
         ]
         for exc, kw in cases:
             with pytest.raises(exc):
                 h.fork(src, **kw)
         plain = h.start("fork-plain", 1)
         h.run(plain)
-        with pytest.raises(ValidationError):
+        with pytest.raises(StateNotDeclared):
             h.fork(plain, "one", state={"a": 1})
         waiting = h.start("fork-agent", "x")
         h.run(waiting)
@@ -191,3 +191,40 @@ def test_map_and_call_nodes_are_copied_by_their_outputs_alone() -> None:
         assert view["forked_from"] == {"run_id": src, "node": "report", "iteration": 0}
         again = h.fork(src, "square")  # a map node starts again from its input
         assert h.run(again) == "SUCCEEDED" and h.output(again) == "sum=14"
+
+
+LONG = Workflow("fork-long", max_iterations=402)
+
+
+@LONG.step()
+def a(ctx: Any, n: int) -> int:
+    return n + 1
+
+
+@LONG.step()
+def b(ctx: Any, n: int) -> int:
+    return n
+
+
+@LONG.step(routes=("a", "__end__"))
+def c(ctx: Any, n: int) -> Any:
+    from stepchain import END, goto
+
+    return goto("a", n) if n < 401 else goto(END, n)
+
+
+def test_a_fork_of_iteration_400_copies_1200_items_in_12_transactions() -> None:
+    """The copies stay bounded: one item per node and iteration before the chosen node (3 x 400),
+    written 100 per transaction, plus one query of the source's node items and the run's own
+    transaction (the figure README.md states)."""
+    with Harness(LONG) as h:
+        src = h.start("fork-long", 0)
+        assert h.run(src) == "SUCCEEDED" and h.output(src) == 401
+        calls = h.store.calls  # type: ignore[attr-defined]
+        fid = h.fork(src, "a", iteration=400, input=1000, replace_input=True)
+        made = h.store.calls - calls  # type: ignore[attr-defined]
+        copies = [i for i in h.store.node_items(fid) if i.get("copied_from") == src]
+        assert len(copies) == 1200
+        # get_run, the query of the source's node items, 12 copy transactions, the run's transaction
+        assert made == 1 + 1 + 12 + 1, made
+        assert h.run(fid) == "SUCCEEDED" and h.output(fid) == 1001

@@ -9,6 +9,8 @@ Routes (the OpenAPI document, ``openapi.json`` at the repository root, is genera
     POST /runs/{run_id}/events/{name}?iteration=  deliver an event (body: any JSON)       202
     POST /runs/{run_id}/cancel               cancel an active run                         200
     POST /runs/{run_id}/redrive              resume a FAILED run ({"input", "keep_progress"}) 202
+    POST /runs/{run_id}/fork                 fork: a new run from a step ({"node", "iteration", "input", "state"};
+                                             Idempotency-Key)                             202 (200 on replay)
     POST /runs/{run_id}/budget               set a budgeted run's budget ({"budget_usd"})  200
     POST /runs/{run_id}/approvals            mint an approval token ({"event", "ttl_s"})   201
     POST /approvals                          deliver the Approval-Token header's event, once      202

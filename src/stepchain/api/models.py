@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from stepchain.api.security import redact, redact_error
 from stepchain.store.records import NodeStatus, RunStatus
@@ -63,13 +63,39 @@ class RedriveRequest(_Closed):
     )
 
 
+class ForkRequest(_Closed):
+    node: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,47}$",
+        description="The step to start the fork at (a node of this run's workflow; not a map item, not a node of a "
+        "child run: fork that run).",
+    )
+    iteration: StrictInt = Field(default=0, ge=0, le=99_999, description="Its loop iteration (0 outside loops).")
+    input: Any = Field(
+        default=None, description="When present, the step starts with this input instead of the one it had."
+    )
+    state: dict[str, Any] | None = Field(
+        default=None,
+        description="Fields of the run's durable state to set before the step (validated against the state "
+        "model: 400 on a bad value or an unknown field); the rest is the state the step started from.",
+    )
+
+
 # ---------------------------------------------------------------------------------- responses
+class ForkOrigin(BaseModel):
+    """Where a fork came from."""
+
+    run_id: str
+    node: str
+    iteration: int
+
+
 class Links(BaseModel):
     self: str
     steps: str = Field(description="Template: replace {step} with a step id.")
     events: str = Field(description="Template: replace {name} with an event name.")
     cancel: str
     redrive: str
+    fork: str
 
 
 class RunHandle(BaseModel):
@@ -136,6 +162,9 @@ class NodeViewModel(BaseModel):
     items: list[NodeViewModel] = Field(default_factory=list)
     iteration: int = Field(default=0, description="The loop iteration: each iteration of a node is its own row")
     route: str | None = Field(default=None, description="The successor a routing step chose (__end__: the end)")
+    copied_from: str | None = Field(
+        default=None, description="A fork's copy of this checkpoint of that run (by reference: not run here)."
+    )
 
 
 class RunTotals(BaseModel):
@@ -222,6 +251,7 @@ class RunDetail(OutputFields):
         default=None,
         description="The run's durable state (Workflow(state=...)): its fields, or {blob, bytes} when stored in S3.",
     )
+    forked_from: ForkOrigin | None = Field(default=None, description="A fork's source run, node and iteration.")
     links: Links
 
 

@@ -24,6 +24,7 @@ from stepchain.api.models import (
     BudgetRequest,
     ErrorResponse,
     EventAccepted,
+    ForkRequest,
     Links,
     RedriveRequest,
     RunDetail,
@@ -59,6 +60,21 @@ RunsDep = Annotated[RunService, Depends(get_runs)]
 #: replaces a list body by its first element unless the declared type admits a sequence.
 AnyJson = Any | list[Any]
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="24 lowercase hex characters.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Retrying with the same key and body returns the same run; another body is a 409.",
+    ),
+]
+#: what starting or forking a run answers when the same Idempotency-Key and body were seen before
+SAME_RUN = {
+    200: {
+        "description": "The same Idempotency-Key and body were seen before: that run",
+        "content": {content_types.APPLICATION_JSON: {"model": RunHandle}},
+    }
+}
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -94,6 +110,7 @@ def _links(run_id: str) -> Links:
         events=base + "/events/{name}",
         cancel=base + "/cancel",
         redrive=base + "/redrive",
+        fork=base + "/fork",
     )
 
 
@@ -108,32 +125,11 @@ def _handle(run: RunRecord) -> RunHandle:
     "/runs",
     summary="Start a run",
     operation_id="startRun",
-    responses=responses(
-        202,
-        "Started",
-        404,
-        409,
-        *BODY_ERRORS,
-        also={
-            200: {
-                "description": "The same Idempotency-Key and body were seen before: that run",
-                "content": {content_types.APPLICATION_JSON: {"model": RunHandle}},
-            }
-        },
-    ),
+    responses=responses(202, "Started", 404, 409, *BODY_ERRORS, also=SAME_RUN),
     status_code=202,
 )
 def start_run(
-    runs: RunsDep,
-    body: Annotated[StartRunRequest, Body()],
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            pattern=IDEMPOTENCY_KEY_PATTERN,
-            description="Retrying with the same key and body returns the same run; another body is a 409.",
-        ),
-    ] = None,
+    runs: RunsDep, body: Annotated[StartRunRequest, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[RunHandle]:
     check_input_size(body.input)  # 413 limit_exceeded over STEPCHAIN_MAX_INPUT_BYTES
     owner = caller_of(router.current_event.raw_event).owner
@@ -142,6 +138,10 @@ def start_run(
     )
     if created:
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
+    return _created(run, created)
+
+
+def _created(run: RunRecord, created: bool) -> Response[RunHandle]:
     handle = _handle(run)
     return Response(
         status_code=202 if created else 200,
@@ -311,3 +311,31 @@ def redrive_run(
     run = runs.redrive(run_id, input=body.input if body else None, replace_input=replace, keep_progress=keep)
     metrics.add_metric(name="RunsRedriven", unit=MetricUnit.Count, value=1)
     return _handle(run)
+
+
+@router.post(
+    "/runs/<run_id>/fork",
+    summary="Fork a run from a step: a new run starting there, the checkpoints before it copied",
+    operation_id="forkRun",
+    responses=responses(202, "Forked: the new run", 404, 409, *BODY_ERRORS, also=SAME_RUN),
+    status_code=202,
+)
+def fork_run(
+    runs: RunsDep, run_id: RunId, body: Annotated[ForkRequest, Body()], idempotency_key: IdempotencyKey = None
+) -> Response[RunHandle]:
+    replace = "input" in body.model_fields_set
+    if replace:
+        check_input_size(body.input)
+    run, created = runs.fork(
+        run_id,
+        body.node,
+        iteration=body.iteration,
+        input=body.input,
+        replace_input=replace,
+        state=body.state,
+        idempotency_key=idempotency_key,
+        owner=caller_of(router.current_event.raw_event).owner,
+    )
+    if created:
+        metrics.add_metric(name="RunsForked", unit=MetricUnit.Count, value=1)
+    return _created(run, created)

@@ -10,11 +10,12 @@ copied with its output; its child runs are not (the fork's view lists no childre
 else is copied: no ``ctx.each``/``ctx.once`` progress (completed nodes never read it), no events,
 no crash events, no stream. Unfinished nodes of a RUNNING source are not copied.
 
-Refused: a node the workflow does not have (400; a node of a call/parallel child runs in the child
-run: fork that run), a map item (400: fork its map node), an iteration out of range (400), a node
-that never ran in the source (409), a state edit that does not validate against the state model
-(400), a state edit at the run's first node (400: it starts from the model's defaults), a source
-run of another caller (404, as every run route).
+Refused: a node the workflow does not have (404 ``step_not_found``; a node of a call/parallel child
+runs in the child run: fork that run), a map item (400; the API's pattern: 422), a node (or
+iteration) that never ran in the source (409), a state edit that does not validate against the state
+model (400), a state edit on a workflow without a state or at the run's first node (409
+``state_not_declared``: it starts from the model's defaults), a source run of another caller (404,
+as every run route).
 
 Order of writes: the copies (transactions of 100, :mod:`stepchain.store.fork`), then ONE
 transaction with the RUN item (``forked_from``), the chosen node PENDING with its input and the
@@ -36,7 +37,7 @@ from stepchain.define.workflow import Workflow
 from stepchain.engine import budget
 from stepchain.engine.routing import source_of
 from stepchain.engine.shared import new_run_id
-from stepchain.exceptions import IdempotencyConflict, InvalidRunState, ValidationError
+from stepchain.exceptions import IdempotencyConflict, InvalidRunState, StateNotDeclared, StepNotFound, ValidationError
 from stepchain.handoff.messages import Activation
 from stepchain.store.base import NewRun, NodeInit
 from stepchain.store.fork import copy_item
@@ -57,19 +58,19 @@ def _target(wf: Workflow, node: str, iteration: int) -> str:
     if "#" in node:
         raise ValidationError(f"{node!r} is a map item: fork from its map node (a fork starts the map again)")
     if not wf.has_node(node):
-        raise ValidationError(
-            f"workflow {wf.name!r} has no node {node!r} (a node of a call/parallel child runs in the child run: "
+        raise StepNotFound(
+            f"workflow {wf.name!r} has no step {node!r} (a step of a call/parallel child runs in the child run: "
             "fork that run)"
         )
-    if not 0 <= iteration < wf.max_iterations:
-        raise ValidationError(f"iteration must be in 0..{wf.max_iterations - 1}, got {iteration}")
-    return node_key(node, None, iteration)
+    if iteration < 0:
+        raise ValidationError(f"iteration must be 0 or more, got {iteration}")
+    return node_key(node, None, iteration)  # an iteration the run never reached: 409 "never ran"
 
 
 def _edited_state(w: Worker, wf: Workflow, base_ref: str | None, edits: Mapping[str, Any]) -> Any:
     """The state the chosen node starts from: the source's, with ``edits``' fields set (validated)."""
     if wf.state is None:
-        raise ValidationError(f"workflow {wf.name!r} declares no state (Workflow(state=...)) to edit")
+        raise StateNotDeclared(f"workflow {wf.name!r} declares no state (Workflow(state=...)) to edit")
     unknown = sorted(set(edits) - set(wf.state.model_fields))
     if unknown:
         raise ValidationError(f"state {wf.state.__name__} has no fields {unknown}")
@@ -117,7 +118,7 @@ def fork(
     state_ref = None
     if state is not None:
         if src is None:
-            raise ValidationError(f"{key!r} starts from the state's defaults (no node before it): edit its input")
+            raise StateNotDeclared(f"{key!r} starts from the state's defaults (no node before it): edit its input")
         value = _edited_state(w, wf, copies[src].state_ref, state)
         state_ref = w.codec.encode(value, scope=f"{fork_id}/fork/state")
     request = {"fork": run_id, "node": key, "input": input if replace_input else None, "state": state}

@@ -83,6 +83,8 @@ def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
         resumed = "yes" if n.resumed else ""
         if n.checkpoint_hits:
             resumed = f"ckpt x{n.checkpoint_hits}"
+        if n.copied_from:
+            resumed = "copied"  # a fork's copy of its source's checkpoint
         lines.append(
             f"{label[:20]:<20} {n.status:<10} {n.attempts:>3} {n.invocations:>3} {resumed:<8} "
             f"{_dur(n.duration_ms):>7} {n.cost_usd + n.compute_usd:>9.6f} {n.orchestration_usd:>9.6f}  |{''.join(bar)}|"
@@ -95,6 +97,11 @@ def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
     )
     lines.append(f"orchestration (AWS requests): {_orchestration(t)}")
     lines.append(f"restart tax avoided: {tax.seconds:.1f} s of compute, ${tax.usd:.6f}")
+    if view.forked_from:
+        f = view.forked_from
+        lines.append(
+            f"forked from run {f['run_id']} at {f['node']} (iteration {f['iteration']}): rows 'copied' ran there"
+        )
     for c in view.children:  # child runs of call/parallel nodes (their cost is in the totals above)
         lines.append(f"child {c['run_id']} ({c['workflow']}) of {c['node']}/{c['branch']}: {c['status']}")
     if view.error:
@@ -108,6 +115,14 @@ def _orchestration(t: dict[str, Any]) -> str:
     rq = t.get("requests", {})
     counted = ", ".join(f"{v} {k}" for k, v in rq.items())
     return f"${t.get('orchestration_usd', 0.0):.6f}" + (f" ({services}; {counted})" if rq else "")
+
+
+def _origin(view: RunView) -> str:
+    f = view.forked_from
+    if not f:
+        return ""
+    where = f"{html.escape(str(f['node']))} (iteration {int(f['iteration'])})"
+    return f"<p>Forked from run {html.escape(str(f['run_id']))} at {where}: its steps before that are copies.</p>"
 
 
 def render_html(view: RunView) -> str:
@@ -164,6 +179,7 @@ table{{border-collapse:collapse}} td,th{{padding:3px 8px;border-bottom:1px solid
 .overlay{{position:relative}} .marks{{position:absolute;top:0;bottom:0;left:calc(30% + 0px);right:0}}
 </style></head><body>
 <h1>Run {view.run_id} · {html.escape(view.workflow)} · <span class="s-{view.status}">{view.status}</span></h1>
+{_origin(view)}
 <p>{t["succeeded"]}/{t["nodes"]} steps done · {t["invocations"]} invocations · {t["crashes"]} crash(es) recovered ·
 {t["resumed_nodes"]} step(s) resumed from checkpoints · cost ${t["cost_usd"] + t["compute_usd"]:.6f} ·
 <b>restart tax avoided: {tax.seconds:.1f} s, ${tax.usd:.6f}</b> · wall {_dur(t["wall_ms"])}</p>

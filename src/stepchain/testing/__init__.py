@@ -31,6 +31,8 @@ Methods (all four):
   inside a loop needs it once the run is past its first iteration's wait (``EventIterationError``).
 * ``waiting_for(run_id) -> {"event": name, "iteration": n} | None``: what the run waits for.
 * ``cancel(run_id)``; ``redrive(run_id, *, input=None, replace_input=False, keep_progress=None)``.
+* ``fork(run_id, node, *, iteration=0, input=None, replace_input=False, state=None,
+  idempotency_key=None) -> run_id``: what ``POST /runs/{id}/fork`` does (a new run from ``node``).
 * ``run(run_id=None) -> status``: deliver everything that is due, skipping virtual time to
   each next delivery, until nothing moves on its own (the runs ended, or wait for an event).
   Returns the status of ``run_id`` (default: the run started last), as ``status`` does.
@@ -74,6 +76,10 @@ Crash boundaries (``BOUNDARIES``) and the node key each reports (what ``node=`` 
   raises ``InjectedCrash`` to the test, and ``sweep()`` (or a client retry) must finish the work.
   Key: the node the call is about: start, the first node; event, the wait node; cancel and
   redrive, the run's current (top) node.
+* ``api_fork_copy``, ``api_fork``: ``fork`` dies after a transaction of copies (no run yet:
+  nothing visible), or after the fork's run and first node are written (its first activation not
+  sent: the sweeper or a retry with the same idempotency key sends it). Key: the fork's chosen
+  node (``think~00002``).
 
 A worker killed at a worker-side boundary is redelivered after its lease ran out, as a queue
 would after its visibility timeout (Step Functions: the task's Retry; ``LocalHarness``: the real

@@ -84,9 +84,7 @@ def spawn_worker(stack: Any, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def test_the_live_page_shows_a_run_updating_while_it_runs(
-    page: Any, embedded: tuple[Any, Any], tmp_path: Path
-) -> None:
+def test_the_live_page_shows_a_run_updating_while_it_runs(page: Any, embedded: tuple[Any, Any], tmp_path: Path) -> None:
     aws, stack = embedded
     engine = embedded_engine(aws.endpoint, [slow])
     run, _ = engine.start("slow", {"question": "q"})
@@ -107,7 +105,7 @@ def test_the_live_page_shows_a_run_updating_while_it_runs(
             seen('tr[data-key="square"] td.progress:text("3 items")')  # the map's items, one row each
             assert page.locator('tr[data-key^="square#"]').count() == 3
             seen('tr[data-key="square"][data-status="SUCCEEDED"]')
-            seen('#approve-box:not([hidden])')  # the run waits for "approval": the button is offered
+            seen("#approve-box:not([hidden])")  # the run waits for "approval": the button is offered
             assert page.locator("#wait-event").inner_text() == "approval"
             assert page.locator("#btn-redrive").is_hidden() and page.locator("#btn-fork").is_disabled()
 
@@ -116,6 +114,9 @@ def test_the_live_page_shows_a_run_updating_while_it_runs(
             assert "output" in page.locator("#details-fields").inner_text()
             shown = page.locator("#details-fields pre").first.inner_text()
             assert "".join(shown.split()) == "[1,2,3]"
+            assert page.locator("#btn-fork").is_enabled()  # a node of this run: it may be forked
+            page.click('tr[data-key="square#00001"]')  # a map item: fork its map node instead
+            assert page.locator("#btn-fork").is_disabled()
 
             page.click("#btn-approve")  # POST /runs/{id}/events/approval through the proxy
             seen('tr[data-key="report"][data-status="RUNNING"]')
@@ -189,3 +190,39 @@ def test_child_runs_nest_and_link_and_the_steering_buttons_work(page: Any) -> No
             page.goto(ui.url + "?workflow=parent")  # the runs list (same virtual millisecond: any order)
             page.wait_for_selector("#runs-body tr", timeout=WAIT_MS)
             assert sorted(page.locator("#runs-body a").all_inner_texts()) == sorted([other, run_id])
+
+
+def test_the_fork_button_forks_from_a_node_row_with_edits(page: Any) -> None:
+    """Click a node row of a finished looping agent, give a state edit, press Fork: the page opens
+    the new run, which names its source and marks the copied rows; moved on, it succeeds with the
+    edited state. A map item or a child run's row cannot be forked (the button stays disabled)."""
+    from tests.integration.fork_flows import agent, drive, notes
+
+    from stepchain.testing import Harness
+
+    with Harness(agent, backend="memory") as h:
+        backend = EngineBackend(h.engine)
+        run_id = h.start("fork-agent", "t")
+        with backend.lock:
+            assert drive(h, run_id) == "SUCCEEDED"
+        with UiServer(backend, port=0, poll_ms=200) as ui:
+            page.goto(ui.run_url(run_id))
+            page.wait_for_selector('#run-status[data-status="SUCCEEDED"]', timeout=WAIT_MS)
+            assert page.locator("#btn-fork").is_disabled()  # no row picked yet
+            page.click('tr.node[data-key="think~00002"]')
+            page.wait_for_selector('#btn-fork:text("Fork from think~00002")', timeout=WAIT_MS)
+            page.fill("#fork-edits", "not json")
+            page.click("#btn-fork")
+            page.wait_for_selector('#action-msg:text("edits are not JSON")', timeout=WAIT_MS)
+            page.fill("#fork-edits", '{"state": {"tone": "formal"}}')
+            page.click("#btn-fork")  # POST /runs/{id}/fork, then the new run's page
+            page.wait_for_selector("#run-forked:not([hidden])", timeout=WAIT_MS)
+            fork_id = page.locator("#run-id").inner_text()
+            assert fork_id != run_id and page.locator("#forked-link").inner_text() == run_id
+            assert page.locator("#forked-at").inner_text() == "think (iteration 2)"
+            assert page.locator("tr.node .copied").count() == 7  # iterations 0 and 1: copies, not run
+            with backend.lock:
+                assert drive(h, fork_id) == "SUCCEEDED"
+            page.wait_for_selector('#run-status[data-status="SUCCEEDED"]', timeout=WAIT_MS)
+            assert h.output(fork_id)["notes"] == notes("t", ["plain", "plain", "formal", "formal"])
+            assert page.locator('tr.node[data-key="think~00003"] .copied').count() == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from stepchain.api.security import redact, redact_error
 from stepchain.store.records import NodeStatus, RunStatus
@@ -24,6 +24,21 @@ IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 StepError = Annotated[dict[str, str] | None, AfterValidator(redact_error)]
 #: the message of an error response, redacted the same way
 ErrorMessage = Annotated[str, AfterValidator(redact)]
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON integer (``2`` or ``2.0``, as JSON Schema's ``integer``); not a boolean, a string or ``2.5``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise ValueError("must be a whole number")
+    return int(value)
+
+
+#: an integer field of a request body, as JSON Schema reads ``integer``
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Closed(BaseModel):
@@ -69,7 +84,7 @@ class ForkRequest(_Closed):
         description="The step to start the fork at (a node of this run's workflow; not a map item, not a node of a "
         "child run: fork that run).",
     )
-    iteration: StrictInt = Field(default=0, ge=0, le=99_999, description="Its loop iteration (0 outside loops).")
+    iteration: WholeNumber = Field(default=0, ge=0, le=99_999, description="Its loop iteration (0 outside loops).")
     input: Any = Field(
         default=None, description="When present, the step starts with this input instead of the one it had."
     )
@@ -278,6 +293,7 @@ class StepDetail(OutputFields):
     event_name: str | None
     items_total: int | None
     history: list[InvocationView]
+    copied_from: str | None = Field(default=None, description="A fork's copy of this step of that run (not run here).")
 
 
 class EventAccepted(BaseModel):

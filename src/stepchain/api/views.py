@@ -78,6 +78,7 @@ def step_fields(rec: NodeRecord, kind: str) -> dict[str, Any]:
         "event_name": rec.event_name,
         "items_total": rec.items_total,
         "history": [h.to_dict() for h in rec.history],
+        "copied_from": rec.copied_from,
     }
 
 

@@ -48,7 +48,7 @@ const fmtMs = (ms) => ms == null ? "" : ms < 1000 ? `${ms} ms` : ms < 120000 ? `
 const fmtUsd = (u) => u ? `$${u.toFixed(u < 0.01 ? 6 : 4)}` : "";
 const stepPath = (n) => n.iteration ? `${n.node}~${String(n.iteration).padStart(5, "0")}` : n.node;
 
-const state = {runId: null, run: null, selected: null, expanded: new Set(), childViews: {}, stop: null};
+const state = {runId: null, run: null, selected: null, expanded: new Set(), childViews: {}, stop: null, forkFrom: null};
 
 function progress(n, children) {
   const parts = [];
@@ -78,9 +78,10 @@ function nodeRow(runId, n, depth, t0, t1, children) {
   const key = `${runId}/${n.key}`;
   const sel = state.selected === key ? " selected" : "";
   const dur = n.duration_ms || (n.started_ms != null && !n.ended_ms ? Math.max(0, t1 - n.started_ms) : 0);
+  const copied = n.copied_from ? ` <span class="copied" title="copied from run ${esc(n.copied_from)}: not run here">copied</span>` : "";
   return `<tr class="node depth-${depth}${sel}" data-key="${esc(n.key)}" data-run="${esc(runId)}" data-status="${esc(n.status)}"
-      data-step="${esc(stepPath(n))}" data-index="${n.index ?? ""}">
-    <td class="name">${esc(n.index != null ? `item ${n.index}` : n.key)}${n.route ? ` → ${esc(n.route)}` : ""}</td>
+      data-step="${esc(stepPath(n))}" data-index="${n.index ?? ""}" data-node="${esc(n.node)}" data-iteration="${n.iteration || 0}">
+    <td class="name">${esc(n.index != null ? `item ${n.index}` : n.key)}${n.route ? ` → ${esc(n.route)}` : ""}${copied}</td>
     <td>${esc(n.kind)}</td><td><span class="status" data-status="${esc(n.status)}">${esc(n.status)}</span></td>
     <td class="progress">${esc(progress(n, children))}</td><td>${bar(n, t0, t1)}</td>
     <td>${esc(fmtMs(dur))}</td><td>${esc(fmtUsd(n.cost_usd + n.compute_usd))}</td></tr>`;
@@ -139,6 +140,13 @@ async function renderRun(run) {
     $("parent-link").href = `/?run=${parentId}`;
     $("parent-link").textContent = run.parent;
   }
+  const origin = run.forked_from;
+  $("run-forked").hidden = !origin;
+  if (origin) {
+    $("forked-link").href = `/?run=${origin.run_id}`;
+    $("forked-link").textContent = origin.run_id;
+    $("forked-at").textContent = origin.node + (origin.iteration ? ` (iteration ${origin.iteration})` : "");
+  }
   const waiting = run.waiting_for;
   $("approve-box").hidden = !waiting;
   if (waiting) $("wait-event").textContent = waiting.event + (waiting.iteration ? ` (iteration ${waiting.iteration})` : "");
@@ -157,7 +165,41 @@ function field(name, value, pre) {
   return `<dt>${esc(name)}</dt><dd>${body}</dd>`;
 }
 
+// Fork: from the node row last clicked, if it is a node of this run (not a map item, not a child run's)
+function pickFork(tr) {
+  const btn = $("btn-fork");
+  state.forkFrom = null;
+  btn.disabled = true;
+  if (tr.dataset.run !== state.runId) { btn.title = "a child run's node: open the child run to fork it"; return; }
+  if (tr.dataset.index !== "") { btn.title = "a map item: fork from its map node"; return; }
+  if (tr.dataset.status === "PENDING") { btn.title = "this node has not run"; return; }
+  state.forkFrom = {node: tr.dataset.node, iteration: Number(tr.dataset.iteration || 0), key: tr.dataset.key};
+  btn.disabled = false;
+  btn.title = "a new run from this node, the nodes before it copied";
+  btn.textContent = `Fork from ${tr.dataset.key}`;
+}
+
+async function fork() {
+  const from = state.forkFrom;
+  if (!from) return;
+  let edits = {};
+  const text = $("fork-edits").value.trim();
+  try { edits = text ? JSON.parse(text) : {}; }
+  catch (e) { $("action-msg").textContent = `edits are not JSON: ${e.message}`; return; }
+  if (edits === null || typeof edits !== "object" || Array.isArray(edits) || Object.keys(edits).some((k) => k !== "state" && k !== "input")) {
+    $("action-msg").textContent = 'edits: an object with "state" and/or "input"';
+    return;
+  }
+  $("action-msg").textContent = `fork from ${from.key}...`;
+  try {
+    const out = await api("POST", `/runs/${state.runId}/fork`, {node: from.node, iteration: from.iteration, ...edits});
+    $("action-msg").innerHTML = `forked: <a href="/?run=${esc(out.run_id)}">${esc(out.run_id)}</a>`;
+    location.href = `/?run=${encodeURIComponent(out.run_id)}`;
+  } catch (e) { $("action-msg").textContent = `fork failed: ${e.message}`; }
+}
+
 async function showDetails(tr) {
+  pickFork(tr);
   const runId = tr.dataset.run, step = tr.dataset.step, index = tr.dataset.index;
   state.selected = `${runId}/${tr.dataset.key}`;
   document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
@@ -171,6 +213,7 @@ async function showDetails(tr) {
       field("status", d.status), field("kind", d.kind), field("attempts", d.attempts),
       field("invocations", d.invocations), field("crashes", d.crashes), field("duration", fmtMs(d.duration_ms)),
       field("cost (step)", fmtUsd(d.cost_usd)), field("tokens", d.input_tokens || d.output_tokens ? `${d.input_tokens} in / ${d.output_tokens} out` : ""),
+      field("copied from run", d.copied_from),
       field("waits for", d.event_name), field("wakes at", d.wake_at_ms ? new Date(d.wake_at_ms).toISOString() : ""),
       field("input", "not exposed by the runs API yet (a step's input is the previous step's output)"),
       field("error", d.error, true),
@@ -218,6 +261,7 @@ function openRun(runId) {
   });
   $("btn-cancel").addEventListener("click", () => steer("cancel", "POST", `/runs/${runId}/cancel`));
   $("btn-redrive").addEventListener("click", () => steer("redrive", "POST", `/runs/${runId}/redrive`, {}));
+  $("btn-fork").addEventListener("click", fork);
   $("legend").innerHTML = STATUSES.map((s) => `<li><span class="status" data-status="${s}">${s}</span></li>`).join("");
   $("live").textContent = "loading...";
   state.stop = source.watch(runId, renderRun, onError);

@@ -25,11 +25,12 @@ WORKER_BOUNDARIES = (
 #: current node: 1st = the run CANCELLED, 2nd = its nodes cancelled), ``api_redrive`` (reports the
 #: top failed node: 1st = the run RUNNING again, 2nd = its failed nodes PENDING). ``skip=1`` picks
 #: the 2nd hit. The harness call raises :class:`InjectedCrash`; ``sweep()`` finishes the call's work.
-#: A fork (stepchain.engine.fork): ``api_fork_copy`` after each transaction of copies (reports the
-#: fork's chosen node key; no RUN item yet), ``api_fork`` after the RUN item and the chosen node are
-#: written, before the first activation.
-API_BOUNDARIES = ("api_start", "api_event", "api_cancel", "api_redrive", "api_fork_copy", "api_fork")
-BOUNDARIES = WORKER_BOUNDARIES + API_BOUNDARIES
+API_BOUNDARIES = ("api_start", "api_event", "api_cancel", "api_redrive")
+#: where a fork (stepchain.engine.fork) dies: ``api_fork_copy`` after each transaction of copies
+#: (reports the fork's chosen node key; no RUN item yet), ``api_fork`` after the RUN item and the
+#: chosen node are written, before the first activation
+FORK_BOUNDARIES = ("api_fork_copy", "api_fork")
+BOUNDARIES = WORKER_BOUNDARIES + API_BOUNDARIES + FORK_BOUNDARIES
 
 
 class Probe(Protocol):
@@ -62,4 +63,4 @@ class CrashRule:
         return True
 
 
-__all__ = ["API_BOUNDARIES", "BOUNDARIES", "WORKER_BOUNDARIES", "CrashRule", "NoProbe", "Probe"]
+__all__ = ["API_BOUNDARIES", "BOUNDARIES", "FORK_BOUNDARIES", "WORKER_BOUNDARIES", "CrashRule", "NoProbe", "Probe"]

@@ -54,7 +54,8 @@ from chaos_orders import (
 
 from stepchain import InvalidRunState
 from stepchain.handoff.messages import Activation
-from stepchain.testing import BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
+from stepchain.testing import BOUNDARIES as ALL_BOUNDARIES
+from stepchain.testing import FORK_BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
 
 SCALE = max(1, int(os.environ.get("CHAOS_SCALE", "1")))
 #: seeds per harness: most in memory, some on moto, a handful on the real transports (slower)
@@ -77,6 +78,8 @@ ISSUE7_BOUNDARIES = (
     "api_redrive",
 )
 API_BOUNDARIES = ("api_start", "api_event", "api_cancel", "api_redrive")
+#: a chaos run makes no fork: its boundaries are tests/integration/test_fork.py's (the seeds' plans unchanged)
+BOUNDARIES = tuple(b for b in ALL_BOUNDARIES if b not in FORK_BOUNDARIES)
 #: where a worker-side crash rule may point (None: the first node that reaches the boundary)
 ALL_NODES = (None, "validate", "itemize", "charge", "charge#00001", "pack", "approval", "cool_off", "ship")
 TARGETS: dict[str, tuple[str | None, ...]] = {

@@ -228,3 +228,34 @@ def test_a_fork_of_iteration_400_copies_1200_items_in_12_transactions() -> None:
         # get_run, the query of the source's node items, 12 copy transactions, the run's transaction
         assert made == 1 + 1 + 12 + 1, made
         assert h.run(fid) == "SUCCEEDED" and h.output(fid) == 1001
+
+
+def approve_all(h: Any, run_id: str) -> str:
+    """Approve each turn (no sweeper, no virtual time: the embedded runtime's own workers move it)."""
+    for _ in range(4 * TURNS):
+        status = str(h.run(run_id))
+        waiting = h.waiting_for(run_id)
+        if status != "WAITING" or waiting is None:
+            return status
+        h.send_event(run_id, "approve", {"approvals": [f"ok-{waiting['iteration']}"]}, iteration=waiting["iteration"])
+    return str(h.status(run_id))
+
+
+@pytest.mark.parametrize(("boundary", "node"), [("api_fork", "think"), ("after_checkpoint", "think")])
+def test_a_fork_on_the_embedded_runtime_with_a_crash(boundary: str, node: str) -> None:
+    """``LocalHarness``: real worker processes; a worker killed after the fork's first checkpoint is
+    replaced, and a fork whose first activation died with the API call is re-issued by the retry."""
+    from pathlib import Path
+
+    from stepchain.testing import LocalHarness
+
+    root = str(Path(__file__).resolve().parents[2])
+    with LocalHarness("tests.integration.fork_flows:agent", budget_ms=2000, pythonpath=[root]) as h:
+        src = h.start("fork-agent", "t")
+        assert approve_all(h, src) == "SUCCEEDED"
+        h.crash_at(boundary, node=node)
+        fid = fork(h, src, iteration=2, state={"tone": "formal"})
+        assert approve_all(h, fid) == "SUCCEEDED"
+        assert h.output(fid)["notes"] == FORMAL
+        ran = {k: v for k, v in h.executions.items() if k.startswith("think")}
+        assert ran == {"think": 1, "think~00001": 1, "think~00002": 2, "think~00003": 2}, ran  # source + fork

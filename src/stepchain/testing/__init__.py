@@ -89,13 +89,21 @@ queue's visibility timeout, ``budget_ms`` + 3 s).
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
 from stepchain.testing.harness import Harness, InvocationLog, moto_aws
 from stepchain.testing.local_driver import LocalHarness
-from stepchain.testing.probe import API_BOUNDARIES, BOUNDARIES, WORKER_BOUNDARIES, HarnessProbe, InjectedCrash
+from stepchain.testing.probe import (
+    API_BOUNDARIES,
+    BOUNDARIES,
+    FORK_BOUNDARIES,
+    WORKER_BOUNDARIES,
+    HarnessProbe,
+    InjectedCrash,
+)
 from stepchain.testing.sfn_driver import SfnHarness
 from stepchain.testing.sqs_driver import SqsHarness
 
 __all__ = [
     "API_BOUNDARIES",
     "BOUNDARIES",
+    "FORK_BOUNDARIES",
     "WORKER_BOUNDARIES",
     "Harness",
     "HarnessProbe",

@@ -8,6 +8,7 @@ from collections import Counter
 from stepchain.exceptions import StepchainSignal
 from stepchain.probe import API_BOUNDARIES as API_BOUNDARIES  # re-exported: the harness names them
 from stepchain.probe import BOUNDARIES as BOUNDARIES
+from stepchain.probe import FORK_BOUNDARIES as FORK_BOUNDARIES
 from stepchain.probe import WORKER_BOUNDARIES as WORKER_BOUNDARIES
 from stepchain.probe import CrashRule
 

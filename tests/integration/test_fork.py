@@ -259,3 +259,39 @@ def test_a_fork_on_the_embedded_runtime_with_a_crash(boundary: str, node: str) -
         assert h.output(fid)["notes"] == FORMAL
         ran = {k: v for k, v in h.executions.items() if k.startswith("think")}
         assert ran == {"think": 1, "think~00001": 1, "think~00002": 2, "think~00003": 2}, ran  # source + fork
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs", "sfn"])
+def test_the_sweeper_starts_a_fork_whose_caller_died_before_its_first_activation(kind: str) -> None:
+    """No retry (no idempotency key): the fork is RUNNING with its first node PENDING; the sweeper
+    re-issues it with its source found among the copies (Step Functions: starts its execution at
+    ``think`` in iteration 2), and the edited state reaches it."""
+    with HARNESSES[kind](agent) as h:
+        src = source_run(h)
+        h.crash_at("api_fork", node="think")
+        with pytest.raises(InjectedCrash):
+            h.fork(src, "think", iteration=2, state={"tone": "formal"})
+        (fid,) = set(h.runs()) - {src}
+        assert h.status(fid) == "RUNNING" and h.store.get_node(fid, "think~00002").status.value == "PENDING"
+        assert drive(h, fid) == "SUCCEEDED"  # time passes, the sweeper acts
+        assert h.output(fid)["notes"] == FORMAL
+        assert [TOOL_CALLS[(fid, it)] for it in range(TURNS)] == [0, 0, 1, 1]
+
+
+def test_stepchain_show_and_watch_name_the_source_and_mark_the_copies() -> None:
+    from stepchain.observe.timeline import render_html, render_text
+    from stepchain.ui.watch import render
+
+    with Harness(agent) as h:
+        src = source_run(h)
+        fid = h.fork(src, "think", iteration=2)
+        assert drive(h, fid) == "SUCCEEDED"
+        view = h.view(fid)
+        text = render_text(view)
+        assert f"forked from run {src} at think (iteration 2)" in text
+        assert sum(" copied " in line for line in text.splitlines()) == 7
+        assert f"Forked from run {src} at think (iteration 2)" in render_html(view)
+        lines = render(view.to_dict())
+        assert f"(forked from {src} at think, iteration 2)" in lines[0]
+        assert sum("copied" in line for line in lines) == 7
+        assert "forked from" not in render_text(h.view(src))

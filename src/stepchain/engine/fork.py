@@ -121,10 +121,13 @@ def fork(
             raise StateNotDeclared(f"{key!r} starts from the state's defaults (no node before it): edit its input")
         value = _edited_state(w, wf, copies[src].state_ref, state)
         state_ref = w.codec.encode(value, scope=f"{fork_id}/fork/state")
-    request = {"fork": run_id, "node": key, "input": input if replace_input else None, "state": state}
+    request = {"fork": run_id, "node": key, "replace": replace_input, "input": input if replace_input else None}
+    request["state"] = state
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
     run = _retried(w, wf, idempotency_key, owner, request_hash)
     if run is None:
+        extra = budget.start_fields(wf, None)
+        budget.reserve(w, wf, owner, extra)  # a caller's daily budget, as a start (before anything is written)
         made = [copy_item(i, fork_id, run_id, state_ref if i["sk"] == f"N#{src}" else None) for i in items]
         made = [m for m in made if str(m["sk"])[2:] in copies]
         w.store.put_copies(made, on_chunk=lambda n: w.probe.reached("api_fork_copy", fork_id, key, str(n)))
@@ -139,7 +142,7 @@ def fork(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             owner=owner,
-            extra={**budget.start_fields(wf, None), "forked_from": origin},
+            extra={**extra, "forked_from": origin},
         )
         run, created = w.store.create_run(new)
     else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from stepchain.clock import Clock
@@ -289,32 +288,11 @@ class RunService:
         self.lifecycle.redrive(updated, msgs, top)
         return updated
 
-    def fork(
-        self,
-        run_id: str,
-        node: str,
-        *,
-        iteration: int = 0,
-        input: Any = None,
-        replace_input: bool = False,
-        state: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> tuple[RunRecord, bool]:
-        """A new run of the same version starting at ``node`` (in loop ``iteration``), the source's
-        checkpoints before it copied by reference; ``input`` (with ``replace_input``) and ``state``
-        (fields to set) edit what the node starts from. See :mod:`stepchain.engine.fork`."""
-        return fork(
-            self.worker,
-            run_id,
-            node,
-            iteration=iteration,
-            input=input,
-            replace_input=replace_input,
-            state=state,
-            idempotency_key=idempotency_key,
-            owner=owner,
-        )
+    def fork(self, run_id: str, node: str, **kw: Any) -> tuple[RunRecord, bool]:
+        """A new run of the same version starting at ``node``, the source's checkpoints before it
+        copied by reference: :func:`stepchain.engine.fork.fork` (``iteration``, ``input`` with
+        ``replace_input``, ``state``: fields to set, ``idempotency_key``, ``owner``)."""
+        return fork(self.worker, run_id, node, **kw)
 
     def fail_node(self, run_id: str, node: str, err: dict[str, str]) -> Outcome:
         """A transport gave up on ``node``: fail the node and the run (see :meth:`Worker.fail_node`)."""

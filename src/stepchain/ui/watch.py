@@ -44,12 +44,18 @@ def render(run: dict[str, Any]) -> list[str]:
     head = f"{run['workflow']} {run['run_id']}  {run['status']}"
     if run.get("current") and run["status"] not in FINISHED:
         head += f"  at {run['current']}"
+    if run.get("forked_from"):
+        f = run["forked_from"]
+        head += f"  (forked from {f['run_id']} at {f['node']}, iteration {f['iteration']})"
     lines = [head, f"  {'node':<28} {'kind':<9} {'status':<10} {'progress':<30} {'time':>8} cost"]
     kids = run.get("children") or []  # direct children; a redriven node has one generation per redrive
     for n in run.get("nodes") or []:
         mine = [c for c in kids if c.get("node") == n["key"]]
         latest = max((c.get("generation", 0) for c in mine), default=0)
-        lines.append(_line(n["key"], n, 0, _progress(n, [c for c in mine if c.get("generation", 0) == latest])))
+        extra = (
+            "copied" if n.get("copied_from") else _progress(n, [c for c in mine if c.get("generation", 0) == latest])
+        )
+        lines.append(_line(n["key"], n, 0, extra))
         for i in n.get("items") or []:
             lines.append(_line(f"item {i['index']}", i, 1, ""))
         for c in mine:

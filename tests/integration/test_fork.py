@@ -20,8 +20,10 @@ RUN_BOUNDARIES = [b for b in WORKER_BOUNDARIES if b not in ("mid_item", "item_wi
 MEMORY = [("api_fork_copy", "think"), ("api_fork", "think"), ("api_event", "approve")] + [
     (b, n) for b in RUN_BOUNDARIES for n in FORKED
 ]
-#: the transports: the fork's own boundaries, and a crash right after its first node's claim/checkpoint
-TRANSPORT = [("api_fork_copy", "think"), ("api_fork", "think"), ("after_claim", "think"), ("after_checkpoint", "think")]
+#: the transports: the fork's own boundaries, every worker boundary at its first node, the event at its wait
+TRANSPORT = [("api_fork_copy", "think"), ("api_fork", "think"), ("api_event", "approve")] + [
+    (b, "think") for b in RUN_BOUNDARIES
+]
 CASES = [(k, b, n) for k, cells in (("memory", MEMORY), ("sqs", TRANSPORT), ("sfn", TRANSPORT)) for b, n in cells]
 FORMAL = notes("t", ["plain", "plain", "formal", "formal"])
 

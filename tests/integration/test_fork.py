@@ -193,6 +193,12 @@ def test_map_and_call_nodes_are_copied_by_their_outputs_alone() -> None:
         assert view["forked_from"] == {"run_id": src, "node": "report", "iteration": 0}
         again = h.fork(src, "square")  # a map node starts again from its input
         assert h.run(again) == "SUCCEEDED" and h.output(again) == "sum=14"
+        (child,) = [r for r in runs if r != src]  # a step of the child run: fork the child run itself
+        with pytest.raises(StepNotFound):
+            h.fork(src, "total")
+        alone = h.fork(child, "total", input=[5], replace_input=True)
+        assert h.run(alone) == "SUCCEEDED" and h.output(alone) == 5
+        assert h.engine.get_run(alone).parent is None and h.output(src) == "sum=14"  # reports to no parent
 
 
 LONG = Workflow("fork-long", max_iterations=402)

@@ -303,3 +303,13 @@ def test_stepchain_show_and_watch_name_the_source_and_mark_the_copies() -> None:
         assert f"(forked from {src} at think, iteration 2)" in lines[0]
         assert sum("copied" in line for line in lines) == 7
         assert "forked from" not in render_text(h.view(src))
+
+
+def test_copies_are_cut_into_transactions_by_count_and_size() -> None:
+    from stepchain.store.fork import COPY_BYTES, _chunks
+
+    small = [{"sk": f"N#a~{i:05d}", "output": "x"} for i in range(250)]
+    assert [len(c) for c in _chunks(small)] == [100, 100, 50]
+    big = [{"sk": f"N#a~{i:05d}", "output": "x" * 100_000} for i in range(70)]  # ~7 MB: over DynamoDB's 4 MB
+    sizes = [sum(len(i["output"]) for i in c) for c in _chunks(big)]
+    assert len(sizes) == 3 and all(s <= COPY_BYTES for s in sizes)

@@ -11,13 +11,15 @@ generation and the invocation window (the timeline's bars). What it drops: the l
 counters (duration, cost, tokens, AWS requests, crashes: the source paid them, the fork's totals do
 not count them again) and the task token. It carries ``copied_from`` (the source run id).
 
-Copies are written in transactions of at most :data:`COPY_CHUNK` items (DynamoDB's limit is 100
-per ``TransactWriteItems``), before the fork's RUN item exists: a reader finds no run until the
-RUN item is written, so a fork that dies half-way leaves only invisible items that expire.
+Copies are written in transactions of at most :data:`COPY_CHUNK` items and :data:`COPY_BYTES`
+(DynamoDB's limits are 100 items and 4 MB per ``TransactWriteItems``), before the fork's RUN item
+exists: a reader finds no run until the RUN item is written, so a fork that dies half-way leaves
+only invisible items that expire.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,8 +28,10 @@ from stepchain.store.access import idem_pk
 from stepchain.store.port import ABSENT, Cond, StorePort
 from stepchain.store.records import node_sk, run_pk
 
-#: items per copy transaction (DynamoDB: at most 100 per TransactWriteItems, 4 MB)
+#: items per copy transaction, and their size (DynamoDB: at most 100 items and 4 MB per
+#: TransactWriteItems; a node item with inline payloads may hold ~100 KB)
 COPY_CHUNK = 100
+COPY_BYTES = 3_000_000
 
 #: the fields of a node item a copy keeps (everything else is the source's ledger or lease)
 _KEPT = (
@@ -84,17 +88,31 @@ class ForkOps(StorePort):
         """Write the copies (made by :func:`copy_item`), :data:`COPY_CHUNK` per transaction, each
         put-if-absent; ``on_chunk(n)`` after each transaction (n: copies written so far). Returns
         the number of transactions."""
-        chunks = 0
-        for start in range(0, len(items), COPY_CHUNK):
-            chunk = items[start : start + COPY_CHUNK]
+        written = 0
+        chunks = _chunks(items)
+        for chunk in chunks:
             puts: list[tuple[dict[str, Any], Cond]] = [(item, ABSENT) for item in chunk]
             failed = self._transact_put(puts)
             if failed is not None:
                 raise StoreConflict(f"fork copy {chunk[failed[0]]['sk']!r} exists already")
-            chunks += 1
+            written += len(chunk)
             if on_chunk is not None:
-                on_chunk(start + len(chunk))
-        return chunks
+                on_chunk(written)
+        return len(chunks)
 
 
-__all__ = ["COPY_CHUNK", "ForkOps", "copy_item"]
+def _chunks(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``items`` cut into transactions of at most :data:`COPY_CHUNK` items and :data:`COPY_BYTES`."""
+    out: list[list[dict[str, Any]]] = []
+    size = 0
+    for item in items:
+        n = len(json.dumps(item, default=str))
+        if not out or len(out[-1]) >= COPY_CHUNK or size + n > COPY_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += n
+    return out
+
+
+__all__ = ["COPY_BYTES", "COPY_CHUNK", "ForkOps", "copy_item"]

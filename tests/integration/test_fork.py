@@ -313,3 +313,31 @@ def test_copies_are_cut_into_transactions_by_count_and_size() -> None:
     big = [{"sk": f"N#a~{i:05d}", "output": "x" * 100_000} for i in range(70)]  # ~7 MB: over DynamoDB's 4 MB
     sizes = [sum(len(i["output"]) for i in c) for c in _chunks(big)]
     assert len(sizes) == 3 and all(s <= COPY_BYTES for s in sizes)
+
+
+def test_the_readme_fork_example_runs() -> None:
+    """README's fork block, as written, on README's durable-state agent after three turns."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    agent_code = readme.split("### Durable run state")[1].split("```python\n")[1].split("```")[0]
+    fork_code = readme.split("### Fork a run from a step")[1].split("```python\n")[1].split("```")[0]
+    ns: dict[str, Any] = {}
+    exec(compile(agent_code, "README.md", "exec", dont_inherit=True), ns)  # our own README
+    with Harness(ns["agent"]) as h:
+        run_id = h.start("agent", "refunds")
+        for it in range(3):
+            h.run(run_id)
+            h.send_event(run_id, "approve", {"approved_by": f"ann{it}"}, iteration=it)
+        assert h.run(run_id) == "SUCCEEDED"
+        ns.update(h=h, run_id=run_id, engine=h.engine)
+        exec(compile(fork_code, "README.md", "exec", dont_inherit=True), ns)
+        forks = {ns["fork_id"], ns["run"].run_id, *h.runs()} - {run_id}
+        assert len(forks) == 3
+        first = h.run_ids[1]  # the first fork: act in iteration 2 on another task
+        assert h.run(first) == "WAITING"
+        h.send_event(first, "approve", {"approved_by": "bob"}, iteration=2)
+        assert h.run(first) == "SUCCEEDED"
+        out = h.output(first)
+        assert out["notes"][:2] == h.output(run_id)["notes"][:2] and out["turns"] == 3
+        assert out["notes"][2] == "looked into battery prices in 2030" and out["approved_by"] == "bob"

@@ -6,10 +6,11 @@ the same input/output/state references (inline values, or the keys of S3 objects
 content hash), never the payloads, and keeps the source item's expiry (``expires_at``), so it never
 outlives the S3 objects it names (the bucket's lifecycle expires them on the same retention).
 
-What a copy keeps: status, input, output, state, route, map size, event name, times, progress
-generation and the invocation window (the timeline's bars). What it drops: the lease, the ledger
-counters (duration, cost, tokens, AWS requests, crashes: the source paid them, the fork's totals do
-not count them again) and the task token. It carries ``copied_from`` (the source run id).
+What a copy keeps: status, input, output, state, route, map size, event name, times and progress
+generation. What it drops: the lease, the task token, the ledger counters (duration, cost, tokens,
+AWS requests, crashes: the source paid them, the fork's totals do not count them again) and the
+invocation history (the fork's timeline draws only what the fork ran; the source's page has it).
+It carries ``copied_from`` (the source run id).
 
 Copies are written in transactions of at most :data:`COPY_CHUNK` items and :data:`COPY_BYTES`
 (DynamoDB's limits are 100 items and 4 MB per ``TransactWriteItems``), before the fork's RUN item
@@ -51,7 +52,6 @@ _KEPT = (
     "updated",
     "gen",
     "attempts",
-    "history",
     "expires_at",
 )
 
@@ -64,7 +64,6 @@ def copy_item(item: dict[str, Any], run_id: str, source_run_id: str, state_ref: 
         sk=str(item["sk"]),
         run_id=run_id,
         invocations=0,
-        hist_n=len(item.get("history", [])),
         copied_from=source_run_id,
     )
     if state_ref is not None:

@@ -63,7 +63,7 @@ function progress(n, children) {
 }
 
 function bar(n, t0, t1) {
-  if (n.started_ms == null) return `<div class="track"></div>`;
+  if (n.started_ms == null || n.copied_from) return `<div class="track"></div>`;  // a copy ran in the source run
   const span = Math.max(1, t1 - t0);
   const left = Math.max(0, (n.started_ms - t0) / span * 100);
   const end = n.ended_ms ?? t1;

@@ -64,6 +64,8 @@ class NodeChanges:
     #: the run's durable state after this node (a codec reference, :mod:`stepchain.define.state`),
     #: stored with the node's own checkpoint write
     state_ref: str | None = None
+    #: the invocation runs the successor inline and holds it until then (stepchain.engine.fusion)
+    chain_until_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,10 @@ class NodeRecord:
     requests: dict[str, int] = field(default_factory=dict)
     #: the run's durable state after this node (or, for a waiting node, the state it waits with)
     state_ref: str | None = None
+    #: its invocation ran the successor inline, holding it until then (stepchain.engine.fusion)
+    chain_until_ms: int | None = None
+    #: it ran inline after its predecessor (claimed by the predecessor's checkpoint, no handoff)
+    fused: bool = False
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -257,6 +261,8 @@ class NodeRecord:
             iteration=iteration,
             route=item.get("route"),
             requests=stored(item),
+            chain_until_ms=opt_int("chain_until"),
+            fused=bool(item.get("fused", False)),
         )
 
     @property

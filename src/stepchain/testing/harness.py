@@ -31,6 +31,7 @@ from unittest import mock
 
 from stepchain.define.workflow import Registry, Workflow
 from stepchain.engine import LEASE_GRACE_MS, Engine
+from stepchain.engine.fusion import function_timeout_s
 from stepchain.engine.sweeper import Sweeper, SweepPolicy
 from stepchain.handoff.inprocess import InProcessHandoff
 from stepchain.handoff.messages import Activation, Outcome
@@ -269,7 +270,9 @@ class Harness(RunsApi):
     def deliver(self, msg: Activation) -> Outcome | None:
         """One simulated Lambda invocation for ``msg``."""
         wf = self.registry.find(msg.workflow, msg.version)  # None: the engine fails the run (version gone)
-        budget = self.budget_ms or (wf.node(msg.node).timeout_s if wf and wf.has_node(msg.node) else 60) * 1000
+        fuse = self.engine.worker.fuse_max_steps  # a fusing function's timeout (stepchain.engine.fusion)
+        node_s = function_timeout_s(wf.node(msg.node), fuse) if wf and wf.has_node(msg.node) else 60
+        budget = self.budget_ms or node_s * 1000
         self._n += 1
         ctx = VirtualLambdaContext(self.clock, budget, f"inv-{self._n:06d}")
         self.clock.set_deadline(ctx.deadline_ms)

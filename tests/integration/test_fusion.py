@@ -43,6 +43,10 @@ def test_a_chain_runs_in_invocations_of_at_most_the_cap_one_write_per_fused_step
         assert all(r.status is NodeStatus.SUCCEEDED and r.attempts == 1 and r.invocations == 1 for r in recs.values())
         assert sorted(k for k, r in recs.items() if not r.fused) == ["s0", "s10", "s20"]
         assert all(h.executions[k] == 1 for k in recs) and set(effects_of(rid).values()) == {1}
+        view = h.view(rid)
+        assert [n.key for n in view.nodes if not n.fused] == ["s0", "s10", "s20"]
+        assert view.fusion_saved["fused_steps"] == 22 and view.fusion_saved["requests"]["ddb_write"] == 22
+        assert view.fusion_saved["usd"] > 0
         # node writes: 3 claims + 25 checkpoints, + 2 per effect (its marker and result) per step
         writes = h.api_calls["dynamodb.UpdateItem"] + h.api_calls["dynamodb.PutItem"]
         assert writes - 2 * 25 - 1 <= 3 + 25 + 2  # + the run's start transaction, its final write

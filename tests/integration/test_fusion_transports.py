@@ -35,6 +35,10 @@ def test_a_chain_fuses_on_every_transport(kind: str) -> None:
         assert h.output(rid)["path"] == [f"s{i}" for i in range(12)]
         assert [i.key for i in h.invocations] == ["s0", "s5", "s10"]
         assert all(n == 1 for n in h.executions.values())
+        saved = h.view(rid).fusion_saved  # 9 handoffs not made, priced as the transport's
+        handoff = {"sqs_send": 9, "sqs_receive": 9, "sqs_delete": 9} if kind == "sqs" else {"sfn_transition": 9}
+        assert saved["requests"] == {"ddb_write": 9, "ddb_wru": 9, "lambda_invoke": 9, **handoff}
+        assert saved["handoff_s"] >= 0 and saved["usd"] > 0
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -15,6 +15,7 @@ from typing import Any
 
 from stepchain.define.state import view_of
 from stepchain.define.workflow import Registry, Workflow
+from stepchain.observe.fusion_saved import fusion_saved
 from stepchain.observe.pricing import Prices, load_prices
 from stepchain.store.base import CheckpointStore
 from stepchain.store.payloads import PayloadCodec
@@ -68,6 +69,7 @@ class NodeView:
     items: list[NodeView] = field(default_factory=list)
     iteration: int = 0  # the loop iteration (each iteration of a node is its own row)
     route: str | None = None  # the successor a routing step chose
+    fused: bool = False  # it ran inline after its predecessor (stepchain.engine.fusion): no handoff, no claim
 
 
 @dataclass
@@ -99,6 +101,8 @@ class RunView:
     children: list[dict[str, Any]] = field(default_factory=list)
     #: the run's durable state (:mod:`stepchain.define.state`): inline, or ``{"blob", "bytes"}`` when in S3
     state: Any = None
+    #: what step fusion saved (:mod:`stepchain.observe.fusion_saved`), next to the restart tax
+    fusion_saved: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +174,7 @@ def _node_view(
         history=[h.to_dict() for h in full_history(rec, older)],
         iteration=rec.iteration,
         route=rec.route,
+        fused=rec.fused,
     )
 
 
@@ -256,6 +261,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
         crash_events=[c.to_dict() for c in crash_events],
         parent=run.parent,
         state=current_state(records, _order(wf, records)),
+        fusion_saved=fusion_saved(records, prices),
     )
 
 

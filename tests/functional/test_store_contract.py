@@ -1186,7 +1186,7 @@ def test_a_fused_steps_checkpoint_creates_it_in_one_write(sut: StoreUnderTest) -
     before = dict(sut.calls)
     assert sut.store.finish("run1", "s1", done_changes(implied()), owner=FUSED_OWNER) is FinishResult.OK
     if sut.kind == "dynamodb":
-        assert {k: v - before.get(k, 0) for k, v in sut.calls.items() if v != before.get(k, 0)} == {"UpdateItem": 1}
+        assert {k: v - before.get(k, 0) for k, v in sut.calls.items() if v != before.get(k, 0)} == {"PutItem": 1}
     rec = sut.store.get_node("run1", "s1")
     assert rec is not None
     assert (rec.status, rec.output_ref, rec.attempts, rec.invocations, rec.fused, rec.owner) == (

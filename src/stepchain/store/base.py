@@ -237,13 +237,16 @@ class CheckpointStore(StepLocalStore, BudgetOps):
             self._evict(run_id, key, push)
         cond = _status_in(expect, absent=False)
         update = node_update(changes, push)
+        if owner is not None and owner.endswith(IMPLIED_OWNER):
+            # an implied claim (a fused step, stepchain.engine.fusion): this write creates the node (a
+            # put-if-absent of the whole item), unless another worker claimed it meanwhile (its
+            # takeover fences this one out). An implied claim is never stored, so "absent" is all.
+            _implied_inits(update, changes.prior, changes.now_ms, self.expires_at(changes.now_ms))
+            item: dict[str, Any] = {"pk": run_pk(run_id), "sk": node_sk(key)}
+            update.apply(item)
+            return FinishResult.OK if self._put(item, ABSENT)[0] else FinishResult.LOST
         if owner is not None:
-            # an implied claim (a fused step, stepchain.engine.fusion): this write creates the node,
-            # unless another worker claimed it meanwhile (its takeover fences this one out)
-            implied = owner.endswith(IMPLIED_OWNER)
-            cond = Cond(absent=implied, clauses=(*cond.clauses, ("owner", "=", owner)))
-            if implied:
-                _implied_inits(update, changes.prior, changes.now_ms, self.expires_at(changes.now_ms))
+            cond = Cond(absent=False, clauses=(*cond.clauses, ("owner", "=", owner)))
         done, _ = self._update(run_pk(run_id), node_sk(key), update, cond)
         return FinishResult.OK if done else FinishResult.LOST
 

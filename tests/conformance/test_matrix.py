@@ -76,6 +76,6 @@ def test_memory_matrix_fused(case: Case, fused: None) -> None:
     assert fused_problems(case) == []
 
 
-@pytest.mark.parametrize("case", params(SAMPLE[::4]))
+@pytest.mark.parametrize("case", params(SAMPLE))
 def test_transport_sample_fused(case: Case, fused: None) -> None:
     assert fused_problems(case) == []

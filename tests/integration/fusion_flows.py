@@ -90,3 +90,19 @@ def stateful(name: str = "fuse-state") -> Workflow:
 
 START = {"n": 0, "path": []}
 __all__ = ["EFFECTS", "END", "START", "chain", "flaky_chain", "looped", "stateful", "with_child"]
+
+#: the embedded runtime's workflow (tests/integration/test_fusion.py: LocalHarness imports it by name)
+LOCAL = chain("fuse-local", 6, timeout_s=1)
+
+
+def budgeted(name: str = "fuse-budget") -> Workflow:
+    """Three fused steps of $0.04 each (estimated and spent) under a $0.10 budget: the third is held."""
+    wf = Workflow(name, budget_usd=0.10)
+    for i in range(3):
+
+        @wf.step(name=f"b{i}", estimate_usd=0.04)
+        def b(ctx: Any, x: dict[str, Any]) -> dict[str, Any]:
+            ctx.record_cost(usd=0.04)
+            return _bump(ctx, x)
+
+    return wf

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.fusion_flows import EFFECTS, START, chain, flaky_chain, looped, stateful, with_child
+from tests.integration.fusion_flows import EFFECTS, START, budgeted, chain, flaky_chain, looped, stateful, with_child
 
 from stepchain.engine.fusion import ENV_MAX_STEPS
 from stepchain.store.records import NodeStatus
@@ -196,3 +196,32 @@ def test_the_sweeper_leaves_a_live_chain_alone_and_moves_a_dead_one() -> None:
         h.clock.set_to(rec.chain_until_ms - 1)
         assert h.sweep() == 0
         assert h.run(rid) == "SUCCEEDED" and all(n == 1 for n in h.executions.values())
+
+
+def test_a_budget_hold_inside_a_fused_chain_ends_it_with_the_hold() -> None:
+    wf = budgeted()
+    with Harness(wf) as h:
+        rid = h.start(wf.name, START)
+        assert h.run(rid) == "WAITING" and h.waiting_for(rid) == {"event": "budget", "iteration": 0}
+        held = h.store.get_node(rid, "b2")
+        assert held is not None and held.status is NodeStatus.RETRYING and held.fused  # created by the hold's write
+        assert [i.key for i in h.invocations] == ["b0"]  # b0, b1 ran; b2's check held the chain
+        h.raise_budget(rid, 1.0)
+        assert h.run(rid) == "SUCCEEDED" and h.output(rid)["path"] == ["b0", "b1", "b2"]
+        assert all(n == 1 for n in h.executions.values())
+
+
+def test_the_embedded_runtime_fuses_and_survives_a_crash_in_the_chain() -> None:
+    from pathlib import Path
+
+    from stepchain.testing import LocalHarness
+
+    root = Path(__file__).resolve().parents[2]
+    with LocalHarness("tests.integration.fusion_flows:LOCAL", pythonpath=[str(root)], budget_ms=8_000) as h:
+        h.crash_at("after_checkpoint", node="s2")
+        rid = h.start("fuse-local", START)
+        assert h.run(rid, timeout_s=60) == "SUCCEEDED"
+        assert h.output(rid)["path"] == [f"s{i}" for i in range(6)]
+        recs = {r.key: r for r in h.store.list_nodes(rid)}
+        assert recs["s1"].fused and recs["s2"].fused and all(r.attempts == 1 for r in recs.values())
+        assert h.restarts >= 1  # the worker died at s2's checkpoint; a fresh one walked on to s3

@@ -10,6 +10,7 @@ import pytest
 from tests.integration.fusion_flows import EFFECTS, START, chain, flaky_chain, looped, with_child
 
 from stepchain.engine.fusion import ENV_MAX_STEPS
+from stepchain.engine.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 
 KINDS = {"sqs": SqsHarness, "sfn": SfnHarness}
@@ -73,3 +74,19 @@ def test_a_loop_a_retry_and_a_child_on_every_transport(kind: str) -> None:
         assert h.output(runs[2])["n"] == 7
         # every step's effect ran once per run (node keys repeat across these workflows)
         assert {v for (r, _), v in EFFECTS.items() if r in set(runs) | set(h.runs())} == {1}
+
+
+@pytest.mark.parametrize("crash", [None, "after_checkpoint"])
+def test_a_fused_chain_under_the_sqs_heartbeat(crash: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deployed SQS worker with its heartbeat (V = 20 s, H = 5 s): the chain's message stays in
+    flight while it runs; killed mid-chain, it comes back after V and waits for the chain's lease."""
+    monkeypatch.setenv(ENV_VISIBILITY, "20")
+    monkeypatch.setenv(ENV_INTERVAL, "5")
+    wf = chain(f"fuse-hb-{int(crash is not None)}", 8)
+    with SqsHarness(wf, heartbeat="env") as h:
+        if crash:
+            h.crash_at(crash, node="s3")
+        rid = done(h, wf.name)
+        assert h.output(rid)["n"] == 8 and all(n == 1 for n in h.executions.values())
+        assert {v for (r, _), v in EFFECTS.items() if r == rid} == {1}
+        assert h.invocations[0].key == "s0" and (crash is not None or len(h.invocations) == 2)

@@ -60,6 +60,8 @@ def test_the_asl_has_fused_choices_only_with_fusion_on() -> None:
     assert sorted(s for s in fused if s.endswith(".fused")) == ["a.fused", "c.fused", "e.fused"]
     assert fused["a.fused"]["Default"] == "b" and fused["a"]["Next"] == "a.fused"
     assert {c["Next"] for c in fused["a.fused"]["Choices"]} == {"b", "c"}
+    # a task may run as long as its fusing function: twice the step's timeout (+ the margin)
+    assert (plain["a"]["TimeoutSeconds"], fused["a"]["TimeoutSeconds"]) == (60 + 30, 120 + 30)
 
 
 def test_the_template_sets_the_cap_and_the_longer_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,9 @@ def to_asl(wf: Workflow, *, fuse: bool | None = None) -> dict[str, Any]:
     }
     for i, node in enumerate(nodes):
         exits = fusion.exits(wf, node) if fusing else []
-        _add_node(states, node, nodes[i + 1].id if i + 1 < len(nodes) else SUCCEEDED, exits)
+        # a fusing function runs up to twice its steps' timeout: so may its task (TimeoutSeconds)
+        task_node = replace(node, timeout_s=fusion.function_timeout_s(node, 2)) if fusing else node
+        _add_node(states, task_node, nodes[i + 1].id if i + 1 < len(nodes) else SUCCEEDED, exits)
     states[MARK_FAILED] = {
         "Type": "Task",
         "Resource": LAMBDA_INVOKE,

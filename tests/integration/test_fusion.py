@@ -225,3 +225,25 @@ def test_the_embedded_runtime_fuses_and_survives_a_crash_in_the_chain() -> None:
         recs = {r.key: r for r in h.store.list_nodes(rid)}
         assert recs["s1"].fused and recs["s2"].fused and all(r.attempts == 1 for r in recs.values())
         assert h.restarts >= 1  # the worker died at s2's checkpoint; a fresh one walked on to s3
+
+
+def test_a_cancel_during_a_fused_step_ends_the_chain() -> None:
+    from stepchain import Workflow
+
+    wf = Workflow("fuse-cancel")
+    holder: list[Harness] = []
+    for i in range(5):
+
+        @wf.step(name=f"c{i}")
+        def c(ctx: Any, x: int) -> int:
+            if ctx.key == "c2":
+                holder[0].cancel(ctx.run_id)  # the API cancels while the fused step c2 runs
+            return x + 1
+
+    with Harness(wf) as h:
+        holder.append(h)
+        rid = h.start(wf.name, 0)
+        assert h.run(rid) == "CANCELLED"
+        assert h.executions["c2"] == 1 and "c3" not in h.executions  # c2's checkpoint refused, the chain ended
+        c2 = h.store.get_node(rid, "c2")
+        assert c2 is not None and c2.status is NodeStatus.CANCELLED

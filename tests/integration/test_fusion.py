@@ -223,8 +223,10 @@ def test_the_embedded_runtime_fuses_and_survives_a_crash_in_the_chain() -> None:
         assert h.run(rid, timeout_s=60) == "SUCCEEDED"
         assert h.output(rid)["path"] == [f"s{i}" for i in range(6)]
         recs = {r.key: r for r in h.store.list_nodes(rid)}
-        assert recs["s1"].fused and recs["s2"].fused and all(r.attempts == 1 for r in recs.values())
-        assert h.restarts >= 1  # the worker died at s2's checkpoint; a fresh one walked on to s3
+        assert recs["s1"].fused and recs["s2"].fused and h.restarts >= 1
+        # s2's checkpoint was s3's claim: the worker died holding s3, the fresh one took it over
+        assert (recs["s3"].attempts, recs["s3"].crashes) == (2, 1)
+        assert all(r.attempts == 1 for k, r in recs.items() if k != "s3")
 
 
 def test_a_cancel_during_a_fused_step_ends_the_chain() -> None:
@@ -247,3 +249,18 @@ def test_a_cancel_during_a_fused_step_ends_the_chain() -> None:
         assert h.executions["c2"] == 1 and "c3" not in h.executions  # c2's checkpoint refused, the chain ended
         c2 = h.store.get_node(rid, "c2")
         assert c2 is not None and c2.status is NodeStatus.CANCELLED
+
+
+@pytest.mark.parametrize("boundary", ["after_checkpoint", "after_claim"])
+def test_a_crash_holding_a_fused_step_is_its_takeover(boundary: str) -> None:
+    """s1's checkpoint claims s2: dying after it (or after s2's implied claim) is s2's takeover, as a
+    crash after a claim is: a crashed invocation in s2's history, an attempt and a crash counted."""
+    wf = chain("fuse-takeover", 4)
+    with Harness(wf) as h:
+        h.crash_at(boundary, node="s1" if boundary == "after_checkpoint" else "s2")
+        rid = run_chain(h, wf.name)
+        s2 = h.store.get_node(rid, "s2")
+        assert s2 is not None and (s2.attempts, s2.crashes, s2.invocations) == (2, 1, 2)
+        assert [i.outcome for i in s2.history] == ["crashed", "succeeded"]
+        assert [(c["kind"], c["node"]) for c in h.view(rid).crash_events] == [("takeover", "s2")]
+        assert h.view(rid).restart_tax_avoided.crashes == 1 and all(n == 1 for n in h.executions.values())

@@ -34,12 +34,15 @@ from dataclasses import dataclass
 from stepchain.define.routing import END
 from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.nodes import handler_for
-from stepchain.engine.routing import successor
-from stepchain.engine.shared import LEASE_GRACE_MS
+from stepchain.engine.nodes.scope import KindServices
+from stepchain.engine.routing import next_activation, successor
+from stepchain.engine.shared import LEASE_GRACE_MS, key_of
 from stepchain.exceptions import ValidationError
-from stepchain.handoff.messages import Activation
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike
 from stepchain.store.base import IMPLIED_OWNER as IMPLIED  # an implied claim's owner suffix (store.base.finish)
+from stepchain.store.base import FinishResult, NodeChanges
+from stepchain.store.records import Invocation, NodeRecord, NodeStatus
 
 #: env var: the most steps one invocation runs (1 or unset: no fusion); set by the generated template
 ENV_MAX_STEPS = "STEPCHAIN_FUSE_MAX_STEPS"
@@ -176,6 +179,42 @@ def function_timeout_s(node: Node, max_steps: int) -> int:
     return node.timeout_s
 
 
+def walk(w: KindServices, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord, now: int) -> Outcome | None:
+    """A completed node met again whose invocation took its successor inline (``chain_until``): no
+    message of the successor's own exists, so the walk goes on to it in this invocation (its claim
+    serves it from its checkpoint, takes it over, or runs it), unless the fused invocation may still
+    be running it (absent, lease live: WAIT until the lease ends) or it waits for its retry."""
+    nxt = next_activation(wf, node, msg, rec.route, rec.output_ref, rec.state_ref)
+    if nxt is None:
+        return None
+    succ = w.store.get_node(msg.run_id, key_of(nxt))
+    chain_until = rec.chain_until_ms or 0
+    if succ is None and chain_until >= now:
+        return Outcome(OutcomeKind.WAIT, wake_at_ms=chain_until + 1, detail="fused chain running")
+    waits = succ is not None and succ.status in (NodeStatus.RETRYING, NodeStatus.SLEEPING)
+    if waits and succ is not None and succ.wake_at_ms is not None and succ.wake_at_ms > now:
+        return Outcome(OutcomeKind.WAIT, wake_at_ms=succ.wake_at_ms, detail="fused step waits")
+    if succ is None:
+        _crashed_inline(w, msg, rec, nxt, now)
+    elif succ.status is NodeStatus.PENDING:
+        w.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
+    return Outcome(OutcomeKind.DONE, next=(nxt,), detail="checkpoint", then=nxt, inline="walk")
+
+
+def _crashed_inline(w: KindServices, msg: Activation, pred: NodeRecord, nxt: Activation, now: int) -> None:
+    """The invocation that held ``nxt`` (its predecessor's checkpoint was its claim) died before the
+    step's own write: record that attempt as a claim's takeover would (a crashed invocation from the
+    claim to the lease's end, an attempt and a crash counted, a ``takeover`` crash event), creating
+    the node PENDING for the walk's claim. One put-if-absent: concurrent walkers record it once."""
+    key, started = key_of(nxt), pred.ended_ms or now
+    lost = NodeRecord(msg.run_id, key, nxt.node, None, NodeStatus.RUNNING, invocations=1, created_ms=started,
+                      started_ms=started, current_started_ms=started, iteration=nxt.iteration, fused=True)  # fmt: skip
+    inv = Invocation(started, pred.chain_until_ms or now, "crashed")
+    changes = NodeChanges(NodeStatus.PENDING, now, invocation=inv, attempts=2, add_crashes=1, prior=lost)
+    if w.store.finish(msg.run_id, key, changes, owner="recovery" + IMPLIED) is FinishResult.OK:
+        w.store.add_crash_event(msg.run_id, now, key, "takeover")
+
+
 def chain_lease(now_ms: int, lctx: LambdaContextLike) -> int:
     return now_ms + int(lctx.get_remaining_time_in_millis()) + LEASE_GRACE_MS
 
@@ -197,4 +236,5 @@ __all__ = [
     "same_function",
     "settings_key",
     "static_fusable",
+    "walk",
 ]

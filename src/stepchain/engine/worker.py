@@ -228,7 +228,7 @@ class Worker:
         self.probe.reached("checkpoint_hit", msg.run_id, rec.key)
         now = self.clock.now_ms()
         if rec.chain_until_ms is not None and msg.index is None:  # its successor ran (runs) inline
-            walked = self._walk(wf, node, msg, rec, now)
+            walked = fusion.walk(self, wf, node, msg, rec, now)
             if walked is not None:
                 return walked
         late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
@@ -255,25 +255,6 @@ class Worker:
             self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
             return Outcome(OutcomeKind.DONE, next=(nxt,), detail="checkpoint", then=nxt)
         return Outcome(OutcomeKind.DONE, detail="checkpoint", then=nxt)
-
-    def _walk(self, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord, now: int) -> Outcome | None:
-        """A completed node whose invocation took its successor inline (``chain_until``): no message of
-        the successor's own exists, so the walk goes on to it in this invocation (its claim serves it
-        from its checkpoint, takes it over, or runs it), unless the fused invocation may still be
-        running it (absent, lease live: WAIT until the lease ends) or it waits for its retry."""
-        nxt = next_activation(wf, node, msg, rec.route, rec.output_ref, rec.state_ref)
-        if nxt is None:
-            return None
-        succ = self.store.get_node(msg.run_id, key_of(nxt))
-        chain_until = rec.chain_until_ms or 0
-        if succ is None and chain_until >= now:
-            return Outcome(OutcomeKind.WAIT, wake_at_ms=chain_until + 1, detail="fused chain running")
-        waits = succ is not None and succ.status in (NodeStatus.RETRYING, NodeStatus.SLEEPING)
-        if waits and succ is not None and succ.wake_at_ms is not None and succ.wake_at_ms > now:
-            return Outcome(OutcomeKind.WAIT, wake_at_ms=succ.wake_at_ms, detail="fused step waits")
-        if succ is None or succ.status is NodeStatus.PENDING:
-            self.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
-        return Outcome(OutcomeKind.DONE, next=(nxt,), detail="checkpoint", then=nxt, inline="walk")
 
     def ledger(
         self, status: NodeStatus, now: int, t0: float, cost: CostMeter, inv: Invocation, **kw: Any

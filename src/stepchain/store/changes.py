@@ -66,6 +66,8 @@ class NodeChanges:
     state_ref: str | None = None
     #: the invocation runs the successor inline and holds it until then (stepchain.engine.fusion)
     chain_until_ms: int | None = None
+    #: a crash the write records (a fused step whose invocation died: stepchain.engine.fusion)
+    add_crashes: int = 0
 
 
 @dataclass(frozen=True)

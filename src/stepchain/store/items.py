@@ -62,6 +62,7 @@ def node_update(c: NodeChanges, push: HistoryPush | None = None) -> Update:
             ("checkpoint_hits", c.add_checkpoint_hits),
             ("effect_reruns", c.add_effect_reruns),
             ("gen", int(c.new_generation)),
+            ("crashes", c.add_crashes),
         )
         if inc
     }

@@ -15,6 +15,7 @@ from tests.conformance.cells import KINDS, POSITIONS, boundaries_of, cells
 from tests.conformance.driver import TRANSPORTS, Case, run_case
 from tests.conformance.matrix import SEED, all_cases, as_dict, params, sample_cases
 
+from stepchain.engine.fusion import ENV_MAX_STEPS
 from stepchain.testing import BOUNDARIES, FORK_BOUNDARIES
 from stepchain.testing.pairwise import covered_pairs
 
@@ -57,3 +58,25 @@ def test_transport_sample(case: Case) -> None:
 @pytest.mark.parametrize("case", params(FULL))
 def test_full_matrix(case: Case) -> None:
     assert run_case(case) == []
+
+
+@pytest.fixture
+def fused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step fusion on (stepchain.engine.fusion): the cells' consecutive plain steps run in one invocation."""
+    monkeypatch.setenv(ENV_MAX_STEPS, "8")
+
+
+def fused_problems(case: Case) -> list[str]:
+    """A fused step is not handed off: its ``before_handoff`` boundary is never reached (only that is excused)."""
+    fused_away = case.boundary == "before_handoff"
+    return [p for p in run_case(case) if not (fused_away and "never happened" in p)]
+
+
+@pytest.mark.parametrize("case", params(MEMORY))
+def test_memory_matrix_fused(case: Case, fused: None) -> None:
+    assert fused_problems(case) == []
+
+
+@pytest.mark.parametrize("case", params(SAMPLE))
+def test_transport_sample_fused(case: Case, fused: None) -> None:
+    assert fused_problems(case) == []

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from stepchain.engine.fusion import IMPLIED
 from stepchain.exceptions import IdempotencyConflict, StoreConflict
 from stepchain.store.base import (
     CheckpointStore,
@@ -37,6 +38,7 @@ from stepchain.store.records import (
     CrashEvent,
     EachRecord,
     Invocation,
+    NodeRecord,
     NodeStatus,
     OnceStart,
     RunStatus,
@@ -1145,3 +1147,90 @@ def test_create_run_with_a_used_run_id_raises_store_conflict(sut: StoreUnderTest
     sut.store.create_run(new_run())
     with pytest.raises(StoreConflict):
         sut.store.create_run(new_run())
+
+
+# ------------------------------------------------------------------------------------ step fusion
+# (stepchain.engine.fusion) the predecessor's checkpoint carries the invocation's lease on its successor
+# (``chain_until``); the fused successor's first write is its checkpoint: an implied claim, ONE
+# conditional write that creates the node, fenced by any claim another worker made meanwhile.
+FUSED_OWNER = "req-1/abcd" + IMPLIED
+
+
+def implied(key: str = "s1", *, attempts: int = 1) -> NodeRecord:
+    """The record an implied claim makes in memory (nothing written)."""
+    return NodeRecord(
+        "run1", key, key, None, NodeStatus.RUNNING, attempts=attempts, invocations=1, owner=FUSED_OWNER,
+        lease_until_ms=T0 + 60_000, current_started_ms=T0, created_ms=T0, started_ms=T0, fused=True,
+    )  # fmt: skip
+
+
+def done_changes(prior: NodeRecord | None, **kw: object) -> NodeChanges:
+    inv = Invocation(T0, T0 + 5, "succeeded")
+    return NodeChanges(
+        NodeStatus.SUCCEEDED, T0 + 5, output_ref='{"v":2}', invocation=inv, ended=True, prior=prior, **kw
+    )  # type: ignore[arg-type]
+
+
+def test_a_checkpoint_records_the_chain_lease_on_its_successor(sut: StoreUnderTest) -> None:
+    claimed = claim(sut.store, "s0", owner="w1").record
+    calls = sum(sut.calls.values())
+    assert (
+        sut.store.finish("run1", "s0", done_changes(claimed, chain_until_ms=T0 + 62_000), owner="w1") is FinishResult.OK
+    )
+    assert sum(sut.calls.values()) - calls == (1 if sut.kind == "dynamodb" else 0)  # one UpdateItem
+    rec = sut.store.get_node("run1", "s0")
+    assert rec is not None and rec.chain_until_ms == T0 + 62_000 and not rec.fused
+
+
+def test_a_fused_steps_checkpoint_creates_it_in_one_write(sut: StoreUnderTest) -> None:
+    before = dict(sut.calls)
+    assert sut.store.finish("run1", "s1", done_changes(implied()), owner=FUSED_OWNER) is FinishResult.OK
+    if sut.kind == "dynamodb":
+        assert {k: v - before.get(k, 0) for k, v in sut.calls.items() if v != before.get(k, 0)} == {"PutItem": 1}
+    rec = sut.store.get_node("run1", "s1")
+    assert rec is not None
+    assert (rec.status, rec.output_ref, rec.attempts, rec.invocations, rec.fused, rec.owner) == (
+        NodeStatus.SUCCEEDED, '{"v":2}', 1, 1, True, None,
+    )  # fmt: skip
+    assert (rec.started_ms, rec.ended_ms, rec.history) == (T0, T0 + 5, (Invocation(T0, T0 + 5, "succeeded"),))
+    raw = sut.raw("RUN#run1", "N#s1")
+    assert raw is not None and raw.get("expires_at") is not None  # a TTL as a claimed node has
+
+
+def test_a_fused_steps_retry_or_hold_also_creates_it(sut: StoreUnderTest) -> None:
+    inv = Invocation(T0, T0 + 5, "retrying")
+    changes = NodeChanges(NodeStatus.RETRYING, T0 + 5, invocation=inv, attempts=2, prior=implied(), wake_at_ms=T0 + 9)
+    assert sut.store.finish("run1", "s1", changes, owner=FUSED_OWNER) is FinishResult.OK
+    rec = sut.store.get_node("run1", "s1")
+    assert rec is not None and (rec.status, rec.attempts, rec.wake_at_ms) == (NodeStatus.RETRYING, 2, T0 + 9)
+    # a budget hold writes without the prior record: the node is created all the same
+    hold = NodeChanges(NodeStatus.RETRYING, T0 + 7, wake_at_ms=T0 + 99)
+    assert sut.store.finish("run1", "s2", hold, owner=FUSED_OWNER) is FinishResult.OK
+    rec2 = sut.store.get_node("run1", "s2")
+    assert rec2 is not None and (rec2.status, rec2.attempts, rec2.invocations) == (NodeStatus.RETRYING, 1, 1)
+
+
+def test_a_takeover_fences_the_fused_invocation_out(sut: StoreUnderTest) -> None:
+    """A recovery claimed the successor (the chain's lease ran out): the zombie's checkpoint is lost."""
+    assert claim(sut.store, "s1", owner="w2", now=T0 + 70_000).kind is ClaimKind.CLAIMED
+    assert sut.store.finish("run1", "s1", done_changes(implied()), owner=FUSED_OWNER) is FinishResult.LOST
+    rec = sut.store.get_node("run1", "s1")
+    assert rec is not None and (rec.status, rec.owner, rec.output_ref) == (NodeStatus.RUNNING, "w2", None)
+    # and once the recovery finished it, the zombie still cannot overwrite it
+    assert sut.store.finish("run1", "s1", done_changes(rec), owner="w2") is FinishResult.OK
+    assert sut.store.finish("run1", "s1", done_changes(implied()), owner=FUSED_OWNER) is FinishResult.LOST
+
+
+def test_a_fused_checkpoint_is_written_once(sut: StoreUnderTest) -> None:
+    """A second implied write for the same node (a duplicate chain) is lost: the first one stands."""
+    assert sut.store.finish("run1", "s1", done_changes(implied()), owner=FUSED_OWNER) is FinishResult.OK
+    other = NodeChanges(NodeStatus.SUCCEEDED, T0 + 9, output_ref='{"v":3}', ended=True, prior=implied())
+    assert sut.store.finish("run1", "s1", other, owner="req-2/ffff" + IMPLIED) is FinishResult.LOST
+    assert sut.store.finish("run1", "s1", other, owner=FUSED_OWNER) is FinishResult.LOST  # not RUNNING any more
+    rec = sut.store.get_node("run1", "s1")
+    assert rec is not None and rec.output_ref == '{"v":2}'
+
+
+def test_an_ordinary_finish_still_never_creates_a_node(sut: StoreUnderTest) -> None:
+    assert sut.store.finish("run1", "ghost", done_changes(None), owner="w1") is FinishResult.LOST
+    assert sut.store.get_node("run1", "ghost") is None

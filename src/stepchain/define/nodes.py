@@ -58,6 +58,9 @@ class Node:
     #: wait only: merge the event's payload (a dict of state fields) into the run's durable state
     into_state: bool = False
     estimate_usd: float = 0.0  # step only: what one attempt may spend, checked against the run's budget
+    #: step only: False keeps the step out of fused chains (it always starts in its own invocation,
+    #: stepchain.engine.fusion); not part of the chain's shape
+    fuse: bool = field(default=True, compare=False)
 
     @property
     def runs_user_code(self) -> bool:

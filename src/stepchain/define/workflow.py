@@ -91,6 +91,7 @@ class Workflow:
         policies: Iterable[Any] = (),
         routes: Iterable[str] = (),
         estimate_usd: float = 0.0,
+        fuse: bool = True,
     ) -> Callable[[F], F]:
         """Register ``fn(ctx, input) -> output`` as the next step of the chain.
 
@@ -99,6 +100,8 @@ class Workflow:
         successors the step may choose by returning ``goto(to, value)`` (node ids or ``END``; see
         :mod:`stepchain.define.routing`); they are checked when the workflow is first used (:meth:`validate`).
         ``estimate_usd``: what one attempt may spend (checked against the run's ``budget_usd``).
+        ``fuse=False``: the step always starts in an invocation of its own, never run inline after
+        its predecessor (:mod:`stepchain.engine.fusion`).
         """
         settings = deploy_settings(memory_mb, reserved_concurrency, environment, policies)
         route_ids = tuple(routes)
@@ -107,7 +110,7 @@ class Workflow:
 
         def register(fn: F) -> F:
             node = Node(name or fn.__name__, NodeKind.STEP, fn, retry or RetryPolicy(), timeout_s, function=function)
-            self._add(replace(node, routes=route_ids, estimate_usd=estimate_usd, **settings))
+            self._add(replace(node, routes=route_ids, estimate_usd=estimate_usd, fuse=bool(fuse), **settings))
             return fn
 
         return register

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ from stepchain.deploy.asl_parts import (  # noqa: F401  (re-exported: the names 
     placeholder,
     signal_error,
 )
+from stepchain.engine import fusion
 from stepchain.engine.nodes import handler_for
 
 
@@ -78,18 +80,23 @@ def _failed_pass(node: Node) -> dict[str, Any]:
     }
 
 
-def _add_node(states: dict[str, Any], node: Node, nxt: str) -> None:
+def _add_node(states: dict[str, Any], node: Node, nxt: str, exits: list[str]) -> None:
     """The node's states: its kind's fragment (:meth:`~stepchain.engine.nodes.base.NodeKindHandler.
-    asl_states`), after its routes' ``.goto`` Choice and with its ``.failed`` Catch target."""
+    asl_states`), after its routes' ``.goto`` Choice (or, for a step that may fuse the steps after
+    it, its ``.fused`` Choice on where its task left off) and with its ``.failed`` Catch target."""
     failed = f"{node.id}.failed"
     states[failed] = _failed_pass(node)
-    if node.routes:
-        nxt = _add_goto(states, node, nxt)
+    if node.routes or exits:
+        nxt = _add_goto(states, node, nxt, tuple(exits))
     handler_for(node).asl_states(states, node, nxt, failed)
 
 
-def to_asl(wf: Workflow) -> dict[str, Any]:
-    """The state machine definition of ``wf`` (placeholders for the Lambda ARNs)."""
+def to_asl(wf: Workflow, *, fuse: bool | None = None) -> dict[str, Any]:
+    """The state machine definition of ``wf`` (placeholders for the Lambda ARNs). ``fuse``: its
+    functions fuse steps (default: ``STEPCHAIN_FUSE_MAX_STEPS`` > 1, as the template deploys them):
+    a task that ran a fused chain returns the node it left off at, and a Choice jumps there (no
+    state transitions for the fused steps)."""
+    fusing = fusion.enabled() if fuse is None else fuse
     nodes = wf.validate().nodes
     if not nodes:
         raise ValueError(f"workflow {wf.name!r} has no nodes")
@@ -109,7 +116,10 @@ def to_asl(wf: Workflow) -> dict[str, Any]:
         "Default": nodes[0].id,
     }
     for i, node in enumerate(nodes):
-        _add_node(states, node, nodes[i + 1].id if i + 1 < len(nodes) else SUCCEEDED)
+        exits = fusion.exits(wf, node) if fusing else []
+        # a fusing function runs up to twice its steps' timeout: so may its task (TimeoutSeconds)
+        task_node = replace(node, timeout_s=fusion.function_timeout_s(node, 2)) if fusing else node
+        _add_node(states, task_node, nodes[i + 1].id if i + 1 < len(nodes) else SUCCEEDED, exits)
     states[MARK_FAILED] = {
         "Type": "Task",
         "Resource": LAMBDA_INVOKE,

@@ -65,15 +65,17 @@ def _input(extra: dict[str, Any]) -> dict[str, Any]:
     return _ids({"src.$": "$.src", "input.$": "$.input", "state.$": "$.state", **extra})
 
 
-def _add_goto(states: dict[str, Any], node: Node, nxt: str) -> str:
+def _add_goto(states: dict[str, Any], node: Node, nxt: str, exits: tuple[str, ...] = ()) -> str:
     """A routing step's Choice on the route its task returned (``$.route``): the chosen node, or
-    the end of the run; a plain value goes down the chain (``nxt``). Returns the Choice's name."""
-    name = f"{node.id}.goto"
+    the end of the run; a plain value goes down the chain (``nxt``). Returns the Choice's name.
+    ``exits``: where the task may leave to after fusing the steps after it (stepchain.engine.fusion):
+    a step without routes gets the same Choice (``.fused``) over them."""
+    name = f"{node.id}.goto" if node.routes else f"{node.id}.fused"
     states[name] = {
         "Type": "Choice",
         "Choices": [
             {"Variable": "$.route", "StringEquals": to, "Next": SUCCEEDED if to == END else to}
-            for to in sorted(set(node.routes))
+            for to in sorted(set(node.routes) | set(exits))
         ],
         "Default": nxt,
     }

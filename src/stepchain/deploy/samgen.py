@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stepchain.define.workflow import Node, Workflow
+from stepchain.define.workflow import Workflow
 from stepchain.deploy.asl import CONTROL_FUNCTION, asl_path
 from stepchain.deploy.samgen_base import arn, base_template, dump_template, handoff_policy, merge, ref, tls_policy
 from stepchain.deploy.samgen_children import add_child_runs_policy, with_children
+from stepchain.engine import fusion
 from stepchain.engine.short_queues import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
 from stepchain.exceptions import ValidationError
 
@@ -66,8 +67,8 @@ class FunctionPlan:
         return json.dumps([self.timeout_s, self.memory_mb, self.reserved, self.environment, self.policies])
 
 
-def _settings(node: Node) -> str:
-    return json.dumps([node.timeout_s, node.memory_mb, node.reserved_concurrency, node.environment, node.policies])
+#: the settings that decide which function serves a step (one definition: the fusion predicate reads it too)
+_settings = fusion.settings_key
 
 
 @dataclass
@@ -192,7 +193,7 @@ def _function(fn: FunctionPlan, control: bool) -> dict[str, Any]:
         "Properties": {
             "Description": description,
             "Handler": "app.step_handler",
-            "Timeout": fn.timeout_s,
+            "Timeout": _timeout(fn, control),
             "MemorySize": fn.memory_mb,
             "Environment": {"Variables": {"STEPCHAIN_FUNCTION": fn.logical_id, **dict(fn.environment)}},
             "ReservedConcurrentExecutions": {
@@ -203,8 +204,14 @@ def _function(fn: FunctionPlan, control: bool) -> dict[str, Any]:
     }
 
 
+def _timeout(fn: FunctionPlan, control: bool) -> int:
+    """A worker function that fuses steps (``STEPCHAIN_FUSE_MAX_STEPS`` > 1 when the template is made)
+    runs twice its steps' timeout (stepchain.engine.fusion.function_timeout_s)."""
+    return fn.timeout_s if control or not fusion.enabled() else min(900, 2 * fn.timeout_s)
+
+
 def _add_function(tpl: dict[str, Any], fn: FunctionPlan, control: bool) -> None:
-    res, stem = tpl["Resources"], fn.stem
+    res, stem, timeout_s = tpl["Resources"], fn.stem, _timeout(fn, control)
     tpl["Parameters"][f"{stem}ReservedConcurrency"] = {
         "Type": "String",
         "Default": str(fn.reserved or ""),
@@ -219,15 +226,16 @@ def _add_function(tpl: dict[str, Any], fn: FunctionPlan, control: bool) -> None:
         "Properties": {
             "SqsManagedSseEnabled": True,
             # 6 x the timeout (AWS's guidance), or timeout + 5 s when that is <= V (stepchain.engine.short_queues)
-            "VisibilityTimeout": queue_visibility_s(fn.timeout_s),
+            "VisibilityTimeout": queue_visibility_s(timeout_s),
             "RedrivePolicy": {"deadLetterTargetArn": arn("DeadLetterQueue"), "maxReceiveCount": MAX_RECEIVE_COUNT},
         },
     }
     res[fn.logical_id] = _function(fn, control)
-    if queue_visibility_s(fn.timeout_s) <= DEFAULT_VISIBILITY_S:  # its messages come back by themselves
-        res[fn.logical_id]["Properties"]["Environment"]["Variables"][ENV_QUEUE_VISIBILITY] = str(
-            queue_visibility_s(fn.timeout_s)
-        )
+    env = res[fn.logical_id]["Properties"]["Environment"]["Variables"]
+    if queue_visibility_s(timeout_s) <= DEFAULT_VISIBILITY_S:  # its messages come back by themselves
+        env[ENV_QUEUE_VISIBILITY] = str(queue_visibility_s(timeout_s))
+    if not control and fusion.enabled():  # the per-invocation cap on fused steps
+        env[fusion.ENV_MAX_STEPS] = str(fusion.max_steps_from_env())
     res[f"{stem}EventSource"] = {
         "Type": "AWS::Lambda::EventSourceMapping",
         "Properties": {

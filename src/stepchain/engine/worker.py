@@ -25,7 +25,7 @@ from stepchain.define.context import CostMeter
 from stepchain.define.limits import RunLimits
 from stepchain.define.nodes import Node
 from stepchain.define.workflow import Registry, Workflow
-from stepchain.engine import heartbeat
+from stepchain.engine import fusion, heartbeat
 from stepchain.engine.lifecycle import cancel_runs, run_ended
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.scope import ActivationScope
@@ -61,6 +61,8 @@ class Worker:
         self.clock = clock or SystemClock()
         self.probe: Probe = probe or NoProbe()
         self.limits = RunLimits.from_env()  # per-run limits (stepchain.define.limits); tests may replace it
+        #: the most steps one invocation runs (stepchain.engine.fusion; 1: no fusion); tests may replace it
+        self.fuse_max_steps = fusion.max_steps_from_env()
 
     @property
     def lifecycle(self) -> RunLifecycle:
@@ -78,6 +80,24 @@ class Worker:
 
         A message for a workflow version this deployment does not register fails the run (it is
         not retried: no redelivery could ever succeed here)."""
+        chain = fusion.Chain(
+            lambda_context, fusion.chain_lease(self.clock.now_ms(), lambda_context), self.fuse_max_steps
+        )
+        with fusion.holding(chain):
+            outcome, at = self._activate(msg, lambda_context), msg
+            # a fused chain (or the walk of one met again): the next step runs in this invocation
+            while outcome.inline and len(outcome.next) == 1:
+                nxt = outcome.next[0]
+                if outcome.inline == "fused":
+                    chain.steps += 1
+                    chain.implied = key_of(nxt)
+                elif not fusion.fits(chain, self.registry.get(nxt.workflow, nxt.version).node(nxt.node)):
+                    break  # no time left to run it here: its activation is handed off
+                outcome, at = self._activate(nxt, lambda_context), nxt
+                chain.implied = None
+        return outcome if at is msg else replace(outcome, at=at)
+
+    def _activate(self, msg: Activation, lambda_context: LambdaContextLike) -> Outcome:
         try:
             wf = self.registry.get(msg.workflow, msg.version)
         except VersionNotRegistered as exc:
@@ -92,6 +112,24 @@ class Worker:
         to report instead (the node is done, busy, gone ...)."""
         now = self.clock.now_ms()
         owner = f"{lctx.aws_request_id}/{uuid.uuid4().hex[:8]}"
+        chain = fusion.current()
+        if chain is not None and chain.implied == key:  # its predecessor's checkpoint claimed it (no write)
+            self.probe.reached("after_claim", msg.run_id, key)
+            return NodeRecord(
+                msg.run_id,
+                key,
+                node.id,
+                msg.index,
+                NodeStatus.RUNNING,
+                invocations=1,
+                owner=owner + fusion.IMPLIED,
+                lease_until_ms=chain.lease_until_ms,
+                current_started_ms=now,
+                created_ms=now,
+                started_ms=now,
+                iteration=msg.iteration,
+                fused=True,
+            )
         keeper = heartbeat.active()  # an SQS heartbeat: the lease ends before the message returns
         short = keeper.lease_until(now) if keeper is not None else None
         lease = short if short is not None else now + int(lctx.get_remaining_time_in_millis()) + LEASE_GRACE_MS
@@ -189,6 +227,10 @@ class Worker:
         self.store.add_checkpoint_hit(msg.run_id, rec.key)
         self.probe.reached("checkpoint_hit", msg.run_id, rec.key)
         now = self.clock.now_ms()
+        if rec.chain_until_ms is not None and msg.index is None:  # its successor ran (runs) inline
+            walked = fusion.walk(self, wf, node, msg, rec, now)
+            if walked is not None:
+                return walked
         late = rec.ended_ms is None or now - rec.ended_ms > LEASE_GRACE_MS
         keeper = heartbeat.active()  # with an SQS heartbeat a redelivery may come sooner: ask SQS
         late = late or (keeper is not None and keeper.redelivered)
@@ -246,17 +288,22 @@ class Worker:
         if wf.state is not None and changes.state_ref is None and msg.index is None:
             held = changes.prior.state_ref if changes.prior is not None else None
             changes = replace(changes, state_ref=held if held is not None else self.state_of(wf, node, msg))
+        handler, scope = handler_for(node), ActivationScope(self, wf, node, msg)
+        owned = handler.owns_successor(scope)  # a map item: the map starts the next item or joins
+        nxt = None if owned else next_activation(wf, node, msg, changes.route, changes.output_ref, changes.state_ref)
+        chain = fusion.current()
+        fused = nxt is not None and changes.status is NodeStatus.SUCCEEDED and fusion.fusable(wf, node, msg, nxt, chain)
+        if fused and chain is not None:  # this checkpoint also claims the successor for this invocation
+            changes = replace(changes, chain_until_ms=chain.lease_until_ms)
         if self.store.finish(msg.run_id, key, changes, owner=owner, expect=expect) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
         self.probe.reached("after_checkpoint", msg.run_id, key)
-        handler, scope = handler_for(node), ActivationScope(self, wf, node, msg)
-        if handler.owns_successor(scope):  # a map item: the map starts the next item or joins
+        if owned:
             return handler.after_checkpoint(scope)
-        nxt = next_activation(wf, node, msg, changes.route, changes.output_ref, changes.state_ref)
         if nxt is None:
             self.finish_run(msg, changes.output_ref)
             return Outcome(OutcomeKind.DONE)
-        return Outcome(OutcomeKind.DONE, next=(nxt,), then=nxt)
+        return Outcome(OutcomeKind.DONE, next=(nxt,), then=nxt, inline="fused" if fused else "")
 
     def finish_run(self, msg: Activation, output_ref: str | None) -> bool:
         """Mark the run SUCCEEDED; False when it was no longer active (already done, cancelled)."""

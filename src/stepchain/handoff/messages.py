@@ -127,6 +127,12 @@ class Outcome:
     #: DONE: the successor the node hands on to (sent or not; None: the run ended). Step Functions'
     #: route Choice reads it from the task state (``route``, ``iteration``, ``src``, ``input``)
     then: Activation | None = None
+    #: DONE: run ``next[0]`` in this invocation (stepchain.engine.fusion): "fused" (its claim rides on
+    #: this checkpoint) or "walk" (a completed chain met again: on to its first unfinished node)
+    inline: str = ""
+    #: the activation this outcome is about when the invocation ran a fused chain past its message
+    #: (what a queue re-sends on WAIT/CONTINUE); None: the message's own
+    at: Activation | None = None
 
     def to_state(self, msg: Activation) -> dict[str, Any]:
         """The small JSON a Step Functions task returns (see ``stepchain.deploy.asl``)."""

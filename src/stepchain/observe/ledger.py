@@ -15,6 +15,7 @@ from typing import Any
 
 from stepchain.define.state import view_of
 from stepchain.define.workflow import Registry, Workflow
+from stepchain.observe.fusion_saved import fusion_saved
 from stepchain.observe.pricing import Prices, load_prices
 from stepchain.store.base import CheckpointStore
 from stepchain.store.payloads import PayloadCodec
@@ -69,6 +70,7 @@ class NodeView:
     iteration: int = 0  # the loop iteration (each iteration of a node is its own row)
     route: str | None = None  # the successor a routing step chose
     copied_from: str | None = None  # a fork's copy of this checkpoint of run ``copied_from`` (not run here)
+    fused: bool = False  # it ran inline after its predecessor (stepchain.engine.fusion): no handoff, no claim
 
 
 @dataclass
@@ -102,6 +104,8 @@ class RunView:
     state: Any = None
     #: a fork's origin ``{"run_id", "node", "iteration"}`` (stepchain.engine.fork)
     forked_from: dict[str, Any] | None = None
+    #: what step fusion saved (:mod:`stepchain.observe.fusion_saved`), next to the restart tax
+    fusion_saved: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +178,7 @@ def _node_view(
         iteration=rec.iteration,
         route=rec.route,
         copied_from=rec.copied_from,
+        fused=rec.fused,
     )
 
 
@@ -261,6 +266,7 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
         parent=run.parent,
         state=current_state(records, _order(wf, records)),
         forked_from=run.forked_from,
+        fusion_saved=fusion_saved(records, prices),
     )
 
 

@@ -39,8 +39,8 @@ def serve(
         outcome = engine.process(message, lambda_context)
     if settle is not None:
         outcome = settle(message, outcome)
-    if apply:
-        engine.handoff.apply(message, outcome, engine.clock.now_ms())
+    if apply:  # after a fused chain, the outcome is about the chain's last activation (``outcome.at``)
+        engine.handoff.apply(outcome.at or message, outcome, engine.clock.now_ms())
     return outcome
 
 

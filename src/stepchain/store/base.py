@@ -73,6 +73,9 @@ from stepchain.store.records import (
 )
 from stepchain.store.steps import StepLocalStore
 
+#: the owner suffix of an implied claim (``stepchain.engine.fusion.IMPLIED``: the store may not import the engine)
+IMPLIED_OWNER = "+fused"
+
 
 class CheckpointStore(StepLocalStore, BudgetOps, ForkOps):
     """Durable run state above the port's primitives (adapters: ``memory``, ``dynamodb``)."""
@@ -234,9 +237,18 @@ class CheckpointStore(StepLocalStore, BudgetOps, ForkOps):
             push = push_history(prior, changes.invocation)
             self._evict(run_id, key, push)
         cond = _status_in(expect, absent=False)
+        update = node_update(changes, push)
+        if owner is not None and owner.endswith(IMPLIED_OWNER):
+            # an implied claim (a fused step, stepchain.engine.fusion): this write creates the node (a
+            # put-if-absent of the whole item), unless another worker claimed it meanwhile (its
+            # takeover fences this one out). An implied claim is never stored, so "absent" is all.
+            _implied_inits(update, changes.prior, changes.now_ms, self.expires_at(changes.now_ms))
+            item: dict[str, Any] = {"pk": run_pk(run_id), "sk": node_sk(key)}
+            update.apply(item)
+            return FinishResult.OK if self._put(item, ABSENT)[0] else FinishResult.LOST
         if owner is not None:
             cond = Cond(absent=False, clauses=(*cond.clauses, ("owner", "=", owner)))
-        done, _ = self._update(run_pk(run_id), node_sk(key), node_update(changes, push), cond)
+        done, _ = self._update(run_pk(run_id), node_sk(key), update, cond)
         return FinishResult.OK if done else FinishResult.LOST
 
     def _evict(self, run_id: str, key: str, push: HistoryPush) -> None:
@@ -266,6 +278,22 @@ class CheckpointStore(StepLocalStore, BudgetOps, ForkOps):
         if rec.history_complete:
             return rec.history
         return full_history(rec, self.list_history(run_id, rec.key).get(rec.key, {}))
+
+
+def _implied_inits(update: Update, prior: NodeRecord | None, now_ms: int, expires_at: int | None) -> None:
+    """What a claim would have written, for a node whose first write is its checkpoint (``prior``:
+    the record the implied claim made in memory)."""
+    inits: dict[str, Any] = {
+        "created": prior.created_ms if prior else now_ms,
+        "started": prior.started_ms if prior else now_ms,
+        "cur_started": prior.current_started_ms if prior else now_ms,
+        "invocations": prior.invocations if prior else 1,
+        "attempts": prior.attempts if prior else 1,
+        "fused": True,
+        "expires_at": expires_at,
+    }
+    taken = set(update.sets) | set(update.adds) | set(update.removes)
+    update.inits.update({k: v for k, v in inits.items() if v is not None and k not in taken})
 
 
 def _status_in(statuses: tuple[NodeStatus, ...] | tuple[RunStatus, ...], *, absent: bool) -> Cond:

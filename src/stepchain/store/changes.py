@@ -64,6 +64,10 @@ class NodeChanges:
     #: the run's durable state after this node (a codec reference, :mod:`stepchain.define.state`),
     #: stored with the node's own checkpoint write
     state_ref: str | None = None
+    #: the invocation runs the successor inline and holds it until then (stepchain.engine.fusion)
+    chain_until_ms: int | None = None
+    #: a crash the write records (a fused step whose invocation died: stepchain.engine.fusion)
+    add_crashes: int = 0
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ def node_update(c: NodeChanges, push: HistoryPush | None = None) -> Update:
         ("items_total", c.items_total),
         ("route", c.route),
         ("state", c.state_ref),
+        ("chain_until", c.chain_until_ms),
     ):
         if value is not None:
             sets[name] = value
@@ -61,6 +62,7 @@ def node_update(c: NodeChanges, push: HistoryPush | None = None) -> Update:
             ("checkpoint_hits", c.add_checkpoint_hits),
             ("effect_reruns", c.add_effect_reruns),
             ("gen", int(c.new_generation)),
+            ("crashes", c.add_crashes),
         )
         if inc
     }

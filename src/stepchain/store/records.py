@@ -213,6 +213,10 @@ class NodeRecord:
     state_ref: str | None = None
     #: a fork's copy of a checkpoint of run ``copied_from`` (stepchain.store.fork)
     copied_from: str | None = None
+    #: its invocation ran the successor inline, holding it until then (stepchain.engine.fusion)
+    chain_until_ms: int | None = None
+    #: it ran inline after its predecessor (claimed by the predecessor's checkpoint, no handoff)
+    fused: bool = False
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRecord:
@@ -260,6 +264,8 @@ class NodeRecord:
             route=item.get("route"),
             requests=stored(item),
             copied_from=item.get("copied_from"),
+            chain_until_ms=opt_int("chain_until"),
+            fused=bool(item.get("fused", False)),
         )
 
     @property

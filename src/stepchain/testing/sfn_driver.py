@@ -111,14 +111,14 @@ class SfnHarness(Harness):
         arns: dict[str, str] = {}
         code = lambda_zip()
         for fn in sorted({f for wf in workflows for f in function_names(wf)}):
-            timeout = max([n.timeout_s for wf in workflows for n in wf.nodes if n.function_name == fn] or [30])
+            ms = [self.function_ms(n) for wf in workflows for n in wf.nodes if n.function_name == fn] or [30_000]
             arns[fn] = lam.create_function(
                 FunctionName=fn,
                 Runtime="python3.12",
                 Role=role,
                 Handler="app.handler",
                 Code={"ZipFile": code},
-                Timeout=timeout,
+                Timeout=max(ms) // 1000,
             )["FunctionArn"]
         self.sfn = boto3.client("stepfunctions", region_name="us-east-1", config=Config(inject_host_prefix=False))
         self._count_calls(self.sfn)
@@ -167,7 +167,7 @@ class SfnHarness(Harness):
         except Exception:
             return self.budget_ms or 30_000, "?", "run"
         key = msg.node if msg.index is None else f"{msg.node}#{msg.index:05d}"
-        return self.budget_ms or node.timeout_s * 1000, key, msg.action
+        return self.budget_ms or self.function_ms(node), key, msg.action
 
     def _invoke_once(self, function: str, event: dict[str, Any]) -> tuple[str, bool, str]:
         budget, key, action = self._budget(event)

@@ -384,7 +384,7 @@ class SqsHarness(Harness):
     def _budget_of(self, body: str) -> int:
         try:
             msg = Activation.from_json(body)
-            return self.registry.get(msg.workflow, msg.version).node(msg.node).timeout_s * 1000
+            return self.function_ms(self.registry.get(msg.workflow, msg.version).node(msg.node))
         except Exception:
             return 60_000
 

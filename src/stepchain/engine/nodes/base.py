@@ -42,6 +42,9 @@ class NodeKindHandler:
     children_per_generation: bool = False
     #: its join reads its children's outputs and writes its own (the deploy grants it the payloads)
     reads_child_outputs: bool = False
+    #: a plain step: it may run inline after its predecessor, and its successor after it
+    #: (:func:`stepchain.engine.fusion.fusable`)
+    fusable: bool = False
 
     def activate(self, scope: ActivationScope) -> Outcome:
         """Make progress on one activation of ``scope.node`` and name what comes next."""

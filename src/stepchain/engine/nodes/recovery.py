@@ -56,7 +56,8 @@ def default_recovery(view: RecoveryView) -> Recovery:
     re-issues the successor or finishes the run); an activation lost on its way: re-issue it."""
     rec, out = view.rec, Recovery()
     if rec.status is NodeStatus.SUCCEEDED:
-        if successor_missing(view) and view.overdue(rec.ended_ms, rec.updated_ms):
+        # a fused chain's successor is absent while its invocation runs it (until ``chain_until``)
+        if successor_missing(view) and view.overdue(rec.ended_ms, rec.updated_ms, rec.chain_until_ms):
             out.msgs.append(view.act)
     elif rec.status is NodeStatus.PENDING and not input_ready(view):
         pass  # released by an early activation: its predecessor hands on when it is done

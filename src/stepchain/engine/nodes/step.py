@@ -205,6 +205,8 @@ def _cost_data(cost: CostMeter) -> dict[str, Any]:
 
 
 class StepHandler(NodeKindHandler):
+    fusable = True
+
     def activate(self, scope: ActivationScope) -> Outcome:
         assert scope.lctx is not None
         return run_step(scope.services, scope.wf, scope.node, scope.msg, scope.lctx)

@@ -74,7 +74,7 @@ def parse_event(event: Any) -> Activation:
 
 def task_state(msg: Activation, outcome: Outcome) -> dict[str, Any]:
     """``outcome.to_state(msg)`` with every field present and nothing else."""
-    raw = outcome.to_state(msg)
+    raw = outcome.to_state(outcome.at or msg)  # a fused chain: the state of its last activation
     state = {f: raw.get(f) for f in STATE_FIELDS + ROUTE_FIELDS}
     if state["items"] is None:
         state["items"] = []

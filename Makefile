@@ -12,9 +12,6 @@ export AWS_DEFAULT_REGION ?= us-east-1
 
 .PHONY: help venv lock test test-full test-fast check lint typecheck unit integration e2e demo bench clean asl template template-check wheel conformance
 
-# Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets).
--include mk/*.mk
-
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -31,6 +28,10 @@ UV_LOCK := $(UV) pip compile -q --universal --custom-compile-command 'make lock'
 	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
 	$(PY312) -m venv .venv-uv
 	.venv-uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+# Fragments: SAM CLI, LocalStack, deploy, bench peer (each defines its own venv and targets). Included after
+# UV/UV_DEP: a rule's prerequisites expand when it is read, so an earlier include saw an empty $(UV_DEP).
+-include mk/*.mk
 
 $(VENV)/.installed: pyproject.toml requirements/dev.lock | $(UV_DEP)
 	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }

@@ -30,12 +30,12 @@ def check(events: list[dict[str, Any]]) -> None:
     assert len({e["id"] for e in events}) == len(events)
     user: dict[str, list[tuple[str, Any]]] = {}
     for e in events:
-        if not e["kind"].startswith("node."):
+        if not e["kind"].startswith(("node.", "run.")):
             user.setdefault(e["node"], []).append((e["kind"], e["data"]))
     assert user == expected(N)
     ends = Counter(e["node"] for e in events if e["kind"] == "node.succeeded")
-    assert ends == Counter({k: 1 for k in expected(N)})
-    for node in expected(N):  # the node's succeeded event comes after all its emits
+    assert ends == Counter({k: 1 for k in [*expected(N), "work"]})  # the map node's own end (its join)
+    for node in [*expected(N), "work"]:  # the node's succeeded event comes after all its emits
         mine = [e for e in events if e["node"] == node]
         assert mine[-1]["kind"] == "node.succeeded" and mine[0]["kind"] == "node.started"
 
@@ -118,7 +118,9 @@ def test_a_run_without_emits_costs_no_stream_request() -> None:
             assert h.run(rid) == "SUCCEEDED"
             calls[name] = Counter(h.api_calls) - before
             streamed = [e["kind"] for e in h.stream(rid)]
-            assert streamed == ([] if name == "quiet" else ["node.started", "node.succeeded"] * 2)
-        # per invocation with lifecycle events: one head query and one transaction (the only write)
-        assert calls["loud"] - calls["quiet"] == Counter({"dynamodb.Query": 2, "dynamodb.TransactWriteItems": 2})
+            loud_kinds = ["run.started", *["node.started", "node.succeeded"] * 2, "run.succeeded"]
+            assert streamed == ([] if name == "quiet" else loud_kinds)
+        # per invocation with lifecycle events: one head query and one transaction (the only write);
+        # per run one more of each (run.succeeded, written after the run's transition)
+        assert calls["loud"] - calls["quiet"] == Counter({"dynamodb.Query": 3, "dynamodb.TransactWriteItems": 3})
         assert calls["quiet"] - calls["loud"] == Counter()

@@ -135,7 +135,10 @@ def activate(
             return w.release(msg, key, rec, "predecessor not finished")
         state = w.state_of(wf, node, msg)  # kept with the node: its join passes it on (children get input only)
         kids = child_ids(node, msg.run_id, key, rec.generation)
-        events = [("started", {"attempt": rec.attempts}, "started"), ("child_started", {"children": kids}, "children")]
+        events: list[stream.Event] = [
+            ("started", {"attempt": rec.attempts}, "started"),
+            ("child_started", {"children": kids}, "children"),
+        ]
         stream.write(w, wf, node, msg, key, rec.generation, events)
         changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token, state_ref=state)
         if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:

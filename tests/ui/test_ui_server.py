@@ -50,7 +50,7 @@ def test_serves_the_page_its_assets_and_config(ui: UiServer) -> None:
         status, ctype, _ = call(ui.url + "static/" + name)
         assert (status, ctype.split(";")[0]) == (200, kind)
     status, _, body = call(ui.url + "config.json")
-    assert json.loads(body) == {"source": "embedded runtime", "poll_ms": 200, "stream": False}
+    assert json.loads(body) == {"source": "embedded runtime", "poll_ms": 200, "stream": True, "stream_wait_s": 0.0}
     assert call(ui.url + "static/../server.py")[0] == 404
 
 
@@ -118,9 +118,7 @@ def fake_api() -> Iterator[str]:
     thread.join(timeout=5)
 
 
-def test_http_backend_sends_the_api_key_or_a_sigv4_signature(
-    fake_api: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_http_backend_sends_the_api_key_or_a_sigv4_signature(fake_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     reply = HttpBackend(fake_api + "/", api_key="k-123").request("GET", "/runs/abc?index=1")
     assert reply.status == 404 and reply.json()["error"]["code"] == "nope"
     method, path, headers, _ = _Recorder.seen[-1]

@@ -49,7 +49,10 @@ const source = {
         let run = null;
         do {
           again = false;
-          try { run = await api("GET", `/runs/${runId}`); await h.onRun(run); } catch (e) { h.onError(e); }
+          try {
+            run = await api("GET", `/runs/${runId}`);
+            if (!stopped) await h.onRun(run);
+          } catch (e) { if (!stopped) h.onError(e); }
         } while (again && !stopped);
         reading = null;
         return run;
@@ -69,7 +72,8 @@ const source = {
         let page;
         try {
           page = await api("GET", `/runs/${runId}/stream?after=${after}&limit=200&wait_s=${cfg.stream_wait_s}`);
-        } catch (e) { h.onError(e); await sleep(cfg.poll_ms); continue; }  // reconnect: same cursor
+        } catch (e) { if (!stopped) h.onError(e); await sleep(cfg.poll_ms); continue; }  // reconnect: same cursor
+        if (stopped) return;  // a newer watch (after a steering action) owns the page now
         if (page.events.length) {
           after = page.next;
           const lc = page.events.some((e) => LIFECYCLE(e.kind));

@@ -6,6 +6,7 @@ crashes at the worker's boundaries, duplicate deliveries."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from tests.integration.lifecycle_flow import ITERATIONS, N, child, expected, quiet, quiet_child, wf
 
-from stepchain.testing import Harness, LocalHarness, SfnHarness, SqsHarness
+from stepchain.testing import Harness, InjectedCrash, LocalHarness, SfnHarness, SqsHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 Driver = Harness | LocalHarness
@@ -181,3 +182,32 @@ def test_added_requests_per_invocation() -> None:
         assert extra["dynamodb.Query"] == writers
         assert set(extra) == {"dynamodb.TransactWriteItems", "dynamodb.Query"}
         assert calls["tour-quiet"] - calls["tour"] == Counter()
+
+
+def settle(h: Harness, rid: str, want: str) -> None:
+    """Run until the run is ``want``; meanwhile recover as a deployment does (time passes, the sweeper runs)."""
+    for _ in range(6):
+        if h.run(rid) == want:
+            return
+        h.advance(120)
+        h.sweep()
+    raise AssertionError(f"run {rid} is {h.status(rid)}, not {want}")
+
+
+@pytest.mark.parametrize("boundary,skip", [("api_start", 0), ("api_event", 0), ("api_event", 1)])
+def test_a_crash_inside_the_api_in_memory(boundary: str, skip: int) -> None:
+    """The API call dies after a durable write (the run created; the event stored; the wait completed):
+    the sweeper finishes it, and the stream is the same as without the crash."""
+    with Harness(wf, child, duplicate_delivery=True) as h:
+        h.crash_at(boundary, skip=skip)
+        try:
+            rid = h.start("tour", N)
+        except InjectedCrash:
+            (rid,) = [r for r in h.runs() if h.engine.get_run(r).workflow == "tour"]
+        for it in range(ITERATIONS):
+            settle(h, rid, "WAITING")
+            with contextlib.suppress(InjectedCrash):  # the event is stored: the sweeper finishes its delivery
+                h.send_event(rid, "go", it, iteration=it)
+        settle(h, rid, "SUCCEEDED")
+        assert h.probe.crashes
+        check(h, rid)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.lifecycle_flow import ITERATIONS, N, child, expected, quiet, quiet_child, wf
+from tests.integration.lifecycle_flow import ITERATIONS, WAIT_TIMEOUT_S, N, child, expected, quiet, quiet_child, wf
 
 from stepchain.testing import Harness, InjectedCrash, LocalHarness, SfnHarness, SqsHarness
 
@@ -211,3 +211,41 @@ def test_a_crash_inside_the_api_in_memory(boundary: str, skip: int) -> None:
         settle(h, rid, "SUCCEEDED")
         assert h.probe.crashes
         check(h, rid)
+
+
+def test_cancel_crashed_inside_the_api_and_a_redrive() -> None:
+    """``run.cancelled`` once, also when the cancel died after the run's CANCELLED write (the sweeper
+    finishes it); a run that failed (its wait timed out) and was redriven: ``run.failed``, then
+    ``run.succeeded``, gap-free, once each."""
+    with Harness(wf, child, duplicate_delivery=True) as h:
+        cancelled = h.start("tour", N)
+        settle(h, cancelled, "WAITING")
+        h.crash_at("api_cancel")
+        with pytest.raises(InjectedCrash):
+            h.cancel(cancelled)
+        h.advance(400)  # past the sweeper's grace (300 s)
+        h.sweep()
+        h.run()
+        kinds = [e["kind"] for e in h.stream(cancelled)]
+        assert kinds.count("run.cancelled") == 1 and kinds[-1] == "run.cancelled"
+
+        failed = h.start("tour", N)
+        settle(h, failed, "WAITING")
+        h.advance(WAIT_TIMEOUT_S + 60)
+        settle(h, failed, "FAILED")
+        h.redrive(failed)
+        settle(h, failed, "WAITING")
+        h.send_event(failed, "go", 0, iteration=0)
+        settle(h, failed, "WAITING")
+        h.send_event(failed, "go", 1, iteration=1)
+        settle(h, failed, "SUCCEEDED")
+        events = h.stream(failed)
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert len({e["id"] for e in events}) == len(events)
+        runs = [e["kind"] for e in events if e["node"] is None]
+        assert runs == ["run.started", "run.failed", "run.succeeded"]
+        # A redrive without new input keeps the node's generation: the redriven wait's node.started and
+        # node.waiting_for have the ids of its first episode's and are dropped (a documented limit,
+        # ARCHITECTURE.md); its node.succeeded and the run's events are there.
+        go = [e["kind"] for e in events if e["node"] == "go"]
+        assert go == ["node.started", "node.waiting_for", "node.failed", "node.succeeded"]

@@ -26,6 +26,7 @@ from stepchain.api.models import RUN_ID_PATTERN, ErrorResponse
 from stepchain.clock import Clock
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
+from stepchain.store.records import RunStatus
 from stepchain.store.stream import read_events
 
 __all__ = ["MAX_WAIT_S", "POLL_S", "router"]
@@ -86,7 +87,7 @@ def get_stream(
     while True:
         run = runs.get_run(run_id)  # 404 for an unknown run (the ownership guard ran before)
         events = read_events(runs.store, run_id, after=after, limit=limit)
-        if events or run.status.finished or runs.clock.monotonic_ms() + POLL_S * 1000 > deadline:
+        if events or run.status is not RunStatus.RUNNING or runs.clock.monotonic_ms() + POLL_S * 1000 > deadline:
             break
         _pause(runs.clock, POLL_S)
     page = [StreamEventModel.model_validate(e.to_dict()) for e in events]

@@ -6,7 +6,8 @@ duration and cost, and the last events of the run's progress stream; it exits wh
 line changed.
 
 Like the web page it tails ``GET /runs/{id}/stream?after=`` (a long-poll where the backend allows
-it, :attr:`~stepchain.ui.backends.HttpBackend.stream_wait_s`), keeping its cursor across failed reads;
+it, :attr:`~stepchain.ui.backends.HttpBackend.stream_wait_s`; the API answers at once for a run that
+waits for an event or a timer: then it pauses ``interval_s``), keeping its cursor across failed reads;
 it reads the run view again when lifecycle events arrive, and every ``interval_s`` while the stream has
 shown none (a workflow without lifecycle events), every 4 x ``interval_s`` with them.
 """
@@ -112,6 +113,7 @@ def watch(
     wait_s = float(getattr(backend, "stream_wait_s", 0) or 0)
     run = get_json(backend, f"/runs/{run_id}")
     while True:
+        asked = time.monotonic()
         try:
             page = get_json(backend, f"/runs/{run_id}/stream?after={after}&limit=200&wait_s={wait_s:g}")
         except UiError:  # a reconnect: the next read goes on from the same cursor
@@ -142,5 +144,6 @@ def watch(
             return 1
         if run["status"] in FINISHED:
             continue  # one more read of the stream: the run's end event follows its transition
-        if not fresh and not (wait_s and not page["finished"]):
+        held = wait_s and time.monotonic() - asked >= wait_s / 2  # a long-poll that waited (a RUNNING run)
+        if not fresh and not held:
             sleep(interval_s)

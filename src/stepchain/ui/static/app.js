@@ -70,6 +70,7 @@ const source = {
       let ended = 0;
       while (!stopped && ended < 2) {
         let page;
+        const asked = Date.now();
         try {
           page = await api("GET", `/runs/${runId}/stream?after=${after}&limit=200&wait_s=${cfg.stream_wait_s}`);
         } catch (e) { if (!stopped) h.onError(e); await sleep(cfg.poll_ms); continue; }  // reconnect: same cursor
@@ -82,7 +83,10 @@ const source = {
           if (lc) refresh();
         }
         if (page.finished && !page.events.length) ended += 1;
-        if (!page.events.length) await sleep(page.finished ? 300 : (cfg.stream_wait_s ? 0 : cfg.poll_ms));
+        // an empty page that came back at once (no long-poll here, or the run waits for an event or a
+        // timer: the API answers those at once): pause before asking again
+        const held = Date.now() - asked >= cfg.stream_wait_s * 500;
+        if (!page.events.length) await sleep(page.finished ? 300 : (held ? 0 : cfg.poll_ms));
       }
     };
     poll();

@@ -124,3 +124,28 @@ def test_a_run_without_emits_costs_no_stream_request() -> None:
         # per run one more of each (run.succeeded, written after the run's transition)
         assert calls["loud"] - calls["quiet"] == Counter({"dynamodb.Query": 3, "dynamodb.TransactWriteItems": 3})
         assert calls["quiet"] - calls["loud"] == Counter()
+
+
+def test_an_emit_named_like_a_lifecycle_event_is_written_before_its_items_checkpoint() -> None:
+    """``flush_user`` writes at an ``each`` item's checkpoint whenever a ``ctx.emit`` is pending, whatever
+    its kind (here ``run.note``): a crash after the checkpoint does not lose it (the item is not re-run)."""
+    from stepchain import Workflow
+
+    noted = Workflow("noted", stream_lifecycle=True)
+
+    @noted.step()
+    def go(ctx: Any, n: int) -> list[int]:
+        def item(i: int) -> int:
+            ctx.emit("run.note", {"i": i})
+            return i
+
+        return ctx.each(list(range(n)), item)  # type: ignore[no-any-return]
+
+    with Harness(noted) as h:
+        # item 0's emit writes at once (the invocation's first); item 1's is buffered (within 200 ms)
+        # and must be written before item 1's checkpoint: the crash comes before item 2
+        h.crash_at("mid_item", node="go", skip=2)
+        rid = h.start("noted", 3)
+        assert h.run(rid) == "SUCCEEDED" and h.probe.crashes
+        notes = [e["data"]["i"] for e in h.stream(rid) if e["kind"] == "run.note"]
+        assert notes == [0, 1, 2]

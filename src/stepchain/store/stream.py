@@ -179,6 +179,7 @@ class EmitBuffer:
         self._last_flush_ms: int | None = None
         self._head: int | None = None  # the last sequence number this buffer wrote or saw
         self._batches: dict[str, str] = {}  # lifecycle event id -> its batch (``lifecycle(batch=)``)
+        self._user_pending = False  # a ``ctx.emit`` event is buffered (``flush_user`` writes then)
         self._lock = threading.Lock()
 
     def emit(self, kind: str, data: Any, scope: str) -> None:
@@ -191,6 +192,7 @@ class EmitBuffer:
             self._counters[scope] = n
             ev_id = f"{self.key}|g{self.generation}|{scope}|e{n}"
             self._pending.append(PendingEvent(ev_id, kind, text, self.key, now))
+            self._user_pending = True
             due = self._last_flush_ms is None or now - self._last_flush_ms >= FLUSH_MS
         if due:
             self.flush()
@@ -219,7 +221,7 @@ class EmitBuffer:
         pending (a lifecycle event rides along then; alone it waits for the invocation's end flush:
         lifecycle events cost at most one write per invocation)."""
         with self._lock:
-            due = any(not (e.kind.startswith("node.") or e.kind.startswith("run.")) for e in self._pending)
+            due = self._user_pending
         if due:
             self.flush()
 
@@ -227,7 +229,7 @@ class EmitBuffer:
         """Write the buffered events: no request when there are none, else one transaction (plus one
         head query on the invocation's first flush, or when another writer moved the head)."""
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, self._pending, self._user_pending = self._pending, [], False
             self._last_flush_ms = self._now_ms()
             if batch and self._known is None:
                 prefix = f"{EVID_PREFIX}{self.key}|g{self.generation}|"

@@ -61,6 +61,7 @@ def node_update(c: NodeChanges, push: HistoryPush | None = None) -> Update:
             ("checkpoint_hits", c.add_checkpoint_hits),
             ("effect_reruns", c.add_effect_reruns),
             ("gen", int(c.new_generation)),
+            ("redriven", int(c.add_redrive)),
         )
         if inc
     }

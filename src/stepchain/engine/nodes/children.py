@@ -139,7 +139,7 @@ def activate(
             ("started", {"attempt": rec.attempts}, "started"),
             ("child_started", {"children": kids}, "children"),
         ]
-        stream.write(w, wf, node, msg, key, rec.generation, events)
+        stream.write(w, wf, node, msg, rec, events)
         changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token, state_ref=state)
         if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
@@ -256,7 +256,7 @@ def join(
     end: stream.Event = (
         ("failed", {"error": verdict[1]}, "failed") if verdict[0] == "fail" else ("succeeded", {}, "succeeded")
     )
-    stream.write(w, wf, node, msg, key, rec.generation, [("child_ended", {"children": ended}, "children_ended"), end])
+    stream.write(w, wf, node, msg, rec, [("child_ended", {"children": ended}, "children_ended"), end])
     if verdict[0] == "fail":
         err = verdict[1]
         inv = Invocation(rec.started_ms or rec.created_ms, now, "failed")

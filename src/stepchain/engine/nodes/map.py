@@ -47,7 +47,7 @@ def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: La
         item_key = node_key(node.id, i, msg.iteration)
         w.store.put_node_if_absent(NodeInit(msg.run_id, item_key, node.id, ref, index=i), now)
     events = [("started", {"attempt": rec.attempts}, "started"), ("fanned_out", {"items": len(items)}, "fanned_out")]
-    stream.write(w, wf, node, msg, key, rec.generation, events)
+    stream.write(w, wf, node, msg, rec, events)
     inv = Invocation(now, w.clock.now_ms(), "fanned_out")
     state = w.state_of(wf, node, msg)  # kept with the map: its join passes it on (items only read input)
     changes = NodeChanges(
@@ -115,7 +115,7 @@ def join(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
     now = w.clock.now_ms()
     out_ref = w.codec.encode([w.codec.decode(i.output_ref) for i in items], scope=f"{msg.run_id}/{key}")
     done = {"items": len(items), "cost": {"usd": sum(i.cost_usd for i in items)}}
-    stream.write(w, wf, node, msg.with_(index=None), key, parent.generation, [("succeeded", done, "succeeded")])
+    stream.write(w, wf, node, msg.with_(index=None), parent, [("succeeded", done, "succeeded")])
     changes = NodeChanges(
         NodeStatus.SUCCEEDED,
         now,

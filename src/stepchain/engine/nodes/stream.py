@@ -19,7 +19,7 @@ from typing import Any
 from stepchain.define.workflow import Node, Workflow
 from stepchain.engine.nodes.scope import KindServices
 from stepchain.handoff.messages import Activation
-from stepchain.store.records import RunRecord, RunStatus
+from stepchain.store.records import NodeRecord, RunRecord, RunStatus
 from stepchain.store.stream import PendingEvent, append_events, encode_data
 
 #: one lifecycle event of a node: (kind without ``node.``, data, id suffix)
@@ -32,20 +32,24 @@ def opens_run(wf: Workflow, node: Node, msg: Activation) -> bool:
     return msg.index is None and msg.iteration == 0 and wf.first().id == node.id
 
 
-def write(
-    s: KindServices, wf: Workflow, node: Node, msg: Activation, key: str, generation: int, events: list[Event]
-) -> None:
+def episode(rec: NodeRecord) -> str:
+    """An id suffix for the node's episode: ``""`` until a redrive reset it, then ``|r<n>`` (a redrive
+    that keeps its generation would otherwise give its events the ids of the first episode's)."""
+    return f"|r{rec.redriven}" if rec.redriven else ""
+
+
+def write(s: KindServices, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord, events: list[Event]) -> None:
     """Append the node's ``events`` (nothing without ``stream_lifecycle``): one head query and one
     transaction. Call it before the durable write the events describe."""
     if not wf.stream_lifecycle or not events:
         return
     now = s.clock.now_ms()
-    base = f"{key}|g{generation}|"
+    base, ep = f"{rec.key}|g{rec.generation}|", episode(rec)
     pending = []
-    if opens_run(wf, node, msg) and generation == 0 and events[0][0] == "started":
+    if opens_run(wf, node, msg) and rec.generation == 0 and not rec.redriven and events[0][0] == "started":
         pending.append(PendingEvent(base + "run|started", "run.started", encode_data({}), None, now))
     for kind, data, suffix in events:
-        pending.append(PendingEvent(base + "node|" + suffix, f"node.{kind}", encode_data(data), key, now))
+        pending.append(PendingEvent(base + "node|" + suffix + ep, f"node.{kind}", encode_data(data), rec.key, now))
     append_events(s.store, msg.run_id, pending)
 
 
@@ -63,4 +67,4 @@ def run_ended(s: KindServices, run: RunRecord) -> None:
     append_events(s.store, run.run_id, [ev])
 
 
-__all__ = ["Event", "opens_run", "run_ended", "write"]
+__all__ = ["Event", "episode", "opens_run", "run_ended", "write"]

@@ -52,9 +52,15 @@ def test_pages_resume_with_next_and_end_when_finished(h: Harness) -> None:
             break
         seen += page["events"]
         after = page["next"]
-    assert [e["seq"] for e in seen] == list(range(1, 8))
-    assert [e["kind"] for e in seen] == ["node.started", *["said"] * 5, "node.succeeded"]
-    assert [e["data"] for e in seen[1:6]] == [{"i": i} for i in range(5)]
+    assert [e["seq"] for e in seen] == list(range(1, 10))
+    assert [e["kind"] for e in seen] == [
+        "run.started",
+        "node.started",
+        *["said"] * 5,
+        "node.succeeded",
+        "run.succeeded",
+    ]
+    assert [e["data"] for e in seen[2:7]] == [{"i": i} for i in range(5)]
     assert seen == h.stream(run_id)
 
 

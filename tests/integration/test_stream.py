@@ -30,12 +30,12 @@ def check(events: list[dict[str, Any]]) -> None:
     assert len({e["id"] for e in events}) == len(events)
     user: dict[str, list[tuple[str, Any]]] = {}
     for e in events:
-        if not e["kind"].startswith("node."):
+        if not e["kind"].startswith(("node.", "run.")):
             user.setdefault(e["node"], []).append((e["kind"], e["data"]))
     assert user == expected(N)
     ends = Counter(e["node"] for e in events if e["kind"] == "node.succeeded")
-    assert ends == Counter({k: 1 for k in expected(N)})
-    for node in expected(N):  # the node's succeeded event comes after all its emits
+    assert ends == Counter({k: 1 for k in [*expected(N), "work"]})  # the map node's own end (its join)
+    for node in [*expected(N), "work"]:  # the node's succeeded event comes after all its emits
         mine = [e for e in events if e["node"] == node]
         assert mine[-1]["kind"] == "node.succeeded" and mine[0]["kind"] == "node.started"
 
@@ -118,7 +118,34 @@ def test_a_run_without_emits_costs_no_stream_request() -> None:
             assert h.run(rid) == "SUCCEEDED"
             calls[name] = Counter(h.api_calls) - before
             streamed = [e["kind"] for e in h.stream(rid)]
-            assert streamed == ([] if name == "quiet" else ["node.started", "node.succeeded"] * 2)
-        # per invocation with lifecycle events: one head query and one transaction (the only write)
-        assert calls["loud"] - calls["quiet"] == Counter({"dynamodb.Query": 2, "dynamodb.TransactWriteItems": 2})
+            loud_kinds = ["run.started", *["node.started", "node.succeeded"] * 2, "run.succeeded"]
+            assert streamed == ([] if name == "quiet" else loud_kinds)
+        # per invocation with lifecycle events: one head query and one transaction (the only write);
+        # per run one more of each (run.succeeded, written after the run's transition)
+        assert calls["loud"] - calls["quiet"] == Counter({"dynamodb.Query": 3, "dynamodb.TransactWriteItems": 3})
         assert calls["quiet"] - calls["loud"] == Counter()
+
+
+def test_an_emit_named_like_a_lifecycle_event_is_written_before_its_items_checkpoint() -> None:
+    """``flush_user`` writes at an ``each`` item's checkpoint whenever a ``ctx.emit`` is pending, whatever
+    its kind (here ``run.note``): a crash after the checkpoint does not lose it (the item is not re-run)."""
+    from stepchain import Workflow
+
+    noted = Workflow("noted", stream_lifecycle=True)
+
+    @noted.step()
+    def go(ctx: Any, n: int) -> list[int]:
+        def item(i: int) -> int:
+            ctx.emit("run.note", {"i": i})
+            return i
+
+        return ctx.each(list(range(n)), item)  # type: ignore[no-any-return]
+
+    with Harness(noted) as h:
+        # item 0's emit writes at once (the invocation's first); item 1's is buffered (within 200 ms)
+        # and must be written before item 1's checkpoint: the crash comes before item 2
+        h.crash_at("mid_item", node="go", skip=2)
+        rid = h.start("noted", 3)
+        assert h.run(rid) == "SUCCEEDED" and h.probe.crashes
+        notes = [e["data"]["i"] for e in h.stream(rid) if e["kind"] == "run.note"]
+        assert notes == [0, 1, 2]

@@ -8,7 +8,7 @@ ROUTES = {
     ("/runs", "post"), ("/runs", "get"), ("/runs/{run_id}", "get"), ("/runs/{run_id}/steps/{step}", "get"),
     ("/runs/{run_id}/events/{name}", "post"), ("/runs/{run_id}/cancel", "post"),
     ("/runs/{run_id}/redrive", "post"), ("/runs/{run_id}/budget", "post"), ("/openapi.json", "get"),
-    ("/runs/{run_id}/approvals", "post"), ("/approvals", "post"),
+    ("/runs/{run_id}/approvals", "post"), ("/approvals", "post"), ("/runs/{run_id}/stream", "get"),
 }  # fmt: skip
 AUTH = {"Fn::If": ["UseApiKey", [{"api_key": []}], [{"sigv4": []}]]}
 

@@ -101,7 +101,11 @@ def test_the_live_page_shows_a_run_updating_while_it_runs(page: Any, embedded: t
 
             seen('tr[data-key="gather"][data-status="RUNNING"]')
             seen('#run-status[data-status="RUNNING"]')
+            seen('#stream-tail li[data-kind="gathering"]')  # the stream panel: the step's emits, live
+            seen('tr[data-key="gather"] td.progress:has-text("each: ")')  # each progress, from node.each
+            seen('#live:has-text("progress stream")')  # the page reads the stream, not only the view
             seen('tr[data-key="gather"][data-status="SUCCEEDED"]')
+            seen('tr[data-key="gather"] td.progress:text("each: 3/3")')
             seen('tr[data-key="square"] td.progress:text("3 items")')  # the map's items, one row each
             assert page.locator('tr[data-key^="square#"]').count() == 3
             seen('tr[data-key="square"][data-status="SUCCEEDED"]')
@@ -112,8 +116,9 @@ def test_the_live_page_shows_a_run_updating_while_it_runs(page: Any, embedded: t
             page.click('tr[data-key="gather"]')  # click-through: the step's output
             seen('#details-title:text-is("gather")')
             assert "output" in page.locator("#details-fields").inner_text()
-            shown = page.locator("#details-fields pre").first.inner_text()
-            assert "".join(shown.split()) == "[1,2,3]"
+            seen('#details-fields dt:text-is("input")')  # the step's input (GET /runs/{id}/steps/gather)
+            shown = ["".join(t.split()) for t in page.locator("#details-fields pre").all_inner_texts()]
+            assert '{"question":"q"}' in shown and "[1,2,3]" in shown
             assert page.locator("#btn-fork").is_enabled()  # a node of this run: it may be forked
             page.click('tr[data-key="square#00001"]')  # a map item: fork its map node instead
             assert page.locator("#btn-fork").is_disabled()
@@ -122,6 +127,11 @@ def test_the_live_page_shows_a_run_updating_while_it_runs(page: Any, embedded: t
             seen('tr[data-key="report"][data-status="RUNNING"]')
             seen('tr[data-key="report"][data-status="SUCCEEDED"]')
             seen('#run-status[data-status="SUCCEEDED"]')
+            seen('#stream-tail li[data-kind="run.succeeded"]')  # the run's end, read after it finished
+            kinds = page.locator("#stream-tail li").evaluate_all("els => els.map(e => e.dataset.kind)")
+            assert kinds.count("node.started") >= 4 and kinds.count("gathered") == 3  # each event once
+            seqs = page.locator("#stream-tail li").evaluate_all("els => els.map(e => +e.dataset.seq)")
+            assert seqs == list(range(len(seqs), 0, -1))  # newest first, gap-free, none twice
             assert page.evaluate("window.__notReloaded") is True  # all of it without a reload
             bars = page.locator('tr[data-key="report"] .bar').get_attribute("style") or ""
             assert "left:" in bars and "width:" in bars  # placed on the time axis

@@ -46,6 +46,7 @@ def test_watch_follows_an_embedded_run_to_its_end(tmp_path: Path, capsys: pytest
     assert code == 0, out
     assert f"slow {run.run_id}  SUCCEEDED" in out
     assert "3/3 items" in out and "4/4 nodes done" in out
+    assert "each: 3/3" in out and "run.succeeded" in out and "stream: " in out  # it tailed the stream
 
 
 def test_watch_without_an_emulator_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

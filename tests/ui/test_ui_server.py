@@ -50,7 +50,7 @@ def test_serves_the_page_its_assets_and_config(ui: UiServer) -> None:
         status, ctype, _ = call(ui.url + "static/" + name)
         assert (status, ctype.split(";")[0]) == (200, kind)
     status, _, body = call(ui.url + "config.json")
-    assert json.loads(body) == {"source": "embedded runtime", "poll_ms": 200, "stream": False}
+    assert json.loads(body) == {"source": "embedded runtime", "poll_ms": 200, "stream": True, "stream_wait_s": 0.0}
     assert call(ui.url + "static/../server.py")[0] == 404
 
 
@@ -163,16 +163,20 @@ def test_render_shows_each_progress_items_children_and_the_wait(harness: Harness
 
 
 class _Script:
-    """A backend answering GET /runs/{id} with the next of a list of statuses."""
+    """A backend answering GET /runs/{id} with the next of a list of statuses, and its stream with no
+    events (finished once the last status given was)."""
 
     label = "script"
 
     def __init__(self, doc: dict[str, Any], statuses: list[str]) -> None:
-        self.doc, self.statuses = doc, statuses
+        self.doc, self.statuses, self.last = doc, statuses, ""
 
     def request(self, method: str, path: str, body: bytes | None = None) -> ApiReply:
-        doc = {**self.doc, "status": self.statuses.pop(0)}
-        return ApiReply(200, json.dumps(doc).encode())
+        if "/stream" in path:
+            done = self.last in ("SUCCEEDED", "FAILED", "CANCELLED")
+            return ApiReply(200, json.dumps({"events": [], "next": 0, "finished": done}).encode())
+        self.last = self.statuses.pop(0)
+        return ApiReply(200, json.dumps({**self.doc, "status": self.last}).encode())
 
 
 def test_watch_redraws_until_the_run_finishes(harness: Harness) -> None:
@@ -182,7 +186,7 @@ def test_watch_redraws_until_the_run_finishes(harness: Harness) -> None:
     out = io.StringIO()
     sleeps: list[float] = []
     code = watch(_Script(doc, ["RUNNING", "RUNNING", "SUCCEEDED"]), run_id, out=out, sleep=sleeps.append)
-    assert code == 0 and sleeps == [1.0, 1.0]
+    assert code == 0 and sleeps == [1.0]  # finished at the 3rd view: the stream read once more, no sleep
     text = out.getvalue()  # not a terminal: each distinct line once
     assert text.count(f"{run_id}  RUNNING") == 1 and text.count(f"{run_id}  SUCCEEDED") == 1
     assert watch(_Script(doc, ["FAILED"]), run_id, out=io.StringIO()) == 1

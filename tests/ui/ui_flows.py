@@ -11,13 +11,18 @@ from stepchain import StepContext, TerminalError, Workflow
 #: each slow step sleeps this long (real time on the embedded runtime), so a browser sees it RUNNING
 SLOW_S = float(os.environ.get("UI_TEST_SLOW_S", "1.5"))
 
-slow = Workflow("slow")
+slow = Workflow("slow", stream_lifecycle=True)
 
 
 @slow.step()
 def gather(ctx: StepContext, doc: Any) -> list[int]:
-    time.sleep(SLOW_S)
-    return [1, 2, 3]
+    def row(i: int) -> int:  # each item emits: its flush carries the each progress before it
+        time.sleep(SLOW_S / 3)
+        ctx.emit("gathered", {"row": i})
+        return i
+
+    ctx.emit("gathering", {"question": doc.get("question") if isinstance(doc, dict) else None})
+    return ctx.each([1, 2, 3], row, name="rows")
 
 
 @slow.map()

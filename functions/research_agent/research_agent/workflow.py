@@ -100,7 +100,8 @@ BEDROCK_POLICY = {
     ]
 }
 
-wf = Workflow("research-agent")
+#: lifecycle events on the run's progress stream (GET /runs/{id}/stream): the live view follows them
+wf = Workflow("research-agent", stream_lifecycle=True)
 
 
 @wf.step(timeout_s=30, memory_mb=256, retry=RetryPolicy(max_attempts=3, backoff_s=1.0))
@@ -130,6 +131,7 @@ def fetch(ctx: StepContext, planned: dict[str, Any]) -> list[dict[str, Any]]:
             if exc.retryable:
                 raise RetryableError(str(exc)) from exc
             return {"url": source["url"], "error": str(exc)}
+        ctx.emit("page", {"url": source["url"], "chars": len(page.text)})  # on the stream as it is fetched
         return {**page.to_dict(), "question": question}
 
     pages = ctx.each(planned["sources"], fetch_one, name="pages")

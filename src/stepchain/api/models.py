@@ -284,6 +284,14 @@ class RunDetail(OutputFields):
 
 
 class StepDetail(OutputFields):
+    """A step's record, its output (once it succeeded) and its input, served like its output: inline,
+    behind a presigned URL when offloaded to S3, or omitted when nested too deeply."""
+
+    has_input: bool = Field(default=False, description="False until the step's input is known (it started).")
+    input: Any = Field(default=None, description="The step's input, when it is small enough to be inline.")
+    input_url: str | None = Field(default=None, description="Presigned GET URL of an offloaded input.")
+    input_bytes: int = 0
+    input_omitted: str | None = Field(default=None, description="Why a stored input is not inline.")
     run_id: str
     step: str
     key: str

@@ -37,7 +37,15 @@ from stepchain.api.models import (
 from stepchain.api.ownership import caller_of
 from stepchain.api.resolver import app, metrics
 from stepchain.api.security import check_input_size
-from stepchain.api.views import IterationQuery, accepted, output_fields, output_if_done, step_fields, waiting_for
+from stepchain.api.views import (
+    IterationQuery,
+    accepted,
+    input_ref,
+    output_fields,
+    output_if_done,
+    step_fields,
+    waiting_for,
+)
 from stepchain.engine import Engine
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import InvalidRunState, StepNotFound
@@ -214,7 +222,7 @@ def get_run(runs: RunsDep, run_id: RunId) -> RunDetail:
 
 @router.get(
     "/runs/<run_id>/steps/<step>",
-    summary="One step (or map item) and its output",
+    summary="One step (or map item), its input and its output",
     operation_id="getStep",
     responses=responses(200, "The step", 400, 404),
 )
@@ -238,6 +246,7 @@ def get_step(
         what = step if index is None else f"item {index} of {step!r}"
         raise StepNotFound(f"{what} has not started in run {run_id}")
     fields = {**step_fields(rec, kind or node_kind(rec, None)), **output_if_done(runs, rec)}
+    fields.update(output_fields(runs, input_ref(runs, wf, rec), "input"))
     fields["history"] = [h.to_dict() for h in runs.node_history(run_id, rec)]  # H# items too
     return StepDetail.model_validate(fields)
 

@@ -8,11 +8,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from stepchain.api.decoding import MAX_SERVED_DEPTH, depth
 from stepchain.api.security import output_url_ttl_s
+from stepchain.define.workflow import Workflow
 from stepchain.engine.events import waiting_for
 from stepchain.engine.runs import RunService
 from stepchain.exceptions import BlobUnavailable
 from stepchain.store.payloads import PayloadCodec
-from stepchain.store.records import NodeRecord, NodeStatus
+from stepchain.store.records import NodeRecord, NodeStatus, node_key
 
 #: ``?iteration=N`` of an event delivery (bad values: 400 ``invalid_parameter``, like every query parameter)
 IterationQuery = Annotated[
@@ -33,25 +34,47 @@ def accepted(result: str) -> Literal["delivered", "buffered"]:
     return "delivered" if result == "delivered" else "buffered"
 
 
-def output_fields(runs: RunService, ref: str | None) -> dict[str, Any]:
-    """A stored value as response fields: inline, or a presigned URL when offloaded to the blob store."""
+def output_fields(runs: RunService, ref: str | None, name: str = "output") -> dict[str, Any]:
+    """A stored value as response fields (``output``, or ``input`` with ``name``): inline, or a presigned
+    URL when offloaded to the blob store; one nested too deeply for a JSON response is omitted."""
     if ref is None:
         return {}
-    fields: dict[str, Any] = {"has_output": True, "output_bytes": PayloadCodec.size(ref)}
+    fields: dict[str, Any] = {f"has_{name}": True, f"{name}_bytes": PayloadCodec.size(ref)}
     key = PayloadCodec.blob_key(ref)
     url = None if key is None else runs.codec.blobs.presigned_url(key, output_url_ttl_s())
     if url is not None:
-        fields["output_url"] = url
+        fields[f"{name}_url"] = url
         return fields
     try:
         value = runs.codec.decode(ref)
     except BlobUnavailable as exc:  # a stored value we cannot read back is our problem, not the caller's
-        raise RuntimeError(f"stored output is unreadable: {exc}") from exc
+        raise RuntimeError(f"stored {name} is unreadable: {exc}") from exc
     if depth(value) > MAX_SERVED_DEPTH:  # a step may return what no JSON response here can carry
-        fields["output_omitted"] = f"nested more than {MAX_SERVED_DEPTH} levels: read it with the library"
+        fields[f"{name}_omitted"] = f"nested more than {MAX_SERVED_DEPTH} levels: read it with the library"
     else:
-        fields["output"] = value
+        fields[name] = value
     return fields
+
+
+def input_ref(runs: RunService, wf: Workflow | None, rec: NodeRecord) -> str | None:
+    """The node's input: its own (the first node, a map item, a redrive's new input), else the output
+    of the node that routed to it (in its iteration or the one before: a route back starts the next),
+    else of its chain predecessor in its iteration. None: not known yet (or the workflow is not
+    registered here)."""
+    if rec.input_ref is not None or wf is None or not wf.has_node(rec.node) or rec.index is not None:
+        return rec.input_ref
+    nodes = runs.store.list_nodes(rec.run_id)
+    for src in nodes:
+        routed = src.route == rec.node and src.index is None
+        back = src.iteration == rec.iteration - 1 and wf.position(src.node) >= wf.position(rec.node)
+        if routed and (src.iteration == rec.iteration or back):
+            return src.output_ref
+    prev = wf.prev_of(rec.node)
+    if prev is None:
+        return None
+    key = node_key(prev.id, None, rec.iteration)
+    found = next((n for n in nodes if n.key == key and n.status is NodeStatus.SUCCEEDED), None)
+    return None if found is None else found.output_ref
 
 
 def step_fields(rec: NodeRecord, kind: str) -> dict[str, Any]:
@@ -86,4 +109,4 @@ def output_if_done(runs: RunService, rec: NodeRecord) -> dict[str, Any]:
     return output_fields(runs, rec.output_ref) if rec.status is NodeStatus.SUCCEEDED else {}
 
 
-__all__ = ["IterationQuery", "accepted", "output_fields", "output_if_done", "step_fields", "waiting_for"]
+__all__ = ["IterationQuery", "accepted", "input_ref", "output_fields", "output_if_done", "step_fields", "waiting_for"]

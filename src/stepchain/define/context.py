@@ -51,6 +51,8 @@ class StepContext:
     invocation: int = 1
     #: the run's durable state as this step sees it (None: the workflow declares none, or a map item)
     state_box: StateBox | None = None
+    #: the workflow streams lifecycle events (``Workflow(stream_lifecycle=True)``: ``ctx.each`` progress)
+    stream_lifecycle: bool = False
     #: ``ctx.each`` items checkpointed by this invocation (each invocation gets a fresh context)
     _items_done: int = field(default=0, init=False)
     _ops: Scopes = field(default_factory=Scopes, init=False)

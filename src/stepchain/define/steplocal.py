@@ -138,6 +138,8 @@ class OpContext(Protocol):
     @property
     def has_emits(self) -> bool: ...
     @property
+    def stream_lifecycle(self) -> bool: ...
+    @property
     def emits(self) -> EmitBuffer: ...
 
     _items_done: int
@@ -217,9 +219,12 @@ def _each(ctx: OpContext, items: Sequence[T], name: str | None) -> Generator[T, 
         slowest = max(slowest, took)
         rec = EachRecord(i, ref, took, clock.now_ms(), slowest, fingerprint(items[i]))
         if ctx.has_emits:  # the item's emits are written before its checkpoint: a re-run never repeats it
-            ctx.emits.flush()
+            ctx.emits.flush_user()
         store.put_each(run_id, key, op, rec, generation=gen)
         probe.reached("item_checkpointed", run_id, key, detail)
+        if ctx.stream_lifecycle:  # progress after the checkpoint: batched, written with the next flush
+            data = {"each": op, "done": i + 1, "total": len(items)}
+            ctx.emits.lifecycle("each", data, f"each|{op}|d{i + 1}", batch=f"each|{op}")
         results[i] = value
         ctx._items_done += 1
         check_cancelled(ctx)
@@ -290,7 +295,7 @@ def _once(
             ctx._effect_restarted = False
     ref = codec.encode(value, scope=f"{run_id}/{key}/once")
     if ctx.has_emits:  # the effect's emits are written before its result: a re-run never repeats it
-        ctx.emits.flush()
+        ctx.emits.flush_user()
     winner = store.put_once(run_id, key, op, ref, clock.now_ms(), generation=gen)
     probe.reached("once_checkpointed", run_id, key, op)
     return codec.decode(winner)

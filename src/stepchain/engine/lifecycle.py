@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stepchain.engine.nodes import handler_for
+from stepchain.engine.nodes import handler_for, stream
 from stepchain.engine.nodes.children import child_runs, split_parent
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.handoff.messages import Activation, Outcome
@@ -23,7 +23,10 @@ from stepchain.store.records import NodeRecord, NodeStatus, RunRecord, RunStatus
 
 
 def run_ended(s: KindServices, run: RunRecord) -> None:
-    """``run`` ended (SUCCEEDED, FAILED or CANCELLED): if it is a child, notify its parent node."""
+    """``run`` ended (SUCCEEDED, FAILED or CANCELLED): its ``run.*`` stream event (lifecycle
+    events only); if it is a child, notify its parent node."""
+    if run.status is not RunStatus.CANCELLED:  # a cancel's event is finish_cancel's
+        stream.run_ended(s, run)
     if not run.parent:
         return
     parent_id, key, _ = split_parent(run.parent)
@@ -67,6 +70,7 @@ def finish_cancel(s: KindServices, run: RunRecord, *, api: bool = False) -> None
     """The rest of a cancel, once the run is CANCELLED: tombstones, stop the transport, and
     leave the sweeper's index. Idempotent (the sweeper calls it for a cancel that died)."""
     run_id, now = run.run_id, s.clock.now_ms()
+    stream.run_ended(s, run)  # run.cancelled (lifecycle events only); again when the sweeper finishes it
     wf = s.registry.find(run.workflow, run.version)  # None: a retired version still cancels
     existing = {r.key: r for r in s.store.list_nodes(run_id)}
     for rec in existing.values():

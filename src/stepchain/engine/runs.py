@@ -274,6 +274,7 @@ class RunService:
                     NodeStatus.PENDING,
                     now,
                     attempts=1,
+                    add_redrive=True,
                     input_ref=new_input,
                     new_generation=not (new_input is None if keep_progress is None else keep_progress)
                     or handler_for(wf.node(rec.node)).children_per_generation,  # a call/parallel: new children

@@ -61,6 +61,8 @@ class NodeChanges:
     add_effect_reruns: int = 0
     #: start a new progress generation: earlier ``ctx.each``/``ctx.once`` checkpoints are ignored
     new_generation: bool = False
+    #: a redrive reset the node (``NodeRecord.redriven`` + 1): its progress-stream lifecycle ids change
+    add_redrive: bool = False
     #: the run's durable state after this node (a codec reference, :mod:`stepchain.define.state`),
     #: stored with the node's own checkpoint write
     state_ref: str | None = None

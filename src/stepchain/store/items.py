@@ -63,6 +63,7 @@ def node_update(c: NodeChanges, push: HistoryPush | None = None) -> Update:
             ("effect_reruns", c.add_effect_reruns),
             ("gen", int(c.new_generation)),
             ("crashes", c.add_crashes),
+            ("redriven", int(c.add_redrive)),
         )
         if inc
     }

@@ -203,6 +203,8 @@ class NodeRecord:
     history_count: int = 0
     #: bumped by a redrive that discards the node's partial progress (``ctx.each`` items, ``ctx.once`` results)
     generation: int = 0
+    #: how many redrives reset this node (the lifecycle events of each episode get their own ids)
+    redriven: int = 0
     #: ``ctx.once`` effects started again because an earlier attempt never checkpointed them
     effect_reruns: int = 0
     iteration: int = 0  # the loop iteration of this node (part of its key, see :func:`node_key`)
@@ -259,6 +261,7 @@ class NodeRecord:
             history=tuple(Invocation.from_dict(h) for h in item.get("history", [])),
             history_count=int(item.get("hist_n", len(item.get("history", [])))),
             generation=int(item.get("gen", 0)),
+            redriven=int(item.get("redriven", 0)),
             effect_reruns=int(item.get("effect_reruns", 0)),
             iteration=iteration,
             route=item.get("route"),

@@ -178,6 +178,8 @@ class EmitBuffer:
         self._counters: dict[str, int] = {}
         self._last_flush_ms: int | None = None
         self._head: int | None = None  # the last sequence number this buffer wrote or saw
+        self._batches: dict[str, str] = {}  # lifecycle event id -> its batch (``lifecycle(batch=)``)
+        self._user_pending = False  # a ``ctx.emit`` event is buffered (``flush_user`` writes then)
         self._lock = threading.Lock()
 
     def emit(self, kind: str, data: Any, scope: str) -> None:
@@ -190,21 +192,44 @@ class EmitBuffer:
             self._counters[scope] = n
             ev_id = f"{self.key}|g{self.generation}|{scope}|e{n}"
             self._pending.append(PendingEvent(ev_id, kind, text, self.key, now))
+            self._user_pending = True
             due = self._last_flush_ms is None or now - self._last_flush_ms >= FLUSH_MS
         if due:
             self.flush()
 
-    def lifecycle(self, kind: str, data: dict[str, Any], id_suffix: str) -> None:
-        """Buffer a ``node.<kind>`` event (written by the next flush: no write of its own)."""
+    def lifecycle(self, kind: str, data: dict[str, Any], id_suffix: str, *, batch: str | None = None) -> None:
+        """Buffer a ``node.<kind>`` event (written by the next flush: no write of its own). With
+        ``batch``, it replaces a pending event of the same batch (``ctx.each`` progress: the newest
+        count wins; a reader sees the counts grow, not every one)."""
         ev_id = f"{self.key}|g{self.generation}|node|{id_suffix}"
+        ev = PendingEvent(ev_id, f"node.{kind}", encode_data(data), self.key, self._now_ms())
         with self._lock:
-            self._pending.append(PendingEvent(ev_id, f"node.{kind}", encode_data(data), self.key, self._now_ms()))
+            if batch is not None:
+                self._pending = [e for e in self._pending if self._batches.get(e.id) != batch]
+                self._batches[ev_id] = batch
+            self._pending.append(ev)
+
+    def run_event(self, kind: str, data: dict[str, Any], id_suffix: str) -> None:
+        """Buffer a ``run.<kind>`` event (no node) whose id is scoped by this node (so a re-run's
+        first flush finds it stored): the run's start, buffered by its first node."""
+        ev_id = f"{self.key}|g{self.generation}|run|{id_suffix}"
+        with self._lock:
+            self._pending.append(PendingEvent(ev_id, f"run.{kind}", encode_data(data), None, self._now_ms()))
+
+    def flush_user(self) -> None:
+        """Flush before an ``each`` item's or a ``once`` effect's checkpoint: only when a user emit is
+        pending (a lifecycle event rides along then; alone it waits for the invocation's end flush:
+        lifecycle events cost at most one write per invocation)."""
+        with self._lock:
+            due = self._user_pending
+        if due:
+            self.flush()
 
     def flush(self) -> None:
         """Write the buffered events: no request when there are none, else one transaction (plus one
         head query on the invocation's first flush, or when another writer moved the head)."""
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, self._pending, self._user_pending = self._pending, [], False
             self._last_flush_ms = self._now_ms()
             if batch and self._known is None:
                 prefix = f"{EVID_PREFIX}{self.key}|g{self.generation}|"

@@ -70,7 +70,9 @@ class HttpBackend:
     base_url: str
     api_key: str | None = None
     sigv4_region: str | None = None
-    timeout_s: float = 15.0
+    timeout_s: float = 25.0
+    #: the page's long-poll of ``GET /runs/{id}/stream`` (under ``timeout_s`` and API Gateway's 29 s)
+    stream_wait_s: float = 15.0
     label: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +160,9 @@ class EngineBackend:
     """The runs API handler served in this process over ``engine`` (the embedded runtime has no API
     process). Requests are served one at a time (the API's resolver keeps per-request state globally)
     under :attr:`lock`; a caller that moves the engine in another thread may hold it meanwhile."""
+
+    #: no long-poll: a request holds :attr:`lock`, so one held open would stall the page's other reads
+    stream_wait_s = 0.0
 
     def __init__(self, engine: Engine, label: str = "embedded runtime") -> None:
         self.engine = engine

@@ -4,7 +4,9 @@ Stdlib only (``http.server.ThreadingHTTPServer``), bound to 127.0.0.1. Routes::
 
     GET  /                  the page (``?run=<id>``: that run; otherwise the runs list)
     GET  /static/<file>     the page's script and style sheet
-    GET  /config.json       what the page needs to know: the data source's label, the poll interval
+    GET  /config.json       what the page needs to know: the data source's label, the poll interval, the
+                            stream's long-poll (``stream_wait_s``: 0 where the backend serves one request
+                            at a time, the in-process API handler)
     GET|POST /api/<path>    forwarded to the backend as ``<path>`` (only /runs..., /approvals/..., /openapi.json)
 
 A steering POST must carry ``X-Stepchain-UI: 1``: a custom header a cross-site form cannot send (the
@@ -67,7 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
             name = path[len("/static/") :]
             return self._send(200, _static(name), STATIC_FILES[name] + "; charset=utf-8")
         if path == "/config.json":
-            cfg = {"source": self.server.backend.label, "poll_ms": self.server.poll_ms, "stream": False}
+            wait_s = getattr(self.server.backend, "stream_wait_s", 0)  # 0: the backend cannot hold a request
+            cfg = {"source": self.server.backend.label, "poll_ms": self.server.poll_ms, "stream": True}
+            cfg["stream_wait_s"] = wait_s
             return self._send(200, json.dumps(cfg).encode())
         if path.startswith("/api/"):
             return self._proxy("GET", None)

@@ -28,6 +28,7 @@ from typing import Any
 
 from stepchain.define.workflow import CHILD_KINDS, Node, Workflow
 from stepchain.deploy.asl_parts import _callback_task, _input
+from stepchain.engine.nodes import stream
 from stepchain.engine.nodes.base import NodeKindHandler, ViewScope
 from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
@@ -133,6 +134,12 @@ def activate(
         if input_ref is None:
             return w.release(msg, key, rec, "predecessor not finished")
         state = w.state_of(wf, node, msg)  # kept with the node: its join passes it on (children get input only)
+        kids = child_ids(node, msg.run_id, key, rec.generation)
+        events: list[stream.Event] = [
+            ("started", {"attempt": rec.attempts}, "started"),
+            ("child_started", {"children": kids}, "children"),
+        ]
+        stream.write(w, wf, node, msg, rec, events)
         changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token, state_ref=state)
         if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
@@ -245,6 +252,11 @@ def join(
         return Outcome(OutcomeKind.DROPPED, detail="children still running"), rec
     assert kids is not None
     now = w.clock.now_ms()
+    ended = {b: {"run_id": c.run_id, "status": c.status.value} for b, c in kids.items() if c.status.finished}
+    end: stream.Event = (
+        ("failed", {"error": verdict[1]}, "failed") if verdict[0] == "fail" else ("succeeded", {}, "succeeded")
+    )
+    stream.write(w, wf, node, msg, rec, [("child_ended", {"children": ended}, "children_ended"), end])
     if verdict[0] == "fail":
         err = verdict[1]
         inv = Invocation(rec.started_ms or rec.created_ms, now, "failed")

@@ -13,6 +13,7 @@ from typing import Any
 from stepchain.define.nodes import Node
 from stepchain.define.workflow import Workflow
 from stepchain.deploy.asl_parts import TASK_TIMEOUT_MARGIN_S, _ids, _input, _loop
+from stepchain.engine.nodes import stream
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.recovery import Overdue, Recovery, RecoveryView, default_recovery, lost
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
@@ -45,6 +46,8 @@ def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: La
         ref = w.codec.encode(item, scope=f"{msg.run_id}/{key}/items")
         item_key = node_key(node.id, i, msg.iteration)
         w.store.put_node_if_absent(NodeInit(msg.run_id, item_key, node.id, ref, index=i), now)
+    events = [("started", {"attempt": rec.attempts}, "started"), ("fanned_out", {"items": len(items)}, "fanned_out")]
+    stream.write(w, wf, node, msg, rec, events)
     inv = Invocation(now, w.clock.now_ms(), "fanned_out")
     state = w.state_of(wf, node, msg)  # kept with the map: its join passes it on (items only read input)
     changes = NodeChanges(
@@ -111,6 +114,8 @@ def join(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> Outcome:
         return Outcome(OutcomeKind.DROPPED, detail="items still running")
     now = w.clock.now_ms()
     out_ref = w.codec.encode([w.codec.decode(i.output_ref) for i in items], scope=f"{msg.run_id}/{key}")
+    done = {"items": len(items), "cost": {"usd": sum(i.cost_usd for i in items)}}
+    stream.write(w, wf, node, msg.with_(index=None), parent, [("succeeded", done, "succeeded")])
     changes = NodeChanges(
         NodeStatus.SUCCEEDED,
         now,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from stepchain.define.nodes import Node
 from stepchain.define.workflow import Workflow
+from stepchain.engine.nodes import stream
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.shared import key_of
@@ -24,6 +25,8 @@ def sleep(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lamb
         if input_ref is None:
             return w.release(msg, key, rec, "predecessor not finished")
         wake = now + node.seconds * 1000
+        events = [("started", {"attempt": rec.attempts}, "started"), ("waiting_for", {"wake_at": wake}, "waiting")]
+        stream.write(w, wf, node, msg, rec, events)
         state = w.state_of(wf, node, msg)  # kept with the sleep: it passes the state on
         changes = NodeChanges(NodeStatus.SLEEPING, now, wake_at_ms=wake, input_ref=input_ref, state_ref=state)
         w.store.finish(msg.run_id, key, changes, owner=rec.owner)
@@ -33,6 +36,7 @@ def sleep(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lamb
     if now < rec.wake_at_ms:
         return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms)
     inv = Invocation(rec.started_ms or rec.created_ms, now, "slept")
+    stream.write(w, wf, node, msg, rec, [("succeeded", {}, "succeeded")])
     changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=rec.input_ref, ended=True, invocation=inv, prior=rec)
     return w.commit(wf, node, msg, key, changes, owner=None, expect=(NodeStatus.SLEEPING,))
 

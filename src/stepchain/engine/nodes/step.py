@@ -20,6 +20,7 @@ from stepchain.define.workflow import Node, Workflow
 from stepchain.engine import budget
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
+from stepchain.engine.nodes.stream import episode, opens_run
 from stepchain.engine.routing import chosen_route
 from stepchain.engine.shared import error_of, key_of
 from stepchain.exceptions import (
@@ -60,13 +61,17 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         iteration=msg.iteration,
         invocation=rec.invocations,
         state_box=state_box(w, wf, node, msg),
+        stream_lifecycle=wf.stream_lifecycle,
     )
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
     owner = rec.owner
     spent = False
-    if wf.stream_lifecycle:
-        ctx.emits.lifecycle("started", {"attempt": rec.attempts}, f"started|a{rec.attempts}|i{rec.invocations}")
+    if wf.stream_lifecycle:  # buffered: written with the invocation's first flush (an emit, or its end)
+        if opens_run(wf, node, msg) and rec.generation == 0 and not rec.redriven:
+            ctx.emits.run_event("started", {}, "started")
+        began = {"attempt": rec.attempts, "invocation": rec.invocations, **_item(node, msg)}
+        ctx.emits.lifecycle("started", began, f"started|a{rec.attempts}|i{rec.invocations}{episode(rec)}")
     try:
         value = w.codec.decode(input_ref)
         output = node.fn(ctx, value)
@@ -84,7 +89,8 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
             state_ref = box.ref if keep else w.codec.encode(box.dump(), scope=f"{msg.run_id}/{key}/state")
     except ContinueInNewInvocation as sig:
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
-        stream_end(ctx, wf, "continued", {"reason": sig.reason}, f"continued|i{rec.invocations}")
+        data = {"reason": sig.reason, "cost": _cost_data(ctx.cost)}
+        stream_end(ctx, wf, "continued", data, f"continued|i{rec.invocations}{episode(rec)}")
         now = w.clock.now_ms()
         inv = Invocation(started, now, "continued")
         changes = w.ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv, prior=rec)
@@ -94,7 +100,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
     except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
-        stream_end(ctx, wf, "cancelled", {}, "cancelled")
+        stream_end(ctx, wf, "cancelled", {"cost": _cost_data(ctx.cost)}, f"cancelled{episode(rec)}")
         now = w.clock.now_ms()
         inv = Invocation(started, now, "cancelled")
         changes = w.ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
@@ -104,7 +110,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         if not spent:
             budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf)
-    stream_end(ctx, wf, "succeeded", _cost_data(ctx.cost), "succeeded")
+    stream_end(ctx, wf, "succeeded", {"cost": _cost_data(ctx.cost), **_item(node, msg)}, f"succeeded{episode(rec)}")
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")
     changes = w.ledger(
@@ -162,9 +168,9 @@ def step_failed(
     retrying = not terminal and rec.attempts < node.retry.max_attempts
     if ctx is not None and wf is not None:
         kind = "retrying" if retrying else "failed"
-        stream_end(
-            ctx, wf, kind, {"error": err, "attempt": rec.attempts}, f"retrying|a{rec.attempts}" if retrying else kind
-        )
+        data = {"error": err, "attempt": rec.attempts, "cost": _cost_data(cost), **_item(node, msg)}
+        suffix = f"retrying|a{rec.attempts}" if retrying else kind
+        stream_end(ctx, wf, kind, data, suffix + episode(rec))
     if retrying:
         delay_ms = int(node.retry.delay_s(rec.attempts) * 1000)
         if retry_after_s is not None:
@@ -198,6 +204,11 @@ def stream_end(ctx: StepContext, wf: Workflow, kind: str, data: dict[str, Any], 
         ctx.emits.lifecycle(kind, data, id_suffix)
     if ctx.has_emits:
         ctx.emits.flush()
+
+
+def _item(node: Node, msg: Activation) -> dict[str, Any]:
+    """A map item's place in its map (a reader counts a map's progress from its items' events)."""
+    return {} if msg.index is None else {"map": node.id, "index": msg.index}
 
 
 def _cost_data(cost: CostMeter) -> dict[str, Any]:

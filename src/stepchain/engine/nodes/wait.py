@@ -13,6 +13,7 @@ from stepchain.define.nodes import Node
 from stepchain.define.state import StateBox, state_update
 from stepchain.define.workflow import Workflow
 from stepchain.deploy.asl_parts import FAILED, SIGNAL_ERRORS, TASK_TIMEOUT_MARGIN_S, _callback_task, _ids, _input, _task
+from stepchain.engine.nodes import stream
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery, has_successor
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
@@ -37,6 +38,9 @@ def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lambd
             return w.release(msg, key, rec, "predecessor not finished")
         deadline = now + node.seconds * 1000
         state = w.state_of(wf, node, msg)  # kept with the wait: its successor goes on from it
+        waiting_for = {"event": node.event, "iteration": msg.iteration, "deadline": deadline}
+        started = ("started", {"attempt": rec.attempts}, "started")
+        stream.write(w, wf, node, msg, rec, [started, ("waiting_for", waiting_for, "waiting")])
         changes = NodeChanges(
             NodeStatus.WAITING,
             now,
@@ -79,6 +83,7 @@ def wait_deadline(w: KindServices, wf: Workflow, node: Node, msg: Activation) ->
         "message": f"event {node.event!r} not received within {node.seconds} s",
     }
     inv = Invocation(rec.started_ms or rec.created_ms, now, "timed_out")
+    stream.write(w, wf, node, msg, rec, [("failed", {"error": err}, "failed")])
     changes = NodeChanges(NodeStatus.FAILED, now, error=err, ended=True, invocation=inv, prior=rec)
     w.fail(msg, key, err, changes, expect=(NodeStatus.WAITING,))
     return Outcome(OutcomeKind.FAILED, error=err)
@@ -92,6 +97,7 @@ def complete_wait(
     msg = Activation(run.run_id, run.workflow, run.version, node.id, token=rec.task_token, iteration=rec.iteration)
     inv = Invocation(rec.started_ms or rec.created_ms, now, "event")
     state = merged_state(w, wf, node, rec, payload_ref)
+    stream.write(w, wf, node, msg, rec, [("succeeded", {"event": node.event}, "succeeded")])
     changes = NodeChanges(
         NodeStatus.SUCCEEDED, now, output_ref=payload_ref, ended=True, invocation=inv, prior=rec, state_ref=state
     )

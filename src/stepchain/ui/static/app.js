@@ -26,21 +26,72 @@ async function api(method, path, body) {
   return doc;
 }
 
-// The data source. Today: polling GET /runs/{id}. Later: a stream with the same callbacks.
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const LIFECYCLE = (kind) => kind.startsWith("node.") || kind.startsWith("run.");
+
+// The data source: it tails the run's progress stream (GET /runs/{id}/stream?after=&wait_s=, a
+// long-poll where the backend allows it) from its cursor `after`; a failed read (a reconnect) is
+// retried from the same cursor, so no event is lost or shown twice. Lifecycle events (node.*, run.*)
+// update the rows at once and trigger a read of the run view; while the stream has shown none (a
+// workflow without lifecycle events) the run view is polled every poll_ms (with them, every
+// 4 x poll_ms: a step's node.started is written with its first flush, so a RUNNING row comes from
+// the view). When the run has ended, the stream is read once more (its run.* end event is written
+// right after the run's transition) and both stop.
 const source = {
-  config: {poll_ms: 1000, stream: false},
-  watch(runId, onRun, onError) {
-    let stopped = false, timer = null;
-    const tick = async () => {
-      if (stopped) return;
-      let run = null;
-      try { run = await api("GET", `/runs/${runId}`); await onRun(run); }
-      catch (e) { onError(e); }
-      if (!stopped && !(run && FINISHED.has(run.status))) timer = setTimeout(tick, this.config.poll_ms);
-      else if (!stopped) $("live").textContent = "finished: not polling";
+  config: {poll_ms: 1000, stream: true, stream_wait_s: 0},
+  mode: "polling",
+  watch(runId, h) {
+    let stopped = false, lifecycle = false, after = 0, reading = null, again = false;
+    const cfg = this.config;
+    const refresh = async () => {  // one read of the run view at a time; a request meanwhile: one more
+      if (reading) { again = true; return reading; }
+      reading = (async () => {
+        let run = null;
+        do {
+          again = false;
+          try {
+            run = await api("GET", `/runs/${runId}`);
+            if (!stopped) await h.onRun(run);
+          } catch (e) { if (!stopped) h.onError(e); }
+        } while (again && !stopped);
+        reading = null;
+        return run;
+      })();
+      return reading;
     };
-    tick();
-    return () => { stopped = true; clearTimeout(timer); };
+    const poll = async () => {
+      while (!stopped) {
+        const run = await refresh();
+        if (run && FINISHED.has(run.status)) return;
+        await sleep(lifecycle ? cfg.poll_ms * 4 : cfg.poll_ms);
+      }
+    };
+    const tail = async () => {
+      let ended = 0;
+      while (!stopped && ended < 2) {
+        let page;
+        const asked = Date.now();
+        try {
+          page = await api("GET", `/runs/${runId}/stream?after=${after}&limit=200&wait_s=${cfg.stream_wait_s}`);
+        } catch (e) { if (!stopped) h.onError(e); await sleep(cfg.poll_ms); continue; }  // reconnect: same cursor
+        if (stopped) return;  // a newer watch (after a steering action) owns the page now
+        if (page.events.length) {
+          after = page.next;
+          const lc = page.events.some((e) => LIFECYCLE(e.kind));
+          if (lc && !lifecycle) { lifecycle = true; this.mode = "stream"; }
+          h.onEvents(page.events);
+          if (lc) refresh();
+        }
+        if (page.finished && !page.events.length) ended += 1;
+        // an empty page that came back at once (no long-poll here, or the run waits for an event or a
+        // timer: the API answers those at once): pause before asking again
+        const held = Date.now() - asked >= cfg.stream_wait_s * 500;
+        if (!page.events.length) await sleep(page.finished ? 300 : (held ? 0 : cfg.poll_ms));
+      }
+    };
+    poll();
+    if (cfg.stream) tail();
+    return () => { stopped = true; };
   },
 };
 
@@ -48,7 +99,13 @@ const fmtMs = (ms) => ms == null ? "" : ms < 1000 ? `${ms} ms` : ms < 120000 ? `
 const fmtUsd = (u) => u ? `$${u.toFixed(u < 0.01 ? 6 : 4)}` : "";
 const stepPath = (n) => n.iteration ? `${n.node}~${String(n.iteration).padStart(5, "0")}` : n.node;
 
-const state = {runId: null, run: null, selected: null, expanded: new Set(), childViews: {}, stop: null, forkFrom: null};
+const state = {runId: null, run: null, selected: null, expanded: new Set(), childViews: {}, stop: null,
+  live: {}, each: {}, events: [], forkFrom: null};
+
+// what a lifecycle event says of its node's status (until the next read of the run view)
+const EVENT_STATUS = {"node.started": "RUNNING", "node.succeeded": "SUCCEEDED", "node.failed": "FAILED",
+  "node.retrying": "RETRYING", "node.continued": "CONTINUING", "node.cancelled": "CANCELLED",
+  "node.fanned_out": "FANNED_OUT", "node.child_started": "WAITING"};
 
 function progress(n, children) {
   const parts = [];
@@ -58,7 +115,9 @@ function progress(n, children) {
   if (children.length) {
     parts.push(`${children.filter((c) => c.status === "SUCCEEDED").length}/${children.length} child runs`);
   }
-  if (n.items_checkpointed) parts.push(`each: ${n.items_checkpointed} checkpointed`);
+  const each = state.each[n.key];
+  if (each) parts.push(`each: ${each.done}/${each.total}`);
+  else if (n.items_checkpointed) parts.push(`each: ${n.items_checkpointed} checkpointed`);
   return parts.join(", ");
 }
 
@@ -74,8 +133,10 @@ function bar(n, t0, t1) {
     title="${esc(n.invocations)} invocation(s), ${esc(n.attempts)} attempt(s)"></div>${crashes}</div>`;
 }
 
-function nodeRow(runId, n, depth, t0, t1, children) {
-  const key = `${runId}/${n.key}`;
+function nodeRow(runId, view, depth, t0, t1, children) {
+  const key = `${runId}/${view.key}`;
+  const live = runId === state.runId ? state.live[view.key] : undefined;
+  const n = live ? {...view, status: live} : view;
   const sel = state.selected === key ? " selected" : "";
   const dur = n.duration_ms || (n.started_ms != null && !n.ended_ms ? Math.max(0, t1 - n.started_ms) : 0);
   const copied = n.copied_from ? ` <span class="copied" title="copied from run ${esc(n.copied_from)}: not run here">copied</span>` : "";
@@ -120,6 +181,7 @@ function axis(t0, t1) {
 
 async function renderRun(run) {
   state.run = run;
+  state.live = {};  // the view is at least as new as the events seen before it was read
   for (const id of state.expanded) {  // expanded child runs refresh with their parent
     try { state.childViews[id] = await api("GET", `/runs/${id}`); } catch (e) { /* shown on next poll */ }
   }
@@ -156,7 +218,31 @@ async function renderRun(run) {
   const t1 = run.ended_ms ?? Math.max(Date.now(), run.updated_ms);
   axis(t0, t1);
   $("rows").innerHTML = rowsOf(run, 0, t0, t1).join("");
-  $("live").textContent = FINISHED.has(run.status) ? "finished" : `live · polling every ${source.config.poll_ms} ms`;
+  $("live").textContent = FINISHED.has(run.status) ? "finished"
+    : source.mode === "stream" ? "live · progress stream" : `live · polling every ${source.config.poll_ms} ms`;
+}
+
+function renderRows() {
+  const run = state.run;
+  if (!run) return;
+  const t0 = run.created_ms, t1 = run.ended_ms ?? Math.max(Date.now(), run.updated_ms);
+  $("rows").innerHTML = rowsOf(run, 0, t0, t1).join("");
+}
+
+const MAX_TAIL = 200;
+
+function onEvents(events) {
+  for (const e of events) {
+    if (e.node && EVENT_STATUS[e.kind]) state.live[e.node] = EVENT_STATUS[e.kind];
+    if (e.node && e.kind === "node.waiting_for") state.live[e.node] = e.data && e.data.wake_at ? "SLEEPING" : "WAITING";
+    if (e.node && e.kind === "node.each") state.each[e.node] = e.data;
+  }
+  state.events = state.events.concat(events).slice(-MAX_TAIL);
+  $("stream-count").textContent = `${events[events.length - 1].seq} events`;
+  $("stream-tail").innerHTML = state.events.slice().reverse().map((e) => `<li data-kind="${esc(e.kind)}" data-seq="${e.seq}">
+    <code>#${e.seq}</code> <b>${esc(e.kind)}</b> ${esc(e.node || "run")} <span class="muted">${esc(new Date(e.at).toLocaleTimeString())}</span>
+    ${e.data == null ? "" : `<code class="data">${esc(JSON.stringify(e.data)).slice(0, 300)}</code>`}</li>`).join("");
+  renderRows();
 }
 
 function field(name, value, pre) {
@@ -215,7 +301,7 @@ async function showDetails(tr) {
       field("cost (step)", fmtUsd(d.cost_usd)), field("tokens", d.input_tokens || d.output_tokens ? `${d.input_tokens} in / ${d.output_tokens} out` : ""),
       field("copied from run", d.copied_from),
       field("waits for", d.event_name), field("wakes at", d.wake_at_ms ? new Date(d.wake_at_ms).toISOString() : ""),
-      field("input", "not exposed by the runs API yet (a step's input is the previous step's output)"),
+      field("input", d.has_input ? (d.input_url ? `offloaded: ${d.input_url}` : (d.input_omitted || d.input)) : "", true),
       field("error", d.error, true),
       field("output", d.has_output ? (d.output_url ? `offloaded: ${d.output_url}` : d.output) : (d.output_omitted || ""), true),
       field("history", (d.history || []).map((h) => `${h.outcome} ${fmtMs((h.ended_ms || Date.now()) - h.started_ms)}`).join("\n"), true),
@@ -232,7 +318,8 @@ async function steer(label, method, path, body) {
     const out = await api(method, path, body);
     $("action-msg").textContent = `${label}: ${out.status || "done"}`;
     if (state.stop) state.stop();  // a redriven run is live again
-    state.stop = source.watch(state.runId, renderRun, onError);
+    state.events = [];
+    state.stop = source.watch(state.runId, {onRun: renderRun, onEvents, onError});
   } catch (e) { $("action-msg").textContent = `${label} failed: ${e.message}`; }
 }
 
@@ -264,7 +351,7 @@ function openRun(runId) {
   $("btn-fork").addEventListener("click", fork);
   $("legend").innerHTML = STATUSES.map((s) => `<li><span class="status" data-status="${s}">${s}</span></li>`).join("");
   $("live").textContent = "loading...";
-  state.stop = source.watch(runId, renderRun, onError);
+  state.stop = source.watch(runId, {onRun: renderRun, onEvents, onError});
 }
 
 async function openList(params) {

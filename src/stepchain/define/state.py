@@ -2,7 +2,8 @@
 with each step's own checkpoint write.
 
 ``Workflow(name, state=MyState)``: a step reads ``ctx.state`` (the state stored with the node its
-input came from) and changes it with ``ctx.update_state(field=value, ...)``. Each field merges by
+input came from) and changes it with ``ctx.update_state(field=value, ...)`` or by returning
+``StateUpdate(output, field=value, ...)`` (merged after the step's own ``update_state`` calls). Each field merges by
 its declared rule, ``Annotated[list[str], append]`` (default :data:`replace`):
 
 * :data:`replace`: the new value replaces the old one;
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -112,6 +113,39 @@ def view_of(ref: str | None) -> Any:
     return doc["v"] if "v" in doc else {"blob": doc.get("blob"), "bytes": doc.get("bytes")}
 
 
+T = TypeVar("T")
+
+
+class StateUpdate(Generic[T]):
+    """A step's return value that also changes the run's state: ``return StateUpdate(output,
+    notes=[...])``. ``output`` is the step's output (what its successor receives, typed as
+    ``StateUpdate[T]`` says); the keyword fields merge into ``ctx.state`` by their reducers, as
+    ``ctx.update_state`` would after everything the step did, and are checkpointed in the same write
+    as the output. It may wrap a route (``StateUpdate(goto("x", v), ...)``) or be wrapped by one
+    (``goto("x", StateUpdate(v, ...))``)."""
+
+    __slots__ = ("changes", "output")
+
+    def __init__(self, output: T, /, **changes: Any) -> None:
+        self.output = output
+        self.changes: dict[str, Any] = changes
+
+    def __repr__(self) -> str:
+        return f"StateUpdate({self.output!r}, {self.changes!r})"
+
+
+def take_update(box: StateBox | None, returned: object) -> object:
+    """A step's return value without its :class:`StateUpdate` (merged into ``box``)."""
+    if not isinstance(returned, StateUpdate):
+        return returned
+    if box is None:
+        raise ValidationError(
+            "a step returned a StateUpdate where there is no run state (Workflow(state=...) or a map item)"
+        )
+    box.update(returned.changes)
+    return returned.output
+
+
 @dataclass
 class StateBox:
     """One step invocation's view of the state: decoded on first read, updates kept until the checkpoint."""
@@ -140,6 +174,7 @@ class StateBox:
 __all__ = [
     "Reducer",
     "StateBox",
+    "StateUpdate",
     "add",
     "append",
     "apply_update",
@@ -149,5 +184,6 @@ __all__ = [
     "reducers_of",
     "replace",
     "state_update",
+    "take_update",
     "view_of",
 ]

@@ -99,6 +99,9 @@ class Worker:
             msg.run_id, key, node=node.id, index=msg.index, owner=owner, now_ms=now, lease_until_ms=lease
         )
         rec = res.record
+        if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RETRYING:
+            # an early duplicate or re-issue: the retry is not due yet, come back at its wake_at
+            return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms or now)
         if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RUNNING:
             if rec.lease_until_ms >= now:
                 return Outcome(OutcomeKind.BUSY, wake_at_ms=rec.lease_until_ms + 1)

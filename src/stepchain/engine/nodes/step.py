@@ -15,7 +15,7 @@ from typing import Any
 
 from stepchain.define.aio import budget_ms, run_coroutine
 from stepchain.define.context import CostMeter, StepContext
-from stepchain.define.state import StateBox
+from stepchain.define.state import StateBox, take_update
 from stepchain.define.workflow import Node, Workflow
 from stepchain.engine import budget
 from stepchain.engine.nodes.base import NodeKindHandler
@@ -74,7 +74,9 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
             output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)  # before the node write: a crash over-counts
         spent = True
+        output = take_update(ctx.state_box, output)  # a returned StateUpdate: merged, then the output
         output, route = chosen_route(wf, node, msg.iteration, output)
+        output = take_update(ctx.state_box, output)  # goto(x, StateUpdate(...))
         w.probe.reached("step_executed", msg.run_id, key)
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
         state_ref = None

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from stepchain.exceptions import ValidationError
+from stepchain.exceptions import StateModelMismatch, ValidationError
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,23 @@ def check_model(model: Any) -> type[BaseModel]:
     return model
 
 
+def read_state(model: type[BaseModel], stored: Any) -> BaseModel:
+    """The stored state as ``model``: a typed :class:`StateModelMismatch` when it does not fit (the
+    model changed under a fixed version since the run stored it)."""
+    try:
+        return model.model_validate(stored)
+    except PydanticValidationError as exc:
+        raise StateModelMismatch(
+            f"the run's stored state does not fit state model {model.__name__} (changed since the run stored "
+            f"it, under the same Workflow(version=...)?): {exc.errors(include_url=False)}"
+        ) from exc
+
+
+def model_signature(model: type[BaseModel]) -> dict[str, Any]:
+    """What of a state model decides a workflow's version: its JSON schema and each field's reducer."""
+    return {"schema": model.model_json_schema(), "reducers": {k: r.name for k, r in reducers_of(model).items()}}
+
+
 def view_of(ref: str | None) -> Any:
     """What a run view shows of a state reference: the value when inline, else the S3 reference."""
     if ref is None:
@@ -159,7 +176,7 @@ class StateBox:
     @property
     def value(self) -> BaseModel:
         if self._value is None:
-            self._value = self.model() if self.ref is None else self.model.model_validate(self.decode(self.ref))
+            self._value = self.model() if self.ref is None else read_state(self.model, self.decode(self.ref))
         return self._value
 
     def update(self, changes: Mapping[str, Any]) -> BaseModel:
@@ -181,6 +198,8 @@ __all__ = [
     "check_event",
     "check_model",
     "merge",
+    "model_signature",
+    "read_state",
     "reducers_of",
     "replace",
     "state_update",

@@ -18,7 +18,7 @@ from stepchain.define.nodes import CHILD_KINDS as CHILD_KINDS  # re-exported: th
 from stepchain.define.nodes import Node as Node
 from stepchain.define.nodes import NodeKind as NodeKind
 from stepchain.define.routing import END
-from stepchain.define.state import check_model
+from stepchain.define.state import check_model, model_signature
 from stepchain.define.step_options import RetryPolicy as RetryPolicy  # re-exported
 from stepchain.define.step_options import deploy_settings as deploy_settings
 from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
@@ -212,10 +212,14 @@ class Workflow:
 
     @property
     def version(self) -> str:
-        """Explicit version, or a hash of the chain's shape (ids, kinds, parameters)."""
+        """Explicit version, or a hash of the chain's shape (ids, kinds, parameters) and of its state
+        model (a changed model is a new version: a run keeps the model it started with)."""
         if self._version:
             return self._version
-        shape = json.dumps([n.signature() for n in self._nodes], sort_keys=True)
+        sig: list[Any] = [n.signature() for n in self._nodes]
+        if self.state is not None:  # only then: the versions of other workflows stay what they were
+            sig.append({"state": model_signature(self.state)})
+        shape = json.dumps(sig, sort_keys=True)
         return hashlib.sha256(f"{self.name}:{shape}".encode()).hexdigest()[:12]
 
     def _position(self, node_id: str) -> int:

@@ -120,6 +120,31 @@ def model_signature(model: type[BaseModel]) -> dict[str, Any]:
     return {"schema": model.model_json_schema(), "reducers": {k: r.name for k, r in reducers_of(model).items()}}
 
 
+def branch_changes(model: type[BaseModel], start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
+    """What a child run changed in the state it was given (``share_state``), as an update of the
+    parent's ``model`` (fields both models have), per the parent's reducer: append, the items after
+    the starting ones (all of them if the child rewrote the list); add, the difference; merge, the
+    keys added or changed; replace, the end value if it differs. Unchanged fields are left out."""
+    out: dict[str, Any] = {}
+    for name, rule in reducers_of(model).items():
+        if name not in end or name not in start or end[name] == start[name]:
+            continue
+        old, new = start[name], end[name]
+        if rule is append:
+            grown = isinstance(old, list) and isinstance(new, list) and new[: len(old)] == old
+            out[name] = new[len(old) :] if grown else new
+        elif rule is add:
+            out[name] = (new or 0) - (old or 0)
+        elif rule is merge:
+            out[name] = {k: v for k, v in (new or {}).items() if (old or {}).get(k, _MISSING) != v}
+        else:
+            out[name] = new
+    return out
+
+
+_MISSING = object()
+
+
 def view_of(ref: str | None) -> Any:
     """What a run view shows of a state reference: the value when inline, else the S3 reference."""
     if ref is None:
@@ -195,6 +220,7 @@ __all__ = [
     "add",
     "append",
     "apply_update",
+    "branch_changes",
     "check_event",
     "check_model",
     "merge",

@@ -154,16 +154,19 @@ class Worker:
             return None
         return prev_rec.output_ref
 
-    def state_of(self, wf: Workflow, node: Node, msg: Activation) -> str | None:
+    def state_of(self, wf: Workflow, node: Node, msg: Activation, own: NodeRecord | None = None) -> str | None:
         """The durable state reference the node starts from: the one its activation carries (no
-        read), else the one stored with the node it names (``src``) or its chain predecessor.
-        None: the model's defaults (the first node, or a workflow without state)."""
+        read), else the one stored with the node it names (``src``) or its chain predecessor; with
+        neither (the first node), the one on the node's ``own`` record (a child run's first node
+        holds the state its parent shared, ``share_state``). None: the model's defaults."""
         if wf.state is None or msg.index is not None:
             return None
         if msg.state is not None:
             return msg.state
         prev_rec = self._source_record(wf, node, msg)
-        return None if prev_rec is None else prev_rec.state_ref
+        if prev_rec is None:
+            return None if own is None else own.state_ref
+        return prev_rec.state_ref
 
     def _source_record(self, wf: Workflow, node: Node, msg: Activation) -> NodeRecord | None:
         """The record of the node whose output (and state) this one starts from: the one the activation

@@ -46,7 +46,7 @@ def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: La
         item_key = node_key(node.id, i, msg.iteration)
         w.store.put_node_if_absent(NodeInit(msg.run_id, item_key, node.id, ref, index=i), now)
     inv = Invocation(now, w.clock.now_ms(), "fanned_out")
-    state = w.state_of(wf, node, msg)  # kept with the map: its join passes it on (items only read input)
+    state = w.state_of(wf, node, msg, rec)  # kept with the map: its join passes it on (items only read input)
     changes = NodeChanges(
         NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv, prior=rec, state_ref=state
     )

@@ -59,7 +59,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         owner=rec.owner,
         iteration=msg.iteration,
         invocation=rec.invocations,
-        state_box=state_box(w, wf, node, msg),
+        state_box=state_box(w, wf, node, msg, rec),
     )
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
@@ -124,11 +124,11 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     return w.commit(wf, node, msg, key, changes, owner=owner)
 
 
-def state_box(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> StateBox | None:
+def state_box(w: KindServices, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> StateBox | None:
     """The durable state the step sees (decoded on first read); None without a state or in a map item."""
     if wf.state is None or msg.index is not None:
         return None
-    return StateBox(wf.state, w.state_of(wf, node, msg), w.codec.decode)
+    return StateBox(wf.state, w.state_of(wf, node, msg, rec), w.codec.decode)
 
 
 def step_failed(

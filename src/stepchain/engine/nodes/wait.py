@@ -36,7 +36,7 @@ def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lambd
         if w.input_of(wf, node, msg, rec) is None and wf.prev_of(node.id) is not None:
             return w.release(msg, key, rec, "predecessor not finished")
         deadline = now + node.seconds * 1000
-        state = w.state_of(wf, node, msg)  # kept with the wait: its successor goes on from it
+        state = w.state_of(wf, node, msg, rec)  # kept with the wait: its successor goes on from it
         changes = NodeChanges(
             NodeStatus.WAITING,
             now,

@@ -163,3 +163,40 @@ def test_without_share_state_children_see_no_state_and_change_none() -> None:
     with Harness(wf) as h:
         rid = h.start("keeps-state", 1)
         assert h.run(rid) == "SUCCEEDED" and h.output(rid) == ["mine"]
+
+
+def test_a_child_named_without_a_state_fails_the_node_terminally() -> None:
+    """A child given by name is checked when the node starts it: without a state model it cannot
+    take the parent's state, and the node (and run) fail with a ValidationError, not retried."""
+    stateless = Workflow("stateless-by-name")
+    stateless.step(name="s")(lambda ctx, x: x)
+    wf = Workflow("shares-with-a-name", state=Shared)
+    wf.step(name="first")(lambda ctx, x: x)
+    wf.call("stateless-by-name", name="c", share_state=True)
+    with Harness(wf, stateless) as h:
+        rid = h.start("shares-with-a-name", 1)
+        assert h.run(rid) == "FAILED"
+        err = h.engine.get_run(rid).error
+        assert err is not None and err["type"] == "ValidationError" and "declares no state" in err["message"], err
+
+
+class Loose(BaseModel):  # reads the parent's state, but may write what the parent's model refuses
+    seen: Annotated[dict[str, Any], merge] = {}
+
+
+def test_a_branch_state_that_does_not_fit_the_parent_fails_the_join_terminally() -> None:
+    child = Workflow("loose-child", state=Loose)
+
+    @child.step()
+    def scribble(ctx: Any, x: Any) -> Any:
+        return StateUpdate(x, seen={"oops": "not an int"})
+
+    wf = Workflow("joins-a-loose-child", state=Shared)
+    wf.step(name="first")(lambda ctx, x: x)
+    wf.call(child, name="c", share_state=True)
+    with Harness(wf) as h:
+        rid = h.start("joins-a-loose-child", 1)
+        assert h.run(rid) == "FAILED"
+        err = h.engine.get_run(rid).error
+        assert err is not None and err["type"] == "ValidationError" and "Shared" in err["message"], err
+        assert h.engine.get_run(rid).error == err  # failed once, at the join (not retried)

@@ -34,7 +34,7 @@ from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_reco
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import successor
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
-from stepchain.exceptions import VersionMismatch, WorkflowNotFound
+from stepchain.exceptions import TerminalError, ValidationError, VersionMismatch, WorkflowNotFound
 from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.observe.ledger import NodeView
@@ -151,7 +151,8 @@ def activate(
         return Outcome(OutcomeKind.DROPPED, detail="no input")
     try:
         start_children(w, wf, node, msg.run_id, key, current)
-    except (WorkflowNotFound, VersionMismatch) as exc:  # no deployment of this one can run the child
+    except (WorkflowNotFound, VersionMismatch, TerminalError, ValidationError) as exc:  # no deployment of this
+        # one can run the child (or give it the state it shares: a child without state, a mismatch)
         err = error_of(exc, key)
         w.fail(msg, key, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), expect=(NodeStatus.WAITING,))
         return Outcome(OutcomeKind.FAILED, error=err)
@@ -248,6 +249,13 @@ def join(
         return Outcome(OutcomeKind.DROPPED, detail="children still running"), rec
     assert kids is not None
     now = w.clock.now_ms()
+    state: str | None = None
+    out_ref: str | None = verdict[1] if verdict[0] == "ok" else None
+    if verdict[0] == "ok":
+        try:
+            state = joined_state(w, wf, node, rec, kids)  # the branches' state changes, in branch order
+        except (TerminalError, ValidationError) as exc:  # a branch's state does not fit the parent's model
+            verdict = "fail", error_of(exc, key)
     if verdict[0] == "fail":
         err = verdict[1]
         inv = Invocation(rec.started_ms or rec.created_ms, now, "failed")
@@ -256,9 +264,8 @@ def join(
         w.cancel_runs([c.run_id for c in kids.values() if c.status in ACTIVE_RUN])
         return Outcome(OutcomeKind.FAILED, error=err), rec
     inv = Invocation(rec.started_ms or rec.created_ms, now, "joined")
-    state = joined_state(w, wf, node, rec, kids)  # the branches' state changes, in branch order
     changes = NodeChanges(
-        NodeStatus.SUCCEEDED, now, output_ref=verdict[1], ended=True, invocation=inv, prior=rec, state_ref=state
+        NodeStatus.SUCCEEDED, now, output_ref=out_ref, ended=True, invocation=inv, prior=rec, state_ref=state
     )
     out = w.commit(wf, node, msg.with_(action="run"), key, changes, owner=None, expect=(NodeStatus.WAITING,))
     if out.kind is OutcomeKind.DROPPED:  # joined by another notification meanwhile

@@ -7,6 +7,7 @@ through :mod:`stepchain.runtimes.aws` handlers, locally with :mod:`stepchain.run
 
 from stepchain.define.context import StepContext
 from stepchain.define.routing import END, Route, goto
+from stepchain.define.state import StateUpdate
 from stepchain.define.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
 from stepchain.engine import Engine
 from stepchain.exceptions import (
@@ -75,6 +76,7 @@ __all__ = [
     "RunView",
     "S3BlobStore",
     "StateNotDeclared",
+    "StateUpdate",
     "StepContext",
     "StepNotFound",
     "StepTimedOut",

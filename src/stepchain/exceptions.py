@@ -196,6 +196,14 @@ class OperationNameReused(TerminalError):
     code = "operation_name_reused"
 
 
+class StateModelMismatch(TerminalError):
+    """A run's stored durable state does not fit the state model the step reads it with: the model
+    changed under a fixed ``Workflow(version=...)`` (a model change otherwise makes a new version, and
+    the run stays on its own). Terminal: the run fails with this error, naming the model and field."""
+
+    code = "state_model_mismatch"
+
+
 class EachItemsChanged(TerminalError):
     """``ctx.each`` resumed with items that differ from the ones its checkpoints were made for."""
 

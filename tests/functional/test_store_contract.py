@@ -480,11 +480,29 @@ def test_finish_sets_optional_fields_and_clears_the_error(sut: StoreUnderTest) -
     assert rec is not None
     assert (rec.status, rec.error, rec.attempts, rec.wake_at_ms) == (NodeStatus.RETRYING, err, 2, T0 + 2000)
     assert (rec.event_name, rec.task_token, rec.items_total, rec.input_ref) == ("approve", "tok", 7, '{"v":"in2"}')
-    claim(sut.store, "step", owner="w2")
+    claim(sut.store, "step", owner="w2", now=T0 + 2000)  # the retry is due
     cleared = NodeChanges(NodeStatus.SUCCEEDED, T0 + 3, clear_error=True, output_ref='{"v":2}')
     assert sut.store.finish("run1", "step", cleared, owner="w2") is FinishResult.OK
     rec = sut.store.get_node("run1", "step")
     assert rec is not None and rec.error is None and rec.attempts == 2
+
+
+def test_a_retrying_node_is_claimed_only_from_its_wake_at(sut: StoreUnderTest) -> None:
+    """An early activation (a duplicate, a sweeper re-issue) does not start a retry before its delay:
+    the claim fails BUSY with the RETRYING record (its wake_at) until then, in one conditional write."""
+    claim(sut.store, "step", owner="w1")
+    retrying = NodeChanges(NodeStatus.RETRYING, T0 + 1, attempts=2, wake_at_ms=T0 + 2000)
+    assert sut.store.finish("run1", "step", retrying, owner="w1") is FinishResult.OK
+    early = claim(sut.store, "step", owner="w2", now=T0 + 1999)
+    assert early.kind is ClaimKind.BUSY and early.record.status is NodeStatus.RETRYING
+    assert early.record.wake_at_ms == T0 + 2000
+    due = claim(sut.store, "step", owner="w3", now=T0 + 2000)
+    assert due.kind is ClaimKind.CLAIMED and due.record.owner == "w3"
+    # a RETRYING node without a wake_at (a step its budget holds) is claimable at any time
+    held = NodeChanges(NodeStatus.RETRYING, T0 + 2001, attempts=2)
+    claim(sut.store, "other", owner="w1")
+    assert sut.store.finish("run1", "other", held, owner="w1") is FinishResult.OK
+    assert claim(sut.store, "other", owner="w2", now=T0 + 2002).kind is ClaimKind.CLAIMED
 
 
 def test_finish_with_a_new_error_and_clear_error_keeps_the_new_error(sut: StoreUnderTest) -> None:

@@ -380,9 +380,9 @@ def test_children_started_while_the_parent_is_being_cancelled_are_cancelled(monk
 
     start = children.start_children
 
-    def cancelled_meanwhile(w: Any, node: Any, run_id: str, key: str, rec: Any) -> None:
+    def cancelled_meanwhile(w: Any, wf: Any, node: Any, run_id: str, key: str, rec: Any) -> None:
         h.engine.runs.cancel(run_id)  # the cancel's cascade runs before the children exist
-        start(w, node, run_id, key, rec)
+        start(w, wf, node, run_id, key, rec)
 
     monkeypatch.setattr(children, "start_children", cancelled_meanwhile)
     with harness("memory", approval_parent()) as h:

@@ -64,7 +64,7 @@ def test_batched_crashes_that_dead_letter_an_item_are_recovered_by_the_sweeper()
     the three items' messages reach the dead-letter queue after 3 receives and item 2 is left
     RUNNING. No run strands: once its lease and the sweeper's grace are past, one sweep re-issues
     it and the run succeeds."""
-    with SqsHarness(wf, batch_size=10) as h:
+    with SqsHarness(wf, batch_size=10, max_receive_count=3) as h:  # fewer than deployed: the DLQ sooner
         for boundary, node in CRASHES:
             h.crash_at(boundary, node=node)
         rid = h.start(wf.name, N)

@@ -9,6 +9,7 @@ up to the second).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from stepchain import RetryableError, RetryPolicy, StepContext, Workflow
+from stepchain.handoff.messages import Activation
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 
 WORLD: dict[str, Any] = {}
@@ -116,3 +118,33 @@ def test_retry_after_s_must_be_a_sane_number_of_seconds(bad: Any) -> None:
         RetryableError("x", retry_after_s=bad)
     assert RetryableError("x").retry_after_s is None
     assert RetryableError("x", retry_after_s=0).retry_after_s == 0.0
+
+
+def _retrying(h: Harness, rid: str) -> int:
+    """Wait (Step Functions runs in moto's threads) until call_api is RETRYING; its wake_at."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rec = h.store.get_node(rid, "call_api")
+        if rec is not None and rec.status.value == "RETRYING" and rec.wake_at_ms is not None:
+            return rec.wake_at_ms
+        time.sleep(0.005)
+    raise AssertionError("call_api never went RETRYING")
+
+
+@pytest.mark.parametrize("kind", list(HARNESSES))
+def test_an_early_duplicate_does_not_run_a_retry_before_its_delay(kind: str) -> None:
+    """A duplicate (or a sweeper re-issue) delivered inside the retry delay does not start the next
+    attempt early: the claim refuses a RETRYING node before its wake_at and re-delivers it then."""
+    WORLD["fail_times"] = 1
+    with HARNESSES[kind](flow) as h:
+        WORLD["clock"] = h.clock
+        rid = h.start("rate-limited", 1)
+        if not isinstance(h, SfnHarness):
+            h.run(rid, until_ms=h.clock.now_ms() + 10_000)  # the first attempt failed: 42 s to wait
+        wake = _retrying(h, rid)
+        assert h.clock.now_ms() < wake
+        h.redeliver(Activation(rid, "rate-limited", h.engine.get_run(rid).version, "call_api"))
+        assert h.run(rid) == "SUCCEEDED"
+        starts = WORLD["starts"]
+        assert [a for a, _ in starts] == [1, 2, 1], starts  # no extra attempt ran
+        assert gaps(starts)[0] >= 42_000, starts

@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 from tests.integration.state_flows import TOOL_CALLS, TURNS, AgentState, agent, expected
 
-from stepchain import ValidationError, Workflow
+from stepchain import StateUpdate, ValidationError, Workflow
 from stepchain.define.state import add
 from stepchain.testing import API_BOUNDARIES, WORKER_BOUNDARIES, Harness, InjectedCrash, SfnHarness, SqsHarness
 
@@ -79,11 +79,13 @@ class Count(BaseModel):
     steps: Annotated[int, add] = 0
 
 
-def counting_chain(n: int) -> Workflow:
+def counting_chain(n: int, returned: bool = False) -> Workflow:
     wf = Workflow(f"state-chain-{n}", state=Count)
     for i in range(n):
 
-        def step(ctx: Any, x: int) -> int:
+        def step(ctx: Any, x: int) -> Any:
+            if returned:  # the update returned with the output (StateUpdate)
+                return StateUpdate(x + 1, steps=1)
             ctx.update_state(steps=1)
             return x + 1
 
@@ -91,8 +93,8 @@ def counting_chain(n: int) -> Workflow:
     return wf
 
 
-def dynamodb_calls(kind: str, n: int) -> Counter[str]:
-    wf = counting_chain(n)
+def dynamodb_calls(kind: str, n: int, returned: bool = False) -> Counter[str]:
+    wf = counting_chain(n, returned)
     h: Harness = SqsHarness(wf) if kind == "sqs" else Harness(wf, backend="moto")
     with h:
         rid = h.start(wf.name, 0)
@@ -100,12 +102,13 @@ def dynamodb_calls(kind: str, n: int) -> Counter[str]:
         return Counter({k: v for k, v in h.api_calls.items() if k.startswith("dynamodb.")})
 
 
+@pytest.mark.parametrize("returned", [False, True])
 @pytest.mark.parametrize("kind", ["inprocess", "sqs"])
-def test_a_state_update_costs_no_extra_call(kind: str) -> None:
-    """Still two DynamoDB calls per step (claim, checkpoint) when every step changes the state: the
-    state is written with the checkpoint and travels with the activation (measured as in
-    test_calls_per_step: a 25-step chain less a 5-step one)."""
-    short, long = dynamodb_calls(kind, 5), dynamodb_calls(kind, 25)
+def test_a_state_update_costs_no_extra_call(kind: str, returned: bool) -> None:
+    """Still two DynamoDB calls per step (claim, checkpoint) when every step changes the state
+    (``update_state`` or a returned ``StateUpdate``): the state is written with the checkpoint and
+    travels with the activation (measured as in test_calls_per_step: a 25-step chain less a 5-step one)."""
+    short, long = dynamodb_calls(kind, 5, returned), dynamodb_calls(kind, 25, returned)
     per_step = {op: d / 20 for op in long | short if (d := long[op] - short[op])}
     assert per_step == {"dynamodb.UpdateItem": 2.0}, per_step
 

@@ -2,7 +2,8 @@
 
 Every activation travels through SQS and is served by ``handle_sqs_batch`` under a virtual Lambda
 context; ``SqsHarness`` plays the event source mapping (batches as deployed, deletes what succeeded,
-redelivers the rest after the emulated visibility timeout, dead-letter queue after 3 receives).
+redelivers the rest after the emulated visibility timeout, dead-letter queue after the deployed
+maxReceiveCount).
 """
 
 from __future__ import annotations
@@ -346,3 +347,18 @@ def test_handoff_creates_no_client_until_it_sends(monkeypatch: pytest.MonkeyPatc
         assert made == ["sqs"]
         body = real("sqs", region_name="us-east-1").receive_message(QueueUrl=url)["Messages"][0]["Body"]
         assert json.loads(body)["node"] == "n"
+
+
+def test_the_harness_dead_letters_after_the_deployed_max_receive_count() -> None:
+    """SqsHarness's redrive policy is the template's (one constant), not a count of its own."""
+    from stepchain.deploy.samgen import build
+
+    tpl = build([agent_workflow({})], code_uri="src")
+    policies = {
+        r["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+        for r in tpl["Resources"].values()
+        if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in r.get("Properties", {})
+    }
+    with SqsHarness(agent_workflow({}), backend="memory") as h:
+        attrs = h.sqs.get_queue_attributes(QueueUrl=h.queues["plan"], AttributeNames=["RedrivePolicy"])
+        assert policies == {json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"]}

@@ -57,6 +57,8 @@ class Node:
     on_error: str = "fail"  # parallel only: "fail" | "collect"
     #: wait only: merge the event's payload (a dict of state fields) into the run's durable state
     into_state: bool = False
+    #: call / parallel only: a child starts from the run's state and its changes merge back at the join
+    share_state: bool = False
     estimate_usd: float = 0.0  # step only: what one attempt may spend, checked against the run's budget
     #: step only: False keeps the step out of fused chains (it always starts in its own invocation,
     #: stepchain.engine.fusion); not part of the chain's shape
@@ -100,6 +102,8 @@ class Node:
             sig["on_error"] = self.on_error
         if self.into_state:  # only then: the versions of other workflows stay what they were
             sig["into_state"] = True
+        if self.share_state:
+            sig["share_state"] = True
         return sig
 
 

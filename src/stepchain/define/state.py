@@ -2,7 +2,8 @@
 with each step's own checkpoint write.
 
 ``Workflow(name, state=MyState)``: a step reads ``ctx.state`` (the state stored with the node its
-input came from) and changes it with ``ctx.update_state(field=value, ...)``. Each field merges by
+input came from) and changes it with ``ctx.update_state(field=value, ...)`` or by returning
+``StateUpdate(output, field=value, ...)`` (merged after the step's own ``update_state`` calls). Each field merges by
 its declared rule, ``Annotated[list[str], append]`` (default :data:`replace`):
 
 * :data:`replace`: the new value replaces the old one;
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from stepchain.exceptions import ValidationError
+from stepchain.exceptions import StateModelMismatch, ValidationError
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,48 @@ def check_model(model: Any) -> type[BaseModel]:
     return model
 
 
+def read_state(model: type[BaseModel], stored: Any) -> BaseModel:
+    """The stored state as ``model``: a typed :class:`StateModelMismatch` when it does not fit (the
+    model changed under a fixed version since the run stored it)."""
+    try:
+        return model.model_validate(stored)
+    except PydanticValidationError as exc:
+        raise StateModelMismatch(
+            f"the run's stored state does not fit state model {model.__name__} (changed since the run stored "
+            f"it, under the same Workflow(version=...)?): {exc.errors(include_url=False)}"
+        ) from exc
+
+
+def model_signature(model: type[BaseModel]) -> dict[str, Any]:
+    """What of a state model decides a workflow's version: its JSON schema and each field's reducer."""
+    return {"schema": model.model_json_schema(), "reducers": {k: r.name for k, r in reducers_of(model).items()}}
+
+
+def branch_changes(model: type[BaseModel], start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
+    """What a child run changed in the state it was given (``share_state``), as an update of the
+    parent's ``model`` (fields both models have), per the parent's reducer: append, the items after
+    the starting ones (all of them if the child rewrote the list); add, the difference; merge, the
+    keys added or changed; replace, the end value if it differs. Unchanged fields are left out."""
+    out: dict[str, Any] = {}
+    for name, rule in reducers_of(model).items():
+        if name not in end or name not in start or end[name] == start[name]:
+            continue
+        old, new = start[name], end[name]
+        if rule is append:
+            grown = isinstance(old, list) and isinstance(new, list) and new[: len(old)] == old
+            out[name] = new[len(old) :] if grown else new
+        elif rule is add:
+            out[name] = (new or 0) - (old or 0)
+        elif rule is merge:
+            out[name] = {k: v for k, v in (new or {}).items() if (old or {}).get(k, _MISSING) != v}
+        else:
+            out[name] = new
+    return out
+
+
+_MISSING = object()
+
+
 def view_of(ref: str | None) -> Any:
     """What a run view shows of a state reference: the value when inline, else the S3 reference."""
     if ref is None:
@@ -110,6 +153,39 @@ def view_of(ref: str | None) -> Any:
 
     doc = json.loads(ref)
     return doc["v"] if "v" in doc else {"blob": doc.get("blob"), "bytes": doc.get("bytes")}
+
+
+T = TypeVar("T")
+
+
+class StateUpdate(Generic[T]):
+    """A step's return value that also changes the run's state: ``return StateUpdate(output,
+    notes=[...])``. ``output`` is the step's output (what its successor receives, typed as
+    ``StateUpdate[T]`` says); the keyword fields merge into ``ctx.state`` by their reducers, as
+    ``ctx.update_state`` would after everything the step did, and are checkpointed in the same write
+    as the output. It may wrap a route (``StateUpdate(goto("x", v), ...)``) or be wrapped by one
+    (``goto("x", StateUpdate(v, ...))``)."""
+
+    __slots__ = ("changes", "output")
+
+    def __init__(self, output: T, /, **changes: Any) -> None:
+        self.output = output
+        self.changes: dict[str, Any] = changes
+
+    def __repr__(self) -> str:
+        return f"StateUpdate({self.output!r}, {self.changes!r})"
+
+
+def take_update(box: StateBox | None, returned: object) -> object:
+    """A step's return value without its :class:`StateUpdate` (merged into ``box``)."""
+    if not isinstance(returned, StateUpdate):
+        return returned
+    if box is None:
+        raise ValidationError(
+            "a step returned a StateUpdate where there is no run state (Workflow(state=...) or a map item)"
+        )
+    box.update(returned.changes)
+    return returned.output
 
 
 @dataclass
@@ -125,7 +201,7 @@ class StateBox:
     @property
     def value(self) -> BaseModel:
         if self._value is None:
-            self._value = self.model() if self.ref is None else self.model.model_validate(self.decode(self.ref))
+            self._value = self.model() if self.ref is None else read_state(self.model, self.decode(self.ref))
         return self._value
 
     def update(self, changes: Mapping[str, Any]) -> BaseModel:
@@ -140,14 +216,19 @@ class StateBox:
 __all__ = [
     "Reducer",
     "StateBox",
+    "StateUpdate",
     "add",
     "append",
     "apply_update",
+    "branch_changes",
     "check_event",
     "check_model",
     "merge",
+    "model_signature",
+    "read_state",
     "reducers_of",
     "replace",
     "state_update",
+    "take_update",
     "view_of",
 ]

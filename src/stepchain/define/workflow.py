@@ -18,7 +18,7 @@ from stepchain.define.nodes import CHILD_KINDS as CHILD_KINDS  # re-exported: th
 from stepchain.define.nodes import Node as Node
 from stepchain.define.nodes import NodeKind as NodeKind
 from stepchain.define.routing import END
-from stepchain.define.state import check_model
+from stepchain.define.state import check_model, model_signature
 from stepchain.define.step_options import RetryPolicy as RetryPolicy  # re-exported
 from stepchain.define.step_options import deploy_settings as deploy_settings
 from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
@@ -187,18 +187,39 @@ class Workflow:
         )
         self._add(node)
 
-    def call(self, workflow: str | Workflow, *, name: str | None = None) -> None:
+    def call(self, workflow: str | Workflow, *, name: str | None = None, share_state: bool = False) -> None:
         """Run ``workflow`` (a name, or a Workflow: registered with this one) as a child run on this
-        node's input; the output is the child's. A failed or cancelled child fails the node (terminal)."""
-        self._add(call_node(self._child_name(workflow), name))
+        node's input; the output is the child's. A failed or cancelled child fails the node (terminal).
+        ``share_state``: the child starts from this run's state and its changes merge back at the join
+        (both workflows declare ``state``; :mod:`stepchain.define.state`)."""
+        self._add(self._sharing(call_node(self._child_name(workflow), name), share_state))
 
     def parallel(
-        self, branches: Mapping[str, str | Workflow], *, name: str | None = None, on_error: str = "fail"
+        self,
+        branches: Mapping[str, str | Workflow],
+        *,
+        name: str | None = None,
+        on_error: str = "fail",
+        share_state: bool = False,
     ) -> None:
         """One child run per branch, all at once, on this node's input; the output is ``{branch:
         output}``. ``on_error``: ``"fail"`` (a failed branch fails the node, the others are
-        cancelled) or ``"collect"`` (its value is ``{"error": {...}}``)."""
-        self._add(parallel_node(branches, self._child_name, len(self.nodes), name, on_error))
+        cancelled) or ``"collect"`` (its value is ``{"error": {...}}``). ``share_state``: as for
+        :meth:`call`; the branches' changes merge in declared branch order."""
+        self._add(
+            self._sharing(parallel_node(branches, self._child_name, len(self.nodes), name, on_error), share_state)
+        )
+
+    def _sharing(self, node: Node, share_state: bool) -> Node:
+        if not share_state:
+            return node
+        if self.state is None:
+            raise ValidationError(f"{node.id}: share_state=True needs Workflow(state=...)")
+        for _, child in node.branches:
+            known = self._children.get(child)
+            if known is not None and known.state is None:
+                raise ValidationError(f"{node.id}: share_state=True needs child workflow {child!r} to declare state")
+        return replace(node, share_state=True)
 
     def _child_name(self, workflow: str | Workflow) -> str:
         return child_name(workflow, self._children, Workflow)
@@ -215,10 +236,14 @@ class Workflow:
 
     @property
     def version(self) -> str:
-        """Explicit version, or a hash of the chain's shape (ids, kinds, parameters)."""
+        """Explicit version, or a hash of the chain's shape (ids, kinds, parameters) and of its state
+        model (a changed model is a new version: a run keeps the model it started with)."""
         if self._version:
             return self._version
-        shape = json.dumps([n.signature() for n in self._nodes], sort_keys=True)
+        sig: list[Any] = [n.signature() for n in self._nodes]
+        if self.state is not None:  # only then: the versions of other workflows stay what they were
+            sig.append({"state": model_signature(self.state)})
+        shape = json.dumps(sig, sort_keys=True)
         return hashlib.sha256(f"{self.name}:{shape}".encode()).hexdigest()[:12]
 
     def _position(self, node_id: str) -> int:

@@ -36,10 +36,10 @@ from stepchain.deploy.samgen_children import add_child_runs_policy, with_childre
 from stepchain.engine import fusion
 from stepchain.engine.short_queues import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
 from stepchain.exceptions import ValidationError
+from stepchain.handoff.sqs import CONTROL_BATCH_SIZE, MAX_RECEIVE_COUNT, STEP_BATCH_SIZE
 
 CONTROL_TIMEOUT_S = 30
 CONTROL_MEMORY_MB = 256
-MAX_RECEIVE_COUNT = 5
 RESERVED_PATTERN = "^[0-9]*$"
 
 
@@ -241,7 +241,7 @@ def _add_function(tpl: dict[str, Any], fn: FunctionPlan, control: bool) -> None:
         "Properties": {
             "FunctionName": ref(fn.logical_id),
             "EventSourceArn": arn(fn.queue),
-            "BatchSize": 10 if control else 1,
+            "BatchSize": CONTROL_BATCH_SIZE if control else STEP_BATCH_SIZE,
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
             "Enabled": {"Fn::If": ["UseSqs", True, False]},
         },

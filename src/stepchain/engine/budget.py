@@ -73,7 +73,9 @@ def check(w: KindServices, wf: Workflow, node: Node, msg: Activation, key: str, 
         w.fail(msg, key, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), owner=rec.owner)
         return Outcome(OutcomeKind.FAILED, error=err)
     wake = now + RECHECK_S * 1000
-    changes = NodeChanges(NodeStatus.RETRYING, now, error=err, wake_at_ms=wake)
+    # no wake_at on the node: a held step may be claimed at any time (its claim re-checks the budget;
+    # a RETRYING node with a wake_at is claimed only from then on, see CheckpointStore.claim)
+    changes = NodeChanges(NodeStatus.RETRYING, now, error=err)
     w.store.finish(msg.run_id, key, changes, owner=rec.owner)
     if not b.paused:
         w.store.pause_for_budget(msg.run_id, key, now)

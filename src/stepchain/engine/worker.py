@@ -137,6 +137,9 @@ class Worker:
             msg.run_id, key, node=node.id, index=msg.index, owner=owner, now_ms=now, lease_until_ms=lease
         )
         rec = res.record
+        if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RETRYING:
+            # an early duplicate or re-issue: the retry is not due yet, come back at its wake_at
+            return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms or now)
         if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RUNNING:
             if rec.lease_until_ms >= now:
                 return Outcome(OutcomeKind.BUSY, wake_at_ms=rec.lease_until_ms + 1)
@@ -189,16 +192,19 @@ class Worker:
             return None
         return prev_rec.output_ref
 
-    def state_of(self, wf: Workflow, node: Node, msg: Activation) -> str | None:
+    def state_of(self, wf: Workflow, node: Node, msg: Activation, own: NodeRecord | None = None) -> str | None:
         """The durable state reference the node starts from: the one its activation carries (no
-        read), else the one stored with the node it names (``src``) or its chain predecessor.
-        None: the model's defaults (the first node, or a workflow without state)."""
+        read), else the one stored with the node it names (``src``) or its chain predecessor; with
+        neither (the first node), the one on the node's ``own`` record (a child run's first node
+        holds the state its parent shared, ``share_state``). None: the model's defaults."""
         if wf.state is None or msg.index is not None:
             return None
         if msg.state is not None:
             return msg.state
         prev_rec = self._source_record(wf, node, msg)
-        return None if prev_rec is None else prev_rec.state_ref
+        if prev_rec is None:
+            return None if own is None else own.state_ref
+        return prev_rec.state_ref
 
     def _source_record(self, wf: Workflow, node: Node, msg: Activation) -> NodeRecord | None:
         """The record of the node whose output (and state) this one starts from: the one the activation

@@ -12,9 +12,13 @@ Queue settings this transport relies on:
   (a duplicate that meets a live lease is dropped as BUSY, and the owner's own message is the one
   that comes back). With the heartbeat (:mod:`stepchain.engine.heartbeat`) each message's own visibility
   is short (V) and the lease ends before it, so a dead worker's message comes back within V.
-* A dead-letter queue with ``maxReceiveCount`` (e.g. 3): a message no worker can handle (malformed,
-  unknown workflow) ends there instead of circulating.
-* The event source mapping reports ``ReportBatchItemFailures`` so only failed records are retried.
+* A dead-letter queue with ``maxReceiveCount`` (:data:`MAX_RECEIVE_COUNT`): a message no worker can
+  handle (malformed, unknown workflow) ends there instead of circulating.
+* The event source mapping reports ``ReportBatchItemFailures`` so only failed records are retried;
+  its ``BatchSize`` is :data:`STEP_BATCH_SIZE` on a step's (or map's) queue, :data:`CONTROL_BATCH_SIZE`
+  on the control function's.
+
+The generated template, the embedded runtime's queues and ``SqsHarness`` read these constants.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ BATCH_SIZE = 10
 
 #: (body, due) of the activations sent in the current batch invocation (see ``SqsHandoff.coalescing``)
 _SENT: ContextVar[set[tuple[str, int | None]] | None] = ContextVar("stepchain_sqs_sent", default=None)
+
+#: the queues' redrive policy: a message received this many times goes to the dead-letter queue
+MAX_RECEIVE_COUNT = 5
+#: the event source mappings' BatchSize: 1 on a step's queue, 10 on the control function's
+STEP_BATCH_SIZE, CONTROL_BATCH_SIZE = 1, 10
 
 
 class SqsSendError(StepchainError):

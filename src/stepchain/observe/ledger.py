@@ -271,7 +271,12 @@ def describe(store: CheckpointStore, registry: Registry, run: RunRecord, prices:
 
 
 def current_state(records: list[NodeRecord], order: dict[str, int]) -> Any:
-    """The durable state stored with the run's latest node: the last loop iteration, then the last
+    """The durable state stored with the run's latest node (:func:`latest_state_ref`), as shown."""
+    return view_of(latest_state_ref(records, order))
+
+
+def latest_state_ref(records: list[NodeRecord], order: dict[str, int]) -> str | None:
+    """The state reference stored with the run's latest node: the last loop iteration, then the last
     written, then the furthest down the chain (a waiting node holds the state it waits with)."""
     held = [r for r in records if r.state_ref is not None and r.index is None]
     if not held:
@@ -280,8 +285,7 @@ def current_state(records: list[NodeRecord], order: dict[str, int]) -> Any:
     def rank(r: NodeRecord) -> tuple[int, int, int]:
         return r.iteration, r.updated_ms or r.ended_ms or r.created_ms, order.get(r.node, -1)
 
-    last = max(held, key=rank)
-    return view_of(last.state_ref)
+    return max(held, key=rank).state_ref
 
 
 def _order(wf: Workflow | None, records: list[NodeRecord]) -> dict[str, int]:

@@ -30,6 +30,7 @@ from typing import Any
 from stepchain.define.context import FakeLambdaContext, Probe
 from stepchain.define.workflow import Workflow
 from stepchain.engine import LEASE_GRACE_MS
+from stepchain.handoff.sqs import MAX_RECEIVE_COUNT
 from stepchain.runtimes.local_probes import AuditProbe, CrashPlanProbe, DuplicatingSqsHandoff
 
 TABLE = "stepchain-local"
@@ -123,7 +124,7 @@ class EmbeddedAws:
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
 
-    def provision(self, *, visibility_timeout_s: int, max_receives: int = 5) -> LocalStack:
+    def provision(self, *, visibility_timeout_s: int, max_receives: int = MAX_RECEIVE_COUNT) -> LocalStack:
         """Create the table, bucket, step queue and dead-letter queue (idempotent)."""
         from stepchain.store.dynamodb import create_table
 

@@ -166,8 +166,11 @@ class CheckpointStore(StepLocalStore, BudgetOps, ForkOps):
     ) -> ClaimResult:
         """ONE conditional write: absent/PENDING/CONTINUING/RETRYING -> RUNNING under our lease.
 
-        An absent node is created by its claim (its input is its predecessor's output). On
-        conflict the current record comes back with the failure (no second read).
+        A RETRYING node is claimed only once its ``wake_at`` has come (its retry delay is over), so
+        an early duplicate or re-issue cannot start the next attempt before it (a step its budget
+        holds has no ``wake_at``: any activation may re-check it). An absent node is created by
+        its claim (its input is its predecessor's output). On conflict the current record comes
+        back with the failure (no second read).
         """
         u = Update(
             sets={
@@ -183,7 +186,9 @@ class CheckpointStore(StepLocalStore, BudgetOps, ForkOps):
         for name, value in (("started", now_ms), ("attempts", 1), ("expires_at", self.expires_at(now_ms))):
             if value is not None:
                 u.inits[name] = value
-        return self._claim(run_id, key, u, _status_in(CLAIMABLE, absent=True))
+        due = (("status", "in", _NOT_DELAYED), ("wake_at", "missing", None), ("wake_at", "<", now_ms + 1))
+        cond = Cond(absent=True, clauses=(*_status_in(CLAIMABLE, absent=True).clauses, ("", "any", due)))
+        return self._claim(run_id, key, u, cond)
 
     def takeover(
         self, run_id: str, key: str, *, stale: NodeRecord, owner: str, now_ms: int, lease_until_ms: int
@@ -294,6 +299,8 @@ def _implied_inits(update: Update, prior: NodeRecord | None, now_ms: int, expire
     }
     taken = set(update.sets) | set(update.adds) | set(update.removes)
     update.inits.update({k: v for k, v in inits.items() if v is not None and k not in taken})
+#: claimable statuses that carry no delay (a RETRYING node's ``wake_at`` is when its retry is due)
+_NOT_DELAYED = tuple(s.value for s in CLAIMABLE if s is not NodeStatus.RETRYING)
 
 
 def _status_in(statuses: tuple[NodeStatus, ...] | tuple[RunStatus, ...], *, absent: bool) -> Cond:

@@ -98,6 +98,8 @@ class NodeInit:
     index: int | None = None
     attempts: int = 1
     status: NodeStatus = NodeStatus.PENDING
+    #: the durable state the node starts from (a child run's first node: its parent's, ``share_state``)
+    state_ref: str | None = None
 
     def item(self, now_ms: int, expires_at: int | None) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -112,6 +114,8 @@ class NodeInit:
         }
         if self.index is not None:
             item["index"] = self.index
+        if self.state_ref is not None:
+            item["state"] = self.state_ref
         if expires_at is not None:
             item["expires_at"] = expires_at
         return item

@@ -78,14 +78,18 @@ class _Expr:
         parts = [("SET", sets), ("ADD", adds), ("REMOVE", [self.name(a) for a in u.removes])]
         return " ".join(f"{verb} {', '.join(terms)}" for verb, terms in parts if terms)
 
+    def clause(self, clause: tuple[str, str, Any], tag: str) -> str:
+        attr, op, v = clause
+        if op == "any":
+            return "(" + " OR ".join(self.clause(sub, f"{tag}_{j}") for j, sub in enumerate(v)) + ")"
+        if op == "missing":
+            return f"attribute_not_exists({self.name(attr)})"
+        if op == "in":
+            return f"{self.name(attr)} IN ({', '.join(self.value(f'{tag}_{j}', x) for j, x in enumerate(v))})"
+        return f"{self.name(attr)} {op} {self.value(tag, v)}"
+
     def condition(self, c: Cond) -> str:
-        terms = []
-        for i, (attr, op, v) in enumerate(c.clauses):
-            if op == "in":
-                terms.append(f"{self.name(attr)} IN ({', '.join(self.value(f'c{i}_{j}', x) for j, x in enumerate(v))})")
-            else:
-                terms.append(f"{self.name(attr)} {op} {self.value(f'c{i}', v)}")
-        body = " AND ".join(terms)
+        body = " AND ".join(self.clause(clause, f"c{i}") for i, clause in enumerate(c.clauses))
         if c.absent is None:
             return body
         head, join = ("attribute_not_exists(pk)", " OR ") if c.absent else ("attribute_exists(pk)", " AND ")

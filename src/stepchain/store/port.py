@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from stepchain.store.changes import RunPage
     from stepchain.store.records import RunStatus
 
-#: a condition's comparisons: ``(field, op, value)`` with op ``"="``, ``"<"`` or ``"in"`` (value a tuple)
+#: a condition's comparisons: ``(field, op, value)`` with op ``"="``, ``"<"``, ``"in"`` (value a tuple),
+#: ``"missing"`` (the field is absent; value unused) or ``"any"`` (field unused; value a tuple of
+#: clauses, one of which holds)
 Clause = tuple[str, str, Any]
 
 
@@ -42,6 +44,10 @@ class Cond:
 
 def _holds(item: dict[str, Any], clause: Clause) -> bool:
     name, op, value = clause
+    if op == "any":
+        return any(_holds(item, c) for c in value)
+    if op == "missing":
+        return name not in item
     if name not in item:
         return False
     have = item[name]

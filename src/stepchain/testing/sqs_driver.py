@@ -36,7 +36,7 @@ from stepchain.engine import LEASE_GRACE_MS, Engine
 from stepchain.engine.heartbeat import HeartbeatPolicy
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.messages import Activation, Outcome
-from stepchain.handoff.sqs import MAX_DELAY_S
+from stepchain.handoff.sqs import CONTROL_BATCH_SIZE, MAX_DELAY_S, MAX_RECEIVE_COUNT, STEP_BATCH_SIZE
 from stepchain.runtimes.aws.sqs_worker import handle_sqs_batch
 from stepchain.runtimes.local_probes import DuplicatingSqsHandoff
 from stepchain.testing.clock import InvocationTimeout, VirtualClock, VirtualLambdaContext
@@ -49,7 +49,6 @@ REGION = "us-east-1"
 VISIBLE_AT = "harness_visible_at_ms"
 #: the queues' real visibility timeout (12 h, the maximum): virtual time decides redelivery
 REAL_VISIBILITY_S = 43_200
-STEP_BATCH_SIZE, CONTROL_BATCH_SIZE = 1, 10  # the deployed BatchSize (stepchain.deploy.samgen)
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ class SqsHarness(Harness):
         budget_ms: int | None = None,
         inline_limit: int | None = None,
         duplicate_delivery: bool = False,
-        max_receive_count: int = 3,
+        max_receive_count: int = MAX_RECEIVE_COUNT,
         batch_size: int | None = None,
         heartbeat: HeartbeatPolicy | Literal["env"] | None = None,
         virtual_sleep: bool = True,

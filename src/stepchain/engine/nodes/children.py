@@ -30,11 +30,12 @@ from stepchain.define.workflow import CHILD_KINDS, Node, Workflow
 from stepchain.deploy.asl_parts import _callback_task, _input
 from stepchain.engine.nodes import stream
 from stepchain.engine.nodes.base import NodeKindHandler, ViewScope
+from stepchain.engine.nodes.child_state import child_start, joined_state
 from stepchain.engine.nodes.recovery import Recovery, RecoveryView, default_recovery
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import successor
 from stepchain.engine.shared import LEASE_GRACE_MS, error_of, key_of
-from stepchain.exceptions import VersionMismatch, WorkflowNotFound
+from stepchain.exceptions import TerminalError, ValidationError, VersionMismatch, WorkflowNotFound
 from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.logs import LambdaContextLike, logger
 from stepchain.observe.ledger import NodeView
@@ -133,7 +134,7 @@ def activate(
         input_ref = w.input_of(wf, node, msg, rec)
         if input_ref is None:
             return w.release(msg, key, rec, "predecessor not finished")
-        state = w.state_of(wf, node, msg)  # kept with the node: its join passes it on (children get input only)
+        state = w.state_of(wf, node, msg, rec)  # kept with the node: children start from it (share_state)
         kids = child_ids(node, msg.run_id, key, rec.generation)
         events: list[stream.Event] = [
             ("started", {"attempt": rec.attempts}, "started"),
@@ -143,7 +144,9 @@ def activate(
         changes = NodeChanges(NodeStatus.WAITING, now, input_ref=input_ref, task_token=msg.token, state_ref=state)
         if w.store.finish(msg.run_id, key, changes, owner=rec.owner) is not FinishResult.OK:
             return Outcome(OutcomeKind.DROPPED, detail="lease lost")
-        current = replace(rec, status=NodeStatus.WAITING, input_ref=input_ref, task_token=msg.token, owner=None)
+        current = replace(
+            rec, status=NodeStatus.WAITING, input_ref=input_ref, task_token=msg.token, owner=None, state_ref=state
+        )
     elif rec.status is NodeStatus.WAITING and msg.token and msg.token != rec.task_token:
         # Step Functions ran the task again (a new token): remember the live one
         changes = NodeChanges(NodeStatus.WAITING, now, task_token=msg.token)
@@ -154,8 +157,9 @@ def activate(
     if current.input_ref is None:
         return Outcome(OutcomeKind.DROPPED, detail="no input")
     try:
-        start_children(w, node, msg.run_id, key, current)
-    except (WorkflowNotFound, VersionMismatch) as exc:  # no deployment of this one can run the child
+        start_children(w, wf, node, msg.run_id, key, current)
+    except (WorkflowNotFound, VersionMismatch, TerminalError, ValidationError) as exc:  # no deployment of this
+        # one can run the child (or give it the state it shares: a child without state, a mismatch)
         err = error_of(exc, key)
         w.fail(msg, key, err, NodeChanges(NodeStatus.FAILED, now, error=err, ended=True), expect=(NodeStatus.WAITING,))
         return Outcome(OutcomeKind.FAILED, error=err)
@@ -168,7 +172,7 @@ def activate(
     return Outcome(OutcomeKind.SUSPENDED) if out.kind is OutcomeKind.DROPPED else out
 
 
-def start_children(w: KindServices, node: Node, run_id: str, key: str, rec: NodeRecord) -> None:
+def start_children(w: KindServices, wf: Workflow, node: Node, run_id: str, key: str, rec: NodeRecord) -> None:
     """Start every branch's child run unless it exists (then re-issue its first activation only if
     that may have been lost, as a retried start does)."""
     assert rec.input_ref is not None
@@ -190,7 +194,7 @@ def start_children(w: KindServices, node: Node, run_id: str, key: str, rec: Node
                 child_wf.version,
                 rec.input_ref,
                 now,
-                NodeInit(cid, first.id, first.id, rec.input_ref),
+                NodeInit(cid, first.id, first.id, rec.input_ref, state_ref=child_start(w, wf, node, rec, child_wf)),
                 idempotency_key=f"child-{cid}",
                 request_hash=hashlib.sha256(f"{cid}|{rec.input_ref}".encode()).hexdigest(),
                 extra={"parent": f"{run_id}/{key}/{branch}"},
@@ -252,6 +256,13 @@ def join(
         return Outcome(OutcomeKind.DROPPED, detail="children still running"), rec
     assert kids is not None
     now = w.clock.now_ms()
+    state: str | None = None
+    out_ref: str | None = verdict[1] if verdict[0] == "ok" else None
+    if verdict[0] == "ok":
+        try:
+            state = joined_state(w, wf, node, rec, kids)  # the branches' state changes, in branch order
+        except (TerminalError, ValidationError) as exc:  # a branch's state does not fit the parent's model
+            verdict = "fail", error_of(exc, key)
     ended = {b: {"run_id": c.run_id, "status": c.status.value} for b, c in kids.items() if c.status.finished}
     end: stream.Event = (
         ("failed", {"error": verdict[1]}, "failed") if verdict[0] == "fail" else ("succeeded", {}, "succeeded")
@@ -265,7 +276,9 @@ def join(
         w.cancel_runs([c.run_id for c in kids.values() if c.status in ACTIVE_RUN])
         return Outcome(OutcomeKind.FAILED, error=err), rec
     inv = Invocation(rec.started_ms or rec.created_ms, now, "joined")
-    changes = NodeChanges(NodeStatus.SUCCEEDED, now, output_ref=verdict[1], ended=True, invocation=inv, prior=rec)
+    changes = NodeChanges(
+        NodeStatus.SUCCEEDED, now, output_ref=out_ref, ended=True, invocation=inv, prior=rec, state_ref=state
+    )
     out = w.commit(wf, node, msg.with_(action="run"), key, changes, owner=None, expect=(NodeStatus.WAITING,))
     if out.kind is OutcomeKind.DROPPED:  # joined by another notification meanwhile
         return Outcome(OutcomeKind.DONE, detail="joined by another child"), rec

@@ -49,7 +49,7 @@ def fan_out(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: La
     events = [("started", {"attempt": rec.attempts}, "started"), ("fanned_out", {"items": len(items)}, "fanned_out")]
     stream.write(w, wf, node, msg, rec, events)
     inv = Invocation(now, w.clock.now_ms(), "fanned_out")
-    state = w.state_of(wf, node, msg)  # kept with the map: its join passes it on (items only read input)
+    state = w.state_of(wf, node, msg, rec)  # kept with the map: its join passes it on (items only read input)
     changes = NodeChanges(
         NodeStatus.FANNED_OUT, now, items_total=len(items), invocation=inv, prior=rec, state_ref=state
     )

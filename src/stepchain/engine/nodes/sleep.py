@@ -27,7 +27,7 @@ def sleep(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lamb
         wake = now + node.seconds * 1000
         events = [("started", {"attempt": rec.attempts}, "started"), ("waiting_for", {"wake_at": wake}, "waiting")]
         stream.write(w, wf, node, msg, rec, events)
-        state = w.state_of(wf, node, msg)  # kept with the sleep: it passes the state on
+        state = w.state_of(wf, node, msg, rec)  # kept with the sleep: it passes the state on
         changes = NodeChanges(NodeStatus.SLEEPING, now, wake_at_ms=wake, input_ref=input_ref, state_ref=state)
         w.store.finish(msg.run_id, key, changes, owner=rec.owner)
         return Outcome(OutcomeKind.WAIT, wake_at_ms=wake)

@@ -15,7 +15,7 @@ from typing import Any
 
 from stepchain.define.aio import budget_ms, run_coroutine
 from stepchain.define.context import CostMeter, StepContext
-from stepchain.define.state import StateBox
+from stepchain.define.state import StateBox, take_update
 from stepchain.define.workflow import Node, Workflow
 from stepchain.engine import budget
 from stepchain.engine.nodes.base import NodeKindHandler
@@ -60,7 +60,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         owner=rec.owner,
         iteration=msg.iteration,
         invocation=rec.invocations,
-        state_box=state_box(w, wf, node, msg),
+        state_box=state_box(w, wf, node, msg, rec),
         stream_lifecycle=wf.stream_lifecycle,
     )
     t0 = w.clock.monotonic_ms()
@@ -79,7 +79,9 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
             output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)  # before the node write: a crash over-counts
         spent = True
+        output = take_update(ctx.state_box, output)  # a returned StateUpdate: merged, then the output
         output, route = chosen_route(wf, node, msg.iteration, output)
+        output = take_update(ctx.state_box, output)  # goto(x, StateUpdate(...))
         w.probe.reached("step_executed", msg.run_id, key)
         out_ref = w.codec.encode(output, scope=f"{msg.run_id}/{key}")
         state_ref = None
@@ -128,11 +130,11 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     return w.commit(wf, node, msg, key, changes, owner=owner)
 
 
-def state_box(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> StateBox | None:
+def state_box(w: KindServices, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord) -> StateBox | None:
     """The durable state the step sees (decoded on first read); None without a state or in a map item."""
     if wf.state is None or msg.index is not None:
         return None
-    return StateBox(wf.state, w.state_of(wf, node, msg), w.codec.decode)
+    return StateBox(wf.state, w.state_of(wf, node, msg, rec), w.codec.decode)
 
 
 def step_failed(

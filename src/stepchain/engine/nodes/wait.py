@@ -37,7 +37,7 @@ def wait(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: Lambd
         if w.input_of(wf, node, msg, rec) is None and wf.prev_of(node.id) is not None:
             return w.release(msg, key, rec, "predecessor not finished")
         deadline = now + node.seconds * 1000
-        state = w.state_of(wf, node, msg)  # kept with the wait: its successor goes on from it
+        state = w.state_of(wf, node, msg, rec)  # kept with the wait: its successor goes on from it
         waiting_for = {"event": node.event, "iteration": msg.iteration, "deadline": deadline}
         started = ("started", {"attempt": rec.attempts}, "started")
         stream.write(w, wf, node, msg, rec, [started, ("waiting_for", waiting_for, "waiting")])

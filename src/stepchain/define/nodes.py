@@ -58,6 +58,8 @@ class Node:
     #: wait only: merge the event's payload (a dict of state fields) into the run's durable state
     into_state: bool = False
     estimate_usd: float = 0.0  # step only: what one attempt may spend, checked against the run's budget
+    #: step only: its concurrency and rate limits (stepchain.define.flow); not part of the chain's shape
+    limits: tuple[Any, ...] = field(default=(), compare=False)
 
     @property
     def runs_user_code(self) -> bool:

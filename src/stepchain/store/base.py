@@ -50,6 +50,7 @@ from stepchain.store.items import (
     node_update,
     run_update,
 )
+from stepchain.store.limits import LimitOps
 from stepchain.store.port import ABSENT, EXISTS, Cond, Update
 from stepchain.store.records import (
     CLAIMABLE,
@@ -73,7 +74,7 @@ from stepchain.store.records import (
 from stepchain.store.steps import StepLocalStore
 
 
-class CheckpointStore(StepLocalStore, BudgetOps):
+class CheckpointStore(StepLocalStore, BudgetOps, LimitOps):
     """Durable run state above the port's primitives (adapters: ``memory``, ``dynamodb``)."""
 
     # -- runs --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from stepchain.store.changes import RunPage
     from stepchain.store.records import RunStatus
 
-#: a condition's comparisons: ``(field, op, value)`` with op ``"="``, ``"<"`` or ``"in"`` (value a tuple)
+#: a condition's comparisons: ``(field, op, value)`` with op ``"="``, ``"<"``, ``">"`` or ``"in"`` (value a tuple)
 Clause = tuple[str, str, Any]
 
 
@@ -49,6 +49,8 @@ def _holds(item: dict[str, Any], clause: Clause) -> bool:
         return bool(have == value)
     if op == "<":
         return bool(have < value)
+    if op == ">":
+        return bool(have > value)
     return have in value
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import inspect
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from stepchain.define.aio import budget_ms, run_coroutine
 from stepchain.define.context import CostMeter, StepContext
 from stepchain.define.state import StateBox
 from stepchain.define.workflow import Node, Workflow
-from stepchain.engine import budget
+from stepchain.engine import admission, budget
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.routing import chosen_route
@@ -42,9 +43,6 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     input_ref = w.input_of(wf, node, msg, rec)
     if input_ref is None:
         return w.release(msg, key, rec, "predecessor not finished")
-    over = budget.check(w, wf, node, msg, key, rec)  # a budgeted run only: one read
-    if over is not None:
-        return over
     assert node.fn is not None
     ctx = StepContext(
         msg.run_id,
@@ -61,6 +59,36 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         invocation=rec.invocations,
         state_box=state_box(w, wf, node, msg),
     )
+    decoded: list[Any] = []
+
+    def value_of() -> Any:  # the input, decoded once (a limit's key may read it before the step)
+        if not decoded:
+            decoded.append(w.codec.decode(input_ref))
+        return decoded[0]
+
+    try:  # the ONE admission check: the run's budget, the step's limits (none: no request)
+        gate = admission.admit(w, wf, node, msg, key, rec, ctx, value_of)
+    except ValidationError as bad:  # a limit's key function failed: the step fails
+        return step_failed(w, node, msg, key, rec, bad, w.clock.monotonic_ms(), w.clock.now_ms(), ctx.cost)
+    if isinstance(gate, Outcome):
+        return gate
+    outcome, raised = _execute(w, wf, node, msg, key, rec, ctx, value_of)
+    admission.settle(w, gate, ctx.cost, raised)  # after the node write: a crash before it keeps the slots leased
+    return outcome
+
+
+def _execute(
+    w: KindServices,
+    wf: Workflow,
+    node: Node,
+    msg: Activation,
+    key: str,
+    rec: NodeRecord,
+    ctx: StepContext,
+    value_of: Callable[[], Any],
+) -> tuple[Outcome, Exception | None]:
+    """Run the step's function and write the node: its outcome, and the exception it raised."""
+    assert node.fn is not None
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
     owner = rec.owner
@@ -68,8 +96,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     if wf.stream_lifecycle:
         ctx.emits.lifecycle("started", {"attempt": rec.attempts}, f"started|a{rec.attempts}|i{rec.invocations}")
     try:
-        value = w.codec.decode(input_ref)
-        output = node.fn(ctx, value)
+        output = node.fn(ctx, value_of())
         if inspect.isawaitable(output):  # an async def step: its own event loop, within the budget
             output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)  # before the node write: a crash over-counts
@@ -91,7 +118,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         w.store.finish(msg.run_id, key, changes, owner=owner)
         logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
         w.probe.reached("continued", msg.run_id, key)
-        return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
+        return Outcome(OutcomeKind.CONTINUE, detail=sig.reason), None
     except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         stream_end(ctx, wf, "cancelled", {}, "cancelled")
@@ -99,11 +126,11 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         inv = Invocation(started, now, "cancelled")
         changes = w.ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
         w.store.finish(msg.run_id, key, changes, owner=owner)
-        return Outcome(OutcomeKind.DROPPED, detail=str(sig))
+        return Outcome(OutcomeKind.DROPPED, detail=str(sig)), None
     except Exception as exc:  # the step failed: retry or fail the run
         if not spent:
             budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
-        return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf)
+        return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf), exc
     stream_end(ctx, wf, "succeeded", _cost_data(ctx.cost), "succeeded")
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")
@@ -119,7 +146,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         route=route,
         state_ref=state_ref,
     )
-    return w.commit(wf, node, msg, key, changes, owner=owner)
+    return w.commit(wf, node, msg, key, changes, owner=owner), None
 
 
 def state_box(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> StateBox | None:

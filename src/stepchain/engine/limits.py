@@ -1,0 +1,199 @@
+"""Concurrency and rate limits by key (issue 19): admit a step, or hold it throttled.
+
+A step's limits are its workflow's plus its own (:mod:`stepchain.define.flow`). After the claim and
+before the user's function (:func:`acquire`, from :mod:`stepchain.engine.admission`):
+
+1. each :class:`~stepchain.define.flow.Concurrency` limit takes a slot of its key
+   (:meth:`~stepchain.store.limits.LimitOps.acquire_slot`: one conditional write) leased until the
+   node's own lease ends; an SQS heartbeat extends both. The key full: the slots taken so far are
+   given back and the step is *throttled* for ``poll_s``.
+2. each :class:`~stepchain.define.flow.RateLimit` reserves its cost in its key's bucket
+   (:meth:`~stepchain.store.limits.LimitOps.advance_bucket`: one conditional write when the
+   process-local guess of the bucket's state is right). The reservation's start is in the future:
+   the slots are given back and the step is throttled until then, holding its reservation
+   (FIFO per key: a later reservation starts later). A reservation of 0 units (a token limit
+   without ``estimate``) holds nothing: the step asks again at the expected start.
+
+Throttled: the node goes RETRYING without counting an attempt (its ``error`` says ``Throttled``,
+the limit, the key and ``until_ms``, the expected start) and the activation comes back at that time
+(SQS message delay, a Step Functions Wait state, the harnesses' virtual time): no Lambda runs
+meanwhile. The reservation is valid for the node's next invocation only (``inv``): a crash, a
+takeover or a duplicate that used it voids it, so no reservation is used twice.
+
+After the step (:func:`release`): the slots are given back (one conditional write each), a token
+limit is charged what the step recorded minus its estimate (one write, none when equal), and a
+``RetryableError(retry_after_s=)`` pushes every rate bucket of the step to ``now + retry_after``
+(the provider's 429 slows the key for every run).
+
+Crashes: a holder that dies keeps its slot until its lease ends (then the next acquire that finds
+the key full reclaims it); a crash between the checkpoint and the release does too. A crash after
+a reservation and before the node write wastes that reservation: the key runs under its limit,
+never over. Costs: none for a step without limits; per limited activation one write per limit to
+admit and one per concurrency limit to release (two for one concurrency limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepchain.define.context import CostMeter, StepContext
+from stepchain.define.flow import Concurrency, Limit, RateLimit
+from stepchain.define.workflow import Node, Workflow
+from stepchain.engine import heartbeat
+from stepchain.engine.nodes.scope import KindServices
+from stepchain.exceptions import RetryableError, ValidationError
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
+from stepchain.store.changes import NodeChanges
+from stepchain.store.limits import limit_pk
+from stepchain.store.records import NodeRecord, NodeStatus
+
+THROTTLED = "Throttled"
+#: the outcome detail of a throttled step (the transport re-delivers the activation at its wake time)
+DETAIL = "throttled"
+#: process-local guess of each bucket's ``tat`` (µs): right, an admission costs one write
+_seen: dict[str, int] = {}
+
+
+def declared(wf: Workflow, node: Node) -> tuple[Limit, ...]:
+    """The limits an activation of ``node`` is subject to (its workflow's, then its own)."""
+    return (*wf.limits, *node.limits) if node.runs_user_code else ()
+
+
+@dataclass
+class Held:
+    """What an admitted activation holds until :func:`release`."""
+
+    owner: str
+    slots: list[str] = field(default_factory=list)
+    rates: list[tuple[RateLimit, str]] = field(default_factory=list)
+
+
+def _keys(
+    wf: Workflow, node: Node, lims: tuple[Limit, ...], ctx: StepContext, value_of: Callable[[], Any]
+) -> list[str]:
+    out = []
+    for i, lim in enumerate(lims):
+        name = lim.name or f"{wf.name}.{node.id}.{i}"
+        try:
+            k = "*" if lim.key is None else lim.key(ctx, value_of())
+        except Exception as exc:
+            raise ValidationError(f"the key function of limit {name!r} raised {type(exc).__name__}: {exc}") from exc
+        if k is None or isinstance(k, dict | list | set):
+            raise ValidationError(f"the key function of limit {name!r} returned {k!r}: return a string or number")
+        out.append(limit_pk(name, str(k)))
+    return out
+
+
+def _reservation(rec: NodeRecord) -> int | None:
+    """The start a throttled earlier invocation reserved, when this invocation may use it."""
+    e = rec.error or {}
+    if e.get("type") != THROTTLED or e.get("reserved") != "1" or e.get("inv") != str(rec.invocations - 1):
+        return None
+    return int(e["until_ms"])
+
+
+def acquire(
+    w: KindServices,
+    wf: Workflow,
+    node: Node,
+    msg: Activation,
+    key: str,
+    rec: NodeRecord,
+    ctx: StepContext,
+    value_of: Callable[[], Any],
+) -> Held | Outcome | None:
+    """None: no limits. :class:`Held`: admitted. An :class:`Outcome`: throttled (the node written)."""
+    lims = declared(wf, node)
+    if not lims:
+        return None
+    assert rec.owner is not None
+    pks = _keys(wf, node, lims, ctx, value_of)
+    now = w.clock.now_ms()
+    held = Held(rec.owner)
+    reserved = _reservation(rec)
+    if reserved is not None and reserved > now:  # an early duplicate: keep waiting, keep the reservation
+        return _throttle(w, msg, key, rec, held, pks[0], reserved, reserved=True)
+    for lim, pk in zip(lims, pks, strict=True):
+        if isinstance(lim, Concurrency):
+            got = w.store.acquire_slot(pk, rec.owner, lim.limit, rec.lease_until_ms, now)
+            if not got.acquired:
+                return _throttle(
+                    w, msg, key, rec, held, pk, now + int(lim.poll_s * 1000), reserved=reserved is not None
+                )
+            held.slots.append(pk)
+    start = now
+    for lim, pk in zip(lims, pks, strict=True):
+        if isinstance(lim, RateLimit):
+            held.rates.append((lim, pk))
+            if reserved is None:
+                start = max(start, _reserve(w, lim, pk, now))
+    if start > now:
+        reservable = all(lim.cost > 0 for lim, _ in held.rates)
+        return _throttle(w, msg, key, rec, held, held.rates[-1][1], start, reserved=reservable)
+    keeper = heartbeat.active()
+    if held.slots and keeper is not None:  # its beats move the slots' leases with the node's
+        keeper.also_extend(lambda until: [w.store.extend_slot(pk, held.owner, until) for pk in held.slots])
+    return held
+
+
+def _reserve(w: KindServices, lim: RateLimit, pk: str, now_ms: int) -> int:
+    """Reserve ``lim.cost`` units of the bucket; the epoch ms the reservation starts."""
+    now_us = now_ms * 1000
+    cost_us = round(lim.cost * lim.us_per_unit)
+    tat = w.store.advance_bucket(pk, now_us, cost_us, busy=_seen.get(pk, 0) > now_us)
+    if len(_seen) > 10_000:  # a guess only: forget old keys rather than grow
+        _seen.clear()
+    _seen[pk] = tat
+    tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
+    start_us = max(now_us, tat - cost_us - tolerance_us)
+    return -(-start_us // 1000)  # up to the next ms: never early
+
+
+def _throttle(
+    w: KindServices, msg: Activation, key: str, rec: NodeRecord, held: Held, pk: str, until: int, *, reserved: bool
+) -> Outcome:
+    _give_back(w, held)
+    now = w.clock.now_ms()
+    name, _, limit_key = pk.removeprefix("LIMIT#").partition("#")
+    err = {
+        "node": key,
+        "type": THROTTLED,
+        "message": f"throttled by limit {name!r} (key {limit_key!r}): expected to start at {until} (epoch ms)",
+        "limit": name,
+        "key": limit_key,
+        "until_ms": str(until),
+        "reserved": "1" if reserved else "0",
+        "inv": str(rec.invocations),
+    }
+    w.store.finish(msg.run_id, key, NodeChanges(NodeStatus.RETRYING, now, error=err, wake_at_ms=until), owner=rec.owner)
+    return Outcome(OutcomeKind.WAIT, wake_at_ms=until, error=err, detail=DETAIL)
+
+
+def _give_back(w: KindServices, held: Held) -> None:
+    for pk in held.slots:
+        w.store.release_slot(pk, held.owner)
+    held.slots.clear()
+
+
+def release(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseException | None = None) -> None:
+    """After the step's node write: give the slots back, charge token limits, and let a provider's 429
+    (``RetryableError(retry_after_s=)``) hold every rate key of the step."""
+    if held is None:
+        return
+    _give_back(w, held)
+    now_us = w.clock.now_ms() * 1000
+    used = cost.input_tokens + cost.output_tokens
+    for lim, pk in held.rates:
+        if lim.unit == "tokens" and used != lim.estimate:
+            delta = round((used - lim.estimate) * lim.us_per_unit)
+            _seen[pk] = w.store.advance_bucket(pk, now_us, delta, busy=_seen.get(pk, 0) > now_us)
+    if isinstance(exc, RetryableError) and exc.retry_after_s is not None:
+        until = now_us + int(exc.retry_after_s * 1_000_000)
+        for _, pk in held.rates:
+            w.store.push_bucket(pk, until, now_us)
+            _seen[pk] = until
+
+
+__all__ = ["DETAIL", "THROTTLED", "Held", "acquire", "declared", "release"]

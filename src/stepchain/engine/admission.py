@@ -44,7 +44,7 @@ def admit(
 
 
 def settle(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseException | None = None) -> None:
-    """After the step's node write: release what :func:`admit` took, charge what the step used."""
+    """Right before the step's node write: release what :func:`admit` took, charge what the step used."""
     limits.release(w, held, cost, exc)
 
 

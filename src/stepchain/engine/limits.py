@@ -18,15 +18,20 @@ Throttled: the node goes RETRYING without counting an attempt (its ``error`` say
 the limit, the key and ``until_ms``, the expected start) and the activation comes back at that time
 (SQS message delay, a Step Functions Wait state, the harnesses' virtual time): no Lambda runs
 meanwhile. The reservation is valid for the node's next invocation only (``inv``): a crash, a
-takeover or a duplicate that used it voids it, so no reservation is used twice.
+takeover or a duplicate that used it voids it, so no reservation is used twice; and only up to
+``max(1 s, one unit's interval)`` after its start: a later one (a slow transport, a Wait state's
+whole seconds) is dropped and taken again, so late steps never go at once. A request limit thus
+has at most ``limit + burst - 1`` starts in any window of ``per_s`` when on time, one more late.
 
-After the step (:func:`release`): the slots are given back (one conditional write each), a token
+After the step's function, right before its node write (:func:`release`; so these requests are on
+the node's ledger): the slots are given back (one conditional write each), a token
 limit is charged what the step recorded minus its estimate (one write, none when equal), and a
 ``RetryableError(retry_after_s=)`` pushes every rate bucket of the step to ``now + retry_after``
 (the provider's 429 slows the key for every run).
 
 Crashes: a holder that dies keeps its slot until its lease ends (then the next acquire that finds
-the key full reclaims it); a crash between the checkpoint and the release does too. A crash after
+the key full reclaims it). A crash between the release and the node write: the node's lease runs
+out, the step runs again and takes a slot again (no slot is held twice). A crash after
 a reservation and before the node write wastes that reservation: the key runs under its limit,
 never over. Costs: none for a step without limits; per limited activation one write per limit to
 admit and one per concurrency limit to release (two for one concurrency limit).
@@ -86,12 +91,13 @@ def _keys(
     return out
 
 
-def _reservation(rec: NodeRecord) -> int | None:
-    """The start a throttled earlier invocation reserved, when this invocation may use it."""
+def _held_back(rec: NodeRecord) -> tuple[int, bool] | None:
+    """The expected start an earlier throttle of the node wrote, and whether THIS invocation may use
+    its reservation (it is the node's next invocation after the throttle); None: not throttled."""
     e = rec.error or {}
-    if e.get("type") != THROTTLED or e.get("reserved") != "1" or e.get("inv") != str(rec.invocations - 1):
+    if e.get("type") != THROTTLED or "until_ms" not in e:
         return None
-    return int(e["until_ms"])
+    return int(e["until_ms"]), e.get("reserved") == "1" and e.get("inv") == str(rec.invocations - 1)
 
 
 def acquire(
@@ -112,9 +118,19 @@ def acquire(
     pks = _keys(wf, node, lims, ctx, value_of)
     now = w.clock.now_ms()
     held = Held(rec.owner)
-    reserved = _reservation(rec)
-    if reserved is not None and reserved > now:  # an early duplicate: keep waiting, keep the reservation
-        return _throttle(w, msg, key, rec, held, pks[0], reserved, reserved=True)
+    back = _held_back(rec)
+    if back is not None and back[0] > now:
+        # Early: another copy of this activation (a duplicate) throttled the node and carries its wake,
+        # or a Wait state rounded its time down. Put the node back as it was (a reservation stays valid
+        # for the next invocation) and send nothing: BUSY (Step Functions waits again until then).
+        e = dict(rec.error or {}, inv=str(rec.invocations))
+        w.store.finish(
+            msg.run_id, key, NodeChanges(NodeStatus.RETRYING, now, error=e, wake_at_ms=back[0]), owner=rec.owner
+        )
+        return Outcome(OutcomeKind.BUSY, wake_at_ms=back[0])
+    # a reservation used late (a slow transport) is dropped and taken again: late ones never bunch up
+    slack = max([1000.0] + [lim.us_per_unit / 1000 for lim in lims if isinstance(lim, RateLimit)])
+    reserved = back[0] if back is not None and back[1] and now - back[0] <= slack else None
     for lim, pk in zip(lims, pks, strict=True):
         if isinstance(lim, Concurrency):
             got = w.store.acquire_slot(pk, rec.owner, lim.limit, rec.lease_until_ms, now)
@@ -178,7 +194,7 @@ def _give_back(w: KindServices, held: Held) -> None:
 
 
 def release(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseException | None = None) -> None:
-    """After the step's node write: give the slots back, charge token limits, and let a provider's 429
+    """Before the step's node write: give the slots back, charge token limits, and let a provider's 429
     (``RetryableError(retry_after_s=)``) hold every rate key of the step."""
     if held is None:
         return

@@ -23,6 +23,7 @@ from stepchain.store.records import (
     EachRecord,
     Invocation,
     NodeRecord,
+    NodeStatus,
     RunRecord,
     RunStatus,
     full_history,
@@ -68,6 +69,8 @@ class NodeView:
     items: list[NodeView] = field(default_factory=list)
     iteration: int = 0  # the loop iteration (each iteration of a node is its own row)
     route: str | None = None  # the successor a routing step chose
+    #: a step held by a concurrency / rate limit (stepchain.engine.limits): its limit, key and expected start
+    throttled: dict[str, Any] | None = None
 
 
 @dataclass
@@ -170,7 +173,16 @@ def _node_view(
         history=[h.to_dict() for h in full_history(rec, older)],
         iteration=rec.iteration,
         route=rec.route,
+        throttled=throttled_of(rec),
     )
+
+
+def throttled_of(rec: NodeRecord) -> dict[str, Any] | None:
+    """A RETRYING node held by a limit: ``{"limit", "key", "until_ms"}`` (its expected start)."""
+    e = rec.error or {}
+    if rec.status is not NodeStatus.RETRYING or e.get("type") != "Throttled":
+        return None
+    return {"limit": e.get("limit", ""), "key": e.get("key", ""), "until_ms": int(e.get("until_ms", 0))}
 
 
 #: memory assumed for the compute-cost ledger of a node whose workflow version is not registered

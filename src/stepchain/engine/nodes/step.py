@@ -72,9 +72,11 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         return step_failed(w, node, msg, key, rec, bad, w.clock.monotonic_ms(), w.clock.now_ms(), ctx.cost)
     if isinstance(gate, Outcome):
         return gate
-    outcome, raised = _execute(w, wf, node, msg, key, rec, ctx, value_of)
-    admission.settle(w, gate, ctx.cost, raised)  # after the node write: a crash before it keeps the slots leased
-    return outcome
+
+    def settle(raised: Exception | None) -> None:  # right before the node write: its requests go on the ledger
+        admission.settle(w, gate, ctx.cost, raised)
+
+    return _execute(w, wf, node, msg, key, rec, ctx, value_of, settle)
 
 
 def _execute(
@@ -86,8 +88,9 @@ def _execute(
     rec: NodeRecord,
     ctx: StepContext,
     value_of: Callable[[], Any],
-) -> tuple[Outcome, Exception | None]:
-    """Run the step's function and write the node: its outcome, and the exception it raised."""
+    settle: Callable[[Exception | None], None],
+) -> Outcome:
+    """Run the step's function and write the node (``settle`` first: what admission took goes back)."""
     assert node.fn is not None
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
@@ -115,22 +118,25 @@ def _execute(
         now = w.clock.now_ms()
         inv = Invocation(started, now, "continued")
         changes = w.ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv, prior=rec)
+        settle(None)
         w.store.finish(msg.run_id, key, changes, owner=owner)
         logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
         w.probe.reached("continued", msg.run_id, key)
-        return Outcome(OutcomeKind.CONTINUE, detail=sig.reason), None
+        return Outcome(OutcomeKind.CONTINUE, detail=sig.reason)
     except StepCancelled as sig:  # the run was cancelled while the step ran: stop spending
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
         stream_end(ctx, wf, "cancelled", {}, "cancelled")
         now = w.clock.now_ms()
         inv = Invocation(started, now, "cancelled")
         changes = w.ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
+        settle(None)
         w.store.finish(msg.run_id, key, changes, owner=owner)
-        return Outcome(OutcomeKind.DROPPED, detail=str(sig)), None
+        return Outcome(OutcomeKind.DROPPED, detail=str(sig))
     except Exception as exc:  # the step failed: retry or fail the run
         if not spent:
             budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
-        return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf), exc
+        settle(exc)
+        return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf)
     stream_end(ctx, wf, "succeeded", _cost_data(ctx.cost), "succeeded")
     now = w.clock.now_ms()
     inv = Invocation(started, now, "succeeded")
@@ -146,7 +152,8 @@ def _execute(
         route=route,
         state_ref=state_ref,
     )
-    return w.commit(wf, node, msg, key, changes, owner=owner), None
+    settle(None)
+    return w.commit(wf, node, msg, key, changes, owner=owner)
 
 
 def state_box(w: KindServices, wf: Workflow, node: Node, msg: Activation) -> StateBox | None:

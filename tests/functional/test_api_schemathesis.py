@@ -71,6 +71,7 @@ STEPS = ("prepare", "each_item", "approve", "publish")
 RUN_ID = re.compile(r"^/runs/([0-9a-f]{24})(?=/|$)")
 
 
+
 def _pick(value: str, options: list[str]) -> str:
     """Deterministically replace ``value`` by one of ``options`` three times out of four."""
     h = int(hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest(), 16)

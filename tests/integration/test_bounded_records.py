@@ -128,6 +128,7 @@ def test_the_run_item_stays_the_same_size_whatever_its_number_of_crash_events(ba
     assert (node.crashes, node.attempts) == (crashes, crashes + 1)
 
 
+
 def _api_get(h: Harness, path: str) -> Any:
     """GET ``path`` through the API handler (the sample event of GET /runs/{id}/steps/{step})."""
     event = json.loads((EVENTS / "api-get-step.json").read_text())

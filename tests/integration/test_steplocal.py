@@ -369,6 +369,7 @@ def test_redrive_keeping_progress_that_does_not_match_the_new_items_fails_clearl
         assert h.status(rid) == "FAILED" and error_type(h, rid) == "EachItemsChanged"
 
 
+
 def test_api_redrive_passes_keep_progress() -> None:
     event = json.loads((EVENTS / "api-redrive-run.json").read_text())
 

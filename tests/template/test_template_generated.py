@@ -130,7 +130,7 @@ def test_another_apps_template_transforms_and_shares_functions(orders_app: Path)
     assert yaml.safe_dump(out)  # plain CloudFormation: no custom tags left
 
 
-TINY_APP = """from stepchain import Workflow
+TINY_APP = '''from stepchain import Workflow
 
 wf = Workflow("tiny")
 
@@ -138,7 +138,7 @@ wf = Workflow("tiny")
 @wf.step(memory_mb=256)
 def hello(ctx, x):
     return x
-"""
+'''
 
 
 def test_the_built_wheel_carries_the_generator_and_its_base_template(wheel: Path, tmp_path: Path) -> None:

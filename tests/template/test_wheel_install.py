@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT_TEST = """
+PROJECT_TEST = '''
 from stepchain import StepContext, Workflow
 from stepchain.testing import BOUNDARIES, Harness
 
@@ -48,7 +48,7 @@ def test_survives_a_crash_at_every_boundary() -> None:
             h.send_event(run_id, "approval", {"ok": True})
             h.run()
             assert h.status(run_id) == "SUCCEEDED", boundary
-"""
+'''
 
 
 def test_wheel_with_the_testing_extra_runs_a_projects_harness_tests(wheel: Path, tmp_path: Path) -> None:

@@ -84,7 +84,9 @@ def spawn_worker(stack: Any, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def test_the_live_page_shows_a_run_updating_while_it_runs(page: Any, embedded: tuple[Any, Any], tmp_path: Path) -> None:
+def test_the_live_page_shows_a_run_updating_while_it_runs(
+    page: Any, embedded: tuple[Any, Any], tmp_path: Path
+) -> None:
     aws, stack = embedded
     engine = embedded_engine(aws.endpoint, [slow])
     run, _ = engine.start("slow", {"question": "q"})
@@ -105,7 +107,7 @@ def test_the_live_page_shows_a_run_updating_while_it_runs(page: Any, embedded: t
             seen('tr[data-key="square"] td.progress:text("3 items")')  # the map's items, one row each
             assert page.locator('tr[data-key^="square#"]').count() == 3
             seen('tr[data-key="square"][data-status="SUCCEEDED"]')
-            seen("#approve-box:not([hidden])")  # the run waits for "approval": the button is offered
+            seen('#approve-box:not([hidden])')  # the run waits for "approval": the button is offered
             assert page.locator("#wait-event").inner_text() == "approval"
             assert page.locator("#btn-redrive").is_hidden() and page.locator("#btn-fork").is_disabled()
 

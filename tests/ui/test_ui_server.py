@@ -118,7 +118,9 @@ def fake_api() -> Iterator[str]:
     thread.join(timeout=5)
 
 
-def test_http_backend_sends_the_api_key_or_a_sigv4_signature(fake_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_backend_sends_the_api_key_or_a_sigv4_signature(
+    fake_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reply = HttpBackend(fake_api + "/", api_key="k-123").request("GET", "/runs/abc?index=1")
     assert reply.status == 404 and reply.json()["error"]["code"] == "nope"
     method, path, headers, _ = _Recorder.seen[-1]

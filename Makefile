@@ -134,6 +134,7 @@ demo: venv ## the main job: the research agent survives a killed worker (embedde
 bench: venv $(BENCH_PEER_VENV)/.installed ## benchmarks (minutes; not part of make test): writes bench/RESULTS.md
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
 	$(PY) bench/kill_resume.py
+	$(PY) bench/limits_bench.py
 
 clean: ## remove build outputs and local state (keeps the venvs)
 	rm -rf .aws-sam .demo .localstack build dist

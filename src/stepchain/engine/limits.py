@@ -164,7 +164,7 @@ def _reserve(w: KindServices, lim: RateLimit, pk: str, now_ms: int) -> int:
     _seen[pk] = tat
     tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
     start_us = max(now_us, tat - cost_us - tolerance_us)
-    return -(-start_us // 1000)  # up to the next ms: never early
+    return start_us // 1000  # to the ms: a unit may start under 1 ms early, never a whole ms
 
 
 def _throttle(

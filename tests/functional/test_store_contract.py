@@ -1145,3 +1145,33 @@ def test_create_run_with_a_used_run_id_raises_store_conflict(sut: StoreUnderTest
     sut.store.create_run(new_run())
     with pytest.raises(StoreConflict):
         sut.store.create_run(new_run())
+
+
+# ------------------------------------------------------------------- limit keys (issue 19)
+def test_a_concurrency_key_admits_limit_holders_and_reclaims_only_ended_leases(sut: StoreUnderTest) -> None:
+    s, pk = sut.store, "LIMIT#llm#gpt"
+    assert [s.acquire_slot(pk, f"o{i}", 2, T0 + 10_000, T0).acquired for i in range(3)] == [True, True, False]
+    sut.calls.clear()
+    full = s.acquire_slot(pk, "o3", 2, T0 + 10_000, T0 + 5_000)  # both leases live: ONE call, no reclaim
+    assert not full.acquired and full.lease_ends_ms == T0 + 10_000
+    assert sut.kind == "memory" or sum(sut.calls.values()) == 1
+    assert s.extend_slot(pk, "o0", T0 + 60_000)
+    took = s.acquire_slot(pk, "o3", 2, T0 + 90_000, T0 + 20_000)  # o1's lease ended: reclaimed, o0's not
+    assert took.acquired and took.holders == 2
+    assert set(s.slot_holders(pk).values()) == {T0 + 60_000, T0 + 90_000}
+    assert not s.release_slot(pk, "o1")  # reclaimed: its late release changes nothing
+    assert s.release_slot(pk, "o0") and not s.release_slot(pk, "o0")  # released once only
+    assert s.acquire_slot(pk, "o4", 2, T0 + 90_000, T0 + 20_000).acquired
+    assert not s.extend_slot(pk, "o1", T0 + 99_000)
+
+
+def test_a_rate_bucket_advances_from_now_or_from_its_backlog_whatever_the_guess(sut: StoreUnderTest) -> None:
+    s, pk = sut.store, "LIMIT#rpm#p"
+    now = T0 * 1000
+    assert s.advance_bucket(pk, now, 1_000_000, busy=True) == now + 1_000_000  # absent: the guess was wrong
+    assert s.advance_bucket(pk, now, 1_000_000, busy=False) == now + 2_000_000  # busy: wrong again, still right
+    assert s.advance_bucket(pk, now + 10_000_000, 1_000_000, busy=True) == now + 11_000_000  # idle since
+    assert s.advance_bucket(pk, now + 10_000_000, -500_000, busy=True) == now + 10_500_000  # a refund
+    assert s.advance_bucket(pk, now + 20_000_000, -500_000, busy=False) == now + 20_000_000  # idle: nothing back
+    assert s.push_bucket(pk, now + 60_000_000, now) and not s.push_bucket(pk, now + 30_000_000, now)
+    assert s.bucket_tat(pk) == now + 60_000_000

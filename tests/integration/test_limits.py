@@ -302,3 +302,27 @@ def test_a_dead_holders_lease_is_what_brings_its_slot_back() -> None:
         lease_end = min(H.dead_until)
         [fourth] = H.starts[LIMIT]  # it found the key full of dead holders
         assert lease_end < fourth <= lease_end + 5_000  # it started within one poll_s of the first lease's end
+
+
+def test_the_sqs_heartbeat_extends_a_slot_with_its_node_lease() -> None:
+    """V = 20 s: a claim's lease (and so its slot's) ends about 19 s out; a 60 s step keeps its slot
+    live because each beat extends the slot with the node's lease."""
+    from stepchain.engine.heartbeat import HeartbeatPolicy
+
+    seen: list[tuple[int, int]] = []  # (now, the slot's lease end) every 10 s of the step
+    wf = Workflow("limited-long")
+
+    @wf.step(timeout_s=900, limits=Concurrency(1, name="long"))
+    def slow(ctx: StepContext, x: int) -> int:
+        for _ in range(6):
+            time.sleep(10)  # virtual
+            [until] = ctx._services.store.slot_holders("LIMIT#long#*").values()
+            seen.append((ctx._services.clock.now_ms(), until))
+        return x
+
+    with SqsHarness(wf, heartbeat=HeartbeatPolicy(visibility_s=20, interval_s=5)) as h:
+        rid = h.start("limited-long", 1)
+        assert h.run(rid) == "SUCCEEDED"
+        assert h.store.slot_holders("LIMIT#long#*") == {}
+    assert len(seen) == 6 and all(until > now for now, until in seen)  # never lapsed: extended by each beat
+    assert seen[-1][1] > seen[0][1] + 40_000

@@ -8,16 +8,12 @@ successor inline: a gated step must go through its own activation, never be fuse
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from stepchain.define.context import CostMeter, StepContext
+from stepchain.define.context import CostMeter
 from stepchain.define.workflow import Node, Workflow
 from stepchain.engine import budget, limits
-from stepchain.engine.limits import Held
+from stepchain.engine.limits import Attempt, Held
 from stepchain.engine.nodes.scope import KindServices
-from stepchain.handoff.messages import Activation, Outcome
-from stepchain.store.records import NodeRecord
+from stepchain.handoff.messages import Outcome
 
 
 def gated(wf: Workflow, node: Node) -> bool:
@@ -25,22 +21,13 @@ def gated(wf: Workflow, node: Node) -> bool:
     return budget.limited(wf) or bool(limits.declared(wf, node))
 
 
-def admit(
-    w: KindServices,
-    wf: Workflow,
-    node: Node,
-    msg: Activation,
-    key: str,
-    rec: NodeRecord,
-    ctx: StepContext,
-    value_of: Callable[[], Any],
-) -> Held | Outcome | None:
+def admit(a: Attempt) -> Held | Outcome | None:
     """None or :class:`Held` (give it to :func:`settle`): the step may start. An :class:`Outcome`: it
     does not (paused or failed for its budget, throttled by a limit); the node is written."""
-    over = budget.check(w, wf, node, msg, key, rec)  # a budgeted run only: one read
+    over = budget.check(a.w, a.wf, a.node, a.msg, a.key, a.rec)  # a budgeted run only: one read
     if over is not None:
         return over
-    return limits.acquire(w, wf, node, msg, key, rec, ctx, value_of)  # a limited step only
+    return limits.acquire(a)  # a limited step only
 
 
 def settle(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseException | None = None) -> None:
@@ -48,4 +35,4 @@ def settle(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseExcepti
     limits.release(w, held, cost, exc)
 
 
-__all__ = ["admit", "gated", "settle"]
+__all__ = ["Attempt", "admit", "gated", "settle"]

@@ -100,22 +100,28 @@ def _held_back(rec: NodeRecord) -> tuple[int, bool] | None:
     return int(e["until_ms"]), e.get("reserved") == "1" and e.get("inv") == str(rec.invocations - 1)
 
 
-def acquire(
-    w: KindServices,
-    wf: Workflow,
-    node: Node,
-    msg: Activation,
-    key: str,
-    rec: NodeRecord,
-    ctx: StepContext,
-    value_of: Callable[[], Any],
-) -> Held | Outcome | None:
+@dataclass(frozen=True)
+class Attempt:
+    """A claimed step about to run: what admission (and the step's run) needs."""
+
+    w: KindServices
+    wf: Workflow
+    node: Node
+    msg: Activation
+    key: str
+    rec: NodeRecord
+    ctx: StepContext
+    value_of: Callable[[], Any]  # the step's input, decoded once
+
+
+def acquire(a: Attempt) -> Held | Outcome | None:
     """None: no limits. :class:`Held`: admitted. An :class:`Outcome`: throttled (the node written)."""
+    w, wf, node, msg, key, rec = a.w, a.wf, a.node, a.msg, a.key, a.rec
     lims = declared(wf, node)
     if not lims:
         return None
     assert rec.owner is not None
-    pks = _keys(wf, node, lims, ctx, value_of)
+    pks = _keys(wf, node, lims, a.ctx, a.value_of)
     now = w.clock.now_ms()
     held = Held(rec.owner)
     back = _held_back(rec)
@@ -212,4 +218,4 @@ def release(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseExcept
             _seen[pk] = until
 
 
-__all__ = ["DETAIL", "THROTTLED", "Held", "acquire", "declared", "release"]
+__all__ = ["DETAIL", "THROTTLED", "Attempt", "Held", "acquire", "declared", "release"]

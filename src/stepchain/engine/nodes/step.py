@@ -66,8 +66,9 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
             decoded.append(w.codec.decode(input_ref))
         return decoded[0]
 
+    attempt = admission.Attempt(w, wf, node, msg, key, rec, ctx, value_of)
     try:  # the ONE admission check: the run's budget, the step's limits (none: no request)
-        gate = admission.admit(w, wf, node, msg, key, rec, ctx, value_of)
+        gate = admission.admit(attempt)
     except ValidationError as bad:  # a limit's key function failed: the step fails
         return step_failed(w, node, msg, key, rec, bad, w.clock.monotonic_ms(), w.clock.now_ms(), ctx.cost)
     if isinstance(gate, Outcome):
@@ -76,21 +77,12 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     def settle(raised: Exception | None) -> None:  # right before the node write: its requests go on the ledger
         admission.settle(w, gate, ctx.cost, raised)
 
-    return _execute(w, wf, node, msg, key, rec, ctx, value_of, settle)
+    return _execute(attempt, settle)
 
 
-def _execute(
-    w: KindServices,
-    wf: Workflow,
-    node: Node,
-    msg: Activation,
-    key: str,
-    rec: NodeRecord,
-    ctx: StepContext,
-    value_of: Callable[[], Any],
-    settle: Callable[[Exception | None], None],
-) -> Outcome:
+def _execute(a: admission.Attempt, settle: Callable[[Exception | None], None]) -> Outcome:
     """Run the step's function and write the node (``settle`` first: what admission took goes back)."""
+    w, wf, node, msg, key, rec, ctx, value_of = a.w, a.wf, a.node, a.msg, a.key, a.rec, a.ctx, a.value_of
     assert node.fn is not None
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()

@@ -326,3 +326,35 @@ def test_the_sqs_heartbeat_extends_a_slot_with_its_node_lease() -> None:
         assert h.store.slot_holders("LIMIT#long#*") == {}
     assert len(seen) == 6 and all(until > now for now, until in seen)  # never lapsed: extended by each beat
     assert seen[-1][1] > seen[0][1] + 40_000
+
+
+fleet = Workflow("limited-fleet", limits=Concurrency(2, name="fleet"))  # every step and map item of it
+ITEM_STARTS: list[int] = []
+
+
+@fleet.step()
+def split(ctx: StepContext, n: int) -> list[int]:
+    ITEM_STARTS.append(ctx._services.clock.now_ms())
+    return list(range(n))
+
+
+@fleet.map()
+def square(ctx: StepContext, i: int) -> int:
+    ITEM_STARTS.append(ctx._services.clock.now_ms())
+    return i * i
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs", "sfn"])
+def test_a_workflows_limits_hold_its_steps_and_map_items(kind: str) -> None:
+    ITEM_STARTS.clear()
+    make, _ = HARNESSES[kind]
+    with make(fleet) as h:
+        now = h.clock.now_ms()
+        for i in range(2):  # the fleet's key is full for 20 s (another deployment's holders)
+            assert h.store.acquire_slot("LIMIT#fleet#*", f"elsewhere-{i}", 2, now + 20_000, now).acquired
+        rid = h.start("limited-fleet", 4)
+        assert h.run(rid) == "SUCCEEDED"
+        assert h.output(rid) == [0, 1, 4, 9]
+        left = h.store.slot_holders("LIMIT#fleet#*")
+        assert all(until < h.clock.now_ms() for until in left.values())  # only the ended outside leases
+    assert len(ITEM_STARTS) == 5 and min(ITEM_STARTS) > now + 20_000

@@ -17,8 +17,10 @@ before the user's function (:func:`acquire`, from :mod:`stepchain.engine.admissi
 Throttled: the node goes RETRYING without counting an attempt (its ``error`` says ``Throttled``,
 the limit, the key and ``until_ms``, the expected start) and the activation comes back at that time
 (SQS message delay, a Step Functions Wait state, the harnesses' virtual time): no Lambda runs
-meanwhile. The reservation is valid for the node's next invocation only (``inv``): a crash, a
-takeover or a duplicate that used it voids it, so no reservation is used twice; and only up to
+meanwhile; at least ``MIN_WAIT_MS``. An activation of the node that comes more than ``EARLY_MS``
+before that (a duplicate's copy: the copy that throttled it carries the wake) puts the node back and
+answers BUSY (queues send nothing; Step Functions waits again); one less early is on time (skew).
+The reservation is valid for the node's next invocation only (``inv``): a crash, a takeover or a duplicate that used it voids it, so no reservation is used twice; and only up to
 ``max(1 s, one unit's interval)`` after its start: a later one (a slow transport, a Wait state's
 whole seconds) is dropped and taken again, so late steps never go at once. A request limit thus
 has at most ``limit + burst - 1`` starts in any window of ``per_s`` when on time, one more late.
@@ -59,6 +61,9 @@ THROTTLED = "Throttled"
 DETAIL = "throttled"
 #: process-local guess of each bucket's ``tat`` (µs): right, an admission costs one write
 _seen: dict[str, int] = {}
+#: a throttled step waits at least this long; an activation less than EARLY_MS before its expected
+#: start (clock skew between workers) is on time, one more than that early is a duplicate's copy
+MIN_WAIT_MS, EARLY_MS = 100, 50
 
 
 def declared(wf: Workflow, node: Node) -> tuple[Limit, ...]:
@@ -125,10 +130,11 @@ def acquire(a: Attempt) -> Held | Outcome | None:
     now = w.clock.now_ms()
     held = Held(rec.owner)
     back = _held_back(rec)
-    if back is not None and back[0] > now:
-        # Early: another copy of this activation (a duplicate) throttled the node and carries its wake,
-        # or a Wait state rounded its time down. Put the node back as it was (a reservation stays valid
-        # for the next invocation) and send nothing: BUSY (Step Functions waits again until then).
+    if back is not None and back[0] > now + EARLY_MS:
+        # Early: another copy of this activation (a duplicate) throttled the node and carries its wake
+        # (a throttle waits MIN_WAIT_MS > EARLY_MS: a copy served right after it always lands here), or a
+        # Wait state rounded its time down. Put the node back as it was (a reservation stays valid for
+        # the next invocation) and send nothing: BUSY (Step Functions waits again until then).
         e = dict(rec.error or {}, inv=str(rec.invocations))
         w.store.finish(
             msg.run_id, key, NodeChanges(NodeStatus.RETRYING, now, error=e, wake_at_ms=back[0]), owner=rec.owner
@@ -137,6 +143,8 @@ def acquire(a: Attempt) -> Held | Outcome | None:
     # a reservation used late (a slow transport) is dropped and taken again: late ones never bunch up
     slack = max([1000.0] + [lim.us_per_unit / 1000 for lim in lims if isinstance(lim, RateLimit)])
     reserved = back[0] if back is not None and back[1] and now - back[0] <= slack else None
+    if reserved is not None and reserved > now:  # on time by a skewed clock: the reservation starts now
+        reserved = now
     for lim, pk in zip(lims, pks, strict=True):
         if isinstance(lim, Concurrency):
             got = w.store.acquire_slot(pk, rec.owner, lim.limit, rec.lease_until_ms, now)
@@ -178,6 +186,7 @@ def _throttle(
 ) -> Outcome:
     _give_back(w, held)
     now = w.clock.now_ms()
+    until = max(until, now + MIN_WAIT_MS)
     name, _, limit_key = pk.removeprefix("LIMIT#").partition("#")
     err = {
         "node": key,

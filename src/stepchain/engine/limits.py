@@ -20,10 +20,11 @@ the limit, the key and ``until_ms``, the expected start) and the activation come
 meanwhile; at least ``MIN_WAIT_MS``. An activation of the node that comes more than ``EARLY_MS``
 before that (a duplicate's copy: the copy that throttled it carries the wake) puts the node back and
 answers BUSY (queues send nothing; Step Functions waits again); one less early is on time (skew).
-The reservation is valid for the node's next invocation only (``inv``): a crash, a takeover or a duplicate that used it voids it, so no reservation is used twice; and only up to
-``max(1 s, one unit's interval)`` after its start: a later one (a slow transport, a Wait state's
-whole seconds) is dropped and taken again, so late steps never go at once. A request limit thus
-has at most ``limit + burst - 1`` starts in any window of ``per_s`` when on time, one more late.
+The reservation is valid for the node's next invocation only (``inv``): a crash, a takeover or a
+duplicate that used it voids it, so no reservation is used twice; and only up to ``max(1 s, one
+unit's interval)`` after its start: a later one (a slow transport, a Wait state's whole seconds) is
+dropped and taken again, so late steps never go at once. A request limit thus has at most
+``limit + burst - 1`` starts in any window of ``per_s`` when on time, one more late.
 
 After the step's function, right before its node write (:func:`release`; so these requests are on
 the node's ledger): the slots are given back (one conditional write each), a token

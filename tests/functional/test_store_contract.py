@@ -1175,3 +1175,26 @@ def test_a_rate_bucket_advances_from_now_or_from_its_backlog_whatever_the_guess(
     assert s.advance_bucket(pk, now + 20_000_000, -500_000, busy=False) == now + 20_000_000  # idle: nothing back
     assert s.push_bucket(pk, now + 60_000_000, now) and not s.push_bucket(pk, now + 30_000_000, now)
     assert s.bucket_tat(pk) == now + 60_000_000
+
+
+def test_waiting_steps_get_slots_in_queue_order_and_a_silent_waiter_loses_its_place(sut: StoreUnderTest) -> None:
+    from stepchain.store.limits import Waiter
+
+    s, pk = sut.store, "LIMIT#llm#queue"
+    a, b, c = (Waiter(x, seq, 5_000) for x, seq in (("a", 100), ("b", 200), ("c", 50)))
+    assert s.acquire_slot(pk, "o0", 1, T0 + 10_000, T0).acquired
+    assert s.acquire_slot(pk, "oa", 1, T0 + 10_000, T0, a).position == 0  # queued: a, then b
+    assert s.acquire_slot(pk, "ob", 1, T0 + 10_000, T0, b).position == 1
+    assert s.release_slot(pk, "o0")
+    assert not s.acquire_slot(pk, "new", 1, T0 + 10_000, T0 + 1).acquired  # a newcomer goes behind them
+    late_b = s.acquire_slot(pk, "ob", 1, T0 + 10_000, T0 + 1, b)
+    assert not late_b.acquired and late_b.position == 1  # b waits for a, though a slot is free
+    assert s.acquire_slot(pk, "oa", 1, T0 + 10_000, T0 + 2, a).acquired  # a's turn
+    assert s.acquire_slot(pk, "oc", 1, T0 + 10_000, T0 + 3, c).position == 0  # c: higher priority, ahead of b
+    assert s.release_slot(pk, "oa")
+    # c stops asking (its run was cancelled): after its entry goes stale, b gets the free slot
+    assert s.acquire_slot(pk, "ob", 1, T0 + 10_000, T0 + 4, b).position == 1
+    assert s.acquire_slot(pk, "ob", 1, T0 + 20_000, T0 + 6_000, b).acquired
+    item = sut.raw(pk, "C") or {}
+    assert not any(k.startswith(("w_", "x_")) for k in item) and int(item["nw"]) == 0
+    assert s.release_slot(pk, "ob") and s.acquire_slot(pk, "free", 1, T0 + 30_000, T0 + 7_000).acquired

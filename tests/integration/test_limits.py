@@ -358,3 +358,39 @@ def test_a_workflows_limits_hold_its_steps_and_map_items(kind: str) -> None:
         left = h.store.slot_holders("LIMIT#fleet#*")
         assert all(until < h.clock.now_ms() for until in left.values())  # only the ended outside leases
     assert len(ITEM_STARTS) == 5 and min(ITEM_STARTS) > now + 20_000
+
+
+ORDER: list[int] = []
+queued = Workflow("limited-queue")
+
+
+@queued.step(
+    limits=Concurrency(
+        1,
+        name="queue",
+        poll_s=5,
+        priority=lambda ctx, x: 60 if x.get("urgent") else 0,  # an urgent run moves a minute ahead
+    )
+)
+def serve_one(ctx: StepContext, x: dict[str, Any]) -> int:
+    ORDER.append(int(x["n"]))
+    time.sleep(3)  # virtual: holds its slot 3 s
+    return int(x["n"])
+
+
+@pytest.mark.parametrize("dup", [False, True], ids=["once", "duplicates"])
+@pytest.mark.parametrize("kind", ["memory", "sqs"])
+def test_waiting_steps_start_in_arrival_order_and_priority_moves_one_ahead(kind: str, dup: bool) -> None:
+    ORDER.clear()
+    make, _ = HARNESSES[kind]
+    with make(queued, duplicate_delivery=dup) as h:
+        now = h.clock.now_ms()
+        # the key (1 slot) is held elsewhere for 10 s: every run queues; a slot goes to the queue's head
+        assert h.store.acquire_slot("LIMIT#queue#*", "elsewhere", 1, now + 10_000, now).acquired
+        ids = []
+        for n in range(8):
+            ids.append(h.start("limited-queue", {"n": n, "urgent": n == 5}))
+            h.run(max_activations=2 if dup else 1)  # each run queues before the next starts
+        h.run()
+        assert [h.status(r) for r in ids] == ["SUCCEEDED"] * 8
+    assert ORDER == [5, 0, 1, 2, 3, 4, 6, 7]

@@ -40,12 +40,15 @@ class Concurrency:
     """At most ``limit`` activations of the key hold a slot at once, across runs and workflows.
 
     ``name``: the limit's identity (steps sharing it share its slots); default ``<workflow>.<step>``.
-    ``poll_s``: how long a throttled step waits before it asks again for a slot."""
+    ``poll_s``: how long a throttled step waits before it asks again for a slot. Waiting steps get
+    slots in the order they first waited (FIFO per key); ``priority(ctx, input)``: seconds a step
+    moves ahead in that queue (negative: back), as Inngest's priority."""
 
     limit: int
     key: KeyFn | None = None
     name: str | None = None
     poll_s: float = 1.0
+    priority: KeyFn | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 1 <= self.limit <= 1000:

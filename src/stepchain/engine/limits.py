@@ -5,8 +5,9 @@ before the user's function (:func:`acquire`, from :mod:`stepchain.engine.admissi
 
 1. each :class:`~stepchain.define.flow.Concurrency` limit takes a slot of its key
    (:meth:`~stepchain.store.limits.LimitOps.acquire_slot`: one conditional write) leased until the
-   node's own lease ends; an SQS heartbeat extends both. The key full: the slots taken so far are
-   given back and the step is *throttled* for ``poll_s``.
+   node's own lease ends; an SQS heartbeat extends both. The key full (or others queued first): the
+   slots taken so far are given back, the step keeps its place in the key's FIFO queue (its
+   ``priority`` moves it ahead) and is *throttled* for ``poll_s``.
 2. each :class:`~stepchain.define.flow.RateLimit` reserves its cost in its key's bucket
    (:meth:`~stepchain.store.limits.LimitOps.advance_bucket`: one conditional write when the
    process-local guess of the bucket's state is right). The reservation's start is in the future:
@@ -54,7 +55,7 @@ from stepchain.engine.nodes.scope import KindServices
 from stepchain.exceptions import RetryableError, ValidationError
 from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.store.changes import NodeChanges
-from stepchain.store.limits import limit_pk
+from stepchain.store.limits import Waiter, holder_field, limit_pk
 from stepchain.store.records import NodeRecord, NodeStatus
 
 THROTTLED = "Throttled"
@@ -148,11 +149,11 @@ def acquire(a: Attempt) -> Held | Outcome | None:
         reserved = now
     for lim, pk in zip(lims, pks, strict=True):
         if isinstance(lim, Concurrency):
-            got = w.store.acquire_slot(pk, rec.owner, lim.limit, rec.lease_until_ms, now)
+            waiter = Waiter(holder_field(f"{msg.run_id}/{key}")[2:], now - _ahead_ms(lim, a), _stale_ms(lim))
+            got = w.store.acquire_slot(pk, rec.owner, lim.limit, rec.lease_until_ms, now, waiter)
             if not got.acquired:
-                return _throttle(
-                    w, msg, key, rec, held, pk, now + int(lim.poll_s * 1000), reserved=reserved is not None
-                )
+                wake = now + int(lim.poll_s * 1000)
+                return _throttle(w, msg, key, rec, held, pk, wake, reserved=reserved is not None, place=got.position)
             held.slots.append(pk)
     start = now
     for lim, pk in zip(lims, pks, strict=True):
@@ -169,6 +170,24 @@ def acquire(a: Attempt) -> Held | Outcome | None:
     return held
 
 
+def _ahead_ms(lim: Concurrency, a: Attempt) -> int:
+    """How far ahead of its arrival a waiting step queues (its priority, seconds; 0 without one)."""
+    if lim.priority is None:
+        return 0
+    try:
+        p = lim.priority(a.ctx, a.value_of())
+    except Exception as exc:
+        raise ValidationError(f"the priority function of limit {lim.name!r} raised {type(exc).__name__}") from exc
+    if isinstance(p, bool) or not isinstance(p, int | float) or not -86_400 <= p <= 86_400:
+        raise ValidationError(f"the priority function of limit {lim.name!r} returned {p!r}: seconds in -86400..86400")
+    return int(p * 1000)
+
+
+def _stale_ms(lim: Concurrency) -> int:
+    """A waiter that stops asking (its run cancelled, its wake lost) loses its place after this long."""
+    return int(3 * lim.poll_s * 1000) + 10_000
+
+
 def _reserve(w: KindServices, lim: RateLimit, pk: str, now_ms: int) -> int:
     """Reserve ``lim.cost`` units of the bucket; the epoch ms the reservation starts."""
     now_us = now_ms * 1000
@@ -183,7 +202,16 @@ def _reserve(w: KindServices, lim: RateLimit, pk: str, now_ms: int) -> int:
 
 
 def _throttle(
-    w: KindServices, msg: Activation, key: str, rec: NodeRecord, held: Held, pk: str, until: int, *, reserved: bool
+    w: KindServices,
+    msg: Activation,
+    key: str,
+    rec: NodeRecord,
+    held: Held,
+    pk: str,
+    until: int,
+    *,
+    reserved: bool,
+    place: int | None = None,
 ) -> Outcome:
     _give_back(w, held)
     now = w.clock.now_ms()
@@ -199,6 +227,8 @@ def _throttle(
         "reserved": "1" if reserved else "0",
         "inv": str(rec.invocations),
     }
+    if place is not None:  # its place in the key's queue of waiting steps (0: next)
+        err["position"] = str(place)
     w.store.finish(msg.run_id, key, NodeChanges(NodeStatus.RETRYING, now, error=err, wake_at_ms=until), owner=rec.owner)
     return Outcome(OutcomeKind.WAIT, wake_at_ms=until, error=err, detail=DETAIL)
 

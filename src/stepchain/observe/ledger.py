@@ -178,11 +178,15 @@ def _node_view(
 
 
 def throttled_of(rec: NodeRecord) -> dict[str, Any] | None:
-    """A RETRYING node held by a limit: ``{"limit", "key", "until_ms"}`` (its expected start)."""
+    """A RETRYING node held by a limit: ``{"limit", "key", "until_ms"}`` (its expected start, or its next
+    try) and, for a concurrency limit, ``position`` in the key's queue."""
     e = rec.error or {}
     if rec.status is not NodeStatus.RETRYING or e.get("type") != "Throttled":
         return None
-    return {"limit": e.get("limit", ""), "key": e.get("key", ""), "until_ms": int(e.get("until_ms", 0))}
+    out: dict[str, Any] = {"limit": e.get("limit", ""), "key": e.get("key", ""), "until_ms": int(e.get("until_ms", 0))}
+    if "position" in e:  # a concurrency limit's queue: its place (0: next)
+        out["position"] = int(e["position"])
+    return out
 
 
 #: memory assumed for the compute-cost ledger of a node whose workflow version is not registered

@@ -4,7 +4,10 @@ One partition per (limit name, key): ``LIMIT#<name>#<key>``. Its items:
 
 - ``sk = "C"``, the key's concurrency slots: ``n`` (how many hold one) and one field per holder,
   ``h_<holder>`` = the epoch ms its slot's lease ends (the node lease of the activation that holds
-  it). Acquiring is ONE conditional write (``n < limit``: ADD ``n`` 1, SET ``h_<holder>``);
+  it); its queue: ``nw`` (how many wait) and per waiting step ``w_<id>`` (its place: the ms it first
+  waited less its priority) and ``x_<id>`` (when its entry goes stale unless refreshed by its next
+  try). Acquiring is ONE conditional write when nobody waits (``n < limit``, ``nw < 1``: ADD ``n`` 1,
+  SET ``h_<holder>``); else slots go to the first live waiters, in order;
   releasing is ONE (REMOVE ``h_<holder>``, ADD ``n`` -1, if the field is still there: a fenced or
   repeated release changes nothing). Slots whose lease ended are reclaimed by the next acquire that
   finds the key full (one more conditional write, on the exact values it saw).
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from stepchain.store.port import Cond, StorePort, Update
 
 SLOTS_SK, BUCKET_SK = "C", "R"
-HOLDER = "h_"
+HOLDER, WAIT, EXPIRES = "h_", "w_", "x_"
 #: limit items are kept this long after their last use (TTL, seconds)
 KEEP_S = 7 * 86_400
 
@@ -39,23 +42,40 @@ def holder_field(owner: str) -> str:
 
 @dataclass(frozen=True)
 class SlotTry:
-    """An acquire's result: ``acquired``; else the earliest moment a live holder's lease ends."""
+    """An acquire's result: ``acquired``; else the earliest moment a live holder's lease ends and the
+    caller's place in the key's queue (0: next)."""
 
     acquired: bool
     holders: int
     lease_ends_ms: int | None = None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """A step waiting for a slot: ``id`` stable across its activations (its run and node), ``seq`` its
+    place (the ms it first waited, less its priority), ``stale_ms`` how long its entry lives unrefreshed."""
+
+    id: str
+    seq: int
+    stale_ms: int
 
 
 class LimitOps(StorePort):
     """The limit half of :class:`~stepchain.store.base.CheckpointStore` (on the port's primitives)."""
 
-    def acquire_slot(self, pk: str, owner: str, limit: int, lease_until_ms: int, now_ms: int) -> SlotTry:
-        """Take one of the key's ``limit`` slots until ``lease_until_ms``: one conditional write; one
-        more when the key is full and some holder's lease has ended (its slot is reclaimed)."""
+    def acquire_slot(
+        self, pk: str, owner: str, limit: int, lease_until_ms: int, now_ms: int, waiter: Waiter | None = None
+    ) -> SlotTry:
+        """Take one of the key's ``limit`` slots until ``lease_until_ms``. Nobody waiting and a slot
+        free: one conditional write. Else the item that came back decides: a free slot (or one whose
+        holder's lease ended) goes to the first live waiters in ``seq`` order, in one more conditional
+        write on the values read; a caller that must wait is queued (or its entry refreshed), one write."""
         me = holder_field(owner)
         keep = {"expires_at": now_ms // 1000 + KEEP_S}
-        u = Update(sets={me: lease_until_ms, **keep}, adds={"n": 1})
-        ok, old = self._update(pk, SLOTS_SK, u, Cond(absent=True, clauses=(("n", "<", limit),)), old_on_failure=True)
+        u = Update(sets={me: lease_until_ms, **keep}, adds={"n": 1}, inits={"nw": 0})
+        cond = Cond(absent=True, clauses=(("n", "<", limit), ("nw", "<", 1)))
+        ok, old = self._update(pk, SLOTS_SK, u, cond, old_on_failure=True)
         if ok:
             return SlotTry(True, 1)
         if old is None:  # cannot happen (the item exists when the write failed): say busy
@@ -63,15 +83,37 @@ class LimitOps(StorePort):
         holders = {f: int(v) for f, v in old.items() if f.startswith(HOLDER)}
         dead = sorted(f for f, until in holders.items() if until < now_ms)
         live = [until for until in holders.values() if until >= now_ms]
-        n = int(old.get("n", 0))
-        if not dead or n - len(dead) >= limit:
-            return SlotTry(False, n, min(live) if live else now_ms)
-        # reclaim the ended leases, exactly as read (a holder that released or was reclaimed meanwhile fails it)
-        clauses = (*tuple((f, "=", holders[f]) for f in dead), ("n", "<", limit + len(dead)))
-        u = Update(sets={me: lease_until_ms, **keep}, adds={"n": 1 - len(dead)}, removes=list(dead))
-        if self._update(pk, SLOTS_SK, u, Cond(absent=False, clauses=clauses))[0]:
-            return SlotTry(True, n - len(dead) + 1)
-        return SlotTry(False, n, min(live) if live else now_ms)
+        n, nw = int(old.get("n", 0)), int(old.get("nw", 0))
+        queue = {f[len(WAIT) :]: int(v) for f, v in old.items() if f.startswith(WAIT)}
+        mine = None if waiter is None else queue.get(waiter.id)
+        stale = sorted(i for i in queue if int(old.get(EXPIRES + i, 0)) < now_ms and (waiter is None or i != waiter.id))
+        # a place: the waiter's seq (ms) x 1000 + how many waited when it came (FIFO within one ms)
+        place = None if waiter is None else mine if mine is not None else waiter.seq * 1000 + min(999, len(queue))
+        me_at = (place, waiter.id) if place is not None and waiter is not None else (2**62, "~")
+        ahead = sum(1 for i, seq in queue.items() if i not in stale and (seq, i) < me_at)
+        busy = SlotTry(False, n, min(live) if live else now_ms, ahead)
+        if ahead < limit - (n - len(dead)):  # a slot for us: reclaim ended leases and stale entries as read
+            gone = [f for i in stale for f in (WAIT + i, EXPIRES + i)]
+            if mine is not None and waiter is not None:
+                gone += [WAIT + waiter.id, EXPIRES + waiter.id]
+            clauses = (
+                *((f, "=", holders[f]) for f in dead),
+                *((EXPIRES + i, "=", old[EXPIRES + i]) for i in stale if EXPIRES + i in old),
+                ("n", "=", n),
+                ("nw", "=", nw),
+            )
+            adds = {"n": 1 - len(dead), "nw": -len(stale) - (mine is not None)}
+            u = Update(sets={me: lease_until_ms, **keep}, adds=adds, removes=[*dead, *gone])
+            if self._update(pk, SLOTS_SK, u, Cond(absent=False, clauses=clauses))[0]:
+                return SlotTry(True, n - len(dead) + 1)
+            return busy
+        if waiter is not None:  # queue up (first time) or keep the entry alive
+            until = {EXPIRES + waiter.id: now_ms + waiter.stale_ms}
+            if mine is None:
+                self._update(pk, SLOTS_SK, Update(sets={WAIT + waiter.id: place, **until}, adds={"nw": 1}))
+            else:
+                self._update(pk, SLOTS_SK, Update(sets=until), Cond(clauses=((WAIT + waiter.id, "=", mine),)))
+        return busy
 
     def extend_slot(self, pk: str, owner: str, lease_until_ms: int) -> bool:
         """A heartbeat: move the holder's slot lease (one conditional write); False: no longer held."""
@@ -132,4 +174,4 @@ class LimitOps(StorePort):
         return None if item is None else int(item["tat"])
 
 
-__all__ = ["BUCKET_SK", "SLOTS_SK", "LimitOps", "SlotTry", "holder_field", "limit_pk"]
+__all__ = ["BUCKET_SK", "SLOTS_SK", "LimitOps", "SlotTry", "Waiter", "holder_field", "limit_pk"]

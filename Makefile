@@ -136,6 +136,7 @@ bench: venv $(BENCH_PEER_VENV)/.installed ## benchmarks (minutes; not part of ma
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
 	$(PY) bench/kill_resume.py
 	$(PY) bench/fusion_bench.py
+	$(PY) bench/limits_bench.py
 
 clean: ## remove build outputs and local state (keeps the venvs)
 	rm -rf .aws-sam .demo .localstack build dist

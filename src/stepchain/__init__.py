@@ -6,6 +6,7 @@ through :mod:`stepchain.runtimes.aws` handlers, locally with :mod:`stepchain.run
 """
 
 from stepchain.define.context import StepContext
+from stepchain.define.flow import Concurrency, RateLimit
 from stepchain.define.routing import END, Route, goto
 from stepchain.define.state import StateUpdate
 from stepchain.define.workflow import Node, NodeKind, Registry, RetryPolicy, Workflow
@@ -51,6 +52,7 @@ __all__ = [
     "BudgetExceeded",
     "BudgetNotDeclared",
     "CheckpointStore",
+    "Concurrency",
     "DynamoDBStore",
     "Engine",
     "EventIterationError",
@@ -67,6 +69,7 @@ __all__ = [
     "OutcomeKind",
     "PayloadCodec",
     "PayloadError",
+    "RateLimit",
     "Registry",
     "RetryPolicy",
     "RetryableError",

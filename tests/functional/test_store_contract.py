@@ -1252,3 +1252,56 @@ def test_a_fused_checkpoint_is_written_once(sut: StoreUnderTest) -> None:
 def test_an_ordinary_finish_still_never_creates_a_node(sut: StoreUnderTest) -> None:
     assert sut.store.finish("run1", "ghost", done_changes(None), owner="w1") is FinishResult.LOST
     assert sut.store.get_node("run1", "ghost") is None
+
+
+# ------------------------------------------------------------------- limit keys (issue 19)
+def test_a_concurrency_key_admits_limit_holders_and_reclaims_only_ended_leases(sut: StoreUnderTest) -> None:
+    s, pk = sut.store, "LIMIT#llm#gpt"
+    assert [s.acquire_slot(pk, f"o{i}", 2, T0 + 10_000, T0).acquired for i in range(3)] == [True, True, False]
+    sut.calls.clear()
+    full = s.acquire_slot(pk, "o3", 2, T0 + 10_000, T0 + 5_000)  # both leases live: ONE call, no reclaim
+    assert not full.acquired and full.lease_ends_ms == T0 + 10_000
+    assert sut.kind == "memory" or sum(sut.calls.values()) == 1
+    assert s.extend_slot(pk, "o0", T0 + 60_000)
+    took = s.acquire_slot(pk, "o3", 2, T0 + 90_000, T0 + 20_000)  # o1's lease ended: reclaimed, o0's not
+    assert took.acquired and took.holders == 2
+    assert set(s.slot_holders(pk).values()) == {T0 + 60_000, T0 + 90_000}
+    assert not s.release_slot(pk, "o1")  # reclaimed: its late release changes nothing
+    assert s.release_slot(pk, "o0") and not s.release_slot(pk, "o0")  # released once only
+    assert s.acquire_slot(pk, "o4", 2, T0 + 90_000, T0 + 20_000).acquired
+    assert not s.extend_slot(pk, "o1", T0 + 99_000)
+
+
+def test_a_rate_bucket_advances_from_now_or_from_its_backlog_whatever_the_guess(sut: StoreUnderTest) -> None:
+    s, pk = sut.store, "LIMIT#rpm#p"
+    now = T0 * 1000
+    assert s.advance_bucket(pk, now, 1_000_000, busy=True) == now + 1_000_000  # absent: the guess was wrong
+    assert s.advance_bucket(pk, now, 1_000_000, busy=False) == now + 2_000_000  # busy: wrong again, still right
+    assert s.advance_bucket(pk, now + 10_000_000, 1_000_000, busy=True) == now + 11_000_000  # idle since
+    assert s.advance_bucket(pk, now + 10_000_000, -500_000, busy=True) == now + 10_500_000  # a refund
+    assert s.advance_bucket(pk, now + 20_000_000, -500_000, busy=False) == now + 20_000_000  # idle: nothing back
+    assert s.push_bucket(pk, now + 60_000_000, now) and not s.push_bucket(pk, now + 30_000_000, now)
+    assert s.bucket_tat(pk) == now + 60_000_000
+
+
+def test_waiting_steps_get_slots_in_queue_order_and_a_silent_waiter_loses_its_place(sut: StoreUnderTest) -> None:
+    from stepchain.store.limits import Waiter
+
+    s, pk = sut.store, "LIMIT#llm#queue"
+    a, b, c = (Waiter(x, seq, 5_000) for x, seq in (("a", 100), ("b", 200), ("c", 50)))
+    assert s.acquire_slot(pk, "o0", 1, T0 + 10_000, T0).acquired
+    assert s.acquire_slot(pk, "oa", 1, T0 + 10_000, T0, a).position == 0  # queued: a, then b
+    assert s.acquire_slot(pk, "ob", 1, T0 + 10_000, T0, b).position == 1
+    assert s.release_slot(pk, "o0")
+    assert not s.acquire_slot(pk, "new", 1, T0 + 10_000, T0 + 1).acquired  # a newcomer goes behind them
+    late_b = s.acquire_slot(pk, "ob", 1, T0 + 10_000, T0 + 1, b)
+    assert not late_b.acquired and late_b.position == 1  # b waits for a, though a slot is free
+    assert s.acquire_slot(pk, "oa", 1, T0 + 10_000, T0 + 2, a).acquired  # a's turn
+    assert s.acquire_slot(pk, "oc", 1, T0 + 10_000, T0 + 3, c).position == 0  # c: higher priority, ahead of b
+    assert s.release_slot(pk, "oa")
+    # c stops asking (its run was cancelled): after its entry goes stale, b gets the free slot
+    assert s.acquire_slot(pk, "ob", 1, T0 + 10_000, T0 + 4, b).position == 1
+    assert s.acquire_slot(pk, "ob", 1, T0 + 20_000, T0 + 6_000, b).acquired
+    item = sut.raw(pk, "C") or {}
+    assert not any(k.startswith(("w_", "x_")) for k in item) and int(item["nw"]) == 0
+    assert s.release_slot(pk, "ob") and s.acquire_slot(pk, "free", 1, T0 + 30_000, T0 + 7_000).acquired

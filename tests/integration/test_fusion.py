@@ -264,3 +264,25 @@ def test_a_crash_holding_a_fused_step_is_its_takeover(boundary: str) -> None:
         assert [i.outcome for i in s2.history] == ["crashed", "succeeded"]
         assert [(c["kind"], c["node"]) for c in h.view(rid).crash_events] == [("takeover", "s2")]
         assert h.view(rid).restart_tax_avoided.crashes == 1 and all(n == 1 for n in h.executions.values())
+
+
+def test_a_step_with_a_concurrency_or_rate_limit_is_never_fused() -> None:
+    """A limited step always starts from a handoff (engine.fusion.static_fusable): a throttled one then
+    waits without a running Lambda; its workflow-level limits count too."""
+    from stepchain import Concurrency, RateLimit, Workflow
+
+    wf = Workflow("fuse-limited")
+    for i in range(4):
+        lim = [Concurrency(2, key=lambda _c, _x: "k", name="fuse-slots")] if i == 2 else []
+        wf.step(name=f"s{i}", limits=lim)(lambda ctx, x: (x or 0) + 1)
+    with Harness(wf) as h:
+        rid = run_chain(h, wf.name, 0)
+        assert h.output(rid) == 4
+        assert [i.key for i in h.invocations] == ["s0", "s2"]  # s1 fused; s2 handed off, s3 fused after it
+    wide = Workflow("fuse-limited-wf", limits=[RateLimit(1000, per_s=60, key=lambda _c, _x: "k", name="fuse-rpm")])
+    for i in range(3):
+        wide.step(name=f"s{i}")(lambda ctx, x: (x or 0) + 1)
+    with Harness(wide) as h:
+        rid = run_chain(h, wide.name, 0)
+        assert h.output(rid) == 3 and not any(n.fused for n in h.view(rid).nodes)
+        assert sorted({i.key for i in h.invocations}) == ["s0", "s1", "s2"]  # (a throttled step: again)

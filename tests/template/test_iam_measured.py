@@ -204,19 +204,20 @@ def test_index_queries_are_granted_exactly_on_the_indexes_queried(
 def test_step_workers_touch_run_partitions_only_as_their_policy_conditions_say(
     measured: Measurement, transformed: dict[str, Any]
 ) -> None:
-    """Issue 16.10: a step function (StepWorkerPolicy) reads and writes only RUN#<run id> partitions (never
-    an IDEM# idempotency record of the API): measured here, and what the policy's dynamodb:LeadingKeys
-    condition allows. It does not separate one run from another (see README, step-side boundary)."""
+    """Issue 16.10: a step function (StepWorkerPolicy) reads and writes only RUN#<run id> partitions and,
+    for a step with limits (issue 19), LIMIT#<name>#<key> ones (never an IDEM# idempotency record of the
+    API): measured here, and what the policy's dynamodb:LeadingKeys condition allows. It does not
+    separate one run from another (see README, step-side boundary)."""
     step_calls = [c for c in measured.calls() if c.service == "dynamodb" and c.function in measured.workers]
     assert step_calls and all(c.resource == "table" for c in step_calls)
-    assert {k.split("#", 1)[0] for c in step_calls for k in c.keys} == {"RUN"}
+    assert {k.split("#", 1)[0] for c in step_calls for k in c.keys} <= {"RUN", "LIMIT"}
     assert all(c.keys for c in step_calls), [c for c in step_calls if not c.keys][:3]
     [statement] = [
         s
         for s in transformed["Resources"]["StepWorkerPolicy"]["Properties"]["PolicyDocument"]["Statement"]
         if s["Sid"] == "CheckpointItems"
     ]
-    assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["RUN#*"]}}
+    assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["RUN#*", "LIMIT#*"]}}
 
 
 def test_objects_are_read_and_written_under_payloads_only(measured: Measurement) -> None:

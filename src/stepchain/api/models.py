@@ -174,6 +174,11 @@ class NodeViewModel(BaseModel):
         default_factory=dict, description="AWS requests made for this node, by counter (ddb_write, sqs_send ...)"
     )
     orchestration_usd: float = Field(default=0.0, description="Their price (DynamoDB, S3, SQS, Step Functions).")
+    throttled: dict[str, Any] | None = Field(
+        default=None,
+        description="A step held by a concurrency or rate limit: its limit, key and until_ms (expected start, epoch "
+        "ms). The node is RETRYING meanwhile, with no Lambda running and no attempt counted.",
+    )
     items: list[NodeViewModel] = Field(default_factory=list)
     iteration: int = Field(default=0, description="The loop iteration: each iteration of a node is its own row")
     route: str | None = Field(default=None, description="The successor a routing step chose (__end__: the end)")

@@ -63,6 +63,8 @@ class Node:
     #: step only: False keeps the step out of fused chains (it always starts in its own invocation,
     #: stepchain.engine.fusion); not part of the chain's shape
     fuse: bool = field(default=True, compare=False)
+    #: step only: its concurrency and rate limits (stepchain.define.flow); not part of the chain's shape
+    limits: tuple[Any, ...] = field(default=(), compare=False)
 
     @property
     def runs_user_code(self) -> bool:

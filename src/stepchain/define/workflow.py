@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from stepchain.define.branches import call_node, child_name, parallel_node  # the node kinds' builders
+from stepchain.define.flow import Limit, limits_of
 from stepchain.define.nodes import CHILD_KINDS as CHILD_KINDS  # re-exported: the node definitions
 from stepchain.define.nodes import Node as Node
 from stepchain.define.nodes import NodeKind as NodeKind
@@ -46,6 +47,7 @@ class Workflow:
         state: type[Any] | None = None,
         budget_usd: float | None = None,
         on_budget: str = "pause",
+        limits: Iterable[Limit] | Limit | None = None,
     ) -> None:
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
@@ -58,6 +60,8 @@ class Workflow:
             raise ValidationError("budget_usd must be >= 0 and on_budget 'pause' or 'fail'")
         #: a run's default dollar budget (stepchain.engine.budget) and what a step over it does
         self.budget_usd, self.on_budget = budget_usd, on_budget
+        #: concurrency / rate limits every step of the workflow declares (stepchain.define.flow)
+        self.limits = limits_of(limits)
         #: steps add ``node.*`` lifecycle events to the run's progress stream (one more write per invocation)
         self.stream_lifecycle = stream_lifecycle
         #: the run's durable state model (a pydantic model, :mod:`stepchain.define.state`); None: no state
@@ -92,6 +96,7 @@ class Workflow:
         routes: Iterable[str] = (),
         estimate_usd: float = 0.0,
         fuse: bool = True,
+        limits: Iterable[Limit] | Limit | None = None,
     ) -> Callable[[F], F]:
         """Register ``fn(ctx, input) -> output`` as the next step of the chain.
 
@@ -102,7 +107,10 @@ class Workflow:
         ``estimate_usd``: what one attempt may spend (checked against the run's ``budget_usd``).
         ``fuse=False``: the step always starts in an invocation of its own, never run inline after
         its predecessor (:mod:`stepchain.engine.fusion`).
+        ``limits``: its :class:`~stepchain.define.flow.Concurrency` / :class:`~stepchain.define.flow.RateLimit`
+        limits by key (a throttled step waits without a running Lambda: :mod:`stepchain.engine.limits`).
         """
+        step_limits = limits_of(limits)
         settings = deploy_settings(memory_mb, reserved_concurrency, environment, policies)
         route_ids = tuple(routes)
         if isinstance(routes, str) or any(not isinstance(r, str) for r in route_ids):
@@ -110,7 +118,11 @@ class Workflow:
 
         def register(fn: F) -> F:
             node = Node(name or fn.__name__, NodeKind.STEP, fn, retry or RetryPolicy(), timeout_s, function=function)
-            self._add(replace(node, routes=route_ids, estimate_usd=estimate_usd, fuse=bool(fuse), **settings))
+            self._add(
+                replace(
+                    node, routes=route_ids, estimate_usd=estimate_usd, fuse=bool(fuse), limits=step_limits, **settings
+                )
+            )
             return fn
 
         return register

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from stepchain.define.routing import END
 from stepchain.define.workflow import Node, Workflow
+from stepchain.engine import limits
 from stepchain.engine.nodes import handler_for
 from stepchain.engine.nodes.scope import KindServices
 from stepchain.engine.routing import next_activation, successor
@@ -83,10 +84,13 @@ def same_function(a: Node, b: Node) -> bool:
     return settings_key(a) == settings_key(b)
 
 
-def static_fusable(node: Node, nxt: Node) -> bool:
+def static_fusable(node: Node, nxt: Node, wf: Workflow | None = None) -> bool:
     """The part of :func:`fusable` known before a run: both plain steps (no map, wait, sleep, call,
-    parallel), the successor not opted out (``fuse=False``), one function."""
-    return handler_for(node).fusable and handler_for(nxt).fusable and nxt.fuse and same_function(node, nxt)
+    parallel), the successor not opted out (``fuse=False``), one function; with ``wf``, the successor
+    declares no concurrency or rate limit (its own or its workflow's, :mod:`stepchain.engine.limits`):
+    a limited step always starts from a handoff, so a throttled one waits without a running Lambda."""
+    plain = handler_for(node).fusable and handler_for(nxt).fusable and nxt.fuse and same_function(node, nxt)
+    return plain and (wf is None or not limits.declared(wf, nxt))
 
 
 @dataclass
@@ -130,12 +134,12 @@ def fusable(wf: Workflow, node: Node, msg: Activation, nxt: Activation, chain: C
     Yes when: fusion is enabled and the invocation's cap (``STEPCHAIN_FUSE_MAX_STEPS``) is not
     reached; ``node`` is a plain step, not a map item; ``nxt`` is a plain step of the same function
     (same generated settings) without ``fuse=False``; the invocation's remaining time allows
-    ``nxt``'s declared timeout. A limit on a step's flow (concurrency, rate) belongs here too.
+    ``nxt``'s declared timeout; ``nxt`` declares no concurrency or rate limit.
     """
     if chain is None or chain.steps >= chain.max_steps or msg.index is not None or nxt.index is not None:
         return False
     succ = wf.node(nxt.node)
-    return static_fusable(node, succ) and fits(chain, succ)
+    return static_fusable(node, succ, wf) and fits(chain, succ)
 
 
 def exits(wf: Workflow, node: Node) -> list[str]:
@@ -153,7 +157,7 @@ def exits(wf: Workflow, node: Node) -> list[str]:
                     out.add(END)
                 continue
             nxt = wf.node(nxt_id)
-            if not static_fusable(cur, nxt):
+            if not static_fusable(cur, nxt, wf):
                 if cur is not node:
                     out.add(nxt_id)
                 continue

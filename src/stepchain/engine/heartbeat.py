@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -138,6 +138,8 @@ class LeaseKeeper(Protocol):
 
     def hold(self, run_id: str, key: str, owner: str) -> None: ...
 
+    def also_extend(self, extend: Callable[[int], object]) -> None: ...
+
     @property
     def redelivered(self) -> bool:
         """The record being served was received before (SQS ``ApproximateReceiveCount`` > 1)."""
@@ -178,6 +180,7 @@ class SqsHeartbeat:
         self.clock = clock
         self._inflight = {r.message_id: r for r in records}
         self._held: tuple[str, str, str] | None = None  # run_id, key, owner of the running node
+        self._also: list[Callable[[int], object]] = []  # leases extended with the node's (limit slots)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -221,7 +224,12 @@ class SqsHeartbeat:
     def hold(self, run_id: str, key: str, owner: str) -> None:
         """From now on, heartbeats extend this node's lease (the node this worker just claimed)."""
         with self._lock:
-            self._held = (run_id, key, owner)
+            self._held, self._also = (run_id, key, owner), []
+
+    def also_extend(self, extend: Callable[[int], object]) -> None:
+        """A beat that extends the node's lease calls ``extend(its end)`` too (limit slots: a write each)."""
+        with self._lock:
+            self._also.append(extend)
 
     @property
     def redelivered(self) -> bool:
@@ -242,7 +250,7 @@ class SqsHeartbeat:
         finally:
             _ACTIVE.reset(token)
             with self._lock:
-                self._held = None
+                self._held, self._also = None, []
                 self._inflight.pop(message_id, None)
 
     # -- the timer ------------------------------------------------------------------------------
@@ -294,6 +302,8 @@ class SqsHeartbeat:
             except Exception:  # a store hiccup: the next beat tries again; a lease that ends is fenced
                 logger.warning("heartbeat could not extend the lease", exc_info=True, extra={"node": key})
                 return
+            if ok:
+                self._extend_also(at_ms + self.policy.lease_ms)
             if not ok:
                 with self._lock:  # unless the step finished meanwhile (its commit ended the lease): lost
                     lost = self._held == held
@@ -312,6 +322,16 @@ class SqsHeartbeat:
                 )
             except Exception:
                 logger.warning("heartbeat could not shorten the lease back", exc_info=True, extra={"node": key})
+
+    def _extend_also(self, until_ms: int) -> None:
+        with self._lock:
+            also = list(self._also)
+        for extend in also:
+            try:
+                self._count("ddb_write")
+                extend(until_ms)
+            except Exception:  # a slot whose lease ends is reclaimed by others: fenced like the node
+                logger.warning("heartbeat could not extend a limit slot", exc_info=True)
 
     def _report_lost(self, run_id: str, key: str, owner: str) -> None:
         """Warn only when another worker holds the node now: a lease that ended because the node

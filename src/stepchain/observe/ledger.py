@@ -24,6 +24,7 @@ from stepchain.store.records import (
     EachRecord,
     Invocation,
     NodeRecord,
+    NodeStatus,
     RunRecord,
     RunStatus,
     full_history,
@@ -71,6 +72,8 @@ class NodeView:
     route: str | None = None  # the successor a routing step chose
     copied_from: str | None = None  # a fork's copy of this checkpoint of run ``copied_from`` (not run here)
     fused: bool = False  # it ran inline after its predecessor (stepchain.engine.fusion): no handoff, no claim
+    #: a step held by a concurrency / rate limit (stepchain.engine.limits): its limit, key and expected start
+    throttled: dict[str, Any] | None = None
 
 
 @dataclass
@@ -179,7 +182,20 @@ def _node_view(
         route=rec.route,
         copied_from=rec.copied_from,
         fused=rec.fused,
+        throttled=throttled_of(rec),
     )
+
+
+def throttled_of(rec: NodeRecord) -> dict[str, Any] | None:
+    """A RETRYING node held by a limit: ``{"limit", "key", "until_ms"}`` (its expected start, or its next
+    try) and, for a concurrency limit, ``position`` in the key's queue."""
+    e = rec.error or {}
+    if rec.status is not NodeStatus.RETRYING or e.get("type") != "Throttled":
+        return None
+    out: dict[str, Any] = {"limit": e.get("limit", ""), "key": e.get("key", ""), "until_ms": int(e.get("until_ms", 0))}
+    if "position" in e:  # a concurrency limit's queue: its place (0: next)
+        out["position"] = int(e["position"])
+    return out
 
 
 #: memory assumed for the compute-cost ledger of a node whose workflow version is not registered

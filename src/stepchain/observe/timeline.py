@@ -62,6 +62,11 @@ def _span(view: RunView) -> tuple[int, int]:
     return t0, t1
 
 
+def _status(n: NodeView) -> str:
+    """The node's status as shown: ``throttled`` for a step held by a limit (it is RETRYING)."""
+    return "throttled" if n.throttled else n.status
+
+
 def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
     """A fixed-width table: one row per node, a bar per invocation (█ ok ▓ continued ✗ crashed)."""
     t0, t1 = _span(view)
@@ -86,7 +91,7 @@ def render_text(view: RunView, *, width: int = 40, items: bool = True) -> str:
         if n.copied_from:
             resumed = "copied"  # a fork's copy of its source's checkpoint
         lines.append(
-            f"{label[:20]:<20} {n.status:<10} {n.attempts:>3} {n.invocations:>3} {resumed:<8} "
+            f"{label[:20]:<20} {_status(n):<10} {n.attempts:>3} {n.invocations:>3} {resumed:<8} "
             f"{_dur(n.duration_ms):>7} {n.cost_usd + n.compute_usd:>9.6f} {n.orchestration_usd:>9.6f}  |{''.join(bar)}|"
         )
     t, tax = view.totals, view.restart_tax_avoided
@@ -150,7 +155,7 @@ def render_html(view: RunView) -> str:
         )
         rows.append(
             f'<tr><td class="name" title="{html.escape(info)}">{html.escape(label)}</td>'
-            f'<td class="status s-{n.status}">{n.status}</td><td class="track">{"".join(bars)}</td></tr>'
+            f'<td class="status s-{n.status}">{_status(n)}</td><td class="track">{"".join(bars)}</td></tr>'
         )
     marks = "".join(
         f'<div class="crash" style="left:{pct(c["at_ms"])}%" title="worker died: {html.escape(c["node"])} '

@@ -51,6 +51,7 @@ from stepchain.store.items import (
     node_update,
     run_update,
 )
+from stepchain.store.limits import LimitOps
 from stepchain.store.port import ABSENT, EXISTS, Cond, Update
 from stepchain.store.records import (
     CLAIMABLE,
@@ -77,7 +78,7 @@ from stepchain.store.steps import StepLocalStore
 IMPLIED_OWNER = "+fused"
 
 
-class CheckpointStore(StepLocalStore, BudgetOps, ForkOps):
+class CheckpointStore(StepLocalStore, BudgetOps, ForkOps, LimitOps):
     """Durable run state above the port's primitives (adapters: ``memory``, ``dynamodb``)."""
 
     # -- runs --------------------------------------------------------------------------------
@@ -299,6 +300,8 @@ def _implied_inits(update: Update, prior: NodeRecord | None, now_ms: int, expire
     }
     taken = set(update.sets) | set(update.adds) | set(update.removes)
     update.inits.update({k: v for k, v in inits.items() if v is not None and k not in taken})
+
+
 #: claimable statuses that carry no delay (a RETRYING node's ``wake_at`` is when its retry is due)
 _NOT_DELAYED = tuple(s.value for s in CLAIMABLE if s is not NodeStatus.RETRYING)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from stepchain.store.changes import RunPage
     from stepchain.store.records import RunStatus
 
-#: a condition's comparisons: ``(field, op, value)`` with op ``"="``, ``"<"``, ``"in"`` (value a tuple),
+#: a condition's comparisons: ``(field, op, value)`` with op ``"="``, ``"<"``, ``">"``, ``"in"`` (value a tuple),
 #: ``"missing"`` (the field is absent; value unused) or ``"any"`` (field unused; value a tuple of
 #: clauses, one of which holds)
 Clause = tuple[str, str, Any]
@@ -55,6 +55,8 @@ def _holds(item: dict[str, Any], clause: Clause) -> bool:
         return bool(have == value)
     if op == "<":
         return bool(have < value)
+    if op == ">":
+        return bool(have > value)
     return have in value
 
 

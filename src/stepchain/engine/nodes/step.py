@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import inspect
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from stepchain.define.aio import budget_ms, run_coroutine
 from stepchain.define.context import CostMeter, StepContext
 from stepchain.define.state import StateBox, take_update
 from stepchain.define.workflow import Node, Workflow
-from stepchain.engine import budget
+from stepchain.engine import admission, budget
 from stepchain.engine.nodes.base import NodeKindHandler
 from stepchain.engine.nodes.scope import ActivationScope, KindServices
 from stepchain.engine.nodes.stream import episode, opens_run
@@ -43,9 +44,6 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
     input_ref = w.input_of(wf, node, msg, rec)
     if input_ref is None:
         return w.release(msg, key, rec, "predecessor not finished")
-    over = budget.check(w, wf, node, msg, key, rec)  # a budgeted run only: one read
-    if over is not None:
-        return over
     assert node.fn is not None
     ctx = StepContext(
         msg.run_id,
@@ -63,6 +61,31 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         state_box=state_box(w, wf, node, msg, rec),
         stream_lifecycle=wf.stream_lifecycle,
     )
+    decoded: list[Any] = []
+
+    def value_of() -> Any:  # the input, decoded once (a limit's key may read it before the step)
+        if not decoded:
+            decoded.append(w.codec.decode(input_ref))
+        return decoded[0]
+
+    attempt = admission.Attempt(w, wf, node, msg, key, rec, ctx, value_of)
+    try:  # the ONE admission check: the run's budget, the step's limits (none: no request)
+        gate = admission.admit(attempt)
+    except ValidationError as bad:  # a limit's key function failed: the step fails
+        return step_failed(w, node, msg, key, rec, bad, w.clock.monotonic_ms(), w.clock.now_ms(), ctx.cost)
+    if isinstance(gate, Outcome):
+        return gate
+
+    def settle(raised: Exception | None) -> None:  # right before the node write: its requests go on the ledger
+        admission.settle(w, gate, ctx.cost, raised)
+
+    return _execute(attempt, settle)
+
+
+def _execute(a: admission.Attempt, settle: Callable[[Exception | None], None]) -> Outcome:
+    """Run the step's function and write the node (``settle`` first: what admission took goes back)."""
+    w, wf, node, msg, key, rec, ctx, value_of = a.w, a.wf, a.node, a.msg, a.key, a.rec, a.ctx, a.value_of
+    assert node.fn is not None
     t0 = w.clock.monotonic_ms()
     started = w.clock.now_ms()
     owner = rec.owner
@@ -73,8 +96,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         began = {"attempt": rec.attempts, "invocation": rec.invocations, **_item(node, msg)}
         ctx.emits.lifecycle("started", began, f"started|a{rec.attempts}|i{rec.invocations}{episode(rec)}")
     try:
-        value = w.codec.decode(input_ref)
-        output = node.fn(ctx, value)
+        output = node.fn(ctx, value_of())
         if inspect.isawaitable(output):  # an async def step: its own event loop, within the budget
             output = run_coroutine(output, budget=budget_ms(ctx.remaining_ms(), ctx.margin_ms), clock=w.clock)
         budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)  # before the node write: a crash over-counts
@@ -96,6 +118,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         now = w.clock.now_ms()
         inv = Invocation(started, now, "continued")
         changes = w.ledger(NodeStatus.CONTINUING, now, t0, ctx.cost, inv, prior=rec)
+        settle(None)
         w.store.finish(msg.run_id, key, changes, owner=owner)
         logger.info("continuing in a fresh invocation", extra={"node": key, "reason": sig.reason})
         w.probe.reached("continued", msg.run_id, key)
@@ -106,11 +129,13 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         now = w.clock.now_ms()
         inv = Invocation(started, now, "cancelled")
         changes = w.ledger(NodeStatus.CANCELLED, now, t0, ctx.cost, inv, ended=True)
+        settle(None)
         w.store.finish(msg.run_id, key, changes, owner=owner)
         return Outcome(OutcomeKind.DROPPED, detail=str(sig))
     except Exception as exc:  # the step failed: retry or fail the run
         if not spent:
             budget.spend(w, wf, node, msg.run_id, t0, ctx.cost)
+        settle(exc)
         return step_failed(w, node, msg, key, rec, exc, t0, started, ctx.cost, ctx=ctx, wf=wf)
     stream_end(ctx, wf, "succeeded", {"cost": _cost_data(ctx.cost), **_item(node, msg)}, f"succeeded{episode(rec)}")
     now = w.clock.now_ms()
@@ -127,6 +152,7 @@ def run_step(w: KindServices, wf: Workflow, node: Node, msg: Activation, lctx: L
         route=route,
         state_ref=state_ref,
     )
+    settle(None)
     return w.commit(wf, node, msg, key, changes, owner=owner)
 
 

@@ -1,0 +1,261 @@
+"""Concurrency and rate limits by key (issue 19): admit a step, or hold it throttled.
+
+A step's limits are its workflow's plus its own (:mod:`stepchain.define.flow`). After the claim and
+before the user's function (:func:`acquire`, from :mod:`stepchain.engine.admission`):
+
+1. each :class:`~stepchain.define.flow.Concurrency` limit takes a slot of its key
+   (:meth:`~stepchain.store.limits.LimitOps.acquire_slot`: one conditional write) leased until the
+   node's own lease ends; an SQS heartbeat extends both. The key full (or others queued first): the
+   slots taken so far are given back, the step keeps its place in the key's FIFO queue (its
+   ``priority`` moves it ahead) and is *throttled* for ``poll_s``.
+2. each :class:`~stepchain.define.flow.RateLimit` reserves its cost in its key's bucket
+   (:meth:`~stepchain.store.limits.LimitOps.advance_bucket`: one conditional write when the
+   process-local guess of the bucket's state is right). The reservation's start is in the future:
+   the slots are given back and the step is throttled until then, holding its reservation
+   (FIFO per key: a later reservation starts later). A reservation of 0 units (a token limit
+   without ``estimate``) holds nothing: the step asks again at the expected start.
+
+Throttled: the node goes RETRYING without counting an attempt (its ``error`` says ``Throttled``,
+the limit, the key and ``until_ms``, the expected start) and the activation comes back at that time
+(SQS message delay, a Step Functions Wait state, the harnesses' virtual time): no Lambda runs
+meanwhile; at least ``MIN_WAIT_MS``. An activation of the node that comes more than ``EARLY_MS``
+before that (a duplicate's copy: the copy that throttled it carries the wake) puts the node back and
+answers BUSY (queues send nothing; Step Functions waits again); one less early is on time (skew).
+The reservation is valid for the node's next invocation only (``inv``): a crash, a takeover or a
+duplicate that used it voids it, so no reservation is used twice; and only up to ``max(1 s, one
+unit's interval)`` after its start: a later one (a slow transport, a Wait state's whole seconds) is
+dropped and taken again, so late steps never go at once. A request limit thus has at most
+``limit + burst - 1`` starts in any window of ``per_s`` when on time, one more late.
+
+After the step's function, right before its node write (:func:`release`; so these requests are on
+the node's ledger): the slots are given back (one conditional write each), a token
+limit is charged what the step recorded minus its estimate (one write, none when equal), and a
+``RetryableError(retry_after_s=)`` pushes every rate bucket of the step to ``now + retry_after``
+(the provider's 429 slows the key for every run).
+
+Crashes: a holder that dies keeps its slot until its lease ends (then the next acquire that finds
+the key full reclaims it). A crash between the release and the node write: the node's lease runs
+out, the step runs again and takes a slot again (no slot is held twice). A crash after
+a reservation and before the node write wastes that reservation: the key runs under its limit,
+never over. Costs: none for a step without limits; per limited activation one write per limit to
+admit and one per concurrency limit to release (two for one concurrency limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepchain.define.context import CostMeter, StepContext
+from stepchain.define.flow import Concurrency, Limit, RateLimit
+from stepchain.define.workflow import Node, Workflow
+from stepchain.engine import heartbeat
+from stepchain.engine.nodes.scope import KindServices
+from stepchain.exceptions import RetryableError, ValidationError
+from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
+from stepchain.store.changes import NodeChanges
+from stepchain.store.limits import Waiter, holder_field, limit_pk
+from stepchain.store.records import NodeRecord, NodeStatus
+
+THROTTLED = "Throttled"
+#: the outcome detail of a throttled step (the transport re-delivers the activation at its wake time)
+DETAIL = "throttled"
+#: process-local guess of each bucket's ``tat`` (µs): right, an admission costs one write
+_seen: dict[str, int] = {}
+#: a throttled step waits at least this long; an activation less than EARLY_MS before its expected
+#: start (clock skew between workers) is on time, one more than that early is a duplicate's copy
+MIN_WAIT_MS, EARLY_MS = 100, 50
+
+
+def declared(wf: Workflow, node: Node) -> tuple[Limit, ...]:
+    """The limits an activation of ``node`` is subject to (its workflow's, then its own)."""
+    return (*wf.limits, *node.limits) if node.runs_user_code else ()
+
+
+@dataclass
+class Held:
+    """What an admitted activation holds until :func:`release`."""
+
+    owner: str
+    slots: list[str] = field(default_factory=list)
+    rates: list[tuple[RateLimit, str]] = field(default_factory=list)
+
+
+def _keys(
+    wf: Workflow, node: Node, lims: tuple[Limit, ...], ctx: StepContext, value_of: Callable[[], Any]
+) -> list[str]:
+    out = []
+    for i, lim in enumerate(lims):
+        name = lim.name or f"{wf.name}.{node.id}.{i}"
+        try:
+            k = "*" if lim.key is None else lim.key(ctx, value_of())
+        except Exception as exc:
+            raise ValidationError(f"the key function of limit {name!r} raised {type(exc).__name__}: {exc}") from exc
+        if k is None or isinstance(k, dict | list | set):
+            raise ValidationError(f"the key function of limit {name!r} returned {k!r}: return a string or number")
+        out.append(limit_pk(name, str(k)))
+    return out
+
+
+def _held_back(rec: NodeRecord) -> tuple[int, bool] | None:
+    """The expected start an earlier throttle of the node wrote, and whether THIS invocation may use
+    its reservation (it is the node's next invocation after the throttle); None: not throttled."""
+    e = rec.error or {}
+    if e.get("type") != THROTTLED or "until_ms" not in e:
+        return None
+    return int(e["until_ms"]), e.get("reserved") == "1" and e.get("inv") == str(rec.invocations - 1)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A claimed step about to run: what admission (and the step's run) needs."""
+
+    w: KindServices
+    wf: Workflow
+    node: Node
+    msg: Activation
+    key: str
+    rec: NodeRecord
+    ctx: StepContext
+    value_of: Callable[[], Any]  # the step's input, decoded once
+
+
+def acquire(a: Attempt) -> Held | Outcome | None:
+    """None: no limits. :class:`Held`: admitted. An :class:`Outcome`: throttled (the node written)."""
+    w, wf, node, msg, key, rec = a.w, a.wf, a.node, a.msg, a.key, a.rec
+    lims = declared(wf, node)
+    if not lims:
+        return None
+    assert rec.owner is not None
+    pks = _keys(wf, node, lims, a.ctx, a.value_of)
+    now = w.clock.now_ms()
+    held = Held(rec.owner)
+    back = _held_back(rec)
+    if back is not None and back[0] > now + EARLY_MS:
+        # Early: another copy of this activation (a duplicate) throttled the node and carries its wake
+        # (a throttle waits MIN_WAIT_MS > EARLY_MS: a copy served right after it always lands here), or a
+        # Wait state rounded its time down. Put the node back as it was (a reservation stays valid for
+        # the next invocation) and send nothing: BUSY (Step Functions waits again until then).
+        e = dict(rec.error or {}, inv=str(rec.invocations))
+        w.store.finish(
+            msg.run_id, key, NodeChanges(NodeStatus.RETRYING, now, error=e, wake_at_ms=back[0]), owner=rec.owner
+        )
+        return Outcome(OutcomeKind.BUSY, wake_at_ms=back[0])
+    # a reservation used late (a slow transport) is dropped and taken again: late ones never bunch up
+    slack = max([1000.0] + [lim.us_per_unit / 1000 for lim in lims if isinstance(lim, RateLimit)])
+    reserved = back[0] if back is not None and back[1] and now - back[0] <= slack else None
+    if reserved is not None and reserved > now:  # on time by a skewed clock: the reservation starts now
+        reserved = now
+    for lim, pk in zip(lims, pks, strict=True):
+        if isinstance(lim, Concurrency):
+            waiter = Waiter(holder_field(f"{msg.run_id}/{key}")[2:], now - _ahead_ms(lim, a), _stale_ms(lim))
+            got = w.store.acquire_slot(pk, rec.owner, lim.limit, rec.lease_until_ms, now, waiter)
+            if not got.acquired:
+                wake = now + int(lim.poll_s * 1000)
+                return _throttle(w, msg, key, rec, held, pk, wake, reserved=reserved is not None, place=got.position)
+            held.slots.append(pk)
+    start = now
+    for lim, pk in zip(lims, pks, strict=True):
+        if isinstance(lim, RateLimit):
+            held.rates.append((lim, pk))
+            if reserved is None:
+                start = max(start, _reserve(w, lim, pk, now))
+    if start > now:
+        reservable = all(lim.cost > 0 for lim, _ in held.rates)
+        return _throttle(w, msg, key, rec, held, held.rates[-1][1], start, reserved=reservable)
+    keeper = heartbeat.active()
+    if held.slots and keeper is not None:  # its beats move the slots' leases with the node's
+        keeper.also_extend(lambda until: [w.store.extend_slot(pk, held.owner, until) for pk in held.slots])
+    return held
+
+
+def _ahead_ms(lim: Concurrency, a: Attempt) -> int:
+    """How far ahead of its arrival a waiting step queues (its priority, seconds; 0 without one)."""
+    if lim.priority is None:
+        return 0
+    try:
+        p = lim.priority(a.ctx, a.value_of())
+    except Exception as exc:
+        raise ValidationError(f"the priority function of limit {lim.name!r} raised {type(exc).__name__}") from exc
+    if isinstance(p, bool) or not isinstance(p, int | float) or not -86_400 <= p <= 86_400:
+        raise ValidationError(f"the priority function of limit {lim.name!r} returned {p!r}: seconds in -86400..86400")
+    return int(p * 1000)
+
+
+def _stale_ms(lim: Concurrency) -> int:
+    """A waiter that stops asking (its run cancelled, its wake lost) loses its place after this long."""
+    return int(3 * lim.poll_s * 1000) + 10_000
+
+
+def _reserve(w: KindServices, lim: RateLimit, pk: str, now_ms: int) -> int:
+    """Reserve ``lim.cost`` units of the bucket; the epoch ms the reservation starts."""
+    now_us = now_ms * 1000
+    cost_us = round(lim.cost * lim.us_per_unit)
+    tat = w.store.advance_bucket(pk, now_us, cost_us, busy=_seen.get(pk, 0) > now_us)
+    if len(_seen) > 10_000:  # a guess only: forget old keys rather than grow
+        _seen.clear()
+    _seen[pk] = tat
+    tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
+    start_us = max(now_us, tat - cost_us - tolerance_us)
+    return start_us // 1000  # to the ms: a unit may start under 1 ms early, never a whole ms
+
+
+def _throttle(
+    w: KindServices,
+    msg: Activation,
+    key: str,
+    rec: NodeRecord,
+    held: Held,
+    pk: str,
+    until: int,
+    *,
+    reserved: bool,
+    place: int | None = None,
+) -> Outcome:
+    _give_back(w, held)
+    now = w.clock.now_ms()
+    until = max(until, now + MIN_WAIT_MS)
+    name, _, limit_key = pk.removeprefix("LIMIT#").partition("#")
+    err = {
+        "node": key,
+        "type": THROTTLED,
+        "message": f"throttled by limit {name!r} (key {limit_key!r}): expected to start at {until} (epoch ms)",
+        "limit": name,
+        "key": limit_key,
+        "until_ms": str(until),
+        "reserved": "1" if reserved else "0",
+        "inv": str(rec.invocations),
+    }
+    if place is not None:  # its place in the key's queue of waiting steps (0: next)
+        err["position"] = str(place)
+    w.store.finish(msg.run_id, key, NodeChanges(NodeStatus.RETRYING, now, error=err, wake_at_ms=until), owner=rec.owner)
+    return Outcome(OutcomeKind.WAIT, wake_at_ms=until, error=err, detail=DETAIL)
+
+
+def _give_back(w: KindServices, held: Held) -> None:
+    for pk in held.slots:
+        w.store.release_slot(pk, held.owner)
+    held.slots.clear()
+
+
+def release(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseException | None = None) -> None:
+    """Before the step's node write: give the slots back, charge token limits, and let a provider's 429
+    (``RetryableError(retry_after_s=)``) hold every rate key of the step."""
+    if held is None:
+        return
+    _give_back(w, held)
+    now_us = w.clock.now_ms() * 1000
+    used = cost.input_tokens + cost.output_tokens
+    for lim, pk in held.rates:
+        if lim.unit == "tokens" and used != lim.estimate:
+            delta = round((used - lim.estimate) * lim.us_per_unit)
+            _seen[pk] = w.store.advance_bucket(pk, now_us, delta, busy=_seen.get(pk, 0) > now_us)
+    if isinstance(exc, RetryableError) and exc.retry_after_s is not None:
+        until = now_us + int(exc.retry_after_s * 1_000_000)
+        for _, pk in held.rates:
+            w.store.push_bucket(pk, until, now_us)
+            _seen[pk] = until
+
+
+__all__ = ["DETAIL", "THROTTLED", "Attempt", "Held", "acquire", "declared", "release"]

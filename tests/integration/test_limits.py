@@ -1,0 +1,396 @@
+"""Concurrency and rate limits by key (issue 19; stepchain.engine.limits), on every harness, in virtual time.
+
+The harnesses serve one invocation at a time, so holders of a concurrency key overlap here through
+dead holders (a worker killed with its slot held keeps it until its lease ends): the workflow counts
+its own holders, live ones inside the step and dead ones until their node's lease ends, and never
+sees more than the limit. Real overlap on threads: tests/integration/test_limits_threads.py.
+The moto-backed harnesses run fewer runs (12, not 50): moto's DynamoDB costs 25-40 ms a call.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from stepchain import StepContext, Workflow
+from stepchain.define.flow import Concurrency, RateLimit
+from stepchain.exceptions import RetryableError, ValidationError
+from stepchain.testing import Harness, InjectedCrash, SfnHarness, SqsHarness
+
+HARNESSES: dict[str, tuple[Callable[..., Harness], int]] = {
+    "memory": (lambda *wfs, **kw: Harness(*wfs, backend="memory", **kw), 50),
+    "moto": (lambda *wfs, **kw: Harness(*wfs, backend="moto", **kw), 12),
+    "sqs": (lambda *wfs, **kw: SqsHarness(*wfs, **kw), 12),
+    "sfn": (lambda *wfs, **kw: SfnHarness(*wfs, **kw), 12),
+}
+LIMIT = 3
+
+
+class Holders:
+    """The workflow's own count: at each step's start, holders = itself + dead holders whose lease
+    has not ended (a dead holder's slot is leased with its node)."""
+
+    def __init__(self) -> None:
+        self.dead_until: list[int] = []
+        self.most = 0
+        self.entries: list[int] = []
+        self.starts: dict[int, list[int]] = {}  # input n -> its step's start times
+
+    def enter(self, ctx: StepContext, n: int) -> int:
+        now = ctx._services.clock.now_ms()
+        rec = ctx._services.store.get_node(ctx.run_id, ctx.key)
+        assert rec is not None
+        self.most = max(self.most, 1 + sum(1 for until in self.dead_until if until >= now))
+        self.entries.append(now)
+        self.starts.setdefault(n, []).append(now)
+        return rec.lease_until_ms
+
+
+H = Holders()
+CRASH: set[int] = set()  # inputs ``n`` whose first holder dies with its slot held
+limited = Workflow("limited")
+
+
+@limited.step(limits=Concurrency(LIMIT, key=lambda ctx, x: x["model"], name="model", poll_s=5))
+def call_model(ctx: StepContext, x: dict[str, Any]) -> dict[str, Any]:
+    lease = H.enter(ctx, x["n"])
+    time.sleep(2)  # virtual: the call takes 2 s
+    if x["n"] in CRASH:
+        CRASH.discard(x["n"])
+        H.dead_until.append(lease)
+        raise InjectedCrash("the worker dies: no handler runs, its slot stays held")
+    return x
+
+
+@limited.step()
+def after(ctx: StepContext, x: dict[str, Any]) -> int:
+    return int(x["n"])
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    global H
+    H = Holders()
+    CRASH.clear()
+    yield
+    CRASH.clear()
+
+
+@pytest.mark.parametrize("dup", [False, True], ids=["once", "duplicates"])
+@pytest.mark.parametrize("kind", list(HARNESSES))
+def test_a_key_of_three_never_has_more_than_three_holders_with_dead_holders(kind: str, dup: bool) -> None:
+    make, runs = HARNESSES[kind]
+    CRASH.update(range(LIMIT))  # the first three holders die: the key is full of dead holders
+    with make(limited, duplicate_delivery=dup) as h:
+        ids = [h.start("limited", {"model": "m1", "n": i}) for i in range(runs)]
+        h.run()
+        statuses = Counter(h.status(r) for r in ids)
+        assert statuses == {"SUCCEEDED": runs}, statuses
+        assert [h.output(r) for r in ids] == list(range(runs))
+        assert 1 <= H.most <= LIMIT
+        assert len(H.dead_until) == LIMIT  # the dead holders' slots came back when their leases ended
+        if kind != "sfn":  # SfnHarness moves its clock past a dead invocation's lease at once (its retry interval)
+            assert any(i.outcome == "WAIT" for i in h.invocations), "the limit never throttled"
+        left = h.store.slot_holders("LIMIT#model#m1")
+        assert all(until < h.clock.now_ms() for until in left.values())  # no live slot leaked
+
+
+@pytest.mark.parametrize("kind", list(HARNESSES))
+def test_steps_wait_while_other_workers_hold_every_slot(kind: str) -> None:
+    """Three live holders elsewhere (another deployment sharing the key) hold the key for 30 s: no
+    step starts before their leases end, and every run's step waits without a running Lambda."""
+    make, _ = HARNESSES[kind]
+    with make(limited) as h:
+        now = h.clock.now_ms()
+        for i in range(LIMIT):
+            assert h.store.acquire_slot("LIMIT#model#m4", f"elsewhere-{i}", LIMIT, now + 30_000, now).acquired
+        ids = [h.start("limited", {"model": "m4", "n": i}) for i in range(4)]
+        h.run()
+        assert [h.status(r) for r in ids] == ["SUCCEEDED"] * 4
+        assert min(H.entries) > now + 30_000
+        assert sum(1 for i in h.invocations if i.outcome == "WAIT") >= 4
+
+
+def test_a_throttled_step_is_visible_with_its_key_and_expected_start() -> None:
+    CRASH.update(range(LIMIT))
+    with Harness(limited) as h:
+        ids = [h.start("limited", {"model": "m2", "n": i}) for i in range(LIMIT + 1)]
+        h.run(max_activations=LIMIT + 1)  # three holders die, the fourth is throttled
+        view = h.view(ids[LIMIT])
+        node = next(n for n in view.nodes if n.node == "call_model")
+        assert node.throttled is not None and node.throttled["key"] == "m2" and node.throttled["limit"] == "model"
+        assert node.throttled["until_ms"] > h.clock.now_ms()
+        assert node.attempts == 1  # a throttled activation is no attempt
+        from stepchain.observe.timeline import render_text
+
+        assert "throttled" in render_text(view)
+        h.run()
+        assert [h.status(r) for r in ids] == ["SUCCEEDED"] * (LIMIT + 1)
+
+
+def test_a_step_without_limits_makes_no_limit_request() -> None:
+    free = Workflow("free-steps")
+    free.step(name="one")(lambda ctx, x: x)
+    with Harness(free, backend="moto") as h:
+        h.start("free-steps", 1)
+        h.run()
+        n_free = sum(h.api_calls.values())
+    lim = Workflow("limited-steps")
+    lim.step(name="one", limits=Concurrency(2, name="c"))(lambda ctx, x: x)
+    with Harness(lim, backend="moto") as h:
+        h.start("limited-steps", 1)
+        h.run()
+        assert sum(h.api_calls.values()) == n_free + 2  # acquire + release: the 2 extra calls
+
+
+# -- rate limits ----------------------------------------------------------------------------------
+STARTS: list[tuple[int, int]] = []  # (virtual ms, units) of each admitted step
+rpm = Workflow("rpm-limited")
+for name in ("a", "b", "c", "d"):
+
+    def call(ctx: StepContext, x: int) -> int:
+        STARTS.append((ctx._services.clock.now_ms(), 1))
+        return x
+
+    rpm.step(name=name, limits=RateLimit(60, per_s=60, key=lambda ctx, x: "provider", name="rpm"))(call)
+
+
+def windows(starts: list[tuple[int, int]], width_ms: int) -> int:
+    """The most units that started in any window of ``width_ms`` (each window opens at a start)."""
+    times = sorted(starts)
+    return max(sum(u for t, u in times if t0 <= t < t0 + width_ms) for t0, _ in times)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs"])
+def test_sixty_a_minute_over_five_minutes_within_five_percent_and_never_over(kind: str) -> None:
+    STARTS.clear()
+    make, _ = HARNESSES[kind]
+    runs = 100 if kind == "memory" else 10  # SQS on moto: 40 requests (40 s), to keep it quick
+    with make(rpm) as h:
+        t0 = h.clock.now_ms()
+        ids = [h.start("rpm-limited", i) for i in range(runs)]
+        h.run(until_ms=t0 + 300_000)
+        in_five = [s for s in STARTS if s[0] < t0 + 300_000]
+        expected = min(300, 4 * runs)
+        assert 0.95 * expected <= len(in_five) <= expected, len(in_five)
+        assert windows(STARTS, 60_000) <= 60
+        h.run()
+        assert Counter(h.status(r) for r in ids) == {"SUCCEEDED": runs}
+        assert len(STARTS) == 4 * runs
+
+
+def test_a_rate_limited_step_waits_in_a_step_functions_wait_state() -> None:
+    """SfnHarness runs executions to their end (no ``until_ms``): 8 runs of 4 steps at 1 a second. Its
+    executions share one virtual clock that each Wait state moves forward, so a step may wake late: a
+    reservation used up to 1 s late still counts (one more in a window), a later one is taken again."""
+    STARTS.clear()
+    with SfnHarness(rpm) as h:
+        ids = [h.start("rpm-limited", i) for i in range(8)]
+        h.run()
+        assert [h.status(r) for r in ids] == ["SUCCEEDED"] * 8
+    assert len(STARTS) == 32
+    assert windows(STARTS, 60_000) <= 61
+    assert windows(STARTS, 10_000) <= 11
+
+
+def _token_workflow(name: str, estimate: int, usage: Callable[[], int], steps: int = 10) -> Workflow:
+    """Each run: ``steps`` LLM calls in a chain, sharing one TPM key (100 runs x 1 step would do the
+    same; fewer runs keep the unestimated case's re-checks, one per waiting run per start, cheap)."""
+    wf = Workflow(name)
+    lim = RateLimit(6_000, per_s=60, unit="tokens", estimate=estimate, key=lambda ctx, x: "llm", name=f"tpm-{name}")
+    for i in range(steps):
+
+        def think(ctx: StepContext, x: int) -> int:
+            used = usage()
+            ctx.record_cost(input_tokens=used // 2, output_tokens=used - used // 2)
+            STARTS.append((ctx._services.clock.now_ms(), used))
+            return x
+
+        wf.step(name=f"think{i}", limits=lim)(think)
+    return wf
+
+
+@pytest.mark.parametrize("estimate", [100, 0], ids=["estimated", "unestimated"])
+def test_a_token_limit_charged_by_recorded_usage_holds(estimate: int) -> None:
+    STARTS.clear()
+    wf = _token_workflow(f"tpm-{estimate}", estimate, lambda: 100)
+    with Harness(wf) as h:
+        t0 = h.clock.now_ms()
+        ids = [h.start(wf.name, i) for i in range(40)]  # 400 calls of 100 tokens: 6.7 minutes at 6,000/min
+        h.run(until_ms=t0 + 300_000)
+        tokens = sum(u for t, u in STARTS if t < t0 + 300_000)
+        assert 0.95 * 30_000 <= tokens <= 30_000, tokens
+        assert windows(STARTS, 60_000) <= 6_000
+        h.run()
+        assert Counter(h.status(r) for r in ids) == {"SUCCEEDED": 40}
+        assert sum(u for _, u in STARTS) == 40_000
+
+
+def test_a_token_limit_with_varied_usage_stays_within_one_step_of_the_limit() -> None:
+    """Without an estimate, a throttled step asks again at its expected start (no reservation): each
+    start sees every earlier step's recorded usage, so no window holds more than the limit + one step."""
+    STARTS.clear()
+    rng = random.Random(19)
+    sizes = [rng.randint(50, 150) for _ in range(400)]
+    wf = _token_workflow("tpm-varied", 0, lambda: sizes[len(STARTS)])
+    with Harness(wf) as h:
+        t0 = h.clock.now_ms()
+        for i in range(40):
+            h.start(wf.name, i)
+        h.run(until_ms=t0 + 300_000)
+        tokens = sum(u for t, u in STARTS if t < t0 + 300_000)
+        assert 0.95 * 30_000 <= tokens <= 30_000 + max(sizes), tokens
+        assert windows(STARTS, 60_000) <= 6_000 + max(sizes)
+
+
+def test_a_providers_429_slows_the_whole_key() -> None:
+    STARTS.clear()
+    wf = Workflow("rate-429")
+    seen: list[int] = []
+
+    @wf.step(limits=RateLimit(600, per_s=60, key=lambda ctx, x: "p", name="p429"))
+    def call(ctx: StepContext, x: int) -> int:
+        now = ctx._services.clock.now_ms()
+        seen.append(now)
+        if x == 0 and ctx.attempt == 1:
+            raise RetryableError("429 from the provider", retry_after_s=30)
+        return x
+
+    with Harness(wf) as h:
+        t0 = h.clock.now_ms()
+        h.start("rate-429", 0)
+        h.run()  # run 0 got a 429: the key is held for 30 s
+        ids = [h.start("rate-429", i) for i in range(1, 4)]
+        h.run()
+        assert all(h.status(r) == "SUCCEEDED" for r in ids)
+        assert min(seen[1:]) >= t0 + 30_000  # the other runs waited for the key, not just run 0
+
+
+def test_bad_limits_are_refused_when_declared() -> None:
+    with pytest.raises(ValidationError):
+        Concurrency(0)
+    with pytest.raises(ValidationError):
+        RateLimit(10, unit="requests", estimate=5)
+    with pytest.raises(ValidationError):
+        Workflow("bad-limits").step(limits=["not a limit"])  # type: ignore[list-item]
+    with pytest.raises(ValidationError):
+        Concurrency(1, name="bad name!")
+
+
+def test_a_key_function_that_raises_fails_the_step_with_a_message() -> None:
+    wf = Workflow("bad-key")
+    wf.step(name="one", limits=Concurrency(1, key=lambda ctx, x: x["missing"]))(lambda ctx, x: x)
+    with Harness(wf) as h:
+        rid = h.start("bad-key", {})
+        assert h.run() == "FAILED"
+        err = h.view(rid).error or {}
+        assert "key function" in err.get("message", "")
+
+
+def test_a_dead_holders_lease_is_what_brings_its_slot_back() -> None:
+    """The takeover of the dead holder's node and a new run's acquire both wait for the same lease."""
+    CRASH.update(range(LIMIT))
+    with Harness(limited) as h:
+        for i in range(LIMIT + 1):
+            h.start("limited", {"model": "m3", "n": i})
+        h.run()
+        lease_end = min(H.dead_until)
+        [fourth] = H.starts[LIMIT]  # it found the key full of dead holders
+        assert lease_end < fourth <= lease_end + 5_000  # it started within one poll_s of the first lease's end
+
+
+def test_the_sqs_heartbeat_extends_a_slot_with_its_node_lease() -> None:
+    """V = 20 s: a claim's lease (and so its slot's) ends about 19 s out; a 60 s step keeps its slot
+    live because each beat extends the slot with the node's lease."""
+    from stepchain.engine.heartbeat import HeartbeatPolicy
+
+    seen: list[tuple[int, int]] = []  # (now, the slot's lease end) every 10 s of the step
+    wf = Workflow("limited-long")
+
+    @wf.step(timeout_s=900, limits=Concurrency(1, name="long"))
+    def slow(ctx: StepContext, x: int) -> int:
+        for _ in range(6):
+            time.sleep(10)  # virtual
+            [until] = ctx._services.store.slot_holders("LIMIT#long#*").values()
+            seen.append((ctx._services.clock.now_ms(), until))
+        return x
+
+    with SqsHarness(wf, heartbeat=HeartbeatPolicy(visibility_s=20, interval_s=5)) as h:
+        rid = h.start("limited-long", 1)
+        assert h.run(rid) == "SUCCEEDED"
+        assert h.store.slot_holders("LIMIT#long#*") == {}
+    assert len(seen) == 6 and all(until > now for now, until in seen)  # never lapsed: extended by each beat
+    assert seen[-1][1] > seen[0][1] + 40_000
+
+
+fleet = Workflow("limited-fleet", limits=Concurrency(2, name="fleet"))  # every step and map item of it
+ITEM_STARTS: list[int] = []
+
+
+@fleet.step()
+def split(ctx: StepContext, n: int) -> list[int]:
+    ITEM_STARTS.append(ctx._services.clock.now_ms())
+    return list(range(n))
+
+
+@fleet.map()
+def square(ctx: StepContext, i: int) -> int:
+    ITEM_STARTS.append(ctx._services.clock.now_ms())
+    return i * i
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs", "sfn"])
+def test_a_workflows_limits_hold_its_steps_and_map_items(kind: str) -> None:
+    ITEM_STARTS.clear()
+    make, _ = HARNESSES[kind]
+    with make(fleet) as h:
+        now = h.clock.now_ms()
+        for i in range(2):  # the fleet's key is full for 20 s (another deployment's holders)
+            assert h.store.acquire_slot("LIMIT#fleet#*", f"elsewhere-{i}", 2, now + 20_000, now).acquired
+        rid = h.start("limited-fleet", 4)
+        assert h.run(rid) == "SUCCEEDED"
+        assert h.output(rid) == [0, 1, 4, 9]
+        left = h.store.slot_holders("LIMIT#fleet#*")
+        assert all(until < h.clock.now_ms() for until in left.values())  # only the ended outside leases
+    assert len(ITEM_STARTS) == 5 and min(ITEM_STARTS) > now + 20_000
+
+
+ORDER: list[int] = []
+queued = Workflow("limited-queue")
+
+
+@queued.step(
+    limits=Concurrency(
+        1,
+        name="queue",
+        poll_s=5,
+        priority=lambda ctx, x: 60 if x.get("urgent") else 0,  # an urgent run moves a minute ahead
+    )
+)
+def serve_one(ctx: StepContext, x: dict[str, Any]) -> int:
+    ORDER.append(int(x["n"]))
+    time.sleep(3)  # virtual: holds its slot 3 s
+    return int(x["n"])
+
+
+@pytest.mark.parametrize("dup", [False, True], ids=["once", "duplicates"])
+@pytest.mark.parametrize("kind", ["memory", "sqs"])
+def test_waiting_steps_start_in_arrival_order_and_priority_moves_one_ahead(kind: str, dup: bool) -> None:
+    ORDER.clear()
+    make, _ = HARNESSES[kind]
+    with make(queued, duplicate_delivery=dup) as h:
+        now = h.clock.now_ms()
+        # the key (1 slot) is held elsewhere for 10 s: every run queues; a slot goes to the queue's head
+        assert h.store.acquire_slot("LIMIT#queue#*", "elsewhere", 1, now + 10_000, now).acquired
+        ids = []
+        for n in range(8):
+            ids.append(h.start("limited-queue", {"n": n, "urgent": n == 5}))
+            h.run(max_activations=2 if dup else 1)  # each run queues before the next starts
+        h.run()
+        assert [h.status(r) for r in ids] == ["SUCCEEDED"] * 8
+    assert ORDER == [5, 0, 1, 2, 3, 4, 6, 7]

@@ -326,12 +326,12 @@ def path_cancel_while_starting_a_child(d: Deployment) -> None:
     cancel found no child to cascade to, so the control function stops the child it just started."""
     real_start, runs = children.start_children, list[str]()
 
-    def start(w: Any, node: Any, run_id: str, key: str, rec: Any) -> None:
+    def start(w: Any, wf: Any, node: Any, run_id: str, key: str, rec: Any) -> None:
         if not runs:
             runs.append(run_id)
             status, body = d.api("POST", f"/runs/{run_id}/cancel")  # the API, meanwhile
             assert status == 200, body
-        real_start(w, node, run_id, key, rec)
+        real_start(w, wf, node, run_id, key, rec)
 
     with mock.patch.object(children, "start_children", start):
         run_id = d.start("tool-agent", {"question": TOOL_QUESTION})

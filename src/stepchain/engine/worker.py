@@ -138,8 +138,11 @@ class Worker:
         )
         rec = res.record
         if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RETRYING:
-            # an early duplicate or re-issue: the retry is not due yet, come back at its wake_at
-            return Outcome(OutcomeKind.WAIT, wake_at_ms=rec.wake_at_ms or now)
+            # an early duplicate or re-issue: the retry is not due yet. Its own wake-up is already on
+            # its way (sent with the RETRYING write; the sweeper re-issues a lost one), so send
+            # nothing: BUSY (a WAIT here would send one more message per early copy: under duplicate
+            # delivery their number doubles each round). Step Functions waits again until wake_at.
+            return Outcome(OutcomeKind.BUSY, wake_at_ms=rec.wake_at_ms or now)
         if res.kind is ClaimKind.BUSY and rec is not None and rec.status is NodeStatus.RUNNING:
             if rec.lease_until_ms >= now:
                 return Outcome(OutcomeKind.BUSY, wake_at_ms=rec.lease_until_ms + 1)

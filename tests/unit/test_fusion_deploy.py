@@ -95,6 +95,8 @@ def test_fuse_on_the_workflow_is_off_by_default_true_or_a_cap() -> None:
     assert Workflow("fz-a").fuse_max_steps == 1 and Workflow("fz-b", fuse=False).fuse_max_steps == 1
     assert Workflow("fz-c", fuse=True).fuse_max_steps == fusion.DEFAULT_MAX_STEPS == 50
     assert Workflow("fz-d", fuse=3).fuse_max_steps == 3
+    # not part of the chain's shape: turning fusion on keeps the version (node keys and records are the same)
+    assert app(fuse=False).version == app(fuse=True).version
     for bad in (0, 1, -2, 2.5, "yes", None):
         with pytest.raises(ValidationError, match="fuse must be"):
             Workflow("fz-e", fuse=bad)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv lock test test-full test-fast check lint typecheck unit integration e2e demo bench clean asl template template-check wheel conformance
+.PHONY: help venv lock test test-full test-fast check lint typecheck unit integration e2e demo bench bench-fusion-localstack clean asl template template-check wheel conformance
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -137,6 +137,10 @@ bench: venv $(BENCH_PEER_VENV)/.installed ## benchmarks (minutes; not part of ma
 	$(PY) bench/kill_resume.py
 	$(PY) bench/fusion_bench.py
 	$(PY) bench/limits_bench.py
+
+# Its own target (a LocalStack, a sam build and two deployments: a few minutes); make bench does not run it.
+bench-fusion-localstack: venv localstack-venv sam ## step fusion on LocalStack: p50 step gap, fused vs unfused, one stack
+	$(PY) bench/fusion_localstack.py $(FUSION_LS_ARGS)
 
 clean: ## remove build outputs and local state (keeps the venvs)
 	rm -rf .aws-sam .demo .localstack build dist

@@ -1,6 +1,6 @@
 """`make bench`, step fusion (issue 20, stepchain.engine.fusion): a 100-step chain of trivial steps served
-by one function, fused (STEPCHAIN_FUSE_MAX_STEPS=50, as `stepchain template` deploys it with fusion on)
-and not, on the moto-backed transports; and on the embedded runtime, the step-to-step gap beside the
+by one function, fused (``Workflow(fuse=50)``, as `stepchain template` deploys it) and not, on the
+moto-backed transports; and on the embedded runtime, the step-to-step gap beside the
 ctx.each item gap, measured in one run.
 
 Transports (SqsHarness: the deployed SQS worker on moto SQS, batch size 1, no heartbeat: steps <= 15 s;
@@ -33,7 +33,6 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "src")]
 
 from stepchain import Workflow  # noqa: E402
-from stepchain.engine.fusion import ENV_MAX_STEPS  # noqa: E402
 from stepchain.engine.short_queues import ENV_QUEUE_VISIBILITY, queue_visibility_s  # noqa: E402
 from stepchain.observe.pricing import load_prices  # noqa: E402
 from stepchain.testing import Harness, LocalHarness, SfnHarness, SqsHarness  # noqa: E402
@@ -44,8 +43,8 @@ CAP = 50
 DDB_WRITES = ("dynamodb.UpdateItem", "dynamodb.PutItem", "dynamodb.TransactWriteItems", "dynamodb.DeleteItem")
 
 
-def chain(name: str, n: int = N) -> Workflow:
-    wf = Workflow(name)
+def chain(name: str, fused: bool, n: int = N) -> Workflow:
+    wf = Workflow(name, fuse=CAP if fused else False)
     for i in range(n):
         wf.step(name=f"s{i}", timeout_s=10)(lambda ctx, x: {"i": x["i"] + 1})
     return wf
@@ -59,12 +58,12 @@ def with_env(env: dict[str, str | None]) -> dict[str, str | None]:
 
 
 def transport_run(transport: str, fused: bool) -> dict[str, Any]:
-    env = {ENV_MAX_STEPS: str(CAP) if fused else None, ENV_QUEUE_VISIBILITY: None}
+    env: dict[str, str | None] = {ENV_QUEUE_VISIBILITY: None}
     if transport == "sqs":  # steps <= 15 s: the queue's own visibility, no heartbeat (as deployed)
         env[ENV_QUEUE_VISIBILITY] = str(queue_visibility_s(20 if fused else 10))
     saved = with_env(env)
     try:
-        wf = chain(f"fz-{transport}-{int(fused)}")
+        wf = chain(f"fz-{transport}-{int(fused)}", fused)
         h: Harness = SqsHarness(wf, batch_size=1) if transport == "sqs" else SfnHarness(wf)
         with h:
             rid = h.start(wf.name, {"i": 0})
@@ -100,23 +99,19 @@ def transport_run(transport: str, fused: bool) -> dict[str, Any]:
 
 
 def embedded_gaps(fused: bool) -> dict[str, float]:
-    env = {ENV_MAX_STEPS: str(CAP)} if fused else {}
-    saved = with_env({ENV_MAX_STEPS: env.get(ENV_MAX_STEPS)})
-    try:
-        with LocalHarness("fusion_flow:wf", pythonpath=[str(HERE), str(ROOT / "src")], budget_ms=60_000, env=env) as h:
-            rid = h.start("fusion-gap", None)
-            assert h.run(rid, timeout_s=300) == "SUCCEEDED"
-            recs = sorted(
-                (r for r in h.store.list_nodes(rid) if r.index is None and r.started_ms is not None),
-                key=lambda r: r.started_ms or 0,
-            )
-            steps = [r for r in recs if r.node.startswith("s")]
-            step_gaps = [(b.started_ms or 0) - (a.ended_ms or 0) for a, b in pairwise(recs)]
-            each = sorted(h.store.list_each_all(rid).get("loop", []), key=lambda e: e.index)
-            item_gaps = [b.ended_ms - a.ended_ms for a, b in pairwise(each)]
-            fused_n = sum(1 for r in steps if r.fused)
-    finally:
-        with_env(saved)
+    spec, name = ("fusion_flow:fused", "fusion-gap-fused") if fused else ("fusion_flow:wf", "fusion-gap")
+    with LocalHarness(spec, pythonpath=[str(HERE), str(ROOT / "src")], budget_ms=60_000) as h:
+        rid = h.start(name, None)
+        assert h.run(rid, timeout_s=300) == "SUCCEEDED"
+        recs = sorted(
+            (r for r in h.store.list_nodes(rid) if r.index is None and r.started_ms is not None),
+            key=lambda r: r.started_ms or 0,
+        )
+        steps = [r for r in recs if r.node.startswith("s")]
+        step_gaps = [(b.started_ms or 0) - (a.ended_ms or 0) for a, b in pairwise(recs)]
+        each = sorted(h.store.list_each_all(rid).get("loop", []), key=lambda e: e.index)
+        item_gaps = [b.ended_ms - a.ended_ms for a, b in pairwise(each)]
+        fused_n = sum(1 for r in steps if r.fused)
     return {
         "step_gap_ms": statistics.median(step_gaps),
         "item_gap_ms": statistics.median(item_gaps),
@@ -127,7 +122,7 @@ def embedded_gaps(fused: bool) -> dict[str, float]:
 
 def section() -> list[str]:
     rows = [
-        f"{N}-step chain of trivial steps served by one function; fused: `{ENV_MAX_STEPS}={CAP}`.",
+        f"{N}-step chain of trivial steps served by one function; fused: `Workflow(fuse={CAP})`.",
         "",
         "| transport | fusion | invocations | AWS requests / step | SQS requests / step | DynamoDB writes / step "
         "(served by moto) | SFN transitions / step (history) | orchestration $ / M steps | saved by fusion (ledger) |",
@@ -157,8 +152,8 @@ def section() -> list[str]:
         )
     rows += [
         "",
-        "Not measured here: the p50 step-to-step latency fused vs unfused on LocalStack (a deployment with a "
-        "fused and a `fuse=False` chain); the embedded runtime's gaps above are the real-time figures.",
+        "On LocalStack (one deployment, a fused and an unfused chain through API Gateway): "
+        'bench/fusion_localstack.py, section "Step fusion on LocalStack".',
     ]
     return rows
 

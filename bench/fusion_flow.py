@@ -1,5 +1,6 @@
-"""The workflow bench/fusion_bench.py runs on the embedded runtime: one step whose ctx.each loop
-checkpoints ITEMS trivial items, then STEPS trivial steps (one function: they fuse when fusion is on)."""
+"""The workflows bench/fusion_bench.py runs on the embedded runtime: one step whose ctx.each loop
+checkpoints ITEMS trivial items, then STEPS trivial steps (one function): ``wf`` without fusion,
+``fused`` the same chain defined with ``Workflow(fuse=50)``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from stepchain import StepContext, Workflow
 
 ITEMS = STEPS = 40
 
-wf = Workflow("fusion-gap")
 
-
-@wf.step(name="loop", timeout_s=1)
 def loop(ctx: StepContext, x: Any) -> int:
     return len(ctx.each(list(range(ITEMS)), lambda i: i))
 
@@ -21,5 +19,13 @@ def bump(ctx: StepContext, n: int) -> int:
     return n + 1
 
 
-for _i in range(STEPS):
-    wf.step(name=f"s{_i}", timeout_s=1)(bump)
+def build(name: str, fuse: bool | int) -> Workflow:
+    flow = Workflow(name, fuse=fuse)
+    flow.step(name="loop", timeout_s=1)(loop)
+    for i in range(STEPS):
+        flow.step(name=f"s{i}", timeout_s=1)(bump)
+    return flow
+
+
+wf = build("fusion-gap", False)
+fused = build("fusion-gap-fused", 50)

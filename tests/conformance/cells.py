@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,7 +181,7 @@ def _sleep(place: Place) -> None:
 
 
 def _callee(name: str, node: str, fn: Callable[[int], int]) -> Workflow:
-    wf = Workflow(name)
+    wf = _workflow(name)
 
     @wf.step(name=node)
     def work(ctx: StepContext, xs: Any) -> list[int]:
@@ -294,10 +295,26 @@ def _plain(wf: Workflow, name: str, add: int, routes: tuple[str, ...] = (), choo
         return goto(choose(iteration_of(ctx.key)), out) if routes else out
 
 
-def build(kind: str, position: str) -> list[Workflow]:
-    """The workflows of a cell (the root first)."""
+#: the ``Workflow(fuse=...)`` of the workflows :func:`build` makes (tests/conformance/test_matrix.py: fused)
+_FUSE: ContextVar[bool | int] = ContextVar("cf_fuse", default=False)
+
+
+def _workflow(name: str, **kw: Any) -> Workflow:
+    return Workflow(name, fuse=_FUSE.get(), **kw)
+
+
+def build(kind: str, position: str, fuse: bool | int = False) -> list[Workflow]:
+    """The workflows of a cell (the root first), each defined with ``fuse`` (step fusion)."""
+    token = _FUSE.set(fuse)
+    try:
+        return _build(kind, position)
+    finally:
+        _FUSE.reset(token)
+
+
+def _build(kind: str, position: str) -> list[Workflow]:
     k = KINDS[kind]
-    root = Workflow(ROOT, max_iterations=5)
+    root = _workflow(ROOT, max_iterations=5)
     if position == "first":
         k.build(Place(root, "tail", None))
         _plain(root, "tail", 1000)
@@ -318,7 +335,7 @@ def build(kind: str, position: str) -> list[Workflow]:
         k.build(Place(root, "tail", "judge"))
         _plain(root, "tail", 1000)
     elif position in CHILD:
-        child = Workflow("cf-child")
+        child = _workflow("cf-child")
         if position in ("in_child", "in_parallel"):
             _plain(child, "c_pre", 30)
             k.build(Place(child, "c_post", "c_pre"))

@@ -123,11 +123,11 @@ class Drive:
         return status
 
 
-def run_case(case: Case) -> list[str]:
-    """Run the case; the differences from the model (empty when it conforms)."""
+def run_case(case: Case, fuse: bool | int = False) -> list[str]:
+    """Run the case (its workflows defined with ``fuse``); the differences from the model (empty when it conforms)."""
     WORLD.reset()
     model = expect(case.kind, case.position, case.boundary)
-    with harness(case.transport, build(case.kind, case.position), case.duplicate) as h:
+    with harness(case.transport, build(case.kind, case.position, fuse), case.duplicate) as h:
         if case.boundary != "none":
             h.crash_at(case.boundary, node=crash_key(case.position))
         d = Drive(case, h)

@@ -15,7 +15,6 @@ from tests.conformance.cells import KINDS, POSITIONS, boundaries_of, cells
 from tests.conformance.driver import TRANSPORTS, Case, run_case
 from tests.conformance.matrix import SEED, all_cases, as_dict, params, sample_cases
 
-from stepchain.engine.fusion import ENV_MAX_STEPS
 from stepchain.testing import BOUNDARIES, FORK_BOUNDARIES
 from stepchain.testing.pairwise import covered_pairs
 
@@ -60,23 +59,21 @@ def test_full_matrix(case: Case) -> None:
     assert run_case(case) == []
 
 
-@pytest.fixture
-def fused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Step fusion on (stepchain.engine.fusion): the cells' consecutive plain steps run in one invocation."""
-    monkeypatch.setenv(ENV_MAX_STEPS, "8")
+#: step fusion on (``Workflow(fuse=8)``, stepchain.engine.fusion): consecutive plain steps in one invocation
+FUSE = 8
 
 
 def fused_problems(case: Case) -> list[str]:
     """A fused step is not handed off: its ``before_handoff`` boundary is never reached (only that is excused)."""
     fused_away = case.boundary == "before_handoff"
-    return [p for p in run_case(case) if not (fused_away and "never happened" in p)]
+    return [p for p in run_case(case, fuse=FUSE) if not (fused_away and "never happened" in p)]
 
 
 @pytest.mark.parametrize("case", params(MEMORY))
-def test_memory_matrix_fused(case: Case, fused: None) -> None:
+def test_memory_matrix_fused(case: Case) -> None:
     assert fused_problems(case) == []
 
 
 @pytest.mark.parametrize("case", params(SAMPLE))
-def test_transport_sample_fused(case: Case, fused: None) -> None:
+def test_transport_sample_fused(case: Case) -> None:
     assert fused_problems(case) == []

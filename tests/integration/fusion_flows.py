@@ -13,6 +13,9 @@ from stepchain import END, RetryableError, Workflow, goto
 
 EFFECTS: Counter[tuple[str, str]] = Counter()  # (run id, node key) -> real effect executions
 FLAKY: Counter[str] = Counter()  # run id -> failures raised by ``flaky``
+Fuse = bool | int
+#: the workflows' ``Workflow(fuse=...)``: at most 10 steps per invocation unless a test says otherwise
+FUSE: Fuse = 10
 
 
 def _bump(ctx: Any, x: dict[str, Any]) -> dict[str, Any]:
@@ -20,16 +23,16 @@ def _bump(ctx: Any, x: dict[str, Any]) -> dict[str, Any]:
     return {**x, "n": x["n"] + 1, "path": [*x["path"], ctx.key]}
 
 
-def chain(name: str, n: int, *, timeout_s: int = 60, no_fuse: tuple[int, ...] = ()) -> Workflow:
-    wf = Workflow(name)
+def chain(name: str, n: int, *, timeout_s: int = 60, no_fuse: tuple[int, ...] = (), fuse: Fuse = FUSE) -> Workflow:
+    wf = Workflow(name, fuse=fuse)
     for i in range(n):
         wf.step(name=f"s{i}", timeout_s=timeout_s, fuse=i not in no_fuse)(_bump)
     return wf
 
 
-def looped(name: str = "fuse-loop", rounds: int = 3) -> Workflow:
+def looped(name: str = "fuse-loop", rounds: int = 3, *, fuse: Fuse = FUSE) -> Workflow:
     """a -> b -> c, c loops back to a until ``rounds`` rounds ran, then d: one fused chain throughout."""
-    wf = Workflow(name, max_iterations=rounds + 1)
+    wf = Workflow(name, max_iterations=rounds + 1, fuse=fuse)
     wf.step(name="a")(_bump)
     wf.step(name="b")(_bump)
 
@@ -42,10 +45,10 @@ def looped(name: str = "fuse-loop", rounds: int = 3) -> Workflow:
     return wf
 
 
-def with_child(name: str = "fuse-parent") -> tuple[Workflow, Workflow]:
+def with_child(name: str = "fuse-parent", *, fuse: Fuse = FUSE) -> tuple[Workflow, Workflow]:
     """A parent: two fused steps, a call of a child whose three steps fuse, two fused steps."""
-    child = chain(f"{name}-child", 3)
-    parent = Workflow(name)
+    child = chain(f"{name}-child", 3, fuse=fuse)
+    parent = Workflow(name, fuse=fuse)
     parent.step(name="p0")(_bump)
     parent.step(name="p1")(_bump)
     parent.call(child, name="sub")
@@ -54,9 +57,9 @@ def with_child(name: str = "fuse-parent") -> tuple[Workflow, Workflow]:
     return parent, child
 
 
-def flaky_chain(name: str = "fuse-flaky") -> Workflow:
+def flaky_chain(name: str = "fuse-flaky", *, fuse: Fuse = FUSE) -> Workflow:
     """s0 -> flaky (fails once, retried) -> s2: the retry is a fused step's own RETRYING record."""
-    wf = Workflow(name)
+    wf = Workflow(name, fuse=fuse)
     wf.step(name="s0")(_bump)
 
     @wf.step(name="flaky")
@@ -74,8 +77,8 @@ class Tally(BaseModel):
     seen: list[str] = []
 
 
-def stateful(name: str = "fuse-state") -> Workflow:
-    wf = Workflow(name, state=Tally)
+def stateful(name: str = "fuse-state", *, fuse: Fuse = FUSE) -> Workflow:
+    wf = Workflow(name, state=Tally, fuse=fuse)
     for i in range(4):
 
         @wf.step(name=f"t{i}")
@@ -89,15 +92,15 @@ def stateful(name: str = "fuse-state") -> Workflow:
 
 
 START = {"n": 0, "path": []}
-__all__ = ["EFFECTS", "END", "START", "chain", "flaky_chain", "looped", "stateful", "with_child"]
+__all__ = ["EFFECTS", "END", "FUSE", "START", "chain", "flaky_chain", "looped", "stateful", "with_child"]
 
 #: the embedded runtime's workflow (tests/integration/test_fusion.py: LocalHarness imports it by name)
 LOCAL = chain("fuse-local", 6, timeout_s=1)
 
 
-def budgeted(name: str = "fuse-budget") -> Workflow:
+def budgeted(name: str = "fuse-budget", *, fuse: Fuse = FUSE) -> Workflow:
     """Three fused steps of $0.04 each (estimated and spent) under a $0.10 budget: the third is held."""
-    wf = Workflow(name, budget_usd=0.10)
+    wf = Workflow(name, budget_usd=0.10, fuse=fuse)
     for i in range(3):
 
         @wf.step(name=f"b{i}", estimate_usd=0.04)

@@ -6,21 +6,15 @@ boundary of a fused chain resumes at the first unfinished node without running a
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tests.integration.fusion_flows import EFFECTS, START, budgeted, chain, flaky_chain, looped, stateful, with_child
 
+from stepchain import Workflow
 from stepchain.engine.fusion import ENV_MAX_STEPS
 from stepchain.store.records import NodeStatus
 from stepchain.testing import Harness
-
-
-@pytest.fixture(autouse=True)
-def fusing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(ENV_MAX_STEPS, "10")
-    yield
 
 
 def effects_of(run_id: str) -> Counter[str]:
@@ -53,7 +47,7 @@ def test_a_chain_runs_in_invocations_of_at_most_the_cap_one_write_per_fused_step
 
 
 def test_fuse_false_and_the_cap_start_a_new_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_MAX_STEPS, "3")
+    monkeypatch.setenv(ENV_MAX_STEPS, "3")  # the operator's cap lowers the definition's (10)
     wf = chain("fuse-opt-out", 8, no_fuse=(5,))
     with Harness(wf) as h:
         rid = run_chain(h, wf.name)
@@ -61,14 +55,26 @@ def test_fuse_false_and_the_cap_start_a_new_invocation(monkeypatch: pytest.Monke
         assert h.output(rid)["n"] == 8
 
 
-def test_the_deadline_hands_off_when_the_next_steps_timeout_no_longer_fits() -> None:
-    wf = chain("fuse-deadline", 7, timeout_s=10)  # the function's timeout: 20 s
+def test_the_definition_is_the_switch_the_operators_cap_never_raises_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow defined without ``fuse`` never fuses, whatever STEPCHAIN_FUSE_MAX_STEPS says (its
+    generated state machine has no ``.fused`` Choice); ``fuse=True`` fuses with no env var at all."""
+    off, on = chain("fuse-off", 4, fuse=False), chain("fuse-on", 4, fuse=True)
+    monkeypatch.setenv(ENV_MAX_STEPS, "50")
+    with Harness(off) as h:
+        run_chain(h, off.name)
+        assert [i.key for i in h.invocations] == ["s0", "s1", "s2", "s3"]
+    monkeypatch.delenv(ENV_MAX_STEPS)
+    with Harness(on) as h:
+        run_chain(h, on.name)
+        assert [i.key for i in h.invocations] == ["s0"]
 
+
+def test_the_deadline_hands_off_when_the_next_steps_timeout_no_longer_fits() -> None:
     def slow(ctx: Any, x: dict[str, Any]) -> dict[str, Any]:
         h.clock.advance(4_000)
         return {**x, "n": x["n"] + 1, "path": [*x["path"], ctx.key]}
 
-    wf = type(wf)("fuse-deadline")
+    wf = Workflow("fuse-deadline", fuse=True)  # the function's timeout: 20 s
     for i in range(7):
         wf.step(name=f"s{i}", timeout_s=10)(slow)
     with Harness(wf) as h:
@@ -230,9 +236,7 @@ def test_the_embedded_runtime_fuses_and_survives_a_crash_in_the_chain() -> None:
 
 
 def test_a_cancel_during_a_fused_step_ends_the_chain() -> None:
-    from stepchain import Workflow
-
-    wf = Workflow("fuse-cancel")
+    wf = Workflow("fuse-cancel", fuse=True)
     holder: list[Harness] = []
     for i in range(5):
 
@@ -271,7 +275,7 @@ def test_a_step_with_a_concurrency_or_rate_limit_is_never_fused() -> None:
     waits without a running Lambda; its workflow-level limits count too."""
     from stepchain import Concurrency, RateLimit, Workflow
 
-    wf = Workflow("fuse-limited")
+    wf = Workflow("fuse-limited", fuse=10)
     for i in range(4):
         lim = [Concurrency(2, key=lambda _c, _x: "k", name="fuse-slots")] if i == 2 else []
         wf.step(name=f"s{i}", limits=lim)(lambda ctx, x: (x or 0) + 1)
@@ -279,7 +283,9 @@ def test_a_step_with_a_concurrency_or_rate_limit_is_never_fused() -> None:
         rid = run_chain(h, wf.name, 0)
         assert h.output(rid) == 4
         assert [i.key for i in h.invocations] == ["s0", "s2"]  # s1 fused; s2 handed off, s3 fused after it
-    wide = Workflow("fuse-limited-wf", limits=[RateLimit(1000, per_s=60, key=lambda _c, _x: "k", name="fuse-rpm")])
+    wide = Workflow(
+        "fuse-limited-wf", fuse=10, limits=[RateLimit(1000, per_s=60, key=lambda _c, _x: "k", name="fuse-rpm")]
+    )
     for i in range(3):
         wide.step(name=f"s{i}")(lambda ctx, x: (x or 0) + 1)
     with Harness(wide) as h:

@@ -4,22 +4,17 @@ Choice). A crash inside a fused chain and duplicate delivery: no completed step 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from tests.integration.fusion_flows import EFFECTS, START, chain, flaky_chain, looped, with_child
 
-from stepchain.engine.fusion import ENV_MAX_STEPS
 from stepchain.engine.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
 from stepchain.testing import Harness, SfnHarness, SqsHarness
 
 KINDS = {"sqs": SqsHarness, "sfn": SfnHarness}
 
 
-@pytest.fixture(autouse=True)
-def fusing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(ENV_MAX_STEPS, "5")
-    yield
+#: the workflows' ``Workflow(fuse=...)`` here: at most 5 steps per invocation
+FUSE = 5
 
 
 def done(h: Harness, name: str) -> str:
@@ -30,7 +25,7 @@ def done(h: Harness, name: str) -> str:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_chain_fuses_on_every_transport(kind: str) -> None:
-    wf = chain(f"fuse-t-{kind}", 12)
+    wf = chain(f"fuse-t-{kind}", 12, fuse=FUSE)
     with KINDS[kind](wf) as h:
         rid = done(h, wf.name)
         assert h.output(rid)["path"] == [f"s{i}" for i in range(12)]
@@ -47,7 +42,7 @@ def test_a_chain_fuses_on_every_transport(kind: str) -> None:
     ("boundary", "at"), [("after_checkpoint", "s2"), ("after_claim", "s3"), ("before_handoff", "s5")]
 )
 def test_a_crash_inside_a_fused_chain(kind: str, boundary: str, at: str) -> None:
-    wf = chain(f"fuse-tc-{kind}", 8)
+    wf = chain(f"fuse-tc-{kind}", 8, fuse=FUSE)
     with KINDS[kind](wf) as h:
         h.crash_at(boundary, node=at)
         rid = done(h, wf.name)
@@ -57,7 +52,7 @@ def test_a_crash_inside_a_fused_chain(kind: str, boundary: str, at: str) -> None
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_duplicate_delivery_of_a_fused_chain(kind: str) -> None:
-    wf = chain(f"fuse-td-{kind}", 7)
+    wf = chain(f"fuse-td-{kind}", 7, fuse=FUSE)
     with KINDS[kind](wf, duplicate_delivery=True) as h:
         rid = done(h, wf.name)
         assert h.output(rid)["n"] == 7 and all(n == 1 for n in h.executions.values())
@@ -65,8 +60,8 @@ def test_duplicate_delivery_of_a_fused_chain(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_loop_a_retry_and_a_child_on_every_transport(kind: str) -> None:
-    loop, flaky = looped(f"fuse-tl-{kind}"), flaky_chain(f"fuse-tf-{kind}")
-    parent, child = with_child(f"fuse-tp-{kind}")
+    loop, flaky = looped(f"fuse-tl-{kind}", fuse=FUSE), flaky_chain(f"fuse-tf-{kind}", fuse=FUSE)
+    parent, child = with_child(f"fuse-tp-{kind}", fuse=FUSE)
     with KINDS[kind](loop, flaky, parent, child) as h:
         runs = [done(h, loop.name), done(h, flaky.name), done(h, parent.name)]
         assert len(h.output(runs[0])["path"]) == 10
@@ -82,7 +77,7 @@ def test_a_fused_chain_under_the_sqs_heartbeat(crash: str | None, monkeypatch: p
     flight while it runs; killed mid-chain, it comes back after V and waits for the chain's lease."""
     monkeypatch.setenv(ENV_VISIBILITY, "20")
     monkeypatch.setenv(ENV_INTERVAL, "5")
-    wf = chain(f"fuse-hb-{int(crash is not None)}", 8)
+    wf = chain(f"fuse-hb-{int(crash is not None)}", 8, fuse=FUSE)
     with SqsHarness(wf, heartbeat="env") as h:
         if crash:
             h.crash_at(crash, node="s3")

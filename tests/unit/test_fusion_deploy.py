@@ -1,6 +1,7 @@
 """What fusion changes in the generated artifacts (stepchain.engine.fusion): the ASL's ``.fused``
 Choice (where a task that fused the steps after it leaves to), the template's function timeout and
-cap; nothing at all with fusion off. And the predicate's static part."""
+cap, all from the definition (``Workflow(fuse=...)``); nothing at all with fusion off. And the
+predicate's static part."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def step(ctx: Any, x: Any) -> Any:
     return x
 
 
-def app() -> Workflow:
-    wf = Workflow("fz")
+def app(fuse: bool | int = True) -> Workflow:
+    wf = Workflow("fz", fuse=fuse)
     wf.step(name="a")(step)
     wf.step(name="b")(step)
     wf.step(name="c", fuse=False)(step)  # opts out: a chain from a stops before it
@@ -43,19 +44,18 @@ def test_the_exits_of_each_step() -> None:
 
 
 def test_a_routing_step_fuses_to_its_routes() -> None:
-    wf = Workflow("fz-loop", max_iterations=3)
+    wf = Workflow("fz-loop", max_iterations=3, fuse=True)
     wf.step(name="a")(step)
     wf.step(name="b", routes=("a", END))(step)
     wf.step(name="c")(step)
     assert fusion.exits(wf, wf.node("b")) == [END, "a", "b", "c"]
-    asl = to_asl(wf, fuse=True)["States"]
+    asl = to_asl(wf)["States"]
     assert {c["StringEquals"] for c in asl["b.goto"]["Choices"]} == {END, "a", "b", "c"}
     assert asl["b"]["Next"] == "b.goto" and asl["a"]["Next"] == "a.fused"
 
 
 def test_the_asl_has_fused_choices_only_with_fusion_on() -> None:
-    wf = app()
-    plain, fused = to_asl(wf, fuse=False)["States"], to_asl(wf, fuse=True)["States"]
+    plain, fused = to_asl(app(fuse=False))["States"], to_asl(app())["States"]
     assert not [s for s in plain if s.endswith(".fused")]
     assert sorted(s for s in fused if s.endswith(".fused")) == ["a.fused", "c.fused", "e.fused"]
     assert fused["a.fused"]["Default"] == "b" and fused["a"]["Next"] == "a.fused"
@@ -65,10 +65,9 @@ def test_the_asl_has_fused_choices_only_with_fusion_on() -> None:
 
 
 def test_the_template_sets_the_cap_and_the_longer_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    wf = app()
-    off = build([wf], code_uri="x")["Resources"]
-    monkeypatch.setenv(fusion.ENV_MAX_STEPS, "40")
-    on = build([wf], code_uri="x")["Resources"]
+    monkeypatch.setenv(fusion.ENV_MAX_STEPS, "7")  # the generator reads the definitions, never the env var
+    off = build([app(fuse=False)], code_uri="x")["Resources"]
+    on = build([app(fuse=40)], code_uri="x")["Resources"]
     fn = "AFunction"
     assert (off[fn]["Properties"]["Timeout"], on[fn]["Properties"]["Timeout"]) == (60, 120)
     assert fusion.ENV_MAX_STEPS not in off[fn]["Properties"]["Environment"]["Variables"]
@@ -77,11 +76,30 @@ def test_the_template_sets_the_cap_and_the_longer_timeout(monkeypatch: pytest.Mo
     assert on["AQueue"]["Properties"]["VisibilityTimeout"] >= 120
 
 
-def test_the_cap_must_be_a_positive_number() -> None:
-    assert fusion.max_steps_from_env({}) == 1 and fusion.max_steps_from_env({fusion.ENV_MAX_STEPS: "7"}) == 7
+def test_a_function_serving_a_fused_and_an_unfused_workflow_gets_the_fused_ones_cap() -> None:
+    plain = Workflow("fz-plain")
+    plain.step(name="p")(step)  # the same settings as a: the same function
+    res = build([app(fuse=12), plain], code_uri="x")["Resources"]
+    assert res["AFunction"]["Properties"]["Environment"]["Variables"][fusion.ENV_MAX_STEPS] == "12"
+    assert fusion.max_steps(plain, 12) == 1 and fusion.max_steps(app(fuse=12), 5) == 5  # the env var only lowers
+
+
+def test_the_operators_cap_must_be_a_positive_number() -> None:
+    assert fusion.max_steps_from_env({}) is None and fusion.max_steps_from_env({fusion.ENV_MAX_STEPS: "7"}) == 7
     for bad in ("0", "-3", "many"):
         with pytest.raises(ValidationError):
             fusion.max_steps_from_env({fusion.ENV_MAX_STEPS: bad})
+
+
+def test_fuse_on_the_workflow_is_off_by_default_true_or_a_cap() -> None:
+    assert Workflow("fz-a").fuse_max_steps == 1 and Workflow("fz-b", fuse=False).fuse_max_steps == 1
+    assert Workflow("fz-c", fuse=True).fuse_max_steps == fusion.DEFAULT_MAX_STEPS == 50
+    assert Workflow("fz-d", fuse=3).fuse_max_steps == 3
+    # not part of the chain's shape: turning fusion on keeps the version (node keys and records are the same)
+    assert app(fuse=False).version == app(fuse=True).version
+    for bad in (0, 1, -2, 2.5, "yes", None):
+        with pytest.raises(ValidationError, match="fuse must be"):
+            Workflow("fz-e", fuse=bad)  # type: ignore[arg-type]
 
 
 def test_one_function_means_the_same_generated_settings() -> None:

@@ -57,3 +57,17 @@ def deploy_settings(
         "environment": tuple(sorted(env.items())),
         "policies": tuple(policies),
     }
+
+
+#: ``Workflow(fuse=True)``: the most steps one invocation runs (stepchain.engine.fusion)
+DEFAULT_FUSE_MAX_STEPS = 50
+
+
+def fuse_max_steps(fuse: bool | int) -> int:
+    """``Workflow(fuse=...)`` as the most steps one invocation of its functions runs: ``False`` 1 (no
+    fusion, the default), ``True`` :data:`DEFAULT_FUSE_MAX_STEPS`, a whole number >= 2 that cap."""
+    if isinstance(fuse, bool):
+        return DEFAULT_FUSE_MAX_STEPS if fuse else 1
+    if not isinstance(fuse, int) or fuse < 2:
+        raise ValidationError(f"fuse must be True, False or a whole number >= 2 (steps per invocation), got {fuse!r}")
+    return fuse

@@ -22,6 +22,7 @@ from stepchain.define.routing import END
 from stepchain.define.state import check_model, model_signature
 from stepchain.define.step_options import RetryPolicy as RetryPolicy  # re-exported
 from stepchain.define.step_options import deploy_settings as deploy_settings
+from stepchain.define.step_options import fuse_max_steps
 from stepchain.exceptions import EventNotFound, ValidationError, VersionNotRegistered, WorkflowNotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +49,12 @@ class Workflow:
         budget_usd: float | None = None,
         on_budget: str = "pause",
         limits: Iterable[Limit] | Limit | None = None,
+        fuse: bool | int = False,
     ) -> None:
+        """``fuse``: step fusion (:mod:`stepchain.engine.fusion`): consecutive plain steps served by one
+        function run in one invocation. ``True``: up to 50 steps per invocation, a whole number >= 2:
+        that many, ``False`` (the default): every step in an invocation of its own. The one switch
+        ``stepchain template``/``stepchain asl``, the runtime and every test harness read."""
         if not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
             raise ValidationError(f"workflow name {name!r} must match [a-z][a-z0-9-]*")
         if not isinstance(max_iterations, int) or not 1 <= max_iterations <= 99_999:
@@ -64,6 +70,8 @@ class Workflow:
         self.limits = limits_of(limits)
         #: steps add ``node.*`` lifecycle events to the run's progress stream (one more write per invocation)
         self.stream_lifecycle = stream_lifecycle
+        #: the most steps one invocation runs (step fusion; 1: none): ``fuse`` checked (:func:`fuse_max_steps`)
+        self.fuse_max_steps = fuse_max_steps(fuse)
         #: the run's durable state model (a pydantic model, :mod:`stepchain.define.state`); None: no state
         self.state: type[Any] | None = None if state is None else check_model(state)
         self._version = version

@@ -91,12 +91,11 @@ def _add_node(states: dict[str, Any], node: Node, nxt: str, exits: list[str]) ->
     handler_for(node).asl_states(states, node, nxt, failed)
 
 
-def to_asl(wf: Workflow, *, fuse: bool | None = None) -> dict[str, Any]:
-    """The state machine definition of ``wf`` (placeholders for the Lambda ARNs). ``fuse``: its
-    functions fuse steps (default: ``STEPCHAIN_FUSE_MAX_STEPS`` > 1, as the template deploys them):
-    a task that ran a fused chain returns the node it left off at, and a Choice jumps there (no
-    state transitions for the fused steps)."""
-    fusing = fusion.enabled() if fuse is None else fuse
+def to_asl(wf: Workflow) -> dict[str, Any]:
+    """The state machine definition of ``wf`` (placeholders for the Lambda ARNs). When ``wf`` fuses
+    steps (``Workflow(fuse=...)``, as the template deploys its functions): a task that ran a fused
+    chain returns the node it left off at, and a Choice jumps there (no state transitions for the
+    fused steps)."""
     nodes = wf.validate().nodes
     if not nodes:
         raise ValueError(f"workflow {wf.name!r} has no nodes")
@@ -116,9 +115,9 @@ def to_asl(wf: Workflow, *, fuse: bool | None = None) -> dict[str, Any]:
         "Default": nodes[0].id,
     }
     for i, node in enumerate(nodes):
-        exits = fusion.exits(wf, node) if fusing else []
+        exits = fusion.exits(wf, node)  # empty unless wf fuses
         # a fusing function runs up to twice its steps' timeout: so may its task (TimeoutSeconds)
-        task_node = replace(node, timeout_s=fusion.function_timeout_s(node, 2)) if fusing else node
+        task_node = replace(node, timeout_s=fusion.function_timeout_s(node, wf.fuse_max_steps))
         _add_node(states, task_node, nodes[i + 1].id if i + 1 < len(nodes) else SUCCEEDED, exits)
     states[MARK_FAILED] = {
         "Type": "Task",

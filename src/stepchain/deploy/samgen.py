@@ -54,6 +54,8 @@ class FunctionPlan:
     environment: tuple[tuple[str, Any], ...] = ()
     policies: tuple[Any, ...] = ()
     nodes: list[str] = field(default_factory=list)
+    #: the largest ``Workflow(fuse=...)`` cap of the plain steps it serves (1: it fuses none)
+    fuse_max_steps: int = 1
 
     @property
     def stem(self) -> str:
@@ -132,6 +134,7 @@ def plan(workflows: Sequence[Workflow]) -> AppPlan:
                 raise ValidationError(_clash(node.id, other[0], wf.name))
             if node.id not in fn.nodes:
                 fn.nodes.append(node.id)
+            fn.fuse_max_steps = max(fn.fuse_max_steps, fusion.node_max_steps(wf, node))
         served_by.setdefault((wf.name, CONTROL_FUNCTION), CONTROL_FUNCTION)
     return AppPlan(list(workflows), [*by_id.values(), control], served_by)
 
@@ -205,9 +208,9 @@ def _function(fn: FunctionPlan, control: bool) -> dict[str, Any]:
 
 
 def _timeout(fn: FunctionPlan, control: bool) -> int:
-    """A worker function that fuses steps (``STEPCHAIN_FUSE_MAX_STEPS`` > 1 when the template is made)
+    """A worker function that fuses steps (a workflow defined with ``fuse`` has a plain step in it)
     runs twice its steps' timeout (stepchain.engine.fusion.function_timeout_s)."""
-    return fn.timeout_s if control or not fusion.enabled() else min(900, 2 * fn.timeout_s)
+    return fn.timeout_s if control or fn.fuse_max_steps <= 1 else min(900, 2 * fn.timeout_s)
 
 
 def _add_function(tpl: dict[str, Any], fn: FunctionPlan, control: bool) -> None:
@@ -234,8 +237,8 @@ def _add_function(tpl: dict[str, Any], fn: FunctionPlan, control: bool) -> None:
     env = res[fn.logical_id]["Properties"]["Environment"]["Variables"]
     if queue_visibility_s(timeout_s) <= DEFAULT_VISIBILITY_S:  # its messages come back by themselves
         env[ENV_QUEUE_VISIBILITY] = str(queue_visibility_s(timeout_s))
-    if not control and fusion.enabled():  # the per-invocation cap on fused steps
-        env[fusion.ENV_MAX_STEPS] = str(fusion.max_steps_from_env())
+    if not control and fn.fuse_max_steps > 1:  # the per-invocation cap, from the definitions (an operator may lower it)
+        env[fusion.ENV_MAX_STEPS] = str(fn.fuse_max_steps)
     res[f"{stem}EventSource"] = {
         "Type": "AWS::Lambda::EventSourceMapping",
         "Properties": {

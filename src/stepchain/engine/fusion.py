@@ -18,8 +18,13 @@ handoff and the successor's claim write go away:
   (:meth:`~stepchain.engine.worker.Worker.served_from_checkpoint`) to the first unfinished node.
 
 :func:`fusable` is the ONE place that decides; a new reason not to fuse (a flow limit on the
-successor, ...) goes there. Enabled by ``STEPCHAIN_FUSE_MAX_STEPS`` (> 1: the most steps one
-invocation runs; the generated template sets it), read when the worker is built.
+successor, ...) goes there. Enabled by the workflow's definition, ``Workflow(name, fuse=True)`` (or
+``fuse=N``: at most N steps per invocation; :attr:`~stepchain.define.workflow.Workflow.fuse_max_steps`),
+the one switch the generator (``.fused`` Choices, function timeouts, the cap), the runtime and every
+harness read. ``STEPCHAIN_FUSE_MAX_STEPS`` (the generated template sets it on a fusing function, read
+when the worker is built) is an operator's cap on top: it lowers a workflow's cap (``1``: no fusion),
+never raises it, and unset it leaves the definition's cap alone, so the runtime can never fuse a step
+the generated state machine has no ``.fused`` Choice for.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from stepchain.define.routing import END
+from stepchain.define.step_options import DEFAULT_FUSE_MAX_STEPS
 from stepchain.define.workflow import Node, Workflow
 from stepchain.engine import limits
 from stepchain.engine.nodes import handler_for
@@ -45,19 +51,20 @@ from stepchain.store.base import IMPLIED_OWNER as IMPLIED  # an implied claim's 
 from stepchain.store.base import FinishResult, NodeChanges
 from stepchain.store.records import Invocation, NodeRecord, NodeStatus
 
-#: env var: the most steps one invocation runs (1 or unset: no fusion); set by the generated template
+#: env var: an operator's cap on the steps one invocation runs (set by the generated template from the
+#: definitions; it lowers a workflow's ``fuse`` cap, never raises it)
 ENV_MAX_STEPS = "STEPCHAIN_FUSE_MAX_STEPS"
-#: what ``stepchain template`` sets when fusion is enabled and no value is given
-DEFAULT_MAX_STEPS = 50
+#: ``Workflow(fuse=True)``'s cap
+DEFAULT_MAX_STEPS = DEFAULT_FUSE_MAX_STEPS
 #: time kept free after a fused successor's declared timeout (its checkpoint write, the handoff)
 MARGIN_MS = 2_000
 
 
-def max_steps_from_env(env: Mapping[str, str] | None = None) -> int:
-    """``STEPCHAIN_FUSE_MAX_STEPS`` (default 1: every step in an invocation of its own)."""
+def max_steps_from_env(env: Mapping[str, str] | None = None) -> int | None:
+    """``STEPCHAIN_FUSE_MAX_STEPS``, the operator's cap (None: unset, the definitions decide)."""
     raw = (os.environ if env is None else env).get(ENV_MAX_STEPS, "").strip()
     if not raw:
-        return 1
+        return None
     try:
         value = int(raw)
     except ValueError:
@@ -67,8 +74,10 @@ def max_steps_from_env(env: Mapping[str, str] | None = None) -> int:
     return value
 
 
-def enabled(env: Mapping[str, str] | None = None) -> bool:
-    return max_steps_from_env(env) > 1
+def max_steps(wf: Workflow, cap: int | None = None) -> int:
+    """The most steps one invocation runs of ``wf``: its definition's ``fuse``, lowered by the operator's
+    ``cap`` (:func:`max_steps_from_env`) when there is one."""
+    return wf.fuse_max_steps if cap is None else min(wf.fuse_max_steps, cap)
 
 
 def settings_key(node: Node) -> str:
@@ -99,7 +108,7 @@ class Chain:
 
     lctx: LambdaContextLike
     lease_until_ms: int  #: the ``chain_until`` a fusing checkpoint records: the invocation's end + grace
-    max_steps: int
+    max_steps: int | None  #: the operator's cap (``STEPCHAIN_FUSE_MAX_STEPS``; None: the workflow's ``fuse``)
     steps: int = 1  #: steps run in this invocation so far (the first one included)
     implied: str | None = None  #: the key the next claim takes by the lease (no write)
 
@@ -131,12 +140,15 @@ def fits(chain: Chain, nxt: Node) -> bool:
 def fusable(wf: Workflow, node: Node, msg: Activation, nxt: Activation, chain: Chain | None) -> bool:
     """THE fusion predicate: run ``nxt`` inline after ``node`` (just checkpointed) in this invocation?
 
-    Yes when: fusion is enabled and the invocation's cap (``STEPCHAIN_FUSE_MAX_STEPS``) is not
-    reached; ``node`` is a plain step, not a map item; ``nxt`` is a plain step of the same function
-    (same generated settings) without ``fuse=False``; the invocation's remaining time allows
-    ``nxt``'s declared timeout; ``nxt`` declares no concurrency or rate limit.
+    Yes when: ``wf`` fuses (``Workflow(fuse=...)``) and the invocation has run fewer steps than its cap
+    (:func:`max_steps`: the definition's, lowered by ``STEPCHAIN_FUSE_MAX_STEPS``); ``node`` is a
+    plain step, not a map item; ``nxt`` is a plain step of the same function (same generated
+    settings) without ``fuse=False`` and without a concurrency or rate limit; the invocation's
+    remaining time allows ``nxt``'s declared timeout.
     """
-    if chain is None or chain.steps >= chain.max_steps or msg.index is not None or nxt.index is not None:
+    if chain is None or msg.index is not None or nxt.index is not None:
+        return False
+    if chain.steps >= max_steps(wf, chain.max_steps):
         return False
     succ = wf.node(nxt.node)
     return static_fusable(node, succ, wf) and fits(chain, succ)
@@ -145,7 +157,10 @@ def fusable(wf: Workflow, node: Node, msg: Activation, nxt: Activation, chain: C
 def exits(wf: Workflow, node: Node) -> list[str]:
     """Where a Step Functions task of ``node`` may leave to when its invocation fused the steps after
     it: every node a chain of statically fusable steps from ``node`` reaches, and ``END`` when one
-    of them may end the run. Empty: ``node`` never fuses (its task goes on as before)."""
+    of them may end the run. Empty: ``node`` never fuses (its task goes on as before), as every node
+    of a workflow defined without ``fuse``."""
+    if wf.fuse_max_steps <= 1:
+        return []
     seen: set[str] = set()
     out: set[str] = set()
     todo = [node]
@@ -172,6 +187,11 @@ def _successor_ids(wf: Workflow, node: Node) -> list[str]:
     """The chain's next node (or END) and, for a routing step, its routes."""
     nxt = successor(wf, node, 0, None)
     return [nxt[0].id if nxt is not None else END, *node.routes]
+
+
+def node_max_steps(wf: Workflow, node: Node) -> int:
+    """The fusion cap ``node``'s function is deployed with for ``wf`` (1: it fuses nothing there)."""
+    return wf.fuse_max_steps if handler_for(node).fusable else 1
 
 
 def function_timeout_s(node: Node, max_steps: int) -> int:
@@ -230,13 +250,14 @@ __all__ = [
     "Chain",
     "chain_lease",
     "current",
-    "enabled",
     "exits",
     "fits",
     "function_timeout_s",
     "fusable",
     "holding",
+    "max_steps",
     "max_steps_from_env",
+    "node_max_steps",
     "same_function",
     "settings_key",
     "static_fusable",

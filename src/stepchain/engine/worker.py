@@ -61,8 +61,9 @@ class Worker:
         self.clock = clock or SystemClock()
         self.probe: Probe = probe or NoProbe()
         self.limits = RunLimits.from_env()  # per-run limits (stepchain.define.limits); tests may replace it
-        #: the most steps one invocation runs (stepchain.engine.fusion; 1: no fusion); tests may replace it
-        self.fuse_max_steps = fusion.max_steps_from_env()
+        #: the operator's cap on the steps one invocation runs (STEPCHAIN_FUSE_MAX_STEPS; None: each
+        #: workflow's ``Workflow(fuse=...)`` decides, stepchain.engine.fusion.max_steps); tests may replace it
+        self.fuse_max_steps: int | None = fusion.max_steps_from_env()
 
     @property
     def lifecycle(self) -> RunLifecycle:

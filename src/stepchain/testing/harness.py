@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
-from stepchain.define.workflow import Node, Registry, Workflow
+from stepchain.define.workflow import Registry, Workflow
 from stepchain.engine import LEASE_GRACE_MS, Engine
-from stepchain.engine.fusion import function_timeout_s, max_steps_from_env
+from stepchain.engine.fusion import function_timeout_s
 from stepchain.engine.sweeper import Sweeper, SweepPolicy
 from stepchain.handoff.inprocess import InProcessHandoff
 from stepchain.handoff.messages import Activation, Outcome
@@ -270,7 +270,7 @@ class Harness(RunsApi):
     def deliver(self, msg: Activation) -> Outcome | None:
         """One simulated Lambda invocation for ``msg``."""
         wf = self.registry.find(msg.workflow, msg.version)  # None: the engine fails the run (version gone)
-        budget = self.budget_ms or (self.function_ms(wf.node(msg.node)) if wf and wf.has_node(msg.node) else 60_000)
+        budget = self.budget_ms or (self.function_ms(wf, msg.node) if wf and wf.has_node(msg.node) else 60_000)
         self._n += 1
         ctx = VirtualLambdaContext(self.clock, budget, f"inv-{self._n:06d}")
         self.clock.set_deadline(ctx.deadline_ms)
@@ -290,10 +290,9 @@ class Harness(RunsApi):
             self.invocations.append(InvocationLog(key, msg.action, budget, ctx.elapsed_ms(), result))
         return outcome
 
-    def function_ms(self, node: Node) -> int:
-        """The timeout of the function serving ``node`` as deployed (longer when it fuses steps)."""
-        worker = getattr(getattr(self, "engine", None), "worker", None)
-        return function_timeout_s(node, worker.fuse_max_steps if worker else max_steps_from_env()) * 1000
+    def function_ms(self, wf: Workflow, node_id: str) -> int:
+        """The timeout of the function serving ``wf``'s node as deployed (longer when ``wf`` fuses steps)."""
+        return function_timeout_s(wf.node(node_id), wf.fuse_max_steps) * 1000
 
     def redeliver(self, msg: Activation, at_ms: int | None = None) -> None:
         """Deliver ``msg`` once more at virtual time ``at_ms`` (default: now): a late duplicate, as

@@ -111,7 +111,7 @@ class SfnHarness(Harness):
         arns: dict[str, str] = {}
         code = lambda_zip()
         for fn in sorted({f for wf in workflows for f in function_names(wf)}):
-            ms = [self.function_ms(n) for wf in workflows for n in wf.nodes if n.function_name == fn] or [30_000]
+            ms = [self.function_ms(wf, n.id) for wf in workflows for n in wf.nodes if n.function_name == fn] or [30_000]
             arns[fn] = lam.create_function(
                 FunctionName=fn,
                 Runtime="python3.12",
@@ -163,11 +163,11 @@ class SfnHarness(Harness):
     def _budget(self, event: dict[str, Any]) -> tuple[int, str, str]:
         try:
             msg = parse_event(event)
-            node = self.registry.get(msg.workflow, msg.version).node(msg.node)
+            ms = self.function_ms(self.registry.get(msg.workflow, msg.version), msg.node)
         except Exception:
             return self.budget_ms or 30_000, "?", "run"
         key = msg.node if msg.index is None else f"{msg.node}#{msg.index:05d}"
-        return self.budget_ms or self.function_ms(node), key, msg.action
+        return self.budget_ms or ms, key, msg.action
 
     def _invoke_once(self, function: str, event: dict[str, Any]) -> tuple[str, bool, str]:
         budget, key, action = self._budget(event)

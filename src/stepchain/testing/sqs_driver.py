@@ -383,7 +383,7 @@ class SqsHarness(Harness):
     def _budget_of(self, body: str) -> int:
         try:
             msg = Activation.from_json(body)
-            return self.function_ms(self.registry.get(msg.workflow, msg.version).node(msg.node))
+            return self.function_ms(self.registry.get(msg.workflow, msg.version), msg.node)
         except Exception:
             return 60_000
 

@@ -55,7 +55,9 @@ class Settings:
     ``STEPCHAIN_TRANSPORT``                 ``stepfunctions`` (default) or ``sqs``
     ``STEPCHAIN_STATE_MACHINE_ARN``         the workflow's state machine (Step Functions transport)
     ``STEPCHAIN_STATE_MACHINES``            JSON ``{workflow: arn}`` when there are several
-    ``STEPCHAIN_QUEUES``                    JSON ``{node id: queue url, "*": default queue}`` (SQS)
+    ``STEPCHAIN_QUEUES``                    JSON ``{route key: queue url, "*": default queue}`` (SQS): one
+                                            entry per worker function (:mod:`stepchain.engine.queue_routes`),
+                                            or by node id (older templates)
     ``STEPCHAIN_RETENTION_DAYS``            TTL of run records (default 30)
     ``STEPCHAIN_INLINE_LIMIT``              bytes above which values go to S3 (default 32768)
     ======================================  ====================================================

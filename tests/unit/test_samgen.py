@@ -15,6 +15,7 @@ from stepchain.define.workflow import Workflow
 from stepchain.deploy.asl import dumps, to_asl
 from stepchain.deploy.samgen import build, overrides_path, plan
 from stepchain.deploy.samgen_base import load_cfn, merge
+from stepchain.engine.queue_routes import route_key
 from stepchain.exceptions import ValidationError
 
 
@@ -64,8 +65,10 @@ def test_steps_whose_settings_agree_share_a_function_and_the_asl_placeholders_ma
         "AFunction", "CFunction", "LonelyFunction", "ControlFunction"
     ]  # fmt: skip
     env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    a, c = route_key(wf.nodes[0]), route_key(wf.nodes[2])  # one entry per function, none per node
+    assert a.startswith("s-") and a != c and route_key(wf.nodes[1]) == route_key(wf.nodes[-1]) == a
     assert env["STEPCHAIN_QUEUES"] == {
-        "Fn::Sub": '{"a":"${AQueue}","b":"${AQueue}","c":"${CQueue}","d":"${LonelyQueue}","e":"${AQueue}",'
+        "Fn::Sub": f'{{"{a}":"${{AQueue}}","{c}":"${{CQueue}}","LonelyFunction":"${{LonelyQueue}}",'
         '"*":"${ControlQueue}"}'
     }
     assert env["STEPCHAIN_STATE_MACHINE_ARN"]["Fn::Sub"].endswith(":stateMachine:${AWS::StackName}-shop")
@@ -118,13 +121,13 @@ def test_a_node_id_in_two_workflows_needs_one_function() -> None:
     one, two = Workflow("one"), Workflow("two")
     one.step(name="work")(noop)
     two.step(name="work", function="OtherFunction")(noop)
-    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+    with pytest.raises(ValidationError, match="SQS handoff routes by node id"):
         plan([one, two])
     three = Workflow("three")
     three.wait_for_event("work")  # a wait node `work`: served by the control function
-    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+    with pytest.raises(ValidationError, match="SQS handoff routes by node id"):
         plan([one, three])
-    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+    with pytest.raises(ValidationError, match="SQS handoff routes by node id"):
         plan([three, one])
 
 

@@ -12,6 +12,7 @@ from tools.local_invoke import Resolver
 
 from stepchain.define.load import load_workflow
 from stepchain.engine.queue_routes import node_queues
+from stepchain.settings import Settings
 
 # logical id -> (Handler, Timeout, MemorySize)
 FUNCTIONS = {
@@ -29,7 +30,7 @@ FUNCTIONS = {
 QUEUE_OF = {fn: fn.replace("Function", "Queue") for fn in (*STEP_FUNCTIONS, "ControlFunction")}
 GLOBAL_ENV = {
     "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL", "STEPCHAIN_TABLE",
-    "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINES", "STEPCHAIN_QUEUES",
+    "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINE_PREFIX", "STEPCHAIN_QUEUES",
     "STEPCHAIN_RETENTION_DAYS", "STEPCHAIN_LLM", "STEPCHAIN_BEDROCK_MODEL_ID", "STEPCHAIN_MAX_MAP_ITEMS",
     "STEPCHAIN_MAX_INPUT_BYTES", "STEPCHAIN_SQS_VISIBILITY_S", "STEPCHAIN_HEARTBEAT_S",
 }  # fmt: skip
@@ -68,7 +69,10 @@ def test_global_environment(template: dict[str, Any], monkeypatch: pytest.Monkey
     assert env["POWERTOOLS_SERVICE_NAME"] == env["POWERTOOLS_METRICS_NAMESPACE"] == "stepchain"
     r = Resolver(template, {}, "eu-west-1", "demo")
     # the ARNs are built from the fixed names (a Ref would be circular) and must equal the real ones
-    machines = json.loads(r.resolve(env["STEPCHAIN_STATE_MACHINES"]))
+    prefix = r.resolve(env["STEPCHAIN_STATE_MACHINE_PREFIX"])
+    machines = Settings(table="t", bucket="b", state_machine_prefix=prefix).state_machines_of(
+        ["research-agent", "tool-agent", "tool-lookup"]
+    )
     assert machines == {
         "research-agent": r.resolve({"Ref": "ResearchAgentStateMachine"}),
         "tool-agent": r.resolve({"Ref": "ToolAgentStateMachine"}),

@@ -108,6 +108,13 @@ def test_the_environment_does_not_grow_with_the_number_of_steps() -> None:
     assert size(large["ApiFunction"]) == size(small["ApiFunction"])
 
 
+def test_the_environment_does_not_grow_with_the_number_of_workflows() -> None:
+    assert len(plan(app(workflows=3)).functions) == len(plan(app(workflows=12)).functions)
+    few = environments(build(app(workflows=3), code_uri="src/"))
+    many = environments(build(app(workflows=12), code_uri="src/"))
+    assert {lid: size(env) for lid, env in many.items()} == {lid: size(env) for lid, env in few.items()}
+
+
 def test_the_runtime_routes_every_node_to_the_queue_of_the_function_the_template_serves_it_by() -> None:
     workflows = app()
     tpl = build(workflows, code_uri="src/")

@@ -13,7 +13,7 @@ what the workflows decide:
   queue, the step's extra policies);
 * per workflow: a state machine from ``stepchain asl``'s file, whose DefinitionSubstitutions map every
   ``${<node function>Arn}`` placeholder to the function that serves the node, and its log group;
-* the global environment (STEPCHAIN_QUEUES, the state machine ARN(s)) and the API and sweeper permissions on
+* the global environment (STEPCHAIN_QUEUES, STEPCHAIN_STATE_MACHINE_PREFIX) and the API and sweeper permissions on
   every workflow's state machine.
 
 Then ``template.overrides.yaml`` (next to the output), if present, is merged in (:func:`merge`): what a user
@@ -359,15 +359,15 @@ def _routing_env(app: AppPlan, machines: list[Any]) -> dict[str, Any]:
     ``"*"`` the control queue. Lambda caps a function's environment at 4 KB: no entry per node."""
     routes: dict[str, str] = {}
     for fn in app.functions[:-1]:
-        for key in {route_key(n) for wf in app.workflows for n in wf.nodes if n.id in fn.nodes and n.runs_user_code}:
+        served = [n for wf in app.workflows for n in wf.nodes if n.id in fn.nodes and n.runs_user_code]
+        for key in dict.fromkeys(route_key(n) for n in served):  # one: its nodes share function= or settings
             if routes.setdefault(key, fn.queue) != fn.queue:  # a digest collision: never seen, but never silent
                 raise ValidationError(f"functions {routes[key]} and {fn.queue} have one route key {key!r}")
     pairs = [f'"{key}":"${{{queue}}}"' for key, queue in routes.items()]
     queues = {"Fn::Sub": "{" + ",".join([*pairs, f'"*":"${{{app.control.queue}}}"']) + "}"}
-    if len(app.workflows) == 1:
-        return {"STEPCHAIN_STATE_MACHINE_ARN": machines[0], "STEPCHAIN_QUEUES": queues}
-    pairs = [f'"{wf.name}":"{m["Fn::Sub"]}"' for wf, m in zip(app.workflows, machines, strict=True)]
-    return {"STEPCHAIN_STATE_MACHINES": {"Fn::Sub": "{" + ",".join(pairs) + "}"}, "STEPCHAIN_QUEUES": queues}
+    # the state machines' names are fixed (<stack>-<workflow>): one prefix for them all, whatever their number
+    prefix = {"Fn::Sub": machines[0]["Fn::Sub"].removesuffix(app.workflows[0].name)}
+    return {"STEPCHAIN_STATE_MACHINE_PREFIX": prefix, "STEPCHAIN_QUEUES": queues}
 
 
 def render(workflows: Sequence[Workflow], *, code_uri: str, asl_dir: str, out: Path, command: str) -> str:

@@ -59,8 +59,9 @@ class AwsClients:
 def make_handoff(
     settings: Settings, clients: AwsClients, clock: Clock | None = None, workflows: Iterable[Workflow] = ()
 ) -> Handoff:
-    """The deployment's transport; SQS routes each node of ``workflows`` to its function's queue
-    (:func:`stepchain.engine.queue_routes.node_queues`), any other node to ``"*"``."""
+    """The deployment's transport: SQS routes each node of ``workflows`` to its function's queue
+    (:func:`stepchain.engine.queue_routes.node_queues`), any other node to ``"*"``; Step Functions starts
+    each of ``workflows`` on its state machine (:meth:`Settings.state_machines_of`)."""
     if settings.transport == "sqs":
         from stepchain.engine.queue_routes import node_queues
         from stepchain.handoff.sqs import SqsHandoff
@@ -69,7 +70,8 @@ def make_handoff(
     if settings.transport == "stepfunctions":
         from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 
-        return StepFunctionsHandoff(settings.state_machines, clients.get("stepfunctions"))
+        names = [wf.name for wf in workflows]
+        return StepFunctionsHandoff(settings.state_machines_of(names), clients.get("stepfunctions"))
     raise ValueError("the in-process transport has no AWS handoff; use stepchain.runtimes.local or stepchain.testing")
 
 

@@ -136,3 +136,32 @@ def test_an_older_environment_keyed_by_node_id_still_routes() -> None:
     routes = node_queues([wf], {first: "https://sqs/a", "*": "https://sqs/control"})
     assert routes == {first: "https://sqs/a", "*": "https://sqs/control"}
     assert routes.get(second, routes["*"]) == "https://sqs/control"
+
+
+def test_the_deployed_handoffs_route_from_the_generated_environment() -> None:
+    """make_handoff (every deployed function) turns the two variables into per-node queues and
+    per-workflow state machines for the workflows it registers."""
+    from stepchain.handoff.sqs import SqsHandoff
+    from stepchain.handoff.stepfunctions import StepFunctionsHandoff
+    from stepchain.runtimes.aws import AwsClients, make_handoff
+    from stepchain.settings import Settings
+
+    workflows = app(workflows=2, steps=6)
+    glob = build(workflows, code_uri="src/")["Globals"]["Function"]["Environment"]["Variables"]
+    queues = re.sub(r"\$\{(\w+)\}", r"https://sqs/\1", glob["STEPCHAIN_QUEUES"]["Fn::Sub"])
+    prefix = glob["STEPCHAIN_STATE_MACHINE_PREFIX"]["Fn::Sub"].replace("${AWS::StackName}", "demo")
+    env = {"STEPCHAIN_TABLE": "t", "STEPCHAIN_BUCKET": "b", "STEPCHAIN_QUEUES": queues,
+           "STEPCHAIN_STATE_MACHINE_PREFIX": prefix}  # fmt: skip
+    clients = AwsClients(sqs=object(), stepfunctions=object())
+    sqs = make_handoff(Settings.from_env({**env, "STEPCHAIN_TRANSPORT": "sqs"}), clients, workflows=workflows)
+    assert isinstance(sqs, SqsHandoff)
+    assert isinstance(sqs, SqsHandoff)
+    served = {node: fn.queue for fn in plan(workflows).functions for node in fn.nodes}
+    for wf in workflows:
+        for node in wf.nodes:
+            expected = served.get(node.id, "ControlQueue")
+            assert sqs.queue_for(node.id) == f"https://sqs/{expected}"
+    sfn = make_handoff(Settings.from_env(env), clients, workflows=workflows)
+    assert isinstance(sfn, StepFunctionsHandoff)
+    assert sfn.state_machines == {wf.name: f"{prefix}{wf.name}" for wf in workflows}
+    assert prefix.endswith(":stateMachine:demo-")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -54,8 +54,13 @@ class Settings:
     ``STEPCHAIN_BUCKET``                    claim-check bucket name
     ``STEPCHAIN_TRANSPORT``                 ``stepfunctions`` (default) or ``sqs``
     ``STEPCHAIN_STATE_MACHINE_ARN``         the workflow's state machine (Step Functions transport)
-    ``STEPCHAIN_STATE_MACHINES``            JSON ``{workflow: arn}`` when there are several
-    ``STEPCHAIN_QUEUES``                    JSON ``{node id: queue url, "*": default queue}`` (SQS)
+    ``STEPCHAIN_STATE_MACHINE_PREFIX``      ``arn:...:stateMachine:<stack>-``: a workflow's state machine is
+                                            this and its name (what the generated template sets: its size
+                                            does not grow with the workflows, Lambda's 4 KB environment)
+    ``STEPCHAIN_STATE_MACHINES``            JSON ``{workflow: arn}`` (older templates; wins over the prefix)
+    ``STEPCHAIN_QUEUES``                    JSON ``{route key: queue url, "*": default queue}`` (SQS): one
+                                            entry per worker function (:mod:`stepchain.engine.queue_routes`),
+                                            or by node id (older templates)
     ``STEPCHAIN_RETENTION_DAYS``            TTL of run records (default 30)
     ``STEPCHAIN_INLINE_LIMIT``              bytes above which values go to S3 (default 32768)
     ======================================  ====================================================
@@ -65,6 +70,7 @@ class Settings:
     bucket: str
     transport: str = "stepfunctions"
     state_machines: Mapping[str, str] = field(default_factory=dict)
+    state_machine_prefix: str = ""
     queues: Mapping[str, str] = field(default_factory=dict)
     retention_days: int = 30
     inline_limit: int = DEFAULT_INLINE_LIMIT
@@ -100,16 +106,26 @@ class Settings:
             bucket=env["STEPCHAIN_BUCKET"],
             transport=env.get("STEPCHAIN_TRANSPORT", "stepfunctions") or "stepfunctions",
             state_machines=machines,
+            state_machine_prefix=env.get("STEPCHAIN_STATE_MACHINE_PREFIX", "").strip(),
             queues=as_map("STEPCHAIN_QUEUES"),
             retention_days=env_int("STEPCHAIN_RETENTION_DAYS", 30, env=env),
             inline_limit=env_int("STEPCHAIN_INLINE_LIMIT", DEFAULT_INLINE_LIMIT, env=env),
         )
 
     def state_machine_for(self, workflow: str) -> str:
-        arn = self.state_machines.get(workflow) or self.state_machines.get("*")
+        arn = self.state_machines.get(workflow) or self._prefixed(workflow) or self.state_machines.get("*")
         if not arn:
             raise ValidationError(f"no state machine configured for workflow {workflow!r}")
         return arn
+
+    def state_machines_of(self, workflows: Iterable[str]) -> dict[str, str]:
+        """``{workflow: arn}`` for the named ``workflows`` (and ``"*"`` when configured): what the Step
+        Functions handoff starts executions by."""
+        out = {name: arn for name in workflows if (arn := self.state_machines.get(name) or self._prefixed(name))}
+        return {**out, **{k: v for k, v in self.state_machines.items() if k not in out}}
+
+    def _prefixed(self, workflow: str) -> str:
+        return self.state_machine_prefix + workflow if self.state_machine_prefix else ""
 
     def queue_for(self, node: str) -> str:
         url = self.queues.get(node) or self.queues.get("*")

@@ -10,6 +10,10 @@ import pytest
 from tests.template.samshell import ALL_FUNCTIONS, RESEARCH_FUNCTIONS, ROOT, STEP_FUNCTIONS, TOOL_FUNCTIONS
 from tools.local_invoke import Resolver
 
+from stepchain.define.load import load_workflow
+from stepchain.engine.queue_routes import node_queues
+from stepchain.settings import Settings
+
 # logical id -> (Handler, Timeout, MemorySize)
 FUNCTIONS = {
     "PlanFunction": ("app.step_handler", 30, 256),
@@ -26,7 +30,7 @@ FUNCTIONS = {
 QUEUE_OF = {fn: fn.replace("Function", "Queue") for fn in (*STEP_FUNCTIONS, "ControlFunction")}
 GLOBAL_ENV = {
     "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL", "STEPCHAIN_TABLE",
-    "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINES", "STEPCHAIN_QUEUES",
+    "STEPCHAIN_BUCKET", "STEPCHAIN_TRANSPORT", "STEPCHAIN_STATE_MACHINE_PREFIX", "STEPCHAIN_QUEUES",
     "STEPCHAIN_RETENTION_DAYS", "STEPCHAIN_LLM", "STEPCHAIN_BEDROCK_MODEL_ID", "STEPCHAIN_MAX_MAP_ITEMS",
     "STEPCHAIN_MAX_INPUT_BYTES", "STEPCHAIN_SQS_VISIBILITY_S", "STEPCHAIN_HEARTBEAT_S",
 }  # fmt: skip
@@ -59,20 +63,29 @@ def test_functions_share_the_code_dir_and_have_their_own_handler_timeout_memory(
         assert props["Environment"]["Variables"] == {"STEPCHAIN_FUNCTION": lid, **OWN_ENV.get(lid, {})}
 
 
-def test_global_environment(template: dict[str, Any]) -> None:
+def test_global_environment(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert set(env) == GLOBAL_ENV
     assert env["POWERTOOLS_SERVICE_NAME"] == env["POWERTOOLS_METRICS_NAMESPACE"] == "stepchain"
     r = Resolver(template, {}, "eu-west-1", "demo")
     # the ARNs are built from the fixed names (a Ref would be circular) and must equal the real ones
-    machines = json.loads(r.resolve(env["STEPCHAIN_STATE_MACHINES"]))
+    prefix = r.resolve(env["STEPCHAIN_STATE_MACHINE_PREFIX"])
+    machines = Settings(table="t", bucket="b", state_machine_prefix=prefix).state_machines_of(
+        ["research-agent", "tool-agent", "tool-lookup"]
+    )
     assert machines == {
         "research-agent": r.resolve({"Ref": "ResearchAgentStateMachine"}),
         "tool-agent": r.resolve({"Ref": "ToolAgentStateMachine"}),
         "tool-lookup": r.resolve({"Ref": "ToolLookupStateMachine"}),
     }
     queues = json.loads(r.resolve(env["STEPCHAIN_QUEUES"]))
-    assert queues == {
+    # one entry per worker function, none per node (Lambda's 4 KB environment), and the runtime routes
+    # every node of the app to the queue of the function that serves it
+    assert sorted(queues.values()) == sorted(r.resolve({"Ref": q}) for q in QUEUE_OF.values())
+    for path in ("functions/research_agent", "functions/tool_agent"):
+        monkeypatch.syspath_prepend(str(ROOT / path))
+    specs = ("research_agent.workflow:wf", "tool_agent.workflow:wf", "tool_agent.workflow:lookup")
+    assert node_queues([load_workflow(spec) for spec in specs], queues) == {
         node: r.resolve({"Ref": queue})
         for node, queue in [("plan", "PlanQueue"), ("fetch", "FetchQueue"), ("summarize", "SummarizeQueue"),
                             ("crossref", "CrossrefQueue"), ("draft", "DraftQueue"), ("understand", "ToolAgentQueue"),

@@ -13,8 +13,9 @@ import pytest
 from stepchain.cli import main
 from stepchain.define.workflow import Workflow
 from stepchain.deploy.asl import dumps, to_asl
-from stepchain.deploy.samgen import build, overrides_path, plan
+from stepchain.deploy.samgen import _states_arn, build, overrides_path, plan
 from stepchain.deploy.samgen_base import load_cfn, merge
+from stepchain.engine.queue_routes import route_key
 from stepchain.exceptions import ValidationError
 
 
@@ -64,11 +65,13 @@ def test_steps_whose_settings_agree_share_a_function_and_the_asl_placeholders_ma
         "AFunction", "CFunction", "LonelyFunction", "ControlFunction"
     ]  # fmt: skip
     env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    a, c = route_key(wf.nodes[0]), route_key(wf.nodes[2])  # one entry per function, none per node
+    assert a.startswith("s-") and a != c and route_key(wf.nodes[1]) == route_key(wf.nodes[-1]) == a
     assert env["STEPCHAIN_QUEUES"] == {
-        "Fn::Sub": '{"a":"${AQueue}","b":"${AQueue}","c":"${CQueue}","d":"${LonelyQueue}","e":"${AQueue}",'
+        "Fn::Sub": f'{{"{a}":"${{AQueue}}","{c}":"${{CQueue}}","LonelyFunction":"${{LonelyQueue}}",'
         '"*":"${ControlQueue}"}'
     }
-    assert env["STEPCHAIN_STATE_MACHINE_ARN"]["Fn::Sub"].endswith(":stateMachine:${AWS::StackName}-shop")
+    assert env["STEPCHAIN_STATE_MACHINE_PREFIX"]["Fn::Sub"].endswith(":stateMachine:${AWS::StackName}-")
 
 
 def test_step_settings_become_the_functions_settings() -> None:
@@ -118,13 +121,13 @@ def test_a_node_id_in_two_workflows_needs_one_function() -> None:
     one, two = Workflow("one"), Workflow("two")
     one.step(name="work")(noop)
     two.step(name="work", function="OtherFunction")(noop)
-    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+    with pytest.raises(ValidationError, match="SQS handoff routes by node id"):
         plan([one, two])
     three = Workflow("three")
     three.wait_for_event("work")  # a wait node `work`: served by the control function
-    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+    with pytest.raises(ValidationError, match="SQS handoff routes by node id"):
         plan([one, three])
-    with pytest.raises(ValidationError, match="STEPCHAIN_QUEUES routes by node id"):
+    with pytest.raises(ValidationError, match="SQS handoff routes by node id"):
         plan([three, one])
 
 
@@ -138,9 +141,11 @@ def test_several_workflows_get_a_state_machine_each_and_the_api_may_drive_all() 
     assert {"OneStateMachine", "TwoBStateMachine", "OneStateMachineLogGroup", "TwoBStateMachineLogGroup"} <= set(res)
     assert {"OneStateMachineArn", "TwoBStateMachineArn"} <= set(tpl["Outputs"])
     env = tpl["Globals"]["Function"]["Environment"]["Variables"]
-    assert "STEPCHAIN_STATE_MACHINE_ARN" not in env
-    machines = env["STEPCHAIN_STATE_MACHINES"]["Fn::Sub"]
-    assert '"one":"arn:${AWS::Partition}:states:' in machines and "stateMachine:${AWS::StackName}-two-b" in machines
+    assert "STEPCHAIN_STATE_MACHINE_ARN" not in env and "STEPCHAIN_STATE_MACHINES" not in env
+    prefix = env["STEPCHAIN_STATE_MACHINE_PREFIX"]["Fn::Sub"]  # + the workflow's name: its state machine's ARN
+    for wf, lid in ((one, "OneStateMachine"), (two, "TwoBStateMachine")):
+        assert {"Fn::Sub": prefix + wf.name} == _states_arn("stateMachine", wf)
+        assert res[lid]["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-" + wf.name}
     api = {s["Sid"]: s for p in res["ApiFunction"]["Properties"]["Policies"] if "Statement" in p
            for s in p["Statement"]}  # fmt: skip
     starts = [r["Fn::Sub"] for r in api["StartRunExecutions"]["Resource"]]

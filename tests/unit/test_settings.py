@@ -131,3 +131,16 @@ def test_non_integer_numbers_are_validation_errors_naming_the_variable(name: str
     """Like every other bad setting, a non-integer number is a ValidationError that names the variable."""
     with pytest.raises(ValidationError, match=name):
         Settings.from_env({**BASE, name: "thirty"})
+
+
+def test_the_generated_prefix_names_every_workflows_state_machine_and_an_older_map_still_wins() -> None:
+    prefix = "arn:aws:states:us-east-1:000000000000:stateMachine:demo-"
+    s = Settings.from_env({**BASE, "STEPCHAIN_STATE_MACHINE_PREFIX": prefix})
+    assert s.state_machine_for("tool-agent") == prefix + "tool-agent"
+    assert s.state_machines_of(["a", "b"]) == {"a": prefix + "a", "b": prefix + "b"}
+    old = Settings.from_env(
+        {**BASE, "STEPCHAIN_STATE_MACHINE_PREFIX": prefix, "STEPCHAIN_STATE_MACHINES": '{"a": "arn:a"}'}
+    )
+    assert old.state_machines_of(["a", "b"]) == {"a": "arn:a", "b": prefix + "b"}
+    single = Settings.from_env({**BASE, "STEPCHAIN_STATE_MACHINE_ARN": "arn:only"})
+    assert single.state_machines_of(["a"]) == {"*": "arn:only"}  # the handoff's fallback for every workflow

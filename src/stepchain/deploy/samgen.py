@@ -13,7 +13,7 @@ what the workflows decide:
   queue, the step's extra policies);
 * per workflow: a state machine from ``stepchain asl``'s file, whose DefinitionSubstitutions map every
   ``${<node function>Arn}`` placeholder to the function that serves the node, and its log group;
-* the global environment (STEPCHAIN_QUEUES, the state machine ARN(s)) and the API and sweeper permissions on
+* the global environment (STEPCHAIN_QUEUES, STEPCHAIN_STATE_MACHINE_PREFIX) and the API and sweeper permissions on
   every workflow's state machine.
 
 Then ``template.overrides.yaml`` (next to the output), if present, is merged in (:func:`merge`): what a user
@@ -34,6 +34,7 @@ from stepchain.deploy.asl import CONTROL_FUNCTION, asl_path
 from stepchain.deploy.samgen_base import arn, base_template, dump_template, handoff_policy, merge, ref, tls_policy
 from stepchain.deploy.samgen_children import add_child_runs_policy, with_children
 from stepchain.engine import fusion
+from stepchain.engine.queue_routes import route_key
 from stepchain.engine.short_queues import DEFAULT_VISIBILITY_S, ENV_QUEUE_VISIBILITY, queue_visibility_s
 from stepchain.exceptions import ValidationError
 from stepchain.handoff.sqs import CONTROL_BATCH_SIZE, MAX_RECEIVE_COUNT, STEP_BATCH_SIZE
@@ -96,7 +97,7 @@ def plan(workflows: Sequence[Workflow]) -> AppPlan:
     by_id: dict[str, FunctionPlan] = {}
     shared: dict[str, FunctionPlan] = {}  # settings -> the default-named function with those settings
     served_by: dict[tuple[str, str], str] = {}
-    node_fn: dict[str, tuple[str, str]] = {}  # node id -> (workflow, function): STEPCHAIN_QUEUES is by node id
+    node_fn: dict[str, tuple[str, str]] = {}  # node id -> (workflow, function): the SQS handoff routes by node id
     control = FunctionPlan(CONTROL_FUNCTION, CONTROL_TIMEOUT_S, CONTROL_MEMORY_MB)
     for wf in workflows:
         for node in wf.nodes:
@@ -142,7 +143,7 @@ def plan(workflows: Sequence[Workflow]) -> AppPlan:
 def _clash(node_id: str, one: str, other: str) -> str:
     return (
         f"node id {node_id!r} is in workflows {one!r} and {other!r} with different functions "
-        "(STEPCHAIN_QUEUES routes by node id): rename one or give both the same function="
+        "(the SQS handoff routes by node id): rename one or give both the same function="
     )
 
 
@@ -354,15 +355,19 @@ def build(
 
 
 def _routing_env(app: AppPlan, machines: list[Any]) -> dict[str, Any]:
-    routes = [f'"{node}":"${{{fn.queue}}}"' for fn in app.functions[:-1] for node in fn.nodes]
-    order = {node.id: i for i, node in enumerate(n for wf in app.workflows for n in wf.nodes)}
-    routes.sort(key=lambda r: order[r.split('"')[1]])
-    routes.append(f'"*":"${{{app.control.queue}}}"')
-    queues = {"Fn::Sub": "{" + ",".join(routes) + "}"}
-    if len(app.workflows) == 1:
-        return {"STEPCHAIN_STATE_MACHINE_ARN": machines[0], "STEPCHAIN_QUEUES": queues}
-    pairs = [f'"{wf.name}":"{m["Fn::Sub"]}"' for wf, m in zip(app.workflows, machines, strict=True)]
-    return {"STEPCHAIN_STATE_MACHINES": {"Fn::Sub": "{" + ",".join(pairs) + "}"}, "STEPCHAIN_QUEUES": queues}
+    """``STEPCHAIN_QUEUES``: one entry per worker function, by its route key (stepchain.engine.queue_routes),
+    ``"*"`` the control queue. Lambda caps a function's environment at 4 KB: no entry per node."""
+    routes: dict[str, str] = {}
+    for fn in app.functions[:-1]:
+        served = [n for wf in app.workflows for n in wf.nodes if n.id in fn.nodes and n.runs_user_code]
+        for key in dict.fromkeys(route_key(n) for n in served):  # one: its nodes share function= or settings
+            if routes.setdefault(key, fn.queue) != fn.queue:  # a digest collision: never seen, but never silent
+                raise ValidationError(f"functions {routes[key]} and {fn.queue} have one route key {key!r}")
+    pairs = [f'"{key}":"${{{queue}}}"' for key, queue in routes.items()]
+    queues = {"Fn::Sub": "{" + ",".join([*pairs, f'"*":"${{{app.control.queue}}}"']) + "}"}
+    # the state machines' names are fixed (<stack>-<workflow>): one prefix for them all, whatever their number
+    prefix = {"Fn::Sub": machines[0]["Fn::Sub"].removesuffix(app.workflows[0].name)}
+    return {"STEPCHAIN_STATE_MACHINE_PREFIX": prefix, "STEPCHAIN_QUEUES": queues}
 
 
 def render(workflows: Sequence[Workflow], *, code_uri: str, asl_dir: str, out: Path, command: str) -> str:

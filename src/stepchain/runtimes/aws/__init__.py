@@ -15,7 +15,7 @@ Clients are created lazily on the first event (not at import), once per executio
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,15 +56,22 @@ class AwsClients:
         return client
 
 
-def make_handoff(settings: Settings, clients: AwsClients, clock: Clock | None = None) -> Handoff:
+def make_handoff(
+    settings: Settings, clients: AwsClients, clock: Clock | None = None, workflows: Iterable[Workflow] = ()
+) -> Handoff:
+    """The deployment's transport: SQS routes each node of ``workflows`` to its function's queue
+    (:func:`stepchain.engine.queue_routes.node_queues`), any other node to ``"*"``; Step Functions starts
+    each of ``workflows`` on its state machine (:meth:`Settings.state_machines_of`)."""
     if settings.transport == "sqs":
+        from stepchain.engine.queue_routes import node_queues
         from stepchain.handoff.sqs import SqsHandoff
 
-        return SqsHandoff(settings.queues, clients.get("sqs"), clock=clock)
+        return SqsHandoff(node_queues(workflows, settings.queues), clients.get("sqs"), clock=clock)
     if settings.transport == "stepfunctions":
         from stepchain.handoff.stepfunctions import StepFunctionsHandoff
 
-        return StepFunctionsHandoff(settings.state_machines, clients.get("stepfunctions"))
+        names = [wf.name for wf in workflows]
+        return StepFunctionsHandoff(settings.state_machines_of(names), clients.get("stepfunctions"))
     raise ValueError("the in-process transport has no AWS handoff; use stepchain.runtimes.local or stepchain.testing")
 
 
@@ -80,11 +87,12 @@ def build_engine(
     clients = clients or AwsClients()
     store = DynamoDBStore(settings.table, clients.get("dynamodb"), retention_s=settings.retention_days * 86400)
     codec = PayloadCodec(S3BlobStore(settings.bucket, clients.get("s3")), settings.inline_limit)
+    registry = workflows if isinstance(workflows, Registry) else Registry(workflows)
     return Engine(
-        workflows if isinstance(workflows, Registry) else Registry(workflows),
+        registry,
         store,
         codec,
-        handoff or make_handoff(settings, clients, clock),
+        handoff or make_handoff(settings, clients, clock, registry),
         clock=clock,
     )
 

@@ -87,17 +87,60 @@ class LocalStack:
         }
 
 
+def _atomic_dynamodb(app: Any) -> Any:
+    """WSGI middleware: one DynamoDB request at a time, as DynamoDB applies each request atomically.
+    moto's server is threaded and an UpdateItem that creates its item puts it in the table before it
+    applies the update: a concurrent Query (the API reading a run while a worker claims its next node)
+    saw a node item with no status (a 500). SQS and S3 requests (a long-polling receive) are not held."""
+    lock = threading.Lock()
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:
+            return list(app(environ, start_response))  # the whole body, produced under the lock
+
+    return wrapped
+
+
+class _AtomicDynamoServer:
+    """moto's ``ThreadedMotoServer`` with :func:`_atomic_dynamodb` around its application."""
+
+    def __init__(self, ip_address: str, port: int, verbose: bool = False) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._inner = ThreadedMotoServer(ip_address=ip_address, port=port, verbose=verbose)
+        self._ip, self._port = ip_address, port
+
+    def start(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        inner = self._inner
+
+        def entry() -> None:
+            app = _atomic_dynamodb(DomainDispatcherApplication(create_backend_app))
+            inner._server = make_server(self._ip, self._port, app, True, request_handler=MotoRequestHandler)
+            inner._server_ready_event.set()
+            inner._server.serve_forever()
+
+        inner._thread = threading.Thread(target=entry, daemon=True)
+        inner._thread.start()
+        inner._server_ready_event.wait()
+
+    def stop(self) -> None:
+        self._inner.stop()
+
+
 class EmbeddedAws:
     """moto's server in a thread of this process, bound to 127.0.0.1, stopped on exit."""
 
     def __init__(self, port: int | None = None) -> None:
         import logging
 
-        from moto.server import ThreadedMotoServer
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         self.port = port or free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = _AtomicDynamoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> EmbeddedAws:

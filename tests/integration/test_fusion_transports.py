@@ -8,7 +8,7 @@ import pytest
 from tests.integration.fusion_flows import EFFECTS, START, chain, flaky_chain, looped, with_child
 
 from stepchain.engine.heartbeat import ENV_INTERVAL, ENV_VISIBILITY
-from stepchain.testing import Harness, SfnHarness, SqsHarness
+from stepchain.testing import WORKER_BOUNDARIES, Harness, SfnHarness, SqsHarness
 
 KINDS = {"sqs": SqsHarness, "sfn": SfnHarness}
 
@@ -37,17 +37,62 @@ def test_a_chain_fuses_on_every_transport(kind: str) -> None:
         assert saved["handoff_s"] >= 0 and saved["usd"] > 0
 
 
+#: every worker boundary a chain of plain steps reaches (``mid_item``/``item_window`` are a map's),
+#: at a fused step inside the first chain (s0..s4); a fused step has no handoff of its own, so
+#: ``before_handoff`` is at s5, the head of the next chain
+AT = {"after_claim": "s3", "after_checkpoint": "s2", "effect_window": "s3", "before_handoff": "s5"}
+#: one run, chains of 3 (s0-s2, s3-s5, s6-s8, s9-s11), a crash at every boundary at each position a
+#: chain has: its head, a fused step, its tail (whose checkpoint ends the chain), the next chain's
+#: handoff (a recovery hands the step it takes over off: chains after a crash start there)
+EVERYWHERE = [
+    ("after_claim", "s0"),  # head
+    ("effect_window", "s1"),  # fused
+    ("after_checkpoint", "s5"),  # tail
+    ("before_handoff", "s6"),  # the handoff that ends chain 2
+    ("effect_window", "s6"),  # head
+    ("after_claim", "s7"),  # fused (the implied claim)
+    ("after_checkpoint", "s10"),  # fused
+    ("effect_window", "s11"),  # tail, the run's last step
+]
+
+
+def test_the_cases_cover_every_boundary_a_chain_reaches() -> None:
+    chain_boundaries = {b for b in WORKER_BOUNDARIES if b not in ("mid_item", "item_window")}
+    assert set(AT) == chain_boundaries and {b for b, _ in EVERYWHERE} == chain_boundaries
+
+
+def effects(rid: str) -> dict[str, int]:
+    return {k: v for (r, k), v in EFFECTS.items() if r == rid}
+
+
+def once_but_crashed_effects(h: Harness, rid: str, n: int) -> None:
+    """No completed step ran again; every effect ran once, twice after a crash inside its own window."""
+    assert all(v == 1 for v in h.executions.values()) and len(h.executions) == n, h.executions
+    crashed = {k for b, k in h.probe.crashes if b == "effect_window"}
+    assert effects(rid) == {f"s{i}": 2 if f"s{i}" in crashed else 1 for i in range(n)}
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(
-    ("boundary", "at"), [("after_checkpoint", "s2"), ("after_claim", "s3"), ("before_handoff", "s5")]
-)
-def test_a_crash_inside_a_fused_chain(kind: str, boundary: str, at: str) -> None:
+@pytest.mark.parametrize("boundary", AT)
+def test_a_crash_inside_a_fused_chain(kind: str, boundary: str) -> None:
     wf = chain(f"fuse-tc-{kind}", 8, fuse=FUSE)
     with KINDS[kind](wf) as h:
-        h.crash_at(boundary, node=at)
+        h.crash_at(boundary, node=AT[boundary])
         rid = done(h, wf.name)
-        assert h.output(rid)["n"] == 8 and all(n == 1 for n in h.executions.values()), h.executions
-        assert h.probe.crashes == [(boundary, at)]
+        assert h.output(rid)["n"] == 8 and h.probe.crashes == [(boundary, AT[boundary])]
+        once_but_crashed_effects(h, rid, 8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_crash_at_every_boundary_and_position_of_fused_chains_with_duplicates(kind: str) -> None:
+    wf = chain(f"fuse-te-{kind}", 12, fuse=3)
+    with KINDS[kind](wf, duplicate_delivery=True) as h:
+        for boundary, at in EVERYWHERE:
+            h.crash_at(boundary, node=at)
+        rid = done(h, wf.name)
+        assert h.output(rid)["path"] == [f"s{i}" for i in range(12)]
+        assert sorted(h.probe.crashes) == sorted(EVERYWHERE)  # every planned crash happened
+        once_but_crashed_effects(h, rid, 12)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -85,3 +130,19 @@ def test_a_fused_chain_under_the_sqs_heartbeat(crash: str | None, monkeypatch: p
         assert h.output(rid)["n"] == 8 and all(n == 1 for n in h.executions.values())
         assert {v for (r, _), v in EFFECTS.items() if r == rid} == {1}
         assert h.invocations[0].key == "s0" and (crash is not None or len(h.invocations) == 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_crashes_in_different_fused_steps_do_not_spend_one_heads_redeliveries(kind: str) -> None:
+    """One crash more than a message comes back (SQS receive count: 5, the Step Functions task's
+    Retry: 3), each in another step of one fused chain: unfused, each step's own message comes back
+    once. Fused, a recovery hands the step it takes over off, so the next crash comes back through
+    that step's own message, not through the chain head's again (exhausted: a FAILED or stranded run)."""
+    crashes = {"sqs": 6, "sfn": 4}[kind]
+    wf = chain(f"fuse-tr-{kind}", 8, fuse=10)
+    with KINDS[kind](wf) as h:
+        for i in range(1, crashes + 1):
+            h.crash_at("after_checkpoint", node=f"s{i}")
+        rid = done(h, wf.name)
+        assert h.output(rid)["n"] == 8 and len(h.probe.crashes) == crashes
+        once_but_crashed_effects(h, rid, 8)

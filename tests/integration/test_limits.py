@@ -4,7 +4,8 @@ The harnesses serve one invocation at a time, so holders of a concurrency key ov
 dead holders (a worker killed with its slot held keeps it until its lease ends): the workflow counts
 its own holders, live ones inside the step and dead ones until their node's lease ends, and never
 sees more than the limit. Real overlap on threads: tests/integration/test_limits_threads.py.
-The moto-backed harnesses run fewer runs (12, not 50): moto's DynamoDB costs 25-40 ms a call.
+The moto-backed harnesses run 12 runs in make test (moto's DynamoDB costs 25-40 ms a call); the
+acceptance line's 50 runs there are ``exhaustive`` (--exhaustive, make test-full): minutes a case.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HARNESSES: dict[str, tuple[Callable[..., Harness], int]] = {
     "sfn": (lambda *wfs, **kw: SfnHarness(*wfs, **kw), 12),
 }
 LIMIT = 3
+#: the acceptance line's runs sharing the key
+FULL = 50
 
 
 class Holders:
@@ -84,7 +87,21 @@ def fresh() -> Iterator[None]:
 @pytest.mark.parametrize("dup", [False, True], ids=["once", "duplicates"])
 @pytest.mark.parametrize("kind", list(HARNESSES))
 def test_a_key_of_three_never_has_more_than_three_holders_with_dead_holders(kind: str, dup: bool) -> None:
-    make, runs = HARNESSES[kind]
+    holders_with_dead_holders(kind, dup, HARNESSES[kind][1])
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("kind", [k for k, (_, runs) in HARNESSES.items() if runs < FULL])
+def test_fifty_runs_on_a_key_of_three_on_the_moto_transports(kind: str) -> None:
+    """The acceptance line's 50 runs on the moto-backed harnesses, dead holders included: ~20 s of
+    CPU (~35 s wall on 2 loaded cores) a case, so only with --exhaustive (make test-full); make test
+    runs 12 (above). With duplicate delivery, 50 runs did not finish within minutes here (not yet
+    explained): duplicates stay at 12 runs."""
+    holders_with_dead_holders(kind, False, FULL)
+
+
+def holders_with_dead_holders(kind: str, dup: bool, runs: int) -> None:
+    make = HARNESSES[kind][0]
     CRASH.update(range(LIMIT))  # the first three holders die: the key is full of dead holders
     with make(limited, duplicate_delivery=dup) as h:
         ids = [h.start("limited", {"model": "m1", "n": i}) for i in range(runs)]

@@ -206,8 +206,11 @@ def function_timeout_s(node: Node, max_steps: int) -> int:
 def walk(w: KindServices, wf: Workflow, node: Node, msg: Activation, rec: NodeRecord, now: int) -> Outcome | None:
     """A completed node met again whose invocation took its successor inline (``chain_until``): no
     message of the successor's own exists, so the walk goes on to it in this invocation (its claim
-    serves it from its checkpoint, takes it over, or runs it), unless the fused invocation may still
-    be running it (absent, lease live: WAIT until the lease ends) or it waits for its retry."""
+    serves it from its checkpoint or runs it), unless the fused invocation may still be running it
+    (absent, lease live: WAIT until the lease ends) or it waits for its retry. A successor the dead
+    invocation held (absent, lease ended) is taken over and handed off, not run inline: each crash
+    then comes back through the crashed step's own message (SQS receive count, Step Functions task
+    Retry), not again through the chain head's, which a few crashes in one chain would exhaust."""
     nxt = next_activation(wf, node, msg, rec.route, rec.output_ref, rec.state_ref)
     if nxt is None:
         return None
@@ -218,10 +221,12 @@ def walk(w: KindServices, wf: Workflow, node: Node, msg: Activation, rec: NodeRe
     waits = succ is not None and succ.status in (NodeStatus.RETRYING, NodeStatus.SLEEPING)
     if waits and succ is not None and succ.wake_at_ms is not None and succ.wake_at_ms > now:
         return Outcome(OutcomeKind.WAIT, wake_at_ms=succ.wake_at_ms, detail="fused step waits")
-    if succ is None:
+    if succ is None:  # taken over: handed off, so a crash in it comes back through its own message
         _crashed_inline(w, msg, rec, nxt, now)
-    elif succ.status is NodeStatus.PENDING:
+        return Outcome(OutcomeKind.DONE, next=(nxt,), detail="takeover", then=nxt)
+    if succ.status is NodeStatus.PENDING:  # taken over (the handoff lost) or its handoff lost: again
         w.store.add_crash_event(msg.run_id, now, rec.key, "lost_handoff")
+        return Outcome(OutcomeKind.DONE, next=(nxt,), detail="lost handoff", then=nxt)
     return Outcome(OutcomeKind.DONE, next=(nxt,), detail="checkpoint", then=nxt, inline="walk")
 
 

@@ -114,5 +114,5 @@ def test_dynamodb_retries_a_transaction_cancelled_by_a_concurrent_one() -> None:
 
     client = _ConflictOnce()
     store = DynamoDBStore("t", client)  # type: ignore[arg-type]
-    assert store._transact_put([({"pk": "p", "sk": "s"}, ABSENT)]) is None
+    assert store._transact([({"pk": "p", "sk": "s"}, ABSENT)]) is None
     assert client.calls == 2

@@ -14,12 +14,14 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
 
 from stepchain import StepContext, Workflow
 from stepchain.define.flow import Concurrency, RateLimit
+from stepchain.engine import limits
 from stepchain.exceptions import RetryableError, ValidationError
 from stepchain.testing import Harness, InjectedCrash, SfnHarness, SqsHarness
 
@@ -165,6 +167,36 @@ def test_a_step_without_limits_makes_no_limit_request() -> None:
         assert sum(h.api_calls.values()) == n_free + 2  # acquire + release: the 2 extra calls
 
 
+def test_a_step_with_three_limits_takes_and_gives_them_back_in_two_requests() -> None:
+    """A concurrency limit (the workflow's), a request and an unestimated token limit (the step's): ONE
+    transaction admits the step, ONE gives the slot back and charges the tokens; limits hold as one by one."""
+
+    def tokens(ctx: StepContext, x: int) -> int:
+        ctx.record_cost(input_tokens=70, output_tokens=30)
+        return x + 1
+
+    def chain(n: int) -> Workflow:
+        wf = Workflow(f"three-limits-{n}", limits=Concurrency(5, name=f"tenant{n}"))
+        rpm, tpm = RateLimit(10**6, per_s=60, name=f"rpm{n}"), RateLimit(10**8, per_s=60, unit="tokens", name=f"tpm{n}")
+        for i in range(n):
+            wf.step(name=f"s{i}", limits=(rpm, tpm))(tokens)
+        return wf
+
+    counts = []
+    for n in (2, 6):
+        with Harness(chain(n), backend="moto") as h:
+            h.start(f"three-limits-{n}", 0)
+            assert h.run() == "SUCCEEDED"
+            counts.append(Counter({k: v for k, v in h.api_calls.items() if k.startswith("dynamodb.")}))
+            assert h.store.slot_holders(f"LIMIT#tenant{n}#*") == {}  # every slot given back
+            # the token bucket was charged what the steps used: 100 tokens a step, 0.6 us a token
+            tat, now_us = h.store.bucket_tat(f"LIMIT#tpm{n}#*"), h.clock.now_ms() * 1000
+            assert tat is not None and tat - now_us == n * 60
+    per_step = {k: (counts[1][k] - counts[0][k]) / 4 for k in counts[1] | counts[0]}
+    # the claim and the checkpoint, then the limits' admission and release
+    assert per_step == {"dynamodb.UpdateItem": 2.0, "dynamodb.TransactWriteItems": 2.0}, per_step
+
+
 # -- rate limits ----------------------------------------------------------------------------------
 STARTS: list[tuple[int, int]] = []  # (virtual ms, units) of each admitted step
 rpm = Workflow("rpm-limited")
@@ -246,6 +278,31 @@ def test_a_token_limit_charged_by_recorded_usage_holds(estimate: int) -> None:
         h.run()
         assert Counter(h.status(r) for r in ids) == {"SUCCEEDED": 40}
         assert sum(u for _, u in STARTS) == 40_000
+
+
+@pytest.mark.parametrize("alone", [True, False], ids=["token-limit", "with-a-slot"])
+def test_a_fresh_worker_that_guessed_nothing_still_waits_for_a_busy_token_bucket(alone: bool) -> None:
+    """Every Lambda container starts with no guess of a bucket's state: an unestimated token limit is
+    tested by a write, never assumed idle (steps of several runs, the guesses forgotten before each)."""
+    STARTS.clear()
+    wf = Workflow(f"tpm-fresh-{int(alone)}", limits=() if alone else Concurrency(5, name=f"fresh-slot-{alone}"))
+    lim = RateLimit(600, per_s=60, unit="tokens", name=f"tpm-fresh-{alone}")  # 100 ms a token
+
+    @wf.step(limits=lim)
+    def think(ctx: StepContext, x: int) -> int:
+        STARTS.append((ctx._services.clock.now_ms(), 300))
+        ctx.record_cost(input_tokens=300)  # 30 s of the bucket
+        return x
+
+    with Harness(wf) as h:
+        for i in range(4):
+            h.start(wf.name, i)
+        while (head := h.handoff.peek()) is not None:
+            limits._seen.clear()  # a new container serves each activation
+            h.run(max_activations=1)
+            assert head is not None
+    assert len(STARTS) == 4
+    assert [b - a >= 30_000 for (a, _), (b, _) in pairwise(sorted(STARTS))] == [True] * 3, STARTS
 
 
 def test_a_token_limit_with_varied_usage_stays_within_one_step_of_the_limit() -> None:
@@ -411,3 +468,43 @@ def test_waiting_steps_start_in_arrival_order_and_priority_moves_one_ahead(kind:
         h.run()
         assert [h.status(r) for r in ids] == ["SUCCEEDED"] * 8
     assert ORDER == [5, 0, 1, 2, 3, 4, 6, 7]
+
+
+# -- several limits on one step: taken together in one request, or one by one when one is busy ------
+MULTI: list[tuple[int, int]] = []  # (virtual ms, tokens) of each admitted call
+multi = Workflow("multi-limited", limits=Concurrency(LIMIT, key=lambda ctx, x: x["model"], name="mm", poll_s=5))
+
+
+@multi.step(limits=(RateLimit(20, per_s=60, name="mrpm"), RateLimit(2_000, per_s=60, unit="tokens", name="mtpm")))
+def call_multi(ctx: StepContext, x: dict[str, Any]) -> int:
+    lease = H.enter(ctx, x["n"])
+    MULTI.append((ctx._services.clock.now_ms(), x["tokens"]))
+    ctx.record_cost(input_tokens=x["tokens"])
+    time.sleep(2)
+    if x["n"] in CRASH:
+        CRASH.discard(x["n"])
+        H.dead_until.append(lease)
+        raise InjectedCrash("the worker dies holding its slot and its reservations")
+    return int(x["n"])
+
+
+@pytest.mark.parametrize("dup", [False, True], ids=["once", "duplicates"])
+@pytest.mark.parametrize("kind", ["memory", "sqs", "sfn"])
+def test_a_step_with_three_limits_never_exceeds_any_of_them(kind: str, dup: bool) -> None:
+    """Seeded: runs of random token sizes through a step with a key of three, 20 requests and 2,000
+    tokens a minute; the first holders die with everything held. No more than three holders, 20 + 1
+    (a late reservation) starts or 2,000 + one call's tokens in any minute, and every run finishes."""
+    MULTI.clear()
+    rng = random.Random(1919)
+    runs = 24 if kind == "memory" else 8
+    CRASH.update(rng.sample(range(runs), 2))
+    make, _ = HARNESSES[kind]
+    with make(multi, duplicate_delivery=dup) as h:
+        ids = [h.start("multi-limited", {"model": "m", "n": i, "tokens": rng.randint(50, 400)}) for i in range(runs)]
+        h.run()
+        assert Counter(h.status(r) for r in ids) == {"SUCCEEDED": runs}
+        assert [h.output(r) for r in ids] == list(range(runs))
+    assert 1 <= H.most <= LIMIT
+    assert windows([(t, 1) for t, _ in MULTI], 60_000) <= 21
+    assert windows(MULTI, 60_000) <= 2_000 + 400
+    assert len(MULTI) == runs + 2  # each dead holder's call ran once more, nothing else twice

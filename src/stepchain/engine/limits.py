@@ -55,7 +55,17 @@ from stepchain.engine.nodes.scope import KindServices
 from stepchain.exceptions import RetryableError, ValidationError
 from stepchain.handoff.messages import Activation, Outcome, OutcomeKind
 from stepchain.store.changes import NodeChanges
-from stepchain.store.limits import Waiter, holder_field, limit_pk
+from stepchain.store.limits import (
+    BUCKET_SK,
+    Waiter,
+    bucket_move,
+    bucket_take,
+    holder_field,
+    limit_pk,
+    slot_give,
+    slot_take,
+)
+from stepchain.store.port import TxUpdate
 from stepchain.store.records import NodeRecord, NodeStatus
 
 THROTTLED = "Throttled"
@@ -147,6 +157,8 @@ def acquire(a: Attempt) -> Held | Outcome | None:
     reserved = back[0] if back is not None and back[1] and now - back[0] <= slack else None
     if reserved is not None and reserved > now:  # on time by a skewed clock: the reservation starts now
         reserved = now
+    if _admit_at_once(w, lims, pks, rec, now, held, reserved=reserved is not None):
+        return _hold(w, held)
     for lim, pk in zip(lims, pks, strict=True):
         if isinstance(lim, Concurrency):
             waiter = Waiter(holder_field(f"{msg.run_id}/{key}")[2:], now - _ahead_ms(lim, a), _stale_ms(lim))
@@ -155,19 +167,58 @@ def acquire(a: Attempt) -> Held | Outcome | None:
                 wake = now + int(lim.poll_s * 1000)
                 return _throttle(w, msg, key, rec, held, pk, wake, reserved=reserved is not None, place=got.position)
             held.slots.append(pk)
-    start = now
-    for lim, pk in zip(lims, pks, strict=True):
-        if isinstance(lim, RateLimit):
-            held.rates.append((lim, pk))
-            if reserved is None:
-                start = max(start, _reserve(w, lim, pk, now))
-    if start > now:
-        reservable = all(lim.cost > 0 for lim, _ in held.rates)
-        return _throttle(w, msg, key, rec, held, held.rates[-1][1], start, reserved=reservable)
+    held.rates.extend((lim, pk) for lim, pk in zip(lims, pks, strict=True) if isinstance(lim, RateLimit))
+    # a limit with nothing to reserve (tokens, no estimate) is only a test, made first: when it says
+    # wait, no other bucket is charged (a reservation taken then dropped would burn a unit per wake)
+    for lim, pk in held.rates:
+        if lim.cost == 0 and (start := _reserve(w, lim, pk, now)) > now:
+            return _throttle(w, msg, key, rec, held, pk, start, reserved=False)
+    if reserved is None:
+        paid = [(pk, _reserve(w, lim, pk, now)) for lim, pk in held.rates if lim.cost > 0]
+        pk, start = max(paid, key=lambda p: p[1], default=("", now))
+        if start > now:  # the reservations are the step's: its next invocation uses them
+            return _throttle(w, msg, key, rec, held, pk, start, reserved=True)
+    return _hold(w, held)
+
+
+def _hold(w: KindServices, held: Held) -> Held:
     keeper = heartbeat.active()
     if held.slots and keeper is not None:  # its beats move the slots' leases with the node's
         keeper.also_extend(lambda until: [w.store.extend_slot(pk, held.owner, until) for pk in held.slots])
     return held
+
+
+def _admit_at_once(
+    w: KindServices, lims: tuple[Limit, ...], pks: list[str], rec: NodeRecord, now: int, held: Held, *, reserved: bool
+) -> bool:
+    """A step of several limits, each free now (a slot with nobody queued, a bucket that starts now):
+    all taken in ONE request. False: not tried (one limit: its own write is as cheap) or a condition
+    failed (nothing taken: the caller takes them one by one, which queues, reclaims and reserves)."""
+    if len(lims) < 2:
+        return False
+    assert rec.owner is not None and rec.lease_until_ms is not None
+    now_us = now * 1000
+    ops: list[TxUpdate] = []
+    for lim, pk in zip(lims, pks, strict=True):
+        if isinstance(lim, Concurrency):
+            ops.append(slot_take(pk, rec.owner, lim.limit, rec.lease_until_ms, now))
+        elif not reserved or lim.cost == 0:  # a reservation covers the paid buckets; a test is made anew
+            cost_us, tolerance_us = round(lim.cost * lim.us_per_unit), round((lim.burst - 1) * lim.us_per_unit)
+            ops.append(bucket_take(pk, now_us, cost_us, tolerance_us, busy=_seen.get(pk, 0) > now_us))
+    failed = w.store.write_all(ops) if ops else None
+    if failed is not None:
+        i, item = failed
+        if ops[i].sk == BUCKET_SK:  # the guess was wrong (or the bucket is ahead): guess right next time
+            _seen[ops[i].pk] = int((item or {}).get("tat", 0))
+        return False
+    for lim, pk in zip(lims, pks, strict=True):
+        if isinstance(lim, Concurrency):
+            held.slots.append(pk)
+        else:
+            held.rates.append((lim, pk))
+            if not reserved or lim.cost == 0:  # a guess of the new tat (a transaction returns none)
+                _seen[pk] = max(_seen.get(pk, 0), now_us) + round(lim.cost * lim.us_per_unit)
+    return True
 
 
 def _ahead_ms(lim: Concurrency, a: Attempt) -> int:
@@ -192,11 +243,16 @@ def _reserve(w: KindServices, lim: RateLimit, pk: str, now_ms: int) -> int:
     """Reserve ``lim.cost`` units of the bucket; the epoch ms the reservation starts."""
     now_us = now_ms * 1000
     cost_us = round(lim.cost * lim.us_per_unit)
-    tat = w.store.advance_bucket(pk, now_us, cost_us, busy=_seen.get(pk, 0) > now_us)
+    tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
     if len(_seen) > 10_000:  # a guess only: forget old keys rather than grow
         _seen.clear()
+    if cost_us == 0:  # nothing to reserve: a test of the bucket, one write that needs no guess
+        failed = w.store.write_all([bucket_take(pk, now_us, 0, tolerance_us, busy=False)])
+        tat = now_us if failed is None else int((failed[1] or {}).get("tat", now_us))
+        _seen[pk] = max(tat, _seen.get(pk, 0) if failed is None else 0)
+        return max(now_us, tat - tolerance_us) // 1000
+    tat = w.store.advance_bucket(pk, now_us, cost_us, busy=_seen.get(pk, 0) > now_us)
     _seen[pk] = tat
-    tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
     start_us = max(now_us, tat - cost_us - tolerance_us)
     return start_us // 1000  # to the ms: a unit may start under 1 ms early, never a whole ms
 
@@ -239,17 +295,43 @@ def _give_back(w: KindServices, held: Held) -> None:
     held.slots.clear()
 
 
+def _settle_at_once(w: KindServices, held: Held, charges: list[tuple[str, int]], now_us: int) -> bool:
+    """Slots given back and token limits charged in ONE request, when there are two or more writes.
+    False: not tried, or a condition failed (a slot reclaimed, a wrong guess of a bucket): nothing was
+    written, the caller writes them one by one."""
+    ops = [slot_give(pk, held.owner) for pk in held.slots]
+    moves = [
+        (pk, op) for pk, delta in charges if (op := bucket_move(pk, now_us, delta, busy=_seen.get(pk, 0) > now_us))
+    ]
+    if len(ops) + len(moves) < 2:
+        return False
+    failed = w.store.write_all([*ops, *(op for _, op in moves)])
+    if failed is not None:
+        i, item = failed
+        if i >= len(ops):
+            _seen[moves[i - len(ops)][0]] = int((item or {}).get("tat", 0))
+        return False
+    held.slots.clear()
+    for pk, delta in charges:  # a guess of the new tat (a transaction returns none)
+        _seen[pk] = max(_seen.get(pk, 0), now_us) + delta
+    return True
+
+
 def release(w: KindServices, held: Held | None, cost: CostMeter, exc: BaseException | None = None) -> None:
     """Before the step's node write: give the slots back, charge token limits, and let a provider's 429
     (``RetryableError(retry_after_s=)``) hold every rate key of the step."""
     if held is None:
         return
-    _give_back(w, held)
     now_us = w.clock.now_ms() * 1000
     used = cost.input_tokens + cost.output_tokens
-    for lim, pk in held.rates:
-        if lim.unit == "tokens" and used != lim.estimate:
-            delta = round((used - lim.estimate) * lim.us_per_unit)
+    charges = [
+        (pk, round((used - lim.estimate) * lim.us_per_unit))
+        for lim, pk in held.rates
+        if lim.unit == "tokens" and used != lim.estimate
+    ]
+    if not _settle_at_once(w, held, charges, now_us):  # one by one: each its own conditional write
+        _give_back(w, held)
+        for pk, delta in charges:
             _seen[pk] = w.store.advance_bucket(pk, now_us, delta, busy=_seen.get(pk, 0) > now_us)
     if isinstance(exc, RetryableError) and exc.retry_after_s is not None:
         until = now_us + int(exc.retry_after_s * 1_000_000)

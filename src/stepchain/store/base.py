@@ -116,7 +116,7 @@ class CheckpointStore(StepLocalStore, BudgetOps, ForkOps, LimitOps):
         if new.idempotency_key is not None:
             idem = {"pk": idem_key, "sk": "IDEM", "run_id": new.run_id, "request_hash": new.request_hash}
             puts.insert(0, ({**idem, "expires_at": exp}, ABSENT))
-        failed = self._transact_put(puts)
+        failed = self._transact(puts)
         if failed is None:
             return RunRecord.from_item({k: v for k, v in run.items() if v is not None}), True
         if new.idempotency_key is None or failed[0] != 0:

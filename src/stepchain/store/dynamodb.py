@@ -22,7 +22,7 @@ from stepchain.requests import instrument
 from stepchain.store.access import OWNER_GSI, OWNER_INDEX, OWNER_PK, owner_pk
 from stepchain.store.base import CheckpointStore, RunPage
 from stepchain.store.items import ACTIVE, ACTIVE_INDEX, ACTIVE_PK, ACTIVE_SK
-from stepchain.store.port import Cond, Update
+from stepchain.store.port import Cond, TxUpdate, TxWrite, Update
 from stepchain.store.records import RunRecord, RunStatus
 
 if TYPE_CHECKING:
@@ -199,14 +199,18 @@ class DynamoDBStore(CheckpointStore):
             out = [i for i in out if str(i["sk"]) > after]
         return out[:limit]
 
-    def _transact_put(self, puts: Sequence[tuple[dict[str, Any], Cond]]) -> tuple[int, dict[str, Any] | None] | None:
-        writes: list[Any] = []
-        for item, cond in puts:
-            put = {"TableName": self.table, "Item": to_item(item), **_Expr().kwargs(None, cond)}
-            writes.append({"Put": {**put, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}})
+    def _transact(self, writes: Sequence[TxWrite]) -> tuple[int, dict[str, Any] | None] | None:
+        items: list[Any] = []
+        for w in writes:
+            if isinstance(w, TxUpdate):
+                upd = {"TableName": self.table, "Key": _key(w.pk, w.sk), **_Expr().kwargs(w.update, w.cond)}
+                items.append({"Update": {**upd, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}})
+            else:
+                put = {"TableName": self.table, "Item": to_item(w[0]), **_Expr().kwargs(None, w[1])}
+                items.append({"Put": {**put, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}})
         for attempt in range(TRANSACTION_CONFLICT_RETRIES + 1):
             try:
-                self.client.transact_write_items(TransactItems=writes)
+                self.client.transact_write_items(TransactItems=items)
             except ClientError as exc:
                 reasons = exc.response.get("CancellationReasons", [])
                 for i, reason in enumerate(reasons):

@@ -91,7 +91,7 @@ class ForkOps(StorePort):
         chunks = _chunks(items)
         for chunk in chunks:
             puts: list[tuple[dict[str, Any], Cond]] = [(item, ABSENT) for item in chunk]
-            failed = self._transact_put(puts)
+            failed = self._transact(puts)
             if failed is not None:
                 raise StoreConflict(f"fork copy {chunk[failed[0]]['sk']!r} exists already")
             written += len(chunk)

@@ -14,14 +14,20 @@ One partition per (limit name, key): ``LIMIT#<name>#<key>``. Its items:
 - ``sk = "R"``, the key's rate bucket (GCRA): ``tat``, the theoretical arrival time in epoch
   microseconds. Taking ``d`` µs of it is ``tat = max(tat, now) + d``: ONE conditional write when the
   caller guesses right whether the bucket is busy (``tat > now``: ADD) or idle (SET), two otherwise.
+
+A step with several limits takes them all in ONE request (:meth:`LimitOps.write_all`: a
+TransactWriteItems of :func:`slot_take` and :func:`bucket_take`, all or nothing), and gives its slots
+back and charges its token limits in one more; when any condition fails nothing was written and the
+caller falls back to the one-item writes above.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
-from stepchain.store.port import Cond, StorePort, Update
+from stepchain.store.port import Cond, StorePort, TxUpdate, Update
 
 SLOTS_SK, BUCKET_SK = "C", "R"
 HOLDER, WAIT, EXPIRES = "h_", "w_", "x_"
@@ -61,6 +67,53 @@ class Waiter:
     stale_ms: int
 
 
+def slot_take(pk: str, owner: str, limit: int, lease_until_ms: int, now_ms: int) -> TxUpdate:
+    """Take a slot if one is free and nobody waits (the acquire's first write)."""
+    keep = {"expires_at": now_ms // 1000 + KEEP_S}
+    u = Update(sets={holder_field(owner): lease_until_ms, **keep}, adds={"n": 1}, inits={"nw": 0})
+    return TxUpdate(pk, SLOTS_SK, u, Cond(absent=True, clauses=(("n", "<", limit), ("nw", "<", 1))))
+
+
+def slot_give(pk: str, owner: str) -> TxUpdate:
+    """Give the slot back if still held (a fenced or repeated release fails its condition)."""
+    me = holder_field(owner)
+    return TxUpdate(pk, SLOTS_SK, Update(adds={"n": -1}, removes=[me]), Cond(absent=False, clauses=((me, ">", 0),)))
+
+
+def bucket_take(pk: str, now_us: int, cost_us: int, tolerance_us: int, *, busy: bool) -> TxUpdate:
+    """Reserve ``cost_us`` of the bucket if the reservation starts now, to the ms (``tat - tolerance``
+    before the next ms, as a reservation's start is rounded down); ``busy``: the caller's guess
+    (``tat > now``: ADD, else SET)."""
+    keep = {"expires_at": now_us // 1_000_000 + KEEP_S}
+    starts_now = ("tat", "<", now_us + tolerance_us + 1000)
+    if cost_us <= 0:  # nothing to reserve, only a test: no guess needed (an absent bucket starts idle)
+        return TxUpdate(
+            pk, BUCKET_SK, Update(sets=keep, inits={"tat": now_us}), Cond(absent=True, clauses=(starts_now,))
+        )
+    if not busy:
+        cond = Cond(absent=True, clauses=(("tat", "<", now_us + 1),))
+        return TxUpdate(pk, BUCKET_SK, Update(sets={"tat": now_us + cost_us, **keep}), cond)
+    cond = Cond(absent=False, clauses=(("tat", ">", now_us), starts_now))
+    return TxUpdate(pk, BUCKET_SK, Update(sets=keep, adds={"tat": cost_us}), cond)
+
+
+def bucket_move(pk: str, now_us: int, delta_us: int, *, busy: bool) -> TxUpdate | None:
+    """``tat = max(tat, now) + delta`` as one conditional update, by the caller's guess (``busy``:
+    ``tat > now``); None: nothing to do (an idle bucket has nothing to refund)."""
+    keep = {"expires_at": now_us // 1_000_000 + KEEP_S}
+    if busy:
+        return TxUpdate(
+            pk,
+            BUCKET_SK,
+            Update(sets=keep, adds={"tat": delta_us}),
+            Cond(absent=False, clauses=(("tat", ">", now_us),)),
+        )
+    if delta_us <= 0:
+        return None
+    cond = Cond(absent=True, clauses=(("tat", "<", now_us + 1),))
+    return TxUpdate(pk, BUCKET_SK, Update(sets={"tat": now_us + delta_us, **keep}), cond)
+
+
 class LimitOps(StorePort):
     """The limit half of :class:`~stepchain.store.base.CheckpointStore` (on the port's primitives)."""
 
@@ -73,11 +126,10 @@ class LimitOps(StorePort):
         write on the values read; a caller that must wait is queued (or its entry refreshed), one write."""
         me = holder_field(owner)
         keep = {"expires_at": now_ms // 1000 + KEEP_S}
-        u = Update(sets={me: lease_until_ms, **keep}, adds={"n": 1}, inits={"nw": 0})
-        cond = Cond(absent=True, clauses=(("n", "<", limit), ("nw", "<", 1)))
-        ok, old = self._update(pk, SLOTS_SK, u, cond, old_on_failure=True)
-        if ok:
+        failed = self.write_all([slot_take(pk, owner, limit, lease_until_ms, now_ms)])
+        if failed is None:
             return SlotTry(True, 1)
+        old = failed[1]
         if old is None:  # cannot happen (the item exists when the write failed): say busy
             return SlotTry(False, limit, now_ms)
         holders = {f: int(v) for f, v in old.items() if f.startswith(HOLDER)}
@@ -115,6 +167,15 @@ class LimitOps(StorePort):
                 self._update(pk, SLOTS_SK, Update(sets=until), Cond(clauses=((WAIT + waiter.id, "=", mine),)))
         return busy
 
+    def write_all(self, ops: list[TxUpdate]) -> tuple[int, dict[str, Any] | None] | None:
+        """Every op or none, in ONE request (an UpdateItem for one op, else a TransactWriteItems). None:
+        written; else the index of the first op whose condition failed and its item as it is."""
+        if len(ops) == 1:
+            op = ops[0]
+            ok, old = self._update(op.pk, op.sk, op.update, op.cond, old_on_failure=True)
+            return None if ok else (0, old)
+        return self._transact(ops)
+
     def extend_slot(self, pk: str, owner: str, lease_until_ms: int) -> bool:
         """A heartbeat: move the holder's slot lease (one conditional write); False: no longer held."""
         me = holder_field(owner)
@@ -123,9 +184,7 @@ class LimitOps(StorePort):
 
     def release_slot(self, pk: str, owner: str) -> bool:
         """Give the slot back (one conditional write); False: it was not held (released, reclaimed)."""
-        me = holder_field(owner)
-        cond = Cond(absent=False, clauses=((me, ">", 0),))
-        return self._update(pk, SLOTS_SK, Update(adds={"n": -1}, removes=[me]), cond)[0]
+        return self.write_all([slot_give(pk, owner)]) is None
 
     def slot_holders(self, pk: str) -> dict[str, int]:
         """The key's holders and their lease ends (one read; tests and views)."""
@@ -135,30 +194,11 @@ class LimitOps(StorePort):
     def advance_bucket(self, pk: str, now_us: int, delta_us: int, *, busy: bool) -> int:
         """``tat = max(tat, now) + delta`` (``delta`` may be < 0 on a busy bucket: a refund); returns
         the new ``tat``. ``busy``: the caller's guess (``tat > now``), right: one write, else two."""
-        keep = {"expires_at": now_us // 1_000_000 + KEEP_S}
         for _ in range(3):  # a guess proven wrong by the item that came back is not made again
-            if busy:
-                u = Update(sets=keep, adds={"tat": delta_us})
-                ok, item = self._update(
-                    pk,
-                    BUCKET_SK,
-                    u,
-                    Cond(absent=False, clauses=(("tat", ">", now_us),)),
-                    return_new=True,
-                    old_on_failure=True,
-                )
-            else:
-                if delta_us <= 0:
-                    return now_us  # an idle bucket has nothing to refund
-                u = Update(sets={"tat": now_us + delta_us, **keep})
-                ok, item = self._update(
-                    pk,
-                    BUCKET_SK,
-                    u,
-                    Cond(absent=True, clauses=(("tat", "<", now_us + 1),)),
-                    return_new=True,
-                    old_on_failure=True,
-                )
+            op = bucket_move(pk, now_us, delta_us, busy=busy)
+            if op is None:
+                return now_us  # an idle bucket has nothing to refund
+            ok, item = self._update(pk, BUCKET_SK, op.update, op.cond, return_new=True, old_on_failure=True)
             if ok and item is not None:
                 return int(item["tat"])
             busy = item is not None and int(item.get("tat", 0)) > now_us
@@ -174,4 +214,16 @@ class LimitOps(StorePort):
         return None if item is None else int(item["tat"])
 
 
-__all__ = ["BUCKET_SK", "SLOTS_SK", "LimitOps", "SlotTry", "Waiter", "holder_field", "limit_pk"]
+__all__ = [
+    "BUCKET_SK",
+    "SLOTS_SK",
+    "LimitOps",
+    "SlotTry",
+    "Waiter",
+    "bucket_move",
+    "bucket_take",
+    "holder_field",
+    "limit_pk",
+    "slot_give",
+    "slot_take",
+]

@@ -12,7 +12,7 @@ from typing import Any
 
 from stepchain.store.base import CheckpointStore, RunPage
 from stepchain.store.items import ACTIVE_PK
-from stepchain.store.port import Cond, Update
+from stepchain.store.port import Cond, TxUpdate, TxWrite, Update
 from stepchain.store.records import RUN_SK, RunRecord, RunStatus
 
 Key = tuple[str, str]
@@ -87,15 +87,21 @@ class MemoryStore(CheckpointStore):
                 keys.reverse()
             return [item for k in keys[:limit] if (item := self._read(k)) is not None]
 
-    def _transact_put(self, puts: Sequence[tuple[dict[str, Any], Cond]]) -> tuple[int, dict[str, Any] | None] | None:
+    def _transact(self, writes: Sequence[TxWrite]) -> tuple[int, dict[str, Any] | None] | None:
         with self._lock:
             self.calls += 1
-            for i, (item, cond) in enumerate(puts):
-                old = self._read((item["pk"], item["sk"]))
+            for i, w in enumerate(writes):
+                key, cond = ((w.pk, w.sk), w.cond) if isinstance(w, TxUpdate) else ((w[0]["pk"], w[0]["sk"]), w[1])
+                old = self._read(key)
                 if not cond.holds(old):
                     return i, old
-            for item, _ in puts:
-                self._write(item)
+            for w in writes:
+                if isinstance(w, TxUpdate):
+                    item = self._read((w.pk, w.sk)) or {"pk": w.pk, "sk": w.sk}
+                    w.update.apply(item)
+                    self._write(item, fresh=True)
+                else:
+                    self._write(w[0])
             return None
 
     # -- index queries (each adapter has its own cursor) --------------------------------------------

@@ -85,6 +85,21 @@ class Update:
             item[name] = item.get(name, 0) + inc
 
 
+@dataclass(frozen=True)
+class TxUpdate:
+    """An update in a transaction (:meth:`StorePort._transact`): ``update`` applied to the item
+    ``(pk, sk)`` if ``cond`` holds (created when absent and ``cond`` allows)."""
+
+    pk: str
+    sk: str
+    update: Update
+    cond: Cond
+
+
+#: one write of a transaction: a put ``(item, cond)`` or an update
+TxWrite = tuple[dict[str, Any], Cond] | TxUpdate
+
+
 class StorePort(ABC):
     """The primitives (at most 10 abstract methods; ``tests/functional/test_store_contract.py``
     counts them). ``_put``/``_update`` return ``(done, item)``: the item is the stored one (new on
@@ -128,9 +143,10 @@ class StorePort(ABC):
         ``after``, only those whose ``sk`` sorts after it."""
 
     @abstractmethod
-    def _transact_put(self, puts: Sequence[tuple[dict[str, Any], Cond]]) -> tuple[int, dict[str, Any] | None] | None:
-        """Write every item or none: None when written, else the index of the first put whose
-        condition failed and the item that made it fail."""
+    def _transact(self, writes: Sequence[TxWrite]) -> tuple[int, dict[str, Any] | None] | None:
+        """Every write or none (one DynamoDB TransactWriteItems): a put ``(item, cond)`` or a
+        :class:`TxUpdate`. None when written, else the index of the first write whose condition
+        failed and the item that made it fail."""
 
     @abstractmethod
     def list_runs(
@@ -151,4 +167,4 @@ class StorePort(ABC):
         carry ``active_pk``): reads no finished run."""
 
 
-__all__ = ["ABSENT", "EXISTS", "Clause", "Cond", "StorePort", "Update"]
+__all__ = ["ABSENT", "EXISTS", "Clause", "Cond", "StorePort", "TxUpdate", "TxWrite", "Update"]

@@ -128,7 +128,7 @@ def _append_batch(store: StorePort, run_id: str, batch: list[PendingEvent], hint
             puts.append(({**item, "node": ev.node, "at": ev.at_ms, "expires_at": exp}, ABSENT))
             marker = {"pk": pk, "sk": EVID_PREFIX + ev.id, "seq": n, "expires_at": exp}
             puts.append((marker, ABSENT))
-        failed = store._transact_put(puts)
+        failed = store._transact(puts)
         if failed is None:
             return seq + len(batch)
         index, _old = failed

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from stepchain.probe import BOUNDARIES, CrashRule
+from stepchain.store.records import NodeStatus
 from stepchain.runtimes.local import EmbeddedAws, visibility_timeout_for
 from stepchain.runtimes.local_probes import CRASH_EXIT, DuplicatingSqsHandoff, locked, read_rules, write_rules
 from stepchain.testing.probe import HarnessProbe
@@ -201,15 +202,24 @@ class LocalHarness(RunsApi):
             time.sleep(0.05)
 
     def _settled(self, run_id: str, status: str) -> bool:
-        """Ended, or waiting for an event whose deadline has not passed (once it has, the
-        deadline's own message is on its way: the run still moves)."""
+        """Ended, or waiting for an event that has not come and whose deadline has not passed (once
+        it has, the deadline's own message is on its way: the run still moves). A sleep, or a wait
+        whose event was just delivered (the run record still says WAITING until the next node
+        starts), is not settled: the run moves on its own."""
         if status in ("SUCCEEDED", "FAILED", "CANCELLED"):
             return True
-        if status != "WAITING":
+        if status != "WAITING" or self.waiting_for(run_id) is None:
             return False
-        current = self.engine.get_run(run_id).current
+        run = self.engine.get_run(run_id)
+        if run.paused:  # held by its dollar budget: waits for an approval, not for time
+            return True
+        current = run.current
         rec = self.store.get_node(run_id, current) if current else None
-        return rec is None or rec.wake_at_ms is None or rec.wake_at_ms > time.time() * 1000
+        if rec is None:
+            return True  # the wait has not written its node yet: its event is not in
+        if rec.status is not NodeStatus.WAITING:
+            return False
+        return rec.wake_at_ms is None or rec.wake_at_ms > time.time() * 1000
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass, in real time here (workers keep serving; dead ones are replaced)."""

@@ -117,4 +117,26 @@ def limits_of(limits: Iterable[Limit] | Limit | None) -> tuple[Limit, ...]:
     return items
 
 
-__all__ = ["Concurrency", "KeyFn", "Limit", "RateLimit", "limits_of"]
+def _numbers(lim: Limit) -> str:
+    if isinstance(lim, Concurrency):
+        return f"Concurrency({lim.limit})"
+    return f"RateLimit({lim.limit}, per_s={lim.per_s:g}, unit={lim.unit!r}, burst={lim.burst})"
+
+
+def check_shared(declared: Iterable[tuple[str, Limit]]) -> None:
+    """One name is one limit: every step (of any workflow of a deployment) that declares a named limit
+    declares the same numbers; ``declared``: (workflow, limit) pairs. The numbers live in the code, not
+    with the key's items, so two different ones would each enforce their own on one bucket."""
+    seen: dict[str, tuple[str, str]] = {}
+    for where, lim in declared:
+        if lim.name is None:
+            continue
+        first = seen.setdefault(lim.name, (where, _numbers(lim)))
+        if first[1] != _numbers(lim):
+            raise ValidationError(
+                f"limit {lim.name!r} is {first[1]} in workflow {first[0]!r} but {_numbers(lim)} in {where!r}: "
+                "one name is one limit (give the other a name of its own)"
+            )
+
+
+__all__ = ["Concurrency", "KeyFn", "Limit", "RateLimit", "check_shared", "limits_of"]

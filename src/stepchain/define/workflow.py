@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from stepchain.define.branches import call_node, child_name, parallel_node  # the node kinds' builders
-from stepchain.define.flow import Limit, limits_of
+from stepchain.define.flow import Limit, check_shared, limits_of
 from stepchain.define.nodes import CHILD_KINDS as CHILD_KINDS  # re-exported: the node definitions
 from stepchain.define.nodes import Node as Node
 from stepchain.define.nodes import NodeKind as NodeKind
@@ -330,6 +330,10 @@ class Registry:
     def register(self, wf: Workflow) -> None:
         """Register ``wf`` and the child workflows it was given as objects (``call``, ``parallel``)."""
         wf.validate()
+        others = [w for w in self._latest.values() if w.name != wf.name]
+        check_shared(
+            (w.name, lim) for w in [*others, wf] for lim in (*w.limits, *(x for n in w.nodes for x in n.limits))
+        )
         self._by_name.setdefault(wf.name, {})[wf.version] = wf
         self._latest[wf.name] = wf
         for child in wf.children.values():

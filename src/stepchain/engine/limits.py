@@ -37,8 +37,11 @@ Crashes: a holder that dies keeps its slot until its lease ends (then the next a
 the key full reclaims it). A crash between the release and the node write: the node's lease runs
 out, the step runs again and takes a slot again (no slot is held twice). A crash after
 a reservation and before the node write wastes that reservation: the key runs under its limit,
-never over. Costs: none for a step without limits; per limited activation one write per limit to
-admit and one per concurrency limit to release (two for one concurrency limit).
+never over. An unestimated token limit's usage is charged at the release: a crash before it
+loses the charge (nobody knows what the dead step used). Costs: none for a step without limits; per
+admitted activation at most two requests: its limits taken in one (one UpdateItem, or one
+TransactWriteItems for several, :func:`_admit_at_once`) and given back and charged in one more
+(:func:`_settle_at_once`); a busy key or a wrong guess of a bucket falls back to one write per limit.
 """
 
 from __future__ import annotations

@@ -33,10 +33,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from stepchain.engine.routing import event_key
 from stepchain.probe import BOUNDARIES, CrashRule
-from stepchain.store.records import NodeStatus
 from stepchain.runtimes.local import EmbeddedAws, visibility_timeout_for
 from stepchain.runtimes.local_probes import CRASH_EXIT, DuplicatingSqsHandoff, locked, read_rules, write_rules
+from stepchain.store.records import NodeStatus
 from stepchain.testing.probe import HarnessProbe
 from stepchain.testing.runs_api import RunsApi
 
@@ -203,22 +204,23 @@ class LocalHarness(RunsApi):
 
     def _settled(self, run_id: str, status: str) -> bool:
         """Ended, or waiting for an event that has not come and whose deadline has not passed (once
-        it has, the deadline's own message is on its way: the run still moves). A sleep, or a wait
-        whose event was just delivered (the run record still says WAITING until the next node
-        starts), is not settled: the run moves on its own."""
+        it has, the deadline's own message is on its way: the run still moves). A sleep, a wait whose
+        event was just delivered (the run record still says WAITING until the next node starts), or
+        one whose event came first (buffered: the wait takes it as it starts) is not settled: the
+        run moves on its own."""
         if status in ("SUCCEEDED", "FAILED", "CANCELLED"):
             return True
-        if status != "WAITING" or self.waiting_for(run_id) is None:
+        waiting = self.waiting_for(run_id) if status == "WAITING" else None
+        if waiting is None:
             return False
         run = self.engine.get_run(run_id)
         if run.paused:  # held by its dollar budget: waits for an approval, not for time
             return True
-        current = run.current
-        rec = self.store.get_node(run_id, current) if current else None
-        if rec is None:
-            return True  # the wait has not written its node yet: its event is not in
-        if rec.status is not NodeStatus.WAITING:
-            return False
+        rec = self.store.get_node(run_id, run.current) if run.current else None
+        if rec is None or rec.status is not NodeStatus.WAITING:
+            return False  # its node not written yet, or the wait already completed: the run moves
+        if self.store.get_event(run_id, event_key(waiting["event"], waiting["iteration"])) is not None:
+            return False  # the event came before the wait: the wait is taking it now
         return rec.wake_at_ms is None or rec.wake_at_ms > time.time() * 1000
 
     def advance(self, seconds: float) -> None:

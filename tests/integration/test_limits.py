@@ -61,7 +61,7 @@ CRASH: set[int] = set()  # inputs ``n`` whose first holder dies with its slot he
 limited = Workflow("limited")
 
 
-@limited.step(limits=Concurrency(LIMIT, key=lambda ctx, x: x["model"], name="model", poll_s=5))
+@limited.step(timeout_s=10, limits=Concurrency(LIMIT, key=lambda ctx, x: x["model"], name="model", poll_s=5))
 def call_model(ctx: StepContext, x: dict[str, Any]) -> dict[str, Any]:
     lease = H.enter(ctx, x["n"])
     time.sleep(2)  # virtual: the call takes 2 s

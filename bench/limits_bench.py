@@ -16,7 +16,7 @@ from typing import Any
 
 from stepchain import Workflow
 from stepchain.define.flow import Concurrency, Limit, RateLimit
-from stepchain.engine import limits
+from stepchain.engine import limits as engine_limits
 from stepchain.observe.pricing import load_prices
 from stepchain.testing import Harness
 
@@ -69,7 +69,7 @@ def count_tx_items(h: Harness) -> Counter[str]:
 
 
 def calls(wf: Workflow, runs: int = 1) -> Counter[str]:
-    limits._seen.clear()  # a new table: the process's guesses of its buckets start empty
+    engine_limits._seen.clear()  # a new table: the process's guesses of its buckets start empty
     with Harness(wf, backend="moto") as h:
         items = count_tx_items(h)
         ids = [h.start(wf.name, 0) for _ in range(runs)]

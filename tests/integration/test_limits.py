@@ -530,3 +530,33 @@ def test_a_step_with_three_limits_never_exceeds_any_of_them(kind: str, dup: bool
     assert windows([(t, 1) for t, _ in MULTI], 60_000) <= 21
     assert windows(MULTI, 60_000) <= 2_000 + 400
     assert len(MULTI) == runs + 2  # each dead holder's call ran once more, nothing else twice
+
+
+# -- priority on a rate key ----------------------------------------------------------------------
+PRIO: list[tuple[int, int]] = []  # (virtual ms, priority) of each admitted call
+prio = Workflow("rate-priority")
+
+
+@prio.step(limits=RateLimit(60, per_s=60, name="prio-rpm", priority=lambda ctx, x: x["p"]))
+def urgent_or_not(ctx: StepContext, x: dict[str, Any]) -> int:
+    PRIO.append((ctx._services.clock.now_ms(), x["p"]))
+    return int(x["n"])
+
+
+@pytest.mark.parametrize(("kind", "dup"), [("memory", False), ("memory", True), ("sqs", True)])
+def test_a_rate_keys_higher_priority_steps_start_before_lower_ones_that_wait(kind: str, dup: bool) -> None:
+    """12 runs of priority 0 queue on a 60/min key, then 4 of priority 30 s arrive: the 4 reserve
+    within their 30 s and start next, before every waiting priority-0 run; the key never runs over."""
+    PRIO.clear()
+    make, _ = HARNESSES[kind]
+    with make(prio, duplicate_delivery=dup) as h:
+        low = [h.start("rate-priority", {"p": 0, "n": i}) for i in range(12)]
+        h.run(until_ms=h.clock.now_ms() + 500)  # the first goes, the others wait for the key (1 s)
+        high = [h.start("rate-priority", {"p": 30, "n": 100 + i}) for i in range(4)]
+        h.run()
+        assert [h.status(r) for r in low + high] == ["SUCCEEDED"] * 16
+    starts = sorted(PRIO)
+    assert len(starts) == 16
+    order = [p for _, p in starts]
+    assert order[0] == 0 and order[1:5] == [30] * 4, order  # the first low run went before the highs came
+    assert windows([(t, 1) for t, _ in starts], 10_000) <= 10  # 1 a second, never more

@@ -66,7 +66,13 @@ class RateLimit:
     the tokens its step records (``ctx.record_cost(input_tokens=, output_tokens=)``); ``estimate``
     tokens are reserved when it starts and the difference is charged when it ends. ``burst``: units
     that may go at once (default 1: evenly spaced, never more than ``limit`` in any window of
-    ``per_s``)."""
+    ``per_s``).
+
+    Without ``priority`` a waiting step reserves its units at once: strictly FIFO per key. With
+    ``priority(ctx, input) -> seconds``, a step reserves only a unit that starts within that many
+    seconds of now (0 or less: one that starts now) and otherwise asks again when the key's queue has
+    come that close, so a step of a higher priority takes units ahead of lower ones that wait (each
+    waiting step costs one more activation per try)."""
 
     limit: int
     per_s: float = 60.0
@@ -75,6 +81,7 @@ class RateLimit:
     unit: Literal["requests", "tokens"] = "requests"
     estimate: int = 0
     burst: int = 1
+    priority: KeyFn | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 1 <= self.limit <= 10**12:

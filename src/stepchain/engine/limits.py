@@ -13,7 +13,9 @@ before the user's function (:func:`acquire`, from :mod:`stepchain.engine.admissi
    process-local guess of the bucket's state is right). The reservation's start is in the future:
    the slots are given back and the step is throttled until then, holding its reservation
    (FIFO per key: a later reservation starts later). A reservation of 0 units (a token limit
-   without ``estimate``) holds nothing: the step asks again at the expected start.
+   without ``estimate``) holds nothing: the step asks again at the expected start. A limit with a
+   ``priority`` reserves only a start within the step's priority (seconds) of now, else nothing: the
+   step asks again when the key's queue comes that close, so higher priorities reserve first.
 
 Throttled: the node goes RETRYING without counting an attempt (its ``error`` says ``Throttled``,
 the limit, the key and ``until_ms``, the expected start) and the activation comes back at that time
@@ -177,7 +179,16 @@ def acquire(a: Attempt) -> Held | Outcome | None:
         if lim.cost == 0 and (start := _reserve(w, lim, pk, now)) > now:
             return _throttle(w, msg, key, rec, held, pk, start, reserved=False)
     if reserved is None:
-        paid = [(pk, _reserve(w, lim, pk, now)) for lim, pk in held.rates if lim.cost > 0]
+        paid: list[tuple[str, int]] = []
+        # a prioritized limit first: beyond its reach the step reserves nothing and asks again later
+        for lim, pk in sorted(held.rates, key=lambda r: r[0].priority is None):
+            if lim.cost > 0 and lim.priority is not None:
+                start, ok = _reserve_within(w, lim, pk, now, _ahead_ms(lim, a))
+                if not ok:
+                    return _throttle(w, msg, key, rec, held, pk, start, reserved=False)
+                paid.append((pk, start))
+            elif lim.cost > 0:
+                paid.append((pk, _reserve(w, lim, pk, now)))
         pk, start = max(paid, key=lambda p: p[1], default=("", now))
         if start > now:  # the reservations are the step's: its next invocation uses them
             return _throttle(w, msg, key, rec, held, pk, start, reserved=True)
@@ -224,8 +235,9 @@ def _admit_at_once(
     return True
 
 
-def _ahead_ms(lim: Concurrency, a: Attempt) -> int:
-    """How far ahead of its arrival a waiting step queues (its priority, seconds; 0 without one)."""
+def _ahead_ms(lim: Limit, a: Attempt) -> int:
+    """How far ahead a waiting step goes (its priority, seconds; 0 without one): ahead of its arrival
+    in a concurrency key's queue, how far ahead of now it may reserve a rate key's units."""
     if lim.priority is None:
         return 0
     try:
@@ -235,6 +247,20 @@ def _ahead_ms(lim: Concurrency, a: Attempt) -> int:
     if isinstance(p, bool) or not isinstance(p, int | float) or not -86_400 <= p <= 86_400:
         raise ValidationError(f"the priority function of limit {lim.name!r} returned {p!r}: seconds in -86400..86400")
     return int(p * 1000)
+
+
+def _reserve_within(w: KindServices, lim: RateLimit, pk: str, now_ms: int, ahead_ms: int) -> tuple[int, bool]:
+    """A prioritized step's reservation: ``(its start, True)`` when it starts within ``ahead_ms`` (0
+    or less: now), else ``(when the key's queue comes that close, False)``, nothing reserved."""
+    now_us = now_ms * 1000
+    cost_us = round(lim.cost * lim.us_per_unit)
+    tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
+    reach_us = tolerance_us + max(0, ahead_ms) * 1000
+    ok, tat = w.store.reserve_within(pk, now_us, cost_us, reach_us, busy=_seen.get(pk, 0) > now_us)
+    _seen[pk] = tat
+    if not ok:
+        return (tat - reach_us) // 1000, False
+    return max(now_us, tat - cost_us - tolerance_us) // 1000, True
 
 
 def _stale_ms(lim: Concurrency) -> int:

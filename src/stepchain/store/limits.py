@@ -82,8 +82,8 @@ def slot_give(pk: str, owner: str) -> TxUpdate:
 
 def bucket_take(pk: str, now_us: int, cost_us: int, tolerance_us: int, *, busy: bool) -> TxUpdate:
     """Reserve ``cost_us`` of the bucket if the reservation starts now, to the ms (``tat - tolerance``
-    before the next ms, as a reservation's start is rounded down); ``busy``: the caller's guess
-    (``tat > now``: ADD, else SET)."""
+    before the next ms, as a reservation's start is rounded down; a prioritized step passes its reach
+    too); ``busy``: the caller's guess (``tat > now``: ADD, else SET)."""
     keep = {"expires_at": now_us // 1_000_000 + KEEP_S}
     starts_now = ("tat", "<", now_us + tolerance_us + 1000)
     if cost_us <= 0:  # nothing to reserve, only a test: no guess needed (an absent bucket starts idle)
@@ -202,6 +202,21 @@ class LimitOps(StorePort):
             if ok and item is not None:
                 return int(item["tat"])
             busy = item is not None and int(item.get("tat", 0)) > now_us
+        raise RuntimeError(f"rate bucket {pk} changed under three writes in a row")
+
+    def reserve_within(self, pk: str, now_us: int, cost_us: int, reach_us: int, *, busy: bool) -> tuple[bool, int]:
+        """Reserve ``cost_us`` only if the reservation starts within ``reach_us`` of now (``tat <
+        now + reach``, to the ms): ``(True, the new tat)``, else ``(False, the tat as it is)``, nothing
+        taken. ``busy``: the caller's guess; right, one conditional write, else two."""
+        for _ in range(3):  # a guess proven wrong by the item that came back is not made again
+            op = bucket_take(pk, now_us, cost_us, reach_us, busy=busy)
+            ok, item = self._update(pk, BUCKET_SK, op.update, op.cond, return_new=True, old_on_failure=True)
+            if ok and item is not None:
+                return True, int(item["tat"])
+            tat = int((item or {}).get("tat", 0))
+            if tat >= now_us + reach_us + 1000:
+                return False, tat
+            busy = tat > now_us
         raise RuntimeError(f"rate bucket {pk} changed under three writes in a row")
 
     def push_bucket(self, pk: str, until_us: int, now_us: int) -> bool:

@@ -92,7 +92,7 @@ def test_fifty_runs_on_eight_threads_never_exceed_three_holders_with_crashes_and
             if head is None or head[0] > time.time() * 1000:
                 time.sleep(0.005)
                 continue
-            popped = handoff.pop()
+            popped = handoff.pop(due_by_ms=int(time.time() * 1000))  # never one not yet due (SQS's delay)
             if popped is None:
                 continue
             msg: Activation = popped[1]

@@ -40,9 +40,12 @@ class InProcessHandoff(Handoff):
         with self._lock:
             return all(m.action in ("timeout", "recheck") for _, _, m in self._heap)
 
-    def pop(self) -> tuple[int, Activation] | None:
+    def pop(self, due_by_ms: int | None = None) -> tuple[int, Activation] | None:
+        """The head message and its due time (None: empty). With ``due_by_ms``, only a head due by
+        then: threads that peek, then pop, would otherwise take a message another thread's pop made
+        the head, before it is due (a queue never delivers a delayed message early)."""
         with self._lock:
-            if not self._heap:
+            if not self._heap or (due_by_ms is not None and self._heap[0][0] > due_by_ms):
                 return None
             due, _, msg = heapq.heappop(self._heap)
             return due, msg

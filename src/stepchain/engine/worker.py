@@ -175,6 +175,12 @@ class Worker:
             return rec
         if res.kind is ClaimKind.DONE and rec is not None:
             return self.served_from_checkpoint(wf, node, msg, rec)
+        if res.kind is ClaimKind.GONE and rec is not None and rec.status is NodeStatus.FAILED:
+            # met again: the worker that failed the run may have died before its run.failed event and
+            # its parent's notification (each is dropped or joined once when it came already)
+            run = self.store.get_run(msg.run_id)
+            if run is not None and run.status is RunStatus.FAILED:
+                run_ended(self, run)
         if res.kind is ClaimKind.BUSY and rec is not None:
             busy = handler_for(node).on_busy(
                 ActivationScope(self, wf, node, msg, lctx), rec
@@ -349,6 +355,8 @@ class Worker:
         now = self.clock.now_ms()
         run = self.store.get_run(run_id)
         if run is None or run.status.finished:
+            if run is not None and run.status is RunStatus.FAILED:
+                run_ended(self, run)  # met again: the worker that failed it may have died before this
             return Outcome(OutcomeKind.FAILED, error=run.error if run else err)
         rec = self.store.get_node(run_id, node)
         if rec is None:

@@ -106,6 +106,16 @@ class RateLimit:
         """Units reserved when an activation starts."""
         return 1 if self.unit == "requests" else self.estimate
 
+    @property
+    def cost_us(self) -> int:
+        """Microseconds of the bucket an activation reserves when it starts (:attr:`cost` units)."""
+        return round(self.cost * self.us_per_unit)
+
+    @property
+    def tolerance_us(self) -> int:
+        """How far ahead of now the bucket may run and still start a unit now (``burst - 1`` units)."""
+        return round((self.burst - 1) * self.us_per_unit)
+
 
 Limit = Concurrency | RateLimit
 

@@ -217,8 +217,7 @@ def _admit_at_once(
         if isinstance(lim, Concurrency):
             ops.append(slot_take(pk, rec.owner, lim.limit, rec.lease_until_ms, now))
         elif not reserved or lim.cost == 0:  # a reservation covers the paid buckets; a test is made anew
-            cost_us, tolerance_us = round(lim.cost * lim.us_per_unit), round((lim.burst - 1) * lim.us_per_unit)
-            ops.append(bucket_take(pk, now_us, cost_us, tolerance_us, busy=_seen.get(pk, 0) > now_us))
+            ops.append(bucket_take(pk, now_us, lim.cost_us, lim.tolerance_us, busy=_seen.get(pk, 0) > now_us))
     failed = w.store.write_all(ops) if ops else None
     if failed is not None:
         i, item = failed
@@ -231,7 +230,7 @@ def _admit_at_once(
         else:
             held.rates.append((lim, pk))
             if not reserved or lim.cost == 0:  # a guess of the new tat (a transaction returns none)
-                _seen[pk] = max(_seen.get(pk, 0), now_us) + round(lim.cost * lim.us_per_unit)
+                _seen[pk] = max(_seen.get(pk, 0), now_us) + lim.cost_us
     return True
 
 
@@ -253,8 +252,7 @@ def _reserve_within(w: KindServices, lim: RateLimit, pk: str, now_ms: int, ahead
     """A prioritized step's reservation: ``(its start, True)`` when it starts within ``ahead_ms`` (0
     or less: now), else ``(when the key's queue comes that close, False)``, nothing reserved."""
     now_us = now_ms * 1000
-    cost_us = round(lim.cost * lim.us_per_unit)
-    tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
+    cost_us, tolerance_us = lim.cost_us, lim.tolerance_us
     reach_us = tolerance_us + max(0, ahead_ms) * 1000
     ok, tat = w.store.reserve_within(pk, now_us, cost_us, reach_us, busy=_seen.get(pk, 0) > now_us)
     _seen[pk] = tat
@@ -271,8 +269,7 @@ def _stale_ms(lim: Concurrency) -> int:
 def _reserve(w: KindServices, lim: RateLimit, pk: str, now_ms: int) -> int:
     """Reserve ``lim.cost`` units of the bucket; the epoch ms the reservation starts."""
     now_us = now_ms * 1000
-    cost_us = round(lim.cost * lim.us_per_unit)
-    tolerance_us = round((lim.burst - 1) * lim.us_per_unit)
+    cost_us, tolerance_us = lim.cost_us, lim.tolerance_us
     if len(_seen) > 10_000:  # a guess only: forget old keys rather than grow
         _seen.clear()
     if cost_us == 0:  # nothing to reserve: a test of the bucket, one write that needs no guess

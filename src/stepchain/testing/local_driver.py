@@ -33,6 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from stepchain.engine.events import waiting_for
 from stepchain.engine.routing import event_key
 from stepchain.probe import BOUNDARIES, CrashRule
 from stepchain.runtimes.local import EmbeddedAws, visibility_timeout_for
@@ -210,10 +211,12 @@ class LocalHarness(RunsApi):
         run moves on its own."""
         if status in ("SUCCEEDED", "FAILED", "CANCELLED"):
             return True
-        waiting = self.waiting_for(run_id) if status == "WAITING" else None
-        if waiting is None:
+        if status != "WAITING":
             return False
         run = self.engine.get_run(run_id)
+        waiting = waiting_for(self.engine.registry.find(run.workflow, run.version), run)
+        if waiting is None:
+            return False
         if run.paused:  # held by its dollar budget: waits for an approval, not for time
             return True
         rec = self.store.get_node(run_id, run.current) if run.current else None

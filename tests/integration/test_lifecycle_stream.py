@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,16 @@ def test_crashes_at_every_kind_in_one_run(kind: str) -> None:
 
 
 def test_the_embedded_runtime() -> None:
-    """Real worker processes in real time, every message delivered twice."""
+    """Real worker processes in real time, every message delivered twice. ``run()`` returns when the
+    run's record says SUCCEEDED; the worker process writes ``run.succeeded`` one request later (the
+    stream's reader contract: a reader that saw the run finished reads once more), so the check waits
+    for it (at most 30 s) before it compares the whole stream."""
     with make("local", duplicate_delivery=True, budget_ms=3000, poll_timeout_s=180) as h:  # a loaded machine
-        check(h, drive(h))
+        rid = drive(h)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(e["kind"] == "run.succeeded" for e in h.stream(rid)):
+            time.sleep(0.05)
+        check(h, rid)
 
 
 def test_a_reader_tailing_while_the_run_goes_on() -> None:
